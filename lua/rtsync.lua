@@ -1,0 +1,318 @@
+#!lua name=rtsync
+--[[
+rtsync Redis Functions library: the atomic commit of one change.
+
+Every writer goes through `rtsync_commit`: the sidecars (WebSocket and HTTP
+API) and any other service that wants the version check. One call checks the
+versions, writes the entity state, appends the event to the stream (trimming
+by retention) and returns the CommitResult, atomically.
+
+FCALL rtsync_commit <numkeys: 2 or 3> <stream> <state> [<dedup>]
+                    <change> <changes> <metadata> [<retentionMs>]
+
+KEYS
+  1 stream   `<p>:{T}:events` (or `<p>:{B}:base-events` for entityType "base")
+  2 state    records: `<p>:{T}:rec:<recordId>` (hash: _v, _del, v:<f>, d:<f>);
+             other entities: `<p>:{T}:ver` (hash: "<entityType>:<entityId>" -> version)
+  3 dedup    `<p>:{T}:cc:<clientChangeId>`; required when the change has a
+             clientChangeId, omitted (numkeys 2) otherwise
+ARGV
+  1 change     JSON object: {"type", "entityType", "entityId", "userId",
+               "baseId"?, "tableId"?, "version"?, "clientChangeId"?, "origin"?}
+               type: create | update | delete (records); any word for others
+               version: the version the change was based on; absent = blind write
+  2 changes    JSON array of {"fieldId", "oldValue"?, "newValue"?}, or "" for none.
+               Written to the stream verbatim.
+  3 metadata   JSON object, or "". Written verbatim. {"onConflict": "reject"}
+               turns a conflicting write into a rejection.
+  4 retention  milliseconds of history to keep (default 86400000)
+
+RETURNS a JSON string, the CommitResult:
+  {"status": "applied"|"merged"|"overwritten"|"rejected"|"duplicate",
+   "eventId"?: "<stream id>", "version": n,
+   "conflicts"?: [{"fieldId", "theirValue"}],
+   "current"?: {"version", "fields": {fieldId: value}, "deleted"},
+   "reason"?: "exists"|"deleted"|"conflict"|"stale_version"|"version_ahead"}
+A rejected change writes nothing. Bad input returns an error reply starting
+with "ERR rtsync_commit:" and writes nothing.
+
+Example (another service updating field f1 of record r1 in table t1):
+  FCALL rtsync_commit 2 rts:{t1}:events rts:{t1}:rec:r1
+        '{"type":"update","entityType":"record","entityId":"r1","userId":"svc-billing","version":4}'
+        '[{"fieldId":"f1","newValue":42}]' '' 86400000
+]]
+
+local DEDUP_TTL_SECS = 86400
+local ENTITY_TYPES = { record = true, field = true, view = true, table = true, base = true }
+local RECORD_TYPES = { create = true, update = true, delete = true }
+
+local function fail(msg)
+  return redis.error_reply('ERR rtsync_commit: ' .. msg)
+end
+
+local function is_id(s)
+  return type(s) == 'string' and #s >= 1 and #s <= 128
+    and not s:find('[%c{}]')
+end
+
+local function decode_json(raw, what, want)
+  if raw == nil or raw == '' then
+    return nil
+  end
+  local ok, value = pcall(cjson.decode, raw)
+  if not ok or type(value) ~= 'table' then
+    return nil, what .. ' must be a JSON ' .. want
+  end
+  return value
+end
+
+local function is_null(v)
+  return v == nil or v == cjson.null
+end
+
+-- Reads every field value of a record hash, for `current` in a rejection.
+local function record_fields(state)
+  local fields = {}
+  local flat = redis.call('HGETALL', state)
+  for i = 1, #flat, 2 do
+    local k = flat[i]
+    if k:sub(1, 2) == 'd:' then
+      fields[k:sub(3)] = cmsgpack.unpack(flat[i + 1])
+    end
+  end
+  return fields
+end
+
+local function empty_object_or(t)
+  if next(t) == nil then
+    return cjson.decode('{}')
+  end
+  return t
+end
+
+local function rejected(reason, version, current)
+  return cjson.encode({
+    status = 'rejected', reason = reason, version = version, current = current,
+  })
+end
+
+local function append(stream, change, version, changes_raw, metadata_raw, retention_ms)
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local min_id = now_ms - retention_ms
+  if min_id < 0 then min_id = 0 end
+  local args = { 'XADD', stream, 'MINID', '~', tostring(min_id), '*',
+    'type', change.type, 'entityType', change.entityType,
+    'entityId', change.entityId, 'userId', change.userId,
+    'version', tostring(version) }
+  local function opt(name, value)
+    if value ~= nil and value ~= '' and value ~= cjson.null then
+      args[#args + 1] = name
+      args[#args + 1] = value
+    end
+  end
+  opt('baseId', change.baseId)
+  opt('tableId', change.tableId)
+  opt('changes', changes_raw)
+  opt('metadata', metadata_raw)
+  opt('origin', change.origin)
+  opt('clientChangeId', change.clientChangeId)
+  return redis.call(unpack(args))
+end
+
+local function commit_record(keys, change, changes, metadata, changes_raw, metadata_raw, retention_ms)
+  local stream, state = keys[1], keys[2]
+  local cur_v = tonumber(redis.call('HGET', state, '_v')) or 0
+  local deleted = redis.call('HGET', state, '_del') == '1'
+  local exists = cur_v > 0 and not deleted
+  local current = function()
+    return { version = cur_v, fields = empty_object_or(record_fields(state)), deleted = deleted }
+  end
+
+  if change.type == 'create' and exists then
+    return rejected('exists', cur_v, current())
+  end
+  if change.type ~= 'create' and deleted then
+    return rejected('deleted', cur_v, current())
+  end
+
+  local base = change.version
+  local status = 'applied'
+  local conflicts = {}
+  if base ~= nil and base > cur_v then
+    return rejected('version_ahead', cur_v, current())
+  end
+  if base ~= nil and base < cur_v then
+    local touched = {}
+    if change.type == 'delete' then
+      local flat = redis.call('HGETALL', state)
+      for i = 1, #flat, 2 do
+        if flat[i]:sub(1, 2) == 'v:' then
+          touched[#touched + 1] = flat[i]:sub(3)
+        end
+      end
+    else
+      for _, c in ipairs(changes or {}) do
+        touched[#touched + 1] = c.fieldId
+      end
+    end
+    for _, f in ipairs(touched) do
+      local fv = tonumber(redis.call('HGET', state, 'v:' .. f)) or 0
+      if fv > base then
+        local raw = redis.call('HGET', state, 'd:' .. f)
+        local their = cjson.null
+        if raw then their = cmsgpack.unpack(raw) end
+        conflicts[#conflicts + 1] = { fieldId = f, theirValue = their }
+      end
+    end
+    if #conflicts == 0 then
+      status = 'merged'
+    elseif metadata ~= nil and metadata.onConflict == 'reject' then
+      return rejected('conflict', cur_v, current())
+    else
+      status = 'overwritten'
+    end
+  end
+
+  local new_v = cur_v + 1
+  if change.type == 'create' and deleted then
+    redis.call('DEL', state)
+  end
+  local writes = { 'HSET', state, '_v', tostring(new_v) }
+  if change.type == 'delete' then
+    writes[#writes + 1] = '_del'
+    writes[#writes + 1] = '1'
+  else
+    for _, c in ipairs(changes or {}) do
+      writes[#writes + 1] = 'v:' .. c.fieldId
+      writes[#writes + 1] = tostring(new_v)
+      if is_null(c.newValue) then
+        redis.call('HDEL', state, 'd:' .. c.fieldId)
+      else
+        writes[#writes + 1] = 'd:' .. c.fieldId
+        writes[#writes + 1] = cmsgpack.pack(c.newValue)
+      end
+    end
+  end
+  redis.call(unpack(writes))
+  if change.type == 'create' then
+    redis.call('HDEL', state, '_del')
+  end
+
+  local id = append(stream, change, new_v, changes_raw, metadata_raw, retention_ms)
+  local result = { status = status, eventId = id, version = new_v }
+  if #conflicts > 0 then
+    result.conflicts = conflicts
+  end
+  return cjson.encode(result)
+end
+
+local function commit_entity(keys, change, changes_raw, metadata_raw, retention_ms)
+  local stream, state = keys[1], keys[2]
+  local field = change.entityType .. ':' .. change.entityId
+  local cur_v = tonumber(redis.call('HGET', state, field)) or 0
+  if change.version ~= nil and change.version ~= cur_v then
+    return rejected('stale_version', cur_v, { version = cur_v, fields = cjson.decode('{}') })
+  end
+  local new_v = cur_v + 1
+  redis.call('HSET', state, field, tostring(new_v))
+  local id = append(stream, change, new_v, changes_raw, metadata_raw, retention_ms)
+  return cjson.encode({ status = 'applied', eventId = id, version = new_v })
+end
+
+local function commit(keys, args)
+  if #keys < 2 or #keys > 3 then
+    return fail('expects 2 or 3 keys: stream, state[, dedup]')
+  end
+  if #args < 3 then
+    return fail('expects arguments: change, changes, metadata[, retentionMs]')
+  end
+  local change, err = decode_json(args[1], 'change', 'object')
+  if change == nil then
+    return fail(err or 'change is required')
+  end
+  if not ENTITY_TYPES[change.entityType] then
+    return fail('entityType must be record, field, view, table or base')
+  end
+  if type(change.type) ~= 'string' or #change.type == 0 or #change.type > 32 then
+    return fail('type must be a non-empty string')
+  end
+  if change.entityType == 'record' and not RECORD_TYPES[change.type] then
+    return fail('type must be create, update or delete for records')
+  end
+  if not is_id(change.entityId) then
+    return fail('entityId must be an id of 1..128 bytes without control characters or braces')
+  end
+  if not is_id(change.userId) then
+    return fail('userId must be an id of 1..128 bytes without control characters or braces')
+  end
+  for _, name in ipairs({ 'baseId', 'tableId', 'origin' }) do
+    local v = change[name]
+    if not is_null(v) and not is_id(v) then
+      return fail(name .. ' must be an id')
+    end
+    if v == cjson.null then change[name] = nil end
+  end
+  if is_null(change.version) then
+    change.version = nil
+  elseif type(change.version) ~= 'number' or change.version < 0
+      or change.version ~= math.floor(change.version) then
+    return fail('version must be a non-negative integer')
+  end
+  local cc = change.clientChangeId
+  if is_null(cc) then
+    change.clientChangeId = nil
+    if #keys == 3 then
+      return fail('the dedup key is given but the change has no clientChangeId')
+    end
+  else
+    if type(cc) ~= 'string' or #cc < 1 or #cc > 128 then
+      return fail('clientChangeId must be a string of 1..128 bytes')
+    end
+    if #keys ~= 3 then
+      return fail('a change with a clientChangeId needs the dedup key as KEYS[3]')
+    end
+  end
+
+  local changes, cerr = decode_json(args[2], 'changes', 'array')
+  if cerr then return fail(cerr) end
+  for i, c in ipairs(changes or {}) do
+    if type(c) ~= 'table' or not is_id(c.fieldId) then
+      return fail('changes[' .. (i - 1) .. '].fieldId must be an id')
+    end
+  end
+  local metadata, merr = decode_json(args[3], 'metadata', 'object')
+  if merr then return fail(merr) end
+  local retention_ms = tonumber(args[4] or '86400000')
+  if retention_ms == nil or retention_ms <= 0 then
+    return fail('retentionMs must be a positive number')
+  end
+
+  if cc ~= nil and not is_null(cc) then
+    local first = redis.call('GET', keys[3])
+    if first then
+      local result = cjson.decode(first)
+      result.status = 'duplicate'
+      return cjson.encode(result)
+    end
+  end
+
+  local result
+  if change.entityType == 'record' then
+    result = commit_record(keys, change, changes, metadata, args[2], args[3], retention_ms)
+  else
+    result = commit_entity(keys, change, args[2], args[3], retention_ms)
+  end
+  if cc ~= nil and not is_null(cc) then
+    local decoded = cjson.decode(result)
+    if decoded.status ~= 'rejected' then
+      redis.call('SET', keys[3], result, 'EX', DEDUP_TTL_SECS)
+    end
+  end
+  return result
+end
+
+redis.register_function {
+  function_name = 'rtsync_commit',
+  callback = commit,
+}

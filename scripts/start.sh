@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Starts a local Redis (if none answers on RTS_REDIS_URL's default port) and
+# one sidecar in development mode with the demo page. Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/ensure-redis.sh
+port="${REDIS_PORT:-6379}"
+redis_pid=""
+if ! redis-cli -p "$port" ping >/dev/null 2>&1; then
+  dir="$(mktemp -d)"
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >/dev/null &
+  redis_pid=$!
+  trap '[ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null; rm -rf "$dir"' EXIT
+  for _ in $(seq 1 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+fi
+export RTS_REDIS_URL="${RTS_REDIS_URL:-redis://127.0.0.1:$port}"
+export RTS_AUTH="${RTS_AUTH:-none}"
+export RTS_LISTEN="${RTS_LISTEN:-127.0.0.1:4000}"
+echo "rtsync on http://$RTS_LISTEN (WebSocket at ws://$RTS_LISTEN/ws), Redis at $RTS_REDIS_URL" >&2
+cargo run --release --locked --bin rtsync -- --demo "$@"

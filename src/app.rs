@@ -1,0 +1,72 @@
+//! The state one sidecar shares between its HTTP routes, WebSocket sessions
+//! and background tasks. Built once in [`crate::run`], then shared as
+//! `Arc<App>`; nothing in it is per-connection.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::store::Store;
+
+pub struct App {
+    pub config: Arc<Config>,
+    pub store: Arc<Store>,
+    pub hub: Arc<Hub>,
+    pub auth: Authenticator,
+    pub metrics: PrometheusHandle,
+    /// Cancelled on SIGTERM/SIGINT: sessions close with 4500.
+    pub shutdown: CancellationToken,
+    /// Every task the sidecar spawns, waited for on shutdown.
+    pub tasks: TaskTracker,
+    pub started: Instant,
+    pub connections: AtomicUsize,
+    pub authenticated: AtomicUsize,
+    conn_tag: String,
+    conn_seq: AtomicU64,
+}
+
+impl App {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        hub: Arc<Hub>,
+        auth: Authenticator,
+        metrics: PrometheusHandle,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> App {
+        // Connection ids travel in stream entries (`origin`) and are compared
+        // on every sidecar, so they must be unique across the fleet: a random
+        // per-process tag plus a counter.
+        let tag = RandomState::new().hash_one((std::process::id(), crate::now_ms()));
+        App {
+            config,
+            store,
+            hub,
+            auth,
+            metrics,
+            shutdown,
+            tasks,
+            started: Instant::now(),
+            connections: AtomicUsize::new(0),
+            authenticated: AtomicUsize::new(0),
+            conn_tag: format!("{tag:016x}"),
+            conn_seq: AtomicU64::new(0),
+        }
+    }
+
+    pub fn next_connection_id(&self) -> Arc<str> {
+        let n = self.conn_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        Arc::from(format!("{}.{n}", self.conn_tag))
+    }
+}

@@ -1,0 +1,225 @@
+//! Who a connection is and which tables it may touch (PROTOCOL.md section 2).
+//!
+//! JWTs are verified with one pinned algorithm: HS256 with a shared secret,
+//! or RS256/ES256 with a PEM public key (the key type picks which). `sub` and
+//! `exp` are required; `tables` maps table ids (or `"*"`) to `"r"`/`"rw"`. A
+//! token without `tables` grants nothing. In development mode (`RTS_AUTH=none`)
+//! the seed's `{userId, userName, avatarUrl}` form is trusted and grants all.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::{AuthMode, Config};
+use crate::protocol::ids::is_valid_id;
+use crate::protocol::messages::AuthenticateReq;
+
+/// What a grant allows on a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    Read,
+    ReadWrite,
+}
+
+/// Table grants of one identity.
+#[derive(Clone, Debug, Default)]
+pub struct Grants(HashMap<String, Access>);
+
+impl Grants {
+    pub fn all() -> Grants {
+        Grants(HashMap::from([("*".to_owned(), Access::ReadWrite)]))
+    }
+
+    fn access(&self, table: &str) -> Option<Access> {
+        self.0.get(table).or_else(|| self.0.get("*")).copied()
+    }
+
+    pub fn can_read(&self, table: &str) -> bool {
+        self.access(table).is_some()
+    }
+
+    pub fn can_write(&self, table: &str) -> bool {
+        self.access(table) == Some(Access::ReadWrite)
+    }
+}
+
+/// An authenticated user.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub user_id: String,
+    pub user_name: String,
+    pub avatar_url: Option<String>,
+    pub grants: Grants,
+    /// Unix seconds after which the connection must close (`exp` plus the
+    /// accepted clock skew, so a token accepted is never closed at once).
+    pub expires_at: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("no credentials")]
+    Missing,
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    BadClaims(&'static str),
+}
+
+impl AuthError {
+    /// Label for the auth-failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Expired => "expired",
+            AuthError::Invalid(_) => "invalid",
+            AuthError::BadClaims(_) => "claims",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("cannot read RTS_JWT_PUBLIC_KEY {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("RTS_JWT_PUBLIC_KEY is neither an RSA nor an EC public key in PEM form")]
+    BadKey,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    name: Option<String>,
+    avatar: Option<String>,
+    tables: Option<HashMap<String, String>>,
+}
+
+pub struct Authenticator {
+    mode: AuthMode,
+    key: Option<(DecodingKey, Validation)>,
+}
+
+const MAX_NAME_BYTES: usize = 256;
+const MAX_AVATAR_BYTES: usize = 2048;
+
+impl Authenticator {
+    pub fn from_config(config: &Config) -> Result<Authenticator, AuthConfigError> {
+        let key = match (&config.jwt_secret, &config.jwt_public_key) {
+            (Some(secret), _) => Some((
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            )),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|source| AuthConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+                    Some((k, Algorithm::RS256))
+                } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+                    Some((k, Algorithm::ES256))
+                } else {
+                    return Err(AuthConfigError::BadKey);
+                }
+            }
+            (None, None) => None,
+        };
+        let key = key.map(|(k, alg)| {
+            let mut v = Validation::new(alg);
+            v.leeway = config.jwt_leeway_secs;
+            v.validate_aud = false;
+            v.set_required_spec_claims(&["exp", "sub"]);
+            (k, v)
+        });
+        Ok(Authenticator {
+            mode: config.auth,
+            key,
+        })
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// Authenticates an `authenticate` payload (or a token from the upgrade
+    /// request, passed as `token`).
+    pub fn authenticate(&self, req: &AuthenticateReq) -> Result<Identity, AuthError> {
+        if let Some(token) = &req.token {
+            return self.verify(token);
+        }
+        if self.mode == AuthMode::None {
+            return dev_identity(req);
+        }
+        Err(AuthError::Missing)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let Some((key, validation)) = &self.key else {
+            return Err(AuthError::Invalid(
+                "tokens are not accepted in development mode; send {userId, userName}".into(),
+            ));
+        };
+        let data = decode::<Claims>(token, key, validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            }
+        })?;
+        let c = data.claims;
+        let leeway = validation.leeway;
+        if !is_valid_id(&c.sub) {
+            return Err(AuthError::BadClaims("sub must be a valid id"));
+        }
+        let mut grants = HashMap::new();
+        for (table, access) in c.tables.unwrap_or_default() {
+            let access = match access.as_str() {
+                "r" => Access::Read,
+                "rw" => Access::ReadWrite,
+                _ => {
+                    return Err(AuthError::BadClaims(
+                        "tables values must be \"r\" or \"rw\"",
+                    ))
+                }
+            };
+            if table != "*" && !is_valid_id(&table) {
+                return Err(AuthError::BadClaims(
+                    "tables keys must be table ids or \"*\"",
+                ));
+            }
+            grants.insert(table, access);
+        }
+        Ok(Identity {
+            user_name: bounded(c.name, MAX_NAME_BYTES).unwrap_or_else(|| c.sub.clone()),
+            user_id: c.sub,
+            avatar_url: bounded(c.avatar, MAX_AVATAR_BYTES),
+            grants: Grants(grants),
+            expires_at: Some(c.exp.saturating_add(leeway)),
+        })
+    }
+}
+
+fn dev_identity(req: &AuthenticateReq) -> Result<Identity, AuthError> {
+    let user_id = req.user_id.clone().ok_or(AuthError::Missing)?;
+    if !is_valid_id(&user_id) {
+        return Err(AuthError::BadClaims("userId must be a valid id"));
+    }
+    Ok(Identity {
+        user_name: bounded(req.user_name.clone(), MAX_NAME_BYTES)
+            .unwrap_or_else(|| user_id.clone()),
+        user_id,
+        avatar_url: bounded(req.avatar_url.clone(), MAX_AVATAR_BYTES),
+        grants: Grants::all(),
+        expires_at: None,
+    })
+}
+
+fn bounded(s: Option<String>, max: usize) -> Option<String> {
+    s.filter(|s| !s.is_empty() && s.len() <= max)
+}

@@ -1,0 +1,190 @@
+//! Every setting of the sidecar: its flag, its environment variable and its
+//! default (PROTOCOL.md section 8, plus the few tuning knobs documented in
+//! `docs/protocol.md`). Parsed once in `main`, validated before any port is
+//! bound, then shared read-only as `Arc<Config>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+/// How connections prove who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Signed JWTs (HS256 with `RTS_JWT_SECRET`, RS256/ES256 with `RTS_JWT_PUBLIC_KEY`).
+    Jwt,
+    /// Development only: trusts `{userId, userName}` and grants every table.
+    None,
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "rtsync",
+    version,
+    about = "Real-time sync sidecar over Redis Streams"
+)]
+pub struct Config {
+    /// HTTP + WebSocket address.
+    #[arg(long, env = "RTS_LISTEN", default_value = "0.0.0.0:4000")]
+    pub listen: SocketAddr,
+
+    /// Redis URL (or comma-separated cluster seed nodes).
+    #[arg(long, env = "RTS_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+
+    /// Treat `--redis-url` as Redis Cluster seed nodes.
+    #[arg(long, env = "RTS_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_cluster: bool,
+
+    /// This sidecar's consumer group name (default: host name + pid).
+    #[arg(long, env = "RTS_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Prefix of every key and channel.
+    #[arg(long, env = "RTS_KEY_PREFIX", default_value = "rts")]
+    pub key_prefix: String,
+
+    /// `jwt` or `none` (development only).
+    #[arg(long, env = "RTS_AUTH", value_enum, default_value = "jwt")]
+    pub auth: AuthMode,
+
+    /// HS256 shared secret.
+    #[arg(long, env = "RTS_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Path of a PEM public key (RSA for RS256, EC P-256 for ES256).
+    #[arg(long, env = "RTS_JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Accepted clock skew when checking `exp`/`nbf`, in seconds.
+    #[arg(long, env = "RTS_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+
+    /// Bearer token for `/api/v1`.
+    #[arg(long, env = "RTS_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// How long table streams keep events.
+    #[arg(long, env = "RTS_RETENTION_SECS", default_value_t = 86_400)]
+    pub retention_secs: u64,
+
+    /// Presence without heartbeat or activity for this long is removed.
+    #[arg(long, env = "RTS_PRESENCE_TTL_SECS", default_value_t = 300)]
+    pub presence_ttl_secs: u64,
+
+    /// Delay before `user_left` once a user's last connection closed.
+    #[arg(long, env = "RTS_PRESENCE_GRACE_MS", default_value_t = 3_000)]
+    pub presence_grace_ms: u64,
+
+    /// Larger frames close the connection with 4413.
+    #[arg(long, env = "RTS_MAX_FRAME_BYTES", default_value_t = 1_048_576)]
+    pub max_frame_bytes: usize,
+
+    /// Messages per second per connection (burst twice that).
+    #[arg(long, env = "RTS_RATE_LIMIT", default_value_t = 200)]
+    pub rate_limit: u32,
+
+    /// Log filter (tracing `EnvFilter` syntax); logs are JSON lines on stderr.
+    #[arg(long, env = "RTS_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Frames a connection may have queued for sending before it is
+    /// dropped as a slow consumer (close 4503).
+    #[arg(long, env = "RTS_SEND_QUEUE", default_value_t = 1024)]
+    pub send_queue: usize,
+
+    /// Most field changes in one change.
+    #[arg(long, env = "RTS_MAX_CHANGES", default_value_t = 1000)]
+    pub max_changes: usize,
+
+    /// Most changes in one batch (HTTP batch API, offline sync).
+    #[arg(long, env = "RTS_MAX_BATCH", default_value_t = 1000)]
+    pub max_batch: usize,
+
+    /// Largest HTTP request body in bytes.
+    #[arg(long, env = "RTS_MAX_BODY_BYTES", default_value_t = 4_194_304)]
+    pub max_body_bytes: usize,
+
+    /// Redis connections for commands (commits, reads); each is multiplexed.
+    #[arg(long, env = "RTS_REDIS_POOL", default_value_t = 16)]
+    pub redis_pool: usize,
+
+    /// Stream reader connections of the tailer; tables are spread over them.
+    #[arg(long, env = "RTS_TAILER_READERS", default_value_t = 2)]
+    pub tailer_readers: usize,
+
+    /// Serve the demo page at `/demo`.
+    #[arg(long, env = "RTS_DEMO", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub demo: bool,
+}
+
+/// A setting that cannot work, found before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("RTS_AUTH=jwt needs RTS_JWT_SECRET or RTS_JWT_PUBLIC_KEY")]
+    NoJwtKey,
+    #[error("set only one of RTS_JWT_SECRET and RTS_JWT_PUBLIC_KEY")]
+    TwoJwtKeys,
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("RTS_KEY_PREFIX must be 1..=64 bytes without '{{', '}}', ':' or spaces")]
+    BadPrefix,
+    #[error("RTS_INSTANCE_ID must be 1..=128 bytes without control characters, '{{' or '}}'")]
+    BadInstanceId,
+}
+
+impl Config {
+    /// Checks what clap cannot: combinations and ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.auth == AuthMode::Jwt {
+            match (&self.jwt_secret, &self.jwt_public_key) {
+                (None, None) => return Err(ConfigError::NoJwtKey),
+                (Some(_), Some(_)) => return Err(ConfigError::TwoJwtKeys),
+                _ => {}
+            }
+        }
+        for (name, value) in [
+            ("RTS_MAX_FRAME_BYTES", self.max_frame_bytes),
+            ("RTS_RATE_LIMIT", self.rate_limit as usize),
+            ("RTS_SEND_QUEUE", self.send_queue),
+            ("RTS_MAX_CHANGES", self.max_changes),
+            ("RTS_MAX_BATCH", self.max_batch),
+            ("RTS_MAX_BODY_BYTES", self.max_body_bytes),
+            ("RTS_REDIS_POOL", self.redis_pool),
+            ("RTS_TAILER_READERS", self.tailer_readers),
+            ("RTS_RETENTION_SECS", self.retention_secs as usize),
+            ("RTS_PRESENCE_TTL_SECS", self.presence_ttl_secs as usize),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        let p = &self.key_prefix;
+        if p.is_empty()
+            || p.len() > 64
+            || p.chars()
+                .any(|c| matches!(c, '{' | '}' | ':') || c.is_whitespace())
+        {
+            return Err(ConfigError::BadPrefix);
+        }
+        if let Some(id) = &self.instance_id {
+            if !crate::protocol::ids::is_valid_id(id) {
+                return Err(ConfigError::BadInstanceId);
+            }
+        }
+        Ok(())
+    }
+
+    /// The consumer group name: the configured id, or host name + pid.
+    pub fn instance_id(&self) -> String {
+        if let Some(id) = &self.instance_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "rtsync".to_owned());
+        format!("{host}-{}", std::process::id())
+    }
+}

@@ -1,0 +1,221 @@
+//! The REST API under `/api/v1` (PROTOCOL.md section 6): bearer-token auth,
+//! JSON bodies with a size limit, and errors as
+//! `{"success": false, "error": {code, message}}`.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::AUTHORIZATION;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::routes::{json, json_error, Body};
+use crate::app::App;
+use crate::config::AuthMode;
+use crate::protocol::RequestError;
+use crate::store::commit::{commit, CommitRequest};
+
+/// An API failure, rendered as `{"success": false, "error": {code, message}}`.
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn response(&self) -> Response<Body> {
+        json_error(self.status, self.code, &self.message)
+    }
+}
+
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    if let Err(e) = check_token(&app, &req) {
+        return e.response();
+    }
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/api/v1/sync/stats") => stats(&app).await,
+        (Method::POST, "/api/v1/sync/batch-changes") => batch_changes(&app, req).await,
+        (_, "/api/v1/sync/stats" | "/api/v1/sync/batch-changes") => json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this route",
+        ),
+        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+    }
+}
+
+fn check_token(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
+    let Some(expected) = &app.config.api_token else {
+        if app.config.auth == AuthMode::None {
+            return Ok(());
+        }
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the API is disabled: set RTS_API_TOKEN",
+        ));
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "missing or wrong API token",
+        ))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn stats(app: &App) -> Response<Body> {
+    let redis_up = app.store.ping().await;
+    json(
+        StatusCode::OK,
+        &json!({"success": true, "data": {
+            "totalConnections": app.connections.load(Ordering::Relaxed),
+            "authenticatedUsers": app.authenticated.load(Ordering::Relaxed),
+            "tableSubscriptions": app.hub.subscription_count(),
+            "tablesTailed": app.hub.table_count(),
+            "redis": if redis_up { "up" } else { "down" },
+            "instanceId": app.store.instance_id,
+            "uptimeSeconds": app.started.elapsed().as_secs(),
+        }}),
+    )
+}
+
+/// One change of a batch: a ChangeEvent without `id` and `timestamp`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BatchChange {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default = "record")]
+    entity_type: String,
+    entity_id: String,
+    table_id: Option<String>,
+    base_id: Option<String>,
+    user_id: String,
+    changes: Option<Value>,
+    metadata: Option<Value>,
+    version: Option<u64>,
+    client_change_id: Option<String>,
+}
+
+fn record() -> String {
+    "record".to_owned()
+}
+
+async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
+    let body = match read_json(app, req).await {
+        Ok(v) => v,
+        Err(e) => return e.response(),
+    };
+    let Some(items) = body.get("changes").and_then(Value::as_array) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "body must be {\"changes\": [ChangeEvent]}",
+        );
+    };
+    if items.len() > app.config.max_batch {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("at most {} changes per batch", app.config.max_batch),
+        );
+    }
+    // Validate every change before committing any.
+    let mut commits = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let parsed = serde_json::from_value::<BatchChange>(item.clone())
+            .map_err(|e| RequestError::bad_request(e.to_string()))
+            .and_then(|c| {
+                let req = CommitRequest {
+                    kind: c.kind,
+                    entity_type: c.entity_type,
+                    entity_id: c.entity_id,
+                    table_id: c.table_id,
+                    base_id: c.base_id,
+                    user_id: c.user_id,
+                    changes: c.changes,
+                    metadata: c.metadata,
+                    version: c.version,
+                    client_change_id: c.client_change_id,
+                    origin: None,
+                };
+                req.validate(app.config.max_changes).map(|_| req)
+            });
+        match parsed {
+            Ok(req) => commits.push(req),
+            Err(e) => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    e.code.as_str(),
+                    &format!("changes[{i}]: {}", e.message),
+                )
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(commits.len());
+    for (i, req) in commits.iter().enumerate() {
+        match commit(&app.store, req).await {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                let e = RequestError::from(e);
+                return json(
+                    StatusCode::from_u16(e.code.http_status())
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &json!({"success": false,
+                        "error": {"code": e.code.as_str(), "message": format!("changes[{i}]: {}", e.message)},
+                        "data": {"results": results}}),
+                );
+            }
+        }
+    }
+    json(
+        StatusCode::OK,
+        &json!({"success": true, "data": {"results": results}}),
+    )
+}
+
+async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, ApiError> {
+    let limited = Limited::new(req.into_body(), app.config.max_body_bytes);
+    let bytes = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("body over {} bytes", app.config.max_body_bytes),
+            ))
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("invalid JSON: {e}"),
+        )
+    })
+}

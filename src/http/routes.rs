@@ -1,0 +1,67 @@
+//! HTTP routing: health, readiness, metrics, the REST API and `/ws`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use crate::app::App;
+
+pub type Body = Full<Bytes>;
+
+pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let response = match (req.method(), path.as_str()) {
+        (&Method::GET, "/ws") => super::ws::upgrade(app, req),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/readyz") => {
+            if app.store.ping().await {
+                text(StatusCode::OK, "ready")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable")
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            app.metrics.run_upkeep();
+            let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (_, p) if p.starts_with("/api/v1/") => super::api::handle(app, req).await,
+        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+    };
+    Ok(response)
+}
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `{"success": false, "error": {code, message}}` (PROTOCOL.md section 6).
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        &json!({"success": false, "error": {"code": code, "message": message}}),
+    )
+}

@@ -1,0 +1,124 @@
+//! The WebSocket upgrade at `/ws`: validates the handshake, negotiates the
+//! subprotocol, answers `101 Switching Protocols`, and runs the session on
+//! the upgraded socket with tuned tungstenite limits (small buffers, bounded
+//! write buffer, `RTS_MAX_FRAME_BYTES` as the message limit).
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, AUTHORIZATION, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use super::routes::{json_error, Body};
+use crate::app::App;
+use crate::protocol::Encoding;
+
+/// Per-socket buffers: enough for typical frames; larger ones grow as needed.
+const READ_BUFFER: usize = 4 * 1024;
+const WRITE_BUFFER: usize = 4 * 1024;
+/// Bytes a socket may hold unsent before writes fail (the outbox bounds frames).
+const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
+
+pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
+    let headers = req.headers();
+    let has_token = |name, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    };
+    if !has_token(UPGRADE, "websocket") || !has_token(CONNECTION, "upgrade") {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "expected a WebSocket upgrade",
+        );
+    }
+    if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "Sec-WebSocket-Version must be 13",
+        );
+    }
+    let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "missing Sec-WebSocket-Key",
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let offered = headers
+        .get(SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok());
+    let Some((encoding, protocol)) = Encoding::negotiate(offered) else {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "unsupported subprotocol; offer rtsync.v1.msgpack or rtsync.v1.json",
+        );
+    };
+    let token = bearer(headers.get(AUTHORIZATION)).or_else(|| query_token(req.uri().query()));
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(Some(app.config.max_frame_bytes))
+        .max_frame_size(Some(app.config.max_frame_bytes));
+    let tasks = app.tasks.clone();
+    tasks.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                crate::session::run(app, socket, encoding, token).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(p) = protocol {
+        h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    response
+}
+
+fn bearer(value: Option<&HeaderValue>) -> Option<String> {
+    let v = value?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    url::form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .filter(|t| !t.is_empty())
+}

@@ -1,0 +1,243 @@
+//! The hub: which local connections subscribe to which table, and the
+//! fan-out of stream events to them.
+//!
+//! Data flow: the tailer hands [`Hub::deliver`] the events it read for a
+//! table, in stream order. The hub encodes the frame once per wire encoding
+//! and pushes the same `Bytes` into every subscriber's bounded [`Outbox`].
+//! A subscriber that made some of the events gets a frame without them (its
+//! own writes were answered by `ack`); that frame reuses each event's cached
+//! bytes, so nothing is encoded twice.
+//!
+//! Each table keeps a cursor: the id of the last event fanned out. A new
+//! subscriber is registered under the same lock that advances it, so "every
+//! event after `lastEventId`" is exact. The first subscriber of a table
+//! starts serving it (consumer group placed at the stream's end, tailer
+//! told); the last one leaving stops it. Both run under one lifecycle lock so
+//! a quick unsubscribe/subscribe never races the group's removal.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+use crate::protocol::event::{list_frame, single_frame, ChangeEvent};
+use crate::protocol::Encoding;
+use crate::session::outbox::Outbox;
+use crate::store::groups::{self, parse_id};
+use crate::store::tailer::TailerHandle;
+use crate::store::{Store, StoreError};
+
+pub struct Hub {
+    tables: RwLock<HashMap<Arc<str>, Arc<Table>>>,
+    lifecycle: tokio::sync::Mutex<()>,
+    store: Arc<Store>,
+    tailer: TailerHandle,
+}
+
+struct Table {
+    inner: Mutex<TableInner>,
+}
+
+struct TableInner {
+    cursor: String,
+    subscribers: HashMap<Arc<str>, Outbox>,
+}
+
+impl Hub {
+    pub fn new(store: Arc<Store>, tailer: TailerHandle) -> Hub {
+        Hub {
+            tables: RwLock::new(HashMap::new()),
+            lifecycle: tokio::sync::Mutex::new(()),
+            store,
+            tailer,
+        }
+    }
+
+    /// Registers `outbox` for `table`; returns the id after which it will
+    /// receive every event.
+    pub async fn subscribe(&self, table: &str, outbox: Outbox) -> Result<String, StoreError> {
+        if let Some(cursor) = self.try_join(table, &outbox) {
+            return Ok(cursor);
+        }
+        let _serial = self.lifecycle.lock().await;
+        if let Some(cursor) = self.try_join(table, &outbox) {
+            return Ok(cursor);
+        }
+        let cursor = groups::start_serving(&self.store, table).await?;
+        let mut subscribers = HashMap::new();
+        subscribers.insert(outbox.conn_id.clone(), outbox);
+        let entry = Arc::new(Table {
+            inner: Mutex::new(TableInner {
+                cursor: cursor.clone(),
+                subscribers,
+            }),
+        });
+        write(&self.tables).insert(Arc::from(table), entry);
+        crate::metrics::tables_tailed(read(&self.tables).len());
+        self.tailer.add(table).await;
+        Ok(cursor)
+    }
+
+    fn try_join(&self, table: &str, outbox: &Outbox) -> Option<String> {
+        let tables = read(&self.tables);
+        let entry = tables.get(table)?;
+        let mut inner = lock(&entry.inner);
+        inner
+            .subscribers
+            .insert(outbox.conn_id.clone(), outbox.clone());
+        Some(inner.cursor.clone())
+    }
+
+    /// Removes a subscriber; the table stops being served when it was the last.
+    pub async fn unsubscribe(&self, table: &str, conn_id: &str) {
+        let now_empty = {
+            let tables = read(&self.tables);
+            let Some(entry) = tables.get(table) else {
+                return;
+            };
+            let mut inner = lock(&entry.inner);
+            inner.subscribers.remove(conn_id);
+            inner.subscribers.is_empty()
+        };
+        if now_empty {
+            self.retire(table).await;
+        }
+    }
+
+    async fn retire(&self, table: &str) {
+        let _serial = self.lifecycle.lock().await;
+        let removed = {
+            let mut tables = write(&self.tables);
+            let empty = tables
+                .get(table)
+                .is_some_and(|t| lock(&t.inner).subscribers.is_empty());
+            empty && tables.remove(table).is_some()
+        };
+        if !removed {
+            return;
+        }
+        crate::metrics::tables_tailed(read(&self.tables).len());
+        self.tailer.remove(table);
+        if let Err(e) = groups::stop_serving(&self.store, table).await {
+            tracing::warn!(table, error = %e, "could not remove the consumer group");
+        }
+    }
+
+    /// The last event id fanned out for `table`, if it is served.
+    pub fn cursor(&self, table: &str) -> Option<String> {
+        let tables = read(&self.tables);
+        let entry = tables.get(table)?;
+        let cursor = lock(&entry.inner).cursor.clone();
+        Some(cursor)
+    }
+
+    /// Tables with local subscribers.
+    pub fn table_count(&self) -> usize {
+        read(&self.tables).len()
+    }
+
+    /// Total (connection, table) subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        read(&self.tables)
+            .values()
+            .map(|t| lock(&t.inner).subscribers.len())
+            .sum()
+    }
+
+    /// Fans out events read from `table`'s stream, in stream order.
+    pub fn deliver(&self, table: &str, events: Vec<ChangeEvent>) {
+        let tables = read(&self.tables);
+        let Some(entry) = tables.get(table) else {
+            return;
+        };
+        let mut inner = lock(&entry.inner);
+        // Never hand out an event at or before the cursor twice (a group
+        // placed again after a fault may return entries already sent).
+        let after = parse_id(&inner.cursor);
+        let events: Vec<ChangeEvent> = events
+            .into_iter()
+            .filter(|e| parse_id(&e.id) > after)
+            .collect();
+        let Some(last) = events.last() else {
+            return;
+        };
+        inner.cursor = last.id.clone();
+        let event_ms = events.first().map(|e| e.timestamp);
+        let mut frames = FrameCache::new(&events);
+        for sub in inner.subscribers.values() {
+            if let Some(bytes) = frames.frame_for(sub) {
+                sub.push(bytes, event_ms);
+            }
+        }
+        crate::metrics::events_delivered(events.len(), inner.subscribers.len());
+    }
+}
+
+/// Frames of one delivery, built on first need: one shared frame per
+/// encoding, plus one per origin connection without its own events.
+struct FrameCache<'a> {
+    events: &'a [ChangeEvent],
+    shared: [Option<Bytes>; 2],
+    own: HashMap<(&'a str, Encoding), Option<Bytes>>,
+}
+
+impl<'a> FrameCache<'a> {
+    fn new(events: &'a [ChangeEvent]) -> Self {
+        FrameCache {
+            events,
+            shared: [None, None],
+            own: HashMap::new(),
+        }
+    }
+
+    fn frame_for(&mut self, sub: &Outbox) -> Option<Bytes> {
+        let events = self.events;
+        let conn: &str = &sub.conn_id;
+        let is_origin = events.iter().any(|e| e.origin.as_deref() == Some(conn));
+        if !is_origin {
+            let slot = &mut self.shared[sub.encoding.index()];
+            return Some(
+                slot.get_or_insert_with(|| frame(events.iter(), sub.encoding))
+                    .clone(),
+            );
+        }
+        let origin = events
+            .iter()
+            .find_map(|e| e.origin.as_deref().filter(|o| *o == conn))?;
+        self.own
+            .entry((origin, sub.encoding))
+            .or_insert_with(|| {
+                let others: Vec<&ChangeEvent> = events
+                    .iter()
+                    .filter(|e| e.origin.as_deref() != Some(conn))
+                    .collect();
+                (!others.is_empty()).then(|| frame(others.into_iter(), sub.encoding))
+            })
+            .clone()
+    }
+}
+
+/// `record_change` for one event, `batch_changes` for several.
+fn frame<'e, I>(events: I, encoding: Encoding) -> Bytes
+where
+    I: ExactSizeIterator<Item = &'e ChangeEvent> + Clone,
+{
+    if events.len() == 1 {
+        if let Some(e) = events.clone().next() {
+            return single_frame("record_change", e, encoding);
+        }
+    }
+    list_frame("batch_changes", events, encoding)
+}
+
+// Poisoning only follows a panic elsewhere; the maps stay consistent (every
+// critical section is a single insert/remove), so keep serving.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}

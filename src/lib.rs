@@ -1,0 +1,150 @@
+//! # rtsync
+//!
+//! A sidecar that gives a spreadsheet-style app real-time collaboration over
+//! Redis Streams. Browsers hold one WebSocket to it; every sidecar shares one
+//! Redis; Redis Functions do the atomic version checks.
+//!
+//! # Layout
+//!
+//! - [`config`]: every setting, its flag, environment variable and default.
+//! - [`protocol`]: wire frames, payloads, change events and error codes.
+//! - [`auth`]: JWT verification and table grants.
+//! - [`session`]: one WebSocket connection: read loop, dispatch, outbox.
+//! - [`hub`]: table → local subscribers, and the fan-out of events.
+//! - [`store`]: Redis: connections, `rtsync_commit`, groups, the tailer.
+//! - [`http`]: the one port: routes, REST API, WebSocket upgrade.
+//! - [`presence`]: presence rules (colors).
+//! - [`metrics`]: every metric name.
+//!
+//! The path of one edit: session → `FCALL rtsync_commit` (store::commit) →
+//! `ack`; the tailer of every sidecar reads the stream entry → hub → each
+//! subscriber's outbox → socket.
+
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod presence;
+pub mod protocol;
+pub mod session;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::App;
+use crate::auth::Authenticator;
+use crate::config::{AuthMode, Config};
+use crate::hub::Hub;
+use crate::store::tailer::TailerHandle;
+use crate::store::{Keys, Store};
+
+/// How long shutdown waits for connections and tasks to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthConfigError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs a sidecar until `shutdown` is cancelled, then drains: stops
+/// accepting, closes WebSockets with 4500, waits for tasks (bounded).
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    config.validate()?;
+    let config = Arc::new(config);
+    if config.auth == AuthMode::None {
+        tracing::warn!("RTS_AUTH=none: development authentication, every user may do anything");
+    }
+    let metrics = metrics::install();
+    let auth = Authenticator::from_config(&config)?;
+    let instance_id = config.instance_id();
+    let store = Arc::new(Store::open(
+        &config.redis_url,
+        config.redis_pool,
+        Keys::new(config.key_prefix.clone()),
+        instance_id.clone(),
+        config.retention_secs.saturating_mul(1000),
+    )?);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+
+    let tasks = TaskTracker::new();
+    let tailer = TailerHandle::new(store.clone(), config.tailer_readers);
+    let hub = Arc::new(Hub::new(store.clone(), tailer.clone()));
+    let app = Arc::new(App::new(
+        config.clone(),
+        store.clone(),
+        hub.clone(),
+        auth,
+        metrics,
+        shutdown.clone(),
+        tasks.clone(),
+    ));
+    tasks.spawn(load_library(store.clone(), shutdown.clone()));
+    tailer.spawn(hub, &tasks, shutdown.clone());
+    tracing::info!(%addr, instance_id, "listening");
+
+    http::serve(app, listener).await;
+    tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(remaining = tasks.len(), "drain timed out; exiting anyway");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads the function library, retrying while Redis is unreachable.
+async fn load_library(store: Arc<Store>, shutdown: CancellationToken) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.load_library().await {
+            Ok(()) => {
+                tracing::info!("function library rtsync loaded");
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot load the function library yet"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}

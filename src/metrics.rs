@@ -1,0 +1,174 @@
+//! Every metric the sidecar exports, by name, in one place (Grafana's
+//! dashboard and its test read this list). Code elsewhere calls the small
+//! functions below, never `metrics::counter!` with a literal name.
+
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const CONNECTIONS: &str = "rtsync_connections";
+pub const MESSAGES_IN: &str = "rtsync_messages_in_total";
+pub const MESSAGES_OUT: &str = "rtsync_messages_out_total";
+pub const BYTES_IN: &str = "rtsync_bytes_in_total";
+pub const BYTES_OUT: &str = "rtsync_bytes_out_total";
+pub const COMMIT_DURATION: &str = "rtsync_commit_duration_seconds";
+pub const COMMITS: &str = "rtsync_commits_total";
+pub const FANOUT_LATENCY: &str = "rtsync_fanout_latency_seconds";
+pub const EVENTS_DELIVERED: &str = "rtsync_events_delivered_total";
+pub const DELIVERY_BATCH_SIZE: &str = "rtsync_delivery_batch_size";
+pub const SLOW_CONSUMER_DISCONNECTS: &str = "rtsync_slow_consumer_disconnects_total";
+pub const RATE_LIMITED: &str = "rtsync_rate_limited_total";
+pub const FRAMES_REJECTED: &str = "rtsync_frames_rejected_total";
+pub const TABLES_TAILED: &str = "rtsync_tables_tailed";
+pub const ENTRIES_SKIPPED: &str = "rtsync_stream_entries_skipped_total";
+pub const REDIS_ERRORS: &str = "rtsync_redis_errors_total";
+pub const REDIS_RECONNECTS: &str = "rtsync_redis_reconnects_total";
+pub const AUTH_FAILURES: &str = "rtsync_auth_failures_total";
+
+/// Every exported name, for documentation and the dashboard check.
+pub const ALL: &[&str] = &[
+    CONNECTIONS,
+    MESSAGES_IN,
+    MESSAGES_OUT,
+    BYTES_IN,
+    BYTES_OUT,
+    COMMIT_DURATION,
+    COMMITS,
+    FANOUT_LATENCY,
+    EVENTS_DELIVERED,
+    DELIVERY_BATCH_SIZE,
+    SLOW_CONSUMER_DISCONNECTS,
+    RATE_LIMITED,
+    FRAMES_REJECTED,
+    TABLES_TAILED,
+    ENTRIES_SKIPPED,
+    REDIS_ERRORS,
+    REDIS_RECONNECTS,
+    AUTH_FAILURES,
+];
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// Installs the Prometheus recorder. Only one recorder can be global per
+/// process; a second call (several sidecars in one test process) keeps the
+/// first and returns a handle of its own that renders nothing.
+pub fn install() -> PrometheusHandle {
+    let builder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(DELIVERY_BATCH_SIZE.into()), SIZE_BUCKETS)
+        });
+    let builder = match builder {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid histogram buckets; using defaults");
+            PrometheusBuilder::new()
+        }
+    };
+    let recorder = builder.build_recorder();
+    let handle = recorder.handle();
+    if metrics::set_global_recorder(recorder).is_err() {
+        tracing::debug!("a metrics recorder is already installed");
+    }
+    describe();
+    handle
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(CONNECTIONS, "Open WebSocket connections by state");
+    describe_counter!(MESSAGES_IN, "Client frames received, by event");
+    describe_counter!(MESSAGES_OUT, "Frames queued to clients, by event");
+    describe_counter!(BYTES_IN, Unit::Bytes, "WebSocket payload bytes received");
+    describe_counter!(BYTES_OUT, Unit::Bytes, "WebSocket payload bytes written");
+    describe_histogram!(
+        COMMIT_DURATION,
+        Unit::Seconds,
+        "FCALL rtsync_commit round trip"
+    );
+    describe_counter!(COMMITS, "Commits by result status");
+    describe_histogram!(
+        FANOUT_LATENCY,
+        Unit::Seconds,
+        "Stream entry time to frame written"
+    );
+    describe_counter!(
+        EVENTS_DELIVERED,
+        "Events delivered to subscribers (event × subscriber)"
+    );
+    describe_histogram!(DELIVERY_BATCH_SIZE, "Events per fan-out of one table");
+    describe_counter!(
+        SLOW_CONSUMER_DISCONNECTS,
+        "Connections closed 4503 for a full queue"
+    );
+    describe_counter!(RATE_LIMITED, "Requests refused by the rate limit");
+    describe_counter!(FRAMES_REJECTED, "Client frames refused, by reason");
+    describe_gauge!(TABLES_TAILED, "Table streams this sidecar reads");
+    describe_counter!(ENTRIES_SKIPPED, "Malformed stream entries skipped");
+    describe_counter!(REDIS_ERRORS, "Redis command failures by kind");
+    describe_counter!(REDIS_RECONNECTS, "Stream reader reconnections to Redis");
+    describe_counter!(AUTH_FAILURES, "Authentication failures by reason");
+}
+
+pub fn connection_opened() {
+    gauge!(CONNECTIONS, "state" => "open").increment(1.0);
+}
+pub fn connection_closed(authenticated: bool) {
+    gauge!(CONNECTIONS, "state" => "open").decrement(1.0);
+    if authenticated {
+        gauge!(CONNECTIONS, "state" => "authenticated").decrement(1.0);
+    }
+}
+pub fn connection_authenticated() {
+    gauge!(CONNECTIONS, "state" => "authenticated").increment(1.0);
+}
+pub fn message_in(event: &'static str, bytes: usize) {
+    counter!(MESSAGES_IN, "event" => event).increment(1);
+    counter!(BYTES_IN).increment(bytes as u64);
+}
+pub fn message_out(event: &'static str) {
+    counter!(MESSAGES_OUT, "event" => event).increment(1);
+}
+pub fn frame_out(bytes: usize, event_ms: Option<u64>) {
+    counter!(BYTES_OUT).increment(bytes as u64);
+    if let Some(ms) = event_ms {
+        let lag = crate::now_ms().saturating_sub(ms);
+        histogram!(FANOUT_LATENCY).record(lag as f64 / 1000.0);
+    }
+}
+pub fn commit_done(elapsed: Duration, status: &'static str) {
+    histogram!(COMMIT_DURATION).record(elapsed.as_secs_f64());
+    counter!(COMMITS, "status" => status).increment(1);
+}
+pub fn events_delivered(events: usize, subscribers: usize) {
+    counter!(EVENTS_DELIVERED).increment((events * subscribers) as u64);
+    histogram!(DELIVERY_BATCH_SIZE).record(events as f64);
+}
+pub fn slow_consumer_dropped() {
+    counter!(SLOW_CONSUMER_DISCONNECTS).increment(1);
+}
+pub fn rate_limited() {
+    counter!(RATE_LIMITED).increment(1);
+}
+pub fn frame_rejected(reason: &'static str) {
+    counter!(FRAMES_REJECTED, "reason" => reason).increment(1);
+}
+pub fn tables_tailed(n: usize) {
+    gauge!(TABLES_TAILED).set(n as f64);
+}
+pub fn entry_skipped() {
+    counter!(ENTRIES_SKIPPED).increment(1);
+}
+pub fn redis_error(kind: &'static str) {
+    counter!(REDIS_ERRORS, "kind" => kind).increment(1);
+}
+pub fn redis_reconnect() {
+    counter!(REDIS_RECONNECTS).increment(1);
+}
+pub fn auth_failure(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}

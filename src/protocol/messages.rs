@@ -1,0 +1,125 @@
+//! Typed payloads of client requests (PROTOCOL.md section 3) and of the
+//! small server events. Requests are parsed from the frame's `data` value and
+//! validated here, so handlers only see well-formed input.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ids::check_id;
+use super::RequestError;
+use crate::store::commit::CommitRequest;
+
+/// Parses `data` into a request type, answering `bad_request` on mismatch.
+pub fn parse<T: for<'de> Deserialize<'de>>(event: &str, data: Value) -> Result<T, RequestError> {
+    serde_json::from_value(data)
+        .map_err(|e| RequestError::bad_request(format!("invalid {event} payload: {e}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthenticateReq {
+    pub token: Option<String>,
+    pub user_id: Option<String>,
+    pub user_name: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Authenticated<'a> {
+    pub user_id: &'a str,
+    pub connection_id: &'a str,
+    pub server_time: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeReq {
+    pub table_id: String,
+    pub view_id: Option<String>,
+    pub base_id: Option<String>,
+}
+
+impl SubscribeReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        if let Some(v) = &self.view_id {
+            check_id("viewId", v)?;
+        }
+        if let Some(b) = &self.base_id {
+            check_id("baseId", b)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeAck<'a> {
+    pub table_id: &'a str,
+    pub last_event_id: &'a str,
+    pub color: &'a str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableReq {
+    pub table_id: String,
+}
+
+impl TableReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id).map(|_| ())
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TableAck<'a> {
+    pub table_id: &'a str,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordChangeReq {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub record_id: String,
+    pub table_id: String,
+    pub base_id: Option<String>,
+    pub changes: Option<Value>,
+    pub metadata: Option<Value>,
+    pub version: Option<u64>,
+    pub client_change_id: Option<String>,
+}
+
+impl RecordChangeReq {
+    /// Validates the change and turns it into a commit of `user_id`.
+    pub fn into_commit(
+        self,
+        user_id: &str,
+        origin: &str,
+        max_changes: usize,
+    ) -> Result<CommitRequest, RequestError> {
+        let req = CommitRequest {
+            kind: self.kind,
+            entity_type: "record".to_owned(),
+            entity_id: self.record_id,
+            table_id: Some(self.table_id),
+            base_id: self.base_id,
+            user_id: user_id.to_owned(),
+            changes: self.changes,
+            metadata: self.metadata,
+            version: self.version,
+            client_change_id: self.client_change_id,
+            origin: Some(origin.to_owned()),
+        };
+        req.validate(max_changes)?;
+        Ok(req)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Timestamp {
+    pub timestamp: u64,
+}

@@ -1,0 +1,16 @@
+//! The wire protocol (PROTOCOL.md sections 1–5): ids, frames and their
+//! MessagePack/JSON codec, request and event payloads, and error codes.
+//!
+//! Data flow: a WebSocket message → [`codec::decode_frame`] → [`codec::InFrame`]
+//! (event name, `data` as a JSON value, `rid`) → a typed request from
+//! [`messages`]. Outbound, payloads are encoded by [`codec::encode_frame`], and
+//! change events by [`event::ChangeEvent::frame_bytes`] once per encoding.
+
+pub mod codec;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod messages;
+
+pub use codec::Encoding;
+pub use error::{ErrorCode, RequestError};

@@ -1,0 +1,254 @@
+//! Request handling: one function per client event (PROTOCOL.md section 3).
+//! Each handler returns the `ack` result or a [`RequestError`]; this module
+//! answers with `["ack", result, rid]` or `["error", {code, message}, rid]`.
+//! Errors are sent even without a `rid`, so no failure is silent.
+
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::outbox::close;
+use super::Session;
+use crate::auth::{AuthError, Identity};
+use crate::protocol::codec::{decode_frame, encode_frame, salvage_rid};
+use crate::protocol::error::ErrorBody;
+use crate::protocol::messages::{
+    parse, AuthenticateReq, Authenticated, RecordChangeReq, SubscribeAck, SubscribeReq, TableAck,
+    TableReq, Timestamp,
+};
+use crate::protocol::{ErrorCode, RequestError};
+use crate::store::commit::commit;
+
+type Reply = Result<Value, RequestError>;
+
+/// Events of the protocol, as `'static` labels for metrics.
+const EVENTS: &[&str] = &[
+    "authenticate",
+    "subscribe_to_table",
+    "unsubscribe_from_table",
+    "cursor_position",
+    "selection",
+    "record_change",
+    "sync_offline_changes",
+    "recover_connection",
+    "heartbeat",
+];
+
+pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
+    let frame = match decode_frame(bytes, text) {
+        Ok(f) => f,
+        Err(e) => {
+            crate::metrics::message_in("invalid", bytes.len());
+            crate::metrics::frame_rejected("decode");
+            send_error(session, &e, None, salvage_rid(bytes, text));
+            return;
+        }
+    };
+    let event = EVENTS
+        .iter()
+        .copied()
+        .find(|e| *e == frame.event)
+        .unwrap_or("unknown");
+    crate::metrics::message_in(event, bytes.len());
+    let rid = frame.rid;
+    let reply = if event == "authenticate" {
+        authenticate(session, frame.data)
+    } else if session.identity.is_none() {
+        Err(RequestError::new(
+            ErrorCode::Unauthenticated,
+            "authenticate first",
+        ))
+    } else {
+        match event {
+            "subscribe_to_table" => subscribe(session, frame.data).await,
+            "unsubscribe_from_table" => unsubscribe(session, frame.data).await,
+            "record_change" => record_change(session, frame.data).await,
+            "heartbeat" => heartbeat(session, frame.data),
+            "unknown" => Err(RequestError::new(
+                ErrorCode::UnknownEvent,
+                format!("unknown event {:?}", truncate(&frame.event)),
+            )),
+            other => Err(RequestError::new(
+                ErrorCode::UnknownEvent,
+                format!("{other} is not supported by this server yet"),
+            )),
+        }
+    };
+    match reply {
+        Ok(result) => {
+            if rid.is_some() {
+                send(session, "ack", &result, rid);
+            }
+        }
+        Err(e) => {
+            if e.code == ErrorCode::BadRequest {
+                crate::metrics::frame_rejected("invalid");
+            }
+            send_error(session, &e, Some(event), rid);
+        }
+    }
+}
+
+fn truncate(s: &str) -> &str {
+    match s.char_indices().nth(64) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+pub fn send<T: Serialize + ?Sized>(
+    session: &Session,
+    event: &'static str,
+    data: &T,
+    rid: Option<u64>,
+) {
+    crate::metrics::message_out(event);
+    session
+        .outbox
+        .push(encode_frame(session.encoding(), event, data, rid), None);
+}
+
+fn send_error(session: &Session, e: &RequestError, event: Option<&str>, rid: Option<u64>) {
+    let body = ErrorBody {
+        code: e.code,
+        message: &e.message,
+        event,
+    };
+    send(session, "error", &body, rid);
+}
+
+fn to_value<T: Serialize>(v: &T) -> Reply {
+    serde_json::to_value(v).map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// Authenticates with a token from the upgrade request.
+pub fn authenticate_with_token(session: &mut Session, token: &str) {
+    let req = AuthenticateReq {
+        token: Some(token.to_owned()),
+        user_id: None,
+        user_name: None,
+        avatar_url: None,
+    };
+    let result = session.app.auth.authenticate(&req);
+    let _ = finish_auth(session, result);
+}
+
+fn authenticate(session: &mut Session, data: Value) -> Reply {
+    if session.identity.is_some() {
+        return Err(RequestError::bad_request("already authenticated"));
+    }
+    let req: AuthenticateReq = parse("authenticate", data)?;
+    let result = session.app.auth.authenticate(&req);
+    finish_auth(session, result)
+}
+
+fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Reply {
+    match result {
+        Ok(identity) => {
+            if session.app.auth.mode() == crate::config::AuthMode::None {
+                tracing::warn!(user = %identity.user_id, "development authentication (RTS_AUTH=none)");
+            }
+            tracing::info!(user = %identity.user_id, "authenticated");
+            let body = Authenticated {
+                user_id: &identity.user_id,
+                connection_id: session.conn_id(),
+                server_time: crate::now_ms(),
+            };
+            let value = to_value(&body)?;
+            send(session, "authenticated", &value, None);
+            session.identity = Some(identity);
+            session.app.authenticated.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::connection_authenticated();
+            Ok(value)
+        }
+        Err(e) => {
+            // Never log the token itself.
+            tracing::warn!(reason = e.reason(), error = %e, "authentication failed");
+            crate::metrics::auth_failure(e.reason());
+            session.outbox.close(close::UNAUTHENTICATED);
+            Err(RequestError::new(ErrorCode::Unauthenticated, e.to_string()))
+        }
+    }
+}
+
+fn identity(session: &Session) -> Result<&Identity, RequestError> {
+    session
+        .identity
+        .as_ref()
+        .ok_or_else(|| RequestError::new(ErrorCode::Unauthenticated, "authenticate first"))
+}
+
+async fn subscribe(session: &mut Session, data: Value) -> Reply {
+    let req: SubscribeReq = parse("subscribe_to_table", data)?;
+    req.validate()?;
+    let user = identity(session)?;
+    if !user.grants.can_read(&req.table_id) {
+        return Err(forbidden("read", &req.table_id));
+    }
+    let color = crate::presence::color_for(&user.user_id);
+    let cursor = session
+        .app
+        .hub
+        .subscribe(&req.table_id, session.outbox.clone())
+        .await?;
+    session.tables.insert(req.table_id.clone());
+    to_value(&SubscribeAck {
+        table_id: &req.table_id,
+        last_event_id: &cursor,
+        color,
+    })
+}
+
+async fn unsubscribe(session: &mut Session, data: Value) -> Reply {
+    let req: TableReq = parse("unsubscribe_from_table", data)?;
+    req.validate()?;
+    if session.tables.remove(&req.table_id) {
+        session
+            .app
+            .hub
+            .unsubscribe(&req.table_id, session.conn_id())
+            .await;
+    }
+    to_value(&TableAck {
+        table_id: &req.table_id,
+    })
+}
+
+async fn record_change(session: &mut Session, data: Value) -> Reply {
+    let req: RecordChangeReq = parse("record_change", data)?;
+    let user = identity(session)?;
+    if !user.grants.can_write(&req.table_id) {
+        return Err(forbidden("write", &req.table_id));
+    }
+    let req = req.into_commit(
+        &user.user_id,
+        session.conn_id(),
+        session.app.config.max_changes,
+    )?;
+    let result = commit(&session.app.store, &req).await?;
+    to_value(&result)
+}
+
+fn heartbeat(session: &mut Session, data: Value) -> Reply {
+    let req: TableReq = parse("heartbeat", data)?;
+    req.validate()?;
+    if !session.tables.contains(&req.table_id) {
+        return Err(RequestError::new(
+            ErrorCode::NotSubscribed,
+            format!("not subscribed to table {}", req.table_id),
+        ));
+    }
+    let ts = Timestamp {
+        timestamp: crate::now_ms(),
+    };
+    send(session, "heartbeat_ack", &ts, None);
+    to_value(&ts)
+}
+
+fn forbidden(what: &str, table: &str) -> RequestError {
+    RequestError::new(
+        ErrorCode::Forbidden,
+        format!("no {what} access to table {table}"),
+    )
+}

@@ -1,0 +1,145 @@
+//! One WebSocket connection, from upgrade to close.
+//!
+//! Data flow: the read loop below takes frames off the socket, decodes them
+//! and hands each request to [`dispatch`], one at a time (so a client's
+//! requests are answered in order). Replies and fan-out frames go through the
+//! connection's [`outbox::Outbox`] to its writer task. The loop also owns the
+//! connection's deadlines: authentication within 10 s (4408), token expiry
+//! (4401), and the server's shutdown (4500).
+
+pub mod dispatch;
+pub mod outbox;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::CapacityError;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument;
+
+use crate::app::App;
+use crate::auth::Identity;
+use crate::protocol::Encoding;
+use outbox::{close, Outbox};
+
+/// How long a connection may stay unauthenticated.
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the writer may take to finish after the read loop ends.
+const WRITER_GRACE: Duration = Duration::from_secs(3);
+
+pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+/// Per-connection state that requests read and change.
+pub struct Session {
+    pub app: Arc<App>,
+    pub outbox: Outbox,
+    pub identity: Option<Identity>,
+    pub tables: HashSet<String>,
+}
+
+impl Session {
+    pub fn conn_id(&self) -> &str {
+        &self.outbox.conn_id
+    }
+
+    pub fn encoding(&self) -> Encoding {
+        self.outbox.encoding
+    }
+}
+
+/// Runs a connection to its end. `token` is a JWT from the upgrade request.
+pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Option<String>) {
+    let conn_id = app.next_connection_id();
+    let span = tracing::info_span!("conn", id = %conn_id);
+    async move {
+        app.connections.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::connection_opened();
+        tracing::info!(encoding = ?encoding, "connection opened");
+        let (sink, mut stream) = socket.split();
+        let (outbox, receiver) = outbox::outbox(conn_id, encoding, app.config.send_queue);
+        let writer = tokio::spawn(receiver.run(sink).in_current_span());
+        let mut session = Session {
+            app: app.clone(),
+            outbox,
+            identity: None,
+            tables: HashSet::new(),
+        };
+        if let Some(token) = token {
+            dispatch::authenticate_with_token(&mut session, &token);
+        }
+        let auth_deadline = Instant::now() + AUTH_TIMEOUT;
+        let reason = loop {
+            let expiry = session.identity.as_ref().and_then(|i| i.expires_at).map(deadline_of);
+            tokio::select! {
+                _ = app.shutdown.cancelled() => {
+                    session.outbox.close(close::SHUTTING_DOWN);
+                    break "server shutting down";
+                }
+                _ = session.outbox.closed() => break "closed by server",
+                _ = tokio::time::sleep_until(auth_deadline), if session.identity.is_none() => {
+                    crate::metrics::auth_failure("timeout");
+                    session.outbox.close(close::AUTH_TIMEOUT);
+                    break "authentication timeout";
+                }
+                _ = sleep_until_opt(expiry), if expiry.is_some() => {
+                    session.outbox.close(close::UNAUTHENTICATED);
+                    break "token expired";
+                }
+                msg = stream.next() => match msg {
+                    None => break "client went away",
+                    Some(Ok(Message::Binary(b))) => dispatch::handle_frame(&mut session, &b, false).await,
+                    Some(Ok(Message::Text(t))) => dispatch::handle_frame(&mut session, t.as_bytes(), true).await,
+                    Some(Ok(Message::Close(_))) => break "client closed",
+                    Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
+                        crate::metrics::frame_rejected("too_large");
+                        tracing::warn!(size, "frame over RTS_MAX_FRAME_BYTES");
+                        session.outbox.close(close::FRAME_TOO_LARGE);
+                        break "frame too large";
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket read failed");
+                        break "read error";
+                    }
+                },
+            }
+        };
+        for table in std::mem::take(&mut session.tables) {
+            app.hub.unsubscribe(&table, session.conn_id()).await;
+        }
+        session.outbox.close(1000);
+        let authenticated = session.identity.is_some();
+        if authenticated {
+            app.authenticated.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(session);
+        if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
+            tracing::debug!("writer did not finish in time");
+        }
+        app.connections.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::connection_closed(authenticated);
+        tracing::info!(reason, "connection closed");
+    }
+    .instrument(span)
+    .await
+}
+
+fn deadline_of(exp_secs: u64) -> Instant {
+    let now_ms = crate::now_ms();
+    let in_ms = (exp_secs.saturating_mul(1000)).saturating_sub(now_ms);
+    Instant::now() + Duration::from_millis(in_ms)
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

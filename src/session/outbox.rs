@@ -1,0 +1,197 @@
+//! A connection's bounded outbound queue and its writer task. Everything a
+//! connection is sent (replies, fan-out frames) goes through one queue, so
+//! frames leave in the order they were queued. A queue that is full means the
+//! client cannot keep up: it is closed with 4503 instead of growing memory.
+
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::Encoding;
+
+/// Close codes of PROTOCOL.md section 5.
+pub mod close {
+    pub const UNAUTHENTICATED: u16 = 4401;
+    pub const AUTH_TIMEOUT: u16 = 4408;
+    pub const FRAME_TOO_LARGE: u16 = 4413;
+    pub const RATE_LIMITED: u16 = 4429;
+    pub const SHUTTING_DOWN: u16 = 4500;
+    pub const SLOW_CONSUMER: u16 = 4503;
+}
+
+/// One queued frame, with the stream time of the event it carries (for the
+/// fan-out latency metric).
+pub struct Outbound {
+    bytes: Bytes,
+    event_ms: Option<u64>,
+}
+
+/// The sending side of a connection, cheap to clone into the hub.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<Outbound>,
+    closing: CancellationToken,
+    close_code: Arc<AtomicU16>,
+    pub conn_id: Arc<str>,
+    pub encoding: Encoding,
+}
+
+/// The receiving side, owned by the writer task.
+pub struct OutboxReceiver {
+    rx: mpsc::Receiver<Outbound>,
+    closing: CancellationToken,
+    close_code: Arc<AtomicU16>,
+    encoding: Encoding,
+}
+
+pub fn outbox(conn_id: Arc<str>, encoding: Encoding, capacity: usize) -> (Outbox, OutboxReceiver) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let closing = CancellationToken::new();
+    let close_code = Arc::new(AtomicU16::new(0));
+    (
+        Outbox {
+            tx,
+            closing: closing.clone(),
+            close_code: close_code.clone(),
+            conn_id,
+            encoding,
+        },
+        OutboxReceiver {
+            rx,
+            closing,
+            close_code,
+            encoding,
+        },
+    )
+}
+
+impl Outbox {
+    /// Queues a frame; a full queue drops the connection as a slow consumer.
+    /// Returns false when the frame was not queued.
+    pub fn push(&self, bytes: Bytes, event_ms: Option<u64>) -> bool {
+        match self.tx.try_send(Outbound { bytes, event_ms }) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.closing.is_cancelled() {
+                    crate::metrics::slow_consumer_dropped();
+                    tracing::warn!(conn = %self.conn_id, "slow consumer: outbound queue full, closing 4503");
+                    self.close(close::SLOW_CONSUMER);
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the writer to close the connection with `code` after what is
+    /// already queued (except for 4503, which closes at once). The first
+    /// code asked for wins.
+    pub fn close(&self, code: u16) {
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.closing.cancel();
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    /// Resolves once a close was asked for.
+    pub async fn closed(&self) {
+        self.closing.cancelled().await
+    }
+}
+
+/// How long a close handshake may take before the socket is dropped anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl OutboxReceiver {
+    /// Drains the queue into the socket until the connection closes. Writes
+    /// are fed back to back and flushed when the queue runs empty, so a burst
+    /// costs one flush.
+    pub async fn run<S>(mut self, mut sink: S)
+    where
+        S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+    {
+        let text = self.encoding == Encoding::Json;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.closing.cancelled() => break,
+                next = self.rx.recv() => {
+                    let Some(out) = next else { break };
+                    if write(&mut sink, out, text).await.is_err() {
+                        return;
+                    }
+                    while let Ok(out) = self.rx.try_recv() {
+                        if write(&mut sink, out, text).await.is_err() {
+                            return;
+                        }
+                    }
+                    if sink.flush().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let code = match self.close_code.load(Ordering::Acquire) {
+            0 => 1000,
+            c => c,
+        };
+        if code != close::SLOW_CONSUMER {
+            while let Ok(out) = self.rx.try_recv() {
+                if write(&mut sink, out, text).await.is_err() {
+                    return;
+                }
+            }
+        }
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: Utf8Bytes::from_static(reason(code)),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            let _ = sink.send(Message::Close(Some(frame))).await;
+            let _ = sink.close().await;
+        })
+        .await;
+    }
+}
+
+async fn write<S>(sink: &mut S, out: Outbound, text: bool) -> Result<(), ()>
+where
+    S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+{
+    let len = out.bytes.len();
+    let msg = if text {
+        match Utf8Bytes::try_from(out.bytes) {
+            Ok(t) => Message::Text(t),
+            Err(_) => return Ok(()),
+        }
+    } else {
+        Message::Binary(out.bytes)
+    };
+    sink.feed(msg).await.map_err(|_| ())?;
+    crate::metrics::frame_out(len, out.event_ms);
+    Ok(())
+}
+
+fn reason(code: u16) -> &'static str {
+    match code {
+        close::UNAUTHENTICATED => "unauthenticated",
+        close::AUTH_TIMEOUT => "authentication timeout",
+        close::FRAME_TOO_LARGE => "frame too large",
+        close::RATE_LIMITED => "rate limit exceeded",
+        close::SHUTTING_DOWN => "server shutting down",
+        close::SLOW_CONSUMER => "slow consumer",
+        _ => "",
+    }
+}

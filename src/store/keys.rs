@@ -1,0 +1,61 @@
+//! The Redis key layout (PROTOCOL.md section 7). Every key of a table carries
+//! `{tableId}` as its Redis Cluster hash tag, so one table lives in one slot.
+//! Ids are validated before they get here (no `{`/`}`), so the tag is sound.
+
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn events(&self, table: &str) -> String {
+        format!("{}:{{{table}}}:events", self.prefix)
+    }
+
+    pub fn base_events(&self, base: &str) -> String {
+        format!("{}:{{{base}}}:base-events", self.prefix)
+    }
+
+    pub fn record(&self, table: &str, record: &str) -> String {
+        format!("{}:{{{table}}}:rec:{record}", self.prefix)
+    }
+
+    /// Versions of non-record entities of a table (or of a base).
+    pub fn versions(&self, scope: &str) -> String {
+        format!("{}:{{{scope}}}:ver", self.prefix)
+    }
+
+    pub fn dedup(&self, scope: &str, client_change_id: &str) -> String {
+        format!("{}:{{{scope}}}:cc:{client_change_id}", self.prefix)
+    }
+
+    /// The table id of an events stream key, if it is one of ours.
+    pub fn table_of_events(&self, key: &str) -> Option<String> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
+        let table = rest.strip_suffix("}:events")?;
+        Some(table.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_keys_share_the_hash_tag() {
+        let k = Keys::new("rts");
+        assert_eq!(k.events("t1"), "rts:{t1}:events");
+        assert_eq!(k.record("t1", "r1"), "rts:{t1}:rec:r1");
+        assert_eq!(k.versions("t1"), "rts:{t1}:ver");
+        assert_eq!(k.dedup("t1", "c"), "rts:{t1}:cc:c");
+        assert_eq!(k.base_events("b"), "rts:{b}:base-events");
+        assert_eq!(k.table_of_events("rts:{t1}:events").as_deref(), Some("t1"));
+        assert_eq!(k.table_of_events("other:{t1}:events"), None);
+    }
+}

@@ -1,0 +1,180 @@
+//! A sidecar process: the real `rtsync` binary on a port of its choosing
+//! (`127.0.0.1:0`, read back from its "listening" log line), killed on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::redis_server::RedisServer;
+use super::tokens::SECRET;
+
+pub struct Sidecar {
+    pub addr: SocketAddr,
+    pub instance_id: String,
+    child: Option<Child>,
+    /// Every log line the sidecar printed, for assertions and debugging.
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Sidecar {
+    /// Starts a sidecar on `redis` with extra `env` settings.
+    pub async fn start(redis: &RedisServer, instance_id: &str, env: &[(&str, &str)]) -> Sidecar {
+        Self::start_url(&redis.url(), instance_id, env).await
+    }
+
+    pub async fn start_url(redis_url: &str, instance_id: &str, env: &[(&str, &str)]) -> Sidecar {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtsync"));
+        cmd.env_clear()
+            .env("RTS_LISTEN", "127.0.0.1:0")
+            .env("RTS_REDIS_URL", redis_url)
+            .env("RTS_INSTANCE_ID", instance_id)
+            .env("RTS_JWT_SECRET", SECRET)
+            .env("RTS_API_TOKEN", "test-api-token")
+            .env("RTS_LOG", "info");
+        for (k, v) in env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rtsync");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("\"listening\"") {
+                    if let Some(addr) = line
+                        .split("\"addr\":\"")
+                        .nth(1)
+                        .and_then(|r| r.split('"').next())
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                    {
+                        let _ = tx.send(addr);
+                    }
+                }
+                if std::env::var_os("RTSYNC_TEST_LOGS").is_some() {
+                    eprintln!("{line}");
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "sidecar did not start: {:?}",
+                    logs.lock().map(|l| l.clone())
+                )
+            });
+        let sidecar = Sidecar {
+            addr,
+            instance_id: instance_id.to_owned(),
+            child: Some(child),
+            logs,
+        };
+        super::wait_for("sidecar ready", Duration::from_secs(20), || async {
+            (sidecar.get("/readyz").0 == 200).then_some(())
+        })
+        .await;
+        sidecar
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// A plain HTTP/1.0 request: (status, body).
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        let Ok(mut s) = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)) else {
+            return (0, String::new());
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut req = format!(
+            "{method} {path} HTTP/1.0\r\nHost: x\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        if s.write_all(req.as_bytes()).is_err() {
+            return (0, String::new());
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.http("GET", path, &[], "")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends a signal (e.g. "TERM", "KILL") to the process.
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status();
+    }
+
+    /// Waits for the process to exit; returns its exit status if it did in time.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log_contains(&self, needle: &str) -> bool {
+        self.logs
+            .lock()
+            .map(|l| l.iter().any(|line| line.contains(needle)))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
