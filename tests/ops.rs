@@ -1,0 +1,150 @@
+//! Health, readiness, input errors and graceful shutdown.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::client::Client;
+use support::{RedisServer, Sidecar};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthz_and_readyz_answer_while_redis_is_up() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    assert_eq!(side.get("/healthz").0, 200);
+    assert_eq!(side.get("/readyz").0, 200);
+    assert_eq!(side.get("/nope").0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_is_503_while_redis_is_down_and_recovers() {
+    let mut redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    redis.kill();
+    support::wait_for("readyz 503", Duration::from_secs(10), || async {
+        (side.get("/readyz").0 == 503).then_some(())
+    })
+    .await;
+    assert_eq!(side.get("/healthz").0, 200, "the process stays up");
+    redis.restart().await;
+    support::wait_for("readyz 200", Duration::from_secs(10), || async {
+        (side.get("/readyz").0 == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn record_change_while_redis_is_down_answers_unavailable() {
+    let mut redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut c = Client::connect(&side, "u").await;
+    redis.kill();
+    let err = c
+        .request(
+            "record_change",
+            support::client::change("t", "r", "f", json!(1)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err["code"], "unavailable");
+    // The connection stays open.
+    c.request("authenticate", json!({})).await.unwrap_err();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_frames_get_bad_request_and_the_connection_stays_open() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut c = Client::connect(&side, "u").await;
+    for garbage in [
+        Message::Binary(vec![0xc1, 0xff, 0x00].into()),
+        Message::Text("not json".into()),
+        Message::Text("{\"event\": 1}".into()),
+        Message::Binary(vec![0xdd, 0xff, 0xff, 0xff, 0xff].into()), // array of 4G items, truncated
+    ] {
+        c.send_raw(garbage).await;
+        let (_, err, _) = c.take(|(e, _, _)| e == "error").await.expect("error frame");
+        assert_eq!(err["code"], "bad_request");
+    }
+    let err = c.request("fly_to_the_moon", json!({})).await.unwrap_err();
+    assert_eq!(err["code"], "unknown_event");
+    let err = c
+        .request("subscribe_to_table", json!({"tableId": "bad{id}"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err["code"], "bad_request");
+    let err = c
+        .request(
+            "record_change",
+            json!({"type": "explode", "recordId": "r", "tableId": "t"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err["code"], "bad_request");
+    let err = c
+        .request("heartbeat", json!({"tableId": "t"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err["code"], "not_subscribed");
+    c.request_ok("subscribe_to_table", json!({"tableId": "t", "viewId": "v"}))
+        .await;
+    let ack = c.request_ok("heartbeat", json!({"tableId": "t"})).await;
+    assert!(ack["timestamp"].as_u64().is_some());
+    c.expect_event("heartbeat_ack").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frame_over_the_limit_closes_with_4413() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[("RTS_MAX_FRAME_BYTES", "1024")]).await;
+    let mut c = Client::connect(&side, "u").await;
+    c.send_raw(Message::Binary(vec![0u8; 4096].into())).await;
+    assert_eq!(c.closed().await, Some(4413));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_closes_websockets_with_4500_and_exits_in_time() {
+    let redis = RedisServer::start().await;
+    let mut side = Sidecar::start(&redis, "a", &[]).await;
+    let mut c = Client::subscribed(&side, "u", "t").await;
+    let started = std::time::Instant::now();
+    side.signal("TERM");
+    assert_eq!(c.closed().await, Some(4500));
+    let status = side
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exited within 10 s");
+    assert!(status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_configuration_exits_with_a_clear_message() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rtsync"))
+        .env_clear()
+        .env("RTS_AUTH", "jwt")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("RTS_JWT_SECRET"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_needs_the_api_token() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    assert_eq!(side.get("/api/v1/sync/stats").0, 401);
+    let (status, body) = side.http(
+        "GET",
+        "/api/v1/sync/stats",
+        &[("Authorization", "Bearer test-api-token")],
+        "",
+    );
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["success"], true);
+    assert_eq!(v["data"]["totalConnections"], 0);
+}
