@@ -290,7 +290,7 @@ async fn json_subprotocol_speaks_json_end_to_end() {
 async fn unknown_subprotocol_is_refused() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[]).await;
-    let url = format!("{}", side.ws_url());
+    let url = side.ws_url();
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut req = url.into_client_request().unwrap();
     req.headers_mut()
