@@ -17,4 +17,4 @@ export RTS_REDIS_URL="${RTS_REDIS_URL:-redis://127.0.0.1:$port}"
 export RTS_AUTH="${RTS_AUTH:-none}"
 export RTS_LISTEN="${RTS_LISTEN:-127.0.0.1:4000}"
 echo "rtsync on http://$RTS_LISTEN (WebSocket at ws://$RTS_LISTEN/ws), Redis at $RTS_REDIS_URL" >&2
-cargo run --release --locked --bin rtsync -- --demo "$@"
+cargo run --release --locked --bin rtsync -- "$@"

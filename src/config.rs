@@ -113,6 +113,11 @@ pub struct Config {
     #[arg(long, env = "RTS_TAILER_READERS", default_value_t = 2)]
     pub tailer_readers: usize,
 
+    /// Probe `GET /healthz` on the listen port and exit 0 (healthy) or 1;
+    /// for container health checks.
+    #[arg(long)]
+    pub health_check: bool,
+
     /// Serve the demo page at `/demo`.
     #[arg(long, env = "RTS_DEMO", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub demo: bool,
@@ -129,6 +134,8 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("RTS_KEY_PREFIX must be 1..=64 bytes without '{{', '}}', ':' or spaces")]
     BadPrefix,
+    #[error("RTS_REDIS_CLUSTER=true is not supported yet; point RTS_REDIS_URL at one Redis")]
+    ClusterUnsupported,
     #[error("RTS_INSTANCE_ID must be 1..=128 bytes without control characters, '{{' or '}}'")]
     BadInstanceId,
 }
@@ -158,6 +165,9 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
             }
+        }
+        if self.redis_cluster {
+            return Err(ConfigError::ClusterUnsupported);
         }
         let p = &self.key_prefix;
         if p.is_empty()

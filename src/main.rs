@@ -10,6 +10,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let config = Config::parse();
+    if config.health_check {
+        return health_check(&config);
+    }
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|e| {
         eprintln!("invalid RTS_LOG {:?} ({e}); using info", config.log);
         EnvFilter::new("info")
@@ -69,4 +72,25 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT: draining"),
     }
     shutdown.cancel();
+}
+
+/// `GET /healthz` over loopback on the configured port.
+fn health_check(config: &Config) -> ExitCode {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], config.listen.port()));
+    let timeout = std::time::Duration::from_secs(2);
+    let ok = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(timeout))?;
+            s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n")?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head)?;
+            Ok(head.ends_with(b"200"))
+        })
+        .unwrap_or(false);
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
