@@ -66,6 +66,14 @@ local function decode_json(raw, what, want)
   return value
 end
 
+-- cjson decodes arrays and objects both to tables: an array has only the
+-- keys 1..n.
+local function is_array(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n == #t
+end
+
 local function is_null(v)
   return v == nil or v == cjson.null
 end
@@ -276,6 +284,9 @@ local function commit(keys, args)
 
   local changes, cerr = decode_json(args[2], 'changes', 'array')
   if cerr then return fail(cerr) end
+  if changes ~= nil and not is_array(changes) then
+    return fail('changes must be a JSON array')
+  end
   for i, c in ipairs(changes or {}) do
     if type(c) ~= 'table' or not is_id(c.fieldId) then
       return fail('changes[' .. (i - 1) .. '].fieldId must be an id')
@@ -283,6 +294,9 @@ local function commit(keys, args)
   end
   local metadata, merr = decode_json(args[3], 'metadata', 'object')
   if merr then return fail(merr) end
+  if metadata ~= nil and #metadata > 0 then
+    return fail('metadata must be a JSON object')
+  end
   local retention_ms = tonumber(args[4] or '86400000')
   if retention_ms == nil or retention_ms <= 0 then
     return fail('retentionMs must be a positive number')

@@ -13,6 +13,7 @@
 //! - [`hub`]: table → local subscribers, and the fan-out of events.
 //! - [`store`]: Redis: connections, `rtsync_commit`, groups, the tailer.
 //! - [`http`]: the one port: routes, REST API, WebSocket upgrade.
+//! - [`delta`]: `calculate_delta` for producers that hold whole records.
 //! - [`presence`]: presence rules (colors).
 //! - [`metrics`]: every metric name.
 //!
@@ -25,6 +26,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod delta;
 pub mod http;
 pub mod hub;
 pub mod metrics;
