@@ -97,6 +97,10 @@ pub struct Config {
     #[arg(long, env = "RTS_MAX_CHANGES", default_value_t = 1000)]
     pub max_changes: usize,
 
+    /// Events sent as `recent_changes` after a subscribe.
+    #[arg(long, env = "RTS_RECENT_CHANGES", default_value_t = 50)]
+    pub recent_changes: usize,
+
     /// Most changes in one batch (HTTP batch API, offline sync).
     #[arg(long, env = "RTS_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,

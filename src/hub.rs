@@ -20,10 +20,12 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
+use crate::protocol::codec::encode_frame;
 use crate::protocol::event::{list_frame, single_frame, ChangeEvent};
 use crate::protocol::Encoding;
 use crate::session::outbox::Outbox;
 use crate::store::groups::{self, parse_id};
+use crate::store::presence_bus::{Notice, PresenceBus};
 use crate::store::tailer::TailerHandle;
 use crate::store::{Store, StoreError};
 
@@ -32,6 +34,7 @@ pub struct Hub {
     lifecycle: tokio::sync::Mutex<()>,
     store: Arc<Store>,
     tailer: TailerHandle,
+    bus: PresenceBus,
 }
 
 struct Table {
@@ -44,12 +47,13 @@ struct TableInner {
 }
 
 impl Hub {
-    pub fn new(store: Arc<Store>, tailer: TailerHandle) -> Hub {
+    pub fn new(store: Arc<Store>, tailer: TailerHandle, bus: PresenceBus) -> Hub {
         Hub {
             tables: RwLock::new(HashMap::new()),
             lifecycle: tokio::sync::Mutex::new(()),
             store,
             tailer,
+            bus,
         }
     }
 
@@ -63,7 +67,14 @@ impl Hub {
         if let Some(cursor) = self.try_join(table, &outbox) {
             return Ok(cursor);
         }
-        let cursor = groups::start_serving(&self.store, table).await?;
+        self.bus.add(table).await?;
+        let cursor = match groups::start_serving(&self.store, table).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.bus.remove(table).await;
+                return Err(e);
+            }
+        };
         let mut subscribers = HashMap::new();
         subscribers.insert(outbox.conn_id.clone(), outbox);
         let entry = Arc::new(Table {
@@ -118,6 +129,7 @@ impl Hub {
         }
         crate::metrics::tables_tailed(read(&self.tables).len());
         self.tailer.remove(table);
+        self.bus.remove(table).await;
         if let Err(e) = groups::stop_serving(&self.store, table).await {
             tracing::warn!(table, error = %e, "could not remove the consumer group");
         }
@@ -172,6 +184,41 @@ impl Hub {
         crate::metrics::events_delivered(events.len(), inner.subscribers.len());
     }
 }
+
+impl Hub {
+    /// Relays a presence notice to the table's local subscribers, except
+    /// the connection it came from; encoded once per encoding.
+    pub fn notify(&self, table: &str, notice: Notice) {
+        let Some(event) = PRESENCE_EVENTS.iter().copied().find(|e| *e == notice.event) else {
+            tracing::warn!(table, event = %notice.event, "unknown presence notice");
+            return;
+        };
+        let tables = read(&self.tables);
+        let Some(entry) = tables.get(table) else {
+            return;
+        };
+        let inner = lock(&entry.inner);
+        let mut frames: [Option<Bytes>; 2] = [None, None];
+        for sub in inner.subscribers.values() {
+            if notice.origin.as_deref() == Some(&*sub.conn_id) {
+                continue;
+            }
+            let bytes = frames[sub.encoding.index()]
+                .get_or_insert_with(|| encode_frame(sub.encoding, event, &notice.data, None))
+                .clone();
+            crate::metrics::message_out(event);
+            sub.push(bytes, None);
+        }
+    }
+}
+
+const PRESENCE_EVENTS: [&str; 5] = [
+    "user_joined",
+    "user_reconnected",
+    "user_left",
+    "cursor_position",
+    "selection",
+];
 
 /// Frames of one delivery, built on first need: one shared frame per
 /// encoding, plus one per origin connection without its own events.

@@ -46,6 +46,7 @@ use crate::app::App;
 use crate::auth::Authenticator;
 use crate::config::{AuthMode, Config};
 use crate::hub::Hub;
+use crate::store::presence_bus::PresenceBus;
 use crate::store::tailer::TailerHandle;
 use crate::store::{Keys, Store};
 
@@ -106,7 +107,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let tasks = TaskTracker::new();
     let tailer = TailerHandle::new(store.clone(), config.tailer_readers);
-    let hub = Arc::new(Hub::new(store.clone(), tailer.clone()));
+    let bus = PresenceBus::new(store.clone())?;
+    let hub = Arc::new(Hub::new(store.clone(), tailer.clone(), bus.clone()));
     let app = Arc::new(App::new(
         config.clone(),
         store.clone(),
@@ -117,7 +119,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         tasks.clone(),
     ));
     tasks.spawn(load_library(store.clone(), shutdown.clone()));
-    tailer.spawn(hub, &tasks, shutdown.clone());
+    tailer.spawn(hub.clone(), &tasks, shutdown.clone());
+    bus.spawn(hub, &tasks, shutdown.clone());
+    tasks.spawn(presence::run_sweeper(
+        store.clone(),
+        presence::SweepSettings::from_config(&config),
+        shutdown.clone(),
+    ));
     tracing::info!(%addr, instance_id, "listening");
 
     http::serve(app, listener).await;

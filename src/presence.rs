@@ -1,18 +1,206 @@
-//! Presence rules. For now: the fixed color palette. A user's color is
-//! derived from their id, so it is stable across sidecars and reconnects.
+//! Presence rules that live in the sidecar: cursor and selection
+//! coalescing (latest wins, at most 20 per second per user and table), the
+//! grace period before `user_left`, and the fleet-wide sweeper of stale
+//! presence. The state itself lives in Redis (see `store::presence`).
 
-/// Twelve colors that stay distinct for common color blindness types.
-pub const PALETTE: [&str; 12] = [
-    "#E6194B", "#3CB44B", "#4363D8", "#F58231", "#911EB4", "#42D4F4", "#F032E6", "#BFEF45",
-    "#469990", "#9A6324", "#800000", "#000075",
-];
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub fn color_for(user_id: &str) -> &'static str {
-    // FNV-1a: stable across processes and versions, unlike std's hasher.
-    let mut h: u32 = 0x811c_9dc5;
-    for b in user_id.bytes() {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(0x0100_0193);
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::presence::{self, Touch};
+use crate::store::Store;
+
+/// Shortest interval between two relayed cursor (or selection) updates of
+/// one connection on one table: 20 per second.
+pub const MIN_RELAY_INTERVAL: Duration = Duration::from_millis(50);
+
+#[derive(Default)]
+struct Slot {
+    last_sent: Option<Instant>,
+    pending: Option<Value>,
+}
+
+/// Coalesces a connection's cursor and selection updates per table.
+#[derive(Default)]
+pub struct Coalescer {
+    slots: HashMap<(String, TouchKey), Slot>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum TouchKey {
+    Cursor,
+    Selection,
+}
+
+fn key(kind: Touch) -> TouchKey {
+    match kind {
+        Touch::Selection => TouchKey::Selection,
+        _ => TouchKey::Cursor,
     }
-    PALETTE[(h as usize) % PALETTE.len()]
+}
+
+fn touch(key: TouchKey) -> Touch {
+    match key {
+        TouchKey::Cursor => Touch::Cursor,
+        TouchKey::Selection => Touch::Selection,
+    }
+}
+
+impl Coalescer {
+    /// Offers an update; returns it when it may be relayed now, or keeps it
+    /// (replacing any older pending one) until [`Coalescer::take_due`].
+    pub fn offer(&mut self, table: &str, kind: Touch, value: Value, now: Instant) -> Option<Value> {
+        let slot = self.slots.entry((table.to_owned(), key(kind))).or_default();
+        match slot.last_sent {
+            Some(last) if now < last + MIN_RELAY_INTERVAL => {
+                slot.pending = Some(value);
+                None
+            }
+            _ => {
+                slot.last_sent = Some(now);
+                slot.pending = None;
+                Some(value)
+            }
+        }
+    }
+
+    /// When the earliest pending update is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.slots
+            .values()
+            .filter(|s| s.pending.is_some())
+            .filter_map(|s| s.last_sent.map(|l| l + MIN_RELAY_INTERVAL))
+            .min()
+    }
+
+    /// Pending updates due at `now`: (table, kind, value).
+    pub fn take_due(&mut self, now: Instant) -> Vec<(String, Touch, Value)> {
+        let mut due = Vec::new();
+        for ((table, k), slot) in self.slots.iter_mut() {
+            let ready = slot.last_sent.is_none_or(|l| now >= l + MIN_RELAY_INTERVAL);
+            if ready {
+                if let Some(v) = slot.pending.take() {
+                    slot.last_sent = Some(now);
+                    due.push((table.clone(), touch(*k), v));
+                }
+            }
+        }
+        due
+    }
+
+    /// Drops the table's slots (after unsubscribe).
+    pub fn forget(&mut self, table: &str) {
+        self.slots.retain(|(t, _), _| t != table);
+    }
+}
+
+/// How the sweeper runs.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepSettings {
+    pub ttl: Duration,
+    pub grace: Duration,
+    pub interval: Duration,
+}
+
+impl SweepSettings {
+    pub fn from_config(config: &Config) -> SweepSettings {
+        let ttl = Duration::from_secs(config.presence_ttl_secs);
+        SweepSettings {
+            ttl,
+            grace: Duration::from_millis(config.presence_grace_ms),
+            // Often enough that stale presence goes within about a quarter
+            // of the TTL past it; never busier than twice a second.
+            interval: (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Sweeps stale presence every interval, while holding the fleet-wide lock
+/// (so one sidecar sweeps at a time; two overlapping is still safe: each
+/// sweep is an atomic function call).
+pub async fn run_sweeper(store: Arc<Store>, settings: SweepSettings, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(settings.interval) => {}
+        }
+        let lock_ms = settings.interval.as_millis() as u64;
+        match presence::try_lock_sweeper(&store, lock_ms).await {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "presence sweeper cannot take its lock");
+                continue;
+            }
+        }
+        match sweep(&store, settings).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed stale presence"),
+            Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
+        }
+    }
+}
+
+/// One sweep over every table with presence.
+pub async fn sweep(
+    store: &Store,
+    settings: SweepSettings,
+) -> Result<u64, crate::store::StoreError> {
+    presence::sweep_all(
+        store,
+        settings.ttl.as_millis() as u64,
+        settings.grace.as_millis() as u64,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn first_update_goes_out_and_a_quick_second_waits() {
+        let mut c = Coalescer::default();
+        let t0 = Instant::now();
+        assert_eq!(c.offer("t", Touch::Cursor, json!(1), t0), Some(json!(1)));
+        assert_eq!(
+            c.offer("t", Touch::Cursor, json!(2), t0 + Duration::from_millis(10)),
+            None
+        );
+        assert_eq!(
+            c.offer("t", Touch::Cursor, json!(3), t0 + Duration::from_millis(20)),
+            None
+        );
+        assert_eq!(c.next_due(), Some(t0 + MIN_RELAY_INTERVAL));
+        assert!(c.take_due(t0 + Duration::from_millis(30)).is_empty());
+        let due = c.take_due(t0 + MIN_RELAY_INTERVAL);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].2, json!(3), "latest wins");
+        assert_eq!(c.next_due(), None);
+    }
+
+    #[test]
+    fn cursor_and_selection_and_tables_are_throttled_apart() {
+        let mut c = Coalescer::default();
+        let t0 = Instant::now();
+        assert!(c.offer("t", Touch::Cursor, json!(1), t0).is_some());
+        assert!(c.offer("t", Touch::Selection, json!(1), t0).is_some());
+        assert!(c.offer("u", Touch::Cursor, json!(1), t0).is_some());
+    }
+
+    #[test]
+    fn forgetting_a_table_drops_its_pending_updates() {
+        let mut c = Coalescer::default();
+        let t0 = Instant::now();
+        c.offer("t", Touch::Cursor, json!(1), t0);
+        c.offer("t", Touch::Cursor, json!(2), t0);
+        c.forget("t");
+        assert_eq!(c.next_due(), None);
+    }
 }

@@ -47,11 +47,14 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/api/v1/sync/stats") => stats(&app).await,
         (Method::POST, "/api/v1/sync/batch-changes") => batch_changes(&app, req).await,
-        (_, "/api/v1/sync/stats" | "/api/v1/sync/batch-changes") => json_error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed on this route",
-        ),
+        (Method::POST, "/api/v1/sync/cleanup") => cleanup(&app).await,
+        (_, "/api/v1/sync/stats" | "/api/v1/sync/batch-changes" | "/api/v1/sync/cleanup") => {
+            json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        }
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such route"),
     }
 }
@@ -102,6 +105,26 @@ async fn stats(app: &App) -> Response<Body> {
             "uptimeSeconds": app.started.elapsed().as_secs(),
         }}),
     )
+}
+
+async fn cleanup(app: &App) -> Response<Body> {
+    let settings = crate::presence::SweepSettings::from_config(&app.config);
+    match crate::presence::sweep(&app.store, settings).await {
+        Ok(removed) => json(
+            StatusCode::OK,
+            &json!({"success": true, "message": "Stale presence data cleaned up successfully",
+                    "data": {"removed": removed}}),
+        ),
+        Err(e) => {
+            let e = RequestError::from(e);
+            json_error(
+                StatusCode::from_u16(e.code.http_status())
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                e.code.as_str(),
+                &e.message,
+            )
+        }
+    }
 }
 
 /// One change of a batch: a ChangeEvent without `id` and `timestamp`.

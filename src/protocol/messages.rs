@@ -123,3 +123,66 @@ impl RecordChangeReq {
 pub struct Timestamp {
     pub timestamp: u64,
 }
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
+    pub record_id: String,
+    pub field_id: String,
+    /// Pixel offsets, passed through as sent (numbers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub x: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub y: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CursorReq {
+    pub table_id: String,
+    pub cursor: Cursor,
+}
+
+impl CursorReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        check_id("cursor.recordId", &self.cursor.record_id)?;
+        check_id("cursor.fieldId", &self.cursor.field_id)?;
+        for v in [&self.cursor.x, &self.cursor.y].into_iter().flatten() {
+            if !v.is_number() {
+                return Err(RequestError::bad_request(
+                    "cursor.x and cursor.y must be numbers",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Selection {
+    pub start_record_id: String,
+    pub start_field_id: String,
+    pub end_record_id: String,
+    pub end_field_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectionReq {
+    pub table_id: String,
+    pub selection: Selection,
+}
+
+impl SelectionReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        let s = &self.selection;
+        check_id("selection.startRecordId", &s.start_record_id)?;
+        check_id("selection.startFieldId", &s.start_field_id)?;
+        check_id("selection.endRecordId", &s.end_record_id)?;
+        check_id("selection.endFieldId", &s.end_field_id)?;
+        Ok(())
+    }
+}

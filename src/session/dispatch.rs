@@ -4,21 +4,26 @@
 //! Errors are sent even without a `rid`, so no failure is silent.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::outbox::close;
 use super::Session;
 use crate::auth::{AuthError, Identity};
 use crate::protocol::codec::{decode_frame, encode_frame, salvage_rid};
 use crate::protocol::error::ErrorBody;
+use crate::protocol::event::{list_frame, ChangeEvent};
 use crate::protocol::messages::{
     parse, AuthenticateReq, Authenticated, RecordChangeReq, SubscribeAck, SubscribeReq, TableAck,
     TableReq, Timestamp,
 };
+use crate::protocol::messages::{CursorReq, SelectionReq};
 use crate::protocol::{ErrorCode, RequestError};
 use crate::store::commit::commit;
+use crate::store::presence::{self, Touch};
+use crate::store::{history, StoreError};
 
 type Reply = Result<Value, RequestError>;
 
@@ -64,7 +69,9 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
             "subscribe_to_table" => subscribe(session, frame.data).await,
             "unsubscribe_from_table" => unsubscribe(session, frame.data).await,
             "record_change" => record_change(session, frame.data).await,
-            "heartbeat" => heartbeat(session, frame.data),
+            "heartbeat" => heartbeat(session, frame.data).await,
+            "cursor_position" => cursor_position(session, frame.data).await,
+            "selection" => selection(session, frame.data).await,
             "unknown" => Err(RequestError::new(
                 ErrorCode::UnknownEvent,
                 format!("unknown event {:?}", truncate(&frame.event)),
@@ -79,6 +86,9 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
         Ok(result) => {
             if rid.is_some() {
                 send(session, "ack", &result, rid);
+            }
+            for frame in std::mem::take(&mut session.after_reply) {
+                session.outbox.push(frame, None);
             }
         }
         Err(e) => {
@@ -186,17 +196,47 @@ async fn subscribe(session: &mut Session, data: Value) -> Reply {
     if !user.grants.can_read(&req.table_id) {
         return Err(forbidden("read", &req.table_id));
     }
-    let color = crate::presence::color_for(&user.user_id);
-    let cursor = session
-        .app
-        .hub
-        .subscribe(&req.table_id, session.outbox.clone())
-        .await?;
+    let presence = json!({
+        "userId": user.user_id, "userName": user.user_name, "avatarUrl": user.avatar_url,
+        "tableId": req.table_id, "viewId": req.view_id,
+    });
+    let app = session.app.clone();
+    let table = req.table_id.as_str();
+    let cursor = app.hub.subscribe(table, session.outbox.clone()).await?;
+    let joined = async {
+        let recent =
+            history::recent_events(&app.store, table, &cursor, app.config.recent_changes).await?;
+        let joined = presence::join(&app.store, table, session.conn_id(), &presence).await?;
+        Ok::<_, StoreError>((recent, joined))
+    }
+    .await;
+    let (recent, joined) = match joined {
+        Ok(j) => j,
+        Err(e) => {
+            if !session.tables.contains(table) {
+                app.hub.unsubscribe(table, session.conn_id()).await;
+            }
+            return Err(e.into());
+        }
+    };
     session.tables.insert(req.table_id.clone());
+    let enc = session.encoding();
+    crate::metrics::message_out("table_users");
+    session
+        .after_reply
+        .push(encode_frame(enc, "table_users", &joined.users, None));
+    let events: Vec<ChangeEvent> = recent
+        .iter()
+        .filter_map(|(id, fields)| ChangeEvent::from_entry(id, fields, Some(table)).ok())
+        .collect();
+    crate::metrics::message_out("recent_changes");
+    session
+        .after_reply
+        .push(list_frame("recent_changes", events.iter(), enc));
     to_value(&SubscribeAck {
-        table_id: &req.table_id,
+        table_id: table,
         last_event_id: &cursor,
-        color,
+        color: &joined.color,
     })
 }
 
@@ -204,15 +244,42 @@ async fn unsubscribe(session: &mut Session, data: Value) -> Reply {
     let req: TableReq = parse("unsubscribe_from_table", data)?;
     req.validate()?;
     if session.tables.remove(&req.table_id) {
-        session
-            .app
-            .hub
-            .unsubscribe(&req.table_id, session.conn_id())
-            .await;
+        leave_table(session, &req.table_id).await;
     }
     to_value(&TableAck {
         table_id: &req.table_id,
     })
+}
+
+/// Ends this connection's subscription to `table`: fan-out stops, and the
+/// user's presence loses this connection; when it was their last, they are
+/// announced `user_left` after the grace period unless they come back.
+pub async fn leave_table(session: &mut Session, table: &str) {
+    let app = session.app.clone();
+    app.hub.unsubscribe(table, session.conn_id()).await;
+    session.coalescer.forget(table);
+    let Some(user) = session.identity.as_ref().map(|i| i.user_id.clone()) else {
+        return;
+    };
+    match presence::leave(&app.store, table, session.conn_id(), &user).await {
+        Ok(0) => {
+            let grace = Duration::from_millis(app.config.presence_grace_ms);
+            let table = table.to_owned();
+            let app2 = app.clone();
+            app.tasks.spawn(async move {
+                tokio::select! {
+                    _ = app2.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(grace) => {}
+                }
+                let grace_ms = grace.as_millis() as u64;
+                if let Err(e) = presence::expire(&app2.store, &table, &user, grace_ms).await {
+                    tracing::warn!(table, error = %e, "could not expire presence; the sweeper will");
+                }
+            });
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(table, error = %e, "could not leave presence; the sweeper will"),
+    }
 }
 
 async fn record_change(session: &mut Session, data: Value) -> Reply {
@@ -230,20 +297,95 @@ async fn record_change(session: &mut Session, data: Value) -> Reply {
     to_value(&result)
 }
 
-fn heartbeat(session: &mut Session, data: Value) -> Reply {
+async fn heartbeat(session: &mut Session, data: Value) -> Reply {
     let req: TableReq = parse("heartbeat", data)?;
     req.validate()?;
-    if !session.tables.contains(&req.table_id) {
-        return Err(RequestError::new(
-            ErrorCode::NotSubscribed,
-            format!("not subscribed to table {}", req.table_id),
-        ));
-    }
+    require_subscription(session, &req.table_id)?;
+    relay(session, &req.table_id, Touch::Heartbeat, Value::Null).await?;
     let ts = Timestamp {
         timestamp: crate::now_ms(),
     };
     send(session, "heartbeat_ack", &ts, None);
     to_value(&ts)
+}
+
+async fn cursor_position(session: &mut Session, data: Value) -> Reply {
+    let req: CursorReq = parse("cursor_position", data)?;
+    req.validate()?;
+    require_subscription(session, &req.table_id)?;
+    let value =
+        serde_json::to_value(&req.cursor).map_err(|e| RequestError::bad_request(e.to_string()))?;
+    offer(session, &req.table_id, Touch::Cursor, value).await?;
+    Ok(json!({}))
+}
+
+async fn selection(session: &mut Session, data: Value) -> Reply {
+    let req: SelectionReq = parse("selection", data)?;
+    req.validate()?;
+    require_subscription(session, &req.table_id)?;
+    let value = serde_json::to_value(&req.selection)
+        .map_err(|e| RequestError::bad_request(e.to_string()))?;
+    offer(session, &req.table_id, Touch::Selection, value).await?;
+    Ok(json!({}))
+}
+
+fn require_subscription(session: &Session, table: &str) -> Result<(), RequestError> {
+    if session.tables.contains(table) {
+        Ok(())
+    } else {
+        Err(RequestError::new(
+            ErrorCode::NotSubscribed,
+            format!("not subscribed to table {table}"),
+        ))
+    }
+}
+
+/// Relays a cursor or selection now, or keeps it for the next slot.
+async fn offer(
+    session: &mut Session,
+    table: &str,
+    kind: Touch,
+    value: Value,
+) -> Result<(), RequestError> {
+    match session
+        .coalescer
+        .offer(table, kind, value, tokio::time::Instant::now())
+    {
+        Some(value) => relay(session, table, kind, value).await,
+        None => Ok(()),
+    }
+}
+
+/// Relays coalesced updates whose slot has come.
+pub async fn flush_due(session: &mut Session) {
+    for (table, kind, value) in session.coalescer.take_due(tokio::time::Instant::now()) {
+        if session.tables.contains(&table) {
+            if let Err(e) = relay(session, &table, kind, value).await {
+                tracing::debug!(table, error = %e.message, "could not relay a coalesced update");
+            }
+        }
+    }
+}
+
+/// Refreshes presence (and relays a cursor/selection). A presence removed
+/// meanwhile (stale, swept) is joined again.
+async fn relay(
+    session: &mut Session,
+    table: &str,
+    kind: Touch,
+    value: Value,
+) -> Result<(), RequestError> {
+    let app = session.app.clone();
+    let user = identity(session)?.user_id.clone();
+    let found = presence::touch(&app.store, table, session.conn_id(), &user, kind, &value).await?;
+    if !found {
+        let ident = identity(session)?;
+        let again = json!({"userId": ident.user_id, "userName": ident.user_name,
+            "avatarUrl": ident.avatar_url, "tableId": table});
+        presence::join(&app.store, table, session.conn_id(), &again).await?;
+        presence::touch(&app.store, table, session.conn_id(), &user, kind, &value).await?;
+    }
+    Ok(())
 }
 
 fn forbidden(what: &str, table: &str) -> RequestError {

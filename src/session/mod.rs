@@ -26,11 +26,15 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::Identity;
+use crate::presence::Coalescer;
 use crate::protocol::Encoding;
 use outbox::{close, Outbox};
 
 /// How long a connection may stay unauthenticated.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the server pings; a peer silent for [`IDLE_TIMEOUT`] is dropped.
+const PING_INTERVAL: Duration = Duration::from_secs(25);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the writer may take to finish after the read loop ends.
 const WRITER_GRACE: Duration = Duration::from_secs(3);
 
@@ -42,6 +46,11 @@ pub struct Session {
     pub outbox: Outbox,
     pub identity: Option<Identity>,
     pub tables: HashSet<String>,
+    /// Cursor and selection updates waiting for their relay slot.
+    pub coalescer: Coalescer,
+    /// Frames to queue right after the current request's reply (e.g.
+    /// `table_users` after a subscribe's ack).
+    pub after_reply: Vec<bytes::Bytes>,
 }
 
 impl Session {
@@ -70,13 +79,18 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
             outbox,
             identity: None,
             tables: HashSet::new(),
+            coalescer: Coalescer::default(),
+            after_reply: Vec::new(),
         };
         if let Some(token) = token {
             dispatch::authenticate_with_token(&mut session, &token);
         }
         let auth_deadline = Instant::now() + AUTH_TIMEOUT;
+        let mut pings = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let mut last_heard = Instant::now();
         let reason = loop {
             let expiry = session.identity.as_ref().and_then(|i| i.expires_at).map(deadline_of);
+            let relay_due = session.coalescer.next_due();
             tokio::select! {
                 _ = app.shutdown.cancelled() => {
                     session.outbox.close(close::SHUTTING_DOWN);
@@ -92,7 +106,19 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
                     session.outbox.close(close::UNAUTHENTICATED);
                     break "token expired";
                 }
-                msg = stream.next() => match msg {
+                _ = sleep_until_opt(relay_due), if relay_due.is_some() => {
+                    dispatch::flush_due(&mut session).await;
+                }
+                _ = pings.tick() => {
+                    if last_heard.elapsed() > IDLE_TIMEOUT {
+                        session.outbox.close(close::GOING_AWAY);
+                        break "peer silent";
+                    }
+                    session.outbox.ping();
+                }
+                msg = stream.next() => {
+                    last_heard = Instant::now();
+                    match msg {
                     None => break "client went away",
                     Some(Ok(Message::Binary(b))) => dispatch::handle_frame(&mut session, &b, false).await,
                     Some(Ok(Message::Text(t))) => dispatch::handle_frame(&mut session, t.as_bytes(), true).await,
@@ -108,11 +134,11 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
                         tracing::debug!(error = %e, "websocket read failed");
                         break "read error";
                     }
-                },
+                }},
             }
         };
         for table in std::mem::take(&mut session.tables) {
-            app.hub.unsubscribe(&table, session.conn_id()).await;
+            dispatch::leave_table(&mut session, &table).await;
         }
         session.outbox.close(1000);
         let authenticated = session.identity.is_some();

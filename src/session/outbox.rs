@@ -19,6 +19,7 @@ use crate::protocol::Encoding;
 
 /// Close codes of PROTOCOL.md section 5.
 pub mod close {
+    pub const GOING_AWAY: u16 = 1001;
     pub const UNAUTHENTICATED: u16 = 4401;
     pub const AUTH_TIMEOUT: u16 = 4408;
     pub const FRAME_TOO_LARGE: u16 = 4413;
@@ -32,6 +33,7 @@ pub mod close {
 pub struct Outbound {
     bytes: Bytes,
     event_ms: Option<u64>,
+    ping: bool,
 }
 
 /// The sending side of a connection, cheap to clone into the hub.
@@ -77,7 +79,25 @@ impl Outbox {
     /// Queues a frame; a full queue drops the connection as a slow consumer.
     /// Returns false when the frame was not queued.
     pub fn push(&self, bytes: Bytes, event_ms: Option<u64>) -> bool {
-        match self.tx.try_send(Outbound { bytes, event_ms }) {
+        self.enqueue(Outbound {
+            bytes,
+            event_ms,
+            ping: false,
+        })
+    }
+
+    /// Queues a WebSocket ping (keeps idle connections alive through
+    /// proxies and finds dead peers).
+    pub fn ping(&self) -> bool {
+        self.enqueue(Outbound {
+            bytes: Bytes::new(),
+            event_ms: None,
+            ping: true,
+        })
+    }
+
+    fn enqueue(&self, out: Outbound) -> bool {
+        match self.tx.try_send(out) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if !self.closing.is_cancelled() {
@@ -171,7 +191,9 @@ where
     S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
 {
     let len = out.bytes.len();
-    let msg = if text {
+    let msg = if out.ping {
+        Message::Ping(out.bytes)
+    } else if text {
         match Utf8Bytes::try_from(out.bytes) {
             Ok(t) => Message::Text(t),
             Err(_) => return Ok(()),

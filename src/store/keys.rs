@@ -35,6 +35,40 @@ impl Keys {
         format!("{}:{{{scope}}}:cc:{client_change_id}", self.prefix)
     }
 
+    pub fn presence(&self, table: &str) -> String {
+        format!("{}:{{{table}}}:presence", self.prefix)
+    }
+
+    pub fn seen(&self, table: &str) -> String {
+        format!("{}:{{{table}}}:seen", self.prefix)
+    }
+
+    pub fn colors(&self, table: &str) -> String {
+        format!("{}:{{{table}}}:colors", self.prefix)
+    }
+
+    /// The sharded pub/sub channel of a table's presence notices (same name
+    /// as the presence hash; channels and keys are separate namespaces).
+    pub fn presence_channel(&self, table: &str) -> String {
+        self.presence(table)
+    }
+
+    /// The set of tables that may hold presence, for the sweeper.
+    pub fn presence_tables(&self) -> String {
+        format!("{}:presence-tables", self.prefix)
+    }
+
+    /// The lock that lets one sweeper run at a time across the fleet.
+    pub fn sweeper_lock(&self) -> String {
+        format!("{}:presence-sweeper", self.prefix)
+    }
+
+    /// The table id of a presence channel.
+    pub fn table_of_channel(&self, channel: &str) -> Option<String> {
+        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
+        Some(rest.strip_suffix("}:presence")?.to_owned())
+    }
+
     /// The table id of an events stream key, if it is one of ours.
     pub fn table_of_events(&self, key: &str) -> Option<String> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{")?;

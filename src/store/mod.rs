@@ -11,7 +11,10 @@
 pub mod commit;
 pub mod error;
 pub mod groups;
+pub mod history;
 pub mod keys;
+pub mod presence;
+pub mod presence_bus;
 pub mod tailer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -294,7 +294,8 @@ enum ReadError {
     Store(StoreError),
 }
 
-type Entry = (String, Vec<(String, Vec<u8>)>);
+/// A stream entry: its id and its fields.
+pub type Entry = (String, Vec<(String, Vec<u8>)>);
 
 /// Parses an `XREAD`/`XREADGROUP` reply (RESP2 array or RESP3 map) into
 /// (stream key, entries). Anything unexpected is dropped, never a panic.

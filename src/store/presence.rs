@@ -1,0 +1,174 @@
+//! Calls of the presence functions in `lua/rtsync.lua`: join, leave,
+//! expire, touch and sweep. Each is one `FCALL` that updates the table's
+//! presence hashes and publishes the notice on the table's sharded channel
+//! atomically, so every sidecar sees state and notices agree.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Store, StoreError};
+
+/// What a join found.
+#[derive(Debug, Deserialize)]
+pub struct Joined {
+    /// `joined`, `reconnected` (presence was still there) or `present`
+    /// (another tab of the same user).
+    pub status: String,
+    pub color: String,
+    /// Every present user of the table, this one included.
+    #[serde(default, deserialize_with = "list_or_empty_object")]
+    pub users: Vec<Value>,
+}
+
+/// cjson encodes an empty Lua table as `{}`; read it as an empty list.
+fn list_or_empty_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Array(items) => items,
+        _ => Vec::new(),
+    })
+}
+
+/// What a touch carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touch {
+    Heartbeat,
+    Cursor,
+    Selection,
+}
+
+impl Touch {
+    fn as_str(self) -> &'static str {
+        match self {
+            Touch::Heartbeat => "heartbeat",
+            Touch::Cursor => "cursor",
+            Touch::Selection => "selection",
+        }
+    }
+}
+
+fn presence_cmd(store: &Store, function: &str, table: &str) -> redis::Cmd {
+    let k = &store.keys;
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg(function)
+        .arg(3)
+        .arg(k.presence(table))
+        .arg(k.seen(table))
+        .arg(k.colors(table))
+        .arg(k.presence_channel(table))
+        .arg(crate::now_ms());
+    cmd
+}
+
+async fn run<T: redis::FromRedisValue>(store: &Store, cmd: redis::Cmd) -> Result<T, StoreError> {
+    let mut conn = store.conn();
+    cmd.query_async(&mut conn)
+        .await
+        .map_err(StoreError::from_redis)
+}
+
+/// Adds connection `conn` of `user` (a UserPresence-shaped JSON object).
+pub async fn join(
+    store: &Store,
+    table: &str,
+    conn: &str,
+    user: &Value,
+) -> Result<Joined, StoreError> {
+    let mut cmd = presence_cmd(store, "rtsync_presence_join", table);
+    cmd.arg(conn).arg(user.to_string());
+    let reply: String = run(store, cmd).await?;
+    // Remember the table for the sweeper (a plain set: it spans slots).
+    let mut c = store.conn();
+    let _: Result<i64, _> = redis::cmd("SADD")
+        .arg(store.keys.presence_tables())
+        .arg(table)
+        .query_async(&mut c)
+        .await;
+    serde_json::from_str(&reply).map_err(|e| StoreError::Reply(format!("{e}: {reply}")))
+}
+
+/// Removes a connection; returns how many the user still has on the table.
+pub async fn leave(store: &Store, table: &str, conn: &str, user: &str) -> Result<i64, StoreError> {
+    let mut cmd = presence_cmd(store, "rtsync_presence_leave", table);
+    cmd.arg(conn).arg(user);
+    run(store, cmd).await
+}
+
+/// Removes the user if they have had no connection for `grace_ms`.
+pub async fn expire(
+    store: &Store,
+    table: &str,
+    user: &str,
+    grace_ms: u64,
+) -> Result<bool, StoreError> {
+    let mut cmd = presence_cmd(store, "rtsync_presence_expire", table);
+    cmd.arg(user).arg(grace_ms);
+    let removed: i64 = run(store, cmd).await?;
+    Ok(removed > 0)
+}
+
+/// Refreshes `lastSeen` (and the cursor or selection, which are relayed).
+/// Returns false when the user has no presence any more.
+pub async fn touch(
+    store: &Store,
+    table: &str,
+    conn: &str,
+    user: &str,
+    kind: Touch,
+    value: &Value,
+) -> Result<bool, StoreError> {
+    let mut cmd = presence_cmd(store, "rtsync_presence_touch", table);
+    cmd.arg(conn)
+        .arg(user)
+        .arg(kind.as_str())
+        .arg(value.to_string());
+    let found: i64 = run(store, cmd).await?;
+    Ok(found > 0)
+}
+
+/// Removes stale presence of every table that has some; returns how many
+/// users were removed.
+pub async fn sweep_all(store: &Store, ttl_ms: u64, grace_ms: u64) -> Result<u64, StoreError> {
+    let mut conn = store.conn();
+    let tables: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(store.keys.presence_tables())
+        .query_async(&mut conn)
+        .await
+        .map_err(StoreError::from_redis)?;
+    let mut removed = 0u64;
+    for table in tables {
+        let mut cmd = presence_cmd(store, "rtsync_presence_sweep", &table);
+        cmd.arg(ttl_ms).arg(grace_ms);
+        let n: i64 = run(store, cmd).await?;
+        removed += n.max(0) as u64;
+        let left: i64 = redis::cmd("HLEN")
+            .arg(store.keys.presence(&table))
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        if left == 0 {
+            let _: i64 = redis::cmd("SREM")
+                .arg(store.keys.presence_tables())
+                .arg(&table)
+                .query_async(&mut conn)
+                .await
+                .map_err(StoreError::from_redis)?;
+        }
+    }
+    Ok(removed)
+}
+
+/// Takes the fleet-wide sweeper lock for `ttl_ms`; false when another
+/// sidecar holds it.
+pub async fn try_lock_sweeper(store: &Store, ttl_ms: u64) -> Result<bool, StoreError> {
+    let mut conn = store.conn();
+    let got: Option<String> = redis::cmd("SET")
+        .arg(store.keys.sweeper_lock())
+        .arg(&store.instance_id)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_ms.max(1))
+        .query_async(&mut conn)
+        .await
+        .map_err(StoreError::from_redis)?;
+    Ok(got.is_some())
+}
