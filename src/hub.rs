@@ -43,7 +43,24 @@ struct Table {
 
 struct TableInner {
     cursor: String,
-    subscribers: HashMap<Arc<str>, Outbox>,
+    subscribers: HashMap<Arc<str>, Subscriber>,
+}
+
+struct Subscriber {
+    outbox: Outbox,
+    /// Events at or before this id are skipped for this subscriber: it got
+    /// them from history (recovery) before it was registered.
+    after: Option<(u64, u64)>,
+}
+
+/// The outcome of [`Hub::join`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Join {
+    /// Registered: every event after the given id will be delivered.
+    Joined(String),
+    /// Not registered: this sidecar already fanned out events up to the
+    /// given id, past the caller's history; read up to it and try again.
+    Behind(String),
 }
 
 impl Hub {
@@ -60,43 +77,59 @@ impl Hub {
     /// Registers `outbox` for `table`; returns the id after which it will
     /// receive every event.
     pub async fn subscribe(&self, table: &str, outbox: Outbox) -> Result<String, StoreError> {
-        if let Some(cursor) = self.try_join(table, &outbox) {
-            return Ok(cursor);
+        match self.join(table, outbox, None).await? {
+            Join::Joined(cursor) | Join::Behind(cursor) => Ok(cursor),
         }
-        let _serial = self.lifecycle.lock().await;
-        if let Some(cursor) = self.try_join(table, &outbox) {
-            return Ok(cursor);
-        }
-        self.bus.add(table).await?;
-        let cursor = match groups::start_serving(&self.store, table).await {
-            Ok(c) => c,
-            Err(e) => {
-                self.bus.remove(table).await;
-                return Err(e);
-            }
-        };
-        let mut subscribers = HashMap::new();
-        subscribers.insert(outbox.conn_id.clone(), outbox);
-        let entry = Arc::new(Table {
-            inner: Mutex::new(TableInner {
-                cursor: cursor.clone(),
-                subscribers,
-            }),
-        });
-        write(&self.tables).insert(Arc::from(table), entry);
-        crate::metrics::tables_tailed(read(&self.tables).len());
-        self.tailer.add(table).await;
-        Ok(cursor)
     }
 
-    fn try_join(&self, table: &str, outbox: &Outbox) -> Option<String> {
+    /// Registers `outbox` for `table` unless this sidecar has already fanned
+    /// out events after `after` (then [`Join::Behind`]). With `after`, the
+    /// subscriber skips events up to it: the caller sent those from history.
+    pub async fn join(&self, table: &str, outbox: Outbox, after: Option<&str>) -> Result<Join, StoreError> {
+        loop {
+            if let Some(joined) = self.try_join(table, &outbox, after) {
+                return Ok(joined);
+            }
+            let _serial = self.lifecycle.lock().await;
+            if read(&self.tables).contains_key(table) {
+                continue;
+            }
+            self.bus.add(table).await?;
+            let cursor = match groups::start_serving(&self.store, table).await {
+                Ok(c) => c,
+                Err(e) => {
+                    self.bus.remove(table).await;
+                    return Err(e);
+                }
+            };
+            let entry = Arc::new(Table {
+                inner: Mutex::new(TableInner {
+                    cursor,
+                    subscribers: HashMap::new(),
+                }),
+            });
+            write(&self.tables).insert(Arc::from(table), entry);
+            crate::metrics::tables_tailed(read(&self.tables).len());
+            self.tailer.add(table).await;
+        }
+    }
+
+    fn try_join(&self, table: &str, outbox: &Outbox, after: Option<&str>) -> Option<Join> {
         let tables = read(&self.tables);
         let entry = tables.get(table)?;
         let mut inner = lock(&entry.inner);
-        inner
-            .subscribers
-            .insert(outbox.conn_id.clone(), outbox.clone());
-        Some(inner.cursor.clone())
+        let after = after.map(parse_id);
+        if after.is_some_and(|a| parse_id(&inner.cursor) > a) {
+            return Some(Join::Behind(inner.cursor.clone()));
+        }
+        inner.subscribers.insert(
+            outbox.conn_id.clone(),
+            Subscriber {
+                outbox: outbox.clone(),
+                after,
+            },
+        );
+        Some(Join::Joined(inner.cursor.clone()))
     }
 
     /// Removes a subscriber; the table stops being served when it was the last.
@@ -175,13 +208,28 @@ impl Hub {
         };
         inner.cursor = last.id.clone();
         let event_ms = events.first().map(|e| e.timestamp);
+        let last_id = parse_id(&last.id);
         let mut frames = FrameCache::new(&events);
-        for sub in inner.subscribers.values() {
-            if let Some(bytes) = frames.frame_for(sub) {
-                sub.push(bytes, event_ms);
+        let subscribers = inner.subscribers.len();
+        for sub in inner.subscribers.values_mut() {
+            let bytes = match sub.after {
+                Some(a) if last_id <= a => continue,
+                Some(a) => {
+                    sub.after = None;
+                    // Rare: a recovering subscriber whose history ends inside this batch.
+                    let newer: Vec<&ChangeEvent> = events
+                        .iter()
+                        .filter(|e| parse_id(&e.id) > a && e.origin.as_deref() != Some(&*sub.outbox.conn_id))
+                        .collect();
+                    (!newer.is_empty()).then(|| frame(newer.into_iter(), sub.outbox.encoding))
+                }
+                None => frames.frame_for(&sub.outbox),
+            };
+            if let Some(bytes) = bytes {
+                sub.outbox.push(bytes, event_ms);
             }
         }
-        crate::metrics::events_delivered(events.len(), inner.subscribers.len());
+        crate::metrics::events_delivered(events.len(), subscribers);
     }
 }
 
@@ -199,7 +247,7 @@ impl Hub {
         };
         let inner = lock(&entry.inner);
         let mut frames: [Option<Bytes>; 2] = [None, None];
-        for sub in inner.subscribers.values() {
+        for sub in inner.subscribers.values().map(|s| &s.outbox) {
             if notice.origin.as_deref() == Some(&*sub.conn_id) {
                 continue;
             }

@@ -186,3 +186,97 @@ impl SelectionReq {
         Ok(())
     }
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoverReq {
+    pub table_id: String,
+    pub view_id: Option<String>,
+    pub base_id: Option<String>,
+    pub last_event_id: Option<String>,
+    /// Accepted for compatibility; positions are stream ids.
+    pub last_version: Option<u64>,
+}
+
+impl RecoverReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        if let Some(v) = &self.view_id {
+            check_id("viewId", v)?;
+        }
+        if let Some(id) = &self.last_event_id {
+            if !is_stream_id(id) {
+                return Err(RequestError::bad_request(
+                    "lastEventId must be a stream id like \"1732400000000-0\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The same request as a subscribe (recovery subscribes by itself).
+    pub fn as_subscribe(&self) -> SubscribeReq {
+        SubscribeReq {
+            table_id: self.table_id.clone(),
+            view_id: self.view_id.clone(),
+            base_id: self.base_id.clone(),
+        }
+    }
+}
+
+/// `<ms>-<seq>` with both parts decimal.
+pub fn is_stream_id(id: &str) -> bool {
+    id.split_once('-').is_some_and(|(a, b)| {
+        !a.is_empty()
+            && !b.is_empty()
+            && a.len() <= 20
+            && b.len() <= 20
+            && a.parse::<u64>().is_ok()
+            && b.parse::<u64>().is_ok()
+    })
+}
+
+/// One queued offline edit (`entityType` record implied).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OfflineChange {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub entity_id: String,
+    pub table_id: String,
+    pub base_id: Option<String>,
+    pub changes: Option<Value>,
+    pub metadata: Option<Value>,
+    pub version: Option<u64>,
+    pub client_change_id: String,
+    /// When the edit was made offline (informational).
+    pub timestamp: Option<u64>,
+}
+
+impl OfflineChange {
+    pub fn into_commit(self, user_id: &str, origin: &str, max_changes: usize) -> Result<CommitRequest, RequestError> {
+        let req = CommitRequest {
+            kind: self.kind,
+            entity_type: "record".to_owned(),
+            entity_id: self.entity_id,
+            table_id: Some(self.table_id),
+            base_id: self.base_id,
+            user_id: user_id.to_owned(),
+            changes: self.changes,
+            metadata: self.metadata,
+            version: self.version,
+            client_change_id: Some(self.client_change_id),
+            origin: Some(origin.to_owned()),
+        };
+        req.validate(max_changes)?;
+        Ok(req)
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct OfflineCounts {
+    pub applied: usize,
+    pub merged: usize,
+    pub rejected: usize,
+    pub duplicates: usize,
+}

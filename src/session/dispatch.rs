@@ -4,28 +4,25 @@
 //! Errors are sent even without a `rid`, so no failure is silent.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::outbox::close;
-use super::Session;
+use super::{offline, tables, Session};
 use crate::auth::{AuthError, Identity};
 use crate::protocol::codec::{decode_frame, encode_frame, salvage_rid};
 use crate::protocol::error::ErrorBody;
-use crate::protocol::event::{list_frame, ChangeEvent};
 use crate::protocol::messages::{
-    parse, AuthenticateReq, Authenticated, RecordChangeReq, SubscribeAck, SubscribeReq, TableAck,
+    parse, AuthenticateReq, Authenticated, RecordChangeReq,
     TableReq, Timestamp,
 };
 use crate::protocol::messages::{CursorReq, SelectionReq};
 use crate::protocol::{ErrorCode, RequestError};
 use crate::store::commit::commit;
 use crate::store::presence::{self, Touch};
-use crate::store::{history, StoreError};
 
-type Reply = Result<Value, RequestError>;
+pub type Reply = Result<Value, RequestError>;
 
 /// Events of the protocol, as `'static` labels for metrics.
 const EVENTS: &[&str] = &[
@@ -66,8 +63,10 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
         ))
     } else {
         match event {
-            "subscribe_to_table" => subscribe(session, frame.data).await,
-            "unsubscribe_from_table" => unsubscribe(session, frame.data).await,
+            "subscribe_to_table" => tables::subscribe(session, frame.data).await,
+            "unsubscribe_from_table" => tables::unsubscribe(session, frame.data).await,
+            "recover_connection" => tables::recover(session, frame.data).await,
+            "sync_offline_changes" => offline::sync(session, frame.data).await,
             "record_change" => record_change(session, frame.data).await,
             "heartbeat" => heartbeat(session, frame.data).await,
             "cursor_position" => cursor_position(session, frame.data).await,
@@ -128,7 +127,7 @@ fn send_error(session: &Session, e: &RequestError, event: Option<&str>, rid: Opt
     send(session, "error", &body, rid);
 }
 
-fn to_value<T: Serialize>(v: &T) -> Reply {
+pub fn to_value<T: Serialize>(v: &T) -> Reply {
     serde_json::to_value(v).map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))
 }
 
@@ -182,104 +181,11 @@ fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Re
     }
 }
 
-fn identity(session: &Session) -> Result<&Identity, RequestError> {
+pub fn identity(session: &Session) -> Result<&Identity, RequestError> {
     session
         .identity
         .as_ref()
         .ok_or_else(|| RequestError::new(ErrorCode::Unauthenticated, "authenticate first"))
-}
-
-async fn subscribe(session: &mut Session, data: Value) -> Reply {
-    let req: SubscribeReq = parse("subscribe_to_table", data)?;
-    req.validate()?;
-    let user = identity(session)?;
-    if !user.grants.can_read(&req.table_id) {
-        return Err(forbidden("read", &req.table_id));
-    }
-    let presence = json!({
-        "userId": user.user_id, "userName": user.user_name, "avatarUrl": user.avatar_url,
-        "tableId": req.table_id, "viewId": req.view_id,
-    });
-    let app = session.app.clone();
-    let table = req.table_id.as_str();
-    let cursor = app.hub.subscribe(table, session.outbox.clone()).await?;
-    let joined = async {
-        let recent =
-            history::recent_events(&app.store, table, &cursor, app.config.recent_changes).await?;
-        let joined = presence::join(&app.store, table, session.conn_id(), &presence).await?;
-        Ok::<_, StoreError>((recent, joined))
-    }
-    .await;
-    let (recent, joined) = match joined {
-        Ok(j) => j,
-        Err(e) => {
-            if !session.tables.contains(table) {
-                app.hub.unsubscribe(table, session.conn_id()).await;
-            }
-            return Err(e.into());
-        }
-    };
-    session.tables.insert(req.table_id.clone());
-    let enc = session.encoding();
-    crate::metrics::message_out("table_users");
-    session
-        .after_reply
-        .push(encode_frame(enc, "table_users", &joined.users, None));
-    let events: Vec<ChangeEvent> = recent
-        .iter()
-        .filter_map(|(id, fields)| ChangeEvent::from_entry(id, fields, Some(table)).ok())
-        .collect();
-    crate::metrics::message_out("recent_changes");
-    session
-        .after_reply
-        .push(list_frame("recent_changes", events.iter(), enc));
-    to_value(&SubscribeAck {
-        table_id: table,
-        last_event_id: &cursor,
-        color: &joined.color,
-    })
-}
-
-async fn unsubscribe(session: &mut Session, data: Value) -> Reply {
-    let req: TableReq = parse("unsubscribe_from_table", data)?;
-    req.validate()?;
-    if session.tables.remove(&req.table_id) {
-        leave_table(session, &req.table_id).await;
-    }
-    to_value(&TableAck {
-        table_id: &req.table_id,
-    })
-}
-
-/// Ends this connection's subscription to `table`: fan-out stops, and the
-/// user's presence loses this connection; when it was their last, they are
-/// announced `user_left` after the grace period unless they come back.
-pub async fn leave_table(session: &mut Session, table: &str) {
-    let app = session.app.clone();
-    app.hub.unsubscribe(table, session.conn_id()).await;
-    session.coalescer.forget(table);
-    let Some(user) = session.identity.as_ref().map(|i| i.user_id.clone()) else {
-        return;
-    };
-    match presence::leave(&app.store, table, session.conn_id(), &user).await {
-        Ok(0) => {
-            let grace = Duration::from_millis(app.config.presence_grace_ms);
-            let table = table.to_owned();
-            let app2 = app.clone();
-            app.tasks.spawn(async move {
-                tokio::select! {
-                    _ = app2.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(grace) => {}
-                }
-                let grace_ms = grace.as_millis() as u64;
-                if let Err(e) = presence::expire(&app2.store, &table, &user, grace_ms).await {
-                    tracing::warn!(table, error = %e, "could not expire presence; the sweeper will");
-                }
-            });
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(table, error = %e, "could not leave presence; the sweeper will"),
-    }
 }
 
 async fn record_change(session: &mut Session, data: Value) -> Reply {
@@ -388,7 +294,7 @@ async fn relay(
     Ok(())
 }
 
-fn forbidden(what: &str, table: &str) -> RequestError {
+pub fn forbidden(what: &str, table: &str) -> RequestError {
     RequestError::new(
         ErrorCode::Forbidden,
         format!("no {what} access to table {table}"),

@@ -8,6 +8,8 @@
 //! (4401), and the server's shutdown (4500).
 
 pub mod dispatch;
+pub mod offline;
+pub mod tables;
 pub mod outbox;
 
 use std::collections::HashSet;
@@ -138,7 +140,7 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
             }
         };
         for table in std::mem::take(&mut session.tables) {
-            dispatch::leave_table(&mut session, &table).await;
+            tables::leave_table(&mut session, &table).await;
         }
         session.outbox.close(1000);
         let authenticated = session.identity.is_some();

@@ -86,6 +86,20 @@ impl Outbox {
         })
     }
 
+    /// Queues a frame, waiting for room: for long replies (recovery) whose
+    /// reader sets the pace. False when the connection is closing.
+    pub async fn push_wait(&self, bytes: Bytes) -> bool {
+        let out = Outbound {
+            bytes,
+            event_ms: None,
+            ping: false,
+        };
+        tokio::select! {
+            r = self.tx.send(out) => r.is_ok(),
+            _ = self.closing.cancelled() => false,
+        }
+    }
+
     /// Queues a WebSocket ping (keeps idle connections alive through
     /// proxies and finds dead peers).
     pub fn ping(&self) -> bool {
