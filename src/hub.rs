@@ -85,7 +85,12 @@ impl Hub {
     /// Registers `outbox` for `table` unless this sidecar has already fanned
     /// out events after `after` (then [`Join::Behind`]). With `after`, the
     /// subscriber skips events up to it: the caller sent those from history.
-    pub async fn join(&self, table: &str, outbox: Outbox, after: Option<&str>) -> Result<Join, StoreError> {
+    pub async fn join(
+        &self,
+        table: &str,
+        outbox: Outbox,
+        after: Option<&str>,
+    ) -> Result<Join, StoreError> {
         loop {
             if let Some(joined) = self.try_join(table, &outbox, after) {
                 return Ok(joined);
@@ -219,7 +224,9 @@ impl Hub {
                     // Rare: a recovering subscriber whose history ends inside this batch.
                     let newer: Vec<&ChangeEvent> = events
                         .iter()
-                        .filter(|e| parse_id(&e.id) > a && e.origin.as_deref() != Some(&*sub.outbox.conn_id))
+                        .filter(|e| {
+                            parse_id(&e.id) > a && e.origin.as_deref() != Some(&*sub.outbox.conn_id)
+                        })
                         .collect();
                     (!newer.is_empty()).then(|| frame(newer.into_iter(), sub.outbox.encoding))
                 }

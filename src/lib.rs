@@ -14,7 +14,8 @@
 //! - [`store`]: Redis: connections, `rtsync_commit`, groups, the tailer.
 //! - [`http`]: the one port: routes, REST API, WebSocket upgrade.
 //! - [`delta`]: `calculate_delta` for producers that hold whole records.
-//! - [`presence`]: presence rules (colors).
+//! - [`presence`]: presence rules: cursor coalescing, sweep settings.
+//! - [`janitor`]: fleet upkeep: stale presence, groups of gone sidecars.
 //! - [`metrics`]: every metric name.
 //!
 //! The path of one edit: session → `FCALL rtsync_commit` (store::commit) →
@@ -29,6 +30,7 @@ pub mod config;
 pub mod delta;
 pub mod http;
 pub mod hub;
+pub mod janitor;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
@@ -121,7 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tasks.spawn(load_library(store.clone(), shutdown.clone()));
     tailer.spawn(hub.clone(), &tasks, shutdown.clone());
     bus.spawn(hub, &tasks, shutdown.clone());
-    tasks.spawn(presence::run_sweeper(
+    tasks.spawn(janitor::run(
         store.clone(),
         presence::SweepSettings::from_config(&config),
         shutdown.clone(),

@@ -4,12 +4,10 @@
 //! presence. The state itself lives in Redis (see `store::presence`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::store::presence::{self, Touch};
@@ -115,33 +113,7 @@ impl SweepSettings {
             grace: Duration::from_millis(config.presence_grace_ms),
             // Often enough that stale presence goes within about a quarter
             // of the TTL past it; never busier than twice a second.
-            interval: (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(30)),
-        }
-    }
-}
-
-/// Sweeps stale presence every interval, while holding the fleet-wide lock
-/// (so one sidecar sweeps at a time; two overlapping is still safe: each
-/// sweep is an atomic function call).
-pub async fn run_sweeper(store: Arc<Store>, settings: SweepSettings, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(settings.interval) => {}
-        }
-        let lock_ms = settings.interval.as_millis() as u64;
-        match presence::try_lock_sweeper(&store, lock_ms).await {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                tracing::debug!(error = %e, "presence sweeper cannot take its lock");
-                continue;
-            }
-        }
-        match sweep(&store, settings).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed stale presence"),
-            Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
+            interval: (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(10)),
         }
     }
 }

@@ -254,7 +254,12 @@ pub struct OfflineChange {
 }
 
 impl OfflineChange {
-    pub fn into_commit(self, user_id: &str, origin: &str, max_changes: usize) -> Result<CommitRequest, RequestError> {
+    pub fn into_commit(
+        self,
+        user_id: &str,
+        origin: &str,
+        max_changes: usize,
+    ) -> Result<CommitRequest, RequestError> {
         let req = CommitRequest {
             kind: self.kind,
             entity_type: "record".to_owned(),

@@ -14,8 +14,7 @@ use crate::auth::{AuthError, Identity};
 use crate::protocol::codec::{decode_frame, encode_frame, salvage_rid};
 use crate::protocol::error::ErrorBody;
 use crate::protocol::messages::{
-    parse, AuthenticateReq, Authenticated, RecordChangeReq,
-    TableReq, Timestamp,
+    parse, AuthenticateReq, Authenticated, RecordChangeReq, TableReq, Timestamp,
 };
 use crate::protocol::messages::{CursorReq, SelectionReq};
 use crate::protocol::{ErrorCode, RequestError};

@@ -9,8 +9,8 @@
 
 pub mod dispatch;
 pub mod offline;
-pub mod tables;
 pub mod outbox;
+pub mod tables;
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;

@@ -55,7 +55,12 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
             events.push(event);
         }
     }
-    send(session, "offline_changes", &json!({"events": events, "rejected": rejected}), None);
+    send(
+        session,
+        "offline_changes",
+        &json!({"events": events, "rejected": rejected}),
+        None,
+    );
     send(session, "offline_sync_complete", &counts, None);
     to_value(&counts)
 }
@@ -69,7 +74,11 @@ fn change_event(req: &CommitRequest, result: &CommitResult) -> Option<Value> {
         "tableId": req.table_id, "userId": req.user_id, "timestamp": timestamp,
         "version": result.version,
     });
-    for (key, value) in [("baseId", req.base_id.as_ref().map(|b| json!(b))), ("changes", req.changes.clone()), ("metadata", req.metadata.clone())] {
+    for (key, value) in [
+        ("baseId", req.base_id.as_ref().map(|b| json!(b))),
+        ("changes", req.changes.clone()),
+        ("metadata", req.metadata.clone()),
+    ] {
         if let Some(v) = value.filter(|v| !v.is_null()) {
             e[key] = v;
         }

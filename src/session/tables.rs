@@ -17,7 +17,9 @@ use super::Session;
 use crate::hub::Join;
 use crate::protocol::codec::encode_frame;
 use crate::protocol::event::{list_frame, ChangeEvent};
-use crate::protocol::messages::{parse, RecoverReq, SubscribeAck, SubscribeReq, TableAck, TableReq};
+use crate::protocol::messages::{
+    parse, RecoverReq, SubscribeAck, SubscribeReq, TableAck, TableReq,
+};
 use crate::protocol::RequestError;
 use crate::store::groups::ZERO_ID;
 use crate::store::history::{self, Position};
@@ -62,7 +64,11 @@ async fn enter(
         Some(c) => c,
         None => app.hub.subscribe(table, session.outbox.clone()).await?,
     };
-    let recent_count = if recovering { 0 } else { app.config.recent_changes };
+    let recent_count = if recovering {
+        0
+    } else {
+        app.config.recent_changes
+    };
     let joined = async {
         let recent = history::recent_events(&app.store, table, &cursor, recent_count).await?;
         let joined = presence::join(&app.store, table, session.conn_id(), &presence).await?;
@@ -97,13 +103,15 @@ async fn enter(
 fn decode(entries: &[crate::store::tailer::Entry], table: &str) -> Vec<ChangeEvent> {
     entries
         .iter()
-        .filter_map(|(id, fields)| match ChangeEvent::from_entry(id, fields, Some(table)) {
-            Ok(e) => Some(e),
-            Err(err) => {
-                tracing::warn!(table, id, error = %err, "skipping a malformed stream entry");
-                None
-            }
-        })
+        .filter_map(
+            |(id, fields)| match ChangeEvent::from_entry(id, fields, Some(table)) {
+                Ok(e) => Some(e),
+                Err(err) => {
+                    tracing::warn!(table, id, error = %err, "skipping a malformed stream entry");
+                    None
+                }
+            },
+        )
         .collect()
 }
 
@@ -134,7 +142,12 @@ pub async fn recover(session: &mut Session, data: Value) -> Reply {
     };
     if let Some(reason) = reason {
         tracing::info!(table, last_seen, reason, "recovery needs a resync");
-        send(session, "resync_required", &json!({"tableId": table, "reason": reason}), None);
+        send(
+            session,
+            "resync_required",
+            &json!({"tableId": table, "reason": reason}),
+            None,
+        );
         return Ok(json!({"tableId": table, "resyncRequired": reason}));
     }
     let mut after = last_seen;
@@ -160,7 +173,11 @@ pub async fn recover(session: &mut Session, data: Value) -> Reply {
                     continue;
                 }
             }
-            match app.hub.join(&table, session.outbox.clone(), Some(&after)).await? {
+            match app
+                .hub
+                .join(&table, session.outbox.clone(), Some(&after))
+                .await?
+            {
                 Join::Joined(_) => return Ok(()),
                 Join::Behind(_) => continue,
             }
@@ -180,9 +197,12 @@ fn recovered(session: &mut Session, table: &str, missed: usize, last: &str) -> R
     crate::metrics::message_out("connection_recovered");
     let body = json!({"tableId": table, "timestamp": crate::now_ms(),
         "missedEventsCount": missed, "lastEventId": last});
-    session
-        .after_reply
-        .push(encode_frame(session.encoding(), "connection_recovered", &body, None));
+    session.after_reply.push(encode_frame(
+        session.encoding(),
+        "connection_recovered",
+        &body,
+        None,
+    ));
     Ok(json!({"missedEventsCount": missed, "lastEventId": last}))
 }
 
@@ -227,4 +247,3 @@ pub async fn leave_table(session: &mut Session, table: &str) {
         Err(e) => tracing::warn!(table, error = %e, "could not leave presence; the sweeper will"),
     }
 }
-

@@ -32,6 +32,12 @@ pub async fn start_serving(store: &Store, table: &str) -> Result<String, StoreEr
         .map(|e| e.id.clone())
         .unwrap_or_else(|| ZERO_ID.to_owned());
     place_group(store, table, &cursor).await?;
+    let _: i64 = redis::cmd("SADD")
+        .arg(store.keys.streams())
+        .arg(table)
+        .query_async(&mut conn)
+        .await
+        .map_err(StoreError::from_redis)?;
     Ok(cursor)
 }
 
@@ -76,6 +82,83 @@ pub async fn stop_serving(store: &Store, table: &str) -> Result<(), StoreError> 
         .await
         .map_err(StoreError::from_redis)?;
     Ok(())
+}
+
+/// Marks this sidecar alive for `ttl_ms`.
+pub async fn announce_instance(store: &Store, ttl_ms: u64) -> Result<(), StoreError> {
+    let mut conn = store.conn();
+    let _: () = redis::cmd("SET")
+        .arg(store.keys.instance(&store.instance_id))
+        .arg(crate::now_ms())
+        .arg("PX")
+        .arg(ttl_ms.max(1))
+        .query_async(&mut conn)
+        .await
+        .map_err(StoreError::from_redis)?;
+    Ok(())
+}
+
+/// Destroys the groups of sidecars that stopped announcing themselves, so
+/// groups on a stream do not grow with every sidecar that ever ran. Returns
+/// how many were removed.
+pub async fn remove_gone_groups(store: &Store) -> Result<u64, StoreError> {
+    let mut conn = store.conn();
+    let tables: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(store.keys.streams())
+        .query_async(&mut conn)
+        .await
+        .map_err(StoreError::from_redis)?;
+    let mut removed = 0;
+    for table in tables {
+        let key = store.keys.events(&table);
+        let groups: Result<Vec<redis::Value>, _> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await;
+        let groups = match groups {
+            Ok(g) => g,
+            Err(e) if e.to_string().contains("no such key") => {
+                let _: i64 = redis::cmd("SREM")
+                    .arg(store.keys.streams())
+                    .arg(&table)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(StoreError::from_redis)?;
+                continue;
+            }
+            Err(e) => return Err(StoreError::from_redis(e)),
+        };
+        for name in groups
+            .into_iter()
+            .filter_map(|g| super::reply::InfoMap(g).text("name"))
+        {
+            if name == store.instance_id {
+                continue;
+            }
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(store.keys.instance(&name))
+                .query_async(&mut conn)
+                .await
+                .map_err(StoreError::from_redis)?;
+            if !alive {
+                let _: i64 = redis::cmd("XGROUP")
+                    .arg("DESTROY")
+                    .arg(&key)
+                    .arg(&name)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(StoreError::from_redis)?;
+                tracing::info!(
+                    table,
+                    group = name,
+                    "removed the consumer group of a gone sidecar"
+                );
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Orders stream ids (`ms-seq`); unparsable ids sort first.

@@ -1,6 +1,7 @@
 //! Reads of a table's event history: the latest events (for
 //! `recent_changes`) and ranges after a client's last seen id (recovery).
 
+use super::reply::InfoMap;
 use super::tailer::{entries, Entry};
 use super::{Store, StoreError};
 
@@ -31,7 +32,12 @@ pub async fn recent_events(
 }
 
 /// Up to `count` events after `after` (exclusive), oldest first.
-pub async fn range_after(store: &Store, table: &str, after: &str, count: usize) -> Result<Vec<Entry>, StoreError> {
+pub async fn range_after(
+    store: &Store,
+    table: &str,
+    after: &str,
+    count: usize,
+) -> Result<Vec<Entry>, StoreError> {
     let mut conn = store.conn();
     let reply: redis::Value = redis::cmd("XRANGE")
         .arg(store.keys.events(table))
@@ -58,9 +64,13 @@ pub enum Position {
 }
 
 /// Classifies `last_seen` against the stream. An id the stream holds (or
-/// `0-0` with nothing deleted) is replayable; an id at or before the
-/// highest deleted id was trimmed; any other id is from a lost stream.
+/// `0-0` when nothing was ever removed) is replayable. An id before the
+/// first entry held is "trimmed" when entries were removed from the stream
+/// (retention), and "reset" when the stream never lost any (it began again
+/// after the id's stream was lost); an id newer than anything appended, or
+/// inside the held range but absent, is "reset" too (unless it was deleted).
 pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Position, StoreError> {
+    use super::groups::parse_id;
     let key = store.keys.events(table);
     let mut conn = store.conn();
     let info: Result<redis::Value, redis::RedisError> = redis::cmd("XINFO")
@@ -68,10 +78,11 @@ pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Pos
         .arg(&key)
         .query_async(&mut conn)
         .await;
+    let seen = parse_id(last_seen);
     let info = match info {
-        Ok(v) => v,
+        Ok(v) => InfoMap(v),
         Err(e) if e.to_string().contains("no such key") => {
-            return Ok(if super::groups::parse_id(last_seen) == (0, 0) {
+            return Ok(if seen == (0, 0) {
                 Position::Replayable
             } else {
                 Position::Reset
@@ -79,26 +90,34 @@ pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Pos
         }
         Err(e) => return Err(StoreError::from_redis(e)),
     };
-    let field = |name: &str| -> Option<String> {
-        let pairs: Vec<(redis::Value, redis::Value)> = match &info {
-            redis::Value::Map(kv) => kv.clone(),
-            redis::Value::Array(flat) => flat.chunks(2).filter_map(|c| Some((c.first()?.clone(), c.get(1)?.clone()))).collect(),
-            _ => Vec::new(),
-        };
-        pairs.into_iter().find_map(|(k, v)| match (k, v) {
-            (redis::Value::BulkString(k), redis::Value::BulkString(v)) if k == name.as_bytes() => String::from_utf8(v).ok(),
-            (redis::Value::SimpleString(k), redis::Value::BulkString(v)) if k == name => String::from_utf8(v).ok(),
-            _ => None,
-        })
-    };
-    let seen = super::groups::parse_id(last_seen);
-    let max_deleted = field("max-deleted-entry-id").map(|id| super::groups::parse_id(&id)).unwrap_or((0, 0));
-    let last = field("last-generated-id").map(|id| super::groups::parse_id(&id)).unwrap_or((0, 0));
+    let length = info.int("length").unwrap_or(0);
+    let added = info.int("entries-added").unwrap_or(length);
+    let removed_some = added > length;
+    let last = info
+        .text("last-generated-id")
+        .map(|id| parse_id(&id))
+        .unwrap_or((0, 0));
+    let first = info.first_entry_id().map(|id| parse_id(&id));
+    let max_deleted = info
+        .text("max-deleted-entry-id")
+        .map(|id| parse_id(&id))
+        .unwrap_or((0, 0));
     if seen == (0, 0) {
-        return Ok(if max_deleted > (0, 0) { Position::Trimmed } else { Position::Replayable });
+        return Ok(if removed_some {
+            Position::Trimmed
+        } else {
+            Position::Replayable
+        });
     }
     if seen > last {
         return Ok(Position::Reset);
+    }
+    if first.is_none_or(|f| seen < f) {
+        return Ok(if removed_some {
+            Position::Trimmed
+        } else {
+            Position::Reset
+        });
     }
     let exact: redis::Value = redis::cmd("XRANGE")
         .arg(&key)
@@ -110,5 +129,9 @@ pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Pos
     if !entries(exact).is_empty() {
         return Ok(Position::Replayable);
     }
-    Ok(if seen <= max_deleted { Position::Trimmed } else { Position::Reset })
+    Ok(if seen <= max_deleted {
+        Position::Trimmed
+    } else {
+        Position::Reset
+    })
 }

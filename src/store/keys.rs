@@ -63,6 +63,16 @@ impl Keys {
         format!("{}:presence-sweeper", self.prefix)
     }
 
+    /// Marks a live sidecar (expires when it stops refreshing it).
+    pub fn instance(&self, instance_id: &str) -> String {
+        format!("{}:instance:{instance_id}", self.prefix)
+    }
+
+    /// The set of tables whose streams have had consumer groups.
+    pub fn streams(&self) -> String {
+        format!("{}:streams", self.prefix)
+    }
+
     /// The table id of a presence channel.
     pub fn table_of_channel(&self, channel: &str) -> Option<String> {
         let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?;

@@ -15,6 +15,7 @@ pub mod history;
 pub mod keys;
 pub mod presence;
 pub mod presence_bus;
+pub mod reply;
 pub mod tailer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

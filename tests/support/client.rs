@@ -233,6 +233,29 @@ impl Client {
         out
     }
 
+    /// Like [`Client::changes`], counting `missed_events` too (recovery).
+    pub async fn all_events(&mut self, count: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < count {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some((event, data, _)) = self
+                .take_within(left, |(e, _, _)| {
+                    e == "record_change" || e == "batch_changes" || e == "missed_events"
+                })
+                .await
+            else {
+                break;
+            };
+            if event == "record_change" {
+                out.push(data);
+            } else {
+                out.extend(data.as_array().cloned().unwrap_or_default());
+            }
+        }
+        out
+    }
+
     /// Waits for the server to close the connection; returns the close code.
     pub async fn closed(&mut self) -> Option<u16> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
