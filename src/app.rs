@@ -3,9 +3,10 @@
 //! `Arc<App>`; nothing in it is per-connection.
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -32,6 +33,8 @@ pub struct App {
     pub authenticated: AtomicUsize,
     conn_tag: String,
     conn_seq: AtomicU64,
+    /// Authenticated connections per user, for the per-user limit.
+    per_user: Mutex<HashMap<String, usize>>,
 }
 
 impl App {
@@ -62,6 +65,29 @@ impl App {
             authenticated: AtomicUsize::new(0),
             conn_tag: format!("{tag:016x}"),
             conn_seq: AtomicU64::new(0),
+            per_user: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a new connection of `user`; false (and not counted) when the
+    /// user already has `limit`.
+    pub fn user_connected(&self, user: &str, limit: usize) -> bool {
+        let mut map = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(user.to_owned()).or_default();
+        if *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn user_disconnected(&self, user: &str) {
+        let mut map = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(user);
+            }
         }
     }
 

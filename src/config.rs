@@ -84,6 +84,15 @@ pub struct Config {
     #[arg(long, env = "RTS_RATE_LIMIT", default_value_t = 200)]
     pub rate_limit: u32,
 
+    /// Most WebSocket connections on this sidecar; more get HTTP 503.
+    #[arg(long, env = "RTS_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+
+    /// Most authenticated connections of one user on this sidecar; more are
+    /// refused with `rate_limited` and closed with 4429.
+    #[arg(long, env = "RTS_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
+    pub max_connections_per_user: usize,
+
     /// Log filter (tracing `EnvFilter` syntax); logs are JSON lines on stderr.
     #[arg(long, env = "RTS_LOG", default_value = "info")]
     pub log: String,
@@ -160,6 +169,11 @@ impl Config {
             ("RTS_SEND_QUEUE", self.send_queue),
             ("RTS_MAX_CHANGES", self.max_changes),
             ("RTS_MAX_BATCH", self.max_batch),
+            ("RTS_MAX_CONNECTIONS", self.max_connections),
+            (
+                "RTS_MAX_CONNECTIONS_PER_USER",
+                self.max_connections_per_user,
+            ),
             ("RTS_MAX_BODY_BYTES", self.max_body_bytes),
             ("RTS_REDIS_POOL", self.redis_pool),
             ("RTS_TAILER_READERS", self.tailer_readers),

@@ -181,6 +181,11 @@ impl Hub {
         Some(cursor)
     }
 
+    /// Ids of the tables with local subscribers.
+    pub fn table_ids(&self) -> Vec<Arc<str>> {
+        read(&self.tables).keys().cloned().collect()
+    }
+
     /// Tables with local subscribers.
     pub fn table_count(&self) -> usize {
         read(&self.tables).len()

@@ -16,7 +16,7 @@
 //! - [`delta`]: `calculate_delta` for producers that hold whole records.
 //! - [`presence`]: presence rules: cursor coalescing, sweep settings.
 //! - [`janitor`]: fleet upkeep: stale presence, groups of gone sidecars.
-//! - [`metrics`]: every metric name.
+//! - [`metrics`]: every metric name; [`gauges`]: gauges sampled from Redis.
 //!
 //! The path of one edit: session → `FCALL rtsync_commit` (store::commit) →
 //! `ack`; the tailer of every sidecar reads the stream entry → hub → each
@@ -28,6 +28,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod delta;
+pub mod gauges;
 pub mod http;
 pub mod hub;
 pub mod janitor;
@@ -122,6 +123,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     ));
     tasks.spawn(load_library(store.clone(), shutdown.clone()));
     tailer.spawn(hub.clone(), &tasks, shutdown.clone());
+    tasks.spawn(gauges::run(store.clone(), hub.clone(), shutdown.clone()));
     bus.spawn(hub, &tasks, shutdown.clone());
     tasks.spawn(janitor::run(
         store.clone(),

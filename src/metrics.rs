@@ -25,6 +25,10 @@ pub const ENTRIES_SKIPPED: &str = "rtsync_stream_entries_skipped_total";
 pub const REDIS_ERRORS: &str = "rtsync_redis_errors_total";
 pub const REDIS_RECONNECTS: &str = "rtsync_redis_reconnects_total";
 pub const AUTH_FAILURES: &str = "rtsync_auth_failures_total";
+pub const CONSUMER_GROUP_LAG: &str = "rtsync_consumer_group_lag_entries";
+pub const PRESENCE_USERS: &str = "rtsync_presence_users";
+pub const REDIS_UP: &str = "rtsync_redis_up";
+pub const CONNECTIONS_REFUSED: &str = "rtsync_connections_refused_total";
 
 /// Every exported name, for documentation and the dashboard check.
 pub const ALL: &[&str] = &[
@@ -46,6 +50,10 @@ pub const ALL: &[&str] = &[
     REDIS_ERRORS,
     REDIS_RECONNECTS,
     AUTH_FAILURES,
+    CONSUMER_GROUP_LAG,
+    PRESENCE_USERS,
+    REDIS_UP,
+    CONNECTIONS_REFUSED,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -112,6 +120,19 @@ fn describe() {
     describe_counter!(REDIS_ERRORS, "Redis command failures by kind");
     describe_counter!(REDIS_RECONNECTS, "Stream reader reconnections to Redis");
     describe_counter!(AUTH_FAILURES, "Authentication failures by reason");
+    describe_gauge!(
+        CONSUMER_GROUP_LAG,
+        "Largest consumer-group lag of the tables this sidecar reads, in entries"
+    );
+    describe_gauge!(
+        PRESENCE_USERS,
+        "Users present on the tables this sidecar serves"
+    );
+    describe_gauge!(REDIS_UP, "1 while Redis answers, else 0");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused by a limit, by reason"
+    );
 }
 
 pub fn connection_opened() {
@@ -171,4 +192,16 @@ pub fn redis_reconnect() {
 }
 pub fn auth_failure(reason: &'static str) {
     counter!(AUTH_FAILURES, "reason" => reason).increment(1);
+}
+pub fn consumer_group_lag(entries: u64) {
+    gauge!(CONSUMER_GROUP_LAG).set(entries as f64);
+}
+pub fn presence_users(n: u64) {
+    gauge!(PRESENCE_USERS).set(n as f64);
+}
+pub fn redis_up(up: bool) {
+    gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
+}
+pub fn connection_refused(reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
 }

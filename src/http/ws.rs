@@ -27,6 +27,18 @@ const WRITE_BUFFER: usize = 4 * 1024;
 const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
 pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
+    if app.connections.load(std::sync::atomic::Ordering::Relaxed) >= app.config.max_connections {
+        crate::metrics::connection_refused("sidecar_full");
+        tracing::warn!(
+            limit = app.config.max_connections,
+            "connection refused: RTS_MAX_CONNECTIONS reached"
+        );
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this sidecar is at its connection limit; try another",
+        );
+    }
     let headers = req.headers();
     let has_token = |name, token: &str| {
         headers

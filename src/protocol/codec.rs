@@ -64,7 +64,7 @@ pub fn decode_frame(bytes: &[u8], text: bool) -> Result<InFrame, RequestError> {
         serde_json::from_slice(bytes)
             .map_err(|e| RequestError::bad_request(format!("invalid JSON frame: {e}")))?
     } else {
-        rmp_serde::from_slice(bytes)
+        msgpack_value(bytes)
             .map_err(|e| RequestError::bad_request(format!("invalid MessagePack frame: {e}")))?
     };
     frame_from_value(value)
@@ -99,13 +99,26 @@ fn frame_from_value(value: Value) -> Result<InFrame, RequestError> {
     Ok(InFrame { event, data, rid })
 }
 
+/// Deepest nesting accepted in a MessagePack value (JSON's parser stops
+/// at 128 too), so hostile input cannot exhaust the stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// Decodes MessagePack into a JSON value, with the depth limit. Bounded
+/// allocation: declared lengths are not trusted beyond the bytes present.
+pub fn msgpack_value(bytes: &[u8]) -> Result<Value, rmp_serde::decode::Error> {
+    use serde::Deserialize;
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    Value::deserialize(&mut de)
+}
+
 /// Best-effort `rid` of a frame that failed to decode, so the error can
 /// still be correlated by the client.
 pub fn salvage_rid(bytes: &[u8], text: bool) -> Option<u64> {
     let value: Value = if text {
         serde_json::from_slice(bytes).ok()?
     } else {
-        rmp_serde::from_slice(bytes).ok()?
+        msgpack_value(bytes).ok()?
     };
     value.as_array()?.get(2)?.as_u64()
 }
@@ -180,6 +193,45 @@ mod tests {
         assert!(decode_frame(br#"["x", {}, "7"]"#, true).is_err());
         assert!(decode_frame(br#"[1, {}]"#, true).is_err());
         assert!(decode_frame(b"\xc1\xff\x00", false).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let mut deep = vec![0x92, 0xa1, b'x'];
+        deep.extend(std::iter::repeat_n(0x91, 100_000));
+        deep.push(0xc0);
+        assert!(decode_frame(&deep, false).is_err());
+        let json = format!("[\"x\", {}{}]", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(decode_frame(json.as_bytes(), true).is_err());
+    }
+
+    #[test]
+    fn huge_declared_lengths_do_not_allocate() {
+        // array32 of 2^32-1 items, map32, str32, bin32 with nothing after.
+        for bytes in [
+            &[0xdd, 0xff, 0xff, 0xff, 0xff][..],
+            &[0x92, 0xa1, b'x', 0xdf, 0xff, 0xff, 0xff, 0xff],
+            &[0x92, 0xdb, 0xff, 0xff, 0xff, 0xff],
+            &[0x92, 0xa1, b'x', 0xc6, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            assert!(decode_frame(bytes, false).is_err());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            let _ = decode_frame(&bytes, false);
+            let _ = decode_frame(&bytes, true);
+            let _ = salvage_rid(&bytes, false);
+        }
+
+        #[test]
+        fn truncated_valid_frames_never_panic(cut in 0usize..64) {
+            let bytes = rmp_serde::to_vec_named(&("record_change", json!({"tableId": "t", "changes": [{"fieldId": "f", "newValue": [1, 2, {"a": "b"}]}]}), 5)).unwrap();
+            let cut = cut.min(bytes.len());
+            let _ = decode_frame(&bytes[..cut], false);
+        }
     }
 
     #[test]

@@ -236,7 +236,7 @@ fn decode_json_or_msgpack(raw: &[u8]) -> Option<Value> {
     if matches!(first, b'[' | b'{') {
         serde_json::from_slice(raw).ok()
     } else {
-        rmp_serde::from_slice(raw).ok()
+        super::codec::msgpack_value(raw).ok()
     }
 }
 
@@ -308,6 +308,20 @@ mod tests {
             ("changes", b"[1,2"),
         ]);
         assert!(ChangeEvent::from_entry("1-0", &f, None).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_entries_never_panic(
+            fields in proptest::collection::vec(
+                (proptest::sample::select(vec!["type", "entityType", "entityId", "userId", "version", "changes", "metadata", "baseId", "origin"]),
+                 proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+                0..10),
+            id in "[0-9]{0,14}-?[0-9]{0,3}",
+        ) {
+            let fields: Vec<(String, Vec<u8>)> = fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let _ = ChangeEvent::from_entry(&id, &fields, Some("t"));
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::outbox::close;
+use super::rate_limit::Verdict;
 use super::{offline, tables, Session};
 use crate::auth::{AuthError, Identity};
 use crate::protocol::codec::{decode_frame, encode_frame, salvage_rid};
@@ -37,6 +38,21 @@ const EVENTS: &[&str] = &[
 ];
 
 pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
+    match session.limiter.check(tokio::time::Instant::now()) {
+        Verdict::Allow => {}
+        Verdict::Reject => {
+            crate::metrics::rate_limited();
+            let e = RequestError::new(ErrorCode::RateLimited, "too many messages; slow down");
+            send_error(session, &e, None, salvage_rid(bytes, text));
+            return;
+        }
+        Verdict::Close => {
+            crate::metrics::rate_limited();
+            tracing::warn!("sustained rate-limit abuse: closing 4429");
+            session.outbox.close(close::RATE_LIMITED);
+            return;
+        }
+    }
     let frame = match decode_frame(bytes, text) {
         Ok(f) => f,
         Err(e) => {
@@ -154,6 +170,16 @@ fn authenticate(session: &mut Session, data: Value) -> Reply {
 fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Reply {
     match result {
         Ok(identity) => {
+            let limit = session.app.config.max_connections_per_user;
+            if !session.app.user_connected(&identity.user_id, limit) {
+                crate::metrics::connection_refused("per_user");
+                tracing::warn!(user = %identity.user_id, limit, "too many connections for one user");
+                session.outbox.close(close::RATE_LIMITED);
+                return Err(RequestError::new(
+                    ErrorCode::RateLimited,
+                    format!("too many connections for this user (limit {limit})"),
+                ));
+            }
             if session.app.auth.mode() == crate::config::AuthMode::None {
                 tracing::warn!(user = %identity.user_id, "development authentication (RTS_AUTH=none)");
             }

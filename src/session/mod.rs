@@ -10,6 +10,7 @@
 pub mod dispatch;
 pub mod offline;
 pub mod outbox;
+pub mod rate_limit;
 pub mod tables;
 
 use std::collections::HashSet;
@@ -50,6 +51,7 @@ pub struct Session {
     pub tables: HashSet<String>,
     /// Cursor and selection updates waiting for their relay slot.
     pub coalescer: Coalescer,
+    pub limiter: rate_limit::RateLimiter,
     /// Frames to queue right after the current request's reply (e.g.
     /// `table_users` after a subscribe's ack).
     pub after_reply: Vec<bytes::Bytes>,
@@ -82,6 +84,7 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
             identity: None,
             tables: HashSet::new(),
             coalescer: Coalescer::default(),
+            limiter: rate_limit::RateLimiter::new(app.config.rate_limit, Instant::now()),
             after_reply: Vec::new(),
         };
         if let Some(token) = token {
@@ -144,8 +147,9 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
         }
         session.outbox.close(1000);
         let authenticated = session.identity.is_some();
-        if authenticated {
+        if let Some(identity) = &session.identity {
             app.authenticated.fetch_sub(1, Ordering::Relaxed);
+            app.user_disconnected(&identity.user_id);
         }
         drop(session);
         if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
