@@ -27,13 +27,27 @@ for name in a b; do
   urls+=("ws://127.0.0.1:$port/ws")
 done
 a="${urls[0]}"; both="${urls[0]},${urls[1]}"
+sidecar_pids="${pids[1]},${pids[2]}"
+bench() { target/release/rtsync-bench --duration "$secs" --json --pid "$sidecar_pids" "$@"; }
 echo "# redis-benchmark FCALL rtsync_commit (32 clients)" >&2
 redis-benchmark -p "$rport" -n 200000 -c 32 -q FCALL rtsync_commit 2 'rts:{rb}:events' 'rts:{rb}:rec:r1' \
   '{"type":"update","entityType":"record","entityId":"r1","userId":"u"}' '[{"fieldId":"f1","newValue":1}]' '' \
   2>/dev/null | tr '\r' '\n' | grep 'requests per second' | tail -1
 echo "# commit: 32 writers on one sidecar" >&2
-target/release/rtsync-bench --url "$a" --duration "$secs" --json commit --writers 32
+bench --url "$a" commit --writers 32
 echo "# fanout: 1 table x 20 subscribers x 1 writer at 100/s, two sidecars" >&2
-target/release/rtsync-bench --url "$both" --duration "$secs" --json fanout --tables 1 --subscribers 20 --writers 1 --rate 100
-echo "# fanout: 10 tables x 20 subscribers x 2 writers at 400/s, two sidecars" >&2
-target/release/rtsync-bench --url "$both" --duration "$secs" --json fanout
+bench --url "$both" fanout --tables 1 --subscribers 20 --writers 1 --rate 100
+echo "# fanout: 10 tables x 20 subscribers x 2 writers at 400/s, two sidecars (target)" >&2
+bench --url "$both" fanout
+echo "# presence: 10 tables x 10 watchers, one mover per table at 200 moves/s" >&2
+bench --url "$both" presence
+echo "# tables: 5000 tables, one subscriber and one change per second each, on one sidecar" >&2
+bench --url "$a" tables --tables 5000 --writers 16
+echo "# idle: 10000 subscribed connections on a fresh sidecar" >&2
+port="$(free_port)"
+RTS_AUTH=none RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \
+  RTS_INSTANCE_ID="bench-idle" RTS_LOG=warn target/release/rtsync 2>"$work/idle.log" &
+idle_pid=$!
+pids+=($idle_pid)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
+target/release/rtsync-bench --json --url "ws://127.0.0.1:$port/ws" --pid "$idle_pid" idle --connections 10000

@@ -1,0 +1,139 @@
+//! A lean benchmark client: connect and authenticate, send frames, wait for
+//! acks, and read change events without building a JSON tree per frame.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+pub fn encode(frame: &Value) -> Result<Message> {
+    Ok(Message::Binary(rmp_serde::to_vec_named(frame)?.into()))
+}
+
+fn token(secret: &str, user: &str) -> Result<String> {
+    let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 3600;
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": user, "exp": exp, "tables": {"*": "rw"}}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// Connects and authenticates (dev form without a secret).
+pub async fn connect(url: &str, secret: Option<&str>, user: &str) -> Result<Ws> {
+    // Small buffers: the idle scenario opens thousands of these.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(1 << 20);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+        .await
+        .with_context(|| format!("connect {url}"))?;
+    let auth = match secret {
+        Some(s) => json!({"token": token(s, user)?}),
+        None => json!({"userId": user, "userName": user}),
+    };
+    ws.send(encode(&json!(["authenticate", auth, 0]))?).await?;
+    wait_ack(&mut ws, 0).await?;
+    Ok(ws)
+}
+
+/// Connects, authenticates and subscribes to `table`.
+pub async fn subscriber(url: &str, secret: Option<&str>, user: &str, table: &str) -> Result<Ws> {
+    let mut ws = connect(url, secret, user).await?;
+    ws.send(encode(
+        &json!(["subscribe_to_table", {"tableId": table, "viewId": "v"}, 1]),
+    )?)
+    .await?;
+    wait_ack(&mut ws, 1).await?;
+    Ok(ws)
+}
+
+/// Waits for the answer to `rid`, skipping other frames.
+pub async fn wait_ack(ws: &mut Ws, rid: u64) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = tokio::time::timeout(left, ws.next())
+            .await
+            .context("timed out waiting for an ack")?
+            .context("connection closed")??;
+        let Message::Binary(b) = msg else { continue };
+        let Some(name) = event_name(&b) else { continue };
+        if name != "ack" && name != "error" {
+            continue;
+        }
+        let v: Value = rmp_serde::from_slice(&b)?;
+        if v[2].as_u64() == Some(rid) {
+            if name == "error" {
+                bail!("request {rid} failed: {}", v[1]);
+            }
+            return Ok(v[1].clone());
+        }
+    }
+}
+
+/// The event name of a MessagePack frame, without decoding the rest.
+pub fn event_name(frame: &[u8]) -> Option<&str> {
+    let rest = frame.get(1..)?;
+    rmp::decode::read_str_from_slice(rest).ok().map(|(s, _)| s)
+}
+
+#[derive(Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(default)]
+    pub changes: Option<Vec<Change>>,
+}
+
+#[derive(Deserialize)]
+pub struct Change {
+    #[serde(rename = "newValue", default)]
+    pub new_value: Option<Stamp>,
+}
+
+#[derive(Deserialize)]
+pub struct Stamp {
+    #[serde(rename = "sentUs", default)]
+    pub sent_us: Option<u64>,
+}
+
+impl Event {
+    pub fn sent_us(&self) -> Option<u64> {
+        self.changes.as_ref()?.first()?.new_value.as_ref()?.sent_us
+    }
+}
+
+/// Change events of one frame (`record_change` or `batch_changes`).
+pub fn events(frame: &[u8]) -> Vec<Event> {
+    match event_name(frame) {
+        Some("record_change") => rmp_serde::from_slice::<(String, Event)>(frame)
+            .map(|(_, e)| vec![e])
+            .unwrap_or_default(),
+        Some("batch_changes") => rmp_serde::from_slice::<(String, Vec<Event>)>(frame)
+            .map(|(_, e)| e)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// A `record_change` frame whose value carries the send time.
+pub fn stamped_change(table: &str, record: &str, rid: u64) -> Result<Message> {
+    encode(&json!(["record_change", {
+        "type": "update", "recordId": record, "tableId": table, "baseId": "bench",
+        "changes": [{"fieldId": "f", "newValue": {"sentUs": now_us()}}]}, rid]))
+}

@@ -1,0 +1,121 @@
+//! `rtsync-bench`: a load generator that drives real WebSocket clients
+//! against running sidecars and reports throughput, delivery latency (from
+//! the writer's send to the subscriber's receipt, one machine's clock), loss
+//! and duplicates, and the sidecars' CPU seconds and memory, as a table and
+//! as one JSON line.
+//!
+//! Scenarios: `commit`, `fanout`, `presence`, `idle`, `tables` (see
+//! `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
+
+mod client;
+mod load;
+mod report;
+mod scenarios;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "rtsync-bench", about = "Load generator for rtsync sidecars")]
+pub struct Args {
+    /// Sidecar WebSocket URLs (comma-separated).
+    #[arg(long, default_value = "ws://127.0.0.1:4000/ws", value_delimiter = ',')]
+    pub url: Vec<String>,
+    /// HS256 secret to sign tokens with; without it the dev form is used.
+    #[arg(long, env = "RTS_JWT_SECRET")]
+    pub secret: Option<String>,
+    /// Seconds of load.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Sidecar process ids, for CPU and memory figures (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
+    /// Print only the JSON line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone)]
+enum Scenario {
+    /// Maximum commit throughput through the first sidecar.
+    Commit {
+        #[arg(long, default_value_t = 32)]
+        writers: usize,
+        #[arg(long, default_value_t = 16)]
+        records: usize,
+    },
+    /// T tables × S subscribers × W writers at R changes/s each, spread over the sidecars.
+    Fanout {
+        #[arg(long, default_value_t = 10)]
+        tables: usize,
+        #[arg(long, default_value_t = 20)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 2)]
+        writers: usize,
+        #[arg(long, default_value_t = 400)]
+        rate: u64,
+    },
+    /// Cursor storms: one mover per table at R moves/s, S watchers each.
+    Presence {
+        #[arg(long, default_value_t = 10)]
+        tables: usize,
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+    },
+    /// N idle, subscribed connections on the first sidecar: memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 100)]
+        tables: usize,
+    },
+    /// One subscriber on each of T tables of the first sidecar, one change per second each.
+    Tables {
+        #[arg(long, default_value_t = 5000)]
+        tables: usize,
+        #[arg(long, default_value_t = 16)]
+        writers: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let before: Vec<_> = args.pid.iter().map(|p| report::proc_stats(*p)).collect();
+    let mut out = match args.scenario.clone() {
+        Scenario::Commit { writers, records } => scenarios::commit(&args, writers, records).await?,
+        Scenario::Fanout {
+            tables,
+            subscribers,
+            writers,
+            rate,
+        } => scenarios::fanout(&args, tables, subscribers, writers, rate).await?,
+        Scenario::Presence {
+            tables,
+            subscribers,
+            rate,
+        } => scenarios::presence(&args, tables, subscribers, rate).await?,
+        Scenario::Idle {
+            connections,
+            tables,
+        } => scenarios::idle(&args, connections, tables, args.pid.first().copied()).await?,
+        Scenario::Tables { tables, writers } => scenarios::tables(&args, tables, writers).await?,
+    };
+    out["seconds"] = args.duration.into();
+    if !args.pid.is_empty() {
+        out["processes"] = report::proc_delta(&args.pid, &before);
+    }
+    if !args.json {
+        if let Some(obj) = out.as_object() {
+            for (k, v) in obj {
+                println!("{k:<24} {v}");
+            }
+        }
+    }
+    println!("{out}");
+    Ok(())
+}

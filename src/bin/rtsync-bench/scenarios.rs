@@ -1,0 +1,321 @@
+//! The scenarios. Each returns a JSON report; `main` prints it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{connect, encode, event_name, now_us, subscriber, wait_ack};
+use crate::load::{self, tally};
+use crate::report::latency;
+use crate::Args;
+
+fn run_id() -> String {
+    format!("{:x}", now_us())
+}
+
+/// Round-robin over the sidecar URLs.
+struct Urls<'a> {
+    urls: &'a [String],
+    next: usize,
+}
+
+impl<'a> Urls<'a> {
+    fn new(urls: &'a [String]) -> Self {
+        Urls { urls, next: 0 }
+    }
+    fn next(&mut self) -> &'a str {
+        self.next += 1;
+        &self.urls[self.next % self.urls.len()]
+    }
+}
+
+pub async fn commit(args: &Args, writers: usize, records: usize) -> Result<Value> {
+    let committed = Arc::new(AtomicU64::new(0));
+    let stop = Instant::now() + Duration::from_secs(args.duration);
+    let mut handles = Vec::new();
+    for w in 0..writers {
+        let mut ws = connect(&args.url[0], args.secret.as_deref(), &format!("bench-w{w}")).await?;
+        let committed = committed.clone();
+        handles.push(tokio::spawn(async move {
+            let mut rid = 1u64;
+            let mut lat = Vec::new();
+            while Instant::now() < stop {
+                let frame = json!(["record_change", {
+                    "type": "update", "recordId": format!("r{}", rid as usize % records.max(1)),
+                    "tableId": format!("bench-commit-{}", w % 4), "baseId": "bench",
+                    "changes": [{"fieldId": "f1", "newValue": rid}]}, rid]);
+                let sent = Instant::now();
+                ws.send(encode(&frame)?).await?;
+                wait_ack(&mut ws, rid).await?;
+                lat.push(sent.elapsed().as_micros() as u64);
+                committed.fetch_add(1, Ordering::Relaxed);
+                rid += 1;
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let started = Instant::now();
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await??);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = committed.load(Ordering::Relaxed);
+    Ok(
+        json!({"scenario": "commit", "writers": writers, "commits": n,
+        "commitsPerSec": (n as f64 / secs).round(), "ackLatencyMs": latency(lat)}),
+    )
+}
+
+pub async fn fanout(
+    args: &Args,
+    tables: usize,
+    subscribers: usize,
+    writers: usize,
+    rate: u64,
+) -> Result<Value> {
+    let run = run_id();
+    let name = |t: usize| format!("bench-{run}-{t}");
+    let mut urls = Urls::new(&args.url);
+    let mut conns = Vec::new();
+    for t in 0..tables {
+        for s in 0..subscribers {
+            conns.push((
+                t,
+                subscriber(
+                    urls.next(),
+                    args.secret.as_deref(),
+                    &format!("s{t}-{s}"),
+                    &name(t),
+                )
+                .await?,
+            ));
+        }
+    }
+    let written = load::written(tables);
+    let stop = Instant::now() + Duration::from_secs(args.duration);
+    let subs: Vec<_> = conns
+        .into_iter()
+        .map(|(t, ws)| load::subscriber(ws, t, written.clone(), stop, Duration::from_secs(10)))
+        .collect();
+    let mut ws_writers = Vec::new();
+    for t in 0..tables {
+        for w in 0..writers {
+            let ws = connect(urls.next(), args.secret.as_deref(), &format!("w{t}-{w}")).await?;
+            ws_writers.push(load::writer(
+                ws,
+                vec![(t, name(t))],
+                rate as f64,
+                written.clone(),
+                stop,
+            ));
+        }
+    }
+    for w in ws_writers {
+        w.await??;
+    }
+    let t = tally(subs, &written).await?;
+    let sent: u64 = written.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    let secs = args.duration as f64;
+    Ok(
+        json!({"scenario": "fanout", "tables": tables, "subscribersPerTable": subscribers,
+        "writersPerTable": writers, "ratePerWriter": rate, "sidecars": args.url.len(),
+        "changesSent": sent, "changesPerSec": (sent as f64 / secs).round(),
+        "deliveries": t.delivered, "deliveriesPerSec": (t.delivered as f64 / secs).round(),
+        "lost": t.lost, "duplicates": t.duplicates, "latencyMs": latency(t.latencies_us)}),
+    )
+}
+
+pub async fn tables(args: &Args, tables: usize, writers: usize) -> Result<Value> {
+    let run = run_id();
+    let name = |t: usize| format!("bench-{run}-{t}");
+    let mut conns = Vec::new();
+    for t in 0..tables {
+        conns.push((
+            t,
+            subscriber(
+                &args.url[0],
+                args.secret.as_deref(),
+                &format!("s{t}"),
+                &name(t),
+            )
+            .await?,
+        ));
+    }
+    let written = load::written(tables);
+    let stop = Instant::now() + Duration::from_secs(args.duration);
+    let subs: Vec<_> = conns
+        .into_iter()
+        .map(|(t, ws)| load::subscriber(ws, t, written.clone(), stop, Duration::from_secs(10)))
+        .collect();
+    // One change per second per table, spread over the writers.
+    let mut ws_writers = Vec::new();
+    let per_writer = tables.div_ceil(writers.max(1));
+    let mut urls = Urls::new(&args.url);
+    for (w, chunk) in (0..tables)
+        .collect::<Vec<_>>()
+        .chunks(per_writer)
+        .enumerate()
+    {
+        let ws = connect(urls.next(), args.secret.as_deref(), &format!("w{w}")).await?;
+        let names: Vec<(usize, String)> = chunk.iter().map(|t| (*t, name(*t))).collect();
+        let rate = names.len() as f64;
+        ws_writers.push(load::writer(ws, names, rate, written.clone(), stop));
+    }
+    for w in ws_writers {
+        w.await??;
+    }
+    let t = tally(subs, &written).await?;
+    let sent: u64 = written.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    Ok(
+        json!({"scenario": "tables", "tables": tables, "writers": writers,
+        "changesSent": sent, "deliveries": t.delivered, "lost": t.lost,
+        "duplicates": t.duplicates, "latencyMs": latency(t.latencies_us)}),
+    )
+}
+
+pub async fn idle(
+    args: &Args,
+    connections: usize,
+    tables: usize,
+    pid: Option<u32>,
+) -> Result<Value> {
+    let run = run_id();
+    let before = pid.and_then(crate::report::proc_stats);
+    let mut held = Vec::with_capacity(connections);
+    let started = Instant::now();
+    for i in 0..connections {
+        let table = format!("bench-idle-{run}-{}", i % tables.max(1));
+        held.push(
+            subscriber(
+                &args.url[0],
+                args.secret.as_deref(),
+                &format!("idle{i}"),
+                &table,
+            )
+            .await?,
+        );
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    // Let the sidecar settle (presence notices, allocator).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = pid.and_then(crate::report::proc_stats);
+    let report = match (before, after) {
+        (Some(b), Some(a)) => {
+            let added_kb = a.rss_kb.saturating_sub(b.rss_kb);
+            json!({"rssBeforeMiB": b.rss_kb / 1024, "rssAfterMiB": a.rss_kb / 1024,
+                "addedMiB": added_kb / 1024, "kbPerConnection": (added_kb as f64 / connections as f64 * 10.0).round() / 10.0})
+        }
+        _ => json!({"note": "pass --pid to measure the sidecar's memory"}),
+    };
+    for mut ws in held {
+        let _ = ws.close(None).await;
+    }
+    Ok(
+        json!({"scenario": "idle", "connections": connections, "tables": tables,
+        "connectSeconds": (connect_secs * 10.0).round() / 10.0, "memory": report}),
+    )
+}
+
+#[derive(Deserialize)]
+struct CursorData {
+    cursor: CursorAt,
+}
+
+#[derive(Deserialize)]
+struct CursorAt {
+    #[serde(rename = "recordId")]
+    record_id: String,
+}
+
+/// Cursor storms: one mover per table sends `rate` moves per second; the
+/// others count relays (at most 20 per second per mover) and their delay.
+pub async fn presence(args: &Args, tables: usize, subscribers: usize, rate: u64) -> Result<Value> {
+    let run = run_id();
+    let name = |t: usize| format!("bench-p-{run}-{t}");
+    let mut urls = Urls::new(&args.url);
+    let stop = Instant::now() + Duration::from_secs(args.duration) + Duration::from_secs(2);
+    let mut watchers = Vec::new();
+    for t in 0..tables {
+        for s in 0..subscribers {
+            let mut ws = subscriber(
+                urls.next(),
+                args.secret.as_deref(),
+                &format!("p{t}-{s}"),
+                &name(t),
+            )
+            .await?;
+            watchers.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < stop {
+                    let Ok(Some(Ok(Message::Binary(b)))) =
+                        tokio::time::timeout(Duration::from_millis(100), ws.next()).await
+                    else {
+                        continue;
+                    };
+                    if event_name(&b) != Some("cursor_position") {
+                        continue;
+                    }
+                    if let Ok((_, d)) = rmp_serde::from_slice::<(String, CursorData)>(&b) {
+                        if let Some(sent) = d
+                            .cursor
+                            .record_id
+                            .strip_prefix('r')
+                            .and_then(|s| s.parse::<u64>().ok())
+                        {
+                            lat.push(now_us().saturating_sub(sent));
+                        }
+                    }
+                }
+                lat
+            }));
+        }
+    }
+    let mut movers = Vec::new();
+    let sent = Arc::new(AtomicU64::new(0));
+    let move_stop = Instant::now() + Duration::from_secs(args.duration);
+    for t in 0..tables {
+        let mut ws = subscriber(
+            urls.next(),
+            args.secret.as_deref(),
+            &format!("mover{t}"),
+            &name(t),
+        )
+        .await?;
+        let table = name(t);
+        let sent = sent.clone();
+        movers.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+            while Instant::now() < move_stop {
+                tick.tick().await;
+                let frame = json!(["cursor_position", {"tableId": table, "cursor": {"recordId": format!("r{}", now_us()), "fieldId": "f"}}]);
+                ws.send(encode(&frame)?).await?;
+                sent.fetch_add(1, Ordering::Relaxed);
+                // Drain whatever the server sends this mover.
+                while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, ws.next()).await {}
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for m in movers {
+        m.await??;
+    }
+    let mut lat = Vec::new();
+    for w in watchers {
+        lat.extend(w.await?);
+    }
+    let relayed = lat.len() as u64;
+    let secs = args.duration as f64;
+    Ok(
+        json!({"scenario": "presence", "tables": tables, "subscribersPerTable": subscribers,
+        "movesPerSecPerMover": rate, "movesSent": sent.load(Ordering::Relaxed),
+        "relaysReceived": relayed, "relaysPerSecPerWatcher": (relayed as f64 / secs / (tables * subscribers).max(1) as f64 * 10.0).round() / 10.0,
+        "relayLatencyMs": latency(lat)}),
+    )
+}
