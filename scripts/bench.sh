@@ -20,7 +20,7 @@ for _ in $(seq 1 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; s
 urls=()
 for name in a b; do
   port="$(free_port)"
-  RTS_AUTH=none RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \
+  RTS_AUTH=none RTS_RATE_LIMIT=1000000 RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \
     RTS_INSTANCE_ID="bench-$name" RTS_LOG=warn target/release/rtsync 2>"$work/$name.log" &
   pids+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
@@ -45,7 +45,7 @@ echo "# tables: 5000 tables, one subscriber and one change per second each, on o
 bench --url "$a" tables --tables 5000 --writers 16
 echo "# idle: 10000 subscribed connections on a fresh sidecar" >&2
 port="$(free_port)"
-RTS_AUTH=none RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \
+RTS_AUTH=none RTS_RATE_LIMIT=1000000 RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \
   RTS_INSTANCE_ID="bench-idle" RTS_LOG=warn target/release/rtsync 2>"$work/idle.log" &
 idle_pid=$!
 pids+=($idle_pid)

@@ -1,4 +1,4 @@
-//! Periodic gauges that need Redis: whether Redis answers (with a log line
+//! Periodic upkeep of the metrics recorder, and gauges that need Redis: whether Redis answers (with a log line
 //! when that changes), the largest consumer-group lag of the tables this
 //! sidecar reads, and how many users are present on them. Sampled every few
 //! seconds, over at most [`MAX_SAMPLED_TABLES`] tables.
@@ -16,9 +16,17 @@ const INTERVAL: Duration = Duration::from_secs(5);
 /// Keeps one sample cheap on a sidecar serving thousands of tables.
 pub const MAX_SAMPLED_TABLES: usize = 500;
 
-pub async fn run(store: Arc<Store>, hub: Arc<Hub>, shutdown: CancellationToken) {
+pub async fn run(
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: CancellationToken,
+) {
     let mut was_up: Option<bool> = None;
     loop {
+        // Folds histogram samples into their buckets; without it they pile
+        // up between scrapes.
+        metrics.run_upkeep();
         let up = store.ping().await;
         crate::metrics::redis_up(up);
         if was_up != Some(up) {

@@ -259,6 +259,7 @@ impl Hub {
         };
         let inner = lock(&entry.inner);
         let mut frames: [Option<Bytes>; 2] = [None, None];
+        let mut sent = 0;
         for sub in inner.subscribers.values().map(|s| &s.outbox) {
             if notice.origin.as_deref() == Some(&*sub.conn_id) {
                 continue;
@@ -266,9 +267,10 @@ impl Hub {
             let bytes = frames[sub.encoding.index()]
                 .get_or_insert_with(|| encode_frame(sub.encoding, event, &notice.data, None))
                 .clone();
-            crate::metrics::message_out(event);
             sub.push(bytes, None);
+            sent += 1;
         }
+        crate::metrics::messages_out(event, sent);
     }
 }
 

@@ -88,6 +88,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         tracing::warn!("RTS_AUTH=none: development authentication, every user may do anything");
     }
     let metrics = metrics::install();
+    let metrics_upkeep = metrics.clone();
     let auth = Authenticator::from_config(&config)?;
     let instance_id = config.instance_id();
     let store = Arc::new(Store::open(
@@ -123,7 +124,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     ));
     tasks.spawn(load_library(store.clone(), shutdown.clone()));
     tailer.spawn(hub.clone(), &tasks, shutdown.clone());
-    tasks.spawn(gauges::run(store.clone(), hub.clone(), shutdown.clone()));
+    tasks.spawn(gauges::run(
+        store.clone(),
+        hub.clone(),
+        metrics_upkeep,
+        shutdown.clone(),
+    ));
     bus.spawn(hub, &tasks, shutdown.clone());
     tasks.spawn(janitor::run(
         store.clone(),

@@ -2,9 +2,10 @@
 //! dashboard and its test read this list). Code elsewhere calls the small
 //! functions below, never `metrics::counter!` with a literal name.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const CONNECTIONS: &str = "rtsync_connections";
@@ -152,22 +153,34 @@ pub fn message_in(event: &'static str, bytes: usize) {
     counter!(BYTES_IN).increment(bytes as u64);
 }
 pub fn message_out(event: &'static str) {
-    counter!(MESSAGES_OUT, "event" => event).increment(1);
+    messages_out(event, 1);
 }
+pub fn messages_out(event: &'static str, n: u64) {
+    counter!(MESSAGES_OUT, "event" => event).increment(n);
+}
+// Handles of the series updated once per delivered frame or event, looked
+// up once instead of on every update (the recorder is installed before any
+// frame flows, so the first use binds to it).
+static BYTES_OUT_C: LazyLock<Counter> = LazyLock::new(|| counter!(BYTES_OUT));
+static FANOUT_LATENCY_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(FANOUT_LATENCY));
+static EVENTS_DELIVERED_C: LazyLock<Counter> = LazyLock::new(|| counter!(EVENTS_DELIVERED));
+static BATCH_SIZE_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(DELIVERY_BATCH_SIZE));
+static COMMIT_DURATION_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(COMMIT_DURATION));
+
 pub fn frame_out(bytes: usize, event_ms: Option<u64>) {
-    counter!(BYTES_OUT).increment(bytes as u64);
+    BYTES_OUT_C.increment(bytes as u64);
     if let Some(ms) = event_ms {
         let lag = crate::now_ms().saturating_sub(ms);
-        histogram!(FANOUT_LATENCY).record(lag as f64 / 1000.0);
+        FANOUT_LATENCY_H.record(lag as f64 / 1000.0);
     }
 }
 pub fn commit_done(elapsed: Duration, status: &'static str) {
-    histogram!(COMMIT_DURATION).record(elapsed.as_secs_f64());
+    COMMIT_DURATION_H.record(elapsed.as_secs_f64());
     counter!(COMMITS, "status" => status).increment(1);
 }
 pub fn events_delivered(events: usize, subscribers: usize) {
-    counter!(EVENTS_DELIVERED).increment((events * subscribers) as u64);
-    histogram!(DELIVERY_BATCH_SIZE).record(events as f64);
+    EVENTS_DELIVERED_C.increment((events * subscribers) as u64);
+    BATCH_SIZE_H.record(events as f64);
 }
 pub fn slow_consumer_dropped() {
     counter!(SLOW_CONSUMER_DISCONNECTS).increment(1);

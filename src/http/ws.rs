@@ -20,8 +20,9 @@ use super::routes::{json_error, Body};
 use crate::app::App;
 use crate::protocol::Encoding;
 
-/// Per-socket buffers: enough for typical frames; larger ones grow as needed.
-const READ_BUFFER: usize = 4 * 1024;
+/// Per-socket read buffer: enough for typical frames (larger ones grow it
+/// as needed); kept small because idle connections each hold one.
+const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 /// Bytes a socket may hold unsent before writes fail (the outbox bounds frames).
 const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;

@@ -112,7 +112,7 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
                     break "token expired";
                 }
                 _ = sleep_until_opt(relay_due), if relay_due.is_some() => {
-                    dispatch::flush_due(&mut session).await;
+                    Box::pin(dispatch::flush_due(&mut session)).await;
                 }
                 _ = pings.tick() => {
                     if last_heard.elapsed() > IDLE_TIMEOUT {
@@ -125,8 +125,10 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
                     last_heard = Instant::now();
                     match msg {
                     None => break "client went away",
-                    Some(Ok(Message::Binary(b))) => dispatch::handle_frame(&mut session, &b, false).await,
-                    Some(Ok(Message::Text(t))) => dispatch::handle_frame(&mut session, t.as_bytes(), true).await,
+                    // Boxed: request handling is a deep future; boxing keeps
+                    // the per-connection task small while it is idle.
+                    Some(Ok(Message::Binary(b))) => Box::pin(dispatch::handle_frame(&mut session, &b, false)).await,
+                    Some(Ok(Message::Text(t))) => Box::pin(dispatch::handle_frame(&mut session, t.as_bytes(), true)).await,
                     Some(Ok(Message::Close(_))) => break "client closed",
                     Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
@@ -143,7 +145,7 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
             }
         };
         for table in std::mem::take(&mut session.tables) {
-            tables::leave_table(&mut session, &table).await;
+            Box::pin(tables::leave_table(&mut session, &table)).await;
         }
         session.outbox.close(1000);
         let authenticated = session.identity.is_some();
