@@ -16,5 +16,14 @@ fi
 export RTS_REDIS_URL="${RTS_REDIS_URL:-redis://127.0.0.1:$port}"
 export RTS_AUTH="${RTS_AUTH:-none}"
 export RTS_LISTEN="${RTS_LISTEN:-127.0.0.1:4000}"
+export RTS_RECENT_CHANGES="${RTS_RECENT_CHANGES:-500}"
+demo=()
+if command -v npm >/dev/null 2>&1; then
+  (cd clients/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build >/dev/null)
+  demo=(--demo)
+  echo "demo: open http://$RTS_LISTEN/demo/?user=alice in one tab and http://$RTS_LISTEN/demo/?user=bob in another" >&2
+else
+  echo "npm not found: starting without the demo page (install Node.js for it)" >&2
+fi
 echo "rtsync on http://$RTS_LISTEN (WebSocket at ws://$RTS_LISTEN/ws), Redis at $RTS_REDIS_URL" >&2
-cargo run --release --locked --bin rtsync -- "$@"
+cargo run --release --locked --bin rtsync -- "${demo[@]}" "$@"

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: installs redis-server if missing, then the
-# unit and integration tests (each test starts its own redis-server and
-# sidecars on free ports), formatting and lint checks.
+# Runs the whole test suite: installs what is missing (redis-server, and for
+# the browser tests Node.js, chromium and the npm packages), then formatting
+# and lint checks, the unit and integration tests (each test starts its own
+# redis-server and sidecars on free ports) and the browser tests of the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-redis.sh
+if [ -z "${RTSYNC_SKIP_BROWSER:-}" ]; then
+  scripts/ensure-browser.sh
+fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets "$@"

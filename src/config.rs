@@ -131,7 +131,11 @@ pub struct Config {
     #[arg(long)]
     pub health_check: bool,
 
-    /// Serve the demo page at `/demo`.
+    /// Directory of the demo page's files (`demo/` of the source tree).
+    #[arg(long, env = "RTS_DEMO_DIR", default_value = "demo")]
+    pub demo_dir: std::path::PathBuf,
+
+    /// Serve the demo page at `/demo` (development, with RTS_AUTH=none).
     #[arg(long, env = "RTS_DEMO", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub demo: bool,
 }

@@ -6,6 +6,7 @@
 //! tasks are tracked by the app, so shutdown can wait for them.
 
 pub mod api;
+pub mod demo;
 pub mod routes;
 pub mod ws;
 

@@ -36,6 +36,9 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
             r
         }
         (_, p) if p.starts_with("/api/v1/") => super::api::handle(app, req).await,
+        (&Method::GET, p) if app.config.demo && (p == "/demo" || p.starts_with("/demo/")) => {
+            super::demo::serve(&app.config.demo_dir, p).await
+        }
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such route"),
     };
     Ok(response)

@@ -72,7 +72,7 @@ fn change_event(req: &CommitRequest, result: &CommitResult) -> Option<Value> {
     let mut e = json!({
         "id": id, "type": req.kind, "entityType": req.entity_type, "entityId": req.entity_id,
         "tableId": req.table_id, "userId": req.user_id, "timestamp": timestamp,
-        "version": result.version,
+        "version": result.version, "clientChangeId": req.client_change_id,
     });
     for (key, value) in [
         ("baseId", req.base_id.as_ref().map(|b| json!(b))),

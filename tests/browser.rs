@@ -1,0 +1,48 @@
+//! Browser tests of the demo grid (tests/browser/grid.test.mjs): Playwright
+//! driving Debian's chromium against two sidecars on one Redis. Needs node,
+//! `npm install` in clients/js (then `npm run build`) and tests/browser, and
+//! /usr/bin/chromium; `scripts/test.sh` sets all of that up. Set
+//! RTSYNC_SKIP_BROWSER=1 to skip on a machine without a browser.
+
+mod support;
+
+use std::process::Command;
+
+use support::{RedisServer, Sidecar};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_grid_in_a_real_browser() {
+    if std::env::var_os("RTSYNC_SKIP_BROWSER").is_some() {
+        eprintln!("RTSYNC_SKIP_BROWSER set: skipping the browser tests");
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let demo_dir = format!("{root}/demo");
+    assert!(
+        std::path::Path::new(&format!("{demo_dir}/rtsync.js")).exists(),
+        "demo/rtsync.js is missing: cd clients/js && npm install && npm run build"
+    );
+    let redis = RedisServer::start().await;
+    let env = [
+        ("RTS_AUTH", "none"),
+        ("RTS_JWT_SECRET", ""),
+        ("RTS_DEMO", "true"),
+        ("RTS_DEMO_DIR", demo_dir.as_str()),
+        ("RTS_RECENT_CHANGES", "500"),
+    ];
+    let a = Sidecar::start(&redis, "browser-a", &env).await;
+    let b = Sidecar::start(&redis, "browser-b", &env).await;
+    let status = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["--test", "--test-concurrency=1", "grid.test.mjs"])
+            .current_dir(format!("{root}/tests/browser"))
+            .env("RTSYNC_DEMO_A", format!("http://{}", a.addr))
+            .env("RTSYNC_DEMO_B", format!("http://{}", b.addr))
+            .status()
+            .map(|s| (s, a, b))
+    })
+    .await
+    .expect("join");
+    let (status, _a, _b) = status.expect("run node (is Node.js installed?)");
+    assert!(status.success(), "browser tests failed");
+}
