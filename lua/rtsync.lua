@@ -34,7 +34,11 @@ RETURNS a JSON string, the CommitResult:
    "current"?: {"version", "fields": {fieldId: value}, "deleted"},
    "reason"?: "exists"|"deleted"|"conflict"|"stale_version"|"version_ahead"}
 A rejected change writes nothing. Bad input returns an error reply starting
-with "ERR rtsync_commit:" and writes nothing.
+with "ERR rtsync_commit:" and writes nothing. A committed change also rings
+the table's doorbell: SPUBLISH <p>:{T}:presence '{"event":"ring"}', so the
+sidecars serving the table read its stream at once. (A producer that XADDs
+directly may ring the same way; otherwise its entry is read by the
+sidecars' periodic sweep, within a second.)
 
 Example (another service updating field f1 of record r1 in table t1):
   FCALL rtsync_commit 2 rts:{t1}:events rts:{t1}:rec:r1
@@ -43,6 +47,7 @@ Example (another service updating field f1 of record r1 in table t1):
 ]]
 
 local DEDUP_TTL_SECS = 86400
+local RING = '{"event":"ring"}'
 local ENTITY_TYPES = { record = true, field = true, view = true, table = true, base = true }
 local RECORD_TYPES = { create = true, update = true, delete = true }
 
@@ -125,7 +130,12 @@ local function append(stream, change, version, changes_raw, metadata_raw, retent
   opt('metadata', metadata_raw)
   opt('origin', change.origin)
   opt('clientChangeId', change.clientChangeId)
-  return redis.call(unpack(args))
+  local id = redis.call(unpack(args))
+  -- Doorbell: sidecars serving the table read its stream when it rings.
+  if stream:sub(-7) == ':events' then
+    redis.call('SPUBLISH', stream:sub(1, -8) .. ':presence', RING)
+  end
+  return id
 end
 
 local function commit_record(keys, change, changes, metadata, changes_raw, metadata_raw, retention_ms)

@@ -102,6 +102,11 @@ pub struct Config {
     #[arg(long, env = "RTS_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
 
+    /// Bytes a connection may have queued for sending before it is dropped
+    /// as a slow consumer (close 4503).
+    #[arg(long, env = "RTS_SEND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub send_queue_bytes: usize,
+
     /// Most field changes in one change.
     #[arg(long, env = "RTS_MAX_CHANGES", default_value_t = 1000)]
     pub max_changes: usize,
@@ -171,6 +176,7 @@ impl Config {
             ("RTS_MAX_FRAME_BYTES", self.max_frame_bytes),
             ("RTS_RATE_LIMIT", self.rate_limit as usize),
             ("RTS_SEND_QUEUE", self.send_queue),
+            ("RTS_SEND_QUEUE_BYTES", self.send_queue_bytes),
             ("RTS_MAX_CHANGES", self.max_changes),
             ("RTS_MAX_BATCH", self.max_batch),
             ("RTS_MAX_CONNECTIONS", self.max_connections),

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 
 use crate::protocol::codec::encode_frame;
-use crate::protocol::event::{list_frame, single_frame, ChangeEvent};
+use crate::protocol::event::{bounded_groups, list_frame, single_frame, ChangeEvent};
 use crate::protocol::Encoding;
 use crate::session::outbox::Outbox;
 use crate::store::groups::{self, parse_id};
@@ -115,7 +115,7 @@ impl Hub {
             });
             write(&self.tables).insert(Arc::from(table), entry);
             crate::metrics::tables_tailed(read(&self.tables).len());
-            self.tailer.add(table).await;
+            self.tailer.add(table);
         }
     }
 
@@ -217,29 +217,10 @@ impl Hub {
             return;
         };
         inner.cursor = last.id.clone();
-        let event_ms = events.first().map(|e| e.timestamp);
-        let last_id = parse_id(&last.id);
-        let mut frames = FrameCache::new(&events);
         let subscribers = inner.subscribers.len();
-        for sub in inner.subscribers.values_mut() {
-            let bytes = match sub.after {
-                Some(a) if last_id <= a => continue,
-                Some(a) => {
-                    sub.after = None;
-                    // Rare: a recovering subscriber whose history ends inside this batch.
-                    let newer: Vec<&ChangeEvent> = events
-                        .iter()
-                        .filter(|e| {
-                            parse_id(&e.id) > a && e.origin.as_deref() != Some(&*sub.outbox.conn_id)
-                        })
-                        .collect();
-                    (!newer.is_empty()).then(|| frame(newer.into_iter(), sub.outbox.encoding))
-                }
-                None => frames.frame_for(&sub.outbox),
-            };
-            if let Some(bytes) = bytes {
-                sub.outbox.push(bytes, event_ms);
-            }
+        // Bounded frames: a burst of large events goes out as several.
+        for group in bounded_groups(&events) {
+            fan_out(&mut inner, group);
         }
         crate::metrics::events_delivered(events.len(), subscribers);
     }
@@ -281,6 +262,36 @@ const PRESENCE_EVENTS: [&str; 5] = [
     "cursor_position",
     "selection",
 ];
+
+/// Queues one group of events to every subscriber of the table.
+fn fan_out(inner: &mut TableInner, events: &[ChangeEvent]) {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return;
+    };
+    let event_ms = Some(first.timestamp);
+    let last_id = parse_id(&last.id);
+    let mut frames = FrameCache::new(events);
+    for sub in inner.subscribers.values_mut() {
+        let bytes = match sub.after {
+            Some(a) if last_id <= a => continue,
+            Some(a) => {
+                sub.after = None;
+                // Rare: a recovering subscriber whose history ends inside this group.
+                let newer: Vec<&ChangeEvent> = events
+                    .iter()
+                    .filter(|e| {
+                        parse_id(&e.id) > a && e.origin.as_deref() != Some(&*sub.outbox.conn_id)
+                    })
+                    .collect();
+                (!newer.is_empty()).then(|| frame(newer.into_iter(), sub.outbox.encoding))
+            }
+            None => frames.frame_for(&sub.outbox),
+        };
+        if let Some(bytes) = bytes {
+            sub.outbox.push(bytes, event_ms);
+        }
+    }
+}
 
 /// Frames of one delivery, built on first need: one shared frame per
 /// encoding, plus one per origin connection without its own events.

@@ -111,7 +111,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let tasks = TaskTracker::new();
     let tailer = TailerHandle::new(store.clone(), config.tailer_readers);
-    let bus = PresenceBus::new(store.clone())?;
+    let bus = PresenceBus::new(store.clone(), tailer.clone())?;
     let hub = Arc::new(Hub::new(store.clone(), tailer.clone(), bus.clone()));
     let app = Arc::new(App::new(
         config.clone(),

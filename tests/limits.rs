@@ -82,10 +82,10 @@ async fn connections_per_sidecar_are_limited() {
 #[tokio::test(flavor = "multi_thread")]
 async fn slow_consumer_is_dropped_while_others_keep_up() {
     let redis = RedisServer::start().await;
-    let side = Sidecar::start(&redis, "a", &[("RTS_SEND_QUEUE", "16")]).await;
+    let side = Sidecar::start(&redis, "a", &[("RTS_SEND_QUEUE", "64")]).await;
     let mut stalled = Client::subscribed(&side, "stalled", "t").await; // never reads below
     let mut reader = Client::subscribed(&side, "reader", "t").await;
-    const N: usize = 300;
+    const N: usize = 600;
     // The reader keeps reading while the writer floods.
     let reading = tokio::spawn(async move { reader.changes(N, LONG).await });
     let mut writer = Client::connect(&side, "w").await;

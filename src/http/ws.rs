@@ -24,8 +24,6 @@ use crate::protocol::Encoding;
 /// as needed); kept small because idle connections each hold one.
 const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
-/// Bytes a socket may hold unsent before writes fail (the outbox bounds frames).
-const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
 pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
     if app.connections.load(std::sync::atomic::Ordering::Relaxed) >= app.config.max_connections {
@@ -87,7 +85,10 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        // Unsent bytes tungstenite may hold on top of the outbox's bound:
+        // room for the largest frame (one event may be as large as a client
+        // frame, a batch is at most 256 KiB plus one event).
+        .max_write_buffer_size(2 * app.config.max_frame_bytes + 512 * 1024)
         .max_message_size(Some(app.config.max_frame_bytes))
         .max_frame_size(Some(app.config.max_frame_bytes));
     let tasks = app.tasks.clone();

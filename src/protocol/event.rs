@@ -164,6 +164,33 @@ impl ChangeEvent {
     }
 }
 
+/// Most bytes (MessagePack) of events in one frame of several events.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Most events in one frame.
+const MAX_BATCH_EVENTS: usize = 256;
+
+/// Splits events into consecutive groups that each make a bounded frame
+/// (`batch_changes`, `missed_events`): at most 256 events and 256 KiB of
+/// encoded events, or one event however large.
+pub fn bounded_groups(events: &[ChangeEvent]) -> Vec<&[ChangeEvent]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, e) in events.iter().enumerate() {
+        let size = e.encoded(Encoding::MsgPack).len();
+        if i > start && (bytes + size > MAX_BATCH_BYTES || i - start >= MAX_BATCH_EVENTS) {
+            groups.push(&events[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < events.len() {
+        groups.push(&events[start..]);
+    }
+    groups
+}
+
 /// `[name, event]`: a `record_change` frame.
 pub fn single_frame(name: &str, event: &ChangeEvent, encoding: Encoding) -> Bytes {
     let body = event.encoded(encoding);

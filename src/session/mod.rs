@@ -76,7 +76,12 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
         crate::metrics::connection_opened();
         tracing::info!(encoding = ?encoding, "connection opened");
         let (sink, mut stream) = socket.split();
-        let (outbox, receiver) = outbox::outbox(conn_id, encoding, app.config.send_queue);
+        let (outbox, receiver) = outbox::outbox(
+            conn_id,
+            encoding,
+            app.config.send_queue,
+            app.config.send_queue_bytes,
+        );
         let writer = tokio::spawn(receiver.run(sink).in_current_span());
         let mut session = Session {
             app: app.clone(),

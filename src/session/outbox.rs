@@ -3,7 +3,7 @@
 //! frames leave in the order they were queued. A queue that is full means the
 //! client cannot keep up: it is closed with 4503 instead of growing memory.
 
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ pub struct Outbox {
     tx: mpsc::Sender<Outbound>,
     closing: CancellationToken,
     close_code: Arc<AtomicU16>,
+    /// Bytes queued and not yet written, bounded by `max_bytes`.
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
     pub conn_id: Arc<str>,
     pub encoding: Encoding,
 }
@@ -51,18 +54,28 @@ pub struct OutboxReceiver {
     rx: mpsc::Receiver<Outbound>,
     closing: CancellationToken,
     close_code: Arc<AtomicU16>,
+    queued: Arc<AtomicUsize>,
     encoding: Encoding,
 }
 
-pub fn outbox(conn_id: Arc<str>, encoding: Encoding, capacity: usize) -> (Outbox, OutboxReceiver) {
+/// A queue of at most `capacity` frames and `max_bytes` bytes.
+pub fn outbox(
+    conn_id: Arc<str>,
+    encoding: Encoding,
+    capacity: usize,
+    max_bytes: usize,
+) -> (Outbox, OutboxReceiver) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let closing = CancellationToken::new();
     let close_code = Arc::new(AtomicU16::new(0));
+    let queued = Arc::new(AtomicUsize::new(0));
     (
         Outbox {
             tx,
             closing: closing.clone(),
             close_code: close_code.clone(),
+            queued: queued.clone(),
+            max_bytes,
             conn_id,
             encoding,
         },
@@ -70,6 +83,7 @@ pub fn outbox(conn_id: Arc<str>, encoding: Encoding, capacity: usize) -> (Outbox
             rx,
             closing,
             close_code,
+            queued,
             encoding,
         },
     )
@@ -89,15 +103,21 @@ impl Outbox {
     /// Queues a frame, waiting for room: for long replies (recovery) whose
     /// reader sets the pace. False when the connection is closing.
     pub async fn push_wait(&self, bytes: Bytes) -> bool {
+        let len = bytes.len();
         let out = Outbound {
             bytes,
             event_ms: None,
             ping: false,
         };
-        tokio::select! {
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        let sent = tokio::select! {
             r = self.tx.send(out) => r.is_ok(),
             _ = self.closing.cancelled() => false,
+        };
+        if !sent {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
         }
+        sent
     }
 
     /// Queues a WebSocket ping (keeps idle connections alive through
@@ -111,7 +131,21 @@ impl Outbox {
     }
 
     fn enqueue(&self, out: Outbound) -> bool {
-        match self.tx.try_send(out) {
+        let len = out.bytes.len();
+        let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
+        // One frame over the limit still goes to a connection that is
+        // keeping up (nothing else queued); otherwise too many bytes waiting
+        // means the reader is too slow.
+        let too_many_bytes = queued > self.max_bytes && queued > len;
+        let sent = if too_many_bytes {
+            Err(mpsc::error::TrySendError::Full(out))
+        } else {
+            self.tx.try_send(out)
+        };
+        if sent.is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+        }
+        match sent {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if !self.closing.is_cancelled() {
@@ -163,11 +197,11 @@ impl OutboxReceiver {
                 _ = self.closing.cancelled() => break,
                 next = self.rx.recv() => {
                     let Some(out) = next else { break };
-                    if write(&mut sink, out, text).await.is_err() {
+                    if self.write(&mut sink, out, text).await.is_err() {
                         return;
                     }
                     while let Ok(out) = self.rx.try_recv() {
-                        if write(&mut sink, out, text).await.is_err() {
+                        if self.write(&mut sink, out, text).await.is_err() {
                             return;
                         }
                     }
@@ -183,7 +217,7 @@ impl OutboxReceiver {
         };
         if code != close::SLOW_CONSUMER {
             while let Ok(out) = self.rx.try_recv() {
-                if write(&mut sink, out, text).await.is_err() {
+                if self.write(&mut sink, out, text).await.is_err() {
                     return;
                 }
             }
@@ -197,6 +231,16 @@ impl OutboxReceiver {
             let _ = sink.close().await;
         })
         .await;
+    }
+}
+
+impl OutboxReceiver {
+    async fn write<S>(&self, sink: &mut S, out: Outbound, text: bool) -> Result<(), ()>
+    where
+        S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+    {
+        self.queued.fetch_sub(out.bytes.len(), Ordering::AcqRel);
+        write(sink, out, text).await
     }
 }
 

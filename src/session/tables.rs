@@ -16,7 +16,7 @@ use super::dispatch::{forbidden, identity, send, to_value, Reply};
 use super::Session;
 use crate::hub::Join;
 use crate::protocol::codec::encode_frame;
-use crate::protocol::event::{list_frame, ChangeEvent};
+use crate::protocol::event::{bounded_groups, list_frame, ChangeEvent};
 use crate::protocol::messages::{
     parse, RecoverReq, SubscribeAck, SubscribeReq, TableAck, TableReq,
 };
@@ -26,7 +26,8 @@ use crate::store::history::{self, Position};
 use crate::store::presence;
 use crate::store::StoreError;
 
-/// Most events in one `missed_events` frame.
+/// Events read from the stream per page of a recovery (sent as bounded
+/// `missed_events` frames).
 pub const MISSED_PAGE: usize = 200;
 
 pub async fn subscribe(session: &mut Session, data: Value) -> Reply {
@@ -158,10 +159,10 @@ pub async fn recover(session: &mut Session, data: Value) -> Reply {
             if let Some((last, _)) = page.last() {
                 after = last.clone();
                 let events = decode(&page, &table);
-                if !events.is_empty() {
-                    missed += events.len();
+                missed += events.len();
+                for group in bounded_groups(&events) {
                     crate::metrics::message_out("missed_events");
-                    let frame = list_frame("missed_events", events.iter(), session.encoding());
+                    let frame = list_frame("missed_events", group.iter(), session.encoding());
                     if !session.outbox.push_wait(frame).await {
                         return Err(RequestError::new(
                             crate::protocol::ErrorCode::Internal,

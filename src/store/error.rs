@@ -58,7 +58,7 @@ impl From<StoreError> for RequestError {
         match e {
             StoreError::Unavailable(_) => RequestError::new(
                 ErrorCode::Unavailable,
-                "storage is unavailable; nothing was written, retry later",
+                "storage is unavailable; retry later (a retry with the same clientChangeId is safe)",
             ),
             StoreError::Refused(msg) => RequestError::bad_request(msg),
             StoreError::Config(_) | StoreError::Reply(_) | StoreError::Other(_) => {

@@ -73,6 +73,11 @@ impl Store {
         })
     }
 
+    /// True when connected to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        false
+    }
+
     /// A command connection (cheap clone of a multiplexed handle).
     pub fn conn(&self) -> ConnectionManager {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();

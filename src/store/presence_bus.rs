@@ -1,5 +1,7 @@
 //! The presence bus: this sidecar's subscription to the sharded pub/sub
-//! channel (`SSUBSCRIBE <p>:{T}:presence`) of every table it serves.
+//! channel (`SSUBSCRIBE <p>:{T}:presence`) of every table it serves. The
+//! same channel carries the commit doorbell (`{"event": "ring"}`), handed to
+//! the tailer.
 //!
 //! Data flow: the presence functions `SPUBLISH` a notice `{event, data,
 //! origin}`; Redis pushes it to every subscribed sidecar; [`PresenceBus`]
@@ -22,12 +24,15 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::tailer::TailerHandle;
 use super::{Store, StoreError};
 use crate::hub::Hub;
 
 #[derive(Clone)]
 pub struct PresenceBus {
     shared: Arc<Shared>,
+    /// Rung by `ring` notices (the commit doorbell on the same channel).
+    tailer: TailerHandle,
 }
 
 struct Shared {
@@ -43,13 +48,14 @@ struct Shared {
 #[derive(serde::Deserialize)]
 pub struct Notice {
     pub event: String,
+    #[serde(default)]
     pub data: serde_json::Value,
     #[serde(default)]
     pub origin: Option<String>,
 }
 
 impl PresenceBus {
-    pub fn new(store: Arc<Store>) -> Result<PresenceBus, StoreError> {
+    pub fn new(store: Arc<Store>, tailer: TailerHandle) -> Result<PresenceBus, StoreError> {
         let info = store
             .client()
             .get_connection_info()
@@ -64,6 +70,7 @@ impl PresenceBus {
             redis::Client::open(info.set_redis_settings(settings)).map_err(StoreError::Config)?;
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         Ok(PresenceBus {
+            tailer,
             shared: Arc::new(Shared {
                 store,
                 client,
@@ -174,6 +181,7 @@ impl PresenceBus {
             return;
         };
         match serde_json::from_slice::<Notice>(&payload) {
+            Ok(notice) if notice.event == "ring" => self.tailer.ring(&table),
             Ok(notice) => hub.notify(&table, notice),
             Err(e) => tracing::warn!(table, error = %e, "skipping a malformed presence notice"),
         }
@@ -220,4 +228,16 @@ async fn ssubscribe(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Notice;
+
+    #[test]
+    fn doorbell_notice_has_no_data() {
+        let n: Notice = serde_json::from_str(r#"{"event":"ring"}"#).unwrap();
+        assert_eq!(n.event, "ring");
+        assert!(n.data.is_null());
+    }
 }

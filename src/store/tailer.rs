@@ -1,25 +1,30 @@
 //! The tailer: reads every table stream that has local subscribers through
 //! this sidecar's consumer group and hands the entries to the hub.
 //!
-//! Tables are spread over a few readers by hash. Each reader owns one Redis
-//! connection (never shared with commands: a blocking read would stall them)
-//! and issues one `XREADGROUP ... BLOCK ... NOACK STREAMS k1..kn > .. >` over
-//! all its tables, so a reader's cost is one call per wake-up, not one per
-//! table. `NOACK` keeps no pending-entries list: the group is only a cursor;
-//! clients get durability from `recover_connection`. When a table is added,
-//! the blocked read is interrupted with `CLIENT UNBLOCK` so the new table is
-//! read at once; the block timeout bounds the delay if that races.
+//! Reads are driven by a doorbell. `rtsync_commit` publishes a tiny `ring`
+//! notice on the table's sharded channel, which this sidecar already
+//! subscribes to for presence; the presence bus calls [`TailerHandle::ring`]
+//! and a reader fetches just the tables that rang, without blocking. A sweep
+//! over all tables once a second catches entries that producers appended
+//! without ringing (and any ring lost during a reconnect). So a read costs
+//! O(tables that changed), not O(tables served), which is what lets one
+//! sidecar serve thousands of tables.
+//!
+//! Tables are spread over a few readers by hash. `NOACK` keeps no
+//! pending-entries list: the group is only a cursor; clients get durability
+//! from `recover_connection`. A reader that got a full page of a stream
+//! rings it again at once; after a read that returned entries it pauses
+//! briefly so that, under load, each read and each frame carries more events.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
+use redis::Value;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -27,14 +32,14 @@ use super::{groups, Store, StoreError};
 use crate::hub::Hub;
 use crate::protocol::event::ChangeEvent;
 
-/// How long one read waits for entries.
-const BLOCK_MS: u64 = 1000;
-/// Pause after a read that returned entries, so that under load each read
-/// (and each frame to a subscriber) carries more events: fewer round trips
-/// and syscalls for at most this much added latency.
-const GATHER: Duration = Duration::from_millis(2);
-/// Most entries per stream per read; the rest come on the next read.
+/// Most entries per stream per read; a full page is read again at once.
 const COUNT: usize = 512;
+/// Streams per multi-key read.
+const KEYS_PER_READ: usize = 500;
+/// How often every table is read, rung or not.
+const SWEEP: Duration = Duration::from_secs(1);
+/// Pause after a read that returned entries (see the module doc).
+const GATHER: Duration = Duration::from_millis(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -49,25 +54,16 @@ struct Shared {
     readers: Vec<Slot>,
 }
 
+#[derive(Default)]
 struct Slot {
     tables: Mutex<BTreeSet<Arc<str>>>,
-    generation: AtomicU64,
-    changed: Notify,
-    client_id: AtomicI64,
-    blocked: AtomicBool,
+    rung: Mutex<HashSet<Arc<str>>>,
+    wake: Notify,
 }
 
 impl TailerHandle {
     pub fn new(store: Arc<Store>, readers: usize) -> TailerHandle {
-        let readers = (0..readers.max(1))
-            .map(|_| Slot {
-                tables: Mutex::new(BTreeSet::new()),
-                generation: AtomicU64::new(0),
-                changed: Notify::new(),
-                client_id: AtomicI64::new(0),
-                blocked: AtomicBool::new(false),
-            })
-            .collect();
+        let readers = (0..readers.max(1)).map(|_| Slot::default()).collect();
         TailerHandle {
             shared: Arc::new(Shared { store, readers }),
         }
@@ -81,30 +77,29 @@ impl TailerHandle {
     }
 
     /// Starts reading `table` (its group must already exist).
-    pub async fn add(&self, table: &str) {
+    pub fn add(&self, table: &str) {
         let slot = self.slot(table);
-        lock(&slot.tables).insert(Arc::from(table));
-        slot.generation.fetch_add(1, Ordering::AcqRel);
-        slot.changed.notify_one();
-        let id = slot.client_id.load(Ordering::Acquire);
-        if id > 0 && slot.blocked.load(Ordering::Acquire) {
-            let mut conn = self.shared.store.conn();
-            let unblock: Result<i64, _> = redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(id)
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = unblock {
-                tracing::debug!(error = %e, "could not interrupt a stream read");
-            }
-        }
+        let table: Arc<str> = Arc::from(table);
+        lock(&slot.tables).insert(table.clone());
+        lock(&slot.rung).insert(table);
+        slot.wake.notify_one();
     }
 
     /// Stops reading `table`.
     pub fn remove(&self, table: &str) {
         let slot = self.slot(table);
         lock(&slot.tables).remove(table);
-        slot.generation.fetch_add(1, Ordering::AcqRel);
+        lock(&slot.rung).remove(table);
+    }
+
+    /// The table's stream has new entries: read it now.
+    pub fn ring(&self, table: &str) {
+        let slot = self.slot(table);
+        let Some(t) = lock(&slot.tables).get(table).cloned() else {
+            return; // not served here
+        };
+        lock(&slot.rung).insert(t);
+        slot.wake.notify_one();
     }
 
     /// Starts one task per reader, owned by `tracker`, ending on `cancel`.
@@ -134,125 +129,131 @@ impl Reader {
     }
 
     async fn run(self) {
-        let mut conn: Option<MultiplexedConnection> = None;
+        let mut next_sweep = Instant::now() + SWEEP;
         let mut backoff = BACKOFF_MIN;
+        let mut healthy = true;
         loop {
-            if self.cancel.is_cancelled() {
-                return;
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = self.slot().wake.notified() => {}
+                _ = tokio::time::sleep_until(next_sweep) => {}
             }
-            let tables: Vec<Arc<str>> = lock(&self.slot().tables).iter().cloned().collect();
-            if tables.is_empty() {
-                tokio::select! {
-                    _ = self.cancel.cancelled() => return,
-                    _ = self.slot().changed.notified() => continue,
-                }
-            }
-            let c = match conn.as_mut() {
-                Some(c) => c,
-                None => match self.connect().await {
-                    Ok(c) => {
-                        if backoff > BACKOFF_MIN {
-                            tracing::info!(reader = self.index, "stream reader reconnected");
-                            crate::metrics::redis_reconnect();
-                        }
-                        conn.insert(c)
-                    }
-                    Err(e) => {
-                        tracing::warn!(reader = self.index, error = %e, "stream reader cannot connect");
-                        self.pause(&mut backoff).await;
-                        continue;
-                    }
-                },
+            let sweep = Instant::now() >= next_sweep;
+            let batch: Vec<Arc<str>> = if sweep {
+                next_sweep = Instant::now() + SWEEP;
+                lock(&self.slot().rung).clear();
+                lock(&self.slot().tables).iter().cloned().collect()
+            } else {
+                lock(&self.slot().rung).drain().collect()
             };
-            match self.read_once(c, &tables).await {
-                Ok(true) => {
+            if batch.is_empty() {
+                continue;
+            }
+            match self.read(&batch).await {
+                Ok(got_entries) => {
+                    if !healthy {
+                        tracing::info!(reader = self.index, "stream reads work again");
+                        crate::metrics::redis_reconnect();
+                        healthy = true;
+                    }
                     backoff = BACKOFF_MIN;
+                    if got_entries {
+                        tokio::select! {
+                            _ = self.cancel.cancelled() => return,
+                            _ = tokio::time::sleep(GATHER) => {}
+                        }
+                    }
+                }
+                Err(e) => {
+                    if healthy {
+                        tracing::warn!(reader = self.index, error = %e, "stream read failed; retrying");
+                        healthy = false;
+                    }
+                    // The failed part was rung again: nothing is lost.
                     tokio::select! {
                         _ = self.cancel.cancelled() => return,
-                        _ = tokio::time::sleep(GATHER) => {}
+                        _ = tokio::time::sleep(backoff) => {}
                     }
-                }
-                Ok(false) => backoff = BACKOFF_MIN,
-                Err(ReadError::Cancelled) => return,
-                Err(ReadError::Store(e)) => {
-                    if e.is_unavailable() {
-                        conn = None;
-                    }
-                    tracing::warn!(reader = self.index, error = %e, "stream read failed");
-                    self.pause(&mut backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
     }
 
-    async fn pause(&self, backoff: &mut Duration) {
-        tokio::select! {
-            _ = self.cancel.cancelled() => {}
-            _ = tokio::time::sleep(*backoff) => {}
-        }
-        *backoff = (*backoff * 2).min(BACKOFF_MAX);
-    }
-
-    async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_millis(BLOCK_MS + 3000)));
-        let mut conn = self
-            .shared
-            .store
-            .client()
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(StoreError::from_redis)?;
-        let id: i64 = redis::cmd("CLIENT")
-            .arg("ID")
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
-        self.slot().client_id.store(id, Ordering::Release);
-        Ok(conn)
-    }
-
-    async fn read_once(
-        &self,
-        conn: &mut MultiplexedConnection,
-        tables: &[Arc<str>],
-    ) -> Result<bool, ReadError> {
-        let store = &self.shared.store;
-        let generation = self.slot().generation.load(Ordering::Acquire);
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&store.instance_id)
-            .arg(&store.instance_id)
-            .arg("COUNT")
-            .arg(COUNT);
-        // Block only while the table set is the one we read; a change since
-        // the snapshot means the next read must include it.
-        cmd.arg("BLOCK").arg(BLOCK_MS);
-        cmd.arg("NOACK").arg("STREAMS");
+    fn ring_again(&self, tables: impl IntoIterator<Item = Arc<str>>) {
+        let served = lock(&self.slot().tables);
+        let mut rung = lock(&self.slot().rung);
         for t in tables {
-            cmd.arg(store.keys.events(t));
-        }
-        for _ in tables {
-            cmd.arg(">");
-        }
-        self.slot().blocked.store(true, Ordering::Release);
-        if self.slot().generation.load(Ordering::Acquire) != generation {
-            self.slot().blocked.store(false, Ordering::Release);
-            return Ok(false);
-        }
-        let reply = tokio::select! {
-            _ = self.cancel.cancelled() => return Err(ReadError::Cancelled),
-            r = cmd.query_async::<Value>(conn) => r,
-        };
-        self.slot().blocked.store(false, Ordering::Release);
-        match reply {
-            Ok(value) => Ok(self.dispatch(value)),
-            Err(e) if e.code() == Some("NOGROUP") => {
-                self.restore_group(&e.to_string()).await;
-                Ok(false)
+            if served.contains(&t) {
+                rung.insert(t);
             }
-            Err(e) => Err(ReadError::Store(StoreError::from_redis(e))),
+        }
+        drop(rung);
+        drop(served);
+        self.slot().wake.notify_one();
+    }
+
+    /// Reads new entries of `tables` without blocking and delivers them;
+    /// true when there were any. On one Redis, up to 500 streams share one
+    /// `XREADGROUP`; in a cluster a multi-key read must stay in one slot, so
+    /// each table gets its own command. Either way the commands go out
+    /// concurrently on the multiplexed connection.
+    async fn read(&self, tables: &[Arc<str>]) -> Result<bool, StoreError> {
+        let store = &self.shared.store;
+        let per_read = if store.is_cluster() { 1 } else { KEYS_PER_READ };
+        let chunks: Vec<&[Arc<str>]> = tables.chunks(per_read).collect();
+        let replies =
+            futures_util::future::join_all(chunks.iter().map(|c| xreadgroup(store, c))).await;
+        let mut any = false;
+        let mut full = Vec::new();
+        let mut failure = None;
+        for (chunk, reply) in chunks.into_iter().zip(replies) {
+            let pairs = match reply {
+                Ok(p) => p,
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    self.restore_group(&e.to_string()).await;
+                    self.ring_again(chunk.iter().cloned());
+                    continue;
+                }
+                Err(e) => {
+                    self.ring_again(chunk.iter().cloned());
+                    failure = Some(StoreError::from_redis(e));
+                    continue;
+                }
+            };
+            for (key, entries) in pairs {
+                let Some(table) = store.keys.table_of_events(&key) else {
+                    continue;
+                };
+                if entries.len() >= COUNT {
+                    full.push(Arc::<str>::from(table.as_str()));
+                }
+                any |= !entries.is_empty();
+                self.deliver(&table, entries);
+            }
+        }
+        if !full.is_empty() {
+            self.ring_again(full);
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(any),
+        }
+    }
+
+    fn deliver(&self, table: &str, entries: Vec<Entry>) {
+        let mut events = Vec::with_capacity(entries.len());
+        for (id, fields) in entries {
+            match ChangeEvent::from_entry(&id, &fields, Some(table)) {
+                Ok(e) => events.push(e),
+                Err(err) => {
+                    crate::metrics::entry_skipped();
+                    tracing::warn!(table, id, error = %err, "skipping a malformed stream entry");
+                }
+            }
+        }
+        if !events.is_empty() {
+            self.hub.deliver(table, events);
         }
     }
 
@@ -274,36 +275,33 @@ impl Reader {
             tracing::warn!(table, error = %e, "could not place the consumer group again");
         }
     }
-
-    /// Hands entries to the hub; true when there were any.
-    fn dispatch(&self, value: Value) -> bool {
-        let mut any = false;
-        for (key, entries) in stream_pairs(value) {
-            any |= !entries.is_empty();
-            let Some(table) = self.shared.store.keys.table_of_events(&key) else {
-                continue;
-            };
-            let mut events = Vec::with_capacity(entries.len());
-            for (id, fields) in entries {
-                match ChangeEvent::from_entry(&id, &fields, Some(&table)) {
-                    Ok(e) => events.push(e),
-                    Err(err) => {
-                        crate::metrics::entry_skipped();
-                        tracing::warn!(table, id, error = %err, "skipping a malformed stream entry");
-                    }
-                }
-            }
-            if !events.is_empty() {
-                self.hub.deliver(&table, events);
-            }
-        }
-        any
-    }
 }
 
-enum ReadError {
-    Cancelled,
-    Store(StoreError),
+fn xreadgroup_cmd(store: &Store, tables: &[Arc<str>]) -> redis::Cmd {
+    let mut cmd = redis::cmd("XREADGROUP");
+    cmd.arg("GROUP")
+        .arg(&store.instance_id)
+        .arg(&store.instance_id)
+        .arg("COUNT")
+        .arg(COUNT)
+        .arg("NOACK")
+        .arg("STREAMS");
+    for t in tables {
+        cmd.arg(store.keys.events(t));
+    }
+    for _ in tables {
+        cmd.arg(">");
+    }
+    cmd
+}
+
+async fn xreadgroup(
+    store: &Store,
+    tables: &[Arc<str>],
+) -> Result<Vec<(String, Vec<Entry>)>, redis::RedisError> {
+    let mut conn = store.conn();
+    let reply: Value = xreadgroup_cmd(store, tables).query_async(&mut conn).await?;
+    Ok(stream_pairs(reply))
 }
 
 /// A stream entry: its id and its fields.
