@@ -132,6 +132,10 @@ impl Reader {
         let mut next_sweep = Instant::now() + SWEEP;
         let mut backoff = BACKOFF_MIN;
         let mut healthy = true;
+        // Tables whose last read failed: Redis may have run it (moving the
+        // group past entries) and lost the reply, so the group goes back to
+        // the last event the hub delivered before they are read again.
+        let mut rewind: HashSet<Arc<str>> = HashSet::new();
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -149,7 +153,19 @@ impl Reader {
             if batch.is_empty() {
                 continue;
             }
-            match self.read(&batch).await {
+            if !rewind.is_empty() {
+                if let Err(e) = self.rewind(&mut rewind).await {
+                    tracing::debug!(reader = self.index, error = %e, "cannot rewind groups yet");
+                    self.ring_again(batch);
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
+            match self.read(&batch, &mut rewind).await {
                 Ok(got_entries) => {
                     if !healthy {
                         tracing::info!(reader = self.index, "stream reads work again");
@@ -198,7 +214,11 @@ impl Reader {
     /// `XREADGROUP`; in a cluster a multi-key read must stay in one slot, so
     /// each table gets its own command. Either way the commands go out
     /// concurrently on the multiplexed connection.
-    async fn read(&self, tables: &[Arc<str>]) -> Result<bool, StoreError> {
+    async fn read(
+        &self,
+        tables: &[Arc<str>],
+        rewind: &mut HashSet<Arc<str>>,
+    ) -> Result<bool, StoreError> {
         let store = &self.shared.store;
         let per_read = if store.is_cluster() { 1 } else { KEYS_PER_READ };
         let chunks: Vec<&[Arc<str>]> = tables.chunks(per_read).collect();
@@ -216,6 +236,7 @@ impl Reader {
                     continue;
                 }
                 Err(e) => {
+                    rewind.extend(chunk.iter().cloned());
                     self.ring_again(chunk.iter().cloned());
                     failure = Some(StoreError::from_redis(e));
                     continue;
@@ -239,6 +260,17 @@ impl Reader {
             Some(e) => Err(e),
             None => Ok(any),
         }
+    }
+
+    /// Moves the groups of `tables` back to the hub's cursors.
+    async fn rewind(&self, tables: &mut HashSet<Arc<str>>) -> Result<(), StoreError> {
+        for table in tables.iter() {
+            if let Some(cursor) = self.hub.cursor(table) {
+                groups::place_group(&self.shared.store, table, &cursor).await?;
+            }
+        }
+        tables.clear();
+        Ok(())
     }
 
     fn deliver(&self, table: &str, entries: Vec<Entry>) {
