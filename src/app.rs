@@ -29,6 +29,8 @@ pub struct App {
     /// Every task the sidecar spawns, waited for on shutdown.
     pub tasks: TaskTracker,
     pub started: Instant,
+    /// Set once the function library is loaded: `/readyz` waits for it.
+    pub library_loaded: Arc<std::sync::atomic::AtomicBool>,
     pub connections: AtomicUsize,
     pub authenticated: AtomicUsize,
     conn_tag: String,
@@ -61,6 +63,7 @@ impl App {
             shutdown,
             tasks,
             started: Instant::now(),
+            library_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             connections: AtomicUsize::new(0),
             authenticated: AtomicUsize::new(0),
             conn_tag: format!("{tag:016x}"),

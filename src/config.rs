@@ -156,8 +156,6 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("RTS_KEY_PREFIX must be 1..=64 bytes without '{{', '}}', ':' or spaces")]
     BadPrefix,
-    #[error("RTS_REDIS_CLUSTER=true is not supported yet; point RTS_REDIS_URL at one Redis")]
-    ClusterUnsupported,
     #[error("RTS_INSTANCE_ID must be 1..=128 bytes without control characters, '{{' or '}}'")]
     BadInstanceId,
 }
@@ -193,9 +191,6 @@ impl Config {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
             }
-        }
-        if self.redis_cluster {
-            return Err(ConfigError::ClusterUnsupported);
         }
         let p = &self.key_prefix;
         if p.is_empty()

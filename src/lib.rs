@@ -91,13 +91,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let metrics_upkeep = metrics.clone();
     let auth = Authenticator::from_config(&config)?;
     let instance_id = config.instance_id();
-    let store = Arc::new(Store::open(
-        &config.redis_url,
-        config.redis_pool,
-        Keys::new(config.key_prefix.clone()),
-        instance_id.clone(),
-        config.retention_secs.saturating_mul(1000),
-    )?);
+    let urls: Vec<String> = config
+        .redis_url
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Listen {
@@ -109,6 +108,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         source,
     })?;
 
+    let store = Arc::new(
+        Store::open(
+            urls,
+            config.redis_cluster,
+            config.redis_pool,
+            Keys::new(config.key_prefix.clone()),
+            instance_id.clone(),
+            config.retention_secs.saturating_mul(1000),
+            &shutdown,
+        )
+        .await?,
+    );
     let tasks = TaskTracker::new();
     let tailer = TailerHandle::new(store.clone(), config.tailer_readers);
     let bus = PresenceBus::new(store.clone(), tailer.clone())?;
@@ -122,7 +133,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         shutdown.clone(),
         tasks.clone(),
     ));
-    tasks.spawn(load_library(store.clone(), shutdown.clone()));
+    tasks.spawn(load_library(
+        store.clone(),
+        app.library_loaded.clone(),
+        shutdown.clone(),
+    ));
     tailer.spawn(hub.clone(), &tasks, shutdown.clone());
     tasks.spawn(gauges::run(
         store.clone(),
@@ -150,13 +165,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     Ok(())
 }
 
-/// Loads the function library, retrying while Redis is unreachable.
-async fn load_library(store: Arc<Store>, shutdown: CancellationToken) {
+/// Loads the function library, retrying while Redis is unreachable; the
+/// sidecar is ready only once it is loaded.
+async fn load_library(
+    store: Arc<Store>,
+    loaded: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: CancellationToken,
+) {
     let mut delay = Duration::from_millis(100);
     loop {
         match store.load_library().await {
             Ok(()) => {
                 tracing::info!("function library rtsync loaded");
+                loaded.store(true, std::sync::atomic::Ordering::Release);
                 return;
             }
             Err(e) => tracing::warn!(error = %e, "cannot load the function library yet"),

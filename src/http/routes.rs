@@ -20,7 +20,10 @@ pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
         (&Method::GET, "/ws") => super::ws::upgrade(app, req),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => {
-            if app.store.ping().await {
+            let loaded = app
+                .library_loaded
+                .load(std::sync::atomic::Ordering::Acquire);
+            if loaded && app.store.ping().await {
                 text(StatusCode::OK, "ready")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable")

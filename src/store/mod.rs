@@ -9,6 +9,7 @@
 //! get connections of their own in [`tailer`], never shared with commands.
 
 pub mod commit;
+pub mod conn;
 pub mod error;
 pub mod groups;
 pub mod history;
@@ -23,6 +24,8 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub use conn::Conn;
+
 pub use error::StoreError;
 pub use keys::Keys;
 
@@ -35,38 +38,66 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shared handle to Redis for one sidecar.
 pub struct Store {
-    client: redis::Client,
-    conns: Vec<ConnectionManager>,
+    conns: Vec<Conn>,
     next: AtomicUsize,
+    /// The Redis URLs (one, or the cluster's seed nodes).
+    urls: Vec<String>,
+    cluster: bool,
     pub keys: Keys,
     pub instance_id: String,
     pub retention_ms: u64,
 }
 
 impl Store {
-    /// Opens the command connections lazily: the sidecar starts (and answers
-    /// `/readyz` 503) even while Redis is down.
-    pub fn open(
-        url: &str,
+    /// Opens the command connections. On one Redis they connect lazily: the
+    /// sidecar starts (and answers `/readyz` 503) even while Redis is down.
+    /// A cluster connection needs a seed node to answer; it is retried until
+    /// one does or `shutdown` comes.
+    pub async fn open(
+        urls: Vec<String>,
+        cluster: bool,
         pool: usize,
         keys: Keys,
         instance_id: String,
         retention_ms: u64,
+        shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<Store, StoreError> {
-        let client = redis::Client::open(url).map_err(StoreError::Config)?;
-        let config = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conns = (0..pool.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(StoreError::Config)?;
+        let conns = if cluster {
+            let client = cluster_client(&urls, None)?;
+            let mut delay = Duration::from_millis(100);
+            let conn = loop {
+                match client.get_async_connection().await {
+                    Ok(c) => break c,
+                    Err(e) => tracing::warn!(error = %e, "cannot reach the Redis Cluster yet"),
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(StoreError::Reply("shut down before Redis answered".into())),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+            };
+            vec![Conn::Cluster(conn)]
+        } else {
+            let url = urls.first().cloned().unwrap_or_default();
+            let client = redis::Client::open(url.as_str()).map_err(StoreError::Config)?;
+            let config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(COMMAND_TIMEOUT))
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_secs(1));
+            (0..pool.max(1))
+                .map(|_| {
+                    ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                        .map(Conn::Single)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(StoreError::Config)?
+        };
         Ok(Store {
-            client,
             conns,
             next: AtomicUsize::new(0),
+            urls,
+            cluster,
             keys,
             instance_id,
             retention_ms,
@@ -75,17 +106,17 @@ impl Store {
 
     /// True when connected to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        false
+        self.cluster
+    }
+
+    pub fn urls(&self) -> &[String] {
+        &self.urls
     }
 
     /// A command connection (cheap clone of a multiplexed handle).
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Conn {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         self.conns[i].clone()
-    }
-
-    pub fn client(&self) -> &redis::Client {
-        &self.client
     }
 
     /// Loads (or replaces) the `rtsync` function library.
@@ -108,4 +139,21 @@ impl Store {
         let ping = cmd.query_async::<String>(&mut conn);
         matches!(tokio::time::timeout(COMMAND_TIMEOUT, ping).await, Ok(Ok(_)))
     }
+}
+
+/// A cluster client for `urls`, with our timeouts; with a push sender for
+/// sharded pub/sub (RESP3).
+pub fn cluster_client(
+    urls: &[String],
+    pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+) -> Result<redis::cluster::ClusterClient, StoreError> {
+    let mut builder = redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(COMMAND_TIMEOUT);
+    if let Some(tx) = pushes {
+        builder = builder
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(tx);
+    }
+    builder.build().map_err(StoreError::Config)
 }

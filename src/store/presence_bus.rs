@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
 use redis::{
     AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value,
 };
@@ -37,9 +38,8 @@ pub struct PresenceBus {
 
 struct Shared {
     store: Arc<Store>,
-    client: redis::Client,
     tables: Mutex<HashSet<String>>,
-    conn: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    conn: tokio::sync::Mutex<Option<BusConn>>,
     pushes: Mutex<Option<mpsc::UnboundedReceiver<PushInfo>>>,
     push_tx: mpsc::UnboundedSender<PushInfo>,
 }
@@ -56,24 +56,11 @@ pub struct Notice {
 
 impl PresenceBus {
     pub fn new(store: Arc<Store>, tailer: TailerHandle) -> Result<PresenceBus, StoreError> {
-        let info = store
-            .client()
-            .get_connection_info()
-            .clone()
-            .into_connection_info()
-            .map_err(StoreError::Config)?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client =
-            redis::Client::open(info.set_redis_settings(settings)).map_err(StoreError::Config)?;
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         Ok(PresenceBus {
             tailer,
             shared: Arc::new(Shared {
                 store,
-                client,
                 tables: Mutex::new(HashSet::new()),
                 conn: tokio::sync::Mutex::new(None),
                 pushes: Mutex::new(Some(push_rx)),
@@ -82,29 +69,16 @@ impl PresenceBus {
         })
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, StoreError> {
+    async fn connection(&self) -> Result<BusConn, StoreError> {
         let mut guard = self.shared.conn.lock().await;
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_push_sender(self.shared.push_tx.clone());
-        let mut conn = self
-            .shared
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(StoreError::from_redis)?;
+        let mut conn = BusConn::open(&self.shared.store, self.shared.push_tx.clone()).await?;
         let tables: Vec<String> = lock(&self.shared.tables).iter().cloned().collect();
         for t in tables {
-            ssubscribe(
-                &mut conn,
-                &self.shared.store.keys.presence_channel(&t),
-                "SSUBSCRIBE",
-            )
-            .await?;
+            conn.subscribe(&self.shared.store.keys.presence_channel(&t), true)
+                .await?;
         }
         *guard = Some(conn.clone());
         Ok(conn)
@@ -114,12 +88,8 @@ impl PresenceBus {
     pub async fn add(&self, table: &str) -> Result<(), StoreError> {
         lock(&self.shared.tables).insert(table.to_owned());
         let mut conn = self.connection().await?;
-        let result = ssubscribe(
-            &mut conn,
-            &self.shared.store.keys.presence_channel(table),
-            "SSUBSCRIBE",
-        )
-        .await;
+        let channel = self.shared.store.keys.presence_channel(table);
+        let result = conn.subscribe(&channel, true).await;
         if result.is_err() {
             self.drop_connection().await;
         }
@@ -131,10 +101,7 @@ impl PresenceBus {
         lock(&self.shared.tables).remove(table);
         if let Ok(mut conn) = self.connection().await {
             let channel = self.shared.store.keys.presence_channel(table);
-            if ssubscribe(&mut conn, &channel, "SUNSUBSCRIBE")
-                .await
-                .is_err()
-            {
+            if conn.subscribe(&channel, false).await.is_err() {
                 self.drop_connection().await;
             }
         }
@@ -212,18 +179,63 @@ impl PresenceBus {
     }
 }
 
-/// One channel per command: the connection matches one confirmation to it.
-async fn ssubscribe(
-    conn: &mut MultiplexedConnection,
-    channel: &str,
-    command: &str,
-) -> Result<(), StoreError> {
-    let _: Value = redis::cmd(command)
-        .arg(channel)
-        .query_async(conn)
-        .await
-        .map_err(StoreError::from_redis)?;
-    Ok(())
+/// The bus's RESP3 connection: to one Redis, or to a cluster (where each
+/// channel is subscribed on the node owning its slot).
+#[derive(Clone)]
+enum BusConn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl BusConn {
+    async fn open(
+        store: &Store,
+        pushes: mpsc::UnboundedSender<PushInfo>,
+    ) -> Result<BusConn, StoreError> {
+        if store.is_cluster() {
+            let client = super::cluster_client(store.urls(), Some(pushes))?;
+            let conn = client
+                .get_async_connection()
+                .await
+                .map_err(StoreError::from_redis)?;
+            return Ok(BusConn::Cluster(conn));
+        }
+        let url = store.urls().first().cloned().unwrap_or_default();
+        let info = url
+            .as_str()
+            .into_connection_info()
+            .map_err(StoreError::Config)?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client =
+            redis::Client::open(info.set_redis_settings(settings)).map_err(StoreError::Config)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_push_sender(pushes);
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(StoreError::from_redis)?;
+        Ok(BusConn::Single(conn))
+    }
+
+    /// `SSUBSCRIBE` (or `SUNSUBSCRIBE`) one channel. One channel per
+    /// command: the connection matches one confirmation to it.
+    async fn subscribe(&mut self, channel: &str, on: bool) -> Result<(), StoreError> {
+        let result = match self {
+            BusConn::Single(c) => redis::cmd(if on { "SSUBSCRIBE" } else { "SUNSUBSCRIBE" })
+                .arg(channel)
+                .query_async::<Value>(c)
+                .await
+                .map(|_| ()),
+            BusConn::Cluster(c) if on => c.ssubscribe(channel).await,
+            BusConn::Cluster(c) => c.sunsubscribe(channel).await,
+        };
+        result.map_err(StoreError::from_redis)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
