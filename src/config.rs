@@ -127,7 +127,7 @@ pub struct Config {
     #[arg(long, env = "RTS_REDIS_POOL", default_value_t = 16)]
     pub redis_pool: usize,
 
-    /// Stream reader connections of the tailer; tables are spread over them.
+    /// Stream reader tasks of the tailer; tables are spread over them.
     #[arg(long, env = "RTS_TAILER_READERS", default_value_t = 2)]
     pub tailer_readers: usize,
 

@@ -5,8 +5,10 @@
 //! [`ConnectionManager`]s, picked round-robin: each carries many concurrent
 //! requests pipelined on one socket and reconnects by itself after a fault.
 //! (A checkout pool such as deadpool-redis pings on every checkout, a second
-//! round trip per edit, so it is not used on this path.) Blocking stream reads
-//! get connections of their own in [`tailer`], never shared with commands.
+//! round trip per edit, so it is not used on this path.) Stream reads never
+//! block (the [`tailer`] reads when a table's doorbell rings), so they share
+//! these connections. On a Redis Cluster there is one cluster connection
+//! ([`conn::Conn`]), which keeps a connection per node.
 
 pub mod commit;
 pub mod conn;
