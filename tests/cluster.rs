@@ -6,10 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use support::client::{change, Client};
 use support::redis_cluster::RedisCluster;
 use support::Sidecar;
+use support::{ids, stream_ids};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -18,28 +19,6 @@ async fn sidecars(cluster: &RedisCluster) -> (Sidecar, Sidecar) {
     let a = Sidecar::start_url(&cluster.urls(), "cluster-a", &env).await;
     let b = Sidecar::start_url(&cluster.urls(), "cluster-b", &env).await;
     (a, b)
-}
-
-async fn stream_ids(cluster: &RedisCluster, table: &str) -> Vec<String> {
-    let mut conn = cluster.conn().await;
-    let reply: redis::Value = redis::cmd("XRANGE")
-        .arg(format!("rts:{{{table}}}:events"))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    rtsync::store::tailer::entries(reply)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect()
-}
-
-fn ids(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -68,7 +47,7 @@ async fn fanout_on_a_cluster_reaches_every_subscriber_once_in_order() {
         w.await.unwrap();
     }
     for (t, mut c) in subs {
-        let expected = stream_ids(&cluster, &t).await;
+        let expected = stream_ids(&mut cluster.conn().await, &t).await;
         assert_eq!(expected.len(), 40);
         assert_eq!(ids(&c.changes(40, LONG).await), expected, "table {t}");
     }
@@ -258,7 +237,7 @@ async fn table_slot_moves_to_another_node_while_clients_write() {
     });
     // Let some writes land, then move the table's slot.
     support::wait_for("some writes", LONG, || async {
-        (stream_ids(&cluster, "moving").await.len() >= 30).then_some(())
+        (stream_ids(&mut cluster.conn().await, "moving").await.len() >= 30).then_some(())
     })
     .await;
     move_slot(&cluster, slot, (from_port, &from_id), (to_port, &to_id)).await;
@@ -270,7 +249,7 @@ async fn table_slot_moves_to_another_node_while_clients_write() {
         150,
         "duplicates answered with the first result"
     );
-    let stream = stream_ids(&cluster, "moving").await;
+    let stream = stream_ids(&mut cluster.conn().await, "moving").await;
     assert_eq!(stream.len(), 150, "each change once in the stream");
     let got = sub.changes(stream.len(), LONG).await;
     assert_eq!(

@@ -8,31 +8,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::client::{change, Client};
+use support::{ids, stream_ids};
 use support::{Cluster, RedisServer, Sidecar};
 
 const LONG: Duration = Duration::from_secs(30);
-
-fn ids(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["id"].as_str().expect("event id").to_owned())
-        .collect()
-}
-
-async fn stream_ids(redis: &RedisServer, table: &str) -> Vec<String> {
-    let mut conn = redis.conn().await;
-    let reply: redis::Value = redis::cmd("XRANGE")
-        .arg(format!("rts:{{{table}}}:events"))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    rtsync::store::tailer::entries(reply)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn record_change_is_acked_with_the_commit_result() {
@@ -55,7 +34,7 @@ async fn record_change_is_acked_with_the_commit_result() {
         .await;
     assert_eq!(second["status"], "applied");
     assert_eq!(second["version"], 2);
-    assert_eq!(stream_ids(&redis, "t").await.len(), 2);
+    assert_eq!(stream_ids(&mut redis.conn().await, "t").await.len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,7 +75,7 @@ async fn burst_from_several_writers_reaches_every_subscriber_once_in_stream_orde
         acked.extend(h.await.unwrap());
     }
     assert_eq!(acked.len(), WRITERS * PER_WRITER);
-    let in_stream = stream_ids(&cluster.redis, table).await;
+    let in_stream = stream_ids(&mut cluster.redis.conn().await, table).await;
     assert_eq!(in_stream.len(), WRITERS * PER_WRITER);
     for sub in &mut subscribers {
         let got = sub.changes(WRITERS * PER_WRITER, LONG).await;

@@ -7,31 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::client::{change, Client};
+use support::{ids, stream_ids};
 use support::{Cluster, RedisServer, Sidecar};
 
 const LONG: Duration = Duration::from_secs(30);
-
-async fn stream_ids(redis: &RedisServer, table: &str) -> Vec<String> {
-    let mut conn = redis.conn().await;
-    let reply: redis::Value = redis::cmd("XRANGE")
-        .arg(format!("rts:{{{table}}}:events"))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    rtsync::store::tailer::entries(reply)
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect()
-}
-
-fn ids(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 async fn write_n(c: &mut Client, table: &str, n: usize) -> Vec<String> {
     let mut out = Vec::new();
@@ -98,11 +77,12 @@ async fn recovery_racing_live_events_yields_the_stream_exactly_once_in_order() {
         )
         .await;
         writer.await.unwrap();
-        let expected: Vec<String> = stream_ids(&cluster.redis, &format!("race{round}"))
-            .await
-            .into_iter()
-            .skip(5)
-            .collect();
+        let expected: Vec<String> =
+            stream_ids(&mut cluster.redis.conn().await, &format!("race{round}"))
+                .await
+                .into_iter()
+                .skip(5)
+                .collect();
         assert_eq!(expected.len(), 315);
         let got = c.all_events(expected.len(), LONG).await;
         assert_eq!(ids(&got), expected, "round {round}");
@@ -264,14 +244,17 @@ async fn offline_batch_reports_applied_merged_rejected_and_duplicates_and_resend
     assert_eq!(complete, ack);
     // Other subscribers see the two writes live.
     assert_eq!(watcher.changes(2, LONG).await.len(), 2);
-    let len_before = stream_ids(&cluster.redis, "t").await.len();
+    let len_before = stream_ids(&mut cluster.redis.conn().await, "t").await.len();
     // The answer was "lost": the same batch again writes nothing.
     let again = c.request_ok("sync_offline_changes", batch).await;
     assert_eq!(
         again,
         json!({"applied": 0, "merged": 0, "rejected": 1, "duplicates": 3})
     );
-    assert_eq!(stream_ids(&cluster.redis, "t").await.len(), len_before);
+    assert_eq!(
+        stream_ids(&mut cluster.redis.conn().await, "t").await.len(),
+        len_before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,7 +275,7 @@ async fn offline_batches_are_bounded_and_validated_first() {
     assert_eq!(err["code"], "bad_request");
     assert!(err["message"].as_str().unwrap().starts_with("[1]"));
     assert!(
-        stream_ids(&redis, "t").await.is_empty(),
+        stream_ids(&mut redis.conn().await, "t").await.is_empty(),
         "nothing of a bad batch is written"
     );
 }

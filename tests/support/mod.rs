@@ -34,6 +34,29 @@ where
     }
 }
 
+/// Ids of a table's stream entries, oldest first.
+pub async fn stream_ids<C: redis::aio::ConnectionLike>(conn: &mut C, table: &str) -> Vec<String> {
+    let reply: redis::Value = redis::cmd("XRANGE")
+        .arg(format!("rts:{{{table}}}:events"))
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .expect("XRANGE");
+    rtsync::store::tailer::entries(reply)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The `id`s of change events.
+pub fn ids(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["id"].as_str().expect("event id").to_owned())
+        .collect()
+}
+
 /// One Redis and two sidecars on it: the normal production shape.
 pub struct Cluster {
     pub redis: RedisServer,
