@@ -2,7 +2,8 @@
 # Runs the whole test suite: installs what is missing (redis-server, and for
 # the browser tests Node.js, chromium and the npm packages), then formatting
 # and lint checks, the unit and integration tests (each test starts its own
-# redis-server and sidecars on free ports) and the browser tests of the demo.
+# redis-server and sidecars on free ports) and the browser tests of the demo,
+# then the integration tests again against a local Redis Cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-redis.sh
@@ -12,3 +13,6 @@ fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets "$@"
+# The same integration suite again on a local 3-primary Redis Cluster
+# (tests that kill one Redis server are single-server only).
+RTSYNC_TEST_CLUSTER=1 RTSYNC_SKIP_BROWSER=1 cargo test --locked --tests "$@"

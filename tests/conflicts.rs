@@ -14,7 +14,7 @@ use support::{Cluster, RedisServer, Sidecar};
 /// A writer: a WebSocket client, or a service calling the function itself.
 enum Writer {
     Ws(Box<Client>),
-    Fcall(redis::aio::MultiplexedConnection),
+    Fcall(rtsync::store::Conn),
 }
 
 impl Writer {

@@ -196,7 +196,7 @@ async fn consumer_group_follows_local_subscriptions() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "group-owner", &[]).await;
     let mut conn = redis.conn().await;
-    let groups = |conn: &mut redis::aio::MultiplexedConnection| {
+    let groups = |conn: &mut rtsync::store::Conn| {
         let mut conn = conn.clone();
         async move {
             let v: redis::Value = redis::cmd("XINFO")

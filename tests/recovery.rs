@@ -130,6 +130,9 @@ async fn trimmed_history_requires_a_resync() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lost_stream_requires_a_resync() {
+    if support::cluster_mode() {
+        return; // kills and restarts one Redis server: single-server only
+    }
     let mut redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[]).await;
     let mut w = Client::connect(&side, "w").await;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 #[allow(unused_imports)]
 pub use client::Client;
-pub use redis_server::RedisServer;
+#[allow(unused_imports)]
+pub use redis_server::{cluster_mode, RedisServer};
 pub use sidecar::Sidecar;
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.

@@ -11,6 +11,14 @@ pub struct RedisServer {
     child: Option<Child>,
     dir: PathBuf,
     pub appendonly: bool,
+    /// With `RTSYNC_TEST_CLUSTER=1` every test runs on a local 3-primary
+    /// Redis Cluster instead of one server.
+    cluster: Option<super::redis_cluster::RedisCluster>,
+}
+
+/// True when the suite runs against Redis Cluster (`RTSYNC_TEST_CLUSTER=1`).
+pub fn cluster_mode() -> bool {
+    std::env::var_os("RTSYNC_TEST_CLUSTER").is_some_and(|v| v == "1")
 }
 
 pub fn free_port() -> u16 {
@@ -22,7 +30,21 @@ pub fn free_port() -> u16 {
 
 impl RedisServer {
     pub async fn start() -> RedisServer {
+        if cluster_mode() {
+            let cluster = super::redis_cluster::RedisCluster::start().await;
+            return RedisServer {
+                port: cluster.ports[0],
+                child: None,
+                dir: std::env::temp_dir().join("rtsync-unused"),
+                appendonly: false,
+                cluster: Some(cluster),
+            };
+        }
         Self::start_with(false).await
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
     }
 
     /// `appendonly`: persist with AOF, so a restart keeps the data.
@@ -38,6 +60,7 @@ impl RedisServer {
             child: None,
             dir,
             appendonly,
+            cluster: None,
         };
         for _ in 0..5 {
             server.port = free_port();
@@ -87,19 +110,28 @@ impl RedisServer {
         false
     }
 
+    /// The URL (or, on a cluster, the comma-separated seed URLs).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.cluster {
+            Some(c) => c.urls(),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
-    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to test redis")
+    /// A connection for the test's own Redis commands (cluster-aware).
+    pub async fn conn(&self) -> rtsync::store::Conn {
+        if let Some(c) = &self.cluster {
+            return rtsync::store::Conn::Cluster(c.conn().await);
+        }
+        let client = redis::Client::open(self.url()).expect("redis url");
+        rtsync::store::Conn::Single(
+            redis::aio::ConnectionManager::new(client)
+                .await
+                .expect("connect to test redis"),
+        )
     }
 
-    /// Kills the server (SIGKILL).
+    /// Kills the server (SIGKILL). Single-server tests only.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();

@@ -21,6 +21,11 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts a sidecar on `redis` with extra `env` settings.
     pub async fn start(redis: &RedisServer, instance_id: &str, env: &[(&str, &str)]) -> Sidecar {
+        if redis.is_cluster() {
+            let mut env = env.to_vec();
+            env.push(("RTS_REDIS_CLUSTER", "true"));
+            return Self::start_url(&redis.url(), instance_id, &env).await;
+        }
         Self::start_url(&redis.url(), instance_id, env).await
     }
 
