@@ -169,10 +169,6 @@ impl Outbox {
         self.closing.cancel();
     }
 
-    pub fn is_closing(&self) -> bool {
-        self.closing.is_cancelled()
-    }
-
     /// Resolves once a close was asked for.
     pub async fn closed(&self) {
         self.closing.cancelled().await
