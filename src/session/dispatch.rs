@@ -86,13 +86,10 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
             "heartbeat" => heartbeat(session, frame.data).await,
             "cursor_position" => cursor_position(session, frame.data).await,
             "selection" => selection(session, frame.data).await,
-            "unknown" => Err(RequestError::new(
+            // "authenticate" was handled above; anything else is unknown.
+            _ => Err(RequestError::new(
                 ErrorCode::UnknownEvent,
                 format!("unknown event {:?}", truncate(&frame.event)),
-            )),
-            other => Err(RequestError::new(
-                ErrorCode::UnknownEvent,
-                format!("{other} is not supported by this server yet"),
             )),
         }
     };
