@@ -200,10 +200,7 @@ pub struct RecoverReq {
 
 impl RecoverReq {
     pub fn validate(&self) -> Result<(), RequestError> {
-        check_id("tableId", &self.table_id)?;
-        if let Some(v) = &self.view_id {
-            check_id("viewId", v)?;
-        }
+        self.as_subscribe().validate()?;
         if let Some(id) = &self.last_event_id {
             if !is_stream_id(id) {
                 return Err(RequestError::bad_request(

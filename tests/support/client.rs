@@ -212,37 +212,29 @@ impl Client {
     /// Collects change events (`record_change` and the contents of
     /// `batch_changes`) until `count` arrived or `timeout` passed.
     pub async fn changes(&mut self, count: usize, timeout: Duration) -> Vec<Value> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut out = Vec::new();
-        while out.len() < count {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let Some((event, data, _)) = self
-                .take_within(left, |(e, _, _)| {
-                    e == "record_change" || e == "batch_changes"
-                })
-                .await
-            else {
-                break;
-            };
-            if event == "record_change" {
-                out.push(data);
-            } else {
-                out.extend(data.as_array().cloned().unwrap_or_default());
-            }
-        }
-        out
+        self.collect(&["record_change", "batch_changes"], count, timeout)
+            .await
     }
 
     /// Like [`Client::changes`], counting `missed_events` too (recovery).
     pub async fn all_events(&mut self, count: usize, timeout: Duration) -> Vec<Value> {
+        self.collect(
+            &["record_change", "batch_changes", "missed_events"],
+            count,
+            timeout,
+        )
+        .await
+    }
+
+    /// Change events from frames named in `kinds` (a list frame counts
+    /// each of its events).
+    async fn collect(&mut self, kinds: &[&str], count: usize, timeout: Duration) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut out = Vec::new();
         while out.len() < count {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let Some((event, data, _)) = self
-                .take_within(left, |(e, _, _)| {
-                    e == "record_change" || e == "batch_changes" || e == "missed_events"
-                })
+                .take_within(left, |(e, _, _)| kinds.contains(&e.as_str()))
                 .await
             else {
                 break;
