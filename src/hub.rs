@@ -15,7 +15,7 @@
 //! told); the last one leaving stops it. Both run under one lifecycle lock so
 //! a quick unsubscribe/subscribe never races the group's removal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -293,47 +293,41 @@ fn fan_out(inner: &mut TableInner, events: &[ChangeEvent]) {
     }
 }
 
-/// Frames of one delivery, built on first need: one shared frame per
-/// encoding, plus one per origin connection without its own events.
+/// Frames of one delivery: one shared frame per encoding, built on first
+/// need. The connections that made some of the events (few: usually one)
+/// are known up front, so every other subscriber costs one set lookup.
 struct FrameCache<'a> {
     events: &'a [ChangeEvent],
+    origins: HashSet<&'a str>,
     shared: [Option<Bytes>; 2],
-    own: HashMap<(&'a str, Encoding), Option<Bytes>>,
 }
 
 impl<'a> FrameCache<'a> {
     fn new(events: &'a [ChangeEvent]) -> Self {
         FrameCache {
             events,
+            origins: events.iter().filter_map(|e| e.origin.as_deref()).collect(),
             shared: [None, None],
-            own: HashMap::new(),
         }
     }
 
     fn frame_for(&mut self, sub: &Outbox) -> Option<Bytes> {
         let events = self.events;
         let conn: &str = &sub.conn_id;
-        let is_origin = events.iter().any(|e| e.origin.as_deref() == Some(conn));
-        if !is_origin {
+        if !self.origins.contains(conn) {
             let slot = &mut self.shared[sub.encoding.index()];
             return Some(
                 slot.get_or_insert_with(|| frame(events.iter(), sub.encoding))
                     .clone(),
             );
         }
-        let origin = events
+        // The origin gets the others' events only (its own were acked); a
+        // connection id is unique, so this frame is built for one subscriber.
+        let others: Vec<&ChangeEvent> = events
             .iter()
-            .find_map(|e| e.origin.as_deref().filter(|o| *o == conn))?;
-        self.own
-            .entry((origin, sub.encoding))
-            .or_insert_with(|| {
-                let others: Vec<&ChangeEvent> = events
-                    .iter()
-                    .filter(|e| e.origin.as_deref() != Some(conn))
-                    .collect();
-                (!others.is_empty()).then(|| frame(others.into_iter(), sub.encoding))
-            })
-            .clone()
+            .filter(|e| e.origin.as_deref() != Some(conn))
+            .collect();
+        (!others.is_empty()).then(|| frame(others.into_iter(), sub.encoding))
     }
 }
 

@@ -154,3 +154,30 @@ async fn stats_needs_the_api_token() {
     assert_eq!(v["success"], true);
     assert_eq!(v["data"]["totalConnections"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_many_field_changes_are_payload_too_large_and_write_nothing() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[("RTS_MAX_CHANGES", "2")]).await;
+    let mut c = Client::connect(&side, "u").await;
+    let changes: Vec<_> = (0..3)
+        .map(|i| json!({"fieldId": format!("f{i}"), "newValue": i}))
+        .collect();
+    let err = c
+        .request(
+            "record_change",
+            json!({"type": "update", "recordId": "r", "tableId": "t", "changes": changes}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err["code"], "payload_too_large");
+    assert!(support::stream_ids(&mut redis.conn().await, "t")
+        .await
+        .is_empty());
+    // Within the limit it commits; the connection stayed open.
+    c.request_ok(
+        "record_change",
+        support::client::change("t", "r", "f", json!(1)),
+    )
+    .await;
+}

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::ids::check_id;
 use super::RequestError;
-use crate::store::commit::CommitRequest;
+use crate::store::commit::{CommitRequest, RecordChange};
 
 /// Parses `data` into a request type, answering `bad_request` on mismatch.
 pub fn parse<T: for<'de> Deserialize<'de>>(event: &str, data: Value) -> Result<T, RequestError> {
@@ -101,21 +101,17 @@ impl RecordChangeReq {
         origin: &str,
         max_changes: usize,
     ) -> Result<CommitRequest, RequestError> {
-        let req = CommitRequest {
+        RecordChange {
             kind: self.kind,
-            entity_type: "record".to_owned(),
-            entity_id: self.record_id,
-            table_id: Some(self.table_id),
+            record_id: self.record_id,
+            table_id: self.table_id,
             base_id: self.base_id,
-            user_id: user_id.to_owned(),
             changes: self.changes,
             metadata: self.metadata,
             version: self.version,
             client_change_id: self.client_change_id,
-            origin: Some(origin.to_owned()),
-        };
-        req.validate(max_changes)?;
-        Ok(req)
+        }
+        .into_commit(user_id, origin, max_changes)
     }
 }
 
@@ -257,21 +253,17 @@ impl OfflineChange {
         origin: &str,
         max_changes: usize,
     ) -> Result<CommitRequest, RequestError> {
-        let req = CommitRequest {
+        RecordChange {
             kind: self.kind,
-            entity_type: "record".to_owned(),
-            entity_id: self.entity_id,
-            table_id: Some(self.table_id),
+            record_id: self.entity_id,
+            table_id: self.table_id,
             base_id: self.base_id,
-            user_id: user_id.to_owned(),
             changes: self.changes,
             metadata: self.metadata,
             version: self.version,
             client_change_id: Some(self.client_change_id),
-            origin: Some(origin.to_owned()),
-        };
-        req.validate(max_changes)?;
-        Ok(req)
+        }
+        .into_commit(user_id, origin, max_changes)
     }
 }
 

@@ -74,6 +74,45 @@ impl CommitStatus {
     }
 }
 
+/// What a client sends for one record change (`record_change`, an offline
+/// change): the fields a commit needs besides who made it.
+pub struct RecordChange {
+    pub kind: String,
+    pub record_id: String,
+    pub table_id: String,
+    pub base_id: Option<String>,
+    pub changes: Option<Value>,
+    pub metadata: Option<Value>,
+    pub version: Option<u64>,
+    pub client_change_id: Option<String>,
+}
+
+impl RecordChange {
+    /// The validated commit of this change by `user_id` on connection `origin`.
+    pub fn into_commit(
+        self,
+        user_id: &str,
+        origin: &str,
+        max_changes: usize,
+    ) -> Result<CommitRequest, RequestError> {
+        let req = CommitRequest {
+            kind: self.kind,
+            entity_type: "record".to_owned(),
+            entity_id: self.record_id,
+            table_id: Some(self.table_id),
+            base_id: self.base_id,
+            user_id: user_id.to_owned(),
+            changes: self.changes,
+            metadata: self.metadata,
+            version: self.version,
+            client_change_id: self.client_change_id,
+            origin: Some(origin.to_owned()),
+        };
+        req.validate(max_changes)?;
+        Ok(req)
+    }
+}
+
 const ENTITY_TYPES: [&str; 5] = ["record", "field", "table", "view", "base"];
 
 impl CommitRequest {
