@@ -16,10 +16,13 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::store::commit::CommitLimits;
 use crate::store::Store;
 
 pub struct App {
     pub config: Arc<Config>,
+    /// What every change is checked against before it is committed.
+    pub commit_limits: CommitLimits,
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub auth: Authenticator,
@@ -55,6 +58,7 @@ impl App {
         // per-process tag plus a counter.
         let tag = RandomState::new().hash_one((std::process::id(), crate::now_ms()));
         App {
+            commit_limits: CommitLimits::from_config(&config),
             config,
             store,
             hub,

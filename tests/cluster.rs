@@ -227,7 +227,9 @@ async fn table_slot_moves_to_another_node_while_clients_write() {
                         break;
                     }
                     Err(e) => {
-                        assert_eq!(e["code"], "unavailable", "{e}");
+                        // Not sent (`unavailable`), or sent without an answer
+                        // (`timeout`): both are resent with the same id.
+                        assert!(e["code"] == "unavailable" || e["code"] == "timeout", "{e}");
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                 }

@@ -44,7 +44,7 @@ impl Writer {
                         .arg(3)
                         .arg("rts:{t}:events")
                         .arg(format!("rts:{{t}}:rec:{record}"))
-                        .arg(format!("rts:{{t}}:cc:{cc}")),
+                        .arg(format!("rts:{{t}}:cc:3:svc:{cc}")),
                     None => cmd
                         .arg(2)
                         .arg("rts:{t}:events")
@@ -52,7 +52,12 @@ impl Writer {
                 };
                 cmd.arg(header.to_string())
                     .arg(text("changes"))
-                    .arg(text("metadata"));
+                    .arg(text("metadata"))
+                    .arg(86_400_000);
+                // v1.1: each new value's own JSON text, stored as given.
+                for c in change["changes"].as_array().into_iter().flatten() {
+                    cmd.arg(c.get("newValue").map(|v| v.to_string()).unwrap_or_default());
+                }
                 let reply: String = cmd.query_async(conn).await.expect("fcall");
                 serde_json::from_str(&reply).unwrap()
             }
@@ -412,7 +417,56 @@ async fn function_refuses_bad_input_with_a_clear_error_and_no_write() {
             ],
             "retentionMs must be a positive number",
         ),
+        (
+            vec![
+                "3",
+                "rts:{t}:events",
+                "rts:{t}:rec:r",
+                "rts:{t}:cc:c",
+                r#"{"type":"update","entityType":"record","entityId":"r","userId":"u","clientChangeId":"c"}"#,
+                "",
+                "",
+            ],
+            "the dedup key must be rts:{t}:cc:1:u:c",
+        ),
+        (
+            vec![
+                "2",
+                "rts:{t}:events",
+                "rts:{t}:rec:r",
+                ok_header,
+                "[{\"fieldId\":\"f\",\"newValue\":1}]",
+                "",
+                "1000",
+                "1",
+                "2",
+            ],
+            "one value argument per entry of changes",
+        ),
+        (
+            vec![
+                "2",
+                "rts:{t}:events",
+                "rts:{t}:rec:r",
+                "{\"type\":\"update\",\"entityType\":\"record\",\"entityId\":\"r\u{202e}x\",\"userId\":\"u\"}",
+                "",
+                "",
+            ],
+            "entityId must be an id",
+        ),
     ];
+    let bad_versions = ["NaN", "1e999", "-1e999", "-1", "1.5", "9007199254740994"];
+    let version_cases: Vec<String> = bad_versions
+        .iter()
+        .map(|v| format!(r#"{{"type":"update","entityType":"record","entityId":"r","userId":"u","version":{v}}}"#))
+        .collect();
+    let mut cases = cases;
+    for header in &version_cases {
+        cases.push((
+            vec!["2", "rts:{t}:events", "rts:{t}:rec:r", header, "", ""],
+            "version must be a non-negative integer",
+        ));
+    }
     for (args, expected) in cases {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg("rtsync_commit");
@@ -424,6 +478,7 @@ async fn function_refuses_bad_input_with_a_clear_error_and_no_write() {
             .await
             .expect_err(expected);
         let text = err.to_string();
+        assert_eq!(err.code(), Some("RTSYNC_INVALID"), "{text}");
         assert!(
             text.contains("rtsync_commit:") && text.contains(expected),
             "{expected}: got {text}"
@@ -595,7 +650,7 @@ async fn racing_writers_on_two_sidecars_leave_a_stream_that_replays_to_the_recor
         assert_eq!(hash["_v"], version.to_string().into_bytes());
         for (field, (fv, value)) in fields {
             assert_eq!(hash[&format!("v:{field}")], fv.to_string().into_bytes());
-            let stored: Value = rmp_serde::from_slice(&hash[&format!("d:{field}")]).unwrap();
+            let stored: Value = serde_json::from_slice(&hash[&format!("d:{field}")]).unwrap();
             assert_eq!(stored, value, "{record}.{field}");
         }
     }

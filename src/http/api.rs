@@ -16,7 +16,7 @@ use super::routes::{json, json_error, Body};
 use crate::app::App;
 use crate::config::AuthMode;
 use crate::protocol::RequestError;
-use crate::store::commit::{commit, CommitRequest};
+use crate::store::commit::{commit_batch, validate_batch, CommitRequest};
 
 /// An API failure, rendered as `{"success": false, "error": {code, message}}`.
 struct ApiError {
@@ -115,15 +115,7 @@ async fn cleanup(app: &App) -> Response<Body> {
             &json!({"success": true, "message": "Stale presence data cleaned up successfully",
                     "data": {"removed": removed}}),
         ),
-        Err(e) => {
-            let e = RequestError::from(e);
-            json_error(
-                StatusCode::from_u16(e.code.http_status())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                e.code.as_str(),
-                &e.message,
-            )
-        }
+        Err(e) => error_response(&RequestError::from(e)),
     }
 }
 
@@ -154,72 +146,56 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(v) => v,
         Err(e) => return e.response(),
     };
-    let Some(items) = body.get("changes").and_then(Value::as_array) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+    let Some(Value::Array(items)) = body.get("changes").cloned() else {
+        return error_response(&RequestError::bad_request(
             "body must be {\"changes\": [ChangeEvent]}",
-        );
+        ));
     };
-    if items.len() > app.config.max_batch {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            &format!("at most {} changes per batch", app.config.max_batch),
+    let commits = validate_batch(items, app.config.max_batch, |item| {
+        let c: BatchChange =
+            serde_json::from_value(item).map_err(|e| RequestError::bad_request(e.to_string()))?;
+        CommitRequest {
+            kind: c.kind,
+            entity_type: c.entity_type,
+            entity_id: c.entity_id,
+            table_id: c.table_id,
+            base_id: c.base_id,
+            user_id: c.user_id,
+            changes: c.changes,
+            metadata: c.metadata,
+            version: c.version,
+            client_change_id: c.client_change_id,
+            origin: None,
+        }
+        .validate(app.commit_limits)
+    });
+    let commits = match commits {
+        Ok(c) => c,
+        Err(e) => return error_response(&e),
+    };
+    let (results, failed) = commit_batch(&app.store, &commits).await;
+    if let Some((i, e)) = failed {
+        let e = RequestError::from(e);
+        return json(
+            status_of(&e),
+            &json!({"success": false,
+                "error": {"code": e.code.as_str(), "message": format!("changes[{i}]: {}", e.message)},
+                "data": {"results": results}}),
         );
-    }
-    // Validate every change before committing any.
-    let mut commits = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let parsed = serde_json::from_value::<BatchChange>(item.clone())
-            .map_err(|e| RequestError::bad_request(e.to_string()))
-            .and_then(|c| {
-                let req = CommitRequest {
-                    kind: c.kind,
-                    entity_type: c.entity_type,
-                    entity_id: c.entity_id,
-                    table_id: c.table_id,
-                    base_id: c.base_id,
-                    user_id: c.user_id,
-                    changes: c.changes,
-                    metadata: c.metadata,
-                    version: c.version,
-                    client_change_id: c.client_change_id,
-                    origin: None,
-                };
-                req.validate(app.config.max_changes).map(|_| req)
-            });
-        match parsed {
-            Ok(req) => commits.push(req),
-            Err(e) => {
-                return json_error(
-                    StatusCode::BAD_REQUEST,
-                    e.code.as_str(),
-                    &format!("changes[{i}]: {}", e.message),
-                )
-            }
-        }
-    }
-    let mut results = Vec::with_capacity(commits.len());
-    for (i, req) in commits.iter().enumerate() {
-        match commit(&app.store, req).await {
-            Ok(r) => results.push(r),
-            Err(e) => {
-                let e = RequestError::from(e);
-                return json(
-                    StatusCode::from_u16(e.code.http_status())
-                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    &json!({"success": false,
-                        "error": {"code": e.code.as_str(), "message": format!("changes[{i}]: {}", e.message)},
-                        "data": {"results": results}}),
-                );
-            }
-        }
     }
     json(
         StatusCode::OK,
         &json!({"success": true, "data": {"results": results}}),
     )
+}
+
+/// The HTTP status of a protocol error: one map for the API and WebSocket.
+fn status_of(e: &RequestError) -> StatusCode {
+    StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn error_response(e: &RequestError) -> Response<Body> {
+    json_error(status_of(e), e.code.as_str(), &e.message)
 }
 
 async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, ApiError> {

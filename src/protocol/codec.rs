@@ -105,20 +105,101 @@ pub const MAX_DEPTH: usize = 128;
 
 /// Decodes MessagePack into a JSON value, with the depth limit. Bounded
 /// allocation: declared lengths are not trusted beyond the bytes present.
+/// NaN and ±Infinity are refused rather than turned into `null`: a JSON
+/// subscriber could not be sent them, and a `version` of NaN must not read
+/// as "no version".
 pub fn msgpack_value(bytes: &[u8]) -> Result<Value, rmp_serde::decode::Error> {
     use serde::Deserialize;
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(MAX_DEPTH);
-    Value::deserialize(&mut de)
+    FiniteValue::deserialize(&mut de).map(|v| v.0)
+}
+
+/// A JSON value whose numbers are all finite.
+struct FiniteValue(Value);
+
+impl<'de> serde::Deserialize<'de> for FiniteValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(FiniteVisitor).map(FiniteValue)
+    }
+}
+
+struct FiniteVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FiniteVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a value with finite numbers")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("NaN and Infinity are not allowed"))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // The size hint is the peer's claim: cap what is reserved up front.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        while let Some(FiniteValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some((k, FiniteValue(v))) = map.next_entry::<String, FiniteValue>()? {
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 /// Best-effort `rid` of a frame that failed to decode, so the error can
-/// still be correlated by the client.
+/// still be correlated by the client. Lenient where [`decode_frame`] is
+/// strict (a NaN inside still has a rid), with the same depth limit.
 pub fn salvage_rid(bytes: &[u8], text: bool) -> Option<u64> {
+    use serde::Deserialize;
     let value: Value = if text {
         serde_json::from_slice(bytes).ok()?
     } else {
-        msgpack_value(bytes).ok()?
+        let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+        de.set_max_depth(MAX_DEPTH);
+        Value::deserialize(&mut de).ok()?
     };
     value.as_array()?.get(2)?.as_u64()
 }
@@ -232,6 +313,25 @@ mod tests {
             let cut = cut.min(bytes.len());
             let _ = decode_frame(&bytes[..cut], false);
         }
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused_not_nulled() {
+        for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let bytes =
+                rmp_serde::to_vec_named(&("record_change", json!({"version": 1}), 1)).unwrap();
+            assert!(decode_frame(&bytes, false).is_ok());
+            let mut frame = vec![0x92, 0xad];
+            frame.extend_from_slice(b"record_change");
+            frame.extend_from_slice(&[0x81, 0xa7]);
+            frame.extend_from_slice(b"version");
+            frame.push(0xcb);
+            frame.extend_from_slice(&x.to_be_bytes());
+            assert!(decode_frame(&frame, false).is_err(), "{x} refused");
+        }
+        let mut finite = vec![0x92, 0xa1, b'x', 0xcb];
+        finite.extend_from_slice(&1.5f64.to_be_bytes());
+        assert_eq!(decode_frame(&finite, false).unwrap().data, json!(1.5));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::ids::check_id;
 use super::RequestError;
-use crate::store::commit::{CommitRequest, RecordChange};
+use crate::store::commit::{CommitLimits, RecordChange, ValidCommit};
 
 /// Parses `data` into a request type, answering `bad_request` on mismatch.
 pub fn parse<T: for<'de> Deserialize<'de>>(event: &str, data: Value) -> Result<T, RequestError> {
@@ -99,8 +99,8 @@ impl RecordChangeReq {
         self,
         user_id: &str,
         origin: &str,
-        max_changes: usize,
-    ) -> Result<CommitRequest, RequestError> {
+        limits: CommitLimits,
+    ) -> Result<ValidCommit, RequestError> {
         RecordChange {
             kind: self.kind,
             record_id: self.record_id,
@@ -111,7 +111,7 @@ impl RecordChangeReq {
             version: self.version,
             client_change_id: self.client_change_id,
         }
-        .into_commit(user_id, origin, max_changes)
+        .into_commit(user_id, origin, limits)
     }
 }
 
@@ -251,8 +251,8 @@ impl OfflineChange {
         self,
         user_id: &str,
         origin: &str,
-        max_changes: usize,
-    ) -> Result<CommitRequest, RequestError> {
+        limits: CommitLimits,
+    ) -> Result<ValidCommit, RequestError> {
         RecordChange {
             kind: self.kind,
             record_id: self.entity_id,
@@ -263,7 +263,7 @@ impl OfflineChange {
             version: self.version,
             client_change_id: Some(self.client_change_id),
         }
-        .into_commit(user_id, origin, max_changes)
+        .into_commit(user_id, origin, limits)
     }
 }
 

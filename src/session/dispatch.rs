@@ -216,12 +216,8 @@ async fn record_change(session: &mut Session, data: Value) -> Reply {
     if !user.grants.can_write(&req.table_id) {
         return Err(forbidden("write", &req.table_id));
     }
-    let req = req.into_commit(
-        &user.user_id,
-        session.conn_id(),
-        session.app.config.max_changes,
-    )?;
-    let result = commit(&session.app.store, &req).await?;
+    let valid = req.into_commit(&user.user_id, session.conn_id(), session.app.commit_limits)?;
+    let result = commit(&session.app.store, &valid).await?;
     to_value(&result)
 }
 

@@ -8,8 +8,10 @@ use serde_json::{json, Value};
 use super::dispatch::{forbidden, identity, send, to_value, Reply};
 use super::Session;
 use crate::protocol::messages::{parse, OfflineChange, OfflineCounts};
-use crate::protocol::{ErrorCode, RequestError};
-use crate::store::commit::{commit, CommitRequest, CommitResult, CommitStatus};
+use crate::protocol::RequestError;
+use crate::store::commit::{
+    commit_batch, validate_batch, CommitRequest, CommitResult, CommitStatus,
+};
 
 pub async fn sync(session: &mut Session, data: Value) -> Reply {
     let Value::Array(items) = data else {
@@ -18,31 +20,27 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
         ));
     };
     let app = session.app.clone();
-    if items.len() > app.config.max_batch {
-        return Err(RequestError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("at most {} offline changes per batch", app.config.max_batch),
-        ));
-    }
     let user = identity(session)?;
-    // Validate every change before committing any.
-    let mut commits = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let change: OfflineChange = parse("offline change", item)
-            .map_err(|e| RequestError::new(e.code, format!("[{i}]: {}", e.message)))?;
+    let commits = validate_batch(items, app.config.max_batch, |item| {
+        let change: OfflineChange = parse("offline change", item)?;
         if !user.grants.can_write(&change.table_id) {
             return Err(forbidden("write", &change.table_id));
         }
-        let req = change
-            .into_commit(&user.user_id, session.conn_id(), app.config.max_changes)
-            .map_err(|e| RequestError::new(e.code, format!("[{i}]: {}", e.message)))?;
-        commits.push(req);
+        change.into_commit(&user.user_id, session.conn_id(), app.commit_limits)
+    })?;
+    let (results, failed) = commit_batch(&app.store, &commits).await;
+    if let Some((i, e)) = failed {
+        let e = RequestError::from(e);
+        return Err(RequestError::new(
+            e.code,
+            format!("changes[{i}]: {}", e.message),
+        ));
     }
     let mut events = Vec::new();
     let mut rejected = Vec::new();
     let mut counts = OfflineCounts::default();
-    for req in &commits {
-        let result = commit(&app.store, req).await?;
+    for (valid, result) in commits.iter().zip(&results) {
+        let req = valid.request();
         match result.status {
             CommitStatus::Applied | CommitStatus::Overwritten => counts.applied += 1,
             CommitStatus::Merged => counts.merged += 1,
@@ -50,8 +48,8 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
             CommitStatus::Rejected => counts.rejected += 1,
         }
         if result.status == CommitStatus::Rejected {
-            rejected.push(rejection(req, &result));
-        } else if let Some(event) = change_event(req, &result) {
+            rejected.push(rejection(req, result));
+        } else if let Some(event) = change_event(req, result) {
             events.push(event);
         }
     }

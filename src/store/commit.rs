@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{Store, StoreError};
 use crate::protocol::ids::check_id;
-use crate::protocol::RequestError;
+use crate::protocol::{ErrorCode, RequestError};
 
 /// A validated change, ready for the function.
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +41,9 @@ pub struct CommitRequest {
 #[serde(rename_all = "camelCase")]
 pub struct CommitResult {
     pub status: CommitStatus,
+    /// For a duplicate: the status of the first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_status: Option<CommitStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
     pub version: u64,
@@ -93,8 +96,8 @@ impl RecordChange {
         self,
         user_id: &str,
         origin: &str,
-        max_changes: usize,
-    ) -> Result<CommitRequest, RequestError> {
+        limits: CommitLimits,
+    ) -> Result<ValidCommit, RequestError> {
         let req = CommitRequest {
             kind: self.kind,
             entity_type: "record".to_owned(),
@@ -108,17 +111,108 @@ impl RecordChange {
             client_change_id: self.client_change_id,
             origin: Some(origin.to_owned()),
         };
-        req.validate(max_changes)?;
-        Ok(req)
+        req.validate(limits)
     }
 }
 
 const ENTITY_TYPES: [&str; 5] = ["record", "field", "table", "view", "base"];
 
+/// The largest version a change may name: versions travel through Lua as
+/// doubles, exact up to 2^53.
+pub const MAX_VERSION: u64 = 1 << 53;
+
+/// Room for an event's own fields (id, type, ids, timestamp) on top of its
+/// changes and metadata, when sizing it.
+const EVENT_OVERHEAD: usize = 512;
+
+/// The limits a change is checked against before anything is sent.
+#[derive(Clone, Copy, Debug)]
+pub struct CommitLimits {
+    /// Most field changes in one change (`RTS_MAX_CHANGES`).
+    pub max_changes: usize,
+    /// Largest event, in either wire encoding (`RTS_MAX_FRAME_BYTES`): an
+    /// event that one subscriber could not be sent is refused for all.
+    pub max_event_bytes: usize,
+}
+
+impl CommitLimits {
+    pub fn from_config(config: &crate::config::Config) -> CommitLimits {
+        CommitLimits {
+            max_changes: config.max_changes,
+            max_event_bytes: config.max_frame_bytes,
+        }
+    }
+}
+
+/// A change that passed every check, with the function's arguments encoded
+/// once. [`commit`] takes nothing else, so every writer (live, offline, the
+/// HTTP batch) validates first.
+#[derive(Debug, Clone)]
+pub struct ValidCommit {
+    req: CommitRequest,
+    header: String,
+    changes: String,
+    metadata: String,
+    /// The JSON text of each field change's new value ("" for none): the
+    /// bytes the record state keeps (see `lua/commit.lua`).
+    values: Vec<String>,
+}
+
+impl ValidCommit {
+    pub fn request(&self) -> &CommitRequest {
+        &self.req
+    }
+}
+
 impl CommitRequest {
     /// Checks everything the function would refuse, and the sidecar's own
-    /// limits, before anything is sent.
-    pub fn validate(&self, max_changes: usize) -> Result<(), RequestError> {
+    /// limits, before anything is sent; encodes the function's arguments.
+    pub fn validate(self, limits: CommitLimits) -> Result<ValidCommit, RequestError> {
+        self.check(limits.max_changes)?;
+        let internal = |e: serde_json::Error| RequestError::new(ErrorCode::Internal, e.to_string());
+        let header = serde_json::to_string(&self).map_err(internal)?;
+        let json_or_empty = |v: &Option<Value>| match v {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(v) => serde_json::to_string(v),
+        };
+        let changes = json_or_empty(&self.changes).map_err(internal)?;
+        let metadata = json_or_empty(&self.metadata).map_err(internal)?;
+        let values = match &self.changes {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|c| match c.get("newValue") {
+                    None | Some(Value::Null) => Ok(String::new()),
+                    Some(v) => serde_json::to_string(v),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal)?,
+            _ => Vec::new(),
+        };
+        let json_bytes = header.len() + changes.len() + metadata.len() + EVENT_OVERHEAD;
+        let msgpack_bytes = msgpack_len(&self.changes)
+            + msgpack_len(&self.metadata)
+            + header.len()
+            + EVENT_OVERHEAD;
+        let largest = json_bytes.max(msgpack_bytes);
+        if largest > limits.max_event_bytes {
+            return Err(RequestError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "this change would be an event of {largest} bytes, over the {} bytes every subscriber can be sent (JSON {json_bytes}, MessagePack {msgpack_bytes})",
+                    limits.max_event_bytes
+                ),
+            ));
+        }
+        Ok(ValidCommit {
+            req: self,
+            header,
+            changes,
+            metadata,
+            values,
+        })
+    }
+
+    fn check(&self, max_changes: usize) -> Result<(), RequestError> {
         if !ENTITY_TYPES.contains(&self.entity_type.as_str()) {
             return Err(RequestError::bad_request(
                 "entityType must be record, field, table, view or base",
@@ -143,6 +237,11 @@ impl CommitRequest {
                 check_id("baseId", b)?;
             }
         }
+        if self.version.is_some_and(|v| v > MAX_VERSION) {
+            return Err(RequestError::bad_request(format!(
+                "version must be an integer in 0..={MAX_VERSION}"
+            )));
+        }
         if let Some(cc) = &self.client_change_id {
             if cc.is_empty() || cc.len() > 128 {
                 return Err(RequestError::bad_request(
@@ -155,7 +254,7 @@ impl CommitRequest {
             Some(Value::Array(items)) => {
                 if items.len() > max_changes {
                     return Err(RequestError::new(
-                        crate::protocol::ErrorCode::PayloadTooLarge,
+                        ErrorCode::PayloadTooLarge,
                         format!("at most {max_changes} field changes per change"),
                     ));
                 }
@@ -188,16 +287,77 @@ impl CommitRequest {
     }
 }
 
+/// Bytes of a value as MessagePack, counted without building it.
+fn msgpack_len(value: &Option<Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    if let Some(v) = value {
+        // Writing into a counter cannot fail; a value that came from JSON
+        // or MessagePack always encodes.
+        let _ = rmp_serde::encode::write_named(&mut count, v);
+    }
+    count.0
+}
+
+/// Validates every change of a batch (offline sync, the HTTP batch) before
+/// any is committed: one invalid change refuses the whole batch, naming its
+/// index, and nothing is written.
+pub fn validate_batch<T>(
+    items: Vec<T>,
+    max_batch: usize,
+    mut validate: impl FnMut(T) -> Result<ValidCommit, RequestError>,
+) -> Result<Vec<ValidCommit>, RequestError> {
+    if items.len() > max_batch {
+        return Err(RequestError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("at most {max_batch} changes per batch"),
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            validate(item)
+                .map_err(|e| RequestError::new(e.code, format!("changes[{i}]: {}", e.message)))
+        })
+        .collect()
+}
+
+/// Commits a validated batch in order. A Redis failure stops it: the
+/// results so far come back with the error and the index it hit (a resend
+/// with the same clientChangeIds answers the committed ones `duplicate`).
+pub async fn commit_batch(
+    store: &Store,
+    commits: &[ValidCommit],
+) -> (Vec<CommitResult>, Option<(usize, StoreError)>) {
+    let mut results = Vec::with_capacity(commits.len());
+    for (i, valid) in commits.iter().enumerate() {
+        match commit(store, valid).await {
+            Ok(r) => results.push(r),
+            Err(e) => return (results, Some((i, e))),
+        }
+    }
+    (results, None)
+}
+
 /// Commits one validated change.
-pub async fn commit(store: &Store, req: &CommitRequest) -> Result<CommitResult, StoreError> {
+pub async fn commit(store: &Store, valid: &ValidCommit) -> Result<CommitResult, StoreError> {
     let started = Instant::now();
-    let result = call_commit(store, req).await;
-    let result = match result {
-        Err(StoreError::Other(e)) if is_missing_function(&e) => {
+    let result = match call_commit(store, valid).await {
+        Err(e) if e.is_missing_function() => {
             // Redis restarted without persistence and lost the library.
             tracing::warn!("rtsync function library missing; loading it again");
             store.load_library().await?;
-            call_commit(store, req).await
+            call_commit(store, valid).await
         }
         other => other,
     };
@@ -211,11 +371,8 @@ pub async fn commit(store: &Store, req: &CommitRequest) -> Result<CommitResult, 
     result
 }
 
-fn is_missing_function(e: &redis::RedisError) -> bool {
-    e.to_string().contains("Function not found")
-}
-
-async fn call_commit(store: &Store, req: &CommitRequest) -> Result<CommitResult, StoreError> {
+async fn call_commit(store: &Store, valid: &ValidCommit) -> Result<CommitResult, StoreError> {
+    let req = &valid.req;
     let keys = &store.keys;
     let scope = req.scope();
     let stream = if req.entity_type == "base" {
@@ -228,24 +385,23 @@ async fn call_commit(store: &Store, req: &CommitRequest) -> Result<CommitResult,
     } else {
         keys.versions(scope)
     };
-    let header = serde_json::to_string(req).map_err(|e| StoreError::Reply(e.to_string()))?;
-    let json_or_empty = |v: &Option<Value>| match v {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(v) => serde_json::to_string(v),
-    };
-    let changes = json_or_empty(&req.changes).map_err(|e| StoreError::Reply(e.to_string()))?;
-    let metadata = json_or_empty(&req.metadata).map_err(|e| StoreError::Reply(e.to_string()))?;
-
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("rtsync_commit");
     match &req.client_change_id {
-        Some(cc) => cmd.arg(3).arg(stream).arg(state).arg(keys.dedup(scope, cc)),
+        Some(cc) => cmd
+            .arg(3)
+            .arg(stream)
+            .arg(state)
+            .arg(keys.dedup(scope, &req.user_id, cc)),
         None => cmd.arg(2).arg(stream).arg(state),
     };
-    cmd.arg(header)
-        .arg(changes)
-        .arg(metadata)
+    cmd.arg(&valid.header)
+        .arg(&valid.changes)
+        .arg(&valid.metadata)
         .arg(store.retention_ms);
+    for value in &valid.values {
+        cmd.arg(value);
+    }
     let mut conn = store.conn();
     let reply: String = cmd
         .query_async(&mut conn)

@@ -1,6 +1,9 @@
-//! Redis failures, classified once: a fault of the connection or server
-//! (`unavailable`: nothing was written, retry later), bad input refused by
-//! the function library (`bad_request`), or anything else (`internal`).
+//! Redis failures, classified once by their kind (never by message text):
+//! a request that could not be sent (`unavailable`: nothing was written,
+//! retry later), one that was sent but got no answer in time or lost its
+//! connection (`timeout`: it may still be applied; resend with the same
+//! `clientChangeId`), bad input refused by the function library (error code
+//! `RTSYNC_INVALID`: `bad_request`), or anything else (`internal`).
 
 use crate::protocol::{ErrorCode, RequestError};
 
@@ -8,6 +11,8 @@ use crate::protocol::{ErrorCode, RequestError};
 pub enum StoreError {
     #[error("redis is unavailable: {0}")]
     Unavailable(redis::RedisError),
+    #[error("no answer from redis in time: {0}")]
+    Timeout(redis::RedisError),
     #[error("{0}")]
     Refused(String),
     #[error("bad redis configuration: {0}")]
@@ -28,37 +33,56 @@ const TRANSIENT_CODES: [&str; 6] = [
     "BUSY",
 ];
 
+/// The error code of the function library's refusals (`lua/rtsync.lua`).
+const INVALID_CODE: &str = "RTSYNC_INVALID";
+
 impl StoreError {
     pub fn from_redis(e: redis::RedisError) -> StoreError {
-        if e.is_io_error()
-            || e.is_timeout()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c))
-        {
+        if e.code() == Some(INVALID_CODE) {
+            let msg = e.detail().unwrap_or("refused by the function library");
+            return StoreError::Refused(msg.trim().to_owned());
+        }
+        // Refused before sending, or a server that answered "not now":
+        // nothing was done.
+        if e.is_connection_refusal() || e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
             crate::metrics::redis_error("unavailable");
             return StoreError::Unavailable(e);
         }
-        let text = e.to_string();
-        if let Some(pos) = text.find("rtsync_commit:") {
-            let msg = text[pos + "rtsync_commit:".len()..].trim().to_owned();
-            return StoreError::Refused(msg);
+        // Sent, but the answer never came: the command may have run.
+        if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() {
+            crate::metrics::redis_error("timeout");
+            return StoreError::Timeout(e);
         }
         crate::metrics::redis_error("other");
         StoreError::Other(e)
     }
 
+    /// True when the Redis server answered that the function library is
+    /// not loaded (a restart without persistence).
+    pub fn is_missing_function(&self) -> bool {
+        matches!(self, StoreError::Other(e)
+            if e.code() == Some("ERR") && e.detail().is_some_and(|d| d.starts_with("Function not found")))
+    }
+
+    /// Redis could not be reached or did not answer: a fault, not a bug.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
     }
 }
 
 impl From<StoreError> for RequestError {
     fn from(e: StoreError) -> RequestError {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "redis request failed");
+        }
         match e {
             StoreError::Unavailable(_) => RequestError::new(
                 ErrorCode::Unavailable,
                 "storage is unavailable; retry later (a retry with the same clientChangeId is safe)",
+            ),
+            StoreError::Timeout(_) => RequestError::new(
+                ErrorCode::Timeout,
+                "storage did not answer in time; the outcome is unknown: resend with the same clientChangeId",
             ),
             StoreError::Refused(msg) => RequestError::bad_request(msg),
             StoreError::Config(_) | StoreError::Reply(_) | StoreError::Other(_) => {

@@ -31,8 +31,14 @@ impl Keys {
         format!("{}:{{{scope}}}:ver", self.prefix)
     }
 
-    pub fn dedup(&self, scope: &str, client_change_id: &str) -> String {
-        format!("{}:{{{scope}}}:cc:{client_change_id}", self.prefix)
+    /// A clientChangeId's first answer, scoped to its user and table; the
+    /// user id's length keeps the key unambiguous (ids may contain ':').
+    pub fn dedup(&self, scope: &str, user: &str, client_change_id: &str) -> String {
+        format!(
+            "{}:{{{scope}}}:cc:{}:{user}:{client_change_id}",
+            self.prefix,
+            user.len()
+        )
     }
 
     pub fn presence(&self, table: &str) -> String {
@@ -97,7 +103,7 @@ mod tests {
         assert_eq!(k.events("t1"), "rts:{t1}:events");
         assert_eq!(k.record("t1", "r1"), "rts:{t1}:rec:r1");
         assert_eq!(k.versions("t1"), "rts:{t1}:ver");
-        assert_eq!(k.dedup("t1", "c"), "rts:{t1}:cc:c");
+        assert_eq!(k.dedup("t1", "u:1", "c"), "rts:{t1}:cc:3:u:1:c");
         assert_eq!(k.base_events("b"), "rts:{b}:base-events");
         assert_eq!(k.table_of_events("rts:{t1}:events").as_deref(), Some("t1"));
         assert_eq!(k.table_of_events("other:{t1}:events"), None);

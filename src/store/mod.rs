@@ -31,8 +31,13 @@ pub use conn::Conn;
 pub use error::StoreError;
 pub use keys::Keys;
 
-/// The Redis Functions library, loaded with `FUNCTION LOAD REPLACE` at start.
-pub const LIBRARY: &str = include_str!("../../lua/rtsync.lua");
+/// The Redis Functions library, loaded with `FUNCTION LOAD REPLACE` at start:
+/// the header and helpers, the commit, then presence (see `lua/rtsync.lua`).
+pub const LIBRARY: &str = concat!(
+    include_str!("../../lua/rtsync.lua"),
+    include_str!("../../lua/commit.lua"),
+    include_str!("../../lua/presence.lua"),
+);
 
 /// How long a command may wait for its reply before it counts as a fault.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);

@@ -81,6 +81,15 @@ impl Client {
         c
     }
 
+    /// Connects with the JSON subprotocol and authenticates `user`.
+    pub async fn connect_json(side: &Sidecar, user: &str) -> Client {
+        let mut c = Client::open(side, Some("rtsync.v1.json"), &[], "").await;
+        let token = tokens::token(user);
+        c.request_ok("authenticate", json!({"token": token})).await;
+        c.expect_event("authenticated").await;
+        c
+    }
+
     /// Connects, authenticates and subscribes to `table`.
     pub async fn subscribed(side: &Sidecar, user: &str, table: &str) -> Client {
         let mut c = Client::connect(side, user).await;

@@ -139,6 +139,25 @@ impl RedisServer {
         }
     }
 
+    /// Stops the server (SIGSTOP): it keeps its connections but answers
+    /// nothing until [`RedisServer::resume`]. Single-server tests only.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args([format!("-{sig}"), c.id().to_string()])
+                .status();
+        }
+    }
+
     /// Starts the server again on the same port and directory.
     pub async fn restart(&mut self) {
         self.kill();
@@ -149,6 +168,7 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

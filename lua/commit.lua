@@ -1,0 +1,430 @@
+
+--[==[
+rtsync_commit: the atomic commit of one change.
+
+Every writer goes through it: the sidecars (WebSocket and HTTP API) and any
+other service that wants the version check. One call checks the versions,
+writes the entity state, appends the event to the stream (trimming by
+retention) and returns the CommitResult, atomically. The whole answer is
+decided before the first write, so the function never fails half-way.
+
+FCALL rtsync_commit <numkeys: 2 or 3> <stream> <state> [<dedup>]
+                    <change> <changes> <metadata> [<retentionMs> [<value>...]]
+
+KEYS
+  1 stream   `<p>:{T}:events` (or `<p>:{B}:base-events` for entityType "base")
+  2 state    records: `<p>:{T}:rec:<recordId>` (hash, see "Record state")
+             other entities: `<p>:{T}:ver` (hash: "<entityType>:<entityId>" -> version)
+  3 dedup    `<p>:{T}:cc:<len(userId)>:<userId>:<clientChangeId>` (the same
+             scope prefix as the stream; `len` is the user id's length in
+             bytes, so the key is unambiguous). Required when the change has
+             a clientChangeId, omitted (numkeys 2) otherwise. A clientChangeId
+             is scoped to its user and table.
+ARGV
+  1 change     JSON object: {"type", "entityType", "entityId", "userId",
+               "baseId"?, "tableId"?, "version"?, "clientChangeId"?, "origin"?}
+               type: create | update | delete (records); any word for others
+               version: the version the change was based on, an integer in
+               0..2^53; absent = blind write
+  2 changes    JSON array of {"fieldId", "oldValue"?, "newValue"?}, or "" for none.
+               Written to the stream verbatim.
+  3 metadata   JSON object, or "". Written verbatim. {"onConflict": "reject"}
+               turns a conflicting write into a rejection.
+  4 retention  milliseconds of history to keep (default 86400000)
+  5.. values   (v1.1, recommended) one argument per entry of `changes`, in
+               order: the JSON text of that entry's newValue, exactly as it
+               is to be stored and read back, or "" for none (the field's
+               value is removed). Without them the values are taken from
+               `changes` through Lua's cjson, which keeps numbers only as
+               doubles and cannot tell `[]` from `{}`.
+
+Record state (`<p>:{T}:rec:<recordId>`):
+  _v          the record's version (an integer, +1 per commit)
+  _del        "1" while the record is deleted
+  v:<fieldId> the version of the field's last change
+  d:<fieldId> the field's value as JSON text, byte for byte as the writer
+              gave it (v1.1). Values written by v1 were MessagePack; they are
+              still read (a value whose first byte cannot start JSON, or a
+              one-byte value other than a digit, is taken as MessagePack).
+
+RETURNS a JSON string, the CommitResult:
+  {"status": "applied"|"merged"|"overwritten"|"rejected"|"duplicate",
+   "originalStatus"?: the first answer's status (duplicates only),
+   "eventId"?: "<stream id>", "version": n,
+   "conflicts"?: [{"fieldId", "theirValue"}],
+   "current"?: {"version", "fields": {fieldId: value}, "deleted"},
+   "reason"?: "exists"|"deleted"|"conflict"|"stale_version"|"version_ahead"}
+A rejected change writes nothing but its dedup key. Every answer to a change
+with a clientChangeId (rejections too) is kept for 24 h; a resend returns
+it with status "duplicate" and the first status as "originalStatus", and is
+never evaluated again.
+A committed change also rings the table's doorbell: SPUBLISH
+<p>:{T}:presence '{"event":"ring"}', so the sidecars serving the table read
+its stream at once. (A producer that XADDs directly may ring the same way;
+otherwise its entry is read by the sidecars' periodic sweep, within a second.)
+
+Example (another service updating field f1 of record r1 in table t1):
+  FCALL rtsync_commit 2 rts:{t1}:events rts:{t1}:rec:r1
+        '{"type":"update","entityType":"record","entityId":"r1","userId":"svc-billing","version":4}'
+        '[{"fieldId":"f1","newValue":42}]' '' 86400000 '42'
+]==]
+
+local DEDUP_TTL_SECS = 86400
+local MAX_VERSION = 9007199254740992 -- 2^53: exact in a double
+local RING = '{"event":"ring"}'
+local ENTITY_TYPES = { record = true, field = true, view = true, table = true, base = true }
+local RECORD_TYPES = { create = true, update = true, delete = true }
+
+local function fail(msg)
+  return redis.error_reply(INVALID .. 'rtsync_commit: ' .. msg)
+end
+
+local function decode_json(raw, what, want)
+  if raw == nil or raw == '' then
+    return nil
+  end
+  local ok, value = pcall(cjson.decode, raw)
+  if not ok or type(value) ~= 'table' then
+    return nil, what .. ' must be a JSON ' .. want
+  end
+  return value
+end
+
+-- cjson decodes arrays and objects both to tables: an array has only the
+-- keys 1..n.
+local function is_array(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n == #t
+end
+
+-- A stored field value as JSON text (see "Record state").
+local function value_json(raw)
+  if not raw or raw == '' then
+    return 'null'
+  end
+  local legacy = not raw:find('^[%[{"%-0-9tfn]') or (#raw == 1 and not raw:find('^%d$'))
+  if not legacy then
+    return raw
+  end
+  local ok, v = pcall(cmsgpack.unpack, raw)
+  if ok then
+    local ok2, text = pcall(cjson.encode, v)
+    if ok2 then return text end
+  end
+  return 'null'
+end
+
+-- {"version", "fields", "deleted"} of a record, as JSON.
+local function record_current(state, version, deleted)
+  local parts = {}
+  local flat = redis.call('HGETALL', state)
+  for i = 1, #flat, 2 do
+    local k = flat[i]
+    if k:sub(1, 2) == 'd:' then
+      parts[#parts + 1] = jstr(k:sub(3)) .. ':' .. value_json(flat[i + 1])
+    end
+  end
+  return '{"version":' .. jint(version) .. ',"fields":{' .. table.concat(parts, ',')
+    .. '},"deleted":' .. tostring(deleted) .. '}'
+end
+
+local function rejected(reason, version, current)
+  return '{"status":"rejected","reason":' .. jstr(reason) .. ',"version":' .. jint(version)
+    .. ',"current":' .. current .. '}'
+end
+
+local function committed(status, id, version, conflicts)
+  local out = '{"status":"' .. status .. '","eventId":' .. jstr(id) .. ',"version":' .. jint(version)
+  if conflicts and #conflicts > 0 then
+    out = out .. ',"conflicts":[' .. table.concat(conflicts, ',') .. ']'
+  end
+  return out .. '}'
+end
+
+-- XADD (trimming by retention) and the doorbell. The first write of every
+-- commit: the only one Redis could refuse (a key of the wrong type), so a
+-- refusal leaves nothing written.
+local function append(stream, change, version, changes_raw, metadata_raw, retention_ms)
+  local t = redis.call('TIME')
+  local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local min_id = now_ms - retention_ms
+  if min_id < 0 then min_id = 0 end
+  local args = { 'XADD', stream, 'MINID', '~', jint(min_id), '*',
+    'type', change.type, 'entityType', change.entityType,
+    'entityId', change.entityId, 'userId', change.userId,
+    'version', jint(version) }
+  local function opt(name, value)
+    if value ~= nil and value ~= '' and value ~= cjson.null then
+      args[#args + 1] = name
+      args[#args + 1] = value
+    end
+  end
+  opt('baseId', change.baseId)
+  opt('tableId', change.tableId)
+  opt('changes', changes_raw)
+  opt('metadata', metadata_raw)
+  opt('origin', change.origin)
+  opt('clientChangeId', change.clientChangeId)
+  local id = redis.call(unpack(args))
+  -- Doorbell: sidecars serving the table read its stream when it rings.
+  if stream:sub(-7) == ':events' then
+    redis.call('SPUBLISH', stream:sub(1, -8) .. ':presence', RING)
+  end
+  return id
+end
+
+local function commit_record(keys, change, changes, values, metadata, changes_raw, metadata_raw, retention_ms)
+  local stream, state = keys[1], keys[2]
+  local head = redis.call('HMGET', state, '_v', '_del')
+  local cur_v = tonumber(head[1]) or 0
+  local deleted = head[2] == '1'
+  local exists = cur_v > 0 and not deleted
+
+  if change.type == 'create' and exists then
+    return rejected('exists', cur_v, record_current(state, cur_v, deleted))
+  end
+  if change.type ~= 'create' and deleted then
+    return rejected('deleted', cur_v, record_current(state, cur_v, deleted))
+  end
+
+  local base = change.version
+  local status = 'applied'
+  local conflicts = {}
+  if base ~= nil and base > cur_v then
+    return rejected('version_ahead', cur_v, record_current(state, cur_v, deleted))
+  end
+  if base ~= nil and base < cur_v then
+    local touched = {}
+    if change.type == 'delete' then
+      local flat = redis.call('HGETALL', state)
+      for i = 1, #flat, 2 do
+        if flat[i]:sub(1, 2) == 'v:' then
+          touched[#touched + 1] = flat[i]:sub(3)
+        end
+      end
+    else
+      for _, c in ipairs(changes or {}) do
+        touched[#touched + 1] = c.fieldId
+      end
+    end
+    for _, f in ipairs(touched) do
+      local fv = tonumber(redis.call('HGET', state, 'v:' .. f)) or 0
+      if fv > base then
+        local their = value_json(redis.call('HGET', state, 'd:' .. f))
+        conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. ',"theirValue":' .. their .. '}'
+      end
+    end
+    if #conflicts == 0 then
+      status = 'merged'
+    elseif metadata ~= nil and metadata.onConflict == 'reject' then
+      return rejected('conflict', cur_v, record_current(state, cur_v, deleted))
+    else
+      status = 'overwritten'
+    end
+  end
+
+  -- Decided. From here on only writes, the first of which (XADD) is the
+  -- only one that could be refused.
+  local new_v = cur_v + 1
+  local id = append(stream, change, new_v, changes_raw, metadata_raw, retention_ms)
+  if change.type == 'create' and deleted then
+    redis.call('DEL', state)
+  end
+  local writes = { 'HSET', state, '_v', jint(new_v) }
+  local removed = {}
+  if change.type == 'delete' then
+    writes[#writes + 1] = '_del'
+    writes[#writes + 1] = '1'
+  else
+    for i, c in ipairs(changes or {}) do
+      writes[#writes + 1] = 'v:' .. c.fieldId
+      writes[#writes + 1] = jint(new_v)
+      if values[i] == '' then
+        removed[#removed + 1] = 'd:' .. c.fieldId
+      else
+        writes[#writes + 1] = 'd:' .. c.fieldId
+        writes[#writes + 1] = values[i]
+      end
+    end
+  end
+  redis.call(unpack(writes))
+  if change.type == 'create' then
+    removed[#removed + 1] = '_del'
+  end
+  if #removed > 0 then
+    redis.call('HDEL', state, unpack(removed))
+  end
+  return committed(status, id, new_v, conflicts)
+end
+
+local function commit_entity(keys, change, changes_raw, metadata_raw, retention_ms)
+  local stream, state = keys[1], keys[2]
+  local field = change.entityType .. ':' .. change.entityId
+  local cur_v = tonumber(redis.call('HGET', state, field)) or 0
+  if change.version ~= nil and change.version ~= cur_v then
+    return rejected('stale_version', cur_v, '{"version":' .. jint(cur_v) .. ',"fields":{}}')
+  end
+  local new_v = cur_v + 1
+  local id = append(stream, change, new_v, changes_raw, metadata_raw, retention_ms)
+  redis.call('HSET', state, field, jint(new_v))
+  return committed('applied', id, new_v, nil)
+end
+
+-- The first answer to a clientChangeId, as a duplicate.
+local function as_duplicate(first)
+  local status, rest = first:match('^{"status":"(%a+)"(.*)$')
+  if status then
+    return '{"status":"duplicate","originalStatus":"' .. status .. '"' .. rest
+  end
+  -- Kept by an older version of this library, encoded by cjson.
+  local ok, result = pcall(cjson.decode, first)
+  if not ok or type(result) ~= 'table' then
+    return '{"status":"duplicate","version":0}'
+  end
+  result.originalStatus = result.status
+  result.status = 'duplicate'
+  return cjson.encode(result)
+end
+
+-- The JSON text of each change's new value ("" for none): ARGV 5.. when
+-- given, else re-encoded from `changes` (lossy; see the header).
+local function change_values(changes, args)
+  local n = #(changes or {})
+  local values = {}
+  if #args > 4 then
+    if #args - 4 ~= n then
+      return nil, 'expects one value argument per entry of changes (' .. n .. '), got ' .. (#args - 4)
+    end
+    for i = 1, n do
+      local raw = args[4 + i]
+      if raw ~= '' then
+        local ok, v = pcall(cjson.decode, raw)
+        if not ok or (type(v) == 'number' and (v ~= v or v == math.huge or v == -math.huge)) then
+          return nil, 'value ' .. i .. ' must be JSON text'
+        end
+        if v == cjson.null then raw = '' end
+      end
+      values[i] = raw
+    end
+    return values
+  end
+  for i, c in ipairs(changes or {}) do
+    if is_null(c.newValue) then
+      values[i] = ''
+    else
+      local ok, text = pcall(cjson.encode, c.newValue)
+      if not ok then
+        return nil, 'changes[' .. (i - 1) .. '].newValue cannot be stored from JSON; pass the values as arguments'
+      end
+      values[i] = text
+    end
+  end
+  return values
+end
+
+local function commit(keys, args)
+  if #keys < 2 or #keys > 3 then
+    return fail('expects 2 or 3 keys: stream, state[, dedup]')
+  end
+  if #args < 3 then
+    return fail('expects arguments: change, changes, metadata[, retentionMs[, values...]]')
+  end
+  local change, err = decode_json(args[1], 'change', 'object')
+  if change == nil then
+    return fail(err or 'change is required')
+  end
+  if not ENTITY_TYPES[change.entityType] then
+    return fail('entityType must be record, field, view, table or base')
+  end
+  if type(change.type) ~= 'string' or #change.type == 0 or #change.type > 32 then
+    return fail('type must be a non-empty string')
+  end
+  if change.entityType == 'record' and not RECORD_TYPES[change.type] then
+    return fail('type must be create, update or delete for records')
+  end
+  if not is_id(change.entityId) then
+    return fail('entityId must be an id of 1..128 bytes without control or format characters or braces')
+  end
+  if not is_id(change.userId) then
+    return fail('userId must be an id of 1..128 bytes without control or format characters or braces')
+  end
+  for _, name in ipairs({ 'baseId', 'tableId', 'origin' }) do
+    local v = change[name]
+    if not is_null(v) and not is_id(v) then
+      return fail(name .. ' must be an id')
+    end
+    if v == cjson.null then change[name] = nil end
+  end
+  local v = change.version
+  if is_null(v) then
+    change.version = nil
+  elseif type(v) ~= 'number' or v ~= v or v < 0 or v > MAX_VERSION or v ~= math.floor(v) then
+    return fail('version must be a non-negative integer')
+  end
+  local cc = change.clientChangeId
+  if is_null(cc) then
+    change.clientChangeId = nil
+    cc = nil
+    if #keys == 3 then
+      return fail('the dedup key is given but the change has no clientChangeId')
+    end
+  else
+    if type(cc) ~= 'string' or #cc < 1 or #cc > 128 then
+      return fail('clientChangeId must be a string of 1..128 bytes')
+    end
+    if #keys ~= 3 then
+      return fail('a change with a clientChangeId needs the dedup key as KEYS[3]')
+    end
+    local scope = keys[1]:match('^(.*):events$') or keys[1]:match('^(.*):base%-events$')
+    local want = (scope or '') .. ':cc:' .. #change.userId .. ':' .. change.userId .. ':' .. cc
+    if scope == nil or keys[3] ~= want then
+      return fail('the dedup key must be ' .. want)
+    end
+  end
+
+  local changes, cerr = decode_json(args[2], 'changes', 'array')
+  if cerr then return fail(cerr) end
+  if changes ~= nil and not is_array(changes) then
+    return fail('changes must be a JSON array')
+  end
+  for i, c in ipairs(changes or {}) do
+    if type(c) ~= 'table' or not is_id(c.fieldId) then
+      return fail('changes[' .. (i - 1) .. '].fieldId must be an id')
+    end
+  end
+  local metadata, merr = decode_json(args[3], 'metadata', 'object')
+  if merr then return fail(merr) end
+  if metadata ~= nil and #metadata > 0 then
+    return fail('metadata must be a JSON object')
+  end
+  local retention_ms = tonumber(args[4] or '86400000')
+  if retention_ms == nil or retention_ms <= 0 then
+    return fail('retentionMs must be a positive number')
+  end
+  local values, verr = change_values(changes, args)
+  if values == nil then return fail(verr) end
+
+  if cc ~= nil then
+    local first = redis.call('GET', keys[3])
+    if first then
+      return as_duplicate(first)
+    end
+  end
+
+  local result
+  if change.entityType == 'record' then
+    result = commit_record(keys, change, changes, values, metadata, args[2], args[3], retention_ms)
+  else
+    result = commit_entity(keys, change, args[2], args[3], retention_ms)
+  end
+  if cc ~= nil then
+    redis.call('SET', keys[3], result, 'EX', DEDUP_TTL_SECS)
+  end
+  return result
+end
+
+redis.register_function {
+  function_name = 'rtsync_commit',
+  callback = commit,
+}

@@ -1,0 +1,212 @@
+--[[
+Presence: who is on a table, their cursors and selections, and colors.
+
+KEYS (all functions)  1 presence `<p>:{T}:presence` (hash userId -> JSON)
+                      2 seen     `<p>:{T}:seen`     (zset userId -> last seen ms)
+                      3 colors   `<p>:{T}:colors`   (hash userId -> color)
+Notices go to the sharded channel given as ARGV (`<p>:{T}:presence`) as JSON
+{"event", "data", "origin"}: events user_joined, user_reconnected,
+user_left, cursor_position, selection. `origin` is the connection that
+caused it (receivers skip it).
+
+rtsync_presence_join   ARGV channel, now, connId, user JSON {userId, userName,
+                       avatarUrl?, tableId, viewId}
+  -> JSON {status: "joined"|"reconnected"|"present", color, users: [UserPresence]}
+rtsync_presence_leave  ARGV channel, now, connId, userId
+  -> remaining connection count; at 0 the presence stays for the grace period
+rtsync_presence_expire ARGV channel, now, userId, graceMs
+  -> 1 if the user (no connections, left more than graceMs ago) was removed
+rtsync_presence_touch  ARGV channel, now, connId, userId, kind ("heartbeat"|
+                       "cursor"|"selection"), value JSON
+  -> 1, or 0 when the user has no presence (the caller joins again)
+rtsync_presence_sweep  ARGV channel, now, ttlMs, graceMs
+  -> number of users removed (stale for ttlMs, or gone for graceMs)
+]]
+
+local PALETTE = {
+  '#E6194B', '#3CB44B', '#4363D8', '#F58231', '#911EB4', '#42D4F4',
+  '#F032E6', '#BFEF45', '#469990', '#9A6324', '#800000', '#000075',
+  '#808000', '#FFD8B1', '#AAFFC3', '#DCBEFF',
+}
+
+local function public_view(p)
+  return {
+    userId = p.userId, userName = p.userName, avatarUrl = p.avatarUrl,
+    tableId = p.tableId, viewId = p.viewId, cursor = p.cursor,
+    selection = p.selection, lastSeen = p.lastSeen, color = p.color,
+  }
+end
+
+local function notify(channel, event, data, origin)
+  redis.call('SPUBLISH', channel, cjson.encode({ event = event, data = data, origin = origin }))
+end
+
+local function load_presence(key, user)
+  local raw = redis.call('HGET', key, user)
+  if not raw then return nil end
+  local ok, p = pcall(cjson.decode, raw)
+  if not ok or type(p) ~= 'table' then return nil end
+  if type(p.conns) ~= 'table' then p.conns = {} end
+  return p
+end
+
+local function save_presence(keys, p)
+  redis.call('HSET', keys[1], p.userId, cjson.encode(p))
+  redis.call('ZADD', keys[2], p.lastSeen, p.userId)
+end
+
+local function remove_presence(keys, channel, p)
+  redis.call('HDEL', keys[1], p.userId)
+  redis.call('ZREM', keys[2], p.userId)
+  redis.call('HDEL', keys[3], p.userId)
+  notify(channel, 'user_left', { userId = p.userId, tableId = p.tableId }, cjson.null)
+end
+
+local function pick_color(colors_key)
+  local used = {}
+  local flat = redis.call('HGETALL', colors_key)
+  for i = 2, #flat, 2 do
+    used[flat[i]] = (used[flat[i]] or 0) + 1
+  end
+  local best, best_count = PALETTE[1], math.huge
+  for _, c in ipairs(PALETTE) do
+    local n = used[c] or 0
+    if n < best_count then best, best_count = c, n end
+  end
+  return best
+end
+
+local function all_users(key)
+  local users = {}
+  local flat = redis.call('HGETALL', key)
+  for i = 2, #flat, 2 do
+    local ok, p = pcall(cjson.decode, flat[i])
+    if ok and type(p) == 'table' then users[#users + 1] = public_view(p) end
+  end
+  return users
+end
+
+local function check_presence_keys(keys, args, n)
+  if #keys ~= 3 then return 'expects 3 keys: presence, seen, colors' end
+  if #args < n then return 'expects ' .. n .. ' arguments' end
+  if not tonumber(args[2]) then return 'now must be a number' end
+  return nil
+end
+
+local function presence_fail(msg)
+  return redis.error_reply(INVALID .. 'rtsync_presence: ' .. msg)
+end
+
+local function presence_join(keys, args)
+  local err = check_presence_keys(keys, args, 4)
+  if err then return presence_fail(err) end
+  local channel, now, conn = args[1], tonumber(args[2]), args[3]
+  local ok, user = pcall(cjson.decode, args[4])
+  if not ok or type(user) ~= 'table' or not is_id(user.userId) then
+    return presence_fail('user must be a JSON object with a userId')
+  end
+  local p = load_presence(keys[1], user.userId)
+  local status
+  if p == nil then
+    status = 'joined'
+    p = { userId = user.userId, conns = {} }
+    p.color = redis.call('HGET', keys[3], user.userId) or pick_color(keys[3])
+  elseif #p.conns == 0 then
+    status = 'reconnected'
+  else
+    status = 'present'
+  end
+  local seen = false
+  for _, c in ipairs(p.conns) do if c == conn then seen = true end end
+  if not seen then p.conns[#p.conns + 1] = conn end
+  p.userName = user.userName
+  p.avatarUrl = user.avatarUrl
+  p.tableId = user.tableId
+  p.viewId = user.viewId
+  p.lastSeen = now
+  p.leftAt = nil
+  save_presence(keys, p)
+  redis.call('HSET', keys[3], p.userId, p.color)
+  if status == 'joined' then
+    notify(channel, 'user_joined', public_view(p), conn)
+  elseif status == 'reconnected' then
+    notify(channel, 'user_reconnected', public_view(p), conn)
+  end
+  return cjson.encode({ status = status, color = p.color, users = all_users(keys[1]) })
+end
+
+local function presence_leave(keys, args)
+  local err = check_presence_keys(keys, args, 4)
+  if err then return presence_fail(err) end
+  local now, conn, user = tonumber(args[2]), args[3], args[4]
+  local p = load_presence(keys[1], user)
+  if p == nil then return 0 end
+  local rest = {}
+  for _, c in ipairs(p.conns) do if c ~= conn then rest[#rest + 1] = c end end
+  p.conns = rest
+  if #rest == 0 then p.leftAt = now end
+  redis.call('HSET', keys[1], p.userId, cjson.encode(p))
+  return #rest
+end
+
+local function presence_expire(keys, args)
+  local err = check_presence_keys(keys, args, 4)
+  if err then return presence_fail(err) end
+  local channel, now, user, grace = args[1], tonumber(args[2]), args[3], tonumber(args[4]) or 0
+  local p = load_presence(keys[1], user)
+  if p == nil or #p.conns > 0 or p.leftAt == nil or now - p.leftAt < grace then
+    return 0
+  end
+  remove_presence(keys, channel, p)
+  return 1
+end
+
+local function presence_touch(keys, args)
+  local err = check_presence_keys(keys, args, 6)
+  if err then return presence_fail(err) end
+  local channel, now, conn, user, kind = args[1], tonumber(args[2]), args[3], args[4], args[5]
+  local p = load_presence(keys[1], user)
+  if p == nil then return 0 end
+  p.lastSeen = now
+  if kind == 'cursor' or kind == 'selection' then
+    local ok, value = pcall(cjson.decode, args[6])
+    if not ok then return presence_fail('value must be JSON') end
+    p[kind] = value
+    local data = { userId = p.userId, tableId = p.tableId }
+    data[kind] = value
+    notify(channel, kind == 'cursor' and 'cursor_position' or 'selection', data, conn)
+  end
+  save_presence(keys, p)
+  return 1
+end
+
+local function presence_sweep(keys, args)
+  local err = check_presence_keys(keys, args, 4)
+  if err then return presence_fail(err) end
+  local channel, now = args[1], tonumber(args[2])
+  local ttl, grace = tonumber(args[3]) or 300000, tonumber(args[4]) or 3000
+  local removed = 0
+  local stale = redis.call('ZRANGEBYSCORE', keys[2], '-inf', '(' .. (now - ttl))
+  for _, user in ipairs(stale) do
+    local p = load_presence(keys[1], user) or { userId = user }
+    remove_presence(keys, channel, p)
+    removed = removed + 1
+  end
+  local flat = redis.call('HGETALL', keys[1])
+  for i = 1, #flat, 2 do
+    local p = load_presence(keys[1], flat[i])
+    if p == nil then
+      redis.call('HDEL', keys[1], flat[i])
+    elseif #p.conns == 0 and p.leftAt ~= nil and now - p.leftAt >= grace then
+      remove_presence(keys, channel, p)
+      removed = removed + 1
+    end
+  end
+  return removed
+end
+
+redis.register_function { function_name = 'rtsync_presence_join', callback = presence_join }
+redis.register_function { function_name = 'rtsync_presence_leave', callback = presence_leave }
+redis.register_function { function_name = 'rtsync_presence_expire', callback = presence_expire }
+redis.register_function { function_name = 'rtsync_presence_touch', callback = presence_touch }
+redis.register_function { function_name = 'rtsync_presence_sweep', callback = presence_sweep }
