@@ -107,6 +107,20 @@ pub struct Config {
     #[arg(long, env = "RTS_SEND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub send_queue_bytes: usize,
 
+    /// How long one write or flush to a client socket may take; a socket
+    /// that does not drain in time is closed (4503).
+    #[arg(long, env = "RTS_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_timeout_ms: u64,
+
+    /// Tables one connection may subscribe to; one more is `bad_request`.
+    #[arg(long, env = "RTS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub max_subscriptions: usize,
+
+    /// Connections that have not authenticated yet, on this sidecar; more
+    /// get HTTP 503, so they cannot fill `RTS_MAX_CONNECTIONS`.
+    #[arg(long, env = "RTS_MAX_UNAUTHENTICATED", default_value_t = 1_000)]
+    pub max_unauthenticated: usize,
+
     /// Most field changes in one change.
     #[arg(long, env = "RTS_MAX_CHANGES", default_value_t = 1000)]
     pub max_changes: usize,
@@ -187,6 +201,9 @@ impl Config {
             ("RTS_TAILER_READERS", self.tailer_readers),
             ("RTS_RETENTION_SECS", self.retention_secs as usize),
             ("RTS_PRESENCE_TTL_SECS", self.presence_ttl_secs as usize),
+            ("RTS_WRITE_TIMEOUT_MS", self.write_timeout_ms as usize),
+            ("RTS_MAX_SUBSCRIPTIONS", self.max_subscriptions),
+            ("RTS_MAX_UNAUTHENTICATED", self.max_unauthenticated),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

@@ -10,10 +10,14 @@
 //!
 //! Each table keeps a cursor: the id of the last event fanned out. A new
 //! subscriber is registered under the same lock that advances it, so "every
-//! event after `lastEventId`" is exact. The first subscriber of a table
-//! starts serving it (consumer group placed at the stream's end, tailer
-//! told); the last one leaving stops it. Both run under one lifecycle lock so
-//! a quick unsubscribe/subscribe never races the group's removal.
+//! event after `lastEventId`" is exact. It joins *pending*: what the table
+//! fans out meanwhile is held for it (bounded) until the session has queued
+//! its ack and history, then [`Hub::activate`] releases it in order. So no
+//! live event ever precedes the ack (PROTOCOL.md section 3.1). The first
+//! subscriber of a table starts serving it (consumer group placed at the
+//! stream's end, tailer told); the last one leaving stops it. Both run under
+//! one lifecycle lock so a quick unsubscribe/subscribe never races the
+//! group's removal.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,8 +27,9 @@ use bytes::Bytes;
 use crate::protocol::codec::encode_frame;
 use crate::protocol::event::{bounded_groups, list_frame, single_frame, ChangeEvent};
 use crate::protocol::Encoding;
+use crate::protocol::StreamId;
 use crate::session::outbox::Outbox;
-use crate::store::groups::{self, parse_id};
+use crate::store::groups;
 use crate::store::presence_bus::{Notice, PresenceBus};
 use crate::store::tailer::TailerHandle;
 use crate::store::{Store, StoreError};
@@ -48,19 +53,34 @@ struct TableInner {
 
 struct Subscriber {
     outbox: Outbox,
-    /// Events at or before this id are skipped for this subscriber: it got
-    /// them from history (recovery) before it was registered.
-    after: Option<(u64, u64)>,
+    /// Frames held until the subscriber is activated (its ack and history
+    /// are queued); `None` once live.
+    pending: Option<Pending>,
 }
 
-/// The outcome of [`Hub::join`].
-#[derive(Debug, PartialEq, Eq)]
-pub enum Join {
-    /// Registered: every event after the given id will be delivered.
-    Joined(String),
-    /// Not registered: this sidecar already fanned out events up to the
-    /// given id, past the caller's history; read up to it and try again.
-    Behind(String),
+#[derive(Default)]
+struct Pending {
+    frames: Vec<(Bytes, Option<u64>)>,
+    bytes: usize,
+}
+
+impl Subscriber {
+    /// Queues a frame, or holds it while the subscriber is pending. A
+    /// pending subscriber that would hold more than its queue's byte limit
+    /// is a slow consumer (4503).
+    fn push(&mut self, bytes: Bytes, event_ms: Option<u64>) {
+        let Some(pending) = &mut self.pending else {
+            self.outbox.push(bytes, event_ms);
+            return;
+        };
+        pending.bytes += bytes.len();
+        if pending.bytes > self.outbox.max_bytes() {
+            pending.frames.clear();
+            self.outbox.drop_slow();
+            return;
+        }
+        pending.frames.push((bytes, event_ms));
+    }
 }
 
 impl Hub {
@@ -74,26 +94,13 @@ impl Hub {
         }
     }
 
-    /// Registers `outbox` for `table`; returns the id after which it will
-    /// receive every event.
-    pub async fn subscribe(&self, table: &str, outbox: Outbox) -> Result<String, StoreError> {
-        match self.join(table, outbox, None).await? {
-            Join::Joined(cursor) | Join::Behind(cursor) => Ok(cursor),
-        }
-    }
-
-    /// Registers `outbox` for `table` unless this sidecar has already fanned
-    /// out events after `after` (then [`Join::Behind`]). With `after`, the
-    /// subscriber skips events up to it: the caller sent those from history.
-    pub async fn join(
-        &self,
-        table: &str,
-        outbox: Outbox,
-        after: Option<&str>,
-    ) -> Result<Join, StoreError> {
+    /// Registers `outbox` for `table`, pending; returns the subscription's
+    /// start: the id after which it will receive every event, once
+    /// [`Hub::activate`]d.
+    pub async fn join(&self, table: &str, outbox: Outbox) -> Result<String, StoreError> {
         loop {
-            if let Some(joined) = self.try_join(table, &outbox, after) {
-                return Ok(joined);
+            if let Some(start) = self.try_join(table, &outbox) {
+                return Ok(start);
             }
             let _serial = self.lifecycle.lock().await;
             if read(&self.tables).contains_key(table) {
@@ -119,22 +126,39 @@ impl Hub {
         }
     }
 
-    fn try_join(&self, table: &str, outbox: &Outbox, after: Option<&str>) -> Option<Join> {
+    fn try_join(&self, table: &str, outbox: &Outbox) -> Option<String> {
         let tables = read(&self.tables);
         let entry = tables.get(table)?;
         let mut inner = lock(&entry.inner);
-        let after = after.map(parse_id);
-        if after.is_some_and(|a| parse_id(&inner.cursor) > a) {
-            return Some(Join::Behind(inner.cursor.clone()));
-        }
         inner.subscribers.insert(
             outbox.conn_id.clone(),
             Subscriber {
                 outbox: outbox.clone(),
-                after,
+                pending: Some(Pending::default()),
             },
         );
-        Some(Join::Joined(inner.cursor.clone()))
+        Some(inner.cursor.clone())
+    }
+
+    /// Makes a pending subscriber live: the frames held for it are queued
+    /// (after everything its session queued before), then it gets frames
+    /// directly. Under the table lock, so nothing slips in between.
+    pub fn activate(&self, table: &str, conn_id: &str) {
+        let tables = read(&self.tables);
+        let Some(entry) = tables.get(table) else {
+            return;
+        };
+        let mut inner = lock(&entry.inner);
+        let Some(sub) = inner.subscribers.get_mut(conn_id) else {
+            return;
+        };
+        if let Some(pending) = sub.pending.take() {
+            for (bytes, event_ms) in pending.frames {
+                if !sub.outbox.push(bytes, event_ms) {
+                    break;
+                }
+            }
+        }
     }
 
     /// Removes a subscriber; the table stops being served when it was the last.
@@ -208,10 +232,10 @@ impl Hub {
         let mut inner = lock(&entry.inner);
         // Never hand out an event at or before the cursor twice (a group
         // placed again after a fault may return entries already sent).
-        let after = parse_id(&inner.cursor);
+        let after = StreamId::parse_or_zero(&inner.cursor);
         let events: Vec<ChangeEvent> = events
             .into_iter()
-            .filter(|e| parse_id(&e.id) > after)
+            .filter(|e| StreamId::parse_or_zero(&e.id) > after)
             .collect();
         let Some(last) = events.last() else {
             return;
@@ -238,15 +262,16 @@ impl Hub {
         let Some(entry) = tables.get(table) else {
             return;
         };
-        let inner = lock(&entry.inner);
+        let mut inner = lock(&entry.inner);
         let mut frames: [Option<Bytes>; 2] = [None, None];
         let mut sent = 0;
-        for sub in inner.subscribers.values().map(|s| &s.outbox) {
-            if notice.origin.as_deref() == Some(&*sub.conn_id) {
+        for sub in inner.subscribers.values_mut() {
+            let (conn, encoding) = (&*sub.outbox.conn_id, sub.outbox.encoding);
+            if notice.origin.as_deref() == Some(conn) {
                 continue;
             }
-            let bytes = frames[sub.encoding.index()]
-                .get_or_insert_with(|| encode_frame(sub.encoding, event, &notice.data, None))
+            let bytes = frames[encoding.index()]
+                .get_or_insert_with(|| encode_frame(encoding, event, &notice.data, None))
                 .clone();
             sub.push(bytes, None);
             sent += 1;
@@ -265,30 +290,14 @@ const PRESENCE_EVENTS: [&str; 5] = [
 
 /// Queues one group of events to every subscriber of the table.
 fn fan_out(inner: &mut TableInner, events: &[ChangeEvent]) {
-    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+    let Some(first) = events.first() else {
         return;
     };
     let event_ms = Some(first.timestamp);
-    let last_id = parse_id(&last.id);
     let mut frames = FrameCache::new(events);
     for sub in inner.subscribers.values_mut() {
-        let bytes = match sub.after {
-            Some(a) if last_id <= a => continue,
-            Some(a) => {
-                sub.after = None;
-                // Rare: a recovering subscriber whose history ends inside this group.
-                let newer: Vec<&ChangeEvent> = events
-                    .iter()
-                    .filter(|e| {
-                        parse_id(&e.id) > a && e.origin.as_deref() != Some(&*sub.outbox.conn_id)
-                    })
-                    .collect();
-                (!newer.is_empty()).then(|| frame(newer.into_iter(), sub.outbox.encoding))
-            }
-            None => frames.frame_for(&sub.outbox),
-        };
-        if let Some(bytes) = bytes {
-            sub.outbox.push(bytes, event_ms);
+        if let Some(bytes) = frames.frame_for(&sub.outbox) {
+            sub.push(bytes, event_ms);
         }
     }
 }

@@ -30,6 +30,7 @@ pub const CONSUMER_GROUP_LAG: &str = "rtsync_consumer_group_lag_entries";
 pub const PRESENCE_USERS: &str = "rtsync_presence_users";
 pub const REDIS_UP: &str = "rtsync_redis_up";
 pub const CONNECTIONS_REFUSED: &str = "rtsync_connections_refused_total";
+pub const WRITER_ERRORS: &str = "rtsync_writer_errors_total";
 
 /// Every exported name, for documentation and the dashboard check.
 pub const ALL: &[&str] = &[
@@ -55,6 +56,7 @@ pub const ALL: &[&str] = &[
     PRESENCE_USERS,
     REDIS_UP,
     CONNECTIONS_REFUSED,
+    WRITER_ERRORS,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -133,6 +135,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_REFUSED,
         "Connections refused by a limit, by reason"
+    );
+    describe_counter!(
+        WRITER_ERRORS,
+        "Connections closed because a write failed or timed out, by kind"
     );
 }
 
@@ -215,6 +221,10 @@ pub fn presence_users(n: u64) {
 pub fn redis_up(up: bool) {
     gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
 }
+pub fn writer_error(kind: &'static str) {
+    counter!(WRITER_ERRORS, "kind" => kind).increment(1);
+}
+
 pub fn connection_refused(reason: &'static str) {
     counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
 }

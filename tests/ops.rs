@@ -47,14 +47,26 @@ async fn record_change_while_redis_is_down_answers_unavailable() {
     let side = Sidecar::start(&redis, "a", &[]).await;
     let mut c = Client::connect(&side, "u").await;
     redis.kill();
-    let err = c
-        .request(
-            "record_change",
-            support::client::change("t", "r", "f", json!(1)),
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(err["code"], "unavailable");
+    // A request on a connection that broke under it may have reached Redis
+    // (`timeout`: outcome unknown); once the sidecar knows Redis is gone,
+    // nothing is sent (`unavailable`).
+    let mut codes = Vec::new();
+    for _ in 0..20 {
+        let err = c
+            .request(
+                "record_change",
+                support::client::change("t", "r", "f", json!(1)),
+            )
+            .await
+            .unwrap_err();
+        let code = err["code"].as_str().unwrap_or_default().to_owned();
+        assert!(code == "unavailable" || code == "timeout", "{err}");
+        codes.push(code);
+        if codes.last().is_some_and(|c| c == "unavailable") {
+            break;
+        }
+    }
+    assert_eq!(codes.last().map(String::as_str), Some("unavailable"), "{codes:?}");
     // The connection stays open.
     c.request("authenticate", json!({})).await.unwrap_err();
 }

@@ -38,6 +38,20 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
             "this sidecar is at its connection limit; try another",
         );
     }
+    let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
+    let authenticated = app.authenticated.load(std::sync::atomic::Ordering::Relaxed);
+    if open.saturating_sub(authenticated) >= app.config.max_unauthenticated {
+        crate::metrics::connection_refused("unauthenticated_full");
+        tracing::warn!(
+            limit = app.config.max_unauthenticated,
+            "connection refused: RTS_MAX_UNAUTHENTICATED reached"
+        );
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "too many connections waiting to authenticate; try again",
+        );
+    }
     let headers = req.headers();
     let has_token = |name, token: &str| {
         headers

@@ -64,9 +64,8 @@ impl ChangeEvent {
         fields: &[(String, Vec<u8>)],
         table_id: Option<&str>,
     ) -> Result<ChangeEvent, EntryError> {
-        let timestamp = id
-            .split_once('-')
-            .and_then(|(ms, seq)| seq.parse::<u64>().ok().and(ms.parse::<u64>().ok()))
+        let timestamp = super::StreamId::parse(id)
+            .map(|i| i.ms)
             .ok_or_else(|| EntryError::BadId(id.to_owned()))?;
         let get = |name: &'static str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
         let text = |name: &'static str| -> Result<Option<String>, EntryError> {

@@ -38,6 +38,8 @@ pub struct SubscribeReq {
     pub table_id: String,
     pub view_id: Option<String>,
     pub base_id: Option<String>,
+    /// v1.1: subscribe and recover in one request.
+    pub last_event_id: Option<String>,
 }
 
 impl SubscribeReq {
@@ -49,7 +51,16 @@ impl SubscribeReq {
         if let Some(b) = &self.base_id {
             check_id("baseId", b)?;
         }
-        Ok(())
+        check_position(self.last_event_id.as_deref())
+    }
+}
+
+fn check_position(id: Option<&str>) -> Result<(), RequestError> {
+    match id {
+        Some(id) if !is_stream_id(id) => Err(RequestError::bad_request(
+            "lastEventId must be a stream id like \"1732400000000-0\"",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -196,15 +207,7 @@ pub struct RecoverReq {
 
 impl RecoverReq {
     pub fn validate(&self) -> Result<(), RequestError> {
-        self.as_subscribe().validate()?;
-        if let Some(id) = &self.last_event_id {
-            if !is_stream_id(id) {
-                return Err(RequestError::bad_request(
-                    "lastEventId must be a stream id like \"1732400000000-0\"",
-                ));
-            }
-        }
-        Ok(())
+        self.as_subscribe().validate()
     }
 
     /// The same request as a subscribe (recovery subscribes by itself).
@@ -213,20 +216,14 @@ impl RecoverReq {
             table_id: self.table_id.clone(),
             view_id: self.view_id.clone(),
             base_id: self.base_id.clone(),
+            last_event_id: self.last_event_id.clone(),
         }
     }
 }
 
 /// `<ms>-<seq>` with both parts decimal.
 pub fn is_stream_id(id: &str) -> bool {
-    id.split_once('-').is_some_and(|(a, b)| {
-        !a.is_empty()
-            && !b.is_empty()
-            && a.len() <= 20
-            && b.len() <= 20
-            && a.parse::<u64>().is_ok()
-            && b.parse::<u64>().is_ok()
-    })
+    super::StreamId::parse(id).is_some()
 }
 
 /// One queued offline edit (`entityType` record implied).

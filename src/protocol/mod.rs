@@ -11,6 +11,8 @@ pub mod error;
 pub mod event;
 pub mod ids;
 pub mod messages;
+pub mod stream_id;
 
 pub use codec::Encoding;
 pub use error::{ErrorCode, RequestError};
+pub use stream_id::StreamId;

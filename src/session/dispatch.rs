@@ -37,6 +37,21 @@ const EVENTS: &[&str] = &[
     "heartbeat",
 ];
 
+/// A WebSocket ping from the client: it takes a token like any message.
+pub fn count_ping(session: &mut Session) {
+    match session.limiter.check(tokio::time::Instant::now()) {
+        Verdict::Allow => {}
+        Verdict::Reject => crate::metrics::rate_limited(),
+        Verdict::Close => abuse(session),
+    }
+}
+
+fn abuse(session: &Session) {
+    crate::metrics::rate_limited();
+    tracing::warn!("sustained rate-limit abuse: closing 4429");
+    session.outbox.close(close::RATE_LIMITED);
+}
+
 pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
     match session.limiter.check(tokio::time::Instant::now()) {
         Verdict::Allow => {}
@@ -46,12 +61,7 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
             send_error(session, &e, None, salvage_rid(bytes, text));
             return;
         }
-        Verdict::Close => {
-            crate::metrics::rate_limited();
-            tracing::warn!("sustained rate-limit abuse: closing 4429");
-            session.outbox.close(close::RATE_LIMITED);
-            return;
-        }
+        Verdict::Close => return abuse(session),
     }
     let frame = match decode_frame(bytes, text) {
         Ok(f) => f,
@@ -72,6 +82,9 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
     let reply = if event == "authenticate" {
         authenticate(session, frame.data)
     } else if session.identity.is_none() {
+        // Before authentication only `authenticate` is accepted.
+        crate::metrics::auth_failure("not_authenticated");
+        session.outbox.close(close::UNAUTHENTICATED);
         Err(RequestError::new(
             ErrorCode::Unauthenticated,
             "authenticate first",
@@ -98,8 +111,14 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
             if rid.is_some() {
                 send(session, "ack", &result, rid);
             }
+            // History can be long: queued at the reader's pace.
             for frame in std::mem::take(&mut session.after_reply) {
-                session.outbox.push(frame, None);
+                if !session.outbox.push_wait(frame).await {
+                    break;
+                }
+            }
+            if let Some(table) = session.activate.take() {
+                session.app.hub.activate(&table, session.conn_id());
             }
         }
         Err(e) => {
@@ -254,7 +273,7 @@ async fn selection(session: &mut Session, data: Value) -> Reply {
 }
 
 fn require_subscription(session: &Session, table: &str) -> Result<(), RequestError> {
-    if session.tables.contains(table) {
+    if session.tables.contains_key(table) {
         Ok(())
     } else {
         Err(RequestError::new(
@@ -283,7 +302,7 @@ async fn offer(
 /// Relays coalesced updates whose slot has come.
 pub async fn flush_due(session: &mut Session) {
     for (table, kind, value) in session.coalescer.take_due(tokio::time::Instant::now()) {
-        if session.tables.contains(&table) {
+        if session.tables.contains_key(&table) {
             if let Err(e) = relay(session, &table, kind, value).await {
                 tracing::debug!(table, error = %e.message, "could not relay a coalesced update");
             }

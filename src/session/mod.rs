@@ -13,7 +13,7 @@ pub mod outbox;
 pub mod rate_limit;
 pub mod tables;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +40,9 @@ const PING_INTERVAL: Duration = Duration::from_secs(25);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the writer may take to finish after the read loop ends.
 const WRITER_GRACE: Duration = Duration::from_secs(3);
+/// Largest frame accepted before `authenticate` (an `authenticate` frame
+/// is a token and little else); larger ones close the connection 4413.
+pub const PRE_AUTH_MAX_FRAME: usize = 16 * 1024;
 
 pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
@@ -48,13 +51,18 @@ pub struct Session {
     pub app: Arc<App>,
     pub outbox: Outbox,
     pub identity: Option<Identity>,
-    pub tables: HashSet<String>,
+    /// Subscribed tables and each subscription's start (its ack's
+    /// `lastEventId`), for recovery on a subscribed table.
+    pub tables: HashMap<String, String>,
     /// Cursor and selection updates waiting for their relay slot.
     pub coalescer: Coalescer,
     pub limiter: rate_limit::RateLimiter,
     /// Frames to queue right after the current request's reply (e.g.
     /// `table_users` after a subscribe's ack).
     pub after_reply: Vec<bytes::Bytes>,
+    /// A table joined by the current request, made live in the hub once
+    /// its ack and `after_reply` are queued.
+    pub activate: Option<String>,
 }
 
 impl Session {
@@ -82,15 +90,21 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
             app.config.send_queue,
             app.config.send_queue_bytes,
         );
-        let writer = tokio::spawn(receiver.run(sink).in_current_span());
+        // Owned by the app's task tracker: shutdown waits for it, and its
+        // close handshake has a deadline.
+        let write_timeout = Duration::from_millis(app.config.write_timeout_ms);
+        let writer = app
+            .tasks
+            .spawn(receiver.run(sink, write_timeout).in_current_span());
         let mut session = Session {
             app: app.clone(),
             outbox,
             identity: None,
-            tables: HashSet::new(),
+            tables: HashMap::new(),
             coalescer: Coalescer::default(),
             limiter: rate_limit::RateLimiter::new(app.config.rate_limit, Instant::now()),
             after_reply: Vec::new(),
+            activate: None,
         };
         if let Some(token) = token {
             dispatch::authenticate_with_token(&mut session, &token);
@@ -132,10 +146,15 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
                     None => break "client went away",
                     // Boxed: request handling is a deep future; boxing keeps
                     // the per-connection task small while it is idle.
+                    Some(Ok(Message::Binary(b))) if too_early(&session, b.len()) => break "large frame before authenticate",
+                    Some(Ok(Message::Text(t))) if too_early(&session, t.len()) => break "large frame before authenticate",
                     Some(Ok(Message::Binary(b))) => Box::pin(dispatch::handle_frame(&mut session, &b, false)).await,
                     Some(Ok(Message::Text(t))) => Box::pin(dispatch::handle_frame(&mut session, t.as_bytes(), true)).await,
                     Some(Ok(Message::Close(_))) => break "client closed",
-                    Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                    // tungstenite answers pings itself; they still count
+                    // against the rate limit, so a ping flood gets closed.
+                    Some(Ok(Message::Ping(_))) => dispatch::count_ping(&mut session),
+                    Some(Ok(_)) => {}
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
                         crate::metrics::frame_rejected("too_large");
                         tracing::warn!(size, "frame over RTS_MAX_FRAME_BYTES");
@@ -149,7 +168,7 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
                 }},
             }
         };
-        for table in std::mem::take(&mut session.tables) {
+        for table in std::mem::take(&mut session.tables).into_keys() {
             Box::pin(tables::leave_table(&mut session, &table)).await;
         }
         session.outbox.close(1000);
@@ -168,6 +187,18 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
     }
     .instrument(span)
     .await
+}
+
+/// A frame over [`PRE_AUTH_MAX_FRAME`] before authentication: counted,
+/// logged and answered with close 4413.
+fn too_early(session: &Session, len: usize) -> bool {
+    if session.identity.is_some() || len <= PRE_AUTH_MAX_FRAME {
+        return false;
+    }
+    crate::metrics::frame_rejected("too_large");
+    tracing::warn!(len, "frame over 16 KiB before authenticate");
+    session.outbox.close(close::FRAME_TOO_LARGE);
+    true
 }
 
 fn deadline_of(exp_secs: u64) -> Instant {

@@ -47,7 +47,10 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
             CommitStatus::Duplicate => counts.duplicates += 1,
             CommitStatus::Rejected => counts.rejected += 1,
         }
-        if result.status == CommitStatus::Rejected {
+        // A resend of a rejected change is a duplicate of a rejection: the
+        // client learns it was rejected, again.
+        let rejection_again = result.original_status == Some(CommitStatus::Rejected);
+        if result.status == CommitStatus::Rejected || rejection_again {
             rejected.push(rejection(req, result));
         } else if let Some(event) = change_event(req, result) {
             events.push(event);

@@ -2,6 +2,12 @@
 //! connection is sent (replies, fan-out frames) goes through one queue, so
 //! frames leave in the order they were queued. A queue that is full means the
 //! client cannot keep up: it is closed with 4503 instead of growing memory.
+//!
+//! The writer never fails quietly: a write or flush that errors (tungstenite's
+//! `WriteBufferFull`, a dead socket) or does not finish within the write
+//! timeout closes the connection (4503 for a socket that does not drain,
+//! 1011 for a failed write), counts it, and cancels the session, whose read
+//! loop then ends.
 
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,6 +26,8 @@ use crate::protocol::Encoding;
 /// Close codes of PROTOCOL.md section 5.
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
+    /// A frame could not be written (the socket failed or refused it).
+    pub const SEND_FAILED: u16 = 1011;
     pub const UNAUTHENTICATED: u16 = 4401;
     pub const AUTH_TIMEOUT: u16 = 4408;
     pub const FRAME_TOO_LARGE: u16 = 4413;
@@ -148,14 +156,24 @@ impl Outbox {
         match sent {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if !self.closing.is_cancelled() {
-                    crate::metrics::slow_consumer_dropped();
-                    tracing::warn!(conn = %self.conn_id, "slow consumer: outbound queue full, closing 4503");
-                    self.close(close::SLOW_CONSUMER);
-                }
+                self.drop_slow();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Bytes this connection may have queued.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// Closes the connection as a slow consumer (4503), counted and logged.
+    pub fn drop_slow(&self) {
+        if !self.closing.is_cancelled() {
+            crate::metrics::slow_consumer_dropped();
+            tracing::warn!(conn = %self.conn_id, "slow consumer: outbound queue full, closing 4503");
+            self.close(close::SLOW_CONSUMER);
         }
     }
 
@@ -178,86 +196,155 @@ impl Outbox {
 /// How long a close handshake may take before the socket is dropped anyway.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Why the writer gave up on a socket.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("the socket did not take a frame within {0:?}")]
+    Timeout(Duration),
+    #[error("tungstenite's write buffer is full")]
+    BufferFull,
+    #[error("write failed: {0}")]
+    Failed(tokio_tungstenite::tungstenite::Error),
+}
+
+impl WriteError {
+    fn from_ws(e: tokio_tungstenite::tungstenite::Error) -> WriteError {
+        match e {
+            tokio_tungstenite::tungstenite::Error::WriteBufferFull(_) => WriteError::BufferFull,
+            e => WriteError::Failed(e),
+        }
+    }
+
+    /// Label for the writer-error metric.
+    fn kind(&self) -> &'static str {
+        match self {
+            WriteError::Timeout(_) => "timeout",
+            WriteError::BufferFull => "buffer_full",
+            WriteError::Failed(_) => "failed",
+        }
+    }
+
+    fn close_code(&self) -> u16 {
+        match self {
+            WriteError::Timeout(_) => close::SLOW_CONSUMER,
+            WriteError::BufferFull | WriteError::Failed(_) => close::SEND_FAILED,
+        }
+    }
+}
+
 impl OutboxReceiver {
     /// Drains the queue into the socket until the connection closes. Writes
     /// are fed back to back and flushed when the queue runs empty, so a burst
-    /// costs one flush.
-    pub async fn run<S>(mut self, mut sink: S)
+    /// costs one flush. Each write and flush must finish within
+    /// `write_timeout`; any failure closes the connection (see the module
+    /// docs), so a session is never left open and mute.
+    pub async fn run<S>(mut self, mut sink: S, write_timeout: Duration)
     where
         S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
     {
         let text = self.encoding == Encoding::Json;
+        let result = self.drain(&mut sink, text, write_timeout).await;
+        if let Err(e) = &result {
+            crate::metrics::writer_error(e.kind());
+            tracing::warn!(error = %e, code = e.close_code(), "closing the connection: the writer failed");
+            let _ = self.close_code.compare_exchange(
+                0,
+                e.close_code(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            self.closing.cancel();
+        }
+        let code = match self.close_code.load(Ordering::Acquire) {
+            0 => 1000,
+            c => c,
+        };
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: Utf8Bytes::from_static(reason(code)),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            // After a failed write the socket may be unusable; the close
+            // frame is best effort within the deadline.
+            if !matches!(result, Err(WriteError::Failed(_))) {
+                let _ = sink.send(Message::Close(Some(frame))).await;
+            }
+            let _ = sink.close().await;
+        })
+        .await;
+    }
+
+    async fn drain<S>(
+        &mut self,
+        sink: &mut S,
+        text: bool,
+        limit: Duration,
+    ) -> Result<(), WriteError>
+    where
+        S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+    {
         loop {
             tokio::select! {
                 biased;
                 _ = self.closing.cancelled() => break,
                 next = self.rx.recv() => {
                     let Some(out) = next else { break };
-                    if self.write(&mut sink, out, text).await.is_err() {
-                        return;
-                    }
+                    self.write(sink, out, text, limit).await?;
                     while let Ok(out) = self.rx.try_recv() {
-                        if self.write(&mut sink, out, text).await.is_err() {
-                            return;
-                        }
+                        self.write(sink, out, text, limit).await?;
                     }
-                    if sink.flush().await.is_err() {
-                        return;
-                    }
+                    bounded(limit, sink.flush()).await?;
                 }
             }
         }
-        let code = match self.close_code.load(Ordering::Acquire) {
-            0 => 1000,
-            c => c,
-        };
-        if code != close::SLOW_CONSUMER {
+        // Closing: what is queued still goes out first (but not to a slow
+        // consumer, which is dropped at once).
+        if self.close_code.load(Ordering::Acquire) != close::SLOW_CONSUMER {
             while let Ok(out) = self.rx.try_recv() {
-                if self.write(&mut sink, out, text).await.is_err() {
-                    return;
-                }
+                self.write(sink, out, text, limit).await?;
             }
         }
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: Utf8Bytes::from_static(reason(code)),
-        };
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            let _ = sink.send(Message::Close(Some(frame))).await;
-            let _ = sink.close().await;
-        })
-        .await;
+        Ok(())
     }
-}
 
-impl OutboxReceiver {
-    async fn write<S>(&self, sink: &mut S, out: Outbound, text: bool) -> Result<(), ()>
+    async fn write<S>(
+        &self,
+        sink: &mut S,
+        out: Outbound,
+        text: bool,
+        limit: Duration,
+    ) -> Result<(), WriteError>
     where
         S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
     {
         self.queued.fetch_sub(out.bytes.len(), Ordering::AcqRel);
-        write(sink, out, text).await
+        let len = out.bytes.len();
+        let msg = if out.ping {
+            Message::Ping(out.bytes)
+        } else if text {
+            match Utf8Bytes::try_from(out.bytes) {
+                Ok(t) => Message::Text(t),
+                // Our JSON encoder writes UTF-8 only; never reached.
+                Err(_) => return Ok(()),
+            }
+        } else {
+            Message::Binary(out.bytes)
+        };
+        bounded(limit, sink.feed(msg)).await?;
+        crate::metrics::frame_out(len, out.event_ms);
+        Ok(())
     }
 }
 
-async fn write<S>(sink: &mut S, out: Outbound, text: bool) -> Result<(), ()>
+/// A socket operation with a deadline.
+async fn bounded<F>(limit: Duration, op: F) -> Result<(), WriteError>
 where
-    S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+    F: std::future::Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
 {
-    let len = out.bytes.len();
-    let msg = if out.ping {
-        Message::Ping(out.bytes)
-    } else if text {
-        match Utf8Bytes::try_from(out.bytes) {
-            Ok(t) => Message::Text(t),
-            Err(_) => return Ok(()),
-        }
-    } else {
-        Message::Binary(out.bytes)
-    };
-    sink.feed(msg).await.map_err(|_| ())?;
-    crate::metrics::frame_out(len, out.event_ms);
-    Ok(())
+    match tokio::time::timeout(limit, op).await {
+        Ok(r) => r.map_err(WriteError::from_ws),
+        Err(_) => Err(WriteError::Timeout(limit)),
+    }
 }
 
 fn reason(code: u16) -> &'static str {
@@ -268,6 +355,7 @@ fn reason(code: u16) -> &'static str {
         close::RATE_LIMITED => "rate limit exceeded",
         close::SHUTTING_DOWN => "server shutting down",
         close::SLOW_CONSUMER => "slow consumer",
+        close::SEND_FAILED => "send failed",
         _ => "",
     }
 }

@@ -352,15 +352,7 @@ pub async fn commit_batch(
 /// Commits one validated change.
 pub async fn commit(store: &Store, valid: &ValidCommit) -> Result<CommitResult, StoreError> {
     let started = Instant::now();
-    let result = match call_commit(store, valid).await {
-        Err(e) if e.is_missing_function() => {
-            // Redis restarted without persistence and lost the library.
-            tracing::warn!("rtsync function library missing; loading it again");
-            store.load_library().await?;
-            call_commit(store, valid).await
-        }
-        other => other,
-    };
+    let result = call_commit(store, valid).await;
     crate::metrics::commit_done(
         started.elapsed(),
         result
@@ -402,10 +394,6 @@ async fn call_commit(store: &Store, valid: &ValidCommit) -> Result<CommitResult,
     for value in &valid.values {
         cmd.arg(value);
     }
-    let mut conn = store.conn();
-    let reply: String = cmd
-        .query_async(&mut conn)
-        .await
-        .map_err(StoreError::from_redis)?;
+    let reply: String = store.fcall(&cmd).await?;
     serde_json::from_str(&reply).map_err(|e| StoreError::Reply(format!("{e}: {reply}")))
 }

@@ -82,7 +82,7 @@ impl From<StoreError> for RequestError {
             ),
             StoreError::Timeout(_) => RequestError::new(
                 ErrorCode::Timeout,
-                "storage did not answer in time; the outcome is unknown: resend with the same clientChangeId",
+                "storage did not answer in time; the outcome is unknown: retry (a change resent with the same clientChangeId is applied once)",
             ),
             StoreError::Refused(msg) => RequestError::bad_request(msg),
             StoreError::Config(_) | StoreError::Reply(_) | StoreError::Other(_) => {

@@ -160,10 +160,3 @@ pub async fn remove_gone_groups(store: &Store) -> Result<u64, StoreError> {
     }
     Ok(removed)
 }
-
-/// Orders stream ids (`ms-seq`); unparsable ids sort first.
-pub fn parse_id(id: &str) -> (u64, u64) {
-    id.split_once('-')
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .unwrap_or((0, 0))
-}

@@ -4,6 +4,7 @@
 use super::reply::InfoMap;
 use super::tailer::{entries, Entry};
 use super::{Store, StoreError};
+use crate::protocol::StreamId;
 
 /// The table's latest `count` events up to and including `until`, oldest
 /// first.
@@ -31,18 +32,20 @@ pub async fn recent_events(
     Ok(entries)
 }
 
-/// Up to `count` events after `after` (exclusive), oldest first.
-pub async fn range_after(
+/// Up to `count` events after `after` (exclusive) and up to `until`
+/// (inclusive), oldest first.
+pub async fn range(
     store: &Store,
     table: &str,
     after: &str,
+    until: &str,
     count: usize,
 ) -> Result<Vec<Entry>, StoreError> {
     let mut conn = store.conn();
     let reply: redis::Value = redis::cmd("XRANGE")
         .arg(store.keys.events(table))
         .arg(format!("({after}"))
-        .arg("+")
+        .arg(until)
         .arg("COUNT")
         .arg(count)
         .query_async(&mut conn)
@@ -70,7 +73,6 @@ pub enum Position {
 /// after the id's stream was lost); an id newer than anything appended, or
 /// inside the held range but absent, is "reset" too (unless it was deleted).
 pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Position, StoreError> {
-    use super::groups::parse_id;
     let key = store.keys.events(table);
     let mut conn = store.conn();
     let info: Result<redis::Value, redis::RedisError> = redis::cmd("XINFO")
@@ -78,11 +80,11 @@ pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Pos
         .arg(&key)
         .query_async(&mut conn)
         .await;
-    let seen = parse_id(last_seen);
+    let seen = StreamId::parse_or_zero(last_seen);
     let info = match info {
         Ok(v) => InfoMap(v),
         Err(e) if e.to_string().contains("no such key") => {
-            return Ok(if seen == (0, 0) {
+            return Ok(if seen == StreamId::ZERO {
                 Position::Replayable
             } else {
                 Position::Reset
@@ -95,14 +97,14 @@ pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Pos
     let removed_some = added > length;
     let last = info
         .text("last-generated-id")
-        .map(|id| parse_id(&id))
-        .unwrap_or((0, 0));
-    let first = info.first_entry_id().map(|id| parse_id(&id));
+        .map(|id| StreamId::parse_or_zero(&id))
+        .unwrap_or(StreamId::ZERO);
+    let first = info.first_entry_id().map(|id| StreamId::parse_or_zero(&id));
     let max_deleted = info
         .text("max-deleted-entry-id")
-        .map(|id| parse_id(&id))
-        .unwrap_or((0, 0));
-    if seen == (0, 0) {
+        .map(|id| StreamId::parse_or_zero(&id))
+        .unwrap_or(StreamId::ZERO);
+    if seen == StreamId::ZERO {
         return Ok(if removed_some {
             Position::Trimmed
         } else {

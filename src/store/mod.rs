@@ -139,12 +139,40 @@ impl Store {
         Ok(())
     }
 
-    /// True while Redis answers a PING.
-    pub async fn ping(&self) -> bool {
+    /// Runs an `FCALL` of our library. A Redis that restarted without
+    /// persistence has lost the library: it is loaded again and the call
+    /// retried once (nothing ran the first time).
+    pub async fn fcall<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn();
-        let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut conn);
-        matches!(tokio::time::timeout(COMMAND_TIMEOUT, ping).await, Ok(Ok(_)))
+        match cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)
+        {
+            Err(e) if e.is_missing_function() => {
+                tracing::warn!("rtsync function library missing; loading it again");
+                self.load_library().await?;
+                cmd.query_async(&mut conn)
+                    .await
+                    .map_err(StoreError::from_redis)
+            }
+            other => other,
+        }
+    }
+
+    /// True while Redis answers a PING on every pooled connection. Pinging
+    /// them all also finds connections a Redis restart broke, so they are
+    /// opened again before a user's request would fail on them.
+    pub async fn ping(&self) -> bool {
+        let pings = self.conns.iter().map(|c| {
+            let mut conn = c.clone();
+            async move {
+                let ping = redis::cmd("PING").query_async::<String>(&mut conn).await;
+                ping.is_ok()
+            }
+        });
+        let all = futures_util::future::join_all(pings);
+        matches!(tokio::time::timeout(COMMAND_TIMEOUT, all).await, Ok(r) if r.iter().all(|ok| *ok))
     }
 }
 

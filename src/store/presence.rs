@@ -60,10 +60,7 @@ fn presence_cmd(store: &Store, function: &str, table: &str) -> redis::Cmd {
 }
 
 async fn run<T: redis::FromRedisValue>(store: &Store, cmd: redis::Cmd) -> Result<T, StoreError> {
-    let mut conn = store.conn();
-    cmd.query_async(&mut conn)
-        .await
-        .map_err(StoreError::from_redis)
+    store.fcall(&cmd).await
 }
 
 /// Adds connection `conn` of `user` (a UserPresence-shaped JSON object).
