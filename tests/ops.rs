@@ -66,7 +66,11 @@ async fn record_change_while_redis_is_down_answers_unavailable() {
             break;
         }
     }
-    assert_eq!(codes.last().map(String::as_str), Some("unavailable"), "{codes:?}");
+    assert_eq!(
+        codes.last().map(String::as_str),
+        Some("unavailable"),
+        "{codes:?}"
+    );
     // The connection stays open.
     c.request("authenticate", json!({})).await.unwrap_err();
 }

@@ -211,6 +211,27 @@ impl Client {
         }
     }
 
+    /// The next frame in arrival order (whatever it is), within `timeout`.
+    /// Ordering tests read with this alone, so nothing is skipped.
+    pub async fn next(&mut self, timeout: Duration) -> Option<(String, Value, Option<u64>)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.inbox.is_empty() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || self.close_code.is_some() || !self.read_one(left).await {
+                break;
+            }
+        }
+        self.inbox.pop_front()
+    }
+
+    /// Sends a request without waiting; returns its rid.
+    pub async fn send_request(&mut self, event: &str, data: Value) -> u64 {
+        let rid = self.next_rid;
+        self.next_rid += 1;
+        self.send(event, data, Some(rid)).await;
+        rid
+    }
+
     pub async fn expect_event(&mut self, event: &str) -> Value {
         self.take(|(e, _, _)| e == event)
             .await
