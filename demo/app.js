@@ -14,7 +14,7 @@ const cells = new Map(); // "r|f" -> {td, input}
 const log = (line) => (document.getElementById("log").textContent = `${line}\n${document.getElementById("log").textContent}`.slice(0, 2000));
 
 const proto = location.protocol === "https:" ? "wss:" : "ws:";
-const client = new RtsyncClient({ url: `${proto}//${location.host}/ws`, devUser: { userId: user, userName: user } });
+const client = new RtsyncClient({ url: `${proto}//${location.host}/ws`, devUser: { userId: user, userName: params.get("name") || user } });
 window.rtsync = { client, values, versions };
 document.getElementById("me").textContent = user;
 
@@ -79,9 +79,18 @@ client.on("rollback", ({ recordId, result }) => {
 
 function paintPresence() {
   const users = client.users(tableId);
-  document.getElementById("users").innerHTML = users
-    .map((u) => `<span class="user" data-user="${u.userId}" style="background:${u.color}">${u.userName}</span>`)
-    .join("");
+  // Names and ids come from other users: rendered as text, never as HTML.
+  const bar = document.getElementById("users");
+  bar.replaceChildren(
+    ...users.map((u) => {
+      const span = document.createElement("span");
+      span.className = "user";
+      span.dataset.user = u.userId;
+      span.style.background = u.color;
+      span.textContent = u.userName;
+      return span;
+    }),
+  );
   for (const { td } of cells.values()) {
     td.classList.remove("remote", "selected");
     delete td.dataset.cursorOf;

@@ -7,6 +7,7 @@ order, into one library named `rtsync`:
   lua/rtsync.lua    this file: the library header and the helpers both parts use
   lua/commit.lua    rtsync_commit: the atomic version check, state write and append
   lua/presence.lua  rtsync_presence_*: who is on a table, cursors, colors
+  lua/streams.lua   rtsync_stream_release: a sidecar stops reading a stream
 
 Errors that are the caller's fault (bad keys or arguments) are error replies
 whose code is `RTSYNC_INVALID`, e.g.

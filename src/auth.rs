@@ -62,6 +62,8 @@ pub enum AuthError {
     Missing,
     #[error("token expired")]
     Expired,
+    #[error("token not valid yet (nbf)")]
+    NotYetValid,
     #[error("invalid token: {0}")]
     Invalid(String),
     #[error("{0}")]
@@ -74,6 +76,7 @@ impl AuthError {
         match self {
             AuthError::Missing => "missing",
             AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
             AuthError::Invalid(_) => "invalid",
             AuthError::BadClaims(_) => "claims",
         }
@@ -133,8 +136,20 @@ impl Authenticator {
         let key = key.map(|(k, alg)| {
             let mut v = Validation::new(alg);
             v.leeway = config.jwt_leeway_secs;
-            v.validate_aud = false;
-            v.set_required_spec_claims(&["exp", "sub"]);
+            v.validate_nbf = true;
+            let mut required = vec!["exp", "sub"];
+            match &config.jwt_audience {
+                Some(aud) => {
+                    v.set_audience(&[aud]);
+                    required.push("aud");
+                }
+                None => v.validate_aud = false,
+            }
+            if let Some(iss) = &config.jwt_issuer {
+                v.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            v.set_required_spec_claims(&required);
             (k, v)
         });
         Ok(Authenticator {
@@ -169,6 +184,7 @@ impl Authenticator {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 _ => AuthError::Invalid(e.to_string()),
             }
         })?;

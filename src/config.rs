@@ -56,6 +56,14 @@ pub struct Config {
     #[arg(long, env = "RTS_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
 
+    /// Required `aud` claim of tokens, when set.
+    #[arg(long, env = "RTS_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Required `iss` claim of tokens, when set.
+    #[arg(long, env = "RTS_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
     /// Accepted clock skew when checking `exp`/`nbf`, in seconds.
     #[arg(long, env = "RTS_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u64,
@@ -159,6 +167,9 @@ pub struct Config {
     pub demo: bool,
 }
 
+/// Shortest HS256 secret accepted: the hash's own size (RFC 7518 3.2).
+pub const MIN_HS256_SECRET: usize = 32;
+
 /// A setting that cannot work, found before anything starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -166,6 +177,10 @@ pub enum ConfigError {
     NoJwtKey,
     #[error("set only one of RTS_JWT_SECRET and RTS_JWT_PUBLIC_KEY")]
     TwoJwtKeys,
+    #[error("{0} is set but empty or blank; set a real value or leave it unset")]
+    Blank(&'static str),
+    #[error("RTS_JWT_SECRET must be at least {MIN_HS256_SECRET} bytes for HS256 (it is {0})")]
+    ShortSecret(usize),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
     #[error("RTS_KEY_PREFIX must be 1..=64 bytes without '{{', '}}', ':' or spaces")]
@@ -177,6 +192,21 @@ pub enum ConfigError {
 impl Config {
     /// Checks what clap cannot: combinations and ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, value) in [
+            ("RTS_JWT_SECRET", &self.jwt_secret),
+            ("RTS_API_TOKEN", &self.api_token),
+            ("RTS_JWT_AUDIENCE", &self.jwt_audience),
+            ("RTS_JWT_ISSUER", &self.jwt_issuer),
+        ] {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(ConfigError::Blank(name));
+            }
+        }
+        if let Some(secret) = &self.jwt_secret {
+            if secret.len() < MIN_HS256_SECRET {
+                return Err(ConfigError::ShortSecret(secret.len()));
+            }
+        }
         if self.auth == AuthMode::Jwt {
             match (&self.jwt_secret, &self.jwt_public_key) {
                 (None, None) => return Err(ConfigError::NoJwtKey),

@@ -194,3 +194,28 @@ async fn logs_are_json_and_never_contain_tokens() {
         assert!(!line.contains(&token[..40]), "token leaked: {line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_body_that_never_arrives_times_out() {
+    use std::io::{Read, Write};
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let addr = side.addr;
+    let response = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        s.write_all(
+            b"POST /api/v1/sync/batch-changes HTTP/1.1\r\nHost: x\r\n\
+              Authorization: Bearer test-api-token\r\nContent-Length: 100\r\n\r\n{\"cha",
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.contains("bad_request"), "{response}");
+}

@@ -257,3 +257,50 @@ async fn token_without_tables_claim_grants_nothing() {
         .unwrap_err();
     assert_eq!(err["code"], "forbidden");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_not_valid_yet_is_refused() {
+    let (_r, side) = one_sidecar(&[]).await;
+    let mut c = claims("early");
+    c["nbf"] = json!(now_secs() + 3600);
+    assert_refused(&side, tokens::hs256(&c)).await;
+    // Within the accepted clock skew it is fine.
+    let mut c = claims("skewed");
+    c["nbf"] = json!(now_secs() + 5);
+    let mut client = Client::open(&side, None, &[], "").await;
+    client
+        .request_ok("authenticate", json!({"token": tokens::hs256(&c)}))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audience_and_issuer_are_checked_when_configured() {
+    let (_r, side) = one_sidecar(&[
+        ("RTS_JWT_AUDIENCE", "rtsync"),
+        ("RTS_JWT_ISSUER", "https://app.example"),
+    ])
+    .await;
+    let good = || {
+        let mut c = claims("u");
+        c["aud"] = json!("rtsync");
+        c["iss"] = json!("https://app.example");
+        c
+    };
+    let mut ok = Client::open(&side, None, &[], "").await;
+    ok.request_ok("authenticate", json!({"token": tokens::hs256(&good())}))
+        .await;
+    for (claim, value) in [
+        ("aud", json!("other")),
+        ("iss", json!("https://evil.example")),
+        ("aud", json!(null)),
+        ("iss", json!(null)),
+    ] {
+        let mut c = good();
+        if value.is_null() {
+            c.as_object_mut().unwrap().remove(claim);
+        } else {
+            c[claim] = value;
+        }
+        assert_refused(&side, tokens::hs256(&c)).await;
+    }
+}

@@ -184,3 +184,61 @@ async fn subscriptions_per_connection_are_capped() {
     c.request_ok("subscribe_to_table", json!({"tableId": "t3"}))
         .await;
 }
+
+async fn exists(redis: &RedisServer, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap()
+}
+
+async fn registered(redis: &RedisServer, table: &str) -> bool {
+    redis::cmd("SISMEMBER")
+        .arg("rts:streams")
+        .arg(table)
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_table_nobody_wrote_leaves_no_stream_once_its_last_subscriber_leaves() {
+    let redis = RedisServer::start().await;
+    let a = Sidecar::start(&redis, "a", &[]).await;
+    let b = Sidecar::start(&redis, "b", &[]).await;
+    let mut on_a = Client::subscribed(&a, "u", "ghost").await;
+    let mut on_b = Client::subscribed(&b, "v", "ghost").await;
+    assert!(exists(&redis, "rts:{ghost}:events").await);
+    assert!(registered(&redis, "ghost").await);
+    on_a.request_ok("unsubscribe_from_table", json!({"tableId": "ghost"}))
+        .await;
+    // b still reads it: the stream and its registration stay.
+    assert!(exists(&redis, "rts:{ghost}:events").await);
+    assert!(registered(&redis, "ghost").await);
+    on_b.request_ok("unsubscribe_from_table", json!({"tableId": "ghost"}))
+        .await;
+    support::wait_for("the empty stream deleted", LONG, || async {
+        (!exists(&redis, "rts:{ghost}:events").await && !registered(&redis, "ghost").await)
+            .then_some(())
+    })
+    .await;
+    // A table with events keeps them, but leaves the registry.
+    let mut w = Client::subscribed(&a, "w", "kept").await;
+    w.request_ok("record_change", change("kept", "r", "f", json!(1)))
+        .await;
+    w.request_ok("unsubscribe_from_table", json!({"tableId": "kept"}))
+        .await;
+    support::wait_for("unregistered", LONG, || async {
+        (!registered(&redis, "kept").await).then_some(())
+    })
+    .await;
+    assert!(exists(&redis, "rts:{kept}:events").await);
+    // Subscribing again works as before.
+    let mut again = Client::subscribed(&b, "x", "ghost").await;
+    let mut writer = Client::connect(&a, "y").await;
+    writer
+        .request_ok("record_change", change("ghost", "r", "f", json!(2)))
+        .await;
+    assert_eq!(again.changes(1, LONG).await.len(), 1);
+}

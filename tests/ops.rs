@@ -197,3 +197,50 @@ async fn too_many_field_changes_are_payload_too_large_and_write_nothing() {
     )
     .await;
 }
+
+/// Runs the binary with `env` only; returns (exit code, stderr).
+fn start_with(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rtsync"));
+    cmd.env_clear().env("RTS_LISTEN", "127.0.0.1:0");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_short_or_missing_secrets_are_refused_before_binding() {
+    let long = "s".repeat(32);
+    for (env, needle) in [
+        (
+            vec![("RTS_JWT_SECRET", "")],
+            "RTS_JWT_SECRET is set but empty",
+        ),
+        (
+            vec![("RTS_JWT_SECRET", "   ")],
+            "RTS_JWT_SECRET is set but empty",
+        ),
+        (vec![("RTS_JWT_SECRET", "too-short")], "at least 32 bytes"),
+        (
+            vec![("RTS_JWT_SECRET", long.as_str()), ("RTS_API_TOKEN", "")],
+            "RTS_API_TOKEN is set but empty",
+        ),
+        (
+            vec![("RTS_JWT_SECRET", long.as_str()), ("RTS_API_TOKEN", " \t")],
+            "RTS_API_TOKEN is set but empty",
+        ),
+        (
+            vec![("RTS_AUTH", "jwt")],
+            "RTS_JWT_SECRET or RTS_JWT_PUBLIC_KEY",
+        ),
+    ] {
+        let (code, stderr) = start_with(&env);
+        assert_eq!(code, Some(2), "{env:?}: {stderr}");
+        assert!(stderr.contains(needle), "{env:?}: {stderr}");
+        assert!(!stderr.contains("\"listening\""), "never bound: {stderr}");
+    }
+}

@@ -198,9 +198,22 @@ fn error_response(e: &RequestError) -> Response<Body> {
     json_error(status_of(e), e.code.as_str(), &e.message)
 }
 
+/// How long a request body may take to arrive: a client that sends its
+/// headers and then trickles (or never sends) the body cannot hold a
+/// connection and a task for ever.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, ApiError> {
     let limited = Limited::new(req.into_body(), app.config.max_body_bytes);
-    let bytes = match limited.collect().await {
+    let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await else {
+        tracing::warn!("request body not received in time");
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "bad_request",
+            format!("request body not received within {BODY_READ_TIMEOUT:?}"),
+        ));
+    };
+    let bytes = match collected {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return Err(ApiError::new(

@@ -71,16 +71,51 @@ pub async fn place_group(store: &Store, table: &str, cursor: &str) -> Result<(),
     }
 }
 
-/// Removes this sidecar's group from the table stream.
+/// Removes this sidecar's group from the table stream; a stream left
+/// empty and without groups is deleted, and a stream without groups leaves
+/// the registry, so idle tables cost nothing (see `lua/streams.lua`).
 pub async fn stop_serving(store: &Store, table: &str) -> Result<(), StoreError> {
-    let mut conn = store.conn();
-    let _: i64 = redis::cmd("XGROUP")
-        .arg("DESTROY")
+    release(store, table, &store.instance_id).await
+}
+
+/// `rtsync_stream_release` of `group` ("" for none), then the registry.
+async fn release(store: &Store, table: &str, group: &str) -> Result<(), StoreError> {
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg("rtsync_stream_release")
+        .arg(1)
         .arg(store.keys.events(table))
-        .arg(&store.instance_id)
+        .arg(group);
+    let left: i64 = store.fcall(&cmd).await?;
+    if left <= 0 {
+        forget(store, table).await?;
+    }
+    Ok(())
+}
+
+/// Drops a table from the registry, unless a group appeared meanwhile (a
+/// sidecar places its group, then registers: checking again after the
+/// removal means one of the two always sees the other).
+async fn forget(store: &Store, table: &str) -> Result<(), StoreError> {
+    let mut conn = store.conn();
+    let _: i64 = redis::cmd("SREM")
+        .arg(store.keys.streams())
+        .arg(table)
         .query_async(&mut conn)
         .await
         .map_err(StoreError::from_redis)?;
+    let groups: Result<Vec<redis::Value>, _> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(store.keys.events(table))
+        .query_async(&mut conn)
+        .await;
+    if groups.is_ok_and(|g| !g.is_empty()) {
+        let _: i64 = redis::cmd("SADD")
+            .arg(store.keys.streams())
+            .arg(table)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+    }
     Ok(())
 }
 
@@ -117,14 +152,13 @@ pub async fn remove_gone_groups(store: &Store) -> Result<u64, StoreError> {
             .query_async(&mut conn)
             .await;
         let groups = match groups {
+            Ok(g) if g.is_empty() => {
+                release(store, &table, "").await?;
+                continue;
+            }
             Ok(g) => g,
             Err(e) if e.to_string().contains("no such key") => {
-                let _: i64 = redis::cmd("SREM")
-                    .arg(store.keys.streams())
-                    .arg(&table)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(StoreError::from_redis)?;
+                forget(store, &table).await?;
                 continue;
             }
             Err(e) => return Err(StoreError::from_redis(e)),
@@ -142,13 +176,7 @@ pub async fn remove_gone_groups(store: &Store) -> Result<u64, StoreError> {
                 .await
                 .map_err(StoreError::from_redis)?;
             if !alive {
-                let _: i64 = redis::cmd("XGROUP")
-                    .arg("DESTROY")
-                    .arg(&key)
-                    .arg(&name)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(StoreError::from_redis)?;
+                release(store, &table, &name).await?;
                 tracing::info!(
                     table,
                     group = name,

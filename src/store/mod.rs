@@ -37,6 +37,7 @@ pub const LIBRARY: &str = concat!(
     include_str!("../../lua/rtsync.lua"),
     include_str!("../../lua/commit.lua"),
     include_str!("../../lua/presence.lua"),
+    include_str!("../../lua/streams.lua"),
 );
 
 /// How long a command may wait for its reply before it counts as a fault.

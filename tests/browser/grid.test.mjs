@@ -88,3 +88,17 @@ test("a conflicting edit is rolled back to the winning value", async () => {
   await expectValue(bob, "r5", "name", "alice wins");
   await expectValue(alice, "r5", "name", "alice wins");
 });
+
+test("a user name is shown as text, never run as HTML", async () => {
+  const alice = await open(A, "alice", "t-xss");
+  const context = await browser.newContext();
+  const mallory = await context.newPage();
+  const name = encodeURIComponent('<img src=x onerror="window.__xss=1">');
+  await mallory.goto(`${B}/demo/?user=mallory&table=t-xss&name=${name}`);
+  await mallory.waitForSelector("#status.online", { timeout: WAIT });
+  await alice.waitForSelector('.user[data-user="mallory"]', { timeout: WAIT });
+  const shown = await alice.locator('.user[data-user="mallory"]').textContent();
+  assert.equal(shown, '<img src=x onerror="window.__xss=1">');
+  assert.equal(await alice.locator("#users img").count(), 0);
+  assert.equal(await alice.evaluate(() => window.__xss), undefined);
+});

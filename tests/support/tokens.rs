@@ -3,7 +3,7 @@
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-pub const SECRET: &str = "test-secret-please-change";
+pub const SECRET: &str = "test-secret-of-at-least-32-bytes-please-change";
 
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
