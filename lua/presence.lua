@@ -21,6 +21,10 @@ rtsync_presence_touch  ARGV channel, now, connId, userId, kind ("heartbeat"|
   -> 1, or 0 when the user has no presence (the caller joins again)
 rtsync_presence_sweep  ARGV channel, now, ttlMs, graceMs
   -> number of users removed (stale for ttlMs, or gone for graceMs)
+rtsync_presence_prune  ARGV channel, now, conns JSON array
+  -> number of connections removed. The connections are those of a sidecar
+     that stopped announcing itself (killed): a user left with none is
+     removed at once with user_left (the sidecar's silence was the grace).
 ]]
 
 local PALETTE = {
@@ -210,3 +214,35 @@ redis.register_function { function_name = 'rtsync_presence_leave', callback = pr
 redis.register_function { function_name = 'rtsync_presence_expire', callback = presence_expire }
 redis.register_function { function_name = 'rtsync_presence_touch', callback = presence_touch }
 redis.register_function { function_name = 'rtsync_presence_sweep', callback = presence_sweep }
+
+local function presence_prune(keys, args)
+  local err = check_presence_keys(keys, args, 3)
+  if err then return presence_fail(err) end
+  local channel = args[1]
+  local ok, gone = pcall(cjson.decode, args[3])
+  if not ok or type(gone) ~= 'table' then return presence_fail('conns must be a JSON array') end
+  local dead = {}
+  for _, c in ipairs(gone) do dead[c] = true end
+  local removed = 0
+  local flat = redis.call('HGETALL', keys[1])
+  for i = 1, #flat, 2 do
+    local p = load_presence(keys[1], flat[i])
+    if p ~= nil then
+      local rest = {}
+      for _, c in ipairs(p.conns) do
+        if dead[c] then removed = removed + 1 else rest[#rest + 1] = c end
+      end
+      if #rest < #p.conns then
+        if #rest == 0 then
+          remove_presence(keys, channel, p)
+        else
+          p.conns = rest
+          redis.call('HSET', keys[1], p.userId, cjson.encode(p))
+        end
+      end
+    end
+  end
+  return removed
+end
+
+redis.register_function { function_name = 'rtsync_presence_prune', callback = presence_prune }

@@ -53,10 +53,13 @@ impl App {
         shutdown: CancellationToken,
         tasks: TaskTracker,
     ) -> App {
-        // Connection ids travel in stream entries (`origin`) and are compared
-        // on every sidecar, so they must be unique across the fleet: a random
-        // per-process tag plus a counter.
+        // Connection ids travel in stream entries (`origin`) and presence,
+        // and are compared on every sidecar, so they must be unique across
+        // the fleet: the instance id (so the janitor can tell a gone
+        // sidecar's connections), a random per-process tag (an instance id
+        // may be reused after a restart) and a counter.
         let tag = RandomState::new().hash_one((std::process::id(), crate::now_ms()));
+        let tag = format!("{}.{tag:016x}", store.instance_id);
         App {
             commit_limits: CommitLimits::from_config(&config),
             config,
@@ -70,7 +73,7 @@ impl App {
             library_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             connections: AtomicUsize::new(0),
             authenticated: AtomicUsize::new(0),
-            conn_tag: format!("{tag:016x}"),
+            conn_tag: tag,
             conn_seq: AtomicU64::new(0),
             per_user: Mutex::new(HashMap::new()),
         }

@@ -2,6 +2,10 @@
 //! is alive, and one at a time (behind a lock in Redis) sweeps stale
 //! presence and removes the consumer groups of sidecars that are gone.
 //! Every step is safe if two sidecars run it at once.
+//!
+//! A sidecar counts as gone once it has not announced itself for
+//! [`ALIVE`]: its consumer groups are removed, and its connections leave
+//! presence (their users get `user_left`) within about 20 s of a SIGKILL.
 
 use std::sync::Arc;
 
@@ -10,22 +14,24 @@ use tokio_util::sync::CancellationToken;
 use crate::presence::{self, SweepSettings};
 use crate::store::{groups, presence as store_presence, Store};
 
+/// How often the janitor runs, at most.
+const TICK: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a sidecar's announcement lasts: three missed ticks.
+pub const ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Runs until `shutdown`.
 pub async fn run(store: Arc<Store>, settings: SweepSettings, shutdown: CancellationToken) {
-    // A sidecar silent for the presence TTL counts as gone, like its users.
-    let alive_ms = settings
-        .ttl
-        .as_millis()
-        .max(3 * settings.interval.as_millis()) as u64;
+    let tick = settings.interval.min(TICK);
+    let alive_ms = ALIVE.max(3 * tick).as_millis() as u64;
     loop {
         if let Err(e) = groups::announce_instance(&store, alive_ms).await {
             tracing::debug!(error = %e, "cannot announce this sidecar yet");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(settings.interval) => {}
+            _ = tokio::time::sleep(tick) => {}
         }
-        let lock_ms = settings.interval.as_millis() as u64;
+        let lock_ms = tick.as_millis() as u64;
         match store_presence::try_lock_sweeper(&store, lock_ms).await {
             Ok(true) => {}
             Ok(false) => continue,
@@ -33,6 +39,10 @@ pub async fn run(store: Arc<Store>, settings: SweepSettings, shutdown: Cancellat
                 tracing::debug!(error = %e, "janitor cannot take its lock");
                 continue;
             }
+        }
+        match store_presence::prune_gone_instances(&store).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "presence prune of gone sidecars failed"),
         }
         match presence::sweep(&store, settings).await {
             Ok(0) => {}

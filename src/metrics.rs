@@ -31,6 +31,7 @@ pub const PRESENCE_USERS: &str = "rtsync_presence_users";
 pub const REDIS_UP: &str = "rtsync_redis_up";
 pub const CONNECTIONS_REFUSED: &str = "rtsync_connections_refused_total";
 pub const WRITER_ERRORS: &str = "rtsync_writer_errors_total";
+pub const PRESENCE_NOTICES_DROPPED: &str = "rtsync_presence_notices_dropped_total";
 
 /// Every exported name, for documentation and the dashboard check.
 pub const ALL: &[&str] = &[
@@ -57,6 +58,7 @@ pub const ALL: &[&str] = &[
     REDIS_UP,
     CONNECTIONS_REFUSED,
     WRITER_ERRORS,
+    PRESENCE_NOTICES_DROPPED,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -135,6 +137,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_REFUSED,
         "Connections refused by a limit, by reason"
+    );
+    describe_counter!(
+        PRESENCE_NOTICES_DROPPED,
+        "Presence notices dropped because the relay queue was full"
     );
     describe_counter!(
         WRITER_ERRORS,
@@ -221,6 +227,10 @@ pub fn presence_users(n: u64) {
 pub fn redis_up(up: bool) {
     gauge!(REDIS_UP).set(if up { 1.0 } else { 0.0 });
 }
+pub fn presence_notice_dropped() {
+    counter!(PRESENCE_NOTICES_DROPPED).increment(1);
+}
+
 pub fn writer_error(kind: &'static str) {
     counter!(WRITER_ERRORS, "kind" => kind).increment(1);
 }

@@ -380,3 +380,23 @@ async fn presence_events_need_a_subscription() {
         .unwrap_err();
     assert_eq!(err["code"], "not_subscribed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_of_a_killed_sidecar_leave_within_30_seconds() {
+    let t = two(&[]).await;
+    let mut alice = Client::subscribed(&t.b, "alice", "t").await;
+    let _bob = Client::subscribed(&t.a, "bob", "t").await;
+    event_for(&mut alice, "user_joined", "bob", WAIT)
+        .await
+        .expect("user_joined");
+    let killed = std::time::Instant::now();
+    t.a.signal("KILL");
+    event_for(&mut alice, "user_left", "bob", Duration::from_secs(35))
+        .await
+        .expect("user_left of the killed sidecar's user");
+    assert!(
+        killed.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        killed.elapsed()
+    );
+}

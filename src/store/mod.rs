@@ -181,7 +181,7 @@ impl Store {
 /// sharded pub/sub (RESP3).
 pub fn cluster_client(
     urls: &[String],
-    pushes: Option<tokio::sync::mpsc::UnboundedSender<redis::PushInfo>>,
+    pushes: Option<presence_bus::PushSender>,
 ) -> Result<redis::cluster::ClusterClient, StoreError> {
     let mut builder = redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
         .connection_timeout(CONNECT_TIMEOUT)

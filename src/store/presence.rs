@@ -154,6 +154,74 @@ pub async fn sweep_all(store: &Store, ttl_ms: u64, grace_ms: u64) -> Result<u64,
     Ok(removed)
 }
 
+/// The sidecar instance a connection id belongs to (`<instance>.<tag>.<n>`).
+pub fn instance_of(conn: &str) -> Option<&str> {
+    let mut parts = conn.rsplitn(3, '.');
+    let (_n, _tag) = (parts.next()?, parts.next()?);
+    parts.next().filter(|i| !i.is_empty())
+}
+
+/// Removes the presence connections of sidecars that stopped announcing
+/// themselves (killed, not drained): their users get `user_left` now
+/// instead of after the presence TTL. Returns how many were removed.
+pub async fn prune_gone_instances(store: &Store) -> Result<u64, StoreError> {
+    let mut conn = store.conn();
+    let tables: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(store.keys.presence_tables())
+        .query_async(&mut conn)
+        .await
+        .map_err(StoreError::from_redis)?;
+    let mut alive: std::collections::HashMap<String, bool> = Default::default();
+    let mut removed = 0u64;
+    for table in tables {
+        let flat: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(store.keys.presence(&table))
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        let mut gone = Vec::new();
+        for (_, doc) in flat {
+            let Ok(p) = serde_json::from_str::<Value>(&doc) else {
+                continue;
+            };
+            for c in p["conns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                let Some(instance) = instance_of(c) else {
+                    continue;
+                };
+                if !alive.contains_key(instance) {
+                    let up: bool = redis::cmd("EXISTS")
+                        .arg(store.keys.instance(instance))
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(StoreError::from_redis)?;
+                    alive.insert(instance.to_owned(), up);
+                }
+                if alive.get(instance) == Some(&false) {
+                    gone.push(c.to_owned());
+                }
+            }
+        }
+        if gone.is_empty() {
+            continue;
+        }
+        let mut cmd = presence_cmd(store, "rtsync_presence_prune", &table);
+        cmd.arg(Value::from(gone).to_string());
+        let n: i64 = run(store, cmd).await?;
+        tracing::info!(
+            table,
+            connections = n,
+            "removed the presence of a gone sidecar"
+        );
+        removed += n.max(0) as u64;
+    }
+    Ok(removed)
+}
+
 /// Takes the fleet-wide sweeper lock for `ttl_ms`; false when another
 /// sidecar holds it.
 pub async fn try_lock_sweeper(store: &Store, ttl_ms: u64) -> Result<bool, StoreError> {
@@ -168,4 +236,19 @@ pub async fn try_lock_sweeper(store: &Store, ttl_ms: u64) -> Result<bool, StoreE
         .await
         .map_err(StoreError::from_redis)?;
     Ok(got.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::instance_of;
+
+    #[test]
+    fn a_connection_id_names_its_instance() {
+        assert_eq!(instance_of("sidecar-a.00ff.7"), Some("sidecar-a"));
+        assert_eq!(
+            instance_of("host.example.com-12.00ff.7"),
+            Some("host.example.com-12")
+        );
+        assert_eq!(instance_of("00ff.7"), None, "ids without an instance");
+    }
 }

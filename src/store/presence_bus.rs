@@ -11,8 +11,14 @@
 //! One RESP3 connection carries all channels (one `SSUBSCRIBE` per channel,
 //! as cluster slots require). If it drops, the bus reconnects and
 //! subscribes to every channel again.
+//!
+//! Pushes wait in a bounded queue ([`PUSH_QUEUE`]): when the hub falls that
+//! far behind, notices are dropped and counted (a cursor moves again; a
+//! missed doorbell is caught by the tailer's sweep) rather than growing
+//! memory; a disconnection is never lost (it is flagged aside).
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,8 +46,51 @@ struct Shared {
     store: Arc<Store>,
     tables: Mutex<HashSet<String>>,
     conn: tokio::sync::Mutex<Option<BusConn>>,
-    pushes: Mutex<Option<mpsc::UnboundedReceiver<PushInfo>>>,
-    push_tx: mpsc::UnboundedSender<PushInfo>,
+    pushes: Mutex<Option<mpsc::Receiver<PushInfo>>>,
+    push_tx: PushSender,
+}
+
+/// Pushes waiting for the bus task, at most.
+pub const PUSH_QUEUE: usize = 16_384;
+
+/// The bounded push queue's sending side, handed to redis-rs.
+#[derive(Clone)]
+pub struct PushSender {
+    tx: mpsc::Sender<PushInfo>,
+    /// Set when a disconnection push found the queue full.
+    disconnected: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl PushSender {
+    fn new(capacity: usize) -> (PushSender, mpsc::Receiver<PushInfo>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let sender = PushSender {
+            tx,
+            disconnected: Arc::new(AtomicBool::new(false)),
+            wake: Arc::new(tokio::sync::Notify::new()),
+        };
+        (sender, rx)
+    }
+}
+
+impl redis::aio::AsyncPushSender for PushSender {
+    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+        let disconnection = info.kind == PushKind::Disconnection;
+        match self.tx.try_send(info) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) if disconnection => {
+                self.disconnected.store(true, Ordering::Release);
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                crate::metrics::presence_notice_dropped();
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(redis::aio::SendError),
+        }
+    }
 }
 
 /// A notice as published by the presence functions.
@@ -56,7 +105,7 @@ pub struct Notice {
 
 impl PresenceBus {
     pub fn new(store: Arc<Store>, tailer: TailerHandle) -> Result<PresenceBus, StoreError> {
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
+        let (push_tx, push_rx) = PushSender::new(PUSH_QUEUE);
         Ok(PresenceBus {
             tailer,
             shared: Arc::new(Shared {
@@ -118,13 +167,21 @@ impl PresenceBus {
             return;
         };
         let bus = self.clone();
+        let flags = self.shared.push_tx.clone();
         tracker.spawn(async move {
             loop {
                 let push = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    p = rx.recv() => p,
+                    _ = flags.wake.notified() => None,
+                    p = rx.recv() => match p {
+                        Some(p) => Some(p),
+                        None => return,
+                    },
                 };
-                let Some(push) = push else { return };
+                if flags.disconnected.swap(false, Ordering::AcqRel) {
+                    bus.reconnect(&cancel).await;
+                }
+                let Some(push) = push else { continue };
                 match push.kind {
                     PushKind::SMessage | PushKind::Message => bus.dispatch(&hub, push.data),
                     PushKind::Disconnection => bus.reconnect(&cancel).await,
@@ -188,10 +245,7 @@ enum BusConn {
 }
 
 impl BusConn {
-    async fn open(
-        store: &Store,
-        pushes: mpsc::UnboundedSender<PushInfo>,
-    ) -> Result<BusConn, StoreError> {
+    async fn open(store: &Store, pushes: PushSender) -> Result<BusConn, StoreError> {
         if store.is_cluster() {
             let client = super::cluster_client(store.urls(), Some(pushes))?;
             let conn = client
@@ -244,7 +298,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::Notice;
+    use super::*;
+    use redis::aio::AsyncPushSender;
+
+    fn push(kind: PushKind) -> PushInfo {
+        PushInfo { kind, data: vec![] }
+    }
+
+    #[test]
+    fn a_full_push_queue_drops_notices_but_never_a_disconnection() {
+        let (sender, mut rx) = PushSender::new(1);
+        assert!(sender.send(push(PushKind::SMessage)).is_ok());
+        assert!(
+            sender.send(push(PushKind::SMessage)).is_ok(),
+            "dropped, not an error"
+        );
+        assert!(!sender.disconnected.load(Ordering::Acquire));
+        assert!(sender.send(push(PushKind::Disconnection)).is_ok());
+        assert!(sender.disconnected.load(Ordering::Acquire), "flagged aside");
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err(), "only one was queued");
+    }
 
     #[test]
     fn doorbell_notice_has_no_data() {
