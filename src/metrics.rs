@@ -88,7 +88,122 @@ pub fn install() -> PrometheusHandle {
         tracing::debug!("a metrics recorder is already installed");
     }
     describe();
+    register_all();
     handle
+}
+
+/// The label values each labelled counter is exported with from the
+/// start, so `rate()` sees the first event and every panel has a series.
+const LABELS: &[(&str, &str, &[&str])] = &[
+    (
+        MESSAGES_IN,
+        "event",
+        &[
+            "authenticate",
+            "subscribe_to_table",
+            "unsubscribe_from_table",
+            "cursor_position",
+            "selection",
+            "record_change",
+            "sync_offline_changes",
+            "recover_connection",
+            "heartbeat",
+            "load_records",
+            "unknown",
+            "invalid",
+        ],
+    ),
+    (
+        MESSAGES_OUT,
+        "event",
+        &[
+            "ack",
+            "error",
+            "authenticated",
+            "table_users",
+            "recent_changes",
+            "missed_events",
+            "connection_recovered",
+            "resync_required",
+            "record_change",
+            "batch_changes",
+            "user_joined",
+            "user_reconnected",
+            "user_left",
+            "cursor_position",
+            "selection",
+            "offline_changes",
+            "offline_sync_complete",
+            "heartbeat_ack",
+        ],
+    ),
+    (
+        COMMITS,
+        "status",
+        &[
+            "applied",
+            "merged",
+            "overwritten",
+            "rejected",
+            "duplicate",
+            "error",
+        ],
+    ),
+    (REDIS_ERRORS, "kind", &["unavailable", "timeout", "other"]),
+    (
+        FRAMES_REJECTED,
+        "reason",
+        &["too_large", "decode", "invalid"],
+    ),
+    (
+        AUTH_FAILURES,
+        "reason",
+        &[
+            "missing",
+            "expired",
+            "not_yet_valid",
+            "invalid",
+            "claims",
+            "timeout",
+            "not_authenticated",
+        ],
+    ),
+    (
+        CONNECTIONS_REFUSED,
+        "reason",
+        &["sidecar_full", "per_user", "unauthenticated_full"],
+    ),
+    (WRITER_ERRORS, "kind", &["timeout", "buffer_full", "failed"]),
+];
+
+/// Exports every series the dashboard reads, at zero.
+fn register_all() {
+    for (name, label, values) in LABELS {
+        for value in *values {
+            counter!(*name, *label => *value).increment(0);
+        }
+    }
+    for name in [
+        BYTES_IN,
+        BYTES_OUT,
+        EVENTS_DELIVERED,
+        SLOW_CONSUMER_DISCONNECTS,
+        RATE_LIMITED,
+        ENTRIES_SKIPPED,
+        REDIS_RECONNECTS,
+        PRESENCE_NOTICES_DROPPED,
+    ] {
+        counter!(name).increment(0);
+    }
+    for state in ["open", "authenticated"] {
+        gauge!(CONNECTIONS, "state" => state).increment(0.0);
+    }
+    for name in [TABLES_TAILED, CONSUMER_GROUP_LAG, PRESENCE_USERS, REDIS_UP] {
+        gauge!(name).increment(0.0);
+    }
+    for name in [COMMIT_DURATION, FANOUT_LATENCY, DELIVERY_BATCH_SIZE] {
+        let _ = histogram!(name);
+    }
 }
 
 fn describe() {

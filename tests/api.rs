@@ -216,6 +216,35 @@ async fn a_request_body_that_never_arrives_times_out() {
     })
     .await
     .unwrap();
-    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
     assert!(response.contains("bad_request"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_dashboard_metric_is_exported_from_the_start() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let (status, text) = side.get("/metrics");
+    assert_eq!(status, 200);
+    let dashboard =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/rtsync.json"))
+            .unwrap();
+    let mut queried: Vec<&str> = dashboard
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("rtsync_"))
+        .collect();
+    queried.sort();
+    queried.dedup();
+    for name in queried {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "{name} is not exported before first use"
+        );
+    }
+    // Counters of failures are there at zero, per label.
+    assert!(
+        text.contains(r#"rtsync_auth_failures_total{reason="invalid"} 0"#),
+        "{text}"
+    );
+    assert!(text.contains("rtsync_delivery_batch_size_bucket{le=\"256\"} 0"));
 }

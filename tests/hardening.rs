@@ -159,7 +159,11 @@ async fn pings_count_against_the_rate_limit() {
     for _ in 0..200 {
         c.send_raw(Message::Ping(vec![1].into())).await;
     }
-    assert_eq!(c.closed().await, Some(4429));
+    // The close frame may be lost to a reset: the server stops reading
+    // with the flood's pings still unread.
+    let code = c.closed().await;
+    assert!(matches!(code, Some(4429) | Some(1006)), "{code:?}");
+    assert!(side.log_contains("sustained rate-limit abuse"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -15,33 +15,12 @@ use serde_json::{json, Value};
 use super::routes::{json, json_error, Body};
 use crate::app::App;
 use crate::config::AuthMode;
-use crate::protocol::RequestError;
+use crate::protocol::{ErrorCode, RequestError};
 use crate::store::commit::{commit_batch, validate_batch, CommitRequest};
-
-/// An API failure, rendered as `{"success": false, "error": {code, message}}`.
-struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn response(&self) -> Response<Body> {
-        json_error(self.status, self.code, &self.message)
-    }
-}
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if let Err(e) = check_token(&app, &req) {
-        return e.response();
+        return error_response(&e);
     }
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.as_str()) {
@@ -59,14 +38,13 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-fn check_token(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
+fn check_token(app: &App, req: &Request<Incoming>) -> Result<(), RequestError> {
     let Some(expected) = &app.config.api_token else {
         if app.config.auth == AuthMode::None {
             return Ok(());
         }
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        return Err(RequestError::new(
+            ErrorCode::Forbidden,
             "the API is disabled: set RTS_API_TOKEN",
         ));
     };
@@ -79,9 +57,8 @@ fn check_token(app: &App, req: &Request<Incoming>) -> Result<(), ApiError> {
     if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
         Ok(())
     } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
+        Err(RequestError::new(
+            ErrorCode::Unauthenticated,
             "missing or wrong API token",
         ))
     }
@@ -144,7 +121,7 @@ fn record() -> String {
 async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
     let body = match read_json(app, req).await {
         Ok(v) => v,
-        Err(e) => return e.response(),
+        Err(e) => return error_response(&e),
     };
     let Some(Value::Array(items)) = body.get("changes").cloned() else {
         return error_response(&RequestError::bad_request(
@@ -203,31 +180,23 @@ fn error_response(e: &RequestError) -> Response<Body> {
 /// connection and a task for ever.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, ApiError> {
+async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, RequestError> {
     let limited = Limited::new(req.into_body(), app.config.max_body_bytes);
     let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await else {
         tracing::warn!("request body not received in time");
-        return Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "bad_request",
-            format!("request body not received within {BODY_READ_TIMEOUT:?}"),
-        ));
+        return Err(RequestError::bad_request(format!(
+            "request body not received within {BODY_READ_TIMEOUT:?}"
+        )));
     };
     let bytes = match collected {
         Ok(b) => b.to_bytes(),
         Err(_) => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+            return Err(RequestError::new(
+                ErrorCode::PayloadTooLarge,
                 format!("body over {} bytes", app.config.max_body_bytes),
             ))
         }
     };
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("invalid JSON: {e}"),
-        )
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| RequestError::bad_request(format!("invalid JSON: {e}")))
 }

@@ -57,6 +57,12 @@ impl StoreError {
         StoreError::Other(e)
     }
 
+    /// `XINFO` of a key that does not exist (Redis answers `ERR no such
+    /// key`; the one place that reads an error's detail).
+    pub fn is_no_such_key(e: &redis::RedisError) -> bool {
+        e.code() == Some("ERR") && e.detail().is_some_and(|d| d.trim() == "no such key")
+    }
+
     /// True when the Redis server answered that the function library is
     /// not loaded (a restart without persistence).
     pub fn is_missing_function(&self) -> bool {

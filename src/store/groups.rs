@@ -157,7 +157,7 @@ pub async fn remove_gone_groups(store: &Store) -> Result<u64, StoreError> {
                 continue;
             }
             Ok(g) => g,
-            Err(e) if e.to_string().contains("no such key") => {
+            Err(e) if StoreError::is_no_such_key(&e) => {
                 forget(store, &table).await?;
                 continue;
             }

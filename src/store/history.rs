@@ -83,7 +83,7 @@ pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Pos
     let seen = StreamId::parse_or_zero(last_seen);
     let info = match info {
         Ok(v) => InfoMap(v),
-        Err(e) if e.to_string().contains("no such key") => {
+        Err(e) if StoreError::is_no_such_key(&e) => {
             return Ok(if seen == StreamId::ZERO {
                 Position::Replayable
             } else {
