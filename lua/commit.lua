@@ -38,6 +38,9 @@ ARGV
                `changes` through Lua's cjson, which keeps numbers only as
                doubles and cannot tell `[]` from `{}`.
 
+A record commit also adds the record id to the table's record index
+`<p>:{T}:records` (sorted set, score 0; see records.lua), in the same slot.
+
 Record state (`<p>:{T}:rec:<recordId>`):
   _v          the record's version (an integer, +1 per commit)
   _del        "1" while the record is deleted
@@ -228,6 +231,11 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   -- only one that could be refused.
   local new_v = cur_v + 1
   local id = append(stream, change, new_v, changes_raw, metadata_raw, retention_ms)
+  -- The record index for load_records (v1.1), in the table's slot.
+  local scope = stream:match('^(.*):events$')
+  if scope then
+    redis.call('ZADD', scope .. ':records', 0, change.entityId)
+  end
   if change.type == 'create' and deleted then
     redis.call('DEL', state)
   end

@@ -8,6 +8,7 @@ order, into one library named `rtsync`:
   lua/commit.lua    rtsync_commit: the atomic version check, state write and append
   lua/presence.lua  rtsync_presence_*: who is on a table, cursors, colors
   lua/streams.lua   rtsync_stream_release: a sidecar stops reading a stream
+  lua/records.lua   rtsync_load, rtsync_seed: the table's state with versions
 
 Errors that are the caller's fault (bad keys or arguments) are error replies
 whose code is `RTSYNC_INVALID`, e.g.

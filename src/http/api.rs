@@ -27,6 +27,18 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         (Method::GET, "/api/v1/sync/stats") => stats(&app).await,
         (Method::POST, "/api/v1/sync/batch-changes") => batch_changes(&app, req).await,
         (Method::POST, "/api/v1/sync/cleanup") => cleanup(&app).await,
+        (method, p) if super::records::table_of(p).is_some() => {
+            let table = super::records::table_of(p).unwrap_or_default();
+            match method {
+                Method::GET => super::records::get(&app, &table, &req).await,
+                Method::POST => super::records::seed(&app, &table, req).await,
+                _ => json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "method not allowed on this route",
+                ),
+            }
+        }
         (_, "/api/v1/sync/stats" | "/api/v1/sync/batch-changes" | "/api/v1/sync/cleanup") => {
             json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -171,7 +183,7 @@ fn status_of(e: &RequestError) -> StatusCode {
     StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
-fn error_response(e: &RequestError) -> Response<Body> {
+pub fn error_response(e: &RequestError) -> Response<Body> {
     json_error(status_of(e), e.code.as_str(), &e.message)
 }
 
@@ -180,7 +192,7 @@ fn error_response(e: &RequestError) -> Response<Body> {
 /// connection and a task for ever.
 const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, RequestError> {
+pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, RequestError> {
     let limited = Limited::new(req.into_body(), app.config.max_body_bytes);
     let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await else {
         tracing::warn!("request body not received in time");

@@ -35,6 +35,7 @@ const EVENTS: &[&str] = &[
     "sync_offline_changes",
     "recover_connection",
     "heartbeat",
+    "load_records",
 ];
 
 /// A WebSocket ping from the client: it takes a token like any message.
@@ -97,6 +98,7 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
             "sync_offline_changes" => offline::sync(session, frame.data).await,
             "record_change" => record_change(session, frame.data).await,
             "heartbeat" => heartbeat(session, frame.data).await,
+            "load_records" => super::records::load(session, frame.data).await,
             "cursor_position" => cursor_position(session, frame.data).await,
             "selection" => selection(session, frame.data).await,
             // "authenticate" was handled above; anything else is unknown.

@@ -11,6 +11,7 @@ pub mod dispatch;
 pub mod offline;
 pub mod outbox;
 pub mod rate_limit;
+pub mod records;
 pub mod tables;
 
 use std::collections::HashMap;

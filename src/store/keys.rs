@@ -26,6 +26,11 @@ impl Keys {
         format!("{}:{{{table}}}:rec:{record}", self.prefix)
     }
 
+    /// The table's record index (sorted set of record ids, score 0).
+    pub fn records(&self, table: &str) -> String {
+        format!("{}:{{{table}}}:records", self.prefix)
+    }
+
     /// Versions of non-record entities of a table (or of a base).
     pub fn versions(&self, scope: &str) -> String {
         format!("{}:{{{scope}}}:ver", self.prefix)

@@ -18,6 +18,7 @@ pub mod history;
 pub mod keys;
 pub mod presence;
 pub mod presence_bus;
+pub mod records;
 pub mod reply;
 pub mod tailer;
 
@@ -38,6 +39,7 @@ pub const LIBRARY: &str = concat!(
     include_str!("../../lua/commit.lua"),
     include_str!("../../lua/presence.lua"),
     include_str!("../../lua/streams.lua"),
+    include_str!("../../lua/records.lua"),
 );
 
 /// How long a command may wait for its reply before it counts as a fault.

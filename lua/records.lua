@@ -1,0 +1,167 @@
+
+--[==[
+The table's state with versions (v1.1): the record index, pages of record
+states for `load_records`, and seeding from the app's database.
+
+`<p>:{T}:records` (sorted set, every score 0, so members sort by id) holds
+the id of every record rtsync_commit or rtsync_seed wrote (deleted ones too:
+a client must learn of a deletion). The record hashes are
+`<p>:{T}:rec:<recordId>` (see commit.lua); the functions derive their names
+from KEYS[1], in the same cluster slot.
+
+rtsync_load  (read-only)
+  FCALL rtsync_load 2 <p>:{T}:events <p>:{T}:records page <after> <limit>
+  FCALL rtsync_load 2 <p>:{T}:events <p>:{T}:records ids <recordId>...
+  -> JSON {"records": [{"recordId", "version", "deleted", "fields": {...}}],
+           "next"?: "<recordId>", "asOf": "<stream id>"}
+  A page lists records in id order after <after> ("" for the first page),
+  at most <limit>; "next" is set when more may follow (pass it as <after>).
+  With ids, the records that exist, in the order given. Field values are the
+  stored JSON text, unchanged. asOf is the id of the table's last stream
+  event at the time of the read ("0-0" for none): every event after it is
+  newer than the states returned.
+
+rtsync_seed
+  FCALL rtsync_seed 2 <p>:{T}:events <p>:{T}:records
+        (<recordId> <version> <deleted 0|1> <nfields> (<fieldId> <value-json>)*nfields)...
+  Writes each record only when <version> is greater than the version held
+  (a seed never overwrites a newer edit): the record's state is replaced by
+  the given fields, each field's version set to <version>. Appends no event.
+  -> JSON {"written": n, "skipped": n}
+]==]
+
+local MAX_SEED_VERSION = 9007199254740992
+
+local function records_fail(msg)
+  return redis.error_reply(INVALID .. 'rtsync_records: ' .. msg)
+end
+
+-- `<p>:{T}` from `<p>:{T}:events`.
+local function table_scope(stream)
+  return stream:match('^(.*):events$')
+end
+
+local function record_state_json(rec_key, record_id)
+  local flat = redis.call('HGETALL', rec_key)
+  if #flat == 0 then
+    return nil
+  end
+  local version, deleted = 0, false
+  local fields = {}
+  for i = 1, #flat, 2 do
+    local k, v = flat[i], flat[i + 1]
+    if k == '_v' then
+      version = tonumber(v) or 0
+    elseif k == '_del' then
+      deleted = v == '1'
+    elseif k:sub(1, 2) == 'd:' then
+      fields[#fields + 1] = jstr(k:sub(3)) .. ':' .. value_json(v)
+    end
+  end
+  return '{"recordId":' .. jstr(record_id) .. ',"version":' .. jint(version)
+    .. ',"deleted":' .. tostring(deleted) .. ',"fields":{' .. table.concat(fields, ',') .. '}}'
+end
+
+local function load(keys, args)
+  if #keys ~= 2 or #args < 1 then
+    return records_fail('expects 2 keys (events, records) and a mode')
+  end
+  local scope = table_scope(keys[1])
+  if scope == nil or keys[2] ~= scope .. ':records' then
+    return records_fail('keys must be <p>:{T}:events and <p>:{T}:records')
+  end
+  local ids, next_id
+  if args[1] == 'page' then
+    local after, limit = args[2] or '', tonumber(args[3] or '')
+    if limit == nil or limit < 1 or limit > 1000 or limit ~= math.floor(limit) then
+      return records_fail('limit must be an integer in 1..1000')
+    end
+    local from = '-'
+    if after ~= '' then from = '(' .. after end
+    ids = redis.call('ZRANGE', keys[2], from, '+', 'BYLEX', 'LIMIT', 0, limit + 1)
+    if #ids > limit then
+      ids[#ids] = nil
+      next_id = ids[#ids]
+    end
+  elseif args[1] == 'ids' then
+    ids = {}
+    for i = 2, #args do ids[#ids + 1] = args[i] end
+  else
+    return records_fail('mode must be page or ids')
+  end
+  local last = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
+  local as_of = '0-0'
+  if last[1] then as_of = last[1][1] end
+  local out = {}
+  for _, id in ipairs(ids) do
+    local state = record_state_json(scope .. ':rec:' .. id, id)
+    if state then out[#out + 1] = state end
+  end
+  local result = '{"records":[' .. table.concat(out, ',') .. ']'
+  if next_id then result = result .. ',"next":' .. jstr(next_id) end
+  return result .. ',"asOf":' .. jstr(as_of) .. '}'
+end
+
+local function seed(keys, args)
+  if #keys ~= 2 then
+    return records_fail('expects 2 keys (events, records)')
+  end
+  local scope = table_scope(keys[1])
+  if scope == nil or keys[2] ~= scope .. ':records' then
+    return records_fail('keys must be <p>:{T}:events and <p>:{T}:records')
+  end
+  -- Parse and check everything first: nothing is written on bad input.
+  local records = {}
+  local i = 1
+  while i <= #args do
+    local id, version, deleted, n = args[i], tonumber(args[i + 1]), args[i + 2], tonumber(args[i + 3])
+    if not is_id(id) then return records_fail('recordId must be an id') end
+    if version == nil or version < 1 or version > MAX_SEED_VERSION or version ~= math.floor(version) then
+      return records_fail('version must be an integer in 1..2^53')
+    end
+    if deleted ~= '0' and deleted ~= '1' then return records_fail('deleted must be 0 or 1') end
+    if n == nil or n < 0 or n ~= math.floor(n) or i + 3 + 2 * n > #args then
+      return records_fail('bad field count for ' .. id)
+    end
+    local fields = {}
+    for f = 1, n do
+      local field, value = args[i + 2 + 2 * f], args[i + 3 + 2 * f]
+      if not is_id(field) then return records_fail('fieldId must be an id') end
+      local ok = pcall(cjson.decode, value)
+      if not ok then return records_fail('field values must be JSON text') end
+      fields[#fields + 1] = { field, value }
+    end
+    records[#records + 1] = { id = id, version = version, deleted = deleted, fields = fields }
+    i = i + 4 + 2 * n
+  end
+  local written, skipped = 0, 0
+  for _, r in ipairs(records) do
+    local key = scope .. ':rec:' .. r.id
+    local held = tonumber(redis.call('HGET', key, '_v')) or 0
+    if r.version > held then
+      redis.call('DEL', key)
+      local hset = { 'HSET', key, '_v', jint(r.version) }
+      if r.deleted == '1' then
+        hset[#hset + 1] = '_del'
+        hset[#hset + 1] = '1'
+      end
+      for _, fv in ipairs(r.fields) do
+        if fv[2] ~= 'null' then
+          hset[#hset + 1] = 'v:' .. fv[1]
+          hset[#hset + 1] = jint(r.version)
+          hset[#hset + 1] = 'd:' .. fv[1]
+          hset[#hset + 1] = fv[2]
+        end
+      end
+      redis.call(unpack(hset))
+      redis.call('ZADD', keys[2], 0, r.id)
+      written = written + 1
+    else
+      skipped = skipped + 1
+    end
+  end
+  return '{"written":' .. written .. ',"skipped":' .. skipped .. '}'
+end
+
+redis.register_function { function_name = 'rtsync_load', callback = load, flags = { 'no-writes' } }
+redis.register_function { function_name = 'rtsync_seed', callback = seed }

@@ -1,0 +1,102 @@
+//! The table-state routes for backends (PROTOCOL.md section 6, v1.1):
+//! `GET /api/v1/sync/tables/{tableId}/records?after=&limit=` (or
+//! `?recordId=a&recordId=b`) reads the same pages as `load_records`;
+//! `POST` of `{"records": [{recordId, version, fields, deleted?}]}` seeds
+//! record states from the app's database (written only when newer, no
+//! event appended).
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::api::{error_response, read_json};
+use super::routes::{json, Body};
+use crate::app::App;
+use crate::protocol::ids::check_id;
+use crate::protocol::{ErrorCode, RequestError};
+use crate::store::records::{self, Load, SeedRecord};
+
+/// `tableId` of `/api/v1/sync/tables/{tableId}/records`, percent-decoded.
+pub fn table_of(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/v1/sync/tables/")?;
+    let encoded = rest.strip_suffix("/records")?;
+    if encoded.contains('/') {
+        return None;
+    }
+    let decoded: String = url::form_urlencoded::parse(format!("t={encoded}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())?;
+    Some(decoded)
+}
+
+pub async fn get(app: &App, table: &str, req: &Request<Incoming>) -> Response<Body> {
+    match load(app, table, req.uri().query().unwrap_or("")).await {
+        Ok(page) => json(StatusCode::OK, &json!({"success": true, "data": page})),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn load(app: &App, table: &str, query: &str) -> Result<records::RecordPage, RequestError> {
+    check_id("tableId", table)?;
+    let mut ids = Vec::new();
+    let mut after = None;
+    let mut limit = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "recordId" => ids.push(v.into_owned()),
+            "after" => after = Some(v.into_owned()).filter(|a| !a.is_empty()),
+            "limit" => {
+                limit = Some(
+                    v.parse::<usize>()
+                        .map_err(|_| RequestError::bad_request("limit must be a number"))?,
+                )
+            }
+            _ => {}
+        }
+    }
+    let what = Load::new((!ids.is_empty()).then_some(ids), after, limit)?;
+    Ok(records::load(&app.store, table, &what).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedBody {
+    records: Vec<SeedRecord>,
+}
+
+pub async fn seed(app: &App, table: &str, req: Request<Incoming>) -> Response<Body> {
+    match seed_records(app, table, req).await {
+        Ok(r) => json(StatusCode::OK, &json!({"success": true, "data": r})),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn seed_records(
+    app: &App,
+    table: &str,
+    req: Request<Incoming>,
+) -> Result<records::SeedResult, RequestError> {
+    check_id("tableId", table)?;
+    let body = read_json(app, req).await?;
+    let body: SeedBody = serde_json::from_value(body).map_err(|e| {
+        RequestError::bad_request(format!(
+            "body must be {{\"records\": [{{recordId, version, fields, deleted?}}]}}: {e}"
+        ))
+    })?;
+    if body.records.len() > app.config.max_batch {
+        return Err(RequestError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("at most {} records per seed", app.config.max_batch),
+        ));
+    }
+    records::validate_seed(&body.records)?;
+    let result = records::seed(&app.store, table, &body.records).await?;
+    tracing::info!(
+        table,
+        written = result.written,
+        skipped = result.skipped,
+        "seeded records"
+    );
+    Ok(result)
+}

@@ -1,0 +1,33 @@
+//! `load_records` (v1.1): a page of the table's record states with their
+//! versions, or the listed records, for a client that converges by the
+//! version rule (subscribe first, then load pages in any interleaving with
+//! live events). Needs read access, not a subscription.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::dispatch::{forbidden, identity, to_value, Reply};
+use super::Session;
+use crate::protocol::ids::check_id;
+use crate::protocol::messages::parse;
+use crate::store::records::{load as load_page, Load};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LoadRecordsReq {
+    table_id: String,
+    record_ids: Option<Vec<String>>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn load(session: &mut Session, data: Value) -> Reply {
+    let req: LoadRecordsReq = parse("load_records", data)?;
+    check_id("tableId", &req.table_id)?;
+    if !identity(session)?.grants.can_read(&req.table_id) {
+        return Err(forbidden("read", &req.table_id));
+    }
+    let what = Load::new(req.record_ids, req.after, req.limit)?;
+    let page = load_page(&session.app.store, &req.table_id, &what).await?;
+    to_value(&page)
+}

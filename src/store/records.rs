@@ -1,0 +1,162 @@
+//! The table's state with versions (PROTOCOL.md v1.1 `load_records` and the
+//! seed route): pages of record states read by `rtsync_load` and states
+//! written by `rtsync_seed` (`lua/records.lua`). One `FCALL` each: a page of
+//! 500 records is one round trip, and a seed never interleaves with a
+//! commit of the same table.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Store, StoreError};
+use crate::protocol::ids::check_id;
+use crate::protocol::{ErrorCode, RequestError};
+
+/// Most records in one page or one list of ids.
+pub const MAX_PAGE: usize = 1000;
+/// Records per page when the client does not say.
+pub const DEFAULT_PAGE: usize = 500;
+
+/// What to load: a page after a record id, or the listed records.
+#[derive(Debug, Clone)]
+pub enum Load {
+    Page { after: Option<String>, limit: usize },
+    Ids(Vec<String>),
+}
+
+impl Load {
+    /// Checks the request (ids, limits) the way `load_records` documents it.
+    pub fn new(
+        record_ids: Option<Vec<String>>,
+        after: Option<String>,
+        limit: Option<usize>,
+    ) -> Result<Load, RequestError> {
+        if let Some(ids) = record_ids {
+            if ids.len() > MAX_PAGE {
+                return Err(RequestError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("at most {MAX_PAGE} recordIds"),
+                ));
+            }
+            for id in &ids {
+                check_id("recordIds[]", id)?;
+            }
+            return Ok(Load::Ids(ids));
+        }
+        let limit = limit.unwrap_or(DEFAULT_PAGE);
+        if limit == 0 || limit > MAX_PAGE {
+            return Err(RequestError::bad_request(format!(
+                "limit must be 1..={MAX_PAGE}"
+            )));
+        }
+        if let Some(a) = &after {
+            check_id("after", a)?;
+        }
+        Ok(Load::Page { after, limit })
+    }
+}
+
+/// A page of record states: `{records, next?, asOf}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordPage {
+    pub records: Vec<RecordState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+    pub as_of: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordState {
+    pub record_id: String,
+    pub version: u64,
+    pub deleted: bool,
+    pub fields: serde_json::Map<String, Value>,
+}
+
+/// Reads one page (or the listed records) of `table`.
+pub async fn load(store: &Store, table: &str, what: &Load) -> Result<RecordPage, StoreError> {
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg("rtsync_load")
+        .arg(2)
+        .arg(store.keys.events(table))
+        .arg(store.keys.records(table));
+    match what {
+        Load::Page { after, limit } => {
+            cmd.arg("page")
+                .arg(after.as_deref().unwrap_or(""))
+                .arg(limit);
+        }
+        Load::Ids(ids) => {
+            cmd.arg("ids");
+            for id in ids {
+                cmd.arg(id);
+            }
+        }
+    }
+    let reply: String = store.fcall(&cmd).await?;
+    serde_json::from_str(&reply).map_err(|e| StoreError::Reply(format!("{e}: {reply}")))
+}
+
+/// One record to seed: its state in the app's database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SeedRecord {
+    pub record_id: String,
+    pub version: u64,
+    #[serde(default)]
+    pub fields: serde_json::Map<String, Value>,
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SeedResult {
+    pub written: u64,
+    pub skipped: u64,
+}
+
+/// Checks seed records before anything is sent.
+pub fn validate_seed(records: &[SeedRecord]) -> Result<(), RequestError> {
+    for (i, r) in records.iter().enumerate() {
+        let at =
+            |e: RequestError| RequestError::new(e.code, format!("records[{i}]: {}", e.message));
+        check_id("recordId", &r.record_id).map_err(at)?;
+        if r.version == 0 || r.version > super::commit::MAX_VERSION {
+            return Err(at(RequestError::bad_request(format!(
+                "version must be 1..={}",
+                super::commit::MAX_VERSION
+            ))));
+        }
+        for field in r.fields.keys() {
+            check_id("fields key", field).map_err(at)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the records whose version is newer than the one held; no event.
+pub async fn seed(
+    store: &Store,
+    table: &str,
+    records: &[SeedRecord],
+) -> Result<SeedResult, StoreError> {
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg("rtsync_seed")
+        .arg(2)
+        .arg(store.keys.events(table))
+        .arg(store.keys.records(table));
+    for r in records {
+        cmd.arg(&r.record_id)
+            .arg(r.version)
+            .arg(if r.deleted { "1" } else { "0" })
+            .arg(r.fields.len());
+        for (field, value) in &r.fields {
+            let text =
+                serde_json::to_string(value).map_err(|e| StoreError::Reply(e.to_string()))?;
+            cmd.arg(field).arg(text);
+        }
+    }
+    let reply: String = store.fcall(&cmd).await?;
+    serde_json::from_str(&reply).map_err(|e| StoreError::Reply(format!("{e}: {reply}")))
+}
