@@ -101,13 +101,20 @@ local function is_array(t)
   return n == #t
 end
 
+-- Bytes that can start JSON text: [ { " - 0-9 t f n.
+local JSON_START = {
+  [91] = true, [123] = true, [34] = true, [45] = true, [116] = true, [102] = true, [110] = true,
+  [48] = true, [49] = true, [50] = true, [51] = true, [52] = true,
+  [53] = true, [54] = true, [55] = true, [56] = true, [57] = true,
+}
+
 -- A stored field value as JSON text (see "Record state").
 local function value_json(raw)
   if not raw or raw == '' then
     return 'null'
   end
-  local legacy = not raw:find('^[%[{"%-0-9tfn]') or (#raw == 1 and not raw:find('^%d$'))
-  if not legacy then
+  local b = raw:byte(1)
+  if JSON_START[b] and (#raw > 1 or (b >= 48 and b <= 57)) then
     return raw
   end
   local ok, v = pcall(cmsgpack.unpack, raw)

@@ -41,7 +41,18 @@ local function table_scope(stream)
   return stream:match('^(.*):events$')
 end
 
-local function record_state_json(rec_key, record_id)
+-- `"fieldId":` for a hash key `d:<fieldId>`, memoized per call: a page
+-- repeats the same few field names hundreds of times.
+local function field_key_json(memo, k)
+  local out = memo[k]
+  if out == nil then
+    out = jstr(k:sub(3)) .. ':'
+    memo[k] = out
+  end
+  return out
+end
+
+local function record_state_json(rec_key, record_id, memo)
   local flat = redis.call('HGETALL', rec_key)
   if #flat == 0 then
     return nil
@@ -50,12 +61,13 @@ local function record_state_json(rec_key, record_id)
   local fields = {}
   for i = 1, #flat, 2 do
     local k, v = flat[i], flat[i + 1]
-    if k == '_v' then
+    local b1, b2 = k:byte(1, 2)
+    if b1 == 100 and b2 == 58 then -- "d:"
+      fields[#fields + 1] = field_key_json(memo, k) .. value_json(v)
+    elseif k == '_v' then
       version = tonumber(v) or 0
     elseif k == '_del' then
       deleted = v == '1'
-    elseif k:sub(1, 2) == 'd:' then
-      fields[#fields + 1] = jstr(k:sub(3)) .. ':' .. value_json(v)
     end
   end
   return '{"recordId":' .. jstr(record_id) .. ',"version":' .. jint(version)
@@ -93,8 +105,9 @@ local function load(keys, args)
   local as_of = '0-0'
   if last[1] then as_of = last[1][1] end
   local out = {}
+  local memo = {}
   for _, id in ipairs(ids) do
-    local state = record_state_json(scope .. ':rec:' .. id, id)
+    local state = record_state_json(scope .. ':rec:' .. id, id, memo)
     if state then out[#out + 1] = state end
   end
   local result = '{"records":[' .. table.concat(out, ',') .. ']'

@@ -43,6 +43,8 @@ echo "# presence: 10 tables x 10 watchers, one mover per table at 200 moves/s" >
 bench --url "$both" presence
 echo "# tables: 5000 tables, one subscriber and one change per second each, on one sidecar" >&2
 bench --url "$a" tables --tables 5000 --writers 16
+echo "# records: load_records pages of 500 on a table of 10,000 records x 6 fields" >&2
+bench --url "$a" records --records 10000 --fields 6 --page 500
 echo "# idle: 10000 subscribed connections on a fresh sidecar" >&2
 port="$(free_port)"
 RTS_AUTH=none RTS_RATE_LIMIT=1000000 RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \

@@ -14,10 +14,10 @@
 //! fans out meanwhile is held for it (bounded) until the session has queued
 //! its ack and history, then [`Hub::activate`] releases it in order. So no
 //! live event ever precedes the ack (PROTOCOL.md section 3.1). The first
-//! subscriber of a table starts serving it (consumer group placed at the
-//! stream's end, tailer told); the last one leaving stops it. Both run under
-//! one lifecycle lock so a quick unsubscribe/subscribe never races the
-//! group's removal.
+//! subscriber of a table starts serving it and the last one leaving stops
+//! it, through the store's [`TableLifecycle`] (per-table locks there). The
+//! hub keeps subscribers, cursors and frames, and needs no Redis: the store
+//! calls it through [`EventHandler`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -29,17 +29,14 @@ use crate::protocol::event::{bounded_groups, list_frame, single_frame, ChangeEve
 use crate::protocol::Encoding;
 use crate::protocol::StreamId;
 use crate::session::outbox::Outbox;
-use crate::store::groups;
-use crate::store::presence_bus::{Notice, PresenceBus};
-use crate::store::tailer::TailerHandle;
-use crate::store::{Store, StoreError};
+use crate::store::events::EventHandler;
+use crate::store::presence_bus::Notice;
+use crate::store::serving::TableLifecycle;
+use crate::store::StoreError;
 
 pub struct Hub {
     tables: RwLock<HashMap<Arc<str>, Arc<Table>>>,
-    lifecycle: tokio::sync::Mutex<()>,
-    store: Arc<Store>,
-    tailer: TailerHandle,
-    bus: PresenceBus,
+    lifecycle: Arc<dyn TableLifecycle>,
 }
 
 struct Table {
@@ -84,13 +81,10 @@ impl Subscriber {
 }
 
 impl Hub {
-    pub fn new(store: Arc<Store>, tailer: TailerHandle, bus: PresenceBus) -> Hub {
+    pub fn new(lifecycle: Arc<dyn TableLifecycle>) -> Hub {
         Hub {
             tables: RwLock::new(HashMap::new()),
-            lifecycle: tokio::sync::Mutex::new(()),
-            store,
-            tailer,
-            bus,
+            lifecycle,
         }
     }
 
@@ -102,18 +96,11 @@ impl Hub {
             if let Some(start) = self.try_join(table, &outbox) {
                 return Ok(start);
             }
-            let _serial = self.lifecycle.lock().await;
+            let _serial = self.lifecycle.lock(table).await;
             if read(&self.tables).contains_key(table) {
                 continue;
             }
-            self.bus.add(table).await?;
-            let cursor = match groups::start_serving(&self.store, table).await {
-                Ok(c) => c,
-                Err(e) => {
-                    self.bus.remove(table).await;
-                    return Err(e);
-                }
-            };
+            let cursor = self.lifecycle.start(table).await?;
             let entry = Arc::new(Table {
                 inner: Mutex::new(TableInner {
                     cursor,
@@ -122,7 +109,6 @@ impl Hub {
             });
             write(&self.tables).insert(Arc::from(table), entry);
             crate::metrics::tables_tailed(read(&self.tables).len());
-            self.tailer.add(table);
         }
     }
 
@@ -178,7 +164,7 @@ impl Hub {
     }
 
     async fn retire(&self, table: &str) {
-        let _serial = self.lifecycle.lock().await;
+        let _serial = self.lifecycle.lock(table).await;
         let removed = {
             let mut tables = write(&self.tables);
             let empty = tables
@@ -190,11 +176,7 @@ impl Hub {
             return;
         }
         crate::metrics::tables_tailed(read(&self.tables).len());
-        self.tailer.remove(table);
-        self.bus.remove(table).await;
-        if let Err(e) = groups::stop_serving(&self.store, table).await {
-            tracing::warn!(table, error = %e, "could not remove the consumer group");
-        }
+        self.lifecycle.stop(table).await;
     }
 
     /// The last event id fanned out for `table`, if it is served.
@@ -277,6 +259,20 @@ impl Hub {
             sent += 1;
         }
         crate::metrics::messages_out(event, sent);
+    }
+}
+
+impl EventHandler for Hub {
+    fn deliver(&self, table: &str, events: Vec<ChangeEvent>) {
+        Hub::deliver(self, table, events)
+    }
+
+    fn notify(&self, table: &str, notice: Notice) {
+        Hub::notify(self, table, notice)
+    }
+
+    fn cursor(&self, table: &str) -> Option<String> {
+        Hub::cursor(self, table)
     }
 }
 
@@ -363,4 +359,147 @@ fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hub without Redis: a fake lifecycle, real outboxes.
+    use super::*;
+    use crate::session::outbox::{outbox, OutboxReceiver};
+    use crate::store::serving::TableLifecycle;
+    use futures_util::future::BoxFuture;
+    use serde_json::Value;
+    use tokio::sync::{Mutex as AsyncMutex, MutexGuard};
+
+    struct FakeLifecycle(AsyncMutex<()>);
+
+    impl TableLifecycle for FakeLifecycle {
+        fn lock<'a>(&'a self, _table: &str) -> BoxFuture<'a, MutexGuard<'a, ()>> {
+            Box::pin(self.0.lock())
+        }
+        fn start<'a>(&'a self, _table: &'a str) -> BoxFuture<'a, Result<String, StoreError>> {
+            Box::pin(async { Ok("5-0".to_owned()) })
+        }
+        fn stop<'a>(&'a self, _table: &'a str) -> BoxFuture<'a, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn hub() -> Hub {
+        Hub::new(Arc::new(FakeLifecycle(AsyncMutex::new(()))))
+    }
+
+    fn subscriber(id: &str, max_bytes: usize) -> (Outbox, OutboxReceiver) {
+        outbox(Arc::from(id), Encoding::Json, 64, max_bytes)
+    }
+
+    fn event(id: &str, origin: Option<&str>) -> ChangeEvent {
+        let mut fields = vec![
+            ("type".to_owned(), b"update".to_vec()),
+            ("entityType".to_owned(), b"record".to_vec()),
+            ("entityId".to_owned(), b"r".to_vec()),
+            ("userId".to_owned(), b"u".to_vec()),
+        ];
+        if let Some(o) = origin {
+            fields.push(("origin".to_owned(), o.as_bytes().to_vec()));
+        }
+        ChangeEvent::from_entry(id, &fields, Some("t")).expect("a valid entry")
+    }
+
+    /// The event ids of the frames queued so far, frame by frame.
+    fn queued_ids(rx: &mut OutboxReceiver) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        while let Some(bytes) = rx.try_next() {
+            let frame: Value = serde_json::from_slice(&bytes).expect("JSON frame");
+            let data = &frame[1];
+            let ids = match data.as_array() {
+                Some(list) => list
+                    .iter()
+                    .map(|e| e["id"].as_str().unwrap_or("").to_owned())
+                    .collect(),
+                None => vec![data["id"].as_str().unwrap_or("").to_owned()],
+            };
+            out.push(ids);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_pending_subscriber_gets_live_events_only_once_activated_in_order() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        let start = hub.join("t", ob).await.expect("join");
+        assert_eq!(start, "5-0");
+        hub.deliver("t", vec![event("6-0", None)]);
+        hub.deliver("t", vec![event("7-0", None), event("8-0", None)]);
+        assert!(queued_ids(&mut rx).is_empty(), "nothing before activation");
+        hub.activate("t", "c1");
+        assert_eq!(queued_ids(&mut rx), vec![vec!["6-0"], vec!["7-0", "8-0"]]);
+        hub.deliver("t", vec![event("9-0", None)]);
+        assert_eq!(queued_ids(&mut rx), vec![vec!["9-0"]]);
+    }
+
+    #[tokio::test]
+    async fn events_at_or_before_the_cursor_are_never_delivered() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob).await.expect("join");
+        hub.activate("t", "c1");
+        hub.deliver(
+            "t",
+            vec![event("4-0", None), event("5-0", None), event("5-1", None)],
+        );
+        assert_eq!(queued_ids(&mut rx), vec![vec!["5-1"]]);
+        assert_eq!(hub.cursor("t").as_deref(), Some("5-1"));
+    }
+
+    #[tokio::test]
+    async fn the_origin_gets_the_others_events_and_everyone_shares_one_frame() {
+        let hub = hub();
+        let (a, mut rx_a) = subscriber("a", 1 << 20);
+        let (b, mut rx_b) = subscriber("b", 1 << 20);
+        let (c, mut rx_c) = subscriber("c", 1 << 20);
+        for ob in [a, b, c] {
+            let id = ob.conn_id.clone();
+            hub.join("t", ob).await.expect("join");
+            hub.activate("t", &id);
+        }
+        hub.deliver("t", vec![event("6-0", Some("a")), event("7-0", Some("z"))]);
+        assert_eq!(queued_ids(&mut rx_a), vec![vec!["7-0"]], "not its own");
+        let (fb, fc) = (rx_b.try_next().unwrap(), rx_c.try_next().unwrap());
+        assert_eq!(fb, fc);
+        assert_eq!(fb.as_ptr(), fc.as_ptr(), "the same bytes, not a copy");
+    }
+
+    #[tokio::test]
+    async fn a_pending_subscriber_that_would_hold_too_much_is_closed_as_slow() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 200);
+        hub.join("t", ob).await.expect("join");
+        for n in 6..20 {
+            hub.deliver("t", vec![event(&format!("{n}-0"), None)]);
+        }
+        assert_eq!(rx.close_code(), Some(4503));
+        assert!(queued_ids(&mut rx).is_empty());
+    }
+
+    #[tokio::test]
+    async fn presence_notices_wait_for_activation_and_skip_their_origin() {
+        let hub = hub();
+        let (a, mut rx_a) = subscriber("a", 1 << 20);
+        let (b, mut rx_b) = subscriber("b", 1 << 20);
+        hub.join("t", a).await.expect("join");
+        hub.activate("t", "a");
+        hub.join("t", b).await.expect("join");
+        let notice = |origin: &str| Notice {
+            event: "cursor_position".to_owned(),
+            data: serde_json::json!({"userId": "u"}),
+            origin: Some(origin.to_owned()),
+        };
+        hub.notify("t", notice("a"));
+        assert!(rx_a.try_next().is_none(), "not to its origin");
+        assert!(rx_b.try_next().is_none(), "b is pending");
+        hub.activate("t", "b");
+        assert!(rx_b.try_next().is_some());
+    }
 }

@@ -3,8 +3,8 @@
 //! presence and removes the consumer groups of sidecars that are gone.
 //! Every step is safe if two sidecars run it at once.
 //!
-//! A sidecar counts as gone once it has not announced itself for
-//! [`ALIVE`]: its consumer groups are removed, and its connections leave
+//! A sidecar counts as gone once it has not announced itself for three
+//! janitor ticks (15 s by default): its consumer groups are removed, and its connections leave
 //! presence (their users get `user_left`) within about 20 s of a SIGKILL.
 
 use std::sync::Arc;
@@ -14,15 +14,14 @@ use tokio_util::sync::CancellationToken;
 use crate::presence::{self, SweepSettings};
 use crate::store::{groups, presence as store_presence, Store};
 
-/// How often the janitor runs, at most.
+/// How often the janitor runs, at most (more often with a short presence
+/// TTL). A sidecar's announcement lasts three ticks: 15 s by default.
 const TICK: std::time::Duration = std::time::Duration::from_secs(5);
-/// How long a sidecar's announcement lasts: three missed ticks.
-pub const ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Runs until `shutdown`.
 pub async fn run(store: Arc<Store>, settings: SweepSettings, shutdown: CancellationToken) {
     let tick = settings.interval.min(TICK);
-    let alive_ms = ALIVE.max(3 * tick).as_millis() as u64;
+    let alive_ms = (3 * tick).as_millis() as u64;
     loop {
         if let Err(e) = groups::announce_instance(&store, alive_ms).await {
             tracing::debug!(error = %e, "cannot announce this sidecar yet");

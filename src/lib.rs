@@ -50,6 +50,7 @@ use crate::auth::Authenticator;
 use crate::config::{AuthMode, Config};
 use crate::hub::Hub;
 use crate::store::presence_bus::PresenceBus;
+use crate::store::serving::Serving;
 use crate::store::tailer::TailerHandle;
 use crate::store::{Keys, Store};
 
@@ -123,7 +124,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let tasks = TaskTracker::new();
     let tailer = TailerHandle::new(store.clone(), config.tailer_readers);
     let bus = PresenceBus::new(store.clone(), tailer.clone())?;
-    let hub = Arc::new(Hub::new(store.clone(), tailer.clone(), bus.clone()));
+    let serving = Arc::new(Serving::new(store.clone(), tailer.clone(), bus.clone()));
+    let hub = Arc::new(Hub::new(serving));
     let app = Arc::new(App::new(
         config.clone(),
         store.clone(),

@@ -193,6 +193,21 @@ impl Outbox {
     }
 }
 
+impl OutboxReceiver {
+    /// The next queued frame's bytes, if any (for tests of what was queued).
+    pub fn try_next(&mut self) -> Option<Bytes> {
+        self.rx.try_recv().ok().map(|o| o.bytes)
+    }
+
+    /// The close code asked for, if any.
+    pub fn close_code(&self) -> Option<u16> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+}
+
 /// How long a close handshake may take before the socket is dropped anyway.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -289,31 +304,39 @@ impl OutboxReceiver {
                 _ = self.closing.cancelled() => break,
                 next = self.rx.recv() => {
                     let Some(out) = next else { break };
-                    self.write(sink, out, text, limit).await?;
-                    while let Ok(out) = self.rx.try_recv() {
-                        self.write(sink, out, text, limit).await?;
-                    }
-                    bounded(limit, sink.flush()).await?;
+                    // One deadline per burst (not a timer per frame): the
+                    // burst and its flush must be taken by the socket in time.
+                    bounded(limit, async {
+                        self.write(sink, out, text).await?;
+                        while let Ok(out) = self.rx.try_recv() {
+                            self.write(sink, out, text).await?;
+                        }
+                        sink.flush().await
+                    })
+                    .await?;
                 }
             }
         }
         // Closing: what is queued still goes out first (but not to a slow
         // consumer, which is dropped at once).
         if self.close_code.load(Ordering::Acquire) != close::SLOW_CONSUMER {
-            while let Ok(out) = self.rx.try_recv() {
-                self.write(sink, out, text, limit).await?;
-            }
+            bounded(limit, async {
+                while let Ok(out) = self.rx.try_recv() {
+                    self.write(sink, out, text).await?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         Ok(())
     }
 
     async fn write<S>(
-        &self,
+        &mut self,
         sink: &mut S,
         out: Outbound,
         text: bool,
-        limit: Duration,
-    ) -> Result<(), WriteError>
+    ) -> Result<(), tokio_tungstenite::tungstenite::Error>
     where
         S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
     {
@@ -330,7 +353,7 @@ impl OutboxReceiver {
         } else {
             Message::Binary(out.bytes)
         };
-        bounded(limit, sink.feed(msg)).await?;
+        sink.feed(msg).await?;
         crate::metrics::frame_out(len, out.event_ms);
         Ok(())
     }

@@ -13,6 +13,7 @@
 pub mod commit;
 pub mod conn;
 pub mod error;
+pub mod events;
 pub mod groups;
 pub mod history;
 pub mod keys;
@@ -20,6 +21,7 @@ pub mod presence;
 pub mod presence_bus;
 pub mod records;
 pub mod reply;
+pub mod serving;
 pub mod tailer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -31,9 +31,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::events::EventHandler;
 use super::tailer::TailerHandle;
 use super::{Store, StoreError};
-use crate::hub::Hub;
 
 #[derive(Clone)]
 pub struct PresenceBus {
@@ -162,7 +162,12 @@ impl PresenceBus {
 
     /// Starts the task that dispatches notices to the hub and restores the
     /// subscriptions after a disconnect.
-    pub fn spawn(&self, hub: Arc<Hub>, tracker: &TaskTracker, cancel: CancellationToken) {
+    pub fn spawn(
+        &self,
+        hub: Arc<dyn EventHandler>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) {
         let Some(mut rx) = lock(&self.shared.pushes).take() else {
             return;
         };
@@ -183,7 +188,7 @@ impl PresenceBus {
                 }
                 let Some(push) = push else { continue };
                 match push.kind {
-                    PushKind::SMessage | PushKind::Message => bus.dispatch(&hub, push.data),
+                    PushKind::SMessage | PushKind::Message => bus.dispatch(hub.as_ref(), push.data),
                     PushKind::Disconnection => bus.reconnect(&cancel).await,
                     _ => {}
                 }
@@ -191,7 +196,7 @@ impl PresenceBus {
         });
     }
 
-    fn dispatch(&self, hub: &Hub, data: Vec<Value>) {
+    fn dispatch(&self, hub: &dyn EventHandler, data: Vec<Value>) {
         let mut it = data.into_iter();
         let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
             (it.next(), it.next())

@@ -28,8 +28,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::events::EventHandler;
 use super::{groups, Store, StoreError};
-use crate::hub::Hub;
 use crate::protocol::event::ChangeEvent;
 
 /// Most entries per stream per read; a full page is read again at once.
@@ -103,7 +103,12 @@ impl TailerHandle {
     }
 
     /// Starts one task per reader, owned by `tracker`, ending on `cancel`.
-    pub fn spawn(&self, hub: Arc<Hub>, tracker: &TaskTracker, cancel: CancellationToken) {
+    pub fn spawn(
+        &self,
+        hub: Arc<dyn EventHandler>,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) {
         for index in 0..self.shared.readers.len() {
             let reader = Reader {
                 shared: self.shared.clone(),
@@ -119,7 +124,7 @@ impl TailerHandle {
 struct Reader {
     shared: Arc<Shared>,
     index: usize,
-    hub: Arc<Hub>,
+    hub: Arc<dyn EventHandler>,
     cancel: CancellationToken,
 }
 

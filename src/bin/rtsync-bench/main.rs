@@ -4,7 +4,7 @@
 //! and duplicates, and the sidecars' CPU seconds and memory, as a table and
 //! as one JSON line.
 //!
-//! Scenarios: `commit`, `fanout`, `presence`, `idle`, `tables` (see
+//! Scenarios: `commit`, `fanout`, `presence`, `idle`, `tables`, `records` (see
 //! `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
 
 mod client;
@@ -80,6 +80,15 @@ enum Scenario {
         #[arg(long, default_value_t = 16)]
         writers: usize,
     },
+    /// `load_records` page time on a table of N records (written first).
+    Records {
+        #[arg(long, default_value_t = 10_000)]
+        records: usize,
+        #[arg(long, default_value_t = 6)]
+        fields: usize,
+        #[arg(long, default_value_t = 500)]
+        page: usize,
+    },
 }
 
 #[tokio::main]
@@ -104,6 +113,11 @@ async fn main() -> Result<()> {
             tables,
         } => scenarios::idle(&args, connections, tables, args.pid.first().copied()).await?,
         Scenario::Tables { tables, writers } => scenarios::tables(&args, tables, writers).await?,
+        Scenario::Records {
+            records,
+            fields,
+            page,
+        } => scenarios::records(&args, records, fields, page).await?,
     };
     out["seconds"] = args.duration.into();
     if !args.pid.is_empty() {

@@ -319,3 +319,67 @@ pub async fn presence(args: &Args, tables: usize, subscribers: usize, rate: u64)
         "relayLatencyMs": latency(lat)}),
     )
 }
+
+/// `load_records` pages on a table of `records` records with `fields`
+/// fields each (written first through `record_change`, 16 writers), then
+/// every page of `page` records read again and again for the duration:
+/// the time of one page, as the client sees it.
+pub async fn records(args: &Args, records: usize, fields: usize, page: usize) -> Result<Value> {
+    let table = format!("bench-records-{}", run_id());
+    let mut fill = Vec::new();
+    for w in 0..16usize {
+        let mut ws = connect(
+            &args.url[0],
+            args.secret.as_deref(),
+            &format!("bench-fill{w}"),
+        )
+        .await?;
+        let table = table.clone();
+        fill.push(tokio::spawn(async move {
+            for (rid, r) in (1u64..).zip((w..records).step_by(16)) {
+                let changes: Vec<Value> = (0..fields)
+                    .map(|f| json!({"fieldId": format!("f{f}"), "newValue": format!("value {r}/{f}")}))
+                    .collect();
+                let frame = json!(["record_change", {"type": "create", "recordId": format!("r{r:06}"),
+                    "tableId": table, "baseId": "bench", "changes": changes}, rid]);
+                ws.send(encode(&frame)?).await?;
+                wait_ack(&mut ws, rid).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for h in fill {
+        h.await??;
+    }
+    let mut ws = connect(&args.url[0], args.secret.as_deref(), "bench-reader").await?;
+    let stop = Instant::now() + Duration::from_secs(args.duration);
+    let mut lat = Vec::new();
+    let mut rid = 1u64;
+    let mut pages = 0u64;
+    let mut seen = 0usize;
+    while Instant::now() < stop {
+        let mut after: Option<String> = None;
+        seen = 0;
+        loop {
+            let mut req = json!({"tableId": table, "limit": page});
+            if let Some(a) = &after {
+                req["after"] = json!(a);
+            }
+            let sent = Instant::now();
+            ws.send(encode(&json!(["load_records", req, rid]))?).await?;
+            let answer = wait_ack(&mut ws, rid).await?;
+            lat.push(sent.elapsed().as_micros() as u64);
+            rid += 1;
+            pages += 1;
+            seen += answer["records"].as_array().map(Vec::len).unwrap_or(0);
+            match answer["next"].as_str() {
+                Some(n) => after = Some(n.to_owned()),
+                None => break,
+            }
+        }
+    }
+    Ok(
+        json!({"scenario": "records", "records": records, "fields": fields, "page": page,
+        "recordsPerPass": seen, "pages": pages, "pageLatencyMs": latency(lat)}),
+    )
+}

@@ -1,0 +1,20 @@
+//! What the store hands up: the interface through which the tailer and the
+//! presence bus deliver, defined here and implemented by the hub (as
+//! centrifuge's broker calls its `BrokerEventHandler`). The store never
+//! imports the hub, so the hub can be tested without Redis.
+
+use crate::protocol::event::ChangeEvent;
+
+use super::presence_bus::Notice;
+
+pub trait EventHandler: Send + Sync + 'static {
+    /// Events read from `table`'s stream, in stream order.
+    fn deliver(&self, table: &str, events: Vec<ChangeEvent>);
+
+    /// A presence notice published on `table`'s channel.
+    fn notify(&self, table: &str, notice: Notice);
+
+    /// The id of the last event delivered for `table`, while it is served:
+    /// where a consumer group goes back to after a lost read.
+    fn cursor(&self, table: &str) -> Option<String>;
+}
