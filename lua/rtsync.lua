@@ -53,6 +53,10 @@ local function is_id(s)
   if type(s) ~= 'string' or #s < 1 or #s > 128 then
     return false
   end
+  -- Fast path: printable ASCII other than braces (one scan).
+  if not s:find('[^ -z|~]') then
+    return true
+  end
   for _, p in ipairs(FORBIDDEN_IN_IDS) do
     if s:find(p) then
       return false
