@@ -96,24 +96,6 @@ pub fn install() -> PrometheusHandle {
 /// start, so `rate()` sees the first event and every panel has a series.
 const LABELS: &[(&str, &str, &[&str])] = &[
     (
-        MESSAGES_IN,
-        "event",
-        &[
-            "authenticate",
-            "subscribe_to_table",
-            "unsubscribe_from_table",
-            "cursor_position",
-            "selection",
-            "record_change",
-            "sync_offline_changes",
-            "recover_connection",
-            "heartbeat",
-            "load_records",
-            "unknown",
-            "invalid",
-        ],
-    ),
-    (
         MESSAGES_OUT,
         "event",
         &[
@@ -178,6 +160,10 @@ const LABELS: &[(&str, &str, &[&str])] = &[
 
 /// Exports every series the dashboard reads, at zero.
 fn register_all() {
+    let events_in = crate::protocol::messages::CLIENT_EVENTS.iter();
+    for event in events_in.chain(&["unknown", "invalid"]) {
+        counter!(MESSAGES_IN, "event" => *event).increment(0);
+    }
     for (name, label, values) in LABELS {
         for value in *values {
             counter!(*name, *label => *value).increment(0);

@@ -118,6 +118,8 @@ async fn requests_before_authentication_are_refused() {
         .await
         .unwrap_err();
     assert_eq!(err["code"], "unauthenticated");
+    // Only `authenticate` is accepted first: anything else closes 4401.
+    assert_eq!(c.closed().await, Some(4401));
 }
 
 #[tokio::test(flavor = "multi_thread")]

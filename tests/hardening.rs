@@ -14,13 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn total_connections(side: &Sidecar) -> u64 {
     let (_, body) = side.http(
         "GET",
@@ -93,21 +86,11 @@ async fn a_socket_that_does_not_drain_is_closed_within_the_write_timeout() {
     })
     .await;
     let (_, text) = side.get("/metrics");
-    assert!(metric(&text, "rtsync_writer_errors_total") >= 1.0, "{text}");
+    assert!(
+        support::metric(&text, "rtsync_writer_errors_total") >= 1.0,
+        "{text}"
+    );
     assert!(side.log_contains("the writer failed"));
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn only_authenticate_is_accepted_before_authentication() {
-    let redis = RedisServer::start().await;
-    let side = Sidecar::start(&redis, "a", &[]).await;
-    let mut c = Client::open(&side, None, &[], "").await;
-    let err = c
-        .request("subscribe_to_table", json!({"tableId": "t"}))
-        .await
-        .unwrap_err();
-    assert_eq!(err["code"], "unauthenticated");
-    assert_eq!(c.closed().await, Some(4401));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,13 +11,6 @@ use support::{RedisServer, Sidecar};
 
 const LONG: Duration = Duration::from_secs(30);
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn excess_messages_get_rate_limited_and_sustained_abuse_closes_4429() {
     let redis = RedisServer::start().await;
@@ -45,7 +38,7 @@ async fn excess_messages_get_rate_limited_and_sustained_abuse_closes_4429() {
         .request_ok("heartbeat", json!({"tableId": "t"}))
         .await;
     let (_, metrics) = side.get("/metrics");
-    assert!(metric(&metrics, "rtsync_rate_limited_total") >= 1.0);
+    assert!(support::metric(&metrics, "rtsync_rate_limited_total") >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -105,7 +98,7 @@ async fn slow_consumer_is_dropped_while_others_keep_up() {
     assert_eq!(got, written, "the reading subscriber got everything");
     support::wait_for("slow consumer dropped", Duration::from_secs(10), || async {
         let (_, m) = side.get("/metrics");
-        (metric(&m, "rtsync_slow_consumer_disconnects_total") >= 1.0).then_some(())
+        (support::metric(&m, "rtsync_slow_consumer_disconnects_total") >= 1.0).then_some(())
     })
     .await;
     let code = stalled.closed().await;

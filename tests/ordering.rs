@@ -41,6 +41,17 @@ async fn writer(
     })
 }
 
+/// The ids of `table`'s stream entries after `after`, oldest first.
+async fn stream_after(cluster: &Cluster, table: &str, after: &str) -> Vec<StreamId> {
+    let after = StreamId::parse(after).unwrap();
+    stream_ids(&mut cluster.redis.conn().await, table)
+        .await
+        .iter()
+        .map(|i| StreamId::parse(i).unwrap())
+        .filter(|id| *id > after)
+        .collect()
+}
+
 fn event_ids(event: &str, data: &Value) -> Vec<StreamId> {
     match event {
         "record_change" => vec![id_of(data)],
@@ -151,15 +162,9 @@ async fn subscribe_with_last_event_id_replays_exactly_what_was_missed_then_goes_
     let (start, seen) = check_subscription_order(&mut c, rid, "missed_events", 10).await;
     stop.store(true, Ordering::Relaxed);
     writing.await.unwrap();
-    let stream: Vec<StreamId> = stream_ids(&mut cluster.redis.conn().await, "t")
+    let expected: Vec<StreamId> = stream_after(&cluster, "t", &last_seen)
         .await
-        .iter()
-        .map(|i| StreamId::parse(i).unwrap())
-        .collect();
-    let after = StreamId::parse(&last_seen).unwrap();
-    let expected: Vec<StreamId> = stream
         .into_iter()
-        .filter(|id| *id > after)
         .take(seen.len())
         .collect();
     assert_eq!(seen, expected, "exactly the stream after lastEventId");
@@ -201,13 +206,8 @@ async fn the_seed_reconnect_order_racing_writes_loses_and_repeats_nothing() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     writing.await.unwrap();
-    let stream: Vec<StreamId> = stream_ids(&mut cluster.redis.conn().await, "t")
-        .await
-        .iter()
-        .map(|i| StreamId::parse(i).unwrap())
-        .collect();
     let after = StreamId::parse(&last_seen).unwrap();
-    let want: Vec<StreamId> = stream.into_iter().filter(|id| *id > after).collect();
+    let want = stream_after(&cluster, "t", &last_seen).await;
     let mut missed = Vec::new();
     let mut live = Vec::new();
     let mut recovered = false;

@@ -26,29 +26,23 @@ const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 4 * 1024;
 
 pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
-    if app.connections.load(std::sync::atomic::Ordering::Relaxed) >= app.config.max_connections {
-        crate::metrics::connection_refused("sidecar_full");
-        tracing::warn!(
-            limit = app.config.max_connections,
-            "connection refused: RTS_MAX_CONNECTIONS reached"
-        );
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+    let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
+    let authenticated = app.authenticated.load(std::sync::atomic::Ordering::Relaxed);
+    if open >= app.config.max_connections {
+        return refuse(
+            "sidecar_full",
+            "RTS_MAX_CONNECTIONS",
+            app.config.max_connections,
             "this sidecar is at its connection limit; try another",
         );
     }
-    let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
-    let authenticated = app.authenticated.load(std::sync::atomic::Ordering::Relaxed);
+    // Connections still waiting to authenticate have their own cap, so
+    // they cannot take the places of real users.
     if open.saturating_sub(authenticated) >= app.config.max_unauthenticated {
-        crate::metrics::connection_refused("unauthenticated_full");
-        tracing::warn!(
-            limit = app.config.max_unauthenticated,
-            "connection refused: RTS_MAX_UNAUTHENTICATED reached"
-        );
-        return json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
+        return refuse(
+            "unauthenticated_full",
+            "RTS_MAX_UNAUTHENTICATED",
+            app.config.max_unauthenticated,
             "too many connections waiting to authenticate; try again",
         );
     }
@@ -133,6 +127,13 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
         h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
     response
+}
+
+/// HTTP 503 at upgrade for a connection limit: counted and logged.
+fn refuse(reason: &'static str, setting: &str, limit: usize, message: &str) -> Response<Body> {
+    crate::metrics::connection_refused(reason);
+    tracing::warn!(limit, "connection refused: {setting} reached");
+    json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
 }
 
 fn bearer(value: Option<&HeaderValue>) -> Option<String> {

@@ -9,6 +9,21 @@ use super::ids::check_id;
 use super::RequestError;
 use crate::store::commit::{CommitLimits, RecordChange, ValidCommit};
 
+/// The events a client may send (PROTOCOL.md section 3), as `'static`
+/// labels for metrics.
+pub const CLIENT_EVENTS: &[&str] = &[
+    "authenticate",
+    "subscribe_to_table",
+    "unsubscribe_from_table",
+    "cursor_position",
+    "selection",
+    "record_change",
+    "sync_offline_changes",
+    "recover_connection",
+    "heartbeat",
+    "load_records",
+];
+
 /// Parses `data` into a request type, answering `bad_request` on mismatch.
 pub fn parse<T: for<'de> Deserialize<'de>>(event: &str, data: Value) -> Result<T, RequestError> {
     serde_json::from_value(data)

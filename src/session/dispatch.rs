@@ -17,26 +17,12 @@ use crate::protocol::error::ErrorBody;
 use crate::protocol::messages::{
     parse, AuthenticateReq, Authenticated, RecordChangeReq, TableReq, Timestamp,
 };
-use crate::protocol::messages::{CursorReq, SelectionReq};
+use crate::protocol::messages::{CursorReq, SelectionReq, CLIENT_EVENTS};
 use crate::protocol::{ErrorCode, RequestError};
 use crate::store::commit::commit;
 use crate::store::presence::{self, Touch};
 
 pub type Reply = Result<Value, RequestError>;
-
-/// Events of the protocol, as `'static` labels for metrics.
-const EVENTS: &[&str] = &[
-    "authenticate",
-    "subscribe_to_table",
-    "unsubscribe_from_table",
-    "cursor_position",
-    "selection",
-    "record_change",
-    "sync_offline_changes",
-    "recover_connection",
-    "heartbeat",
-    "load_records",
-];
 
 /// A WebSocket ping from the client: it takes a token like any message.
 pub fn count_ping(session: &mut Session) {
@@ -73,7 +59,7 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
             return;
         }
     };
-    let event = EVENTS
+    let event = CLIENT_EVENTS
         .iter()
         .copied()
         .find(|e| *e == frame.event)

@@ -35,6 +35,14 @@ where
     }
 }
 
+/// The sum of a Prometheus metric's series in `/metrics` text.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Ids of a table's stream entries, oldest first.
 pub async fn stream_ids<C: redis::aio::ConnectionLike>(conn: &mut C, table: &str) -> Vec<String> {
     let reply: redis::Value = redis::cmd("XRANGE")
