@@ -23,22 +23,21 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         return error_response(&e);
     }
     let path = req.uri().path().to_owned();
+    if let Some(table) = super::records::table_of(&path) {
+        return match *req.method() {
+            Method::GET => super::records::get(&app, &table, &req).await,
+            Method::POST => super::records::seed(&app, &table, req).await,
+            _ => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            ),
+        };
+    }
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/api/v1/sync/stats") => stats(&app).await,
         (Method::POST, "/api/v1/sync/batch-changes") => batch_changes(&app, req).await,
         (Method::POST, "/api/v1/sync/cleanup") => cleanup(&app).await,
-        (method, p) if super::records::table_of(p).is_some() => {
-            let table = super::records::table_of(p).unwrap_or_default();
-            match method {
-                Method::GET => super::records::get(&app, &table, &req).await,
-                Method::POST => super::records::seed(&app, &table, req).await,
-                _ => json_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "method not allowed on this route",
-                ),
-            }
-        }
         (_, "/api/v1/sync/stats" | "/api/v1/sync/batch-changes" | "/api/v1/sync/cleanup") => {
             json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
