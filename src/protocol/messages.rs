@@ -79,14 +79,6 @@ fn check_position(id: Option<&str>) -> Result<(), RequestError> {
     }
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SubscribeAck<'a> {
-    pub table_id: &'a str,
-    pub last_event_id: &'a str,
-    pub color: &'a str,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TableReq {
