@@ -272,6 +272,22 @@ async fn reconnect_within_grace_is_user_reconnected_without_user_left() {
         .await
         .expect("joined");
     bob.close().await;
+    // Reconnect once sidecar b has seen the close (else the user never
+    // left, and there is nothing to announce).
+    let conn = t._redis.conn().await;
+    support::wait_for("b saw bob leave", WAIT, || {
+        let mut conn = conn.clone();
+        async move {
+            let doc: Option<String> = redis::cmd("HGET")
+                .arg("rts:{t}:presence")
+                .arg("bob")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            doc?.contains("\"conns\":{}").then_some(())
+        }
+    })
+    .await;
     let _bob_again = Client::subscribed(&t.a, "bob", "t").await;
     event_for(&mut alice, "user_reconnected", "bob", WAIT)
         .await
