@@ -60,7 +60,13 @@ impl TableLifecycle for Serving {
 
     fn start<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<String, StoreError>> {
         Box::pin(async move {
-            self.bus.add(table).await?;
+            // A failed subscribe drops the bus connection; the next one opens
+            // a fresh one, so one more try rides out a connection that broke
+            // (e.g. Redis restarted) without failing the user's subscribe.
+            if let Err(e) = self.bus.add(table).await {
+                tracing::warn!(table, error = %e, "bus subscribe failed; trying once more");
+                self.bus.add(table).await?;
+            }
             let cursor = match groups::start_serving(&self.store, table).await {
                 Ok(c) => c,
                 Err(e) => {
