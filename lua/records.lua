@@ -52,26 +52,44 @@ local function field_key_json(memo, k)
   return out
 end
 
-local function record_state_json(rec_key, record_id, memo)
+-- Appends a record's state as JSON to `out` (pieces, concatenated once
+-- per page); false when the record has no state.
+local function append_state(out, rec_key, record_id, memo)
   local flat = redis.call('HGETALL', rec_key)
   if #flat == 0 then
-    return nil
+    return false
   end
-  local version, deleted = 0, false
-  local fields = {}
+  local version, deleted = '0', 'false'
+  local n = #out
+  out[n + 1] = '{"recordId":'
+  out[n + 2] = jstr(record_id)
+  out[n + 3] = ',"fields":{'
+  n = n + 3
+  local first = true
   for i = 1, #flat, 2 do
-    local k, v = flat[i], flat[i + 1]
+    local k = flat[i]
     local b1, b2 = k:byte(1, 2)
     if b1 == 100 and b2 == 58 then -- "d:"
-      fields[#fields + 1] = field_key_json(memo, k) .. value_json(v)
+      if not first then
+        n = n + 1
+        out[n] = ','
+      end
+      first = false
+      out[n + 1] = field_key_json(memo, k)
+      out[n + 2] = value_json(flat[i + 1])
+      n = n + 2
     elseif k == '_v' then
-      version = tonumber(v) or 0
-    elseif k == '_del' then
-      deleted = v == '1'
+      version = jint(tonumber(flat[i + 1]) or 0)
+    elseif k == '_del' and flat[i + 1] == '1' then
+      deleted = 'true'
     end
   end
-  return '{"recordId":' .. jstr(record_id) .. ',"version":' .. jint(version)
-    .. ',"deleted":' .. tostring(deleted) .. ',"fields":{' .. table.concat(fields, ',') .. '}}'
+  out[n + 1] = '},"version":'
+  out[n + 2] = version
+  out[n + 3] = ',"deleted":'
+  out[n + 4] = deleted
+  out[n + 5] = '}'
+  return true
 end
 
 local function load(keys, args)
@@ -104,15 +122,27 @@ local function load(keys, args)
   local last = redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
   local as_of = '0-0'
   if last[1] then as_of = last[1][1] end
-  local out = {}
+  local out = { '{"records":[' }
   local memo = {}
+  local any = false
   for _, id in ipairs(ids) do
-    local state = record_state_json(scope .. ':rec:' .. id, id, memo)
-    if state then out[#out + 1] = state end
+    local mark = #out
+    if any then out[mark + 1] = ',' end
+    if append_state(out, scope .. ':rec:' .. id, id, memo) then
+      any = true
+    else
+      out[mark + 1] = nil -- no state: drop the separator
+    end
   end
-  local result = '{"records":[' .. table.concat(out, ',') .. ']'
-  if next_id then result = result .. ',"next":' .. jstr(next_id) end
-  return result .. ',"asOf":' .. jstr(as_of) .. '}'
+  out[#out + 1] = ']'
+  if next_id then
+    out[#out + 1] = ',"next":'
+    out[#out + 1] = jstr(next_id)
+  end
+  out[#out + 1] = ',"asOf":'
+  out[#out + 1] = jstr(as_of)
+  out[#out + 1] = '}'
+  return table.concat(out)
 end
 
 local function seed(keys, args)
