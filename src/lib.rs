@@ -10,8 +10,12 @@
 //! - [`protocol`]: wire frames, payloads, change events and error codes.
 //! - [`auth`]: JWT verification and table grants.
 //! - [`session`]: one WebSocket connection: read loop, dispatch, outbox.
-//! - [`hub`]: table → local subscribers, and the fan-out of events.
-//! - [`store`]: Redis: connections, `rtsync_commit`, groups, the tailer.
+//! - [`hub`]: table → local subscribers (pending until their history is
+//!   queued), and the fan-out of events. Needs no Redis.
+//! - [`store`]: Redis: connections, `rtsync_commit`, record states
+//!   (`load_records`, seed), groups, a table's start and stop, the tailer
+//!   and the presence bus, which call up only through
+//!   [`store::events::EventHandler`] (the hub implements it).
 //! - [`http`]: the one port: routes, REST API, WebSocket upgrade.
 //! - [`delta`]: `calculate_delta` for producers that hold whole records.
 //! - [`presence`]: presence rules: cursor coalescing, sweep settings.
@@ -20,7 +24,8 @@
 //!
 //! The path of one edit: session → `FCALL rtsync_commit` (store::commit) →
 //! `ack`; the tailer of every sidecar reads the stream entry → hub → each
-//! subscriber's outbox → socket.
+//! subscriber's outbox → socket. A subscription's entry path (ack, then
+//! history, then live events) is `session::tables::join`.
 
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,7 @@
 //! Everything that talks to Redis: connections, the function library, the
-//! commit call, stream group management and the tailer.
+//! commit call, record states, stream group management, a table's start and
+//! stop, the tailer and the presence bus. Upward it only calls the
+//! [`events::EventHandler`] it is given (the hub), never the hub itself.
 //!
 //! Commands (commits, group management, reads) share a few multiplexed
 //! [`ConnectionManager`]s, picked round-robin: each carries many concurrent
