@@ -4,7 +4,7 @@
 //! Data flow: a WebSocket message → [`codec::decode_frame`] → [`codec::InFrame`]
 //! (event name, `data` as a JSON value, `rid`) → a typed request from
 //! [`messages`]. Outbound, payloads are encoded by [`codec::encode_frame`], and
-//! change events by [`event::ChangeEvent::frame_bytes`] once per encoding.
+//! change events by [`event::ChangeEvent::encoded`] once per encoding.
 
 pub mod codec;
 pub mod error;

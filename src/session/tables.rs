@@ -1,6 +1,6 @@
 //! Table subscriptions of a connection. `subscribe_to_table` (with or
 //! without `lastEventId`) and `recover_connection` (subscribed or not) all
-//! go through one [`join`], which keeps the order of PROTOCOL.md 3.1:
+//! go through one `join`, which keeps the order of PROTOCOL.md 3.1:
 //!
 //! 1. The connection is registered in the hub *pending* at the table's
 //!    cursor, the subscription's start `S`: live events after `S` are held
