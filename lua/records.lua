@@ -36,9 +36,13 @@ local function records_fail(msg)
   return redis.error_reply(INVALID .. 'rtsync_records: ' .. msg)
 end
 
--- `<p>:{T}` from `<p>:{T}:events`.
-local function table_scope(stream)
-  return stream:match('^(.*):events$')
+-- `<p>:{T}` when KEYS are `<p>:{T}:events` and `<p>:{T}:records`.
+local function table_scope(keys)
+  local scope = #keys == 2 and keys[1]:match('^(.*):events$')
+  if scope and keys[2] == scope .. ':records' then
+    return scope
+  end
+  return nil
 end
 
 -- `"fieldId":` for a hash key `d:<fieldId>`, memoized per call: a page
@@ -92,14 +96,12 @@ local function append_state(out, rec_key, record_id, memo)
   return true
 end
 
+local KEYS_ERROR = 'expects 2 keys: <p>:{T}:events and <p>:{T}:records'
+
 local function load(keys, args)
-  if #keys ~= 2 or #args < 1 then
-    return records_fail('expects 2 keys (events, records) and a mode')
-  end
-  local scope = table_scope(keys[1])
-  if scope == nil or keys[2] ~= scope .. ':records' then
-    return records_fail('keys must be <p>:{T}:events and <p>:{T}:records')
-  end
+  local scope = table_scope(keys)
+  if scope == nil then return records_fail(KEYS_ERROR) end
+  if #args < 1 then return records_fail('expects a mode: page or ids') end
   local ids, next_id
   if args[1] == 'page' then
     local after, limit = args[2] or '', tonumber(args[3] or '')
@@ -146,13 +148,8 @@ local function load(keys, args)
 end
 
 local function seed(keys, args)
-  if #keys ~= 2 then
-    return records_fail('expects 2 keys (events, records)')
-  end
-  local scope = table_scope(keys[1])
-  if scope == nil or keys[2] ~= scope .. ':records' then
-    return records_fail('keys must be <p>:{T}:events and <p>:{T}:records')
-  end
+  local scope = table_scope(keys)
+  if scope == nil then return records_fail(KEYS_ERROR) end
   -- Parse and check everything first: nothing is written on bad input.
   local records = {}
   local i = 1
