@@ -105,6 +105,12 @@ impl Client {
         self.ws.send(msg).await.expect("send");
     }
 
+    /// Sends a frame; false once the connection is gone (the server may
+    /// close it while a test floods it).
+    pub async fn try_send_raw(&mut self, msg: Message) -> bool {
+        self.ws.send(msg).await.is_ok()
+    }
+
     pub async fn send(&mut self, event: &str, data: Value, rid: Option<u64>) {
         let frame = match rid {
             Some(r) => json!([event, data, r]),
