@@ -41,6 +41,20 @@ async fn writer(
     })
 }
 
+/// Waits until `table`'s stream holds `n` more entries than now.
+async fn grows_by(cluster: &Cluster, table: &str, n: usize) {
+    let now = stream_ids(&mut cluster.redis.conn().await, table)
+        .await
+        .len();
+    support::wait_for("more writes", LONG, || async {
+        let len = stream_ids(&mut cluster.redis.conn().await, table)
+            .await
+            .len();
+        (len >= now + n).then_some(())
+    })
+    .await;
+}
+
 /// The ids of `table`'s stream entries after `after`, oldest first.
 async fn stream_after(cluster: &Cluster, table: &str, after: &str) -> Vec<StreamId> {
     let after = StreamId::parse(after).unwrap();
@@ -185,7 +199,7 @@ async fn the_seed_reconnect_order_racing_writes_loses_and_repeats_nothing() {
         .to_owned();
     first.close().await;
     // Writes go on while it is away.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    grows_by(&cluster, "t", 20).await;
     // The seed's order: subscribe, then recover_connection.
     let mut c = Client::connect(&cluster.b, "u").await;
     let sub = c
@@ -203,7 +217,7 @@ async fn the_seed_reconnect_order_racing_writes_loses_and_repeats_nothing() {
         "the subscription's start"
     );
     // Let the writes go on a little, then stop and collect everything.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    grows_by(&cluster, "t", 30).await;
     stop.store(true, Ordering::Relaxed);
     writing.await.unwrap();
     let after = StreamId::parse(&last_seen).unwrap();

@@ -406,11 +406,22 @@ async fn a_client_that_subscribes_then_pages_while_four_writers_write_ends_equal
             Some(n) => after = Some(n.to_owned()),
             None => break,
         }
+        // Pace the pages so that writes land between them.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(acked);
     table.loaded();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Writes go on after the load, then stop.
+    let len = support::stream_ids(&mut cluster.redis.conn().await, "conv")
+        .await
+        .len();
+    support::wait_for("more writes after the load", LONG, || async {
+        let now = support::stream_ids(&mut cluster.redis.conn().await, "conv")
+            .await
+            .len();
+        (now >= len + 50).then_some(())
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     let mut writes = 0;
     for w in writers {
