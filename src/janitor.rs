@@ -39,16 +39,13 @@ pub async fn run(store: Arc<Store>, settings: SweepSettings, shutdown: Cancellat
                 continue;
             }
         }
-        match store_presence::prune_gone_instances(&store).await {
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "presence prune of gone sidecars failed"),
-        }
-        match presence::sweep(&store, settings).await {
+        let mut liveness = groups::Liveness::default();
+        match presence::sweep(&store, settings, &mut liveness).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed stale presence"),
             Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
         }
-        if let Err(e) = groups::remove_gone_groups(&store).await {
+        if let Err(e) = groups::remove_gone_groups(&store, &mut liveness).await {
             tracing::warn!(error = %e, "consumer group cleanup failed");
         }
     }

@@ -118,15 +118,19 @@ impl SweepSettings {
     }
 }
 
-/// One sweep over every table with presence.
+/// One sweep over every table with presence (gone sidecars' connections,
+/// then stale users). `liveness` caches which sidecars still announce
+/// themselves for the rest of the janitor's pass.
 pub async fn sweep(
     store: &Store,
     settings: SweepSettings,
+    liveness: &mut crate::store::groups::Liveness,
 ) -> Result<u64, crate::store::StoreError> {
     presence::sweep_all(
         store,
         settings.ttl.as_millis() as u64,
         settings.grace.as_millis() as u64,
+        liveness,
     )
     .await
 }

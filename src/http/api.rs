@@ -97,7 +97,8 @@ async fn stats(app: &App) -> Response<Body> {
 
 async fn cleanup(app: &App) -> Response<Body> {
     let settings = crate::presence::SweepSettings::from_config(&app.config);
-    match crate::presence::sweep(&app.store, settings).await {
+    let mut liveness = crate::store::groups::Liveness::default();
+    match crate::presence::sweep(&app.store, settings, &mut liveness).await {
         Ok(removed) => json(
             StatusCode::OK,
             &json!({"success": true, "message": "Stale presence data cleaned up successfully",

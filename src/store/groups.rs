@@ -133,16 +133,36 @@ pub async fn announce_instance(store: &Store, ttl_ms: u64) -> Result<(), StoreEr
     Ok(())
 }
 
+/// Which sidecar instances still announce themselves, asked once per
+/// instance during one janitor pass (groups and presence both ask).
+#[derive(Default)]
+pub struct Liveness(std::collections::HashMap<String, bool>);
+
+impl Liveness {
+    pub async fn is_alive(&mut self, store: &Store, instance: &str) -> Result<bool, StoreError> {
+        if instance == store.instance_id {
+            return Ok(true);
+        }
+        if let Some(alive) = self.0.get(instance) {
+            return Ok(*alive);
+        }
+        let mut conn = store.conn();
+        let alive: bool = redis::cmd("EXISTS")
+            .arg(store.keys.instance(instance))
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        self.0.insert(instance.to_owned(), alive);
+        Ok(alive)
+    }
+}
+
 /// Destroys the groups of sidecars that stopped announcing themselves, so
 /// groups on a stream do not grow with every sidecar that ever ran. Returns
 /// how many were removed.
-pub async fn remove_gone_groups(store: &Store) -> Result<u64, StoreError> {
+pub async fn remove_gone_groups(store: &Store, liveness: &mut Liveness) -> Result<u64, StoreError> {
     let mut conn = store.conn();
-    let tables: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(store.keys.streams())
-        .query_async(&mut conn)
-        .await
-        .map_err(StoreError::from_redis)?;
+    let tables = store.members(&store.keys.streams()).await?;
     let mut removed = 0;
     for table in tables {
         let key = store.keys.events(&table);
@@ -167,15 +187,7 @@ pub async fn remove_gone_groups(store: &Store) -> Result<u64, StoreError> {
             .into_iter()
             .filter_map(|g| super::reply::InfoMap(g).text("name"))
         {
-            if name == store.instance_id {
-                continue;
-            }
-            let alive: bool = redis::cmd("EXISTS")
-                .arg(store.keys.instance(&name))
-                .query_async(&mut conn)
-                .await
-                .map_err(StoreError::from_redis)?;
-            if !alive {
+            if !liveness.is_alive(store, &name).await? {
                 release(store, &table, &name).await?;
                 tracing::info!(
                     table,

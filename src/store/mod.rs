@@ -167,6 +167,16 @@ impl Store {
         }
     }
 
+    /// The members of a plain set (the registries of tables).
+    pub async fn members(&self, set: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn();
+        redis::cmd("SMEMBERS")
+            .arg(set)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)
+    }
+
     /// True while Redis answers a PING on every pooled connection. Pinging
     /// them all also finds connections a Redis restart broke, so they are
     /// opened again before a user's request would fail on them.

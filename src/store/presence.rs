@@ -6,6 +6,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::groups::Liveness;
 use super::{Store, StoreError};
 
 /// What a join found.
@@ -123,16 +124,20 @@ pub async fn touch(
 }
 
 /// Removes stale presence of every table that has some; returns how many
-/// users were removed.
-pub async fn sweep_all(store: &Store, ttl_ms: u64, grace_ms: u64) -> Result<u64, StoreError> {
+/// users were removed. Per table, in one pass: the connections of sidecars
+/// that stopped announcing themselves (killed, not drained) go first, so
+/// their users get `user_left` now instead of after the presence TTL; then
+/// users stale for `ttl_ms` or gone for `grace_ms`.
+pub async fn sweep_all(
+    store: &Store,
+    ttl_ms: u64,
+    grace_ms: u64,
+    liveness: &mut Liveness,
+) -> Result<u64, StoreError> {
     let mut conn = store.conn();
-    let tables: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(store.keys.presence_tables())
-        .query_async(&mut conn)
-        .await
-        .map_err(StoreError::from_redis)?;
     let mut removed = 0u64;
-    for table in tables {
+    for table in store.members(&store.keys.presence_tables()).await? {
+        prune_gone_instances(store, &table, liveness).await?;
         let mut cmd = presence_cmd(store, "rtsync_presence_sweep", &table);
         cmd.arg(ttl_ms).arg(grace_ms);
         let n: i64 = run(store, cmd).await?;
@@ -161,65 +166,45 @@ pub fn instance_of(conn: &str) -> Option<&str> {
     parts.next().filter(|i| !i.is_empty())
 }
 
-/// Removes the presence connections of sidecars that stopped announcing
-/// themselves (killed, not drained): their users get `user_left` now
-/// instead of after the presence TTL. Returns how many were removed.
-pub async fn prune_gone_instances(store: &Store) -> Result<u64, StoreError> {
+/// Removes `table`'s presence connections of gone sidecars.
+async fn prune_gone_instances(
+    store: &Store,
+    table: &str,
+    liveness: &mut Liveness,
+) -> Result<(), StoreError> {
     let mut conn = store.conn();
-    let tables: Vec<String> = redis::cmd("SMEMBERS")
-        .arg(store.keys.presence_tables())
+    let flat: Vec<(String, String)> = redis::cmd("HGETALL")
+        .arg(store.keys.presence(table))
         .query_async(&mut conn)
         .await
         .map_err(StoreError::from_redis)?;
-    let mut alive: std::collections::HashMap<String, bool> = Default::default();
-    let mut removed = 0u64;
-    for table in tables {
-        let flat: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(store.keys.presence(&table))
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
-        let mut gone = Vec::new();
-        for (_, doc) in flat {
-            let Ok(p) = serde_json::from_str::<Value>(&doc) else {
+    let mut gone = Vec::new();
+    for (_, doc) in flat {
+        let Ok(p) = serde_json::from_str::<Value>(&doc) else {
+            continue;
+        };
+        let conns = p["conns"].as_array().into_iter().flatten();
+        for c in conns.filter_map(Value::as_str) {
+            let Some(instance) = instance_of(c) else {
                 continue;
             };
-            for c in p["conns"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-            {
-                let Some(instance) = instance_of(c) else {
-                    continue;
-                };
-                if !alive.contains_key(instance) {
-                    let up: bool = redis::cmd("EXISTS")
-                        .arg(store.keys.instance(instance))
-                        .query_async(&mut conn)
-                        .await
-                        .map_err(StoreError::from_redis)?;
-                    alive.insert(instance.to_owned(), up);
-                }
-                if alive.get(instance) == Some(&false) {
-                    gone.push(c.to_owned());
-                }
+            if !liveness.is_alive(store, instance).await? {
+                gone.push(c.to_owned());
             }
         }
-        if gone.is_empty() {
-            continue;
-        }
-        let mut cmd = presence_cmd(store, "rtsync_presence_prune", &table);
-        cmd.arg(Value::from(gone).to_string());
-        let n: i64 = run(store, cmd).await?;
-        tracing::info!(
-            table,
-            connections = n,
-            "removed the presence of a gone sidecar"
-        );
-        removed += n.max(0) as u64;
     }
-    Ok(removed)
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = presence_cmd(store, "rtsync_presence_prune", table);
+    cmd.arg(Value::from(gone).to_string());
+    let n: i64 = run(store, cmd).await?;
+    tracing::info!(
+        table,
+        connections = n,
+        "removed the presence of a gone sidecar"
+    );
+    Ok(())
 }
 
 /// Takes the fleet-wide sweeper lock for `ttl_ms`; false when another
