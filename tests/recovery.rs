@@ -382,3 +382,39 @@ async fn groups_of_gone_sidecars_are_removed() {
         .unwrap();
     assert!(format!("{groups:?}").contains("stays"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_over_ten_thousand_events_asks_for_a_reload_and_stays_subscribed() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    // 10,001 events appended by a producer, in one script.
+    let _: i64 = redis::cmd("EVAL")
+        .arg(
+            "for i = 1, 10001 do redis.call('XADD', KEYS[1], '*', 'type', 'update', \
+             'entityType', 'record', 'entityId', 'r', 'userId', 'p', 'version', i) end return 1",
+        )
+        .arg(1)
+        .arg("rts:{long}:events")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let mut c = Client::connect(&side, "r").await;
+    let ack = c
+        .request_ok(
+            "recover_connection",
+            json!({"tableId": "long", "lastEventId": "0-0"}),
+        )
+        .await;
+    assert_eq!(ack["resyncRequired"], "history_too_long");
+    let resync = c.expect_event("resync_required").await;
+    assert_eq!(resync["reason"], "history_too_long");
+    assert!(
+        c.inbox.iter().all(|(e, _, _)| e != "missed_events"),
+        "nothing replayed"
+    );
+    // Still subscribed: later events arrive live.
+    let mut w = Client::connect(&side, "w").await;
+    w.request_ok("record_change", change("long", "r", "f", json!(1)))
+        .await;
+    assert_eq!(c.changes(1, LONG).await.len(), 1);
+}

@@ -105,6 +105,15 @@ async fn load_records_pages_in_record_id_order_with_versions_and_deletes() {
         let err = c.request("load_records", bad).await.unwrap_err();
         assert_eq!(err["code"], "bad_request", "{err}");
     }
+    let too_many: Vec<String> = (0..1001).map(|n| format!("r{n}")).collect();
+    let err = c
+        .request(
+            "load_records",
+            json!({"tableId": "t", "recordIds": too_many}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err["code"], "payload_too_large");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -198,6 +207,15 @@ async fn seed_writes_only_newer_versions_and_appends_no_event() {
         .await;
     assert_eq!(page["records"][0]["fields"], json!({"name": "Lovelace"}));
     assert_eq!(page["records"][0]["version"], 8);
+    // Over RTS_MAX_BATCH (1000) records: 413, nothing written.
+    let many: Vec<Value> = (0..1001)
+        .map(|n| json!({"recordId": format!("m{n}"), "version": 1}))
+        .collect();
+    let (status, body) = seed(&side, "t", json!(many));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
     // Bad seeds write nothing.
     for bad in [
         json!([{"recordId": "r9", "version": 0, "fields": {}}]),
