@@ -235,7 +235,21 @@ async fn offline_batch_reports_applied_merged_rejected_and_duplicates_and_resend
         offline("r2", "cc-3", "create", None, "f", json!("dup-create")), // rejected: exists
         offline("r3", "cc-1", "create", None, "f", json!("new")), // duplicate of the first
     ]);
-    let ack = c.request_ok("sync_offline_changes", batch.clone()).await;
+    let mut ack = c.request_ok("sync_offline_changes", batch.clone()).await;
+    // Every change's own CommitResult, in order, for the client's outbox.
+    let results = ack["results"].take();
+    let statuses: Vec<&str> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["applied", "merged", "rejected", "duplicate"]);
+    assert_eq!(results[1]["clientChangeId"], "cc-2");
+    assert_eq!(results[3]["originalStatus"], "applied");
+    assert_eq!(results[3]["eventId"], results[0]["eventId"]);
+    let ack = json!({"applied": ack["applied"], "merged": ack["merged"],
+        "rejected": ack["rejected"], "duplicates": ack["duplicates"]});
     assert_eq!(
         ack,
         json!({"applied": 1, "merged": 1, "rejected": 1, "duplicates": 1})
@@ -258,7 +272,8 @@ async fn offline_batch_reports_applied_merged_rejected_and_duplicates_and_resend
     assert_eq!(watcher.changes(2, LONG).await.len(), 2);
     let len_before = stream_ids(&mut cluster.redis.conn().await, "t").await.len();
     // The answer was "lost": the same batch again writes nothing.
-    let again = c.request_ok("sync_offline_changes", batch).await;
+    let mut again = c.request_ok("sync_offline_changes", batch).await;
+    again.as_object_mut().unwrap().remove("results");
     assert_eq!(
         again,
         json!({"applied": 0, "merged": 0, "rejected": 0, "duplicates": 4})

@@ -39,8 +39,10 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
     let mut events = Vec::new();
     let mut rejected = Vec::new();
     let mut counts = OfflineCounts::default();
+    let mut answers = Vec::with_capacity(results.len());
     for (valid, result) in commits.iter().zip(&results) {
         let req = valid.request();
+        answers.push(answer(req, result));
         match result.status {
             CommitStatus::Applied | CommitStatus::Overwritten => counts.applied += 1,
             CommitStatus::Merged => counts.merged += 1,
@@ -51,7 +53,7 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
         // client learns it was rejected, again.
         let rejection_again = result.original_status == Some(CommitStatus::Rejected);
         if result.status == CommitStatus::Rejected || rejection_again {
-            rejected.push(rejection(req, result));
+            rejected.push(answer(req, result));
         } else if let Some(event) = change_event(req, result) {
             events.push(event);
         }
@@ -63,7 +65,21 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
         None,
     );
     send(session, "offline_sync_complete", &counts, None);
-    to_value(&counts)
+    // The ack also carries every change's own CommitResult, in order
+    // (`results`, an rtsync addition v1 clients ignore), so a client settles
+    // each queued edit with the server's real answer.
+    let mut ack = to_value(&counts)?;
+    ack["results"] = Value::Array(answers);
+    Ok(ack)
+}
+
+/// A change's CommitResult, with its `clientChangeId` and record.
+fn answer(req: &CommitRequest, result: &CommitResult) -> Value {
+    let mut v = serde_json::to_value(result).unwrap_or_else(|_| json!({"status": "rejected"}));
+    v["entityId"] = json!(req.entity_id);
+    v["tableId"] = json!(req.table_id);
+    v["clientChangeId"] = json!(req.client_change_id);
+    v
 }
 
 /// The ChangeEvent a committed change became (as subscribers saw it).
@@ -85,13 +101,4 @@ fn change_event(req: &CommitRequest, result: &CommitResult) -> Option<Value> {
         }
     }
     Some(e)
-}
-
-/// A rejected CommitResult, with the change it answers.
-fn rejection(req: &CommitRequest, result: &CommitResult) -> Value {
-    let mut v = serde_json::to_value(result).unwrap_or_else(|_| json!({"status": "rejected"}));
-    v["entityId"] = json!(req.entity_id);
-    v["tableId"] = json!(req.table_id);
-    v["clientChangeId"] = json!(req.client_change_id);
-    v
 }
