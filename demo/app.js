@@ -1,127 +1,245 @@
-// The live grid: several tabs edit one table together through rtsync.
-// State is rebuilt from the table's events (recent_changes, then live).
+// The live grid: a launch plan several people edit together through rtsync.
+// It renders one source of truth, the SDK's LiveTable: records loaded with
+// load_records, kept current by events, the user's own edits on top until
+// the server answers, rolled back when refused.
 import { RtsyncClient } from "./rtsync.js";
 
 const params = new URLSearchParams(location.search);
 const user = params.get("user") || `guest-${Math.random().toString(36).slice(2, 6)}`;
 const tableId = params.get("table") || "demo";
-const RECORDS = ["r1", "r2", "r3", "r4", "r5"];
-const FIELDS = ["name", "status", "owner", "due"];
 
-const values = new Map(); // "r|f" -> value
-const versions = new Map(); // record -> version
-const cells = new Map(); // "r|f" -> {td, input}
-const log = (line) => (document.getElementById("log").textContent = `${line}\n${document.getElementById("log").textContent}`.slice(0, 2000));
+// Six typed fields, and the 30 rows a fresh table is seeded with.
+const FIELDS = [
+  { id: "task", label: "Task", type: "text" },
+  { id: "owner", label: "Owner", type: "text" },
+  { id: "status", label: "Status", type: "select", options: ["Todo", "In progress", "Blocked", "Done"] },
+  { id: "estimate", label: "Days", type: "number" },
+  { id: "due", label: "Due", type: "date" },
+  { id: "shipped", label: "Shipped", type: "checkbox" },
+];
+const TASKS = ["Pricing page", "Beta invites", "Press kit", "Onboarding emails", "Status page", "Billing webhooks",
+  "SSO for teams", "Audit log", "CSV import", "Mobile layout", "Keyboard shortcuts", "Help center", "Changelog",
+  "Load test", "Security review", "Data export", "Dark mode", "Launch tweet", "Partner demo", "Support rota",
+  "Refund policy", "Usage limits", "API docs", "Rate limits", "Backups drill", "Incident runbook", "Trial emails",
+  "Landing video", "Metrics dashboard", "Launch party"];
+const OWNERS = ["Ana", "Ben", "Chen", "Dara", "Eli", "Farah"];
+const seedRows = () => TASKS.map((task, i) => ({
+  id: `r${String(i + 1).padStart(2, "0")}`,
+  fields: { task, owner: OWNERS[i % 6], status: FIELDS[2].options[i % 4], estimate: (i % 5) + 1,
+    due: `2026-12-${String((i % 28) + 1).padStart(2, "0")}`, shipped: i % 4 === 3 },
+}));
 
 const proto = location.protocol === "https:" ? "wss:" : "ws:";
-const client = new RtsyncClient({ url: `${proto}//${location.host}/ws`, devUser: { userId: user, userName: params.get("name") || user } });
-window.rtsync = { client, values, versions };
+const client = new RtsyncClient({
+  url: `${proto}//${location.host}/ws`,
+  devUser: { userId: user, userName: params.get("name") || user },
+});
+const table = client.table(tableId, { onConflict: "reject", viewId: "grid" });
+const rows = new Map(); // recordId -> { tr, cells: Map(fieldId -> {td, input}) }
+window.rtsync = { client, table };
 document.getElementById("me").textContent = user;
 
-function render(recordId, fieldId) {
-  const cell = cells.get(`${recordId}|${fieldId}`);
-  if (cell && document.activeElement !== cell.input) cell.input.value = values.get(`${recordId}|${fieldId}`) ?? "";
-}
+// ---- the grid ---------------------------------------------------------------
 
-function build() {
-  const grid = document.getElementById("grid");
-  grid.innerHTML = `<tr><th></th>${FIELDS.map((f) => `<th>${f}</th>`).join("")}</tr>`;
-  for (const r of RECORDS) {
-    const tr = document.createElement("tr");
-    tr.innerHTML = `<th>${r}</th>`;
-    for (const f of FIELDS) {
-      const td = document.createElement("td");
-      const input = document.createElement("input");
-      input.dataset.cell = `${r}|${f}`;
-      input.addEventListener("focus", () => client.moveCursor(tableId, { recordId: r, fieldId: f }));
-      input.addEventListener("change", () => edit(r, f, input.value));
-      td.appendChild(input);
-      tr.appendChild(td);
-      cells.set(`${r}|${f}`, { td, input });
-    }
-    grid.appendChild(tr);
+const grid = document.getElementById("grid");
+grid.innerHTML = `<tr><th></th>${FIELDS.map((f) => `<th>${f.label}</th>`).join("")}</tr>`;
+
+function makeInput(recordId, f) {
+  let input;
+  if (f.type === "select") {
+    input = document.createElement("select");
+    for (const o of f.options) input.add(new Option(o, o));
+  } else {
+    input = document.createElement("input");
+    input.type = f.type;
   }
+  input.dataset.cell = `${recordId}|${f.id}`;
+  input.addEventListener("focus", () => client.moveCursor(tableId, { recordId, fieldId: f.id }));
+  input.addEventListener("change", () => void edit(recordId, f, input));
+  return input;
 }
 
-async function edit(recordId, fieldId, value) {
-  const key = `${recordId}|${fieldId}`;
-  const before = values.get(key);
-  values.set(key, value);
-  const result = await client.change(tableId, recordId, [{ fieldId, oldValue: before ?? null, newValue: value }], {
-    version: versions.get(recordId), onConflict: "reject",
-  });
-  if (result.status !== "rejected") versions.set(recordId, Math.max(versions.get(recordId) ?? 0, result.version));
-  log(`${recordId}.${fieldId} = ${value}: ${result.status}`);
-}
-
-client.on("change", (e) => {
-  if (e.entityType !== "record") return;
-  versions.set(e.entityId, Math.max(versions.get(e.entityId) ?? 0, e.version));
-  for (const c of e.changes ?? []) {
-    values.set(`${e.entityId}|${c.fieldId}`, c.newValue);
-    render(e.entityId, c.fieldId);
-  }
-});
-
-client.on("rollback", ({ recordId, result }) => {
-  versions.set(recordId, result.current?.version ?? versions.get(recordId));
+function row(recordId) {
+  let r = rows.get(recordId);
+  if (r) return r;
+  const tr = document.createElement("tr");
+  tr.dataset.record = recordId;
+  const th = document.createElement("th");
+  th.textContent = recordId;
+  tr.appendChild(th);
+  const cells = new Map();
   for (const f of FIELDS) {
-    const v = result.current?.fields?.[f];
-    values.set(`${recordId}|${f}`, v ?? "");
-    const cell = cells.get(`${recordId}|${f}`);
-    if (cell) {
-      cell.input.value = v ?? "";
-      cell.td.dataset.rolledBack = "1";
-    }
+    const td = document.createElement("td");
+    const input = makeInput(recordId, f);
+    td.appendChild(input);
+    tr.appendChild(td);
+    cells.set(f.id, { td, input });
   }
-  log(`${recordId}: conflict, rolled back to version ${result.current?.version}`);
+  // Keep rows in record-id order.
+  const after = [...rows.keys()].filter((id) => id > recordId).sort()[0];
+  grid.insertBefore(tr, after ? rows.get(after).tr : null);
+  r = { tr, cells };
+  rows.set(recordId, r);
+  return r;
+}
+
+function show(input, f, value) {
+  if (f.type === "checkbox") input.checked = value === true;
+  else input.value = value === null || value === undefined ? "" : String(value);
+}
+
+function render(recordId) {
+  const rec = table.get(recordId);
+  if (!rec || rec.deleted) {
+    rows.get(recordId)?.tr.remove();
+    rows.delete(recordId);
+    return;
+  }
+  const r = row(recordId);
+  r.tr.dataset.version = String(rec.version);
+  const pending = new Set(client.outbox.pending().filter((e) => e.tableId === tableId && e.recordId === recordId)
+    .flatMap((e) => e.changes.map((c) => c.fieldId)));
+  for (const f of FIELDS) {
+    const { td, input } = r.cells.get(f.id);
+    td.classList.toggle("pending", pending.has(f.id));
+    if (document.activeElement !== input) show(input, f, rec.fields[f.id]);
+  }
+}
+
+function read(f, input) {
+  if (f.type === "checkbox") return input.checked;
+  if (f.type === "number") return input.value === "" ? null : Number(input.value);
+  return input.value;
+}
+
+async function edit(recordId, f, input) {
+  const value = read(f, input);
+  const result = await table.set(recordId, { [f.id]: value });
+  if (result.status !== "rejected") activity(`you set ${recordId}.${f.id} = ${fmt(value)} (${result.status})`);
+}
+
+// ---- what happens on the table ----------------------------------------------
+
+table.on("record", ({ recordId }) => render(recordId));
+table.on("ready", () => {
+  for (const r of table.records()) render(r.recordId);
+  document.body.dataset.ready = "1";
+  if (table.records().length === 0) void seed();
 });
+table.on("reload", ({ reason }) => activity(`reloading the table (${reason})`));
+table.on("change", (e) => {
+  for (const c of e.changes ?? []) activity(`${e.userId} set ${e.entityId}.${c.fieldId} = ${fmt(c.newValue)}`);
+  if (e.type === "delete") activity(`${e.userId} deleted ${e.entityId}`);
+});
+table.on("conflict", ({ recordId, winner, theirs, yours }) => {
+  for (const t of theirs) {
+    const mine = yours.find((y) => y.fieldId === t.fieldId);
+    const cell = rows.get(recordId)?.cells.get(t.fieldId);
+    if (cell) {
+      cell.td.classList.remove("flash");
+      void cell.td.offsetWidth; // restart the animation
+      cell.td.classList.add("flash");
+      cell.td.dataset.conflict = winner;
+    }
+    toast([`Conflict on ${recordId}.${t.fieldId}: theirs `, [fmt(t.value)], " · yours ", [fmt(mine?.newValue)],
+      winner === "theirs" ? " → theirs kept" : " → yours kept"]);
+    activity(`conflict on ${recordId}.${t.fieldId}: ${winner} kept`);
+  }
+});
+table.on("rollback", ({ edit, result }) => {
+  if (result.error) toast([`Edit of ${edit.recordId} refused: `, [result.error.message]]);
+});
+client.on("history", ({ events }) => {
+  for (const e of [...events].reverse()) for (const c of e.changes ?? []) activity(`${e.userId} set ${e.entityId}.${c.fieldId} = ${fmt(c.newValue)}`, true);
+});
+
+// A fresh table gets the launch plan. Creates of existing records are
+// rejected by the server, so two tabs seeding at once write each row once.
+async function seed() {
+  await Promise.all(seedRows().map((r) => client.change(tableId, r.id,
+    Object.entries(r.fields).map(([fieldId, newValue]) => ({ fieldId, newValue })), { type: "create" })));
+}
+
+// ---- presence ---------------------------------------------------------------
 
 function paintPresence() {
   const users = client.users(tableId);
   // Names and ids come from other users: rendered as text, never as HTML.
-  const bar = document.getElementById("users");
-  bar.replaceChildren(
-    ...users.map((u) => {
-      const span = document.createElement("span");
-      span.className = "user";
-      span.dataset.user = u.userId;
-      span.style.background = u.color;
-      span.textContent = u.userName;
-      return span;
-    }),
-  );
-  for (const { td } of cells.values()) {
-    td.classList.remove("remote", "selected");
-    delete td.dataset.cursorOf;
-    td.querySelector(".tag")?.remove();
+  document.getElementById("users").replaceChildren(...users.map((u) => {
+    const span = document.createElement("span");
+    span.className = "user";
+    span.dataset.user = u.userId;
+    span.style.background = u.color;
+    span.textContent = u.userName;
+    return span;
+  }));
+  for (const r of rows.values()) {
+    for (const { td } of r.cells.values()) {
+      td.classList.remove("remote");
+      delete td.dataset.cursorOf;
+      td.querySelector(".tag")?.remove();
+    }
   }
   for (const u of users) {
-    if (u.userId === user) continue;
-    if (u.cursor) {
-      const cell = cells.get(`${u.cursor.recordId}|${u.cursor.fieldId}`);
-      if (cell) {
-        cell.td.classList.add("remote");
-        cell.td.style.setProperty("--c", u.color);
-        cell.td.dataset.cursorOf = u.userId;
-        const tag = document.createElement("span");
-        tag.className = "tag";
-        tag.textContent = u.userName;
-        cell.td.appendChild(tag);
-      }
-    }
+    if (u.userId === client.userId || !u.cursor) continue;
+    const cell = rows.get(u.cursor.recordId)?.cells.get(u.cursor.fieldId);
+    if (!cell) continue;
+    cell.td.classList.add("remote");
+    cell.td.style.setProperty("--c", u.color);
+    cell.td.dataset.cursorOf = u.userId;
+    const tag = document.createElement("span");
+    tag.className = "tag";
+    tag.textContent = u.userName;
+    cell.td.appendChild(tag);
   }
 }
 for (const ev of ["users", "joined", "left", "cursor", "selection"]) client.on(ev, paintPresence);
+client.on("joined", (u) => u.userId !== client.userId && activity(`${u.userName} joined`));
+client.on("left", ({ userId }) => activity(`${userId} left`));
 
-client.on("status", (s) => {
+// ---- status, offline and the queue -------------------------------------------
+
+client.on("status", ({ status }) => {
   const el = document.getElementById("status");
-  el.textContent = s;
-  el.className = s;
+  el.textContent = status;
+  el.className = status;
+});
+client.on("pending", ({ count }) => {
+  const el = document.getElementById("queued");
+  el.dataset.count = String(count);
+  el.textContent = `${count} queued`;
 });
 document.getElementById("offline").addEventListener("change", (e) => client.setOffline(e.target.checked));
 setInterval(() => client.heartbeat(tableId), 30_000);
 
-build();
-await client.connect();
-await client.subscribe(tableId, "grid");
+// ---- helpers -----------------------------------------------------------------
+
+function fmt(v) {
+  return v === undefined ? "(none)" : JSON.stringify(v);
+}
+
+function activity(line, old = false) {
+  const li = document.createElement("li");
+  li.textContent = line;
+  const list = document.getElementById("activity");
+  if (old) list.append(li);
+  else list.prepend(li);
+  while (list.children.length > 200) list.lastChild.remove();
+}
+
+/** A toast of text parts; a part in brackets (`[text]`) is shown bold. Never HTML. */
+function toast(parts) {
+  const div = document.createElement("div");
+  div.className = "toast";
+  for (const p of parts) {
+    if (Array.isArray(p)) {
+      const b = document.createElement("b");
+      b.textContent = p[0];
+      div.append(b);
+    } else div.append(p);
+  }
+  document.getElementById("toasts").appendChild(div);
+  setTimeout(() => div.remove(), 6000);
+}
+
+client.connect().catch((e) => toast(["Not connected: ", [e.message]]));

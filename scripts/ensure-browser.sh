@@ -22,7 +22,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
-for dir in clients/js tests/browser; do
-  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-done
-(cd clients/js && npm run --silent build >/dev/null)
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+scripts/build-client.sh

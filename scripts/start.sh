@@ -19,7 +19,7 @@ export RTS_LISTEN="${RTS_LISTEN:-127.0.0.1:4000}"
 export RTS_RECENT_CHANGES="${RTS_RECENT_CHANGES:-500}"
 demo=()
 if command -v npm >/dev/null 2>&1; then
-  (cd clients/js && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build >/dev/null)
+  scripts/build-client.sh
   demo=(--demo)
   echo "demo: open http://$RTS_LISTEN/demo/?user=alice in one tab and http://$RTS_LISTEN/demo/?user=bob in another" >&2
 else

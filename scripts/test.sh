@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/ensure-redis.sh
 if [ -z "${RTSYNC_SKIP_BROWSER:-}" ]; then
   scripts/ensure-browser.sh
+  # The JavaScript client's unit tests (outbox state machine, positions).
+  (cd clients/js && npm test --silent)
 fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

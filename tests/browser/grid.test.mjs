@@ -1,16 +1,18 @@
-// The demo grid in a real browser: two users on two sidecars.
-// Run by tests/browser.rs, which starts Redis and two sidecars with --demo
-// and passes their base URLs in RTSYNC_DEMO_A / RTSYNC_DEMO_B.
-import { test, before, after } from "node:test";
+// The demo (v2, on the SDK's LiveTable) in a real browser: users on two
+// sidecars. Run by tests/browser.rs, which starts Redis and two sidecars with
+// --demo and passes their base URLs in RTSYNC_DEMO_A / RTSYNC_DEMO_B.
+import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 
 const A = process.env.RTSYNC_DEMO_A;
 const B = process.env.RTSYNC_DEMO_B;
 const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
-const WAIT = 15_000;
+const SCREENSHOT = process.env.RTSYNC_SCREENSHOT;
+const WAIT = 20_000;
 
 let browser;
+let pageErrors = [];
 before(async () => {
   assert.ok(A && B, "RTSYNC_DEMO_A and RTSYNC_DEMO_B must be set");
   browser = await chromium.launch({
@@ -21,78 +23,168 @@ before(async () => {
   });
 });
 after(async () => browser?.close());
+afterEach(() => {
+  const errors = pageErrors;
+  pageErrors = [];
+  assert.deepEqual(errors, [], "no page errors");
+});
 
-async function open(base, user, table) {
-  const context = await browser.newContext();
+function watch(page, who) {
+  page.on("pageerror", (e) => pageErrors.push(`[${who}] ${e.message}`));
+  page.on("console", (m) => m.type() === "error" && !/WebSocket|ERR_CONNECTION|Failed to load resource/.test(m.text()) && pageErrors.push(`[${who}] console: ${m.text()}`));
+}
+
+async function open(base, user, table, path = "") {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const page = await context.newPage();
-  page.on("pageerror", (e) => console.error(`[${user}] ${e.message}`));
-  await page.goto(`${base}/demo/?user=${user}&table=${table}`);
-  await page.waitForSelector("#status.online", { timeout: WAIT });
-  await page.waitForFunction((u) => [...document.querySelectorAll(".user")].some((e) => e.dataset.user === u), user, { timeout: WAIT });
+  watch(page, user);
+  await page.goto(`${base}/demo/${path}?user=${user}&table=${table}`);
+  await ready(page, user);
   return page;
 }
 
-const cell = (page, r, f) => page.locator(`input[data-cell="${r}|${f}"]`);
+async function ready(page, user) {
+  await page.waitForSelector("#status.online", { timeout: WAIT });
+  await page.waitForSelector("body[data-ready='1']", { timeout: WAIT });
+  await page.waitForFunction((u) => [...document.querySelectorAll(".user")].some((e) => e.dataset.user === u), user, { timeout: WAIT });
+  // Seeded: 30 rows.
+  await page.waitForFunction(() => document.querySelectorAll("tr[data-record]").length === 30, null, { timeout: WAIT });
+}
+
+const cell = (page, r, f) => page.locator(`[data-cell="${r}|${f}"]`);
 async function edit(page, r, f, value) {
   await cell(page, r, f).fill(value);
   await cell(page, r, f).press("Tab");
 }
 async function expectValue(page, r, f, value) {
   await page.waitForFunction(
-    ([k, v]) => document.querySelector(`input[data-cell="${k}"]`)?.value === v,
+    ([k, v]) => document.querySelector(`[data-cell="${k}"]`)?.value === v,
     [`${r}|${f}`, value],
     { timeout: WAIT },
   );
 }
-const grid = (page) => page.evaluate(() => [...document.querySelectorAll("input[data-cell]")].map((i) => `${i.dataset.cell}=${i.value}`));
+const grid = (page) => page.evaluate(() => [...document.querySelectorAll("[data-cell]")]
+  .map((i) => `${i.dataset.cell}=${i.type === "checkbox" ? i.checked : i.value}`));
+const state = (page) => page.evaluate(() => window.rtsync.table.records().map((r) => [r.recordId, r.version, r.fields]));
+async function settled(page) {
+  await page.waitForFunction(() => window.rtsync.table.isSettled(), null, { timeout: WAIT });
+}
 
-test("two users on two sidecars see each other's edits and cursors", async () => {
+test("a fresh table is seeded with 30 rows of 6 typed fields", async () => {
+  const alice = await open(A, "alice", "t-seed");
+  const bob = await open(B, "bob", "t-seed");
+  const rec = await alice.evaluate(() => window.rtsync.table.get("r04"));
+  assert.deepEqual(Object.keys(rec.fields).sort(), ["due", "estimate", "owner", "shipped", "status", "task"]);
+  assert.equal(typeof rec.fields.estimate, "number");
+  assert.equal(typeof rec.fields.shipped, "boolean");
+  assert.equal(await cell(alice, "r04", "shipped").isChecked(), true);
+  await settled(alice);
+  await settled(bob);
+  assert.deepEqual(await grid(alice), await grid(bob));
+});
+
+test("two users on two sidecars see each other's edits and who is editing which cell", async () => {
   const alice = await open(A, "alice", "t-live");
   const bob = await open(B, "bob", "t-live");
   await alice.waitForSelector('.user[data-user="bob"]', { timeout: WAIT });
-  await edit(alice, "r1", "name", "hello from alice");
-  await expectValue(bob, "r1", "name", "hello from alice");
-  await edit(bob, "r2", "status", "done");
-  await expectValue(alice, "r2", "status", "done");
-  await cell(bob, "r3", "owner").focus();
-  await alice.waitForSelector('td[data-cursor-of="bob"].remote input[data-cell="r3|owner"]', { timeout: WAIT });
+  await edit(alice, "r01", "task", "hello from alice");
+  await expectValue(bob, "r01", "task", "hello from alice");
+  await cell(bob, "r02", "status").selectOption("Blocked");
+  await expectValue(alice, "r02", "status", "Blocked");
+  await cell(bob, "r03", "owner").focus();
+  await alice.waitForSelector('td[data-cursor-of="bob"].remote [data-cell="r03|owner"]', { timeout: WAIT });
   assert.equal(await alice.locator('td[data-cursor-of="bob"]').count(), 1, "one cursor per user");
+  assert.equal(await alice.locator('td[data-cursor-of="bob"] .tag').textContent(), "bob");
 });
 
-test("offline edits sync back and both grids end the same", async () => {
+test("the activity feed lists other users' edits", async () => {
+  const alice = await open(A, "alice", "t-feed");
+  const bob = await open(B, "bob", "t-feed");
+  await edit(bob, "r05", "owner", "Zoe");
+  await alice.waitForFunction(() => document.querySelector("#activity li")?.textContent.includes('bob set r05.owner = "Zoe"'), null, { timeout: WAIT });
+});
+
+test("offline edits show a queued count, sync back, and both grids end the same", async () => {
   const alice = await open(A, "alice", "t-offline");
   const bob = await open(B, "bob", "t-offline");
   await bob.check("#offline");
   await bob.waitForSelector("#status.offline", { timeout: WAIT });
-  await edit(bob, "r3", "owner", "bob-offline");
-  await edit(alice, "r4", "due", "friday");
+  await edit(bob, "r03", "owner", "bob-offline");
+  await edit(bob, "r07", "task", "queued too");
+  await bob.waitForSelector('#queued[data-count="2"]', { timeout: WAIT });
+  await edit(alice, "r04", "due", "2027-01-15");
   await bob.uncheck("#offline");
   await bob.waitForSelector("#status.online", { timeout: WAIT });
-  await expectValue(alice, "r3", "owner", "bob-offline");
-  await expectValue(bob, "r4", "due", "friday");
+  await bob.waitForSelector('#queued[data-count="0"]', { timeout: WAIT });
+  await expectValue(alice, "r03", "owner", "bob-offline");
+  await expectValue(alice, "r07", "task", "queued too");
+  await expectValue(bob, "r04", "due", "2027-01-15");
+  await settled(alice);
+  await settled(bob);
   assert.deepEqual(await grid(alice), await grid(bob));
+  assert.deepEqual(await state(alice), await state(bob));
 });
 
-test("a conflicting edit is rolled back to the winning value", async () => {
+test("a conflict flashes the cell, shows theirs versus yours, and keeps the winning value", async () => {
   const alice = await open(A, "alice", "t-conflict");
   const bob = await open(B, "bob", "t-conflict");
-  await edit(alice, "r5", "name", "first");
-  await expectValue(bob, "r5", "name", "first");
-  // Bob goes offline and edits the same field alice changes meanwhile.
   await bob.check("#offline");
   await bob.waitForSelector("#status.offline", { timeout: WAIT });
-  await edit(alice, "r5", "name", "alice wins");
-  await edit(bob, "r5", "name", "bob loses");
+  await edit(alice, "r05", "task", "alice wins");
+  await edit(bob, "r05", "task", "bob loses");
   await bob.uncheck("#offline");
-  await bob.waitForSelector('td[data-rolled-back="1"]', { timeout: WAIT });
-  await expectValue(bob, "r5", "name", "alice wins");
-  await expectValue(alice, "r5", "name", "alice wins");
+  await bob.waitForSelector('td.flash[data-conflict="theirs"] [data-cell="r05|task"]', { timeout: WAIT });
+  const toast = await bob.locator(".toast").first().textContent();
+  assert.match(toast, /r05\.task: theirs "alice wins" · yours "bob loses" → theirs kept/);
+  await expectValue(bob, "r05", "task", "alice wins");
+  await expectValue(alice, "r05", "task", "alice wins");
+});
+
+test("a late joiner after 100 edits sees the same grid as everyone else", async () => {
+  const alice = await open(A, "alice", "t-late");
+  const bob = await open(B, "bob", "t-late");
+  // 100 edits from both sides, without waiting for each other.
+  await Promise.all([
+    alice.evaluate(() => Promise.all(Array.from({ length: 50 }, (_, i) =>
+      window.rtsync.table.set(`r${String((i % 30) + 1).padStart(2, "0")}`, { estimate: i })))),
+    bob.evaluate(() => Promise.all(Array.from({ length: 50 }, (_, i) =>
+      window.rtsync.table.set(`r${String((i * 7 % 30) + 1).padStart(2, "0")}`, { owner: `bob-${i}` })))),
+  ]);
+  await settled(alice);
+  await settled(bob);
+  const carol = await open(B, "carol", "t-late");
+  await settled(carol);
+  await alice.waitForFunction(async (expected) => JSON.stringify(window.rtsync.table.records().map((r) => [r.recordId, r.version, r.fields])) === expected,
+    JSON.stringify(await state(carol)), { timeout: WAIT });
+  assert.deepEqual(await state(alice), await state(carol));
+  assert.deepEqual(await state(bob), await state(carol));
+  assert.deepEqual(await grid(alice), await grid(carol));
+  if (SCREENSHOT) await carol.screenshot({ path: SCREENSHOT, fullPage: true });
+});
+
+test("the split view shows two users side by side in one page, editing together", async () => {
+  const context = await browser.newContext({ viewport: { width: 1800, height: 1000 } });
+  const page = await context.newPage();
+  watch(page, "split");
+  await page.goto(`${A}/demo/split.html?table=t-split&left=ann&right=ray`);
+  const left = page.frameLocator("#left");
+  const right = page.frameLocator("#right");
+  await left.locator("#status.online").waitFor({ timeout: WAIT });
+  await right.locator("#status.online").waitFor({ timeout: WAIT });
+  await left.locator('.user[data-user="ray"]').waitFor({ timeout: WAIT });
+  await left.locator('tr[data-record="r30"]').waitFor({ timeout: WAIT });
+  await right.locator('tr[data-record="r30"]').waitFor({ timeout: WAIT });
+  await left.locator('[data-cell="r10|task"]').fill("from the left");
+  await left.locator('[data-cell="r10|task"]').press("Tab");
+  await page.waitForFunction(() => document.querySelector("#right").contentDocument
+    ?.querySelector('[data-cell="r10|task"]')?.value === "from the left", null, { timeout: WAIT });
 });
 
 test("a user name is shown as text, never run as HTML", async () => {
   const alice = await open(A, "alice", "t-xss");
   const context = await browser.newContext();
   const mallory = await context.newPage();
+  watch(mallory, "mallory");
   const name = encodeURIComponent('<img src=x onerror="window.__xss=1">');
   await mallory.goto(`${B}/demo/?user=mallory&table=t-xss&name=${name}`);
   await mallory.waitForSelector("#status.online", { timeout: WAIT });

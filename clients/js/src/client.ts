@@ -1,0 +1,388 @@
+/**
+ * The client facade: one connection (`Transport`), the outbox, the table
+ * subscriptions, presence and live tables, wired together.
+ *
+ * On every authenticated connection it joins each subscribed table again
+ * from its position (missed events first), then lets the outbox send. Frames
+ * are routed by table to their `Subscription` (events) and to `Presence`.
+ * An edit goes into the outbox at once, connected or not; its promise
+ * resolves with the server's answer.
+ */
+import { Emitter } from "./emitter.js";
+import { RtsyncError } from "./errors.js";
+import { LiveTable, LiveTableOptions } from "./live-table.js";
+import { NewEdit, Outbox, Settled } from "./outbox.js";
+import { Presence } from "./presence.js";
+import { defaultStorage, OutboxStorage } from "./storage.js";
+import { Subscription } from "./subscription.js";
+import { DevUser, Status, StatusChange, Transport, WebSocketClass } from "./transport.js";
+import {
+  ChangeEvent, CommitResult, Cursor, FieldChange, isCommitted, Json, Selection, SubscribeAck, UserPresence,
+} from "./wire.js";
+
+export interface ClientOptions {
+  /** The sidecar's WebSocket URL, e.g. `wss://app.example.com/rtsync/ws`. */
+  url: string;
+  /** A JWT. Prefer `getToken` for tokens that expire. */
+  token?: string;
+  /** Called for a token at every connect, and once more after a refusal. */
+  getToken?: () => string | Promise<string>;
+  /** Against a development sidecar (`RTS_AUTH=none`) only: who to be. */
+  devUser?: DevUser;
+  /** `msgpack` (default) or `json`. */
+  encoding?: "msgpack" | "json";
+  /** Where queued edits are kept: IndexedDB in browsers, memory elsewhere by default. */
+  storage?: OutboxStorage;
+  /** Names the default storage (default: the URL and the user of `devUser` or the token). */
+  storageKey?: string;
+  /** Most edits per `sync_offline_changes`: the server's `RTS_MAX_BATCH` (default 1000). */
+  maxBatch?: number;
+  /** Most bytes (as JSON) of edits per request (default 256 KiB, under `RTS_MAX_FRAME_BYTES`). */
+  maxChunkBytes?: number;
+  /** Reconnect backoff: first cap and largest cap, in ms (defaults 250 and 10000). */
+  backoffBaseMs?: number;
+  backoffMaxMs?: number;
+  /** A connection must stay up this long to reset the backoff (default 5000). */
+  stableAfterMs?: number;
+  /** Retry backoff of edits the server could not take yet (defaults 200 and 5000 ms). */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  /** How long a request waits for its answer (default 15000 ms). */
+  requestTimeoutMs?: number;
+  /** Most cursor frames per second (default 20; the latest position wins). */
+  cursorsPerSecond?: number;
+  /** A WebSocket class where there is no global one: `import WebSocket from "ws"`. */
+  WebSocket?: WebSocketClass;
+}
+
+export interface ChangeOptions {
+  type?: "create" | "update" | "delete";
+  /** The record version the edit is based on; without it, last write wins. */
+  version?: number;
+  baseId?: string;
+  /** `"reject"` turns a conflicting write into a rejection (rolled back). */
+  onConflict?: "reject";
+  metadata?: { [k: string]: Json };
+}
+
+export interface ClientEvents {
+  status: StatusChange;
+  /** Another user's event on a subscribed table: once each, in stream order. */
+  change: ChangeEvent;
+  /** `recent_changes` after a fresh subscribe: the table's latest events. */
+  history: { tableId: string; events: ChangeEvent[] };
+  subscribed: { tableId: string; recovered: boolean; missedEventsCount: number };
+  /** A table's history is gone: reload it (LiveTable does it by itself). */
+  resync: { tableId: string; reason: string };
+  users: { tableId: string; users: UserPresence[] };
+  joined: UserPresence;
+  left: { userId: string; tableId: string };
+  cursor: { userId: string; tableId: string; cursor: Cursor };
+  selection: { userId: string; tableId: string; selection: Selection };
+  /** An edit has its final answer. */
+  settled: Settled;
+  /** An edit was refused: roll it back (LiveTable does it by itself). */
+  rollback: Settled;
+  /** How many edits await the server. */
+  pending: { count: number };
+  /** An `error` frame without a request, or a storage failure. */
+  error: { code: string; message: string };
+}
+
+export class RtsyncClient extends Emitter<ClientEvents> {
+  readonly outbox: Outbox;
+  private transport: Transport;
+  private subs = new Map<string, Subscription>();
+  private tables = new Map<string, LiveTable>();
+  private presence = new Presence();
+  private lastJoined?: string;
+  private onlineWaiters: (() => void)[] = [];
+  private cursorTimer?: ReturnType<typeof setTimeout>;
+  private lastCursorAt = 0;
+  private pendingCursor?: { tableId: string; cursor: Cursor };
+
+  constructor(private options: ClientOptions) {
+    super();
+    this.transport = new Transport({
+      url: options.url,
+      token: options.token,
+      getToken: options.getToken,
+      devUser: options.devUser,
+      encoding: options.encoding ?? "msgpack",
+      backoffBaseMs: options.backoffBaseMs ?? 250,
+      backoffMaxMs: options.backoffMaxMs ?? 10_000,
+      stableAfterMs: options.stableAfterMs ?? 5_000,
+      requestTimeoutMs: options.requestTimeoutMs ?? 15_000,
+      WebSocket: options.WebSocket,
+    });
+    const storage = options.storage ?? defaultStorage(`rtsync-outbox:${options.storageKey ?? storageKey(options)}`);
+    this.outbox = new Outbox(this.transport, storage, {
+      maxBatch: options.maxBatch ?? 1000,
+      maxChunkBytes: options.maxChunkBytes ?? 256 * 1024,
+      retryBaseMs: options.retryBaseMs ?? 200,
+      retryMaxMs: options.retryMaxMs ?? 5_000,
+    });
+    this.transport.on("status", (s) => {
+      if (s.status !== "online") for (const sub of this.subs.values()) sub.detach();
+      this.emit("status", s);
+    });
+    this.transport.on("open", () => void this.resume());
+    this.transport.on("frame", ({ event, data }) => this.onFrame(event, data));
+    this.outbox.on("settled", (s) => {
+      if (isCommitted(s.result) && s.result.eventId) this.subs.get(s.edit.tableId)?.acked(s.result.eventId);
+      this.emit("settled", s);
+    });
+    this.outbox.on("rollback", (s) => this.emit("rollback", s));
+    this.outbox.on("pending", (p) => this.emit("pending", p));
+    this.outbox.on("storageError", ({ error }) => this.emit("error", { code: "storage", message: String(error) }));
+    void this.outbox.start();
+  }
+
+  get status(): Status {
+    return this.transport.status;
+  }
+
+  /** The authenticated user's id (after the first connect). */
+  get userId(): string | undefined {
+    return this.transport.userId;
+  }
+
+  /**
+   * Connects, and keeps reconnecting until `disconnect`. Resolves once
+   * online; rejects when the server refuses the credentials.
+   */
+  connect(): Promise<void> {
+    const done = new Promise<void>((resolve, reject) => {
+      if (this.status === "online") return resolve();
+      const off = this.on("status", (s) => {
+        if (s.status === "online") {
+          off();
+          resolve();
+        } else if (s.status === "unauthorized" || (s.status === "offline" && s.error)) {
+          off();
+          reject(s.error ?? new RtsyncError("unauthenticated", "refused"));
+        }
+      });
+    });
+    this.transport.start();
+    return done;
+  }
+
+  /** Closes the connection; edits queue until `connect`. */
+  disconnect(): void {
+    this.transport.stop("disconnect");
+  }
+
+  /** Goes offline (edits queue) or back online. */
+  setOffline(offline: boolean): void {
+    if (offline) this.transport.stop("offline");
+    else this.transport.start();
+  }
+
+  /** Drops the socket as a network failure would; the client reconnects. */
+  dropConnection(): void {
+    this.transport.dropConnection();
+  }
+
+  /** Resolves the next time the client is online. */
+  whenOnline(): Promise<void> {
+    if (this.status === "online") return Promise.resolve();
+    return new Promise((r) => this.onlineWaiters.push(r));
+  }
+
+  /** Sends a request and resolves with its ack. */
+  request<T = unknown>(event: string, data: unknown): Promise<T> {
+    return this.transport.request<T>(event, data);
+  }
+
+  /**
+   * Follows a table: its changes, presence and recovery. Resolves once
+   * joined (which waits for the connection).
+   */
+  async subscribe(tableId: string, options: { viewId?: string } = {}): Promise<Subscription> {
+    const sub = this.follow(tableId, options.viewId);
+    await sub.first;
+    return sub;
+  }
+
+  async unsubscribe(tableId: string): Promise<void> {
+    this.tables.get(tableId)?.close();
+    this.tables.delete(tableId);
+    this.subs.delete(tableId);
+    this.presence.forget(tableId);
+    if (this.status === "online") await this.transport.request("unsubscribe_from_table", { tableId });
+  }
+
+  /** The live table: records loaded, kept current, with the user's edits on top. */
+  table(tableId: string, options: LiveTableOptions & { viewId?: string } = {}): LiveTable {
+    let t = this.tables.get(tableId);
+    if (!t) {
+      const sub = this.follow(tableId, options.viewId);
+      t = new LiveTable(tableId, this, sub, options);
+      this.tables.set(tableId, t);
+    }
+    return t;
+  }
+
+  /**
+   * Changes fields of a record. Resolves with the server's CommitResult,
+   * however long the client is offline; never rejects. `status: "rejected"`
+   * (with `error` when the request itself was refused) also fires `rollback`.
+   */
+  change(tableId: string, recordId: string, changes: FieldChange[], options: ChangeOptions = {}): Promise<CommitResult> {
+    const metadata = options.onConflict ? { ...options.metadata, onConflict: options.onConflict } : options.metadata;
+    const edit: NewEdit = {
+      tableId, recordId, type: options.type ?? "update", changes, metadata, baseId: options.baseId, version: options.version,
+    };
+    return this.outbox.add(edit).result;
+  }
+
+  /** Present users of a table. */
+  users(tableId: string): UserPresence[] {
+    return this.presence.users(tableId);
+  }
+
+  /** Sends the cursor, at most `cursorsPerSecond` times a second (the latest wins). */
+  moveCursor(tableId: string, cursor: Cursor): void {
+    this.pendingCursor = { tableId, cursor };
+    const interval = 1000 / (this.options.cursorsPerSecond ?? 20);
+    const wait = interval - (Date.now() - this.lastCursorAt);
+    if (wait <= 0) this.flushCursor();
+    else this.cursorTimer ??= setTimeout(() => this.flushCursor(), wait);
+  }
+
+  select(tableId: string, selection: Selection): void {
+    this.transport.send("selection", { tableId, selection });
+  }
+
+  heartbeat(tableId: string): void {
+    this.transport.send("heartbeat", { tableId });
+  }
+
+  private flushCursor() {
+    this.cursorTimer = undefined;
+    if (!this.pendingCursor) return;
+    this.lastCursorAt = Date.now();
+    this.transport.send("cursor_position", this.pendingCursor);
+    this.pendingCursor = undefined;
+  }
+
+  private follow(tableId: string, viewId?: string): Subscription {
+    let sub = this.subs.get(tableId);
+    if (sub) return sub;
+    sub = new Subscription(tableId, viewId, { isPending: (id) => this.outbox.has(id) });
+    this.subs.set(tableId, sub);
+    const s = sub;
+    s.on("change", (e) => this.emit("change", e));
+    s.on("history", (events) => this.emit("history", { tableId, events }));
+    s.on("resync", ({ reason }) => this.emit("resync", { tableId, reason }));
+    s.on("subscribed", (r) => this.emit("subscribed", { tableId, ...r }));
+    if (this.status === "online") void this.join(s);
+    return s;
+  }
+
+  /** On a new connection: every table joined again, then the outbox sends. */
+  private async resume() {
+    for (const r of this.onlineWaiters.splice(0)) r();
+    this.outbox.kick();
+    for (const sub of [...this.subs.values()]) await this.join(sub);
+  }
+
+  private async join(sub: Subscription) {
+    if (sub.active || this.subs.get(sub.tableId) !== sub) return;
+    try {
+      await this.transport.request<SubscribeAck>("subscribe_to_table", sub.joinRequest(), (ack) => {
+        this.lastJoined = sub.tableId;
+        sub.joined(ack);
+      });
+    } catch (e) {
+      if (e instanceof RtsyncError && e.code !== "disconnected" && e.code !== "request_timeout") {
+        this.emit("error", { code: e.code, message: `subscribe ${sub.tableId}: ${e.message}` });
+      }
+    }
+  }
+
+  private onFrame(event: string, data: unknown) {
+    switch (event) {
+      case "record_change":
+        this.route([data as ChangeEvent]);
+        return;
+      case "batch_changes":
+      case "missed_events":
+        this.route(Array.isArray(data) ? (data as ChangeEvent[]) : []);
+        return;
+      case "recent_changes": {
+        const events = Array.isArray(data) ? (data as ChangeEvent[]) : [];
+        const tableId = events[0]?.tableId ?? this.lastJoined;
+        if (tableId) this.subs.get(tableId)?.history(events);
+        return;
+      }
+      case "connection_recovered": {
+        const d = data as { tableId: string; lastEventId?: string; missedEventsCount?: number };
+        this.subs.get(d?.tableId)?.recoveredAt(d.lastEventId, d.missedEventsCount ?? 0);
+        return;
+      }
+      case "resync_required": {
+        const d = data as { tableId: string; reason: string };
+        this.subs.get(d?.tableId)?.resyncFrame(d.reason ?? "resync_required");
+        return;
+      }
+      case "error": {
+        const d = (data ?? {}) as { code?: string; message?: string };
+        this.emit("error", { code: d.code ?? "internal", message: d.message ?? "" });
+        return;
+      }
+      case "offline_changes":
+      case "offline_sync_complete":
+      case "authenticated":
+      case "heartbeat_ack":
+        return; // answered through the acks
+    }
+    const p = this.presence.apply(event, data, this.lastJoined);
+    if (!p) return;
+    switch (p.kind) {
+      case "users":
+        this.emit("users", { tableId: p.tableId, users: p.users });
+        break;
+      case "joined":
+        this.emit("joined", p.user);
+        break;
+      case "left":
+        this.emit("left", { userId: p.userId, tableId: p.tableId });
+        break;
+      case "cursor":
+        this.emit("cursor", { userId: p.userId, tableId: p.tableId, cursor: p.cursor });
+        break;
+      case "selection":
+        this.emit("selection", { userId: p.userId, tableId: p.tableId, selection: p.selection });
+        break;
+    }
+  }
+
+  private route(events: ChangeEvent[]) {
+    const byTable = new Map<string, ChangeEvent[]>();
+    for (const e of events) {
+      if (!e || typeof e.tableId !== "string") continue;
+      const list = byTable.get(e.tableId) ?? [];
+      list.push(e);
+      byTable.set(e.tableId, list);
+    }
+    for (const [tableId, list] of byTable) this.subs.get(tableId)?.receive(list);
+  }
+}
+
+/** The default storage name: the server and the user the options name. */
+function storageKey(o: ClientOptions): string {
+  const user = o.devUser?.userId ?? (o.token ? jwtSubject(o.token) : undefined) ?? "default";
+  return `${o.url}|${user}`;
+}
+
+function jwtSubject(token: string): string | undefined {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const json = typeof atob === "function" ? atob(part) : "";
+    return JSON.parse(json).sub;
+  } catch {
+    return undefined;
+  }
+}

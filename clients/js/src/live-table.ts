@@ -1,0 +1,379 @@
+/**
+ * A live table: one source of truth for rendering a table.
+ *
+ * It subscribes first, then pages `load_records`, and applies states and
+ * events by the version rule: a record's versions go up by one per commit,
+ * so an event is applied when it is the next version of the record held
+ * (or version 1 of a record not held), and a state when it is newer than
+ * the one held. An event that arrives before its base (a record not loaded
+ * yet, or the user's own acked edit racing another writer's older event)
+ * waits in `buffered` until the base comes: from its page, from the event in
+ * flight, or from a `load_records` of just that record after `gapWaitMs`.
+ *
+ * What the app sees for a record (`get`) is the confirmed state, then the
+ * buffered events, then the user's pending edits from the outbox on top
+ * (optimistic). A refused edit leaves the outbox, so the view rolls back by
+ * itself (to the server's `current` when the answer carries it), and
+ * `rollback` fires. `resync` reloads the table.
+ */
+import { Emitter } from "./emitter.js";
+import { isTransient } from "./errors.js";
+import type { Outbox, Settled } from "./outbox.js";
+import type { Subscription } from "./subscription.js";
+import { ChangeEvent, CommitResult, FieldChange, isCommitted, isRejected, Json, LoadRecordsAck, RecordState } from "./wire.js";
+
+/** A record as the app renders it. */
+export interface LiveRecord extends RecordState {
+  /** How many of the user's edits of this record await the server. */
+  pending: number;
+}
+
+export type RecordCause = "remote" | "local" | "load" | "commit" | "rollback";
+
+export interface LiveTableEvents {
+  /** A record's view changed (`record` is undefined once it is gone for good). */
+  record: { recordId: string; record: LiveRecord | undefined; cause: RecordCause };
+  /** Every page is loaded (after a subscribe or a resync). */
+  ready: { records: number };
+  /** The table is being reloaded from scratch (`resync_required`). */
+  reload: { reason: string };
+  /** One of the user's edits lost (`rejected`) or won over (`overwritten`) another user's change. */
+  conflict: {
+    recordId: string;
+    winner: "theirs" | "yours";
+    theirs: { fieldId: string; value: Json }[];
+    yours: FieldChange[];
+    result: CommitResult;
+  };
+  /** One of the user's edits was refused: the view went back to the server's state. */
+  rollback: Settled;
+  /** Another user's event was applied. */
+  change: ChangeEvent;
+  error: { error: unknown };
+}
+
+export interface LiveTableOptions {
+  /** `reject`: a conflicting edit is rolled back; default `overwrite` (last write wins). */
+  onConflict?: "reject" | "overwrite";
+  pageSize?: number;
+  gapWaitMs?: number;
+}
+
+/** What a LiveTable needs of the client. */
+export interface LiveTableHost {
+  readonly outbox: Outbox;
+  request<T>(event: string, data: unknown): Promise<T>;
+  whenOnline(): Promise<void>;
+}
+
+interface Delta {
+  version: number;
+  type: string;
+  changes?: FieldChange[] | null;
+}
+
+export class LiveTable extends Emitter<LiveTableEvents> {
+  /** Resolves when the first load is complete. */
+  readonly ready: Promise<void>;
+  /** Whether every page of the current load has arrived. */
+  loaded = false;
+  private confirmed = new Map<string, RecordState>();
+  private buffered = new Map<string, Delta[]>();
+  private cursor?: string;
+  private loading = false;
+  private generation = 0;
+  private fetchIds = new Set<string>();
+  private fetchTimer?: ReturnType<typeof setTimeout>;
+  private offs: (() => void)[] = [];
+  private resolveReady!: () => void;
+  private closed = false;
+
+  constructor(
+    readonly tableId: string,
+    private host: LiveTableHost,
+    private subscription: Subscription,
+    private opts: LiveTableOptions = {},
+  ) {
+    super();
+    this.ready = new Promise((r) => (this.resolveReady = r));
+    this.offs.push(
+      subscription.on("event", ({ event, own }) => this.onEvent(event, own)),
+      subscription.on("resync", ({ reason }) => this.reload(reason)),
+      host.outbox.on("settled", (s) => s.edit.tableId === tableId && this.onSettled(s)),
+    );
+    void this.load();
+  }
+
+  /** The record as the app should render it (pending edits included). */
+  get(recordId: string): LiveRecord | undefined {
+    const base = this.confirmed.get(recordId);
+    let r: RecordState | undefined = base && { ...base, fields: { ...base.fields } };
+    for (const d of this.buffered.get(recordId) ?? []) r = applyDelta(r, recordId, d);
+    let pending = 0;
+    for (const e of this.host.outbox.pending()) {
+      if (e.tableId !== this.tableId || e.recordId !== recordId) continue;
+      pending++;
+      const v = r?.version ?? 0;
+      r = applyDelta(r, recordId, { version: v, type: e.type, changes: e.changes });
+    }
+    return r && { ...r, pending };
+  }
+
+  /** Every record that is not deleted, in record-id order. */
+  records(): LiveRecord[] {
+    return this.ids()
+      .map((id) => this.get(id))
+      .filter((r): r is LiveRecord => !!r && !r.deleted);
+  }
+
+  /** Every record held, deleted ones included, in record-id order. */
+  snapshot(): LiveRecord[] {
+    return this.ids()
+      .map((id) => this.get(id))
+      .filter((r): r is LiveRecord => !!r);
+  }
+
+  /** Loaded, with no edit awaiting the server and no event awaiting its base. */
+  isSettled(): boolean {
+    const pending = this.host.outbox.pending().some((e) => e.tableId === this.tableId);
+    return this.loaded && !pending && this.buffered.size === 0;
+  }
+
+  /** Sets fields of a record (creating it if rtsync holds no such record). */
+  set(recordId: string, fields: { [fieldId: string]: Json }): Promise<CommitResult> {
+    const view = this.get(recordId);
+    const changes = Object.entries(fields).map(([fieldId, newValue]) => ({
+      fieldId, oldValue: view?.fields[fieldId] ?? null, newValue,
+    }));
+    return this.edit(recordId, view?.deleted ? "create" : "update", changes);
+  }
+
+  create(recordId: string, fields: { [fieldId: string]: Json }): Promise<CommitResult> {
+    const changes = Object.entries(fields).map(([fieldId, newValue]) => ({ fieldId, newValue }));
+    return this.edit(recordId, "create", changes);
+  }
+
+  delete(recordId: string): Promise<CommitResult> {
+    return this.edit(recordId, "delete", []);
+  }
+
+  /** Stops following the table (the subscription stays with the client). */
+  close(): void {
+    this.closed = true;
+    this.generation++;
+    clearTimeout(this.fetchTimer);
+    for (const off of this.offs) off();
+  }
+
+  private edit(recordId: string, type: "create" | "update" | "delete", changes: FieldChange[]) {
+    const view = this.get(recordId);
+    const { result } = this.host.outbox.add({
+      tableId: this.tableId, recordId, type, changes,
+      version: type === "create" ? undefined : this.baseVersion(recordId, view),
+      metadata: this.opts.onConflict === "reject" ? { onConflict: "reject" } : undefined,
+      rebase: true,
+    });
+    this.changed(recordId, "local");
+    return result;
+  }
+
+  /** The version the user sees: confirmed plus their own acked edits. */
+  private baseVersion(recordId: string, view: LiveRecord | undefined): number {
+    return view?.version ?? 0;
+  }
+
+  private ids(): string[] {
+    const ids = new Set<string>([...this.confirmed.keys(), ...this.buffered.keys()]);
+    for (const e of this.host.outbox.pending()) if (e.tableId === this.tableId) ids.add(e.recordId);
+    return [...ids].sort();
+  }
+
+  private onEvent(e: ChangeEvent, own: boolean) {
+    if (e.entityType !== "record" || typeof e.entityId !== "string") return;
+    this.offer(e.entityId, { version: e.version, type: e.type, changes: e.changes });
+    this.changed(e.entityId, own ? "commit" : "remote");
+    if (!own) this.emit("change", e);
+  }
+
+  private onSettled({ edit, result }: Settled) {
+    if (isCommitted(result)) {
+      this.offer(edit.recordId, { version: result.version, type: edit.type, changes: edit.changes });
+      if (result.status === "overwritten" && result.conflicts?.length) {
+        this.emit("conflict", {
+          recordId: edit.recordId, winner: "yours", yours: edit.changes, result,
+          theirs: result.conflicts.map((c) => ({ fieldId: c.fieldId, value: c.theirValue })),
+        });
+      }
+      this.changed(edit.recordId, "commit");
+      return;
+    }
+    if (isRejected(result) && result.current) {
+      const c = result.current;
+      this.applyState({ recordId: edit.recordId, version: c.version, deleted: !!c.deleted, fields: c.fields ?? {} });
+      this.emit("conflict", {
+        recordId: edit.recordId, winner: "theirs", yours: edit.changes, result,
+        theirs: edit.changes.map((f) => ({ fieldId: f.fieldId, value: c.fields?.[f.fieldId] ?? null })),
+      });
+    }
+    this.changed(edit.recordId, "rollback");
+    this.emit("rollback", { edit, result });
+  }
+
+  /** Applies a delta if it is the record's next version, else keeps it until its base comes. */
+  private offer(recordId: string, d: Delta) {
+    const r = this.confirmed.get(recordId);
+    if (typeof d.version !== "number") {
+      // A producer's event without a version: applied as it comes.
+      if (r) this.confirmed.set(recordId, applyDelta(r, recordId, { ...d, version: r.version }));
+      return;
+    }
+    if (r && d.version <= r.version) return;
+    if ((r && d.version === r.version + 1) || (!r && d.version === 1)) {
+      this.confirmed.set(recordId, applyDelta(r, recordId, d));
+      this.drain(recordId);
+      return;
+    }
+    const list = this.buffered.get(recordId) ?? [];
+    if (!list.some((x) => x.version === d.version)) list.push(d);
+    list.sort((a, b) => a.version - b.version);
+    this.buffered.set(recordId, list);
+    this.needBase(recordId);
+  }
+
+  private applyState(st: RecordState) {
+    const r = this.confirmed.get(st.recordId);
+    if (!r || st.version > r.version) {
+      this.confirmed.set(st.recordId, { recordId: st.recordId, version: st.version, deleted: !!st.deleted, fields: { ...st.fields } });
+    }
+    this.drain(st.recordId);
+  }
+
+  /** Applies buffered deltas that now follow the held version. */
+  private drain(recordId: string) {
+    const list = this.buffered.get(recordId);
+    if (!list) return;
+    let r = this.confirmed.get(recordId);
+    while (list.length && r) {
+      if (list[0].version <= r.version) list.shift();
+      else if (list[0].version === r.version + 1) {
+        const d = list.shift() as Delta;
+        r = applyDelta(r, recordId, d);
+        this.confirmed.set(recordId, r);
+      } else break;
+    }
+    if (list.length === 0) {
+      this.buffered.delete(recordId);
+      this.fetchIds.delete(recordId);
+    }
+  }
+
+  /** A buffered record's base: its page is coming, or it is fetched after a short wait. */
+  private needBase(recordId: string) {
+    if (this.loading && (this.cursor === undefined || recordId > this.cursor)) return;
+    this.fetchIds.add(recordId);
+    if (!this.fetchTimer) this.fetchTimer = setTimeout(() => void this.fetch(), this.opts.gapWaitMs ?? 100);
+  }
+
+  private async fetch() {
+    this.fetchTimer = undefined;
+    const generation = this.generation;
+    const ids = [...this.fetchIds].filter((id) => this.buffered.has(id)).slice(0, 1000);
+    if (ids.length === 0 || this.closed) return;
+    let ack: LoadRecordsAck;
+    try {
+      ack = await this.host.request<LoadRecordsAck>("load_records", { tableId: this.tableId, recordIds: ids });
+    } catch (error) {
+      if (!isTransient(error)) this.emit("error", { error });
+      await this.host.whenOnline();
+      if (generation === this.generation && !this.fetchTimer) this.fetchTimer = setTimeout(() => void this.fetch(), 0);
+      return;
+    }
+    if (generation !== this.generation) return;
+    const found = new Set<string>();
+    for (const st of ack.records ?? []) {
+      found.add(st.recordId);
+      this.applyState(st);
+    }
+    for (const id of ids) {
+      this.fetchIds.delete(id);
+      const list = this.buffered.get(id);
+      if (!found.has(id) && list) {
+        // rtsync holds no state for it (a producer's XADD): the events are all there is.
+        let r = this.confirmed.get(id);
+        for (const d of list) r = applyDelta(r, id, d);
+        if (r) this.confirmed.set(id, r);
+        this.buffered.delete(id);
+      }
+      this.changed(id, "load");
+    }
+    if (this.fetchIds.size && !this.fetchTimer) this.fetchTimer = setTimeout(() => void this.fetch(), 0);
+  }
+
+  private async load() {
+    const generation = ++this.generation;
+    this.loading = true;
+    this.loaded = false;
+    this.cursor = undefined;
+    await this.subscription.first;
+    let after: string | undefined;
+    let count = 0;
+    for (;;) {
+      if (generation !== this.generation) return;
+      let page: LoadRecordsAck;
+      try {
+        page = await this.host.request<LoadRecordsAck>("load_records", {
+          tableId: this.tableId, after, limit: this.opts.pageSize ?? 500,
+        });
+      } catch (error) {
+        if (!isTransient(error)) {
+          this.emit("error", { error });
+          return;
+        }
+        await this.host.whenOnline();
+        continue;
+      }
+      if (generation !== this.generation) return;
+      for (const st of page.records ?? []) {
+        this.applyState(st);
+        this.changed(st.recordId, "load");
+        count++;
+      }
+      if (!page.next) break;
+      after = page.next;
+      this.cursor = after;
+    }
+    this.loading = false;
+    this.loaded = true;
+    for (const id of this.buffered.keys()) this.needBase(id);
+    this.emit("ready", { records: count });
+    this.resolveReady();
+  }
+
+  private reload(reason: string) {
+    if (this.closed) return;
+    const ids = this.ids();
+    this.confirmed.clear();
+    this.buffered.clear();
+    this.fetchIds.clear();
+    this.emit("reload", { reason });
+    for (const id of ids) this.changed(id, "load");
+    void this.load();
+  }
+
+  private changed(recordId: string, cause: RecordCause) {
+    this.emit("record", { recordId, record: this.get(recordId), cause });
+  }
+}
+
+/** A record after one event (or pending edit) of it. */
+export function applyDelta(r: RecordState | undefined, recordId: string, d: Delta): RecordState {
+  if (d.type === "delete") {
+    return { recordId, version: d.version, deleted: true, fields: { ...(r?.fields ?? {}) } };
+  }
+  const fields = d.type === "create" && r?.deleted ? {} : { ...(r?.fields ?? {}) };
+  for (const c of d.changes ?? []) {
+    if (c.newValue === undefined) delete fields[c.fieldId];
+    else fields[c.fieldId] = c.newValue;
+  }
+  return { recordId, version: d.version, deleted: false, fields };
+}

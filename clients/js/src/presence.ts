@@ -1,0 +1,75 @@
+/**
+ * Who is on each table, with their cursors and selections, kept from the
+ * presence frames (`table_users`, `user_joined`, `user_reconnected`,
+ * `user_left`, `cursor_position`, `selection`).
+ */
+import { Cursor, Selection, UserPresence } from "./wire.js";
+
+export type PresenceEvent =
+  | { kind: "users"; tableId: string; users: UserPresence[] }
+  | { kind: "joined"; tableId: string; user: UserPresence }
+  | { kind: "left"; tableId: string; userId: string }
+  | { kind: "cursor"; tableId: string; userId: string; cursor: Cursor }
+  | { kind: "selection"; tableId: string; userId: string; selection: Selection };
+
+export class Presence {
+  private tables = new Map<string, Map<string, UserPresence>>();
+
+  users(tableId: string): UserPresence[] {
+    return [...(this.tables.get(tableId)?.values() ?? [])];
+  }
+
+  forget(tableId: string): void {
+    this.tables.delete(tableId);
+  }
+
+  /**
+   * Applies a presence frame; returns what changed, or nothing for a frame
+   * that is not presence. `table_users` names no table when it is empty, so
+   * the caller passes the table it last joined.
+   */
+  apply(event: string, data: unknown, lastJoined?: string): PresenceEvent | undefined {
+    switch (event) {
+      case "table_users": {
+        const users = Array.isArray(data) ? (data as UserPresence[]) : [];
+        const tableId = users[0]?.tableId ?? lastJoined;
+        if (!tableId) return undefined;
+        this.tables.set(tableId, new Map(users.map((u) => [u.userId, u])));
+        return { kind: "users", tableId, users };
+      }
+      case "user_joined":
+      case "user_reconnected": {
+        const user = data as UserPresence;
+        if (!user?.tableId) return undefined;
+        this.table(user.tableId).set(user.userId, user);
+        return { kind: "joined", tableId: user.tableId, user };
+      }
+      case "user_left": {
+        const { userId, tableId } = (data ?? {}) as { userId: string; tableId: string };
+        if (!tableId) return undefined;
+        this.tables.get(tableId)?.delete(userId);
+        return { kind: "left", tableId, userId };
+      }
+      case "cursor_position": {
+        const d = (data ?? {}) as { userId: string; tableId: string; cursor: Cursor };
+        const u = this.tables.get(d.tableId)?.get(d.userId);
+        if (u) u.cursor = d.cursor;
+        return d.tableId ? { kind: "cursor", tableId: d.tableId, userId: d.userId, cursor: d.cursor } : undefined;
+      }
+      case "selection": {
+        const d = (data ?? {}) as { userId: string; tableId: string; selection: Selection };
+        const u = this.tables.get(d.tableId)?.get(d.userId);
+        if (u) u.selection = d.selection;
+        return d.tableId ? { kind: "selection", tableId: d.tableId, userId: d.userId, selection: d.selection } : undefined;
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  private table(tableId: string): Map<string, UserPresence> {
+    let t = this.tables.get(tableId);
+    if (!t) this.tables.set(tableId, (t = new Map()));
+    return t;
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * One table's feed on the client: its recovery position and the events the
+ * app gets from it (PROTOCOL.md 3.1).
+ *
+ * The position is the id of the last event **received** from the table
+ * (live, `missed_events`, or a subscribe ack's start); it only moves
+ * forward, and the user's own acked changes never move it (another
+ * writer's older event may still be on its way). On every (re)connect the
+ * table is joined with `subscribe_to_table {lastEventId: position}`, which
+ * replays what was missed before any live event. An event at or before the
+ * position is a repeat and is dropped; an event that is one of the user's
+ * own changes (its id is an acked `eventId`, or its `clientChangeId` is
+ * still in the outbox) is not handed to the app as a `change`, though a
+ * LiveTable still applies it in stream order (`event`).
+ */
+import { Emitter } from "./emitter.js";
+import { compareIds } from "./stream-id.js";
+import { ChangeEvent, SubscribeAck } from "./wire.js";
+
+export interface SubscriptionEvents {
+  /** Another user's (or service's) event: once each, in stream order. */
+  change: ChangeEvent;
+  /** `recent_changes` of a fresh subscription: history, not new changes. */
+  history: ChangeEvent[];
+  /** Joined on a new connection: `recovered` says whether nothing was lost. */
+  subscribed: { recovered: boolean; missedEventsCount: number };
+  /** The history is gone (`history_trimmed`, `stream_reset`, ...): reload the table. */
+  resync: { reason: string };
+  /** Every event received, own ones flagged, in stream order (for LiveTable). */
+  event: { event: ChangeEvent; own: boolean };
+}
+
+/** How a subscription asks which events are the user's own. */
+export interface OwnEdits {
+  isPending(clientChangeId: string): boolean;
+}
+
+export class Subscription extends Emitter<SubscriptionEvents> {
+  /** The id of the last event received from the table. */
+  position?: string;
+  /** Whether the last join recovered every missed event (false after a resync or a first join). */
+  recovered = false;
+  /** Joined on the current connection. */
+  active = false;
+  /** The start of a join whose missed events are still arriving. */
+  private joining?: string;
+  private ownIds = new Set<string>();
+  /** The start the ack reported with `resyncRequired`; its frame follows. */
+  private resyncAnnounced = false;
+  /** Resolves when the table is joined for the first time. */
+  readonly first: Promise<void>;
+  private firstJoined!: () => void;
+
+  constructor(
+    readonly tableId: string,
+    readonly viewId: string | undefined,
+    private own: OwnEdits,
+  ) {
+    super();
+    this.first = new Promise((r) => (this.firstJoined = r));
+  }
+
+  /** The request that joins the table on a new connection. */
+  joinRequest(): { tableId: string; viewId?: string; lastEventId?: string } {
+    const req: { tableId: string; viewId?: string; lastEventId?: string } = { tableId: this.tableId };
+    if (this.viewId !== undefined) req.viewId = this.viewId;
+    if (this.position !== undefined) req.lastEventId = this.position;
+    return req;
+  }
+
+  /** The subscribe ack: the subscription's start. */
+  joined(ack: SubscribeAck): void {
+    this.active = true;
+    this.firstJoined();
+    if (this.position === undefined) {
+      this.position = ack.lastEventId;
+      this.recovered = false;
+      this.emit("subscribed", { recovered: false, missedEventsCount: 0 });
+    } else if (ack.resyncRequired) {
+      this.reset(ack.lastEventId, ack.resyncRequired);
+      this.resyncAnnounced = true;
+    } else {
+      // Missed events, then connection_recovered, come next.
+      this.joining = ack.lastEventId;
+    }
+  }
+
+  /** `connection_recovered`: every missed event has arrived. */
+  recoveredAt(lastEventId: string | undefined, missedEventsCount: number): void {
+    const start = this.joining ?? lastEventId;
+    this.joining = undefined;
+    if (start !== undefined) this.advance(start);
+    this.recovered = true;
+    this.emit("subscribed", { recovered: true, missedEventsCount });
+  }
+
+  /** The `resync_required` frame. */
+  resyncFrame(reason: string): void {
+    if (this.resyncAnnounced) {
+      this.resyncAnnounced = false;
+      return;
+    }
+    this.reset(undefined, reason);
+  }
+
+  /** `resync_required` (or an ack saying so): a new start, the app reloads. */
+  reset(start: string | undefined, reason: string): void {
+    this.joining = undefined;
+    this.ownIds.clear();
+    if (start !== undefined) this.position = start;
+    this.recovered = false;
+    this.emit("resync", { reason });
+  }
+
+  /** Live or missed events, in stream order. */
+  receive(events: ChangeEvent[]): void {
+    for (const e of events) {
+      if (typeof e?.id !== "string") continue;
+      if (this.position !== undefined && compareIds(e.id, this.position) <= 0) continue;
+      const own =
+        this.ownIds.delete(e.id) || (typeof e.clientChangeId === "string" && this.own.isPending(e.clientChangeId));
+      this.advance(e.id);
+      this.emit("event", { event: e, own });
+      if (!own) this.emit("change", e);
+    }
+  }
+
+  /** `recent_changes`: events at or before the start. */
+  history(events: ChangeEvent[]): void {
+    this.emit("history", events);
+  }
+
+  /** One of the user's changes was committed as this event. */
+  acked(eventId: string): void {
+    if (this.position !== undefined && compareIds(eventId, this.position) <= 0) return;
+    this.ownIds.add(eventId);
+  }
+
+  /** The connection closed: joined again on the next one. */
+  detach(): void {
+    this.active = false;
+    this.resyncAnnounced = false;
+    this.joining = undefined;
+  }
+
+  private advance(id: string) {
+    if (this.position === undefined || compareIds(id, this.position) > 0) this.position = id;
+    // Own ids at or before the position can never arrive again.
+    for (const own of this.ownIds) if (compareIds(own, this.position) <= 0) this.ownIds.delete(own);
+  }
+}

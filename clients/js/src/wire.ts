@@ -1,0 +1,131 @@
+/**
+ * The wire types of the rtsync protocol (PROTOCOL.md sections 3 and 4), as
+ * they arrive: optional keys may be absent or `null`.
+ */
+
+export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+export interface FieldChange {
+  fieldId: string;
+  oldValue?: Json;
+  /** Absent: the field is removed. */
+  newValue?: Json;
+}
+
+export interface ChangeEvent {
+  /** The Redis stream entry id (`"1732400000000-0"`): orders a table's events. */
+  id: string;
+  type: "create" | "update" | "delete" | string;
+  entityType: "record" | "field" | "table" | "view" | "base" | string;
+  entityId: string;
+  tableId?: string | null;
+  baseId?: string | null;
+  userId: string;
+  timestamp: number;
+  changes?: FieldChange[] | null;
+  metadata?: { [k: string]: Json } | null;
+  version: number;
+  clientChangeId?: string | null;
+}
+
+export type CommitStatus = "applied" | "merged" | "overwritten" | "rejected" | "duplicate";
+
+/** A record's state: what `load_records` returns and what a rejection carries. */
+export interface RecordState {
+  recordId: string;
+  version: number;
+  deleted: boolean;
+  fields: { [fieldId: string]: Json };
+}
+
+export interface CommitResult {
+  status: CommitStatus;
+  /** For a `duplicate`: the status of the first answer. */
+  originalStatus?: CommitStatus;
+  eventId?: string;
+  version: number;
+  conflicts?: { fieldId: string; theirValue: Json }[];
+  current?: { version: number; fields: { [fieldId: string]: Json }; deleted?: boolean };
+  reason?: string;
+  clientChangeId?: string;
+  entityId?: string;
+  tableId?: string;
+  /**
+   * Set when the server refused the request itself (`forbidden`,
+   * `bad_request`, `payload_too_large`, ...): the edit was not written and
+   * `status` is `"rejected"`.
+   */
+  error?: ErrorBody;
+}
+
+export interface ErrorBody {
+  code: string;
+  message: string;
+  event?: string;
+}
+
+export interface Cursor {
+  recordId: string;
+  fieldId: string;
+  x?: number | null;
+  y?: number | null;
+}
+
+export interface Selection {
+  startRecordId: string;
+  startFieldId: string;
+  endRecordId: string;
+  endFieldId: string;
+}
+
+export interface UserPresence {
+  userId: string;
+  userName: string;
+  avatarUrl?: string | null;
+  tableId: string;
+  viewId?: string | null;
+  cursor?: Cursor | null;
+  selection?: Selection | null;
+  lastSeen: number;
+  color: string;
+}
+
+export interface SubscribeAck {
+  tableId: string;
+  lastEventId: string;
+  color: string;
+  missedEventsCount?: number;
+  resyncRequired?: string;
+}
+
+export interface LoadRecordsAck {
+  records: RecordState[];
+  next?: string | null;
+  asOf: string;
+}
+
+export interface Authenticated {
+  userId: string;
+  connectionId: string;
+  serverTime: number;
+}
+
+/** WebSocket close codes of PROTOCOL.md section 5. */
+export const CloseCode = {
+  Unauthenticated: 4401,
+  AuthTimeout: 4408,
+  FrameTooLarge: 4413,
+  RateLimited: 4429,
+  ShuttingDown: 4500,
+  SlowConsumer: 4503,
+} as const;
+
+/** Whether a commit result means the edit was not written. */
+export function isRejected(r: CommitResult): boolean {
+  return r.status === "rejected" || (r.status === "duplicate" && r.originalStatus === "rejected");
+}
+
+/** Whether a commit result wrote the edit into the stream (now or before). */
+export function isCommitted(r: CommitResult): boolean {
+  return !isRejected(r) && typeof r.eventId === "string";
+}

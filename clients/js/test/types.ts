@@ -1,0 +1,12 @@
+// Compiled (not run) by `npm run typecheck`: the `ws` package is accepted as
+// the WebSocket option without a cast, and the public types line up.
+import WebSocket from "ws";
+import { RtsyncClient, type CommitResult, type LiveRecord } from "../src/index.js";
+
+const client = new RtsyncClient({ url: "ws://127.0.0.1:4000/ws", getToken: async () => "jwt", WebSocket });
+const table = client.table("t1", { onConflict: "reject" });
+const rec: LiveRecord | undefined = table.get("r1");
+const done: Promise<CommitResult> = table.set("r1", { name: "x" });
+client.on("status", (s) => s.status === "unauthorized" && console.log(s.closeCode, s.error?.message));
+void rec;
+void done;
