@@ -1,0 +1,69 @@
+// The transport against a fake WebSocket: reconnect backoff.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { encode, decode } from "@msgpack/msgpack";
+import { Transport } from "../dist/index.js";
+
+/** A server that authenticates everyone, then drops the connection `lifeMs` later. */
+function flakyServer(lifeMs) {
+  const opened = [];
+  class FakeSocket {
+    readyState = 0;
+    binaryType = "blob";
+    onopen = null; onmessage = null; onclose = null; onerror = null;
+    constructor() {
+      opened.push(Date.now());
+      setTimeout(() => { this.readyState = 1; this.onopen?.({}); }, 1);
+    }
+    send(bytes) {
+      const [event, , rid] = decode(bytes);
+      if (event === "authenticate") {
+        setTimeout(() => {
+          this.onmessage?.({ data: encode(["ack", { userId: "u", connectionId: "c", serverTime: 0 }, rid]).slice().buffer });
+          this.life = setTimeout(() => this.close(1006, ""), lifeMs);
+        }, 1);
+      }
+    }
+    close(code = 1000, reason = "") {
+      clearTimeout(this.life);
+      if (this.readyState === 3) return;
+      this.readyState = 3;
+      setTimeout(() => this.onclose?.({ code, reason }), 1);
+    }
+  }
+  return { FakeSocket, opened };
+}
+
+const options = (WebSocket) => ({
+  url: "ws://fake", devUser: { userId: "u", userName: "u" }, encoding: "msgpack", backoffBaseMs: 100,
+  backoffMaxMs: 10_000, stableAfterMs: 5_000, requestTimeoutMs: 1_000, WebSocket,
+});
+
+test("a connection that fails right after opening does not reset the backoff", async () => {
+  const { FakeSocket, opened } = flakyServer(10);
+  const t = new Transport(options(FakeSocket));
+  t.start();
+  await new Promise((r) => setTimeout(r, 2_000));
+  t.stop();
+  // Growing caps (100, 200, 400, 800, 1600 ms, full jitter) allow a handful
+  // of attempts in 2 s; a backoff reset by each short-lived connection would
+  // reconnect every ~50 ms (about 30 attempts).
+  assert.ok(opened.length <= 10, `${opened.length} connection attempts in 2 s`);
+  assert.ok(opened.length >= 2, "it does reconnect");
+});
+
+test("stop() then start() back to back connects again at once", async () => {
+  const { FakeSocket } = flakyServer(60_000);
+  const t = new Transport(options(FakeSocket));
+  const statuses = [];
+  t.on("status", (s) => statuses.push(s.status));
+  t.start();
+  await new Promise((r) => t.once("open", r));
+  t.stop("offline");
+  t.start();
+  const began = Date.now();
+  await new Promise((r) => t.once("open", r));
+  assert.ok(Date.now() - began < 500, "online again without waiting out a backoff");
+  assert.equal(t.status, "online");
+  t.stop();
+});
