@@ -183,3 +183,17 @@ impl Drop for Sidecar {
         }
     }
 }
+
+impl Sidecar {
+    /// Kills the process (SIGKILL) and starts it again on the same address,
+    /// so its clients reconnect to the URL they know.
+    pub async fn kill_and_restart(&mut self, redis: &RedisServer, env: &[(&str, &str)]) {
+        self.signal("KILL");
+        let _ = self.wait_exit(Duration::from_secs(10)).await;
+        let addr = self.addr.to_string();
+        let mut env = env.to_vec();
+        env.push(("RTS_LISTEN", addr.as_str()));
+        let instance = self.instance_id.clone();
+        *self = Sidecar::start(redis, &instance, &env).await;
+    }
+}

@@ -371,8 +371,10 @@ export function applyDelta(r: RecordState | undefined, recordId: string, d: Delt
     return { recordId, version: d.version, deleted: true, fields: { ...(r?.fields ?? {}) } };
   }
   const fields = d.type === "create" && r?.deleted ? {} : { ...(r?.fields ?? {}) };
+  // A null (or absent) value clears the field: rtsync's state has no such
+  // field then, and load_records returns none.
   for (const c of d.changes ?? []) {
-    if (c.newValue === undefined) delete fields[c.fieldId];
+    if (c.newValue === undefined || c.newValue === null) delete fields[c.fieldId];
     else fields[c.fieldId] = c.newValue;
   }
   return { recordId, version: d.version, deleted: false, fields };

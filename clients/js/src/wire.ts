@@ -8,7 +8,7 @@ export type Json = null | boolean | number | string | Json[] | { [k: string]: Js
 export interface FieldChange {
   fieldId: string;
   oldValue?: Json;
-  /** Absent: the field is removed. */
+  /** `null` or absent: the field is cleared (the record state then has no such field). */
   newValue?: Json;
 }
 

@@ -1,0 +1,127 @@
+// The SDK against real sidecars (run by tests/sdk.rs): authentication,
+// going offline and back, permanent refusals, and what the app receives.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { client, until, URLS, TOKENS } from "./harness.mjs";
+
+const unhandled = [];
+process.on("unhandledRejection", (e) => unhandled.push(String(e)));
+test.afterEach(() => assert.deepEqual(unhandled.splice(0), [], "no unhandled rejection"));
+
+test("a refused token stops the client as unauthorized with the close code, and it never loops", async () => {
+  const c = client("expired");
+  const statuses = [];
+  c.on("status", (s) => statuses.push(s));
+  await assert.rejects(c.connect(), (e) => e.code === "unauthenticated");
+  await new Promise((r) => setTimeout(r, 1_000));
+  assert.equal(c.status, "unauthorized");
+  const last = statuses.at(-1);
+  assert.equal(last.closeCode, 4401);
+  assert.ok(last.error, "the status carries the error");
+  assert.equal(statuses.filter((s) => s.status === "connecting").length, 1, "one attempt, no reconnect loop");
+});
+
+test("getToken is asked at connect and again after a refusal; the fresh token connects", async () => {
+  const tokens = [TOKENS.expired, TOKENS.alice];
+  let asked = 0;
+  const c = client("alice", 0, { token: undefined, getToken: async () => tokens[Math.min(asked++, 1)] });
+  await c.connect();
+  assert.equal(asked, 2);
+  assert.equal(c.userId, "alice");
+  c.disconnect();
+});
+
+test("going offline and back online back to back is online again at once", async () => {
+  const c = client("alice");
+  await c.connect();
+  c.setOffline(true);
+  c.setOffline(false);
+  const began = Date.now();
+  await until("online", () => c.status === "online", 5_000);
+  assert.ok(Date.now() - began < 2_000, `online after ${Date.now() - began} ms`);
+  const sub = await c.subscribe("t-toggle");
+  assert.equal(sub.active, true);
+  c.disconnect();
+});
+
+test("an edit refused for good settles as rejected and never blocks the offline edits after it", async () => {
+  const c = client("alice");
+  const rollbacks = [];
+  c.on("rollback", (s) => rollbacks.push(s.edit.tableId));
+  // Queued offline: a table alice may only read, then one she may write.
+  const refused = c.change("t-readonly", "r1", [{ fieldId: "f", newValue: 1 }]);
+  const valid = c.change("t-perm", "r1", [{ fieldId: "f", newValue: 2 }]);
+  await c.connect();
+  const [r1, r2] = await Promise.all([refused, valid]);
+  assert.equal(r1.status, "rejected");
+  assert.equal(r1.error.code, "forbidden");
+  assert.equal(r2.status, "applied");
+  assert.deepEqual(rollbacks, ["t-readonly"]);
+  assert.equal(c.outbox.pending().length, 0);
+  // Reconnecting sends nothing again.
+  c.dropConnection();
+  await until("back online", () => c.status === "online");
+  assert.equal(c.outbox.pending().length, 0);
+  c.disconnect();
+});
+
+test("an offline edit the server answers overwritten settles as overwritten, with their value", async () => {
+  const a = client("alice", 0);
+  const b = client("bob", 1);
+  await a.connect();
+  await b.connect();
+  const first = await a.change("t-over", "r1", [{ fieldId: "f", newValue: "a1" }], { version: 0 });
+  a.setOffline(true);
+  await b.change("t-over", "r1", [{ fieldId: "f", newValue: "theirs" }], { version: first.version });
+  const mine = a.change("t-over", "r1", [{ fieldId: "f", newValue: "mine" }], { version: first.version });
+  a.setOffline(false);
+  const r = await mine;
+  assert.equal(r.status, "overwritten");
+  assert.deepEqual(r.conflicts, [{ fieldId: "f", theirValue: "theirs" }]);
+  a.disconnect();
+  b.disconnect();
+});
+
+test("across reconnects the app gets every other user's event once, in order, and never its own", async () => {
+  const a = client("alice", 0);
+  const b = client("bob", 1);
+  await a.connect();
+  await b.connect();
+  const got = [];
+  a.on("change", (e) => got.push(e.id));
+  await a.subscribe("t-echo");
+  const theirs = [];
+  const mine = [];
+  for (let round = 0; round < 6; round++) {
+    for (let i = 0; i < 5; i++) {
+      const r = await b.change("t-echo", `r${i}`, [{ fieldId: "f", newValue: `${round}-${i}` }]);
+      theirs.push(r.eventId);
+      mine.push(a.change("t-echo", `m${i}`, [{ fieldId: "f", newValue: round }]));
+    }
+    if (round % 2 === 0) a.dropConnection();
+    else a.setOffline(round % 3 === 0);
+    if (round % 3 === 0) a.setOffline(false);
+  }
+  a.setOffline(false);
+  const own = (await Promise.all(mine)).map((r) => r.eventId);
+  await until("every event of bob", () => got.length >= theirs.length);
+  await new Promise((r) => setTimeout(r, 300)); // nothing more may arrive
+  assert.deepEqual(got, theirs, "bob's events, once each, in stream order");
+  assert.ok(own.every((id) => !got.includes(id)), "no own edit echoed");
+  a.disconnect();
+  b.disconnect();
+});
+
+test("a subscription reports whether its rejoin recovered every missed event", async () => {
+  const a = client("alice", 0);
+  await a.connect();
+  const sub = await a.subscribe("t-recover");
+  assert.equal(sub.recovered, false, "a first join recovers nothing");
+  const rejoined = new Promise((r) => a.once("subscribed", r));
+  a.dropConnection();
+  const s = await rejoined;
+  assert.equal(s.recovered, true);
+  assert.equal(sub.recovered, true);
+  a.disconnect();
+});
+assert.ok(URLS.length >= 2, "RTSYNC_URLS names two sidecars");
