@@ -11,6 +11,7 @@ if [ -z "${RTSYNC_SKIP_BROWSER:-}" ]; then
   scripts/ensure-browser.sh
   # The JavaScript client's unit tests (outbox state machine, positions).
   (cd clients/js && npm test --silent)
+  scripts/check-package.sh
 fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -125,6 +125,21 @@ test("offline edits show a queued count, sync back, and both grids end the same"
   assert.deepEqual(await state(alice), await state(bob));
 });
 
+test("an edit queued offline survives a page reload (IndexedDB) and is sent after it", async () => {
+  const alice = await open(A, "alice", "t-durable");
+  const bob = await open(B, "bob", "t-durable");
+  await bob.check("#offline");
+  await bob.waitForSelector("#status.offline", { timeout: WAIT });
+  await edit(bob, "r08", "task", "kept across a reload");
+  await bob.waitForSelector('#queued[data-count="1"]', { timeout: WAIT });
+  await bob.waitForFunction(() => window.rtsync.client.outbox.flushed().then(() => true), null, { timeout: WAIT });
+  await bob.reload();
+  await ready(bob, "bob");
+  await expectValue(alice, "r08", "task", "kept across a reload");
+  await bob.waitForSelector('#queued[data-count="0"]', { timeout: WAIT });
+  await expectValue(bob, "r08", "task", "kept across a reload");
+});
+
 test("a conflict flashes the cell, shows theirs versus yours, and keeps the winning value", async () => {
   const alice = await open(A, "alice", "t-conflict");
   const bob = await open(B, "bob", "t-conflict");
