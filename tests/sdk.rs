@@ -37,8 +37,9 @@ fn client_built() -> bool {
     panic!("clients/js/dist is missing: run scripts/build-client.sh");
 }
 
-/// Tokens of the test users: every table read-write except `*-readonly`
-/// and `conv-ro`, which they may only read; and one expired token.
+/// Tokens of the test users: every table read-write except `t-readonly`
+/// and `conv-ro`, which they may only read; `outsider`, who may use only
+/// `t-open`; and one expired token.
 fn tokens() -> String {
     let mut out = serde_json::Map::new();
     for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
@@ -46,6 +47,9 @@ fn tokens() -> String {
         c["tables"] = json!({"*": "rw", "t-readonly": "r", "conv-ro": "r"});
         out.insert(user.into(), json!(hs256(&c)));
     }
+    let mut outsider = claims("outsider");
+    outsider["tables"] = json!({"t-open": "rw"});
+    out.insert("outsider".into(), json!(hs256(&outsider)));
     let mut expired = claims("late");
     expired["exp"] = json!(now_secs() - 3600);
     out.insert("expired".into(), json!(hs256(&expired)));

@@ -124,4 +124,18 @@ test("a subscription reports whether its rejoin recovered every missed event", a
   assert.equal(sub.recovered, true);
   a.disconnect();
 });
+test("a subscription the server refuses rejects with its code and is not joined again", async () => {
+  const c = client("outsider");
+  await c.connect();
+  await assert.rejects(c.subscribe("t-secret"), (e) => e.code === "forbidden");
+  const errors = [];
+  const table = c.table("t-secret-2");
+  table.on("error", ({ error }) => errors.push(error.code));
+  await until("the live table reports the refusal", () => errors.length === 1);
+  assert.deepEqual(errors, ["forbidden"]);
+  const ok = await c.subscribe("t-open");
+  assert.equal(ok.active, true);
+  c.disconnect();
+});
+
 assert.ok(URLS.length >= 2, "RTSYNC_URLS names two sidecars");

@@ -9,7 +9,7 @@
  * resolves with the server's answer.
  */
 import { Emitter } from "./emitter.js";
-import { RtsyncError } from "./errors.js";
+import { isTransient, RtsyncError } from "./errors.js";
 import { LiveTable, LiveTableOptions } from "./live-table.js";
 import { NewEdit, Outbox, Settled } from "./outbox.js";
 import { Presence } from "./presence.js";
@@ -296,9 +296,14 @@ export class RtsyncClient extends Emitter<ClientEvents> {
         sub.joined(ack);
       });
     } catch (e) {
-      if (e instanceof RtsyncError && e.code !== "disconnected" && e.code !== "request_timeout") {
-        this.emit("error", { code: e.code, message: `subscribe ${sub.tableId}: ${e.message}` });
-      }
+      if (isTransient(e)) return; // joined again on the next connection
+      const err = e instanceof RtsyncError ? e : new RtsyncError("internal", String(e));
+      // Refused for good: not joined again, and subscribe() rejects.
+      this.subs.delete(sub.tableId);
+      this.tables.get(sub.tableId)?.close();
+      this.tables.delete(sub.tableId);
+      sub.refused(err);
+      this.emit("error", { code: err.code, message: `subscribe ${sub.tableId}: ${err.message}` });
     }
   }
 

@@ -314,7 +314,12 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     this.loading = true;
     this.loaded = false;
     this.cursor = undefined;
-    await this.subscription.first;
+    try {
+      await this.subscription.first;
+    } catch (error) {
+      this.emit("error", { error });
+      return;
+    }
     let after: string | undefined;
     let count = 0;
     for (;;) {

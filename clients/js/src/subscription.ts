@@ -47,9 +47,12 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   private ownIds = new Set<string>();
   /** The start the ack reported with `resyncRequired`; its frame follows. */
   private resyncAnnounced = false;
-  /** Resolves when the table is joined for the first time. */
+  /** Resolves when the table is joined for the first time; rejects when the server refuses it. */
   readonly first: Promise<void>;
   private firstJoined!: () => void;
+  private firstFailed!: (e: Error) => void;
+  /** Why the server refused the subscription (then it is not joined again). */
+  error?: Error;
 
   constructor(
     readonly tableId: string,
@@ -57,7 +60,12 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     private own: OwnEdits,
   ) {
     super();
-    this.first = new Promise((r) => (this.firstJoined = r));
+    this.first = new Promise((resolve, reject) => {
+      this.firstJoined = resolve;
+      this.firstFailed = reject;
+    });
+    this.first.catch(() => undefined); // a refusal is reported, never unhandled
+
   }
 
   /** The request that joins the table on a new connection. */
@@ -134,6 +142,13 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   acked(eventId: string): void {
     if (this.position !== undefined && compareIds(eventId, this.position) <= 0) return;
     this.ownIds.add(eventId);
+  }
+
+  /** The server refused the subscription for good (`forbidden`, `bad_request`). */
+  refused(error: Error): void {
+    this.error = error;
+    this.active = false;
+    this.firstFailed(error);
   }
 
   /** The connection closed: joined again on the next one. */
