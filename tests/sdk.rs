@@ -98,7 +98,7 @@ async fn every_live_table_converges_under_faults() {
     } else {
         RedisServer::start_with(true).await
     };
-    let mut sidecars = vec![
+    let mut sidecars = [
         Sidecar::start(&redis, "conv-a", &[]).await,
         Sidecar::start(&redis, "conv-b", &[]).await,
         Sidecar::start(&redis, "conv-c", &[]).await,
