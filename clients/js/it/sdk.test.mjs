@@ -2,7 +2,7 @@
 // going offline and back, permanent refusals, and what the app receives.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { client, until, URLS, TOKENS } from "./harness.mjs";
+import { client, until, loadAll, plain, URLS, TOKENS } from "./harness.mjs";
 
 const unhandled = [];
 process.on("unhandledRejection", (e) => unhandled.push(String(e)));
@@ -136,6 +136,36 @@ test("a subscription the server refuses rejects with its code and is not joined 
   const ok = await c.subscribe("t-open");
   assert.equal(ok.active, true);
   c.disconnect();
+});
+
+test("on resync_required a live table reloads by itself and ends equal to load_records", async () => {
+  const a = client("alice", 0);
+  const b = client("bob", 1);
+  await a.connect();
+  await b.connect();
+  const table = a.table("t-resync");
+  await table.ready;
+  await b.change("t-resync", "r0", [{ fieldId: "f", newValue: "before" }]);
+  await until("the first edit", () => table.get("r0")?.fields.f === "before");
+  a.setOffline(true);
+  // More than a recovery replays (10,000 events): the join answers resync_required.
+  for (let batch = 0; batch < 11; batch++) {
+    const changes = Array.from({ length: 1000 }, (_, i) => ({
+      type: "update", entityId: `r${i % 50}`, tableId: "t-resync", clientChangeId: `resync-${batch}-${i}`,
+      changes: [{ fieldId: "f", newValue: batch * 1000 + i }],
+    }));
+    await b.request("sync_offline_changes", changes);
+  }
+  const reloads = [];
+  table.on("reload", ({ reason }) => reloads.push(reason));
+  a.setOffline(false);
+  await until("the reload", () => reloads.length === 1 && table.isSettled(), 30_000);
+  assert.deepEqual(reloads, ["history_too_long"]);
+  const expected = (await loadAll(a, "t-resync")).map(plain);
+  assert.deepEqual(table.snapshot().map(plain), expected);
+  assert.equal(table.get("r49").fields.f, 10_999);
+  a.disconnect();
+  b.disconnect();
 });
 
 assert.ok(URLS.length >= 2, "RTSYNC_URLS names two sidecars");

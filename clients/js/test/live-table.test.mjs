@@ -1,0 +1,82 @@
+// LiveTable's version rule and optimistic edits, with a fake connection.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { LiveTable, MemoryStorage, Outbox, Subscription } from "../dist/index.js";
+import { FakeLink } from "./fake.mjs";
+
+async function setup(records) {
+  const link = new FakeLink();
+  const outbox = new Outbox(link, new MemoryStorage(), { maxBatch: 100, maxChunkBytes: 1 << 20, retryBaseMs: 5, retryMaxMs: 20 });
+  await outbox.start();
+  const sub = new Subscription("t", undefined, { isPending: (id) => outbox.has(id) });
+  outbox.on("settled", ({ result }) => result.eventId && sub.acked(result.eventId));
+  const host = { outbox, request: (e, d) => link.request(e, d), whenOnline: async () => undefined };
+  const table = new LiveTable("t", host, sub, { gapWaitMs: 10_000 });
+  sub.joined({ tableId: "t", lastEventId: "1-0", color: "#000" });
+  const load = await link.next();
+  assert.equal(load.event, "load_records");
+  load.resolve({ records, asOf: "1-0" });
+  await table.ready;
+  return { link, table, sub, outbox };
+}
+
+const event = (id, version, changes, type = "update") => ({
+  id, type, entityType: "record", entityId: "r1", tableId: "t", userId: "other", timestamp: 0, version, changes,
+});
+
+test("an own acked edit waits for another writer's older event before it is applied", async () => {
+  const { link, table, sub } = await setup([{ recordId: "r1", version: 1, deleted: false, fields: { a: 1 } }]);
+  const done = table.set("r1", { b: 2 });
+  assert.deepEqual(table.get("r1").fields, { a: 1, b: 2 }, "drawn at once");
+  assert.equal(table.get("r1").pending, 1);
+  const req = await link.next();
+  assert.equal(req.data.version, 1, "based on the version shown");
+  // Another writer committed version 2 first; ours is version 3 (merged).
+  req.resolve({ status: "merged", eventId: "3-0", version: 3, clientChangeId: req.data.clientChangeId });
+  await done;
+  assert.deepEqual(table.get("r1").fields, { a: 1, b: 2 }, "still shown while version 2 is on its way");
+  assert.equal(table.isSettled(), false, "version 3 waits for its base");
+  sub.receive([event("2-0", 2, [{ fieldId: "c", newValue: 3 }])]);
+  assert.deepEqual(table.get("r1"), { recordId: "r1", version: 3, deleted: false, fields: { a: 1, b: 2, c: 3 }, pending: 0 });
+  assert.equal(table.isSettled(), true);
+});
+
+test("events are applied in version order and repeats or older ones are ignored", async () => {
+  const { table, sub } = await setup([{ recordId: "r1", version: 4, deleted: false, fields: { a: 1 } }]);
+  sub.receive([event("5-0", 4, [{ fieldId: "a", newValue: "old" }]), event("6-0", 5, [{ fieldId: "a", newValue: 5 }])]);
+  assert.deepEqual(table.get("r1").fields, { a: 5 });
+  sub.receive([event("7-0", 6, [{ fieldId: "a", newValue: null }]), event("8-0", 7, [], "delete")]);
+  assert.deepEqual(table.get("r1"), { recordId: "r1", version: 7, deleted: true, fields: {}, pending: 0 });
+  assert.deepEqual(table.records(), [], "deleted records are not listed");
+});
+
+test("a refused edit rolls the record back to the server's current state", async () => {
+  const { link, table } = await setup([{ recordId: "r1", version: 1, deleted: false, fields: { a: 1 } }]);
+  const rollbacks = [];
+  const conflicts = [];
+  table.on("rollback", (s) => rollbacks.push(s.result.reason));
+  table.on("conflict", (c) => conflicts.push([c.winner, c.theirs]));
+  const done = table.set("r1", { a: "mine" });
+  assert.equal(table.get("r1").fields.a, "mine");
+  const req = await link.next();
+  req.resolve({ status: "rejected", reason: "conflict", version: 2, current: { version: 2, fields: { a: "theirs" }, deleted: false } });
+  assert.equal((await done).status, "rejected");
+  assert.deepEqual(table.get("r1"), { recordId: "r1", version: 2, deleted: false, fields: { a: "theirs" }, pending: 0 });
+  assert.deepEqual(rollbacks, ["conflict"]);
+  assert.deepEqual(conflicts, [["theirs", [{ fieldId: "a", value: "theirs" }]]]);
+});
+
+test("an event for a record whose page has not come yet waits for the page", async () => {
+  const link = new FakeLink();
+  const outbox = new Outbox(link, new MemoryStorage(), { maxBatch: 100, maxChunkBytes: 1 << 20, retryBaseMs: 5, retryMaxMs: 20 });
+  await outbox.start();
+  const sub = new Subscription("t", undefined, { isPending: () => false });
+  const table = new LiveTable("t", { outbox, request: (e, d) => link.request(e, d), whenOnline: async () => undefined }, sub);
+  sub.joined({ tableId: "t", lastEventId: "1-0", color: "#000" });
+  const load = await link.next();
+  sub.receive([event("2-0", 8, [{ fieldId: "b", newValue: 2 }])]); // version 8 of a record not loaded
+  load.resolve({ records: [{ recordId: "r1", version: 7, deleted: false, fields: { a: 1 } }], asOf: "1-0" });
+  await table.ready;
+  assert.deepEqual(table.get("r1").fields, { a: 1, b: 2 });
+  assert.equal(table.get("r1").version, 8);
+});
