@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// How connections prove who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -165,6 +165,44 @@ pub struct Config {
     /// Serve the demo page at `/demo` (development, with RTS_AUTH=none).
     #[arg(long, env = "RTS_DEMO", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub demo: bool,
+
+    /// Without a mode, rtsync runs the sidecar.
+    #[command(subcommand)]
+    pub mode: Option<Mode>,
+}
+
+/// The process modes of the binary besides the sidecar.
+#[derive(Clone, Debug, Subcommand)]
+pub enum Mode {
+    /// Deliver every table's change events to the app's HTTP endpoint
+    /// (PROTOCOL.md section 9). Uses the shared RTS_REDIS_URL,
+    /// RTS_REDIS_CLUSTER, RTS_KEY_PREFIX, RTS_INSTANCE_ID, RTS_LISTEN (health
+    /// and metrics), RTS_LOG and RTS_RETENTION_SECS; no JWT settings.
+    Sink(SinkConfig),
+}
+
+/// Settings of `rtsync sink`.
+#[derive(Clone, Debug, Args)]
+pub struct SinkConfig {
+    /// Where batches are POSTed, e.g. https://app/internal/rtsync-events.
+    #[arg(long, env = "RTS_SINK_URL")]
+    pub url: String,
+
+    /// Signs each body: `X-Rtsync-Signature: sha256=<hex HMAC-SHA256>`.
+    #[arg(long, env = "RTS_SINK_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+
+    /// Entries the sink has not acknowledged are kept at most this long.
+    #[arg(long, env = "RTS_SINK_MAX_LAG_SECS", default_value_t = 7 * 24 * 3600)]
+    pub max_lag_secs: u64,
+
+    /// Events per POST.
+    #[arg(long, env = "RTS_SINK_BATCH", default_value_t = 100)]
+    pub batch: usize,
+
+    /// Milliseconds a POST may take before it is retried.
+    #[arg(long, env = "RTS_SINK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
 }
 
 /// Shortest HS256 secret accepted: the hash's own size (RFC 7518 3.2).
@@ -187,11 +225,16 @@ pub enum ConfigError {
     BadPrefix,
     #[error("RTS_INSTANCE_ID must be 1..=128 bytes without control characters, '{{' or '}}'")]
     BadInstanceId,
+    #[error("RTS_SINK_URL must be an http:// or https:// URL ({0})")]
+    BadSinkUrl(String),
 }
 
 impl Config {
     /// Checks what clap cannot: combinations and ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(Mode::Sink(sink)) = &self.mode {
+            return self.validate_sink(sink);
+        }
         for (name, value) in [
             ("RTS_JWT_SECRET", &self.jwt_secret),
             ("RTS_API_TOKEN", &self.api_token),
@@ -239,6 +282,11 @@ impl Config {
                 return Err(ConfigError::Zero(name));
             }
         }
+        self.validate_shared()
+    }
+
+    /// Settings the sidecar and the sink share.
+    fn validate_shared(&self) -> Result<(), ConfigError> {
         let p = &self.key_prefix;
         if p.is_empty()
             || p.len() > 64
@@ -253,6 +301,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The sink's settings and the shared ones it uses.
+    fn validate_sink(&self, sink: &SinkConfig) -> Result<(), ConfigError> {
+        match url::Url::parse(&sink.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => return Err(ConfigError::BadSinkUrl(format!("scheme {}", u.scheme()))),
+            Err(e) => return Err(ConfigError::BadSinkUrl(e.to_string())),
+        }
+        if sink.secret.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(ConfigError::Blank("RTS_SINK_SECRET"));
+        }
+        for (name, value) in [
+            ("RTS_SINK_BATCH", sink.batch as u64),
+            ("RTS_SINK_TIMEOUT_MS", sink.timeout_ms),
+            ("RTS_SINK_MAX_LAG_SECS", sink.max_lag_secs),
+            ("RTS_RETENTION_SECS", self.retention_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        self.validate_shared()
     }
 
     /// The consumer group name: the configured id, or host name + pid.

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod presence;
 pub mod protocol;
 pub mod session;
+pub mod sink;
 pub mod store;
 
 use std::sync::Arc;

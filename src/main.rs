@@ -46,9 +46,18 @@ fn main() -> ExitCode {
     let result: anyhow::Result<()> = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
-        let result = rtsync::run(config, shutdown.clone()).await;
+        let result: anyhow::Result<()> = match config.mode.clone() {
+            Some(rtsync::config::Mode::Sink(sink)) => {
+                rtsync::sink::run(config, sink, shutdown.clone())
+                    .await
+                    .map_err(Into::into)
+            }
+            None => rtsync::run(config, shutdown.clone())
+                .await
+                .map_err(Into::into),
+        };
         signals.abort();
-        Ok(result?)
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

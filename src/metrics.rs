@@ -33,6 +33,27 @@ pub const CONNECTIONS_REFUSED: &str = "rtsync_connections_refused_total";
 pub const WRITER_ERRORS: &str = "rtsync_writer_errors_total";
 pub const PRESENCE_NOTICES_DROPPED: &str = "rtsync_presence_notices_dropped_total";
 
+pub const SINK_LAG_ENTRIES: &str = "rtsync_sink_lag_entries";
+pub const SINK_LAG_SECONDS: &str = "rtsync_sink_lag_seconds";
+pub const SINK_DELIVERIES: &str = "rtsync_sink_deliveries_total";
+pub const SINK_DEAD_LETTERED: &str = "rtsync_sink_dead_lettered_total";
+pub const SINK_REQUEST_DURATION: &str = "rtsync_sink_request_duration_seconds";
+pub const SINK_EVENTS: &str = "rtsync_sink_events_delivered_total";
+pub const SINK_LOST: &str = "rtsync_sink_entries_lost_total";
+pub const SINK_TABLES: &str = "rtsync_sink_tables_owned";
+
+/// Every name `rtsync sink` exports (PROTOCOL.md section 9).
+pub const SINK_ALL: &[&str] = &[
+    SINK_LAG_ENTRIES,
+    SINK_LAG_SECONDS,
+    SINK_DELIVERIES,
+    SINK_DEAD_LETTERED,
+    SINK_REQUEST_DURATION,
+    SINK_EVENTS,
+    SINK_LOST,
+    SINK_TABLES,
+];
+
 /// Every exported name, for documentation and the dashboard check.
 pub const ALL: &[&str] = &[
     CONNECTIONS,
@@ -338,4 +359,41 @@ pub fn writer_error(kind: &'static str) {
 
 pub fn connection_refused(reason: &'static str) {
     counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// Exports every sink metric from the start (counters at 0).
+pub fn register_sink() {
+    for outcome in ["delivered", "retried", "dead_lettered"] {
+        counter!(SINK_DELIVERIES, "outcome" => outcome).increment(0);
+    }
+    for name in [SINK_DEAD_LETTERED, SINK_EVENTS, SINK_LOST] {
+        counter!(name).increment(0);
+    }
+    for name in [SINK_LAG_ENTRIES, SINK_LAG_SECONDS, SINK_TABLES] {
+        gauge!(name).set(0.0);
+    }
+    let _ = histogram!(SINK_REQUEST_DURATION);
+}
+
+/// A POST of the sink and how it ended: `delivered`, `retried` or `dead_lettered`.
+pub fn sink_delivery(outcome: &'static str, events: usize, took: Duration) {
+    counter!(SINK_DELIVERIES, "outcome" => outcome).increment(1);
+    histogram!(SINK_REQUEST_DURATION).record(took.as_secs_f64());
+    match outcome {
+        "delivered" => counter!(SINK_EVENTS).increment(events as u64),
+        "dead_lettered" => counter!(SINK_DEAD_LETTERED).increment(1),
+        _ => {}
+    }
+}
+
+/// Entries trimmed before the sink acknowledged them.
+pub fn sink_lost(entries: usize) {
+    counter!(SINK_LOST).increment(entries as u64);
+}
+
+/// The sink's lag over the tables it owns, and how many it owns.
+pub fn sink_lag(entries: u64, seconds: f64, tables: usize) {
+    gauge!(SINK_LAG_ENTRIES).set(entries as f64);
+    gauge!(SINK_LAG_SECONDS).set(seconds);
+    gauge!(SINK_TABLES).set(tables as f64);
 }

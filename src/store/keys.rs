@@ -46,6 +46,26 @@ impl Keys {
         )
     }
 
+    /// The sink's dead-letter stream of a table (PROTOCOL.md section 9).
+    pub fn dead(&self, table: &str) -> String {
+        format!("{}:{{{table}}}:dead", self.prefix)
+    }
+
+    /// Which sink process owns a table's delivery (`rtsync_sink_lease`).
+    pub fn sink_lease(&self, table: &str) -> String {
+        format!("{}:{{{table}}}:sink-lease", self.prefix)
+    }
+
+    /// Live sink processes: a sorted set of instance id -> last seen (ms).
+    pub fn sinks(&self) -> String {
+        format!("{}:sinks", self.prefix)
+    }
+
+    /// The pattern of every table stream, for SCAN.
+    pub fn events_pattern(&self) -> String {
+        format!("{}:{{*}}:events", self.prefix)
+    }
+
     pub fn presence(&self, table: &str) -> String {
         format!("{}:{{{table}}}:presence", self.prefix)
     }

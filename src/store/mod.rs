@@ -44,6 +44,7 @@ pub const LIBRARY: &str = concat!(
     include_str!("../../lua/presence.lua"),
     include_str!("../../lua/streams.lua"),
     include_str!("../../lua/records.lua"),
+    include_str!("../../lua/sink.lua"),
 );
 
 /// How long a command may wait for its reply before it counts as a fault.

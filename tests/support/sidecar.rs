@@ -30,7 +30,30 @@ impl Sidecar {
     }
 
     pub async fn start_url(redis_url: &str, instance_id: &str, env: &[(&str, &str)]) -> Sidecar {
+        Self::spawn(redis_url, instance_id, env, &[]).await
+    }
+
+    /// Starts `rtsync sink` on `redis` (its health port is `addr`).
+    pub async fn start_sink(
+        redis: &RedisServer,
+        instance_id: &str,
+        env: &[(&str, &str)],
+    ) -> Sidecar {
+        let mut env = env.to_vec();
+        if redis.is_cluster() {
+            env.push(("RTS_REDIS_CLUSTER", "true"));
+        }
+        Self::spawn(&redis.url(), instance_id, &env, &["sink"]).await
+    }
+
+    async fn spawn(
+        redis_url: &str,
+        instance_id: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Sidecar {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtsync"));
+        cmd.args(args);
         cmd.env_clear()
             .env("RTS_LISTEN", "127.0.0.1:0")
             .env("RTS_REDIS_URL", redis_url)

@@ -1,0 +1,126 @@
+//! One POST of a batch to the app: the JSON body `{"tableId", "events"}`,
+//! its HMAC signature, and what the answer means (PROTOCOL.md section 9):
+//! 2xx acknowledges the batch; 5xx, 408, 429, timeouts and connection errors
+//! are retried; any other status dead-letters the batch.
+
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The header carrying `sha256=<hex HMAC-SHA256 of the body>`.
+pub const SIGNATURE_HEADER: &str = "X-Rtsync-Signature";
+
+/// How a POST ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Worth sending again: the reason, for the log.
+    Retry(String),
+    /// The app refused the batch for good: its status and the start of its body.
+    Dead {
+        status: u16,
+        reason: String,
+    },
+}
+
+/// The body's signature: `sha256=<hex>`.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    // HMAC takes keys of any length, so this cannot fail.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub struct Poster {
+    client: reqwest::Client,
+    url: String,
+    secret: Option<String>,
+}
+
+impl Poster {
+    pub fn new(
+        url: String,
+        secret: Option<String>,
+        timeout: Duration,
+    ) -> Result<Poster, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("rtsync-sink/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Poster {
+            client,
+            url,
+            secret,
+        })
+    }
+
+    /// POSTs one body; `events` counts for the metrics.
+    pub async fn post(&self, body: Vec<u8>, events: usize) -> Outcome {
+        let mut req = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        if let Some(secret) = &self.secret {
+            req = req.header(SIGNATURE_HEADER, sign(secret, &body));
+        }
+        let began = Instant::now();
+        let outcome = match req.body(body).send().await {
+            Err(e) if e.is_timeout() => Outcome::Retry("timeout".into()),
+            Err(e) => Outcome::Retry(format!("request failed: {e}")),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                match status {
+                    200..=299 => Outcome::Delivered,
+                    408 | 429 | 500..=599 => Outcome::Retry(format!("status {status}")),
+                    _ => {
+                        let text = resp.text().await.unwrap_or_default();
+                        Outcome::Dead {
+                            status,
+                            reason: truncate(&text, 512),
+                        }
+                    }
+                }
+            }
+        };
+        let label = match &outcome {
+            Outcome::Delivered => "delivered",
+            Outcome::Retry(_) => "retried",
+            Outcome::Dead { .. } => "dead_lettered",
+        };
+        crate::metrics::sink_delivery(label, events, began.elapsed());
+        outcome
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_the_hex_hmac_sha256_of_the_body() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign("Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate("ééé", 3), "é");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

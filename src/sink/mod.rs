@@ -1,0 +1,434 @@
+//! `rtsync sink`: every table's change events, delivered to the app's HTTP
+//! endpoint (PROTOCOL.md section 9).
+//!
+//! Data flow: every `DISCOVERY_EVERY` the coordinator ([`run`]) announces
+//! this process in `<p>:sinks`, finds every table stream ([`discovery`]),
+//! makes sure each has the `rtsync-sink` consumer group (created at the
+//! stream's start, so every entry still held is delivered), renews the
+//! leases it holds and takes free ones while it owns fewer than its fair
+//! share (tables / live sinks), giving extra ones up. Each owned table runs
+//! a [`worker`], which reads, POSTs ([`deliver`]) and acknowledges batches in
+//! stream order. A sink that dies stops renewing; its leases expire after
+//! `LEASE_TTL` and the others take its tables and its unacknowledged entries.
+//! On shutdown the workers finish the POST in flight, the leases are given
+//! up, and the process exits.
+
+pub mod deliver;
+pub mod discovery;
+pub mod worker;
+
+use std::collections::{BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::CONTENT_TYPE;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, SinkConfig};
+use crate::store::{Keys, Store, StoreError};
+use worker::{now_ms, Shared, GROUP};
+
+/// How often tables are discovered and leases renewed.
+const DISCOVERY_EVERY: Duration = Duration::from_secs(1);
+/// A lease lasts this long unless renewed: a dead sink's tables move after it.
+const LEASE_TTL: Duration = Duration::from_secs(5);
+/// A sink not seen for this long no longer counts for the fair share.
+const SINK_ALIVE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+struct Owned {
+    stop: CancellationToken,
+    lag_ms: Arc<AtomicU64>,
+}
+
+/// Runs the sink until `shutdown`, then drains.
+pub async fn run(
+    config: Config,
+    sink: SinkConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SinkError> {
+    config.validate()?;
+    let metrics = crate::metrics::install();
+    crate::metrics::register_sink();
+    let instance_id = config.instance_id();
+    let urls: Vec<String> = config
+        .redis_url
+        .split(',')
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| SinkError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| SinkError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let store = Arc::new(
+        Store::open(
+            urls,
+            config.redis_cluster,
+            2,
+            Keys::new(config.key_prefix.clone()),
+            instance_id.clone(),
+            config.retention_secs.saturating_mul(1000),
+            &shutdown,
+        )
+        .await?,
+    );
+    let poster = deliver::Poster::new(
+        sink.url.clone(),
+        sink.secret.clone(),
+        Duration::from_millis(sink.timeout_ms),
+    )?;
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        poster,
+        batch: sink.batch,
+        consumer: instance_id.clone(),
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    let tasks = TaskTracker::new();
+    tasks.spawn(serve_health(
+        listener,
+        store.clone(),
+        ready.clone(),
+        metrics,
+        shutdown.clone(),
+    ));
+    tracing::info!(%addr, instance_id, mode = "sink", url = sink.url, "listening");
+
+    let mut coordinator = Coordinator {
+        shared,
+        owned: HashMap::new(),
+        grouped: BTreeSet::new(),
+        discovery: discovery::Discovery::default(),
+        tasks: tasks.clone(),
+        library_loaded: false,
+    };
+    loop {
+        match coordinator.pass().await {
+            Ok(()) => ready.store(true, Ordering::Release),
+            Err(e) => tracing::warn!(error = %e, "sink pass failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(DISCOVERY_EVERY) => {}
+        }
+    }
+    coordinator.stop_all().await;
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!("sink stopped");
+    Ok(())
+}
+
+struct Coordinator {
+    shared: Arc<Shared>,
+    owned: HashMap<String, Owned>,
+    /// Tables whose stream has the sink group (created once per process).
+    grouped: BTreeSet<String>,
+    discovery: discovery::Discovery,
+    tasks: TaskTracker,
+    library_loaded: bool,
+}
+
+impl Coordinator {
+    fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    async fn pass(&mut self) -> Result<(), StoreError> {
+        if !self.library_loaded {
+            self.store().load_library().await?;
+            self.library_loaded = true;
+        }
+        // Workers that ended by themselves (never, unless stopped) are forgotten.
+        self.owned.retain(|_, o| !o.stop.is_cancelled());
+        let live = self.announce().await?;
+        let store = self.shared.store.clone();
+        let tables = self.discovery.tables(&store).await?;
+        for table in &tables {
+            if !self.grouped.contains(table) {
+                self.create_group(table).await?;
+                self.grouped.insert(table.clone());
+            }
+        }
+        self.grouped.retain(|t| tables.contains(t));
+        // Renew what we hold; a lease lost (we were too slow) stops its worker.
+        let held: Vec<String> = self.owned.keys().cloned().collect();
+        for table in held {
+            if !tables.contains(&table) || !self.lease(&table, LEASE_TTL).await? {
+                tracing::info!(table, "sink no longer owns the table");
+                if let Some(o) = self.owned.remove(&table) {
+                    o.stop.cancel();
+                }
+            }
+        }
+        // The fair share; tables are tried in an order of their own per
+        // sink, so sinks starting together do not all race for the same ones.
+        let fair = tables.len().div_ceil(live.max(1));
+        let mut order: Vec<&String> = tables
+            .iter()
+            .filter(|t| !self.owned.contains_key(*t))
+            .collect();
+        let me = self.shared.consumer.clone();
+        order.sort_by_key(|t| hash(&me, t));
+        for table in order {
+            if self.owned.len() >= fair {
+                break;
+            }
+            if self.lease(table, LEASE_TTL).await? {
+                tracing::info!(table, "sink owns the table");
+                self.start(table.clone());
+            }
+        }
+        while self.owned.len() > fair {
+            let Some(table) = self.owned.keys().next().cloned() else {
+                break;
+            };
+            tracing::info!(table, fair, "sink gives a table up to spread the load");
+            if let Some(o) = self.owned.remove(&table) {
+                o.stop.cancel();
+            }
+            self.lease(&table, Duration::ZERO).await?;
+        }
+        self.report_lag().await;
+        Ok(())
+    }
+
+    /// Marks this sink alive; returns how many sinks are.
+    async fn announce(&self) -> Result<usize, StoreError> {
+        let key = self.store().keys.sinks();
+        let now = now_ms();
+        let mut conn = self.store().conn();
+        let (_, _, live): ((), (), usize) = redis::pipe()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(now)
+            .arg(&self.shared.consumer)
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now.saturating_sub(SINK_ALIVE.as_millis() as u64 * 6))
+            .cmd("ZCOUNT")
+            .arg(&key)
+            .arg(now.saturating_sub(SINK_ALIVE.as_millis() as u64))
+            .arg("+inf")
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        Ok(live)
+    }
+
+    async fn create_group(&self, table: &str) -> Result<(), StoreError> {
+        let mut conn = self.store().conn();
+        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.store().keys.events(table))
+            .arg(GROUP)
+            .arg("0")
+            .query_async(&mut conn)
+            .await;
+        match created {
+            Ok(()) => {
+                tracing::info!(table, "sink group created at the stream's start");
+                Ok(())
+            }
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(StoreError::from_redis(e)),
+        }
+    }
+
+    /// Takes or renews (ttl > 0) or gives up (ttl = 0) a table's lease.
+    async fn lease(&self, table: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let held: i64 = self
+            .store()
+            .fcall(
+                redis::cmd("FCALL")
+                    .arg("rtsync_sink_lease")
+                    .arg(1)
+                    .arg(self.store().keys.sink_lease(table))
+                    .arg(&self.shared.consumer)
+                    .arg(ttl.as_millis() as u64),
+            )
+            .await?;
+        Ok(held == 1)
+    }
+
+    fn start(&mut self, table: String) {
+        let stop = CancellationToken::new();
+        let lag_ms = Arc::new(AtomicU64::new(0));
+        self.tasks.spawn(worker::run(
+            self.shared.clone(),
+            table.clone(),
+            stop.clone(),
+            lag_ms.clone(),
+        ));
+        self.owned.insert(table, Owned { stop, lag_ms });
+    }
+
+    /// Lag of the owned tables: entries not yet acknowledged (XINFO GROUPS
+    /// `lag` + `pending`) and the age of the oldest one being delivered.
+    async fn report_lag(&self) {
+        let mut entries = 0u64;
+        for table in self.owned.keys() {
+            let mut conn = self.store().conn();
+            let groups: Result<Vec<HashMap<String, redis::Value>>, _> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg(self.store().keys.events(table))
+                .query_async(&mut conn)
+                .await;
+            if let Ok(groups) = groups {
+                for g in groups {
+                    let name = g
+                        .get("name")
+                        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
+                    if name.as_deref() != Some(GROUP) {
+                        continue;
+                    }
+                    for field in ["lag", "pending"] {
+                        if let Some(n) = g
+                            .get(field)
+                            .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
+                        {
+                            entries += n;
+                        }
+                    }
+                }
+            }
+        }
+        let oldest = self
+            .owned
+            .values()
+            .map(|o| o.lag_ms.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        crate::metrics::sink_lag(entries, oldest as f64 / 1000.0, self.owned.len());
+    }
+
+    /// Shutdown: workers finish their POST in flight, leases are given up.
+    async fn stop_all(&mut self) {
+        for o in self.owned.values() {
+            o.stop.cancel();
+        }
+        let tables: Vec<String> = self.owned.drain().map(|(t, _)| t).collect();
+        self.tasks.close();
+        self.tasks.wait().await;
+        for table in tables {
+            if let Err(e) = self.lease(&table, Duration::ZERO).await {
+                tracing::warn!(table, error = %e, "cannot give the lease up; it expires by itself");
+            }
+        }
+    }
+}
+
+fn hash(a: &str, b: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    a.hash(&mut h);
+    b.hash(&mut h);
+    h.finish()
+}
+
+/// `/healthz`, `/readyz` (Redis answers and the first discovery ran) and `/metrics`.
+async fn serve_health(
+    listener: TcpListener,
+    store: Arc<Store>,
+    ready: Arc<AtomicBool>,
+    metrics: PrometheusHandle,
+    shutdown: CancellationToken,
+) {
+    let conns = TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => {
+                conns.close();
+                let _ = tokio::time::timeout(Duration::from_secs(1), conns.wait()).await;
+                return;
+            }
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (store, ready, metrics) = (store.clone(), ready.clone(), metrics.clone());
+        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+            let (store, ready, metrics) = (store.clone(), ready.clone(), metrics.clone());
+            async move { Ok::<_, Infallible>(health_route(req, &store, &ready, &metrics).await) }
+        });
+        conns.spawn(async move {
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        });
+    }
+}
+
+async fn health_route(
+    req: Request<hyper::body::Incoming>,
+    store: &Store,
+    ready: &AtomicBool,
+    metrics: &PrometheusHandle,
+) -> Response<Full<Bytes>> {
+    let (status, body, content_type) = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => (StatusCode::OK, "ok".to_owned(), "text/plain"),
+        (&Method::GET, "/readyz") => {
+            if ready.load(Ordering::Acquire) && store.ping().await {
+                (StatusCode::OK, "ready".to_owned(), "text/plain")
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not ready".to_owned(),
+                    "text/plain",
+                )
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            metrics.run_upkeep();
+            (
+                StatusCode::OK,
+                metrics.render(),
+                "text/plain; version=0.0.4",
+            )
+        }
+        _ => (StatusCode::NOT_FOUND, "not found".to_owned(), "text/plain"),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    r
+}
