@@ -362,3 +362,73 @@ async fn the_sink_serves_health_readiness_and_its_metrics() {
     }
     assert!(text.contains("rtsync_sink_deliveries_total{outcome=\"dead_lettered\"} 0"));
 }
+
+/// Commits one change and returns the stream's length after it.
+async fn commit_and_len(side: &Sidecar, redis: &RedisServer, table: &str) -> usize {
+    commit(side, table, 1, |i| json!(i)).await;
+    support::stream_ids(&mut redis.conn().await, table)
+        .await
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_never_trims_what_the_sink_has_not_acknowledged() {
+    let redis = RedisServer::start().await;
+    if redis.is_cluster() {
+        return; // CONFIG SET below is per server; the cluster pass skips it
+    }
+    let mut conn = redis.conn().await;
+    // One entry per stream node, so `MINID ~` trims exactly.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let side = Sidecar::start(&redis, "side", &[("RTS_RETENTION_SECS", "1")]).await;
+    // The app is down: nothing is acknowledged.
+    let receiver = Receiver::start(|_, _| (503, Duration::ZERO)).await;
+    commit(&side, "kept", 3, |i| json!(i)).await;
+    let _sink = sink(&redis, "sink-a", &receiver, &[("RTS_RETENTION_SECS", "1")]).await;
+    wait_for("the sink's retention floor", LONG, || {
+        let mut conn = conn.clone();
+        async move {
+            let floor: Option<u64> = redis::cmd("GET")
+                .arg("rts:{kept}:sink-floor")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            floor.map(|_| ())
+        }
+    })
+    .await;
+    let first_ms: u64 = support::stream_ids(&mut conn, "kept").await[0]
+        .split('-')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    wait_for("the first entries to pass the retention", LONG, || async {
+        (rtsync::sink::worker::now_ms() > first_ms + 1_500).then_some(())
+    })
+    .await;
+    assert_eq!(
+        commit_and_len(&side, &redis, "kept").await,
+        4,
+        "unacknowledged entries are kept"
+    );
+    // Once the floor is gone (no sink for RTS_SINK_MAX_LAG_SECS), retention trims again.
+    let _sink = _sink;
+    drop(_sink);
+    let _: () = redis::cmd("DEL")
+        .arg("rts:{kept}:sink-floor")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        commit_and_len(&side, &redis, "kept").await,
+        2,
+        "without the floor, retention trims all but the last second"
+    );
+}

@@ -133,6 +133,7 @@ pub async fn run(
         discovery: discovery::Discovery::default(),
         tasks: tasks.clone(),
         library_loaded: false,
+        max_lag_ms: sink.max_lag_secs.saturating_mul(1000),
     };
     loop {
         match coordinator.pass().await {
@@ -159,6 +160,7 @@ struct Coordinator {
     discovery: discovery::Discovery,
     tasks: TaskTracker,
     library_loaded: bool,
+    max_lag_ms: u64,
 }
 
 impl Coordinator {
@@ -221,7 +223,7 @@ impl Coordinator {
             }
             self.lease(&table, Duration::ZERO).await?;
         }
-        self.report_lag().await;
+        self.upkeep().await;
         Ok(())
     }
 
@@ -296,34 +298,36 @@ impl Coordinator {
         self.owned.insert(table, Owned { stop, lag_ms });
     }
 
-    /// Lag of the owned tables: entries not yet acknowledged (XINFO GROUPS
-    /// `lag` + `pending`) and the age of the oldest one being delivered.
-    async fn report_lag(&self) {
+    /// For each owned table: its lag (entries not yet acknowledged, from
+    /// XINFO GROUPS `lag` + `pending`), and the retention floor the commit
+    /// function trims by: the oldest unacknowledged entry's time, but never
+    /// older than RTS_SINK_MAX_LAG_SECS (the key expires after that long).
+    async fn upkeep(&self) {
         let mut entries = 0u64;
+        let now = now_ms();
+        let oldest_kept = now.saturating_sub(self.max_lag_ms);
         for table in self.owned.keys() {
-            let mut conn = self.store().conn();
-            let groups: Result<Vec<HashMap<String, redis::Value>>, _> = redis::cmd("XINFO")
-                .arg("GROUPS")
-                .arg(self.store().keys.events(table))
-                .query_async(&mut conn)
-                .await;
-            if let Ok(groups) = groups {
-                for g in groups {
-                    let name = g
-                        .get("name")
-                        .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
-                    if name.as_deref() != Some(GROUP) {
-                        continue;
+            match self.group_state(table).await {
+                Ok((lag, oldest_ms)) => {
+                    entries += lag;
+                    if oldest_ms < oldest_kept {
+                        tracing::error!(table, max_lag_ms = self.max_lag_ms,
+                            "the sink is behind by more than RTS_SINK_MAX_LAG_SECS: older entries are trimmed and lost to the sink");
                     }
-                    for field in ["lag", "pending"] {
-                        if let Some(n) = g
-                            .get(field)
-                            .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
-                        {
-                            entries += n;
-                        }
+                    let floor = oldest_ms.max(oldest_kept);
+                    let mut conn = self.store().conn();
+                    let set: Result<(), _> = redis::cmd("SET")
+                        .arg(self.store().keys.sink_floor(table))
+                        .arg(floor)
+                        .arg("PX")
+                        .arg(self.max_lag_ms.max(1))
+                        .query_async(&mut conn)
+                        .await;
+                    if let Err(e) = set {
+                        tracing::warn!(table, error = %e, "cannot keep the retention floor");
                     }
                 }
+                Err(e) => tracing::warn!(table, error = %e, "cannot read the sink group"),
             }
         }
         let oldest = self
@@ -333,6 +337,58 @@ impl Coordinator {
             .max()
             .unwrap_or(0);
         crate::metrics::sink_lag(entries, oldest as f64 / 1000.0, self.owned.len());
+    }
+
+    /// (entries not acknowledged, time in ms of the oldest of them) of the
+    /// table's sink group; the time is the last delivered entry's when
+    /// nothing is pending (everything after it is unread, so newer).
+    async fn group_state(&self, table: &str) -> Result<(u64, u64), StoreError> {
+        let stream = self.store().keys.events(table);
+        let mut conn = self.store().conn();
+        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)?;
+        let get = |g: &HashMap<String, redis::Value>, k: &str| g.get(k).cloned();
+        let Some(group) = groups.into_iter().find(|g| {
+            get(g, "name")
+                .and_then(|v| redis::from_redis_value::<String>(v).ok())
+                .as_deref()
+                == Some(GROUP)
+        }) else {
+            return Ok((0, now_ms()));
+        };
+        let num = |k: &str| {
+            get(&group, k)
+                .and_then(|v| redis::from_redis_value::<u64>(v).ok())
+                .unwrap_or(0)
+        };
+        let pending = num("pending");
+        let lag = num("lag") + pending;
+        let oldest_id = if pending > 0 {
+            let summary: redis::Value = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(GROUP)
+                .query_async(&mut conn)
+                .await
+                .map_err(StoreError::from_redis)?;
+            match summary {
+                redis::Value::Array(parts) => parts
+                    .get(1)
+                    .cloned()
+                    .and_then(|v| redis::from_redis_value::<String>(v).ok()),
+                _ => None,
+            }
+        } else {
+            get(&group, "last-delivered-id").and_then(|v| redis::from_redis_value::<String>(v).ok())
+        };
+        let oldest_ms = oldest_id
+            .and_then(|id| crate::protocol::StreamId::parse(&id))
+            .map(|i| i.ms)
+            .unwrap_or(0);
+        Ok((lag, oldest_ms))
     }
 
     /// Shutdown: workers finish their POST in flight, leases are given up.

@@ -56,6 +56,12 @@ impl Keys {
         format!("{}:{{{table}}}:sink-lease", self.prefix)
     }
 
+    /// The time (ms) below which the table's stream may be trimmed: the
+    /// oldest entry the sink has not acknowledged (kept by `rtsync sink`).
+    pub fn sink_floor(&self, table: &str) -> String {
+        format!("{}:{{{table}}}:sink-floor", self.prefix)
+    }
+
     /// Live sink processes: a sorted set of instance id -> last seen (ms).
     pub fn sinks(&self) -> String {
         format!("{}:sinks", self.prefix)
