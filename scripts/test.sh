@@ -3,7 +3,9 @@
 # the browser tests Node.js, chromium and the npm packages), then formatting
 # and lint checks, the unit and integration tests (each test starts its own
 # redis-server and sidecars on free ports) and the browser tests of the demo,
-# then the integration tests again against a local Redis Cluster.
+# then the integration tests again against a local Redis Cluster. The
+# PostgreSQL example's test needs Node.js and PostgreSQL's server binaries
+# (installed here as root); RTSYNC_SKIP_POSTGRES=1 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure-redis.sh
@@ -12,6 +14,9 @@ if [ -z "${RTSYNC_SKIP_BROWSER:-}" ]; then
   # The JavaScript client's unit tests (outbox state machine, positions).
   (cd clients/js && npm test --silent)
   scripts/check-package.sh
+fi
+if [ -z "${RTSYNC_SKIP_POSTGRES:-}" ] && [ -z "${RTSYNC_SKIP_BROWSER:-}" ]; then
+  scripts/ensure-postgres.sh   # the PostgreSQL sink example's test (tests/postgres_sink.rs)
 fi
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

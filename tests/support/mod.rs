@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod postgres;
 pub mod receiver;
 pub mod redis_cluster;
 pub mod redis_server;
