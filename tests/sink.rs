@@ -432,3 +432,31 @@ async fn retention_never_trims_what_the_sink_has_not_acknowledged() {
         "without the floor, retention trims all but the last second"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_past_the_max_lag_are_trimmed_counted_and_logged_as_lost() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "side", &[]).await;
+    // The app never takes anything; the sink keeps entries for 1 s at most.
+    let receiver = Receiver::start(|_, _| (503, Duration::ZERO)).await;
+    commit(&side, "late", 3, |i| json!(i)).await;
+    let s = sink(
+        &redis,
+        "sink-a",
+        &receiver,
+        &[("RTS_SINK_MAX_LAG_SECS", "1")],
+    )
+    .await;
+    let lost = wait_for("the entries counted lost", LONG, || async {
+        let n = support::metric(&s.get("/metrics").1, "rtsync_sink_entries_lost_total");
+        (n >= 3.0).then_some(n)
+    })
+    .await;
+    assert_eq!(lost, 3.0, "each lost entry counted once");
+    let mut conn = redis.conn().await;
+    assert!(
+        support::stream_ids(&mut conn, "late").await.is_empty(),
+        "trimmed"
+    );
+    assert!(s.log_contains("lost to the sink"), "logged");
+}

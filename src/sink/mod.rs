@@ -308,11 +308,12 @@ impl Coordinator {
         let oldest_kept = now.saturating_sub(self.max_lag_ms);
         for table in self.owned.keys() {
             match self.group_state(table).await {
-                Ok((lag, oldest_ms)) => {
+                Ok((lag, oldest_ms, oldest)) => {
                     entries += lag;
                     if oldest_ms < oldest_kept {
-                        tracing::error!(table, max_lag_ms = self.max_lag_ms,
-                            "the sink is behind by more than RTS_SINK_MAX_LAG_SECS: older entries are trimmed and lost to the sink");
+                        if let Some(from) = oldest {
+                            self.trim_lost(table, &from, oldest_kept).await;
+                        }
                     }
                     let floor = oldest_ms.max(oldest_kept);
                     let mut conn = self.store().conn();
@@ -339,10 +340,45 @@ impl Coordinator {
         crate::metrics::sink_lag(entries, oldest as f64 / 1000.0, self.owned.len());
     }
 
-    /// (entries not acknowledged, time in ms of the oldest of them) of the
-    /// table's sink group; the time is the last delivered entry's when
-    /// nothing is pending (everything after it is unread, so newer).
-    async fn group_state(&self, table: &str) -> Result<(u64, u64), StoreError> {
+    /// The sink is behind by more than RTS_SINK_MAX_LAG_SECS on `table`:
+    /// the entries it has not acknowledged from before `cut_ms` are trimmed
+    /// (exactly), counted and logged as lost to the sink. `from` is the XRANGE
+    /// start of the unacknowledged entries (`(id` when exclusive).
+    async fn trim_lost(&self, table: &str, from: &str, cut_ms: u64) {
+        let stream = self.store().keys.events(table);
+        let mut conn = self.store().conn();
+        let end = format!("{}", cut_ms.saturating_sub(1));
+        let lost: Result<Vec<redis::Value>, _> = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg(from)
+            .arg(&end)
+            .arg("COUNT")
+            .arg(1_000_000)
+            .query_async(&mut conn)
+            .await;
+        let lost = lost.map(|v| v.len()).unwrap_or(0);
+        let trimmed: Result<u64, _> = redis::cmd("XTRIM")
+            .arg(&stream)
+            .arg("MINID")
+            .arg(cut_ms)
+            .query_async(&mut conn)
+            .await;
+        match trimmed {
+            Ok(_) if lost > 0 => {
+                crate::metrics::sink_lost(lost);
+                tracing::error!(table, lost, max_lag_ms = self.max_lag_ms,
+                    "entries older than RTS_SINK_MAX_LAG_SECS were never acknowledged: trimmed, lost to the sink");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(table, error = %e, "cannot trim entries past the maximum lag"),
+        }
+    }
+
+    /// (entries not acknowledged, time in ms of the oldest of them, the
+    /// XRANGE start of them) of the table's sink group. When nothing is
+    /// pending the time is the last delivered entry's (everything after it
+    /// is unread, so newer) and the start excludes that entry.
+    async fn group_state(&self, table: &str) -> Result<(u64, u64, Option<String>), StoreError> {
         let stream = self.store().keys.events(table);
         let mut conn = self.store().conn();
         let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
@@ -358,7 +394,7 @@ impl Coordinator {
                 .as_deref()
                 == Some(GROUP)
         }) else {
-            return Ok((0, now_ms()));
+            return Ok((0, now_ms(), None));
         };
         let num = |k: &str| {
             get(&group, k)
@@ -367,6 +403,7 @@ impl Coordinator {
         };
         let pending = num("pending");
         let lag = num("lag") + pending;
+        let inclusive = pending > 0;
         let oldest_id = if pending > 0 {
             let summary: redis::Value = redis::cmd("XPENDING")
                 .arg(&stream)
@@ -385,10 +422,12 @@ impl Coordinator {
             get(&group, "last-delivered-id").and_then(|v| redis::from_redis_value::<String>(v).ok())
         };
         let oldest_ms = oldest_id
-            .and_then(|id| crate::protocol::StreamId::parse(&id))
+            .as_deref()
+            .and_then(crate::protocol::StreamId::parse)
             .map(|i| i.ms)
             .unwrap_or(0);
-        Ok((lag, oldest_ms))
+        let start = oldest_id.map(|id| if inclusive { id } else { format!("({id}") });
+        Ok((lag, oldest_ms, start))
     }
 
     /// Shutdown: workers finish their POST in flight, leases are given up.
