@@ -326,6 +326,15 @@ impl Config {
         self.validate_shared()
     }
 
+    /// The Redis URLs: one, or the cluster's comma-separated seed nodes.
+    pub fn redis_urls(&self) -> Vec<String> {
+        self.redis_url
+            .split(',')
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
     /// The consumer group name: the configured id, or host name + pid.
     pub fn instance_id(&self) -> String {
         if let Some(id) = &self.instance_id {

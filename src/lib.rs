@@ -98,12 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let metrics_upkeep = metrics.clone();
     let auth = Authenticator::from_config(&config)?;
     let instance_id = config.instance_id();
-    let urls: Vec<String> = config
-        .redis_url
-        .split(',')
-        .map(|u| u.trim().to_owned())
-        .filter(|u| !u.is_empty())
-        .collect();
+    let urls = config.redis_urls();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Listen {

@@ -76,12 +76,7 @@ pub async fn run(
     let metrics = crate::metrics::install();
     crate::metrics::register_sink();
     let instance_id = config.instance_id();
-    let urls: Vec<String> = config
-        .redis_url
-        .split(',')
-        .map(|u| u.trim().to_owned())
-        .filter(|u| !u.is_empty())
-        .collect();
+    let urls = config.redis_urls();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| SinkError::Listen {

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::deliver::{Outcome, Poster};
 use crate::protocol::event::ChangeEvent;
 use crate::protocol::StreamId;
+use crate::store::tailer::{bytes, text};
 use crate::store::{Store, StoreError};
 
 /// The consumer group every sink process shares.
@@ -100,7 +101,7 @@ async fn claim_all(shared: &Shared, stream: &str) -> Result<(), StoreError> {
             .await
             .map_err(StoreError::from_redis)?;
         let next = match &reply {
-            Value::Array(parts) => parts.first().and_then(text),
+            Value::Array(parts) => parts.first().cloned().and_then(text),
             _ => None,
         };
         match next {
@@ -252,7 +253,7 @@ fn parse_read(reply: Value) -> Vec<Read> {
                 continue;
             }
             let fields = parts.pop();
-            let Some(id) = parts.pop().as_ref().and_then(text) else {
+            let Some(id) = parts.pop().and_then(text) else {
                 continue;
             };
             let fields = match fields {
@@ -260,7 +261,7 @@ fn parse_read(reply: Value) -> Vec<Read> {
                     let mut f = Vec::with_capacity(flat.len() / 2);
                     let mut it = flat.into_iter();
                     while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        if let (Some(k), Some(v)) = (text(&k), bytes(v)) {
+                        if let (Some(k), Some(v)) = (text(k), bytes(v)) {
                             f.push((k, v));
                         }
                     }
@@ -309,23 +310,6 @@ async fn dead_letter(
         .await
         .map_err(StoreError::from_redis)?;
     Ok(())
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    }
-}
-
-fn bytes(v: Value) -> Option<Vec<u8>> {
-    match v {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.into_bytes()),
-        Value::Int(i) => Some(i.to_string().into_bytes()),
-        _ => None,
-    }
 }
 
 pub fn now_ms() -> u64 {

@@ -404,7 +404,8 @@ pub fn entries(value: Value) -> Vec<Entry> {
         .collect()
 }
 
-fn bytes(v: Value) -> Option<Vec<u8>> {
+/// A reply value's bytes (bulk or simple string, or an integer's digits).
+pub fn bytes(v: Value) -> Option<Vec<u8>> {
     match v {
         Value::BulkString(b) => Some(b),
         Value::SimpleString(s) => Some(s.into_bytes()),
@@ -413,7 +414,8 @@ fn bytes(v: Value) -> Option<Vec<u8>> {
     }
 }
 
-fn text(v: Value) -> Option<String> {
+/// A reply value as UTF-8 text.
+pub fn text(v: Value) -> Option<String> {
     String::from_utf8(bytes(v)?).ok()
 }
 

@@ -24,7 +24,7 @@
 import { Emitter } from "./emitter.js";
 import { isTransient, RtsyncError } from "./errors.js";
 import { OutboxStorage, QueuedEdit } from "./storage.js";
-import { CommitResult, FieldChange, isCommitted, isRejected, Json } from "./wire.js";
+import { CommitResult, isCommitted, isRejected } from "./wire.js";
 
 /** What the outbox needs of a connection. */
 export interface OutboxLink {
@@ -41,16 +41,8 @@ export interface OutboxOptions {
   retryMaxMs: number;
 }
 
-export interface NewEdit {
-  tableId: string;
-  recordId: string;
-  type: "create" | "update" | "delete";
-  changes: FieldChange[];
-  metadata?: { [k: string]: Json };
-  baseId?: string;
-  version?: number;
-  rebase?: boolean;
-}
+/** An edit as the app makes it; the outbox adds its id, time and order. */
+export type NewEdit = Omit<QueuedEdit, "clientChangeId" | "createdAt" | "seq">;
 
 export interface Settled {
   edit: QueuedEdit;
