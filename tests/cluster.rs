@@ -76,7 +76,7 @@ async fn presence_conflicts_and_recovery_work_on_a_cluster() {
     let first = alice
         .request_ok("record_change", change("t", "r", "f", json!("a")))
         .await;
-    alice
+    let second = alice
         .request_ok(
             "record_change",
             json!({"type": "update", "recordId": "r", "tableId": "t",
@@ -98,7 +98,18 @@ async fn presence_conflicts_and_recovery_work_on_a_cluster() {
             json!({"tableId": "t", "lastEventId": first["eventId"]}),
         )
         .await;
-    assert_eq!(ack["missedEventsCount"], 2);
+    // The two later events come as missed events, or live when sidecar b's
+    // tailer had not read them yet at the join: each once, in order.
+    let missed = ack["missedEventsCount"].as_u64().unwrap_or(99);
+    assert!(missed <= 2, "{ack}");
+    let events = late.all_events(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        ids(&events),
+        [
+            second["eventId"].as_str().unwrap(),
+            over["eventId"].as_str().unwrap()
+        ]
+    );
 }
 
 /// (slot, owner port, owner id, other port, other id) for a key.
