@@ -326,6 +326,13 @@ impl Config {
         self.validate_shared()
     }
 
+    /// Binds the listen address; returns the listener and the address it got.
+    pub async fn bind(&self) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
+        let listener = tokio::net::TcpListener::bind(self.listen).await?;
+        let addr = listener.local_addr()?;
+        Ok((listener, addr))
+    }
+
     /// The Redis URLs: one, or the cluster's comma-separated seed nodes.
     pub fn redis_urls(&self) -> Vec<String> {
         self.redis_url

@@ -47,7 +47,6 @@ pub mod store;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -58,7 +57,7 @@ use crate::hub::Hub;
 use crate::store::presence_bus::PresenceBus;
 use crate::store::serving::Serving;
 use crate::store::tailer::TailerHandle;
-use crate::store::{Keys, Store};
+use crate::store::Store;
 
 /// How long shutdown waits for connections and tasks to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
@@ -98,30 +97,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let metrics_upkeep = metrics.clone();
     let auth = Authenticator::from_config(&config)?;
     let instance_id = config.instance_id();
-    let urls = config.redis_urls();
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| RunError::Listen {
+    let (listener, addr) = config.bind().await.map_err(|source| RunError::Listen {
         addr: config.listen,
         source,
     })?;
-
-    let store = Arc::new(
-        Store::open(
-            urls,
-            config.redis_cluster,
-            config.redis_pool,
-            Keys::new(config.key_prefix.clone()),
-            instance_id.clone(),
-            config.retention_secs.saturating_mul(1000),
-            &shutdown,
-        )
-        .await?,
-    );
+    let store = Arc::new(Store::from_config(&config, config.redis_pool, &shutdown).await?);
     let tasks = TaskTracker::new();
     let tailer = TailerHandle::new(store.clone(), config.tailer_readers);
     let bus = PresenceBus::new(store.clone(), tailer.clone())?;

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, SinkConfig};
-use crate::store::{Keys, Store, StoreError};
+use crate::store::{Store, StoreError};
 use worker::{now_ms, Shared, GROUP};
 
 /// How often tables are discovered and leases renewed.
@@ -76,29 +76,11 @@ pub async fn run(
     let metrics = crate::metrics::install();
     crate::metrics::register_sink();
     let instance_id = config.instance_id();
-    let urls = config.redis_urls();
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| SinkError::Listen {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| SinkError::Listen {
+    let (listener, addr) = config.bind().await.map_err(|source| SinkError::Listen {
         addr: config.listen,
         source,
     })?;
-    let store = Arc::new(
-        Store::open(
-            urls,
-            config.redis_cluster,
-            2,
-            Keys::new(config.key_prefix.clone()),
-            instance_id.clone(),
-            config.retention_secs.saturating_mul(1000),
-            &shutdown,
-        )
-        .await?,
-    );
+    let store = Arc::new(Store::from_config(&config, 2, &shutdown).await?);
     let poster = deliver::Poster::new(
         sink.url.clone(),
         sink.secret.clone(),

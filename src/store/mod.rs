@@ -119,6 +119,25 @@ impl Store {
         })
     }
 
+    /// Opens the store a process of `config` uses (the sidecar's or the
+    /// sink's), with `pool` command connections on one Redis.
+    pub async fn from_config(
+        config: &crate::config::Config,
+        pool: usize,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Result<Store, StoreError> {
+        Store::open(
+            config.redis_urls(),
+            config.redis_cluster,
+            pool,
+            Keys::new(config.key_prefix.clone()),
+            config.instance_id(),
+            config.retention_secs.saturating_mul(1000),
+            shutdown,
+        )
+        .await
+    }
+
     /// True when connected to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         self.cluster

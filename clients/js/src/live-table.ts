@@ -169,17 +169,13 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     const view = this.get(recordId);
     const { result } = this.host.outbox.add({
       tableId: this.tableId, recordId, type, changes,
-      version: type === "create" ? undefined : this.baseVersion(recordId, view),
+      // The version the user sees: confirmed, plus their own acked edits.
+      version: type === "create" ? undefined : (view?.version ?? 0),
       metadata: this.opts.onConflict === "reject" ? { onConflict: "reject" } : undefined,
       rebase: true,
     });
     this.changed(recordId, "local");
     return result;
-  }
-
-  /** The version the user sees: confirmed plus their own acked edits. */
-  private baseVersion(recordId: string, view: LiveRecord | undefined): number {
-    return view?.version ?? 0;
   }
 
   private ids(): string[] {
