@@ -460,3 +460,39 @@ async fn entries_past_the_max_lag_are_trimmed_counted_and_logged_as_lost() {
     );
     assert!(s.log_contains("lost to the sink"), "logged");
 }
+
+#[test]
+fn bad_sink_settings_are_refused_before_starting() {
+    for (env, message) in [
+        (vec![("RTS_SINK_URL", "ftp://app/hook")], "RTS_SINK_URL"),
+        (vec![("RTS_SINK_URL", "not a url")], "RTS_SINK_URL"),
+        (
+            vec![
+                ("RTS_SINK_URL", "http://app/hook"),
+                ("RTS_SINK_SECRET", " "),
+            ],
+            "RTS_SINK_SECRET",
+        ),
+        (
+            vec![("RTS_SINK_URL", "http://app/hook"), ("RTS_SINK_BATCH", "0")],
+            "RTS_SINK_BATCH",
+        ),
+        (
+            vec![
+                ("RTS_SINK_URL", "http://app/hook"),
+                ("RTS_SINK_TIMEOUT_MS", "0"),
+            ],
+            "RTS_SINK_TIMEOUT_MS",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rtsync"))
+            .arg("sink")
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .expect("run rtsync sink");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{env:?}: {stderr}");
+        assert!(stderr.contains(message), "{env:?}: {stderr}");
+    }
+}
