@@ -29,35 +29,9 @@ impl RedisCluster {
             dir,
         };
         for _ in 0..3 {
-            let port = super::redis_server::free_port();
-            let node_dir = cluster.dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).expect("node dir");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                ])
-                .args(["--cluster-node-timeout", "2000"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server");
+            let (port, child) = spawn_node(&cluster.dir).await;
             cluster.ports.push(port);
             cluster.children.push(child);
-        }
-        for port in cluster.ports.clone() {
-            super::wait_for("cluster node up", Duration::from_secs(10), || async move {
-                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-                let mut c = client.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING").query_async::<String>(&mut c).await.ok()
-            })
-            .await;
         }
         let nodes: Vec<String> = cluster
             .ports
@@ -121,6 +95,70 @@ impl RedisCluster {
             .await
             .expect("connect to node")
     }
+}
+
+/// A port whose cluster bus port (port + 10000) is free too: a node needs
+/// both, and a busy bus port makes `redis-server` exit at start.
+fn free_node_port() -> u16 {
+    loop {
+        let port = super::redis_server::free_port();
+        if port < 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Starts one cluster node and waits for its PING. Another test may take a
+/// port between our check and the node's bind, so a node that exits or
+/// does not answer is replaced on a fresh port, a few times.
+async fn spawn_node(dir: &std::path::Path) -> (u16, Child) {
+    for _ in 0..5 {
+        let port = free_node_port();
+        let node_dir = dir.join(port.to_string());
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+            ])
+            .args(["--cluster-node-timeout", "2000"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            if ping(port).await {
+                return (port, child);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("no cluster node started after 5 tries (is redis-server installed?)");
+}
+
+async fn ping(port: u16) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
+        return false;
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    redis::cmd("PING")
+        .query_async::<String>(&mut c)
+        .await
+        .is_ok()
 }
 
 impl Drop for RedisCluster {
