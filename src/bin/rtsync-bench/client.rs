@@ -33,16 +33,21 @@ fn token(secret: &str, user: &str) -> Result<String> {
     )?)
 }
 
-/// Connects and authenticates (dev form without a secret).
-pub async fn connect(url: &str, secret: Option<&str>, user: &str) -> Result<Ws> {
-    // Small buffers: the idle scenario opens thousands of these.
+/// Opens a WebSocket with small buffers: the idle scenario opens thousands.
+pub async fn open(url: &str) -> Result<Ws> {
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_write_buffer_size(1 << 20);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
         .await
         .with_context(|| format!("connect {url}"))?;
+    Ok(ws)
+}
+
+/// Connects and authenticates (dev form without a secret).
+pub async fn connect(url: &str, secret: Option<&str>, user: &str) -> Result<Ws> {
+    let mut ws = open(url).await?;
     let auth = match secret {
         Some(s) => json!({"token": token(s, user)?}),
         None => json!({"userId": user, "userName": user}),
@@ -93,6 +98,31 @@ pub fn event_name(frame: &[u8]) -> Option<&str> {
     rmp::decode::read_str_from_slice(rest).ok().map(|(s, _)| s)
 }
 
+/// The request id an `ack` or `error` frame answers.
+pub fn answer_rid(frame: &[u8]) -> Option<u64> {
+    rmp_serde::from_slice::<(String, serde::de::IgnoredAny, u64)>(frame)
+        .ok()
+        .map(|(_, _, rid)| rid)
+}
+
+#[derive(Deserialize)]
+struct AckData {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// Whether an `ack` of a change says it was committed (and so will come to
+/// the table's subscribers).
+pub fn ack_committed(frame: &[u8]) -> bool {
+    match rmp_serde::from_slice::<(String, AckData, u64)>(frame) {
+        Ok((_, a, _)) => matches!(
+            a.status.as_deref(),
+            Some("applied" | "merged" | "overwritten")
+        ),
+        Err(_) => false,
+    }
+}
+
 #[derive(Deserialize)]
 pub struct Event {
     pub id: String,
@@ -129,11 +159,4 @@ pub fn events(frame: &[u8]) -> Vec<Event> {
             .unwrap_or_default(),
         _ => Vec::new(),
     }
-}
-
-/// A `record_change` frame whose value carries the send time.
-pub fn stamped_change(table: &str, record: &str, rid: u64) -> Result<Message> {
-    encode(&json!(["record_change", {
-        "type": "update", "recordId": record, "tableId": table, "baseId": "bench",
-        "changes": [{"fieldId": "f", "newValue": {"sentUs": now_us()}}]}, rid]))
 }

@@ -4,11 +4,13 @@
 //! and duplicates, and the sidecars' CPU seconds and memory, as a table and
 //! as one JSON line.
 //!
-//! Scenarios: `commit`, `fanout`, `presence`, `idle`, `tables`, `records` (see
-//! `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
+//! Scenarios: `commit`, `fanout`, `ramp`, `presence`, `idle`, `tables`,
+//! `records` (see `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
 
 mod client;
 mod load;
+mod proto;
+mod ramp;
 mod report;
 mod scenarios;
 
@@ -57,6 +59,30 @@ enum Scenario {
         #[arg(long, default_value_t = 400)]
         rate: u64,
     },
+    /// The fan-out load at a rising rate until p99 passes the target or a
+    /// delivery is lost: the capacity. `--proto socketio` drives the
+    /// Socket.IO peer of `bench/socketio-peer` with the same load.
+    Ramp {
+        #[arg(long, value_enum, default_value = "rtsync")]
+        proto: proto::Proto,
+        #[arg(long, default_value_t = 10)]
+        tables: usize,
+        #[arg(long, default_value_t = 20)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 2)]
+        writers: usize,
+        /// Changes per second per writer of the first step.
+        #[arg(long, default_value_t = 25.0)]
+        start: f64,
+        /// Rate factor from one step to the next.
+        #[arg(long, default_value_t = 1.25)]
+        factor: f64,
+        /// Highest rate per writer tried.
+        #[arg(long, default_value_t = 2000.0)]
+        max: f64,
+        #[arg(long, default_value_t = 50.0)]
+        p99_ms: f64,
+    },
     /// Cursor storms: one mover per table at R moves/s, S watchers each.
     Presence {
         #[arg(long, default_value_t = 10)]
@@ -103,6 +129,30 @@ async fn main() -> Result<()> {
             writers,
             rate,
         } => scenarios::fanout(&args, tables, subscribers, writers, rate).await?,
+        Scenario::Ramp {
+            proto,
+            tables,
+            subscribers,
+            writers,
+            start,
+            factor,
+            max,
+            p99_ms,
+        } => {
+            let r = ramp::Ramp {
+                proto,
+                shape: scenarios::Shape {
+                    tables,
+                    subscribers,
+                    writers,
+                },
+                start,
+                factor,
+                max,
+                p99_ms,
+            };
+            ramp::ramp(&args, &r).await?
+        }
         Scenario::Presence {
             tables,
             subscribers,

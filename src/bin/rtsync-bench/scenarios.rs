@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{connect, encode, event_name, now_us, subscriber, wait_ack};
-use crate::load::{self, tally};
+use crate::load::{self, tally, Tally};
+use crate::proto::Proto;
 use crate::report::latency;
 use crate::Args;
 
@@ -80,35 +81,76 @@ pub async fn fanout(
     writers: usize,
     rate: u64,
 ) -> Result<Value> {
+    let shape = Shape {
+        tables,
+        subscribers,
+        writers,
+    };
+    let r = fanout_run(args, Proto::Rtsync, &shape, rate, args.duration).await?;
+    let secs = args.duration as f64;
+    Ok(
+        json!({"scenario": "fanout", "tables": tables, "subscribersPerTable": subscribers,
+        "writersPerTable": writers, "ratePerWriter": rate, "sidecars": args.url.len(),
+        "changesSent": r.committed, "changesPerSec": (r.committed as f64 / secs).round(),
+        "deliveries": r.tally.delivered, "deliveriesPerSec": (r.tally.delivered as f64 / secs).round(),
+        "lost": r.tally.lost, "duplicates": r.tally.duplicates, "latencyMs": latency(r.tally.latencies_us)}),
+    )
+}
+
+/// The fan-out load: `tables` tables, each with `subscribers` subscribers
+/// and `writers` writers, spread round-robin over the servers.
+pub struct Shape {
+    pub tables: usize,
+    pub subscribers: usize,
+    pub writers: usize,
+}
+
+/// What one fan-out run saw.
+pub struct FanoutRun {
+    /// Changes the server said it committed.
+    pub committed: u64,
+    pub tally: Tally,
+}
+
+/// One fan-out run of `secs` seconds at `rate` changes/s per writer, on
+/// tables of its own (a fresh run id).
+pub async fn fanout_run(
+    args: &Args,
+    proto: Proto,
+    shape: &Shape,
+    rate: u64,
+    secs: u64,
+) -> Result<FanoutRun> {
     let run = run_id();
     let name = |t: usize| format!("bench-{run}-{t}");
     let mut urls = Urls::new(&args.url);
     let mut conns = Vec::new();
-    for t in 0..tables {
-        for s in 0..subscribers {
-            conns.push((
-                t,
-                subscriber(
-                    urls.next(),
-                    args.secret.as_deref(),
-                    &format!("s{t}-{s}"),
-                    &name(t),
-                )
-                .await?,
-            ));
+    for t in 0..shape.tables {
+        for s in 0..shape.subscribers {
+            let user = format!("s{t}-{s}");
+            let ws = proto
+                .subscriber(urls.next(), args.secret.as_deref(), &user, &name(t))
+                .await?;
+            conns.push((t, ws));
         }
     }
-    let written = load::written(tables);
-    let stop = Instant::now() + Duration::from_secs(args.duration);
+    let written = load::written(shape.tables);
+    let stop = Instant::now() + Duration::from_secs(secs);
     let subs: Vec<_> = conns
         .into_iter()
-        .map(|(t, ws)| load::subscriber(ws, t, written.clone(), stop, Duration::from_secs(10)))
+        .map(|(t, ws)| {
+            load::subscriber(proto, ws, t, written.clone(), stop, Duration::from_secs(10))
+        })
         .collect();
     let mut ws_writers = Vec::new();
-    for t in 0..tables {
-        for w in 0..writers {
-            let ws = connect(urls.next(), args.secret.as_deref(), &format!("w{t}-{w}")).await?;
+    for t in 0..shape.tables {
+        for w in 0..shape.writers {
+            let user = format!("w{t}-{w}");
+            let ws = proto
+                .connect(urls.next(), args.secret.as_deref(), &user)
+                .await?;
             ws_writers.push(load::writer(
+                proto,
                 ws,
                 vec![(t, name(t))],
                 rate as f64,
@@ -120,16 +162,9 @@ pub async fn fanout(
     for w in ws_writers {
         w.await??;
     }
-    let t = tally(subs, &written).await?;
-    let sent: u64 = written.iter().map(|w| w.load(Ordering::Relaxed)).sum();
-    let secs = args.duration as f64;
-    Ok(
-        json!({"scenario": "fanout", "tables": tables, "subscribersPerTable": subscribers,
-        "writersPerTable": writers, "ratePerWriter": rate, "sidecars": args.url.len(),
-        "changesSent": sent, "changesPerSec": (sent as f64 / secs).round(),
-        "deliveries": t.delivered, "deliveriesPerSec": (t.delivered as f64 / secs).round(),
-        "lost": t.lost, "duplicates": t.duplicates, "latencyMs": latency(t.latencies_us)}),
-    )
+    let tally = tally(subs, &written).await?;
+    let committed = written.total();
+    Ok(FanoutRun { committed, tally })
 }
 
 pub async fn tables(args: &Args, tables: usize, writers: usize) -> Result<Value> {
@@ -152,7 +187,16 @@ pub async fn tables(args: &Args, tables: usize, writers: usize) -> Result<Value>
     let stop = Instant::now() + Duration::from_secs(args.duration);
     let subs: Vec<_> = conns
         .into_iter()
-        .map(|(t, ws)| load::subscriber(ws, t, written.clone(), stop, Duration::from_secs(10)))
+        .map(|(t, ws)| {
+            load::subscriber(
+                Proto::Rtsync,
+                ws,
+                t,
+                written.clone(),
+                stop,
+                Duration::from_secs(10),
+            )
+        })
         .collect();
     // One change per second per table, spread over the writers.
     let mut ws_writers = Vec::new();
@@ -166,13 +210,20 @@ pub async fn tables(args: &Args, tables: usize, writers: usize) -> Result<Value>
         let ws = connect(urls.next(), args.secret.as_deref(), &format!("w{w}")).await?;
         let names: Vec<(usize, String)> = chunk.iter().map(|t| (*t, name(*t))).collect();
         let rate = names.len() as f64;
-        ws_writers.push(load::writer(ws, names, rate, written.clone(), stop));
+        ws_writers.push(load::writer(
+            Proto::Rtsync,
+            ws,
+            names,
+            rate,
+            written.clone(),
+            stop,
+        ));
     }
     for w in ws_writers {
         w.await??;
     }
     let t = tally(subs, &written).await?;
-    let sent: u64 = written.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    let sent = written.total();
     Ok(
         json!({"scenario": "tables", "tables": tables, "writers": writers,
         "changesSent": sent, "deliveries": t.delivered, "lost": t.lost,
