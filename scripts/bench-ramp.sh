@@ -5,6 +5,7 @@
 # + Redis Streams adapter peer (bench/socketio-peer) ramped by the same load
 # generator with `--proto socketio`. Prints one JSON line per system.
 # Usage: scripts/bench-ramp.sh [seconds-per-step] [extra ramp flags...]
+# RTSYNC_BIN=path ramps another rtsync build (before/after comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-5}"; shift || true
@@ -27,7 +28,7 @@ urls=(); sidecars=()
 for name in a b; do
   port="$(free_port)"
   RTS_AUTH=none RTS_RATE_LIMIT=1000000 RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \
-    RTS_INSTANCE_ID="ramp-$name" RTS_LOG=error target/release/rtsync 2>"$work/$name.log" &
+    RTS_INSTANCE_ID="ramp-$name" RTS_LOG=error "${RTSYNC_BIN:-target/release/rtsync}" 2>"$work/$name.log" &
   pids+=($!); sidecars+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
   urls+=("ws://127.0.0.1:$port/ws")

@@ -176,7 +176,7 @@ const LABELS: &[(&str, &str, &[&str])] = &[
         "reason",
         &["sidecar_full", "per_user", "unauthenticated_full"],
     ),
-    (WRITER_ERRORS, "kind", &["timeout", "buffer_full", "failed"]),
+    (WRITER_ERRORS, "kind", &["timeout", "failed"]),
 ];
 
 /// Exports every series the dashboard reads, at zero.

@@ -231,3 +231,21 @@ async fn a_table_nobody_wrote_leaves_no_stream_once_its_last_subscriber_leaves()
         .await;
     assert_eq!(again.changes(1, LONG).await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clients_pings_are_answered_with_their_payloads_between_replies() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut c = Client::subscribed(&side, "u", "t").await;
+    c.send_raw(Message::Ping(b"one".to_vec().into())).await;
+    let rid = c
+        .send_request("record_change", change("t", "r", "f", json!(1)))
+        .await;
+    c.send_raw(Message::Ping(b"two".to_vec().into())).await;
+    assert_eq!(c.pongs(2).await, vec![b"one".to_vec(), b"two".to_vec()]);
+    // The frames around the pings still arrive whole.
+    assert!(c
+        .take(|(e, _, r)| e == "ack" && *r == Some(rid))
+        .await
+        .is_some());
+}

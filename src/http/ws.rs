@@ -1,7 +1,8 @@
 //! The WebSocket upgrade at `/ws`: validates the handshake, negotiates the
 //! subprotocol, answers `101 Switching Protocols`, and runs the session on
-//! the upgraded socket with tuned tungstenite limits (small buffers, bounded
-//! write buffer, `RTS_MAX_FRAME_BYTES` as the message limit).
+//! the upgraded socket, split into tungstenite's reading side (a small read
+//! buffer, `RTS_MAX_FRAME_BYTES` as the message limit) and the writer's
+//! write half.
 
 use std::sync::Arc;
 
@@ -11,10 +12,8 @@ use hyper::header::{
     SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::routes::{json_error, Body};
 use crate::app::App;
@@ -23,7 +22,6 @@ use crate::protocol::Encoding;
 /// Per-socket read buffer: enough for typical frames (larger ones grow it
 /// as needed); kept small because idle connections each hold one.
 const READ_BUFFER: usize = 1024;
-const WRITE_BUFFER: usize = 4 * 1024;
 
 pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
     let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
@@ -90,26 +88,18 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
     let token = bearer(headers.get(AUTHORIZATION)).or_else(|| query_token(req.uri().query()));
 
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // Tungstenite only reads (the session's writer writes frames itself,
+    // see `session::socket`), so only its read side is configured.
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        // Unsent bytes tungstenite may hold on top of the outbox's bound:
-        // room for the largest frame (one event may be as large as a client
-        // frame, a batch is at most 256 KiB plus one event).
-        .max_write_buffer_size(2 * app.config.max_frame_bytes + 512 * 1024)
         .max_message_size(Some(app.config.max_frame_bytes))
         .max_frame_size(Some(app.config.max_frame_bytes));
     let tasks = app.tasks.clone();
     tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
-                crate::session::run(app, socket, encoding, token).await;
+                let (stream, sink) = crate::session::socket::split(upgraded, config).await;
+                crate::session::run(app, stream, sink, encoding, token).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }

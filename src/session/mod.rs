@@ -8,11 +8,14 @@
 //! (4401), and the server's shutdown (4500).
 
 pub mod dispatch;
+pub mod frame_queue;
 pub mod offline;
 pub mod outbox;
 pub mod rate_limit;
 pub mod records;
+pub mod socket;
 pub mod tables;
+pub mod wire_writer;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -20,12 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument;
 
 use crate::app::App;
@@ -45,7 +45,7 @@ const WRITER_GRACE: Duration = Duration::from_secs(3);
 /// is a token and little else); larger ones close the connection 4413.
 pub const PRE_AUTH_MAX_FRAME: usize = 16 * 1024;
 
-pub type Socket = WebSocketStream<TokioIo<Upgraded>>;
+pub use socket::Socket;
 
 /// Per-connection state that requests read and change.
 pub struct Session {
@@ -76,15 +76,22 @@ impl Session {
     }
 }
 
-/// Runs a connection to its end. `token` is a JWT from the upgrade request.
-pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Option<String>) {
+/// Runs a connection to its end: `stream` is read here, `sink` (the socket's
+/// write half) belongs to the writer task. `token` is a JWT from the
+/// upgrade request.
+pub async fn run(
+    app: Arc<App>,
+    mut stream: Socket,
+    sink: socket::WriteHalf,
+    encoding: Encoding,
+    token: Option<String>,
+) {
     let conn_id = app.next_connection_id();
     let span = tracing::info_span!("conn", id = %conn_id);
     async move {
         app.connections.fetch_add(1, Ordering::Relaxed);
         crate::metrics::connection_opened();
         tracing::info!(encoding = ?encoding, "connection opened");
-        let (sink, mut stream) = socket.split();
         let (outbox, receiver) = outbox::outbox(
             conn_id,
             encoding,
@@ -152,9 +159,13 @@ pub async fn run(app: Arc<App>, socket: Socket, encoding: Encoding, token: Optio
                     Some(Ok(Message::Binary(b))) => Box::pin(dispatch::handle_frame(&mut session, &b, false)).await,
                     Some(Ok(Message::Text(t))) => Box::pin(dispatch::handle_frame(&mut session, t.as_bytes(), true)).await,
                     Some(Ok(Message::Close(_))) => break "client closed",
-                    // tungstenite answers pings itself; they still count
-                    // against the rate limit, so a ping flood gets closed.
-                    Some(Ok(Message::Ping(_))) => dispatch::count_ping(&mut session),
+                    // Answered through the outbox (the writer owns the
+                    // socket); pings count against the rate limit, so a
+                    // ping flood gets closed.
+                    Some(Ok(Message::Ping(payload))) => {
+                        session.outbox.pong(payload);
+                        dispatch::count_ping(&mut session);
+                    }
                     Some(Ok(_)) => {}
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
                         crate::metrics::frame_rejected("too_large");

@@ -3,24 +3,25 @@
 //! frames leave in the order they were queued. A queue that is full means the
 //! client cannot keep up: it is closed with 4503 instead of growing memory.
 //!
-//! The writer never fails quietly: a write or flush that errors (tungstenite's
-//! `WriteBufferFull`, a dead socket) or does not finish within the write
-//! timeout closes the connection (4503 for a socket that does not drain,
-//! 1011 for a failed write), counts it, and cancels the session, whose read
-//! loop then ends.
+//! The writer owns the socket's write half and writes the frames itself
+//! ([`super::wire_writer`]): each wake-up's queued frames go out together in
+//! vectored writes of the shared payload bytes.
+//!
+//! The writer never fails quietly: a write that errors (a dead socket) or
+//! does not finish within the write timeout closes the connection (4503 for
+//! a socket that does not drain, 1011 for a failed write), counts it, and
+//! cancels the session, whose read loop then ends.
 
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt};
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
+use super::frame_queue::{FrameQueue, PushError};
+use super::wire_writer::{close_payload, Burst, Opcode};
 use crate::protocol::Encoding;
 
 /// Close codes of PROTOCOL.md section 5.
@@ -41,13 +42,21 @@ pub mod close {
 pub struct Outbound {
     bytes: Bytes,
     event_ms: Option<u64>,
-    ping: bool,
+    kind: Kind,
+}
+
+/// What a queued frame is on the wire.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Data,
+    Ping,
+    Pong,
 }
 
 /// The sending side of a connection, cheap to clone into the hub.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outbound>,
+    queue: Arc<FrameQueue<Outbound>>,
     closing: CancellationToken,
     close_code: Arc<AtomicU16>,
     /// Bytes queued and not yet written, bounded by `max_bytes`.
@@ -59,7 +68,7 @@ pub struct Outbox {
 
 /// The receiving side, owned by the writer task.
 pub struct OutboxReceiver {
-    rx: mpsc::Receiver<Outbound>,
+    queue: Arc<FrameQueue<Outbound>>,
     closing: CancellationToken,
     close_code: Arc<AtomicU16>,
     queued: Arc<AtomicUsize>,
@@ -73,13 +82,13 @@ pub fn outbox(
     capacity: usize,
     max_bytes: usize,
 ) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let queue = Arc::new(FrameQueue::new(capacity));
     let closing = CancellationToken::new();
     let close_code = Arc::new(AtomicU16::new(0));
     let queued = Arc::new(AtomicUsize::new(0));
     (
         Outbox {
-            tx,
+            queue: queue.clone(),
             closing: closing.clone(),
             close_code: close_code.clone(),
             queued: queued.clone(),
@@ -88,7 +97,7 @@ pub fn outbox(
             encoding,
         },
         OutboxReceiver {
-            rx,
+            queue,
             closing,
             close_code,
             queued,
@@ -104,7 +113,7 @@ impl Outbox {
         self.enqueue(Outbound {
             bytes,
             event_ms,
-            ping: false,
+            kind: Kind::Data,
         })
     }
 
@@ -115,11 +124,11 @@ impl Outbox {
         let out = Outbound {
             bytes,
             event_ms: None,
-            ping: false,
+            kind: Kind::Data,
         };
         self.queued.fetch_add(len, Ordering::AcqRel);
         let sent = tokio::select! {
-            r = self.tx.send(out) => r.is_ok(),
+            r = self.queue.push(out) => r.is_ok(),
             _ = self.closing.cancelled() => false,
         };
         if !sent {
@@ -134,7 +143,16 @@ impl Outbox {
         self.enqueue(Outbound {
             bytes: Bytes::new(),
             event_ms: None,
-            ping: true,
+            kind: Kind::Ping,
+        })
+    }
+
+    /// Queues the answer to a client's ping (RFC 6455 5.5.3: same payload).
+    pub fn pong(&self, payload: Bytes) -> bool {
+        self.enqueue(Outbound {
+            bytes: payload,
+            event_ms: None,
+            kind: Kind::Pong,
         })
     }
 
@@ -146,20 +164,20 @@ impl Outbox {
         // means the reader is too slow.
         let too_many_bytes = queued > self.max_bytes && queued > len;
         let sent = if too_many_bytes {
-            Err(mpsc::error::TrySendError::Full(out))
+            Err(PushError::Full(out))
         } else {
-            self.tx.try_send(out)
+            self.queue.try_push(out)
         };
         if sent.is_err() {
             self.queued.fetch_sub(len, Ordering::AcqRel);
         }
         match sent {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full(_)) => {
                 self.drop_slow();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(PushError::Closed(_)) => false,
         }
     }
 
@@ -196,7 +214,9 @@ impl Outbox {
 impl OutboxReceiver {
     /// The next queued frame's bytes, if any (for tests of what was queued).
     pub fn try_next(&mut self) -> Option<Bytes> {
-        self.rx.try_recv().ok().map(|o| o.bytes)
+        let mut next = None;
+        self.queue.take(1, |o| next = Some(o.bytes));
+        next
     }
 
     /// The close code asked for, if any.
@@ -210,31 +230,23 @@ impl OutboxReceiver {
 
 /// How long a close handshake may take before the socket is dropped anyway.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most frames gathered into one vectored write.
+const BURST_FRAMES: usize = 256;
 
 /// Why the writer gave up on a socket.
 #[derive(Debug, thiserror::Error)]
 enum WriteError {
     #[error("the socket did not take a frame within {0:?}")]
     Timeout(Duration),
-    #[error("tungstenite's write buffer is full")]
-    BufferFull,
     #[error("write failed: {0}")]
-    Failed(tokio_tungstenite::tungstenite::Error),
+    Failed(std::io::Error),
 }
 
 impl WriteError {
-    fn from_ws(e: tokio_tungstenite::tungstenite::Error) -> WriteError {
-        match e {
-            tokio_tungstenite::tungstenite::Error::WriteBufferFull(_) => WriteError::BufferFull,
-            e => WriteError::Failed(e),
-        }
-    }
-
     /// Label for the writer-error metric.
     fn kind(&self) -> &'static str {
         match self {
             WriteError::Timeout(_) => "timeout",
-            WriteError::BufferFull => "buffer_full",
             WriteError::Failed(_) => "failed",
         }
     }
@@ -242,23 +254,27 @@ impl WriteError {
     fn close_code(&self) -> u16 {
         match self {
             WriteError::Timeout(_) => close::SLOW_CONSUMER,
-            WriteError::BufferFull | WriteError::Failed(_) => close::SEND_FAILED,
+            WriteError::Failed(_) => close::SEND_FAILED,
         }
     }
 }
 
 impl OutboxReceiver {
-    /// Drains the queue into the socket until the connection closes. Writes
-    /// are fed back to back and flushed when the queue runs empty, so a burst
-    /// costs one flush. Each write and flush must finish within
-    /// `write_timeout`; any failure closes the connection (see the module
-    /// docs), so a session is never left open and mute.
-    pub async fn run<S>(mut self, mut sink: S, write_timeout: Duration)
+    /// Drains the queue into the socket's write half until the connection
+    /// closes. What is queued when the writer wakes goes out as one burst
+    /// of vectored writes (see [`super::wire_writer`]). Each burst must be
+    /// taken by the socket within `write_timeout`; any failure closes the
+    /// connection (see the module docs), so a session is never left open
+    /// and mute.
+    pub async fn run<W>(mut self, mut io: W, write_timeout: Duration)
     where
-        S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+        W: AsyncWrite + Unpin,
     {
-        let text = self.encoding == Encoding::Json;
-        let result = self.drain(&mut sink, text, write_timeout).await;
+        let opcode = match self.encoding {
+            Encoding::Json => Opcode::Text,
+            Encoding::MsgPack => Opcode::Binary,
+        };
+        let result = self.drain(&mut io, opcode, write_timeout).await;
         if let Err(e) = &result {
             crate::metrics::writer_error(e.kind());
             tracing::warn!(error = %e, code = e.close_code(), "closing the connection: the writer failed");
@@ -274,98 +290,80 @@ impl OutboxReceiver {
             0 => 1000,
             c => c,
         };
-        let frame = CloseFrame {
-            code: CloseCode::from(code),
-            reason: Utf8Bytes::from_static(reason(code)),
-        };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
             // After a failed write the socket may be unusable; the close
             // frame is best effort within the deadline.
             if !matches!(result, Err(WriteError::Failed(_))) {
-                let _ = sink.send(Message::Close(Some(frame))).await;
+                let mut burst = Burst::default();
+                burst.push(Opcode::Close, close_payload(code, reason(code)));
+                let _ = burst.write_to(&mut io).await;
             }
-            let _ = sink.close().await;
+            let _ = io.shutdown().await;
         })
         .await;
     }
 
-    async fn drain<S>(
+    async fn drain<W>(
         &mut self,
-        sink: &mut S,
-        text: bool,
+        io: &mut W,
+        opcode: Opcode,
         limit: Duration,
     ) -> Result<(), WriteError>
     where
-        S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
+        W: AsyncWrite + Unpin,
     {
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.closing.cancelled() => break,
-                next = self.rx.recv() => {
-                    let Some(out) = next else { break };
-                    // One deadline per burst (not a timer per frame): the
-                    // burst and its flush must be taken by the socket in time.
-                    bounded(limit, async {
-                        self.write(sink, out, text).await?;
-                        while let Ok(out) = self.rx.try_recv() {
-                            self.write(sink, out, text).await?;
-                        }
-                        sink.flush().await
-                    })
-                    .await?;
+        let mut burst = Burst::default();
+        while !self.closing.is_cancelled() {
+            if self.take(&mut burst, opcode) == 0 {
+                tokio::select! {
+                    biased;
+                    _ = self.closing.cancelled() => break,
+                    _ = self.queue.ready() => continue,
                 }
             }
+            // One deadline per burst (not a timer per frame).
+            bounded(limit, burst.write_to(io)).await?;
         }
         // Closing: what is queued still goes out first (but not to a slow
         // consumer, which is dropped at once).
         if self.close_code.load(Ordering::Acquire) != close::SLOW_CONSUMER {
-            bounded(limit, async {
-                while let Ok(out) = self.rx.try_recv() {
-                    self.write(sink, out, text).await?;
-                }
-                Ok(())
-            })
-            .await?;
+            while self.take(&mut burst, opcode) > 0 {
+                bounded(limit, burst.write_to(io)).await?;
+            }
         }
         Ok(())
     }
 
-    async fn write<S>(
-        &mut self,
-        sink: &mut S,
-        out: Outbound,
-        text: bool,
-    ) -> Result<(), tokio_tungstenite::tungstenite::Error>
-    where
-        S: Sink<Message, Error = tokio_tungstenite::tungstenite::Error> + Unpin,
-    {
-        self.queued.fetch_sub(out.bytes.len(), Ordering::AcqRel);
-        let len = out.bytes.len();
-        let msg = if out.ping {
-            Message::Ping(out.bytes)
-        } else if text {
-            match Utf8Bytes::try_from(out.bytes) {
-                Ok(t) => Message::Text(t),
-                // Our JSON encoder writes UTF-8 only; never reached.
-                Err(_) => return Ok(()),
-            }
-        } else {
-            Message::Binary(out.bytes)
-        };
-        sink.feed(msg).await?;
-        crate::metrics::frame_out(len, out.event_ms);
-        Ok(())
+    /// Moves what is waiting (up to a burst) into `burst`; how many frames.
+    fn take(&mut self, burst: &mut Burst, opcode: Opcode) -> usize {
+        let queued = &self.queued;
+        self.queue.take(BURST_FRAMES, |out| {
+            let len = out.bytes.len();
+            queued.fetch_sub(len, Ordering::AcqRel);
+            let op = match out.kind {
+                Kind::Data => opcode,
+                Kind::Ping => Opcode::Ping,
+                Kind::Pong => Opcode::Pong,
+            };
+            burst.push(op, out.bytes);
+            crate::metrics::frame_out(len, out.event_ms);
+        })
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        self.queue.close_receiver();
     }
 }
 
 /// A socket operation with a deadline.
 async fn bounded<F>(limit: Duration, op: F) -> Result<(), WriteError>
 where
-    F: std::future::Future<Output = Result<(), tokio_tungstenite::tungstenite::Error>>,
+    F: std::future::Future<Output = std::io::Result<()>>,
 {
     match tokio::time::timeout(limit, op).await {
-        Ok(r) => r.map_err(WriteError::from_ws),
+        Ok(r) => r.map_err(WriteError::Failed),
         Err(_) => Err(WriteError::Timeout(limit)),
     }
 }

@@ -30,6 +30,8 @@ pub struct Client {
     /// Frames received but not yet consumed: (event, data, rid).
     pub inbox: VecDeque<(String, Value, Option<u64>)>,
     pub close_code: Option<u16>,
+    /// Payloads of the pongs received, in order.
+    pub pongs: Vec<Vec<u8>>,
 }
 
 impl Client {
@@ -69,6 +71,7 @@ impl Client {
             next_rid: 1,
             inbox: VecDeque::new(),
             close_code: None,
+            pongs: Vec::new(),
         }
     }
 
@@ -164,6 +167,10 @@ impl Client {
             Some(Ok(Message::Close(frame))) => {
                 self.close_code = Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005));
                 return false;
+            }
+            Some(Ok(Message::Pong(p))) => {
+                self.pongs.push(p.to_vec());
+                return true;
             }
             Some(Ok(_)) => return true,
             Some(Err(_)) | None => {
@@ -282,6 +289,20 @@ impl Client {
             }
         }
         out
+    }
+
+    /// Reads frames (keeping them in the inbox) until `n` pongs arrived or
+    /// `WAIT` passed; the pongs' payloads.
+    pub async fn pongs(&mut self, n: usize) -> Vec<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.pongs.len() < n {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() || self.close_code.is_some() {
+                break;
+            }
+            self.read_one(left).await;
+        }
+        self.pongs.clone()
     }
 
     /// Waits for the server to close the connection; returns the close code.
