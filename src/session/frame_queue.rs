@@ -105,10 +105,6 @@ impl<T> FrameQueue<T> {
         self.lock().clear();
         self.room.notify_waiters();
     }
-
-    pub fn is_receiver_gone(&self) -> bool {
-        self.receiver_gone.load(Ordering::Acquire)
-    }
 }
 
 #[cfg(test)]

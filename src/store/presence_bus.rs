@@ -197,6 +197,8 @@ impl PresenceBus {
     }
 
     fn dispatch(&self, hub: &dyn EventHandler, data: Vec<Value>) {
+        /// What `rtsync_commit` publishes (lua/commit.lua `RING`).
+        const RING: &[u8] = br#"{"event":"ring"}"#;
         let mut it = data.into_iter();
         let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
             (it.next(), it.next())
@@ -209,6 +211,11 @@ impl PresenceBus {
         else {
             return;
         };
+        // The doorbell, once per commit: known bytes, no JSON parse.
+        if payload == RING {
+            self.tailer.ring(&table);
+            return;
+        }
         match serde_json::from_slice::<Notice>(&payload) {
             Ok(notice) if notice.event == "ring" => self.tailer.ring(&table),
             Ok(notice) => hub.notify(&table, notice),

@@ -14,7 +14,8 @@
 //! pending-entries list: the group is only a cursor; clients get durability
 //! from `recover_connection`. A reader that got a full page of a stream
 //! rings it again at once; after a read that returned entries it pauses
-//! briefly so that, under load, each read and each frame carries more events.
+//! briefly (longer the more entries it got, up to 20 ms) so that, under
+//! load, each read and each frame carries more events.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashSet};
@@ -38,8 +39,20 @@ const COUNT: usize = 512;
 const KEYS_PER_READ: usize = 500;
 /// How often every table is read, rung or not.
 const SWEEP: Duration = Duration::from_secs(1);
-/// Pause after a read that returned entries (see the module doc).
-const GATHER: Duration = Duration::from_millis(2);
+/// Pause after a read that returned entries (see the module doc): the
+/// base, what each entry read adds, and the most. A quiet table's event
+/// is read at once (the reader waits on the doorbell, not on this pause);
+/// under load the pause grows with the entries the last read got, so each
+/// read, each frame and each socket write carries more events.
+const GATHER_MIN: Duration = Duration::from_millis(2);
+const GATHER_PER_ENTRY: Duration = Duration::from_micros(250);
+const GATHER_MAX: Duration = Duration::from_millis(20);
+
+/// The pause after a read that returned `entries` entries.
+fn gather_pause(entries: usize) -> Duration {
+    let per = GATHER_PER_ENTRY.saturating_mul(entries.min(1000) as u32);
+    (GATHER_MIN + per).min(GATHER_MAX)
+}
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -171,17 +184,17 @@ impl Reader {
                 }
             }
             match self.read(&batch, &mut rewind).await {
-                Ok(got_entries) => {
+                Ok(entries) => {
                     if !healthy {
                         tracing::info!(reader = self.index, "stream reads work again");
                         crate::metrics::redis_reconnect();
                         healthy = true;
                     }
                     backoff = BACKOFF_MIN;
-                    if got_entries {
+                    if entries > 0 {
                         tokio::select! {
                             _ = self.cancel.cancelled() => return,
-                            _ = tokio::time::sleep(GATHER) => {}
+                            _ = tokio::time::sleep(gather_pause(entries)) => {}
                         }
                     }
                 }
@@ -215,7 +228,7 @@ impl Reader {
     }
 
     /// Reads new entries of `tables` without blocking and delivers them;
-    /// true when there were any. On one Redis, up to 500 streams share one
+    /// how many there were. On one Redis, up to 500 streams share one
     /// `XREADGROUP`; in a cluster a multi-key read must stay in one slot, so
     /// each table gets its own command. Either way the commands go out
     /// concurrently on the multiplexed connection.
@@ -223,13 +236,13 @@ impl Reader {
         &self,
         tables: &[Arc<str>],
         rewind: &mut HashSet<Arc<str>>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<usize, StoreError> {
         let store = &self.shared.store;
         let per_read = if store.is_cluster() { 1 } else { KEYS_PER_READ };
         let chunks: Vec<&[Arc<str>]> = tables.chunks(per_read).collect();
         let replies =
             futures_util::future::join_all(chunks.iter().map(|c| xreadgroup(store, c))).await;
-        let mut any = false;
+        let mut read = 0;
         let mut full = Vec::new();
         let mut failure = None;
         for (chunk, reply) in chunks.into_iter().zip(replies) {
@@ -254,7 +267,7 @@ impl Reader {
                 if entries.len() >= COUNT {
                     full.push(Arc::<str>::from(table.as_str()));
                 }
-                any |= !entries.is_empty();
+                read += entries.len();
                 self.deliver(&table, entries);
             }
         }
@@ -263,7 +276,7 @@ impl Reader {
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(any),
+            None => Ok(read),
         }
     }
 
@@ -421,4 +434,18 @@ pub fn text(v: Value) -> Option<String> {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_after_a_read_grows_with_its_entries_and_is_capped() {
+        assert_eq!(gather_pause(1), Duration::from_micros(2250));
+        assert!(gather_pause(8) > gather_pause(1));
+        assert_eq!(gather_pause(32), Duration::from_millis(10));
+        assert_eq!(gather_pause(72), GATHER_MAX);
+        assert_eq!(gather_pause(usize::MAX), GATHER_MAX);
+    }
 }
