@@ -2,7 +2,8 @@
 //! dashboard and its test read this list). Code elsewhere calls the small
 //! functions below, never `metrics::counter!` with a literal name.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram, Counter, Histogram};
@@ -32,6 +33,7 @@ pub const REDIS_UP: &str = "rtsync_redis_up";
 pub const CONNECTIONS_REFUSED: &str = "rtsync_connections_refused_total";
 pub const WRITER_ERRORS: &str = "rtsync_writer_errors_total";
 pub const PRESENCE_NOTICES_DROPPED: &str = "rtsync_presence_notices_dropped_total";
+pub const REDIS_PIPELINE_SIZE: &str = "rtsync_redis_pipeline_size";
 
 pub const SINK_LAG_ENTRIES: &str = "rtsync_sink_lag_entries";
 pub const SINK_LAG_SECONDS: &str = "rtsync_sink_lag_seconds";
@@ -80,6 +82,7 @@ pub const ALL: &[&str] = &[
     CONNECTIONS_REFUSED,
     WRITER_ERRORS,
     PRESENCE_NOTICES_DROPPED,
+    REDIS_PIPELINE_SIZE,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -95,6 +98,9 @@ pub fn install() -> PrometheusHandle {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .and_then(|b| {
             b.set_buckets_for_metric(Matcher::Full(DELIVERY_BATCH_SIZE.into()), SIZE_BUCKETS)
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(REDIS_PIPELINE_SIZE.into()), SIZE_BUCKETS)
         });
     let builder = match builder {
         Ok(b) => b,
@@ -236,6 +242,10 @@ fn describe() {
         "Events delivered to subscribers (event × subscriber)"
     );
     describe_histogram!(DELIVERY_BATCH_SIZE, "Events per fan-out of one table");
+    describe_histogram!(
+        REDIS_PIPELINE_SIZE,
+        "Function calls sent together in one pipeline (group commit)"
+    );
     describe_counter!(
         SLOW_CONSUMER_DISCONNECTS,
         "Connections closed 4503 for a full queue"
@@ -283,23 +293,50 @@ pub fn connection_authenticated() {
     gauge!(CONNECTIONS, "state" => "authenticated").increment(1.0);
 }
 pub fn message_in(event: &'static str, bytes: usize) {
-    counter!(MESSAGES_IN, "event" => event).increment(1);
-    counter!(BYTES_IN).increment(bytes as u64);
+    labeled(MESSAGES_IN, "event", event).increment(1);
+    BYTES_IN_C.increment(bytes as u64);
 }
 pub fn message_out(event: &'static str) {
     messages_out(event, 1);
 }
 pub fn messages_out(event: &'static str, n: u64) {
-    counter!(MESSAGES_OUT, "event" => event).increment(n);
+    labeled(MESSAGES_OUT, "event", event).increment(n);
 }
 // Handles of the series updated once per delivered frame or event, looked
 // up once instead of on every update (the recorder is installed before any
 // frame flows, so the first use binds to it).
 static BYTES_OUT_C: LazyLock<Counter> = LazyLock::new(|| counter!(BYTES_OUT));
+static BYTES_IN_C: LazyLock<Counter> = LazyLock::new(|| counter!(BYTES_IN));
+
+/// Handles of the labeled series updated once per message or commit, by
+/// (name, label value): a registry lookup builds and hashes the label set
+/// on every update, which showed in the profile of the commit path.
+fn labeled(name: &'static str, key: &'static str, value: &'static str) -> Counter {
+    type Handles = HashMap<(&'static str, &'static str), Counter>;
+    static HANDLES: LazyLock<RwLock<Handles>> = LazyLock::new(Default::default);
+    if let Some(c) = HANDLES
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(name, value))
+    {
+        return c.clone();
+    }
+    let c = counter!(name, key => value);
+    HANDLES
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((name, value), c.clone());
+    c
+}
 static FANOUT_LATENCY_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(FANOUT_LATENCY));
 static EVENTS_DELIVERED_C: LazyLock<Counter> = LazyLock::new(|| counter!(EVENTS_DELIVERED));
 static BATCH_SIZE_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(DELIVERY_BATCH_SIZE));
 static COMMIT_DURATION_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(COMMIT_DURATION));
+static PIPELINE_SIZE_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(REDIS_PIPELINE_SIZE));
+
+pub fn redis_pipeline(calls: usize) {
+    PIPELINE_SIZE_H.record(calls as f64);
+}
 
 pub fn frame_out(bytes: usize, event_ms: Option<u64>) {
     BYTES_OUT_C.increment(bytes as u64);
@@ -310,7 +347,7 @@ pub fn frame_out(bytes: usize, event_ms: Option<u64>) {
 }
 pub fn commit_done(elapsed: Duration, status: &'static str) {
     COMMIT_DURATION_H.record(elapsed.as_secs_f64());
-    counter!(COMMITS, "status" => status).increment(1);
+    labeled(COMMITS, "status", status).increment(1);
 }
 pub fn events_delivered(events: usize, subscribers: usize) {
     EVENTS_DELIVERED_C.increment((events * subscribers) as u64);

@@ -16,6 +16,7 @@ pub mod commit;
 pub mod conn;
 pub mod error;
 pub mod events;
+pub mod group_pipe;
 pub mod groups;
 pub mod history;
 pub mod keys;
@@ -54,6 +55,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Shared handle to Redis for one sidecar.
 pub struct Store {
     conns: Vec<Conn>,
+    /// Function calls on one Redis go out in groups (see `group_pipe`);
+    /// a cluster's calls go one by one on the cluster connection.
+    pipe: Option<group_pipe::GroupPipe>,
     next: AtomicUsize,
     /// The Redis URLs (one, or the cluster's seed nodes).
     urls: Vec<String>,
@@ -108,8 +112,13 @@ impl Store {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(StoreError::Config)?
         };
+        let pipe = match conns.first() {
+            Some(Conn::Single(c)) => Some(group_pipe::GroupPipe::new(c.clone())),
+            _ => None,
+        };
         Ok(Store {
             conns,
+            pipe,
             next: AtomicUsize::new(0),
             urls,
             cluster,
@@ -171,11 +180,14 @@ impl Store {
     /// retried once (nothing ran the first time).
     pub async fn fcall<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn();
-        match cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)
-        {
+        let first = match &self.pipe {
+            Some(pipe) => pipe
+                .call(cmd.clone())
+                .await
+                .and_then(|v| T::from_redis_value(v).map_err(redis::RedisError::from)),
+            None => cmd.query_async(&mut conn).await,
+        };
+        match first.map_err(StoreError::from_redis) {
             Err(e) if e.is_missing_function() => {
                 tracing::warn!("rtsync function library missing; loading it again");
                 self.load_library().await?;

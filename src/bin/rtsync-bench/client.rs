@@ -5,6 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -100,7 +101,7 @@ pub fn event_name(frame: &[u8]) -> Option<&str> {
 
 /// The request id an `ack` or `error` frame answers.
 pub fn answer_rid(frame: &[u8]) -> Option<u64> {
-    rmp_serde::from_slice::<(String, serde::de::IgnoredAny, u64)>(frame)
+    rmp_serde::from_slice::<(IgnoredAny, IgnoredAny, u64)>(frame)
         .ok()
         .map(|(_, _, rid)| rid)
 }
@@ -114,7 +115,7 @@ struct AckData {
 /// Whether an `ack` of a change says it was committed (and so will come to
 /// the table's subscribers).
 pub fn ack_committed(frame: &[u8]) -> bool {
-    match rmp_serde::from_slice::<(String, AckData, u64)>(frame) {
+    match rmp_serde::from_slice::<(IgnoredAny, AckData, u64)>(frame) {
         Ok((_, a, _)) => matches!(
             a.status.as_deref(),
             Some("applied" | "merged" | "overwritten")
@@ -125,7 +126,7 @@ pub fn ack_committed(frame: &[u8]) -> bool {
 
 #[derive(Deserialize)]
 pub struct Event {
-    pub id: String,
+    pub id: StreamKey,
     #[serde(default)]
     pub changes: Option<Vec<Change>>,
 }
@@ -142,6 +143,31 @@ pub struct Stamp {
     pub sent_us: Option<u64>,
 }
 
+/// A stream id `ms-seq`, parsed while decoding (no string kept per event:
+/// subscribers hold every id they got, for loss and duplicate counts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamKey(pub u64, pub u64);
+
+impl<'de> Deserialize<'de> for StreamKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StreamKey, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StreamKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a stream id")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<StreamKey, E> {
+                let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+                match (ms.parse(), seq.parse()) {
+                    (Ok(ms), Ok(seq)) => Ok(StreamKey(ms, seq)),
+                    _ => Err(E::custom("not a stream id")),
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 impl Event {
     pub fn sent_us(&self) -> Option<u64> {
         self.changes.as_ref()?.first()?.new_value.as_ref()?.sent_us
@@ -151,10 +177,10 @@ impl Event {
 /// Change events of one frame (`record_change` or `batch_changes`).
 pub fn events(frame: &[u8]) -> Vec<Event> {
     match event_name(frame) {
-        Some("record_change") => rmp_serde::from_slice::<(String, Event)>(frame)
+        Some("record_change") => rmp_serde::from_slice::<(IgnoredAny, Event)>(frame)
             .map(|(_, e)| vec![e])
             .unwrap_or_default(),
-        Some("batch_changes") => rmp_serde::from_slice::<(String, Vec<Event>)>(frame)
+        Some("batch_changes") => rmp_serde::from_slice::<(IgnoredAny, Vec<Event>)>(frame)
             .map(|(_, e)| e)
             .unwrap_or_default(),
         _ => Vec::new(),

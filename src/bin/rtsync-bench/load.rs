@@ -9,13 +9,13 @@ use anyhow::Result;
 use futures_util::{SinkExt, StreamExt};
 use tokio::task::JoinHandle;
 
-use crate::client::{now_us, Ws};
+use crate::client::{now_us, StreamKey, Ws};
 use crate::proto::{Frame, Proto};
 
 /// What one subscriber saw.
 pub struct Received {
     pub table: usize,
-    pub ids: Vec<String>,
+    pub ids: Vec<StreamKey>,
     pub latencies_us: Vec<u64>,
 }
 
