@@ -47,12 +47,14 @@ local FORBIDDEN_IN_IDS = {
   '\243\160[\128-\129][\128-\191]', -- U+E0000..U+E007F tags
 }
 
--- An id: 1..128 bytes, no control or format characters, no braces (they
--- would break the cluster hash tag).
-local function is_id(s)
-  if type(s) ~= 'string' or #s < 1 or #s > 128 then
-    return false
-  end
+-- Ids already found valid. Every commit checks four or five ids and most
+-- repeat (the user, the table, the connection, the base), so a hit saves a
+-- scan; the set is cleared when it reaches ID_CACHE_MAX, which bounds its
+-- memory. Only a cache: losing it (a restart, a reload) changes nothing.
+local ID_CACHE_MAX = 4096
+local valid_ids, valid_id_count = {}, 0
+
+local function scan_id(s)
   -- Fast path: printable ASCII other than braces (one scan).
   if not s:find('[^ -z|~]') then
     return true
@@ -62,6 +64,26 @@ local function is_id(s)
       return false
     end
   end
+  return true
+end
+
+-- An id: 1..128 bytes, no control or format characters, no braces (they
+-- would break the cluster hash tag).
+local function is_id(s)
+  if type(s) ~= 'string' or #s < 1 or #s > 128 then
+    return false
+  end
+  if valid_ids[s] then
+    return true
+  end
+  if not scan_id(s) then
+    return false
+  end
+  if valid_id_count >= ID_CACHE_MAX then
+    valid_ids, valid_id_count = {}, 0
+  end
+  valid_ids[s] = true
+  valid_id_count = valid_id_count + 1
   return true
 end
 

@@ -12,6 +12,10 @@ work="$(mktemp -d)"
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
+# Two sidecars share this machine's cores with Redis and the load generator:
+# one runtime thread each (as each Node instance of the peer has one event
+# loop). SIDECAR_WORKERS overrides it (empty: tokio's default, one per core).
+workers="${SIDECAR_WORKERS-1}"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rport="$(free_port)"
 redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
@@ -20,7 +24,7 @@ for _ in $(seq 1 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; s
 urls=()
 for name in a b; do
   port="$(free_port)"
-  RTS_AUTH=none RTS_RATE_LIMIT=1000000 RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \
+  env ${workers:+TOKIO_WORKER_THREADS=$workers} RTS_AUTH=none RTS_RATE_LIMIT=1000000 RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \
     RTS_INSTANCE_ID="bench-$name" RTS_LOG=warn target/release/rtsync 2>"$work/$name.log" &
   pids+=($!)
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.05; done
@@ -47,7 +51,7 @@ echo "# records: load_records pages of 500 on a table of 10,000 records x 6 fiel
 bench --url "$a" records --records 10000 --fields 6 --page 500
 echo "# idle: 10000 subscribed connections on a fresh sidecar" >&2
 port="$(free_port)"
-RTS_AUTH=none RTS_RATE_LIMIT=1000000 RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \
+env ${workers:+TOKIO_WORKER_THREADS=$workers} RTS_AUTH=none RTS_RATE_LIMIT=1000000 RTS_LISTEN="127.0.0.1:$port" RTS_REDIS_URL="redis://127.0.0.1:$rport" \
   RTS_INSTANCE_ID="bench-idle" RTS_LOG=warn target/release/rtsync 2>"$work/idle.log" &
 idle_pid=$!
 pids+=($idle_pid)

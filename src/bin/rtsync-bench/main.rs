@@ -35,6 +35,10 @@ pub struct Args {
     /// Print only the JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Runtime worker threads. One is the most load per CPU-second: the
+    /// generator shares the machine's cores with the servers it measures.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -117,9 +121,16 @@ enum Scenario {
     },
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
     let before: Vec<_> = args.pid.iter().map(|p| report::proc_stats(*p)).collect();
     let mut out = match args.scenario.clone() {
         Scenario::Commit { writers, records } => scenarios::commit(&args, writers, records).await?,
