@@ -214,7 +214,12 @@ fn register_all() {
     for name in [TABLES_TAILED, CONSUMER_GROUP_LAG, PRESENCE_USERS, REDIS_UP] {
         gauge!(name).increment(0.0);
     }
-    for name in [COMMIT_DURATION, FANOUT_LATENCY, DELIVERY_BATCH_SIZE] {
+    for name in [
+        COMMIT_DURATION,
+        FANOUT_LATENCY,
+        DELIVERY_BATCH_SIZE,
+        REDIS_PIPELINE_SIZE,
+    ] {
         let _ = histogram!(name);
     }
 }

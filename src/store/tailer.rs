@@ -13,9 +13,9 @@
 //! Tables are spread over a few readers by hash. `NOACK` keeps no
 //! pending-entries list: the group is only a cursor; clients get durability
 //! from `recover_connection`. A reader that got a full page of a stream
-//! rings it again at once; after a read that returned entries it pauses
-//! briefly (longer the more entries it got, up to 20 ms) so that, under
-//! load, each read and each frame carries more events.
+//! reads it again at once; after any other read that returned entries it
+//! pauses briefly (longer the more entries its busiest table had, up to
+//! 20 ms) so that, under load, each read and each frame carries more events.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashSet};
@@ -40,15 +40,17 @@ const KEYS_PER_READ: usize = 500;
 /// How often every table is read, rung or not.
 const SWEEP: Duration = Duration::from_secs(1);
 /// Pause after a read that returned entries (see the module doc): the
-/// base, what each entry read adds, and the most. A quiet table's event
-/// is read at once (the reader waits on the doorbell, not on this pause);
-/// under load the pause grows with the entries the last read got, so each
-/// read, each frame and each socket write carries more events.
+/// base, what each entry of the busiest table read adds, and the most. A
+/// quiet table's event is read at once (the reader waits on the doorbell,
+/// not on this pause); under load the pause grows with how many entries
+/// one table had in the last read, so each frame and each socket write of
+/// a busy table carries more events. Many quiet tables (one entry each)
+/// keep the pause short: their reads are batched across tables anyway.
 const GATHER_MIN: Duration = Duration::from_millis(2);
-const GATHER_PER_ENTRY: Duration = Duration::from_micros(250);
+const GATHER_PER_ENTRY: Duration = Duration::from_micros(1250);
 const GATHER_MAX: Duration = Duration::from_millis(20);
 
-/// The pause after a read that returned `entries` entries.
+/// The pause after a read whose busiest table had `entries` entries.
 fn gather_pause(entries: usize) -> Duration {
     let per = GATHER_PER_ENTRY.saturating_mul(entries.min(1000) as u32);
     (GATHER_MIN + per).min(GATHER_MAX)
@@ -184,17 +186,19 @@ impl Reader {
                 }
             }
             match self.read(&batch, &mut rewind).await {
-                Ok(entries) => {
+                Ok((busiest, full)) => {
                     if !healthy {
                         tracing::info!(reader = self.index, "stream reads work again");
                         crate::metrics::redis_reconnect();
                         healthy = true;
                     }
                     backoff = BACKOFF_MIN;
-                    if entries > 0 {
+                    // A full page is read again at once (catching up);
+                    // otherwise entries mean load: gather more first.
+                    if busiest > 0 && !full {
                         tokio::select! {
                             _ = self.cancel.cancelled() => return,
-                            _ = tokio::time::sleep(gather_pause(entries)) => {}
+                            _ = tokio::time::sleep(gather_pause(busiest)) => {}
                         }
                     }
                 }
@@ -228,7 +232,7 @@ impl Reader {
     }
 
     /// Reads new entries of `tables` without blocking and delivers them;
-    /// how many there were. On one Redis, up to 500 streams share one
+    /// the most entries one table had, and whether a table filled a page. On one Redis, up to 500 streams share one
     /// `XREADGROUP`; in a cluster a multi-key read must stay in one slot, so
     /// each table gets its own command. Either way the commands go out
     /// concurrently on the multiplexed connection.
@@ -236,7 +240,7 @@ impl Reader {
         &self,
         tables: &[Arc<str>],
         rewind: &mut HashSet<Arc<str>>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(usize, bool), StoreError> {
         let store = &self.shared.store;
         let per_read = if store.is_cluster() { 1 } else { KEYS_PER_READ };
         let chunks: Vec<&[Arc<str>]> = tables.chunks(per_read).collect();
@@ -267,16 +271,17 @@ impl Reader {
                 if entries.len() >= COUNT {
                     full.push(Arc::<str>::from(table.as_str()));
                 }
-                read += entries.len();
+                read = read.max(entries.len());
                 self.deliver(&table, entries);
             }
         }
-        if !full.is_empty() {
+        let any_full = !full.is_empty();
+        if any_full {
             self.ring_again(full);
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(read),
+            None => Ok((read, any_full)),
         }
     }
 
@@ -441,11 +446,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pause_after_a_read_grows_with_its_entries_and_is_capped() {
-        assert_eq!(gather_pause(1), Duration::from_micros(2250));
+    fn the_pause_after_a_read_grows_with_its_busiest_tables_entries_and_is_capped() {
+        assert_eq!(gather_pause(1), Duration::from_micros(3250));
         assert!(gather_pause(8) > gather_pause(1));
-        assert_eq!(gather_pause(32), Duration::from_millis(10));
-        assert_eq!(gather_pause(72), GATHER_MAX);
+        assert_eq!(gather_pause(8), Duration::from_millis(12));
+        assert_eq!(gather_pause(15), GATHER_MAX);
         assert_eq!(gather_pause(usize::MAX), GATHER_MAX);
     }
 }
