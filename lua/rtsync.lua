@@ -1,14 +1,15 @@
 #!lua name=rtsync
 --[[
 rtsync Redis Functions library. Every sidecar loads it with
-`FUNCTION LOAD REPLACE` at start; it is assembled from three files, in this
+`FUNCTION LOAD REPLACE` at start; it is assembled from these files, in this
 order, into one library named `rtsync`:
 
-  lua/rtsync.lua    this file: the library header and the helpers both parts use
+  lua/rtsync.lua    this file: the library header and the helpers the others use
   lua/commit.lua    rtsync_commit: the atomic version check, state write and append
   lua/presence.lua  rtsync_presence_*: who is on a table, cursors, colors
   lua/streams.lua   rtsync_stream_release: a sidecar stops reading a stream
   lua/records.lua   rtsync_load, rtsync_seed: the table's state with versions
+  lua/sink.lua      rtsync_sink_lease: which sink delivers a table
 
 Errors that are the caller's fault (bad keys or arguments) are error replies
 whose code is `RTSYNC_INVALID`, e.g.

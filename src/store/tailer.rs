@@ -246,7 +246,7 @@ impl Reader {
         let chunks: Vec<&[Arc<str>]> = tables.chunks(per_read).collect();
         let replies =
             futures_util::future::join_all(chunks.iter().map(|c| xreadgroup(store, c))).await;
-        let mut read = 0;
+        let mut busiest = 0;
         let mut full = Vec::new();
         let mut failure = None;
         for (chunk, reply) in chunks.into_iter().zip(replies) {
@@ -271,7 +271,7 @@ impl Reader {
                 if entries.len() >= COUNT {
                     full.push(Arc::<str>::from(table.as_str()));
                 }
-                read = read.max(entries.len());
+                busiest = busiest.max(entries.len());
                 self.deliver(&table, entries);
             }
         }
@@ -281,7 +281,7 @@ impl Reader {
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok((read, any_full)),
+            None => Ok((busiest, any_full)),
         }
     }
 
