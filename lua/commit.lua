@@ -25,7 +25,15 @@ ARGV
                "baseId"?, "tableId"?, "version"?, "clientChangeId"?, "origin"?}
                type: create | update | delete (records); any word for others
                version: the version the change was based on, an integer in
-               0..2^53; absent = blind write
+               0..2^53-1; absent = blind write
+               maxRecordBytes (v1.2, optional, default 4194304): the most
+               bytes the record's state may hold after the change (the sum
+               of its field ids and stored values); a change that would
+               grow it past this is refused (RTSYNC_TOO_LARGE) and nothing
+               is written
+               answerBytes (v1.2, optional, default 1048576): the most bytes
+               of field values the answer carries (`current`, the
+               conflicts' `theirValue`); see "truncated" below
   2 changes    JSON array of {"fieldId", "oldValue"?, "newValue"?}, or "" for none.
                Written to the stream verbatim.
   3 metadata   JSON object, or "". Written verbatim. {"onConflict": "reject"}
@@ -42,7 +50,10 @@ A record commit also adds the record id to the table's record index
 `<p>:{T}:records` (sorted set, score 0; see records.lua), in the same slot.
 
 Record state (`<p>:{T}:rec:<recordId>`):
-  _v          the record's version (an integer, +1 per commit)
+  _v          the record's version (an integer, +1 per commit, at most
+              2^53-1: a record at that version refuses further commits)
+  _b          (v1.2) the bytes the state holds: the sum of each field's id
+              and stored value; computed from the fields when absent
   _del        "1" while the record is deleted
   v:<fieldId> the version of the field's last change
   d:<fieldId> the field's value as JSON text, byte for byte as the writer
@@ -56,11 +67,21 @@ RETURNS a JSON string, the CommitResult:
    "eventId"?: "<stream id>", "version": n,
    "conflicts"?: [{"fieldId", "theirValue"}],
    "current"?: {"version", "fields": {fieldId: value}, "deleted"},
-   "reason"?: "exists"|"deleted"|"conflict"|"stale_version"|"version_ahead"}
+   "reason"?: "exists"|"deleted"|"conflict"|"stale_version"|"version_ahead",
+   "truncated"?: true}
+The answer's field values are bounded by answerBytes: when the record's
+state is larger, `current` holds its version and only the fields the change
+touched (as many as fit), and a conflict whose value does not fit has no
+`theirValue`; either way the answer says "truncated": true (load the record
+for the rest).
 A rejected change writes nothing but its dedup key. Every answer to a change
-with a clientChangeId (rejections too) is kept for 24 h; a resend returns
-it with status "duplicate" and the first status as "originalStatus", and is
-never evaluated again.
+with a clientChangeId (rejections too) is kept for 24 h, as its status,
+version, eventId and reason only (never the record's state); a resend
+returns it with status "duplicate" and the first status as
+"originalStatus", and is never evaluated again. A duplicate of a rejection
+carries the record's `current` as it is now.
+Errors: RTSYNC_INVALID (bad arguments, or a record at the largest version)
+and RTSYNC_TOO_LARGE (the record's state would pass maxRecordBytes).
 A committed change also rings the table's doorbell: SPUBLISH
 <p>:{T}:presence '{"event":"ring"}', so the sidecars serving the table read
 its stream at once. (A producer that XADDs directly may ring the same way;
@@ -73,13 +94,19 @@ Example (another service updating field f1 of record r1 in table t1):
 ]==]
 
 local DEDUP_TTL_SECS = 86400
-local MAX_VERSION = 9007199254740992 -- 2^53: exact in a double
+local MAX_VERSION = 9007199254740991 -- 2^53-1: exact in a double, and so is +1
+local DEFAULT_MAX_RECORD_BYTES = 4194304
+local DEFAULT_ANSWER_BYTES = 1048576
 local RING = '{"event":"ring"}'
 local ENTITY_TYPES = { record = true, field = true, view = true, table = true, base = true }
 local RECORD_TYPES = { create = true, update = true, delete = true }
 
 local function fail(msg)
   return redis.error_reply(INVALID .. 'rtsync_commit: ' .. msg)
+end
+
+local function too_large(msg)
+  return redis.error_reply(TOO_LARGE .. 'rtsync_commit: ' .. msg)
 end
 
 local function decode_json(raw, what, want)
@@ -125,31 +152,87 @@ local function value_json(raw)
   return 'null'
 end
 
--- {"version", "fields", "deleted"} of a record, as JSON.
-local function record_current(state, version, deleted)
-  local parts = {}
+-- The bytes a record's state holds (see "Record state"): `_b`, or the sum
+-- over its fields when a commit of an older library wrote the record.
+local function state_bytes(state)
+  local b = tonumber(redis.call('HGET', state, '_b'))
+  if b then return b end
+  local total = 0
   local flat = redis.call('HGETALL', state)
   for i = 1, #flat, 2 do
     local k = flat[i]
     if k:sub(1, 2) == 'd:' then
-      parts[#parts + 1] = jstr(k:sub(3)) .. ':' .. value_json(flat[i + 1])
+      total = total + #k - 2 + #flat[i + 1]
+    end
+  end
+  return total
+end
+
+-- {"version", "fields", "deleted"} of a record, as JSON, and whether fields
+-- were left out: the whole state when it fits in `budget` bytes, else only
+-- the `touched` fields that fit.
+local function record_current(state, version, deleted, touched, budget)
+  local parts = {}
+  local partial = false
+  if state_bytes(state) <= budget then
+    local flat = redis.call('HGETALL', state)
+    for i = 1, #flat, 2 do
+      local k = flat[i]
+      if k:sub(1, 2) == 'd:' then
+        parts[#parts + 1] = jstr(k:sub(3)) .. ':' .. value_json(flat[i + 1])
+      end
+    end
+  else
+    partial = true
+    local used, seen = 0, {}
+    for _, f in ipairs(touched or {}) do
+      if not seen[f] then
+        seen[f] = true
+        local len = redis.call('HSTRLEN', state, 'd:' .. f)
+        if len > 0 and used + #f + len <= budget then
+          used = used + #f + len
+          parts[#parts + 1] = jstr(f) .. ':' .. value_json(redis.call('HGET', state, 'd:' .. f))
+        end
+      end
     end
   end
   return '{"version":' .. jint(version) .. ',"fields":{' .. table.concat(parts, ',')
-    .. '},"deleted":' .. tostring(deleted) .. '}'
+    .. '},"deleted":' .. tostring(deleted) .. '}', partial
 end
 
-local function rejected(reason, version, current)
-  return '{"status":"rejected","reason":' .. jstr(reason) .. ',"version":' .. jint(version)
-    .. ',"current":' .. current .. '}'
+-- What a dedup key keeps of an answer: never the record's state.
+local function short_answer(status, id, version, reason)
+  local out = '{"status":"' .. status .. '"'
+  if id then out = out .. ',"eventId":' .. jstr(id) end
+  out = out .. ',"version":' .. jint(version)
+  if reason then out = out .. ',"reason":' .. jstr(reason) end
+  return out .. '}'
 end
 
-local function committed(status, id, version, conflicts)
+-- The answer and the dedup key's form of it.
+local function rejected(reason, version, current, truncated)
+  local out = '{"status":"rejected","reason":' .. jstr(reason) .. ',"version":' .. jint(version)
+    .. ',"current":' .. current
+  if truncated then out = out .. ',"truncated":true' end
+  return out .. '}', short_answer('rejected', nil, version, reason)
+end
+
+local function committed(status, id, version, conflicts, truncated)
   local out = '{"status":"' .. status .. '","eventId":' .. jstr(id) .. ',"version":' .. jint(version)
   if conflicts and #conflicts > 0 then
     out = out .. ',"conflicts":[' .. table.concat(conflicts, ',') .. ']'
   end
-  return out .. '}'
+  if truncated then out = out .. ',"truncated":true' end
+  return out .. '}', short_answer(status, id, version, nil)
+end
+
+-- The field ids a change touches.
+local function touched_fields(changes)
+  local out = {}
+  for _, c in ipairs(changes or {}) do
+    out[#out + 1] = c.fieldId
+  end
+  return out
 end
 
 -- XADD (trimming by retention) and the doorbell. The first write of every
@@ -194,25 +277,54 @@ local function append(stream, change, version, changes_raw, metadata_raw, retent
   return id
 end
 
+-- The state's size after `changes` (with `values`), from `cur_b`; a
+-- create on a deleted record starts from nothing.
+local function bytes_after(state, cur_b, changes, values)
+  local lens, new_b = {}, cur_b
+  for i, c in ipairs(changes or {}) do
+    local f = c.fieldId
+    local old = lens[f]
+    if old == nil then
+      old = 0
+      if cur_b > 0 then old = redis.call('HSTRLEN', state, 'd:' .. f) end
+    end
+    if old > 0 then new_b = new_b - #f - old end
+    local len = #values[i]
+    if len > 0 then new_b = new_b + #f + len end
+    lens[f] = len
+  end
+  return new_b
+end
+
 local function commit_record(keys, change, changes, values, metadata, changes_raw, metadata_raw, retention_ms)
   local stream, state = keys[1], keys[2]
   local head = redis.call('HMGET', state, '_v', '_del')
   local cur_v = tonumber(head[1]) or 0
   local deleted = head[2] == '1'
   local exists = cur_v > 0 and not deleted
+  local budget = change.answerBytes
+  local function reject(reason)
+    local touched = touched_fields(changes)
+    local current, partial = record_current(state, cur_v, deleted, touched, budget)
+    return rejected(reason, cur_v, current, partial)
+  end
 
   if change.type == 'create' and exists then
-    return rejected('exists', cur_v, record_current(state, cur_v, deleted))
+    return reject('exists')
   end
   if change.type ~= 'create' and deleted then
-    return rejected('deleted', cur_v, record_current(state, cur_v, deleted))
+    return reject('deleted')
+  end
+  if cur_v >= MAX_VERSION then
+    return fail('record ' .. change.entityId .. ' is at the largest version (2^53-1) and takes no more commits')
   end
 
   local base = change.version
   local status = 'applied'
   local conflicts = {}
+  local truncated = false
   if base ~= nil and base > cur_v then
-    return rejected('version_ahead', cur_v, record_current(state, cur_v, deleted))
+    return reject('version_ahead')
   end
   if base ~= nil and base < cur_v then
     local touched = {}
@@ -228,19 +340,42 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
         touched[#touched + 1] = c.fieldId
       end
     end
+    local used = 0
     for _, f in ipairs(touched) do
       local fv = tonumber(redis.call('HGET', state, 'v:' .. f)) or 0
       if fv > base then
-        local their = value_json(redis.call('HGET', state, 'd:' .. f))
-        conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. ',"theirValue":' .. their .. '}'
+        local len = redis.call('HSTRLEN', state, 'd:' .. f)
+        if used + #f + len <= budget then
+          used = used + #f + len
+          local their = value_json(redis.call('HGET', state, 'd:' .. f))
+          conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. ',"theirValue":' .. their .. '}'
+        else
+          truncated = true
+          conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. '}'
+        end
       end
     end
     if #conflicts == 0 then
       status = 'merged'
     elseif metadata ~= nil and metadata.onConflict == 'reject' then
-      return rejected('conflict', cur_v, record_current(state, cur_v, deleted))
+      return reject('conflict')
     else
       status = 'overwritten'
+    end
+  end
+
+  -- The size bound: a change that would grow the state past it is refused
+  -- whole (one that shrinks an oversized state, e.g. under an older bound,
+  -- is not).
+  local cur_b, new_b = 0, 0
+  if change.type ~= 'delete' then
+    if not (change.type == 'create' and deleted) then
+      cur_b = state_bytes(state)
+    end
+    new_b = bytes_after(state, cur_b, changes, values)
+    if new_b > change.maxRecordBytes and new_b > cur_b then
+      return too_large('record ' .. change.entityId .. ' would hold ' .. new_b
+        .. ' bytes, over the ' .. change.maxRecordBytes .. ' bytes a record may hold')
     end
   end
 
@@ -258,6 +393,10 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   end
   local writes = { 'HSET', state, '_v', jint(new_v) }
   local removed = {}
+  if change.type ~= 'delete' then
+    writes[#writes + 1] = '_b'
+    writes[#writes + 1] = jint(new_b)
+  end
   if change.type == 'delete' then
     writes[#writes + 1] = '_del'
     writes[#writes + 1] = '1'
@@ -280,7 +419,7 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   if #removed > 0 then
     redis.call('HDEL', state, unpack(removed))
   end
-  return committed(status, id, new_v, conflicts)
+  return committed(status, id, new_v, conflicts, truncated)
 end
 
 local function commit_entity(keys, change, changes_raw, metadata_raw, retention_ms)
@@ -290,10 +429,13 @@ local function commit_entity(keys, change, changes_raw, metadata_raw, retention_
   if change.version ~= nil and change.version ~= cur_v then
     return rejected('stale_version', cur_v, '{"version":' .. jint(cur_v) .. ',"fields":{}}')
   end
+  if cur_v >= MAX_VERSION then
+    return fail(field .. ' is at the largest version (2^53-1) and takes no more commits')
+  end
   local new_v = cur_v + 1
   local id = append(stream, change, new_v, changes_raw, metadata_raw, retention_ms)
   redis.call('HSET', state, field, jint(new_v))
-  return committed('applied', id, new_v, nil)
+  return committed('applied', id, new_v, nil, false)
 end
 
 -- The first answer to a clientChangeId, as a duplicate.
@@ -387,6 +529,14 @@ local function commit(keys, args)
   elseif type(v) ~= 'number' or v ~= v or v < 0 or v > MAX_VERSION or v ~= math.floor(v) then
     return fail('version must be a non-negative integer')
   end
+  for _, limit in ipairs({ { 'maxRecordBytes', DEFAULT_MAX_RECORD_BYTES }, { 'answerBytes', DEFAULT_ANSWER_BYTES } }) do
+    local n = change[limit[1]]
+    if is_null(n) then
+      change[limit[1]] = limit[2]
+    elseif type(n) ~= 'number' or n < 0 or n ~= math.floor(n) then
+      return fail(limit[1] .. ' must be a non-negative integer')
+    end
+  end
   local cc = change.clientChangeId
   if is_null(cc) then
     change.clientChangeId = nil
@@ -433,18 +583,32 @@ local function commit(keys, args)
   if cc ~= nil then
     local first = redis.call('GET', keys[3])
     if first then
-      return as_duplicate(first)
+      local dup = as_duplicate(first)
+      -- A rejection again: the client rolls back to the record as it is now.
+      if change.entityType == 'record' and dup:find('"originalStatus":"rejected"', 1, true)
+          and not dup:find('"current":', 1, true) then
+        local head = redis.call('HMGET', keys[2], '_v', '_del')
+        local current, partial = record_current(keys[2], tonumber(head[1]) or 0, head[2] == '1',
+          touched_fields(changes), change.answerBytes)
+        dup = dup:sub(1, -2) .. ',"current":' .. current
+        if partial then dup = dup .. ',"truncated":true' end
+        dup = dup .. '}'
+      end
+      return dup
     end
   end
 
-  local result
+  local result, short
   if change.entityType == 'record' then
-    result = commit_record(keys, change, changes, values, metadata, args[2], args[3], retention_ms)
+    result, short = commit_record(keys, change, changes, values, metadata, args[2], args[3], retention_ms)
   else
-    result = commit_entity(keys, change, args[2], args[3], retention_ms)
+    result, short = commit_entity(keys, change, args[2], args[3], retention_ms)
+  end
+  if type(result) ~= 'string' then
+    return result -- an error reply: nothing was written
   end
   if cc ~= nil then
-    redis.call('SET', keys[3], result, 'EX', DEDUP_TTL_SECS)
+    redis.call('SET', keys[3], short, 'EX', DEDUP_TTL_SECS)
   end
   return result
 end

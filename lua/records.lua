@@ -10,27 +10,35 @@ a client must learn of a deletion). The record hashes are
 from KEYS[1], in the same cluster slot.
 
 rtsync_load  (read-only)
-  FCALL rtsync_load 2 <p>:{T}:events <p>:{T}:records page <after> <limit>
-  FCALL rtsync_load 2 <p>:{T}:events <p>:{T}:records ids <recordId>...
+  FCALL rtsync_load 2 <p>:{T}:events <p>:{T}:records [bytes <max>] page <after> <limit>
+  FCALL rtsync_load 2 <p>:{T}:events <p>:{T}:records [bytes <max>] ids <recordId>...
   -> JSON {"records": [{"recordId", "version", "deleted", "fields": {...}}],
-           "next"?: "<recordId>", "asOf": "<stream id>"}
+           "next"?: "<recordId>", "remaining"?: ["<recordId>"...],
+           "asOf": "<stream id>"}
   A page lists records in id order after <after> ("" for the first page),
   at most <limit>; "next" is set when more may follow (pass it as <after>).
-  With ids, the records that exist, in the order given. Field values are the
-  stored JSON text, unchanged. asOf is the id of the table's last stream
-  event at the time of the read ("0-0" for none): every event after it is
-  newer than the states returned.
+  With ids, the records that exist, in the order given, each once (repeated
+  ids are read once). Field values are the stored JSON text, unchanged.
+  asOf is the id of the table's last stream event at the time of the read
+  ("0-0" for none): every event after it is newer than the states returned.
+  (v1.2) The reply holds at most <max> bytes of record states (default
+  1048576), and always at least one record: reading stops before the record
+  that would pass it. A page then ends early with "next"; a list of ids
+  names the ids not read in "remaining" (ask for them again).
 
 rtsync_seed
   FCALL rtsync_seed 2 <p>:{T}:events <p>:{T}:records
         (<recordId> <version> <deleted 0|1> <nfields> (<fieldId> <value-json>)*nfields)...
-  Writes each record only when <version> is greater than the version held
-  (a seed never overwrites a newer edit): the record's state is replaced by
-  the given fields, each field's version set to <version>. Appends no event.
+  Writes each record only when <version> (1..2^53-1) is greater than the
+  version held (a seed never overwrites a newer edit): the record's state is
+  replaced by the given fields, each field's version set to <version>.
+  Appends no event. The sidecar's seed route checks the size bounds
+  (RTS_MAX_RECORD_BYTES for a record, the event size for a field) first.
   -> JSON {"written": n, "skipped": n}
 ]==]
 
-local MAX_SEED_VERSION = 9007199254740992
+local MAX_SEED_VERSION = 9007199254740991 -- 2^53-1, as rtsync_commit
+local DEFAULT_PAGE_BYTES = 1048576
 
 local function records_fail(msg)
   return redis.error_reply(INVALID .. 'rtsync_records: ' .. msg)
@@ -98,11 +106,21 @@ end
 
 local KEYS_ERROR = 'expects 2 keys: <p>:{T}:events and <p>:{T}:records'
 
-local function load(keys, args)
+local function load(keys, argv)
   local scope = table_scope(keys)
   if scope == nil then return records_fail(KEYS_ERROR) end
+  local args, max_bytes = argv, DEFAULT_PAGE_BYTES
+  if argv[1] == 'bytes' then
+    max_bytes = tonumber(argv[2] or '')
+    if max_bytes == nil or max_bytes < 1 or max_bytes ~= math.floor(max_bytes) then
+      return records_fail('bytes must be a positive integer')
+    end
+    args = {}
+    for i = 3, #argv do args[#args + 1] = argv[i] end
+  end
   if #args < 1 then return records_fail('expects a mode: page or ids') end
   local ids, next_id
+  local by_ids = args[1] == 'ids'
   if args[1] == 'page' then
     local after, limit = args[2] or '', tonumber(args[3] or '')
     if limit == nil or limit < 1 or limit > 1000 or limit ~= math.floor(limit) then
@@ -115,9 +133,15 @@ local function load(keys, args)
       ids[#ids] = nil
       next_id = ids[#ids]
     end
-  elseif args[1] == 'ids' then
+  elseif by_ids then
     ids = {}
-    for i = 2, #args do ids[#ids + 1] = args[i] end
+    local seen = {}
+    for i = 2, #args do
+      if not seen[args[i]] then
+        seen[args[i]] = true
+        ids[#ids + 1] = args[i]
+      end
+    end
   else
     return records_fail('mode must be page or ids')
   end
@@ -127,19 +151,36 @@ local function load(keys, args)
   local out = { '{"records":[' }
   local memo = {}
   local any = false
-  for _, id in ipairs(ids) do
+  local used = 0
+  local stopped_at = nil
+  for i, id in ipairs(ids) do
+    local key = scope .. ':rec:' .. id
+    -- The byte bound, checked before the record is read.
+    if any and used + state_bytes(key) > max_bytes then
+      stopped_at = i
+      break
+    end
     local mark = #out
     if any then out[mark + 1] = ',' end
-    if append_state(out, scope .. ':rec:' .. id, id, memo) then
+    if append_state(out, key, id, memo) then
       any = true
+      for j = mark + 1, #out do used = used + #out[j] end
     else
       out[mark + 1] = nil -- no state: drop the separator
     end
   end
   out[#out + 1] = ']'
+  if stopped_at and not by_ids then
+    next_id = ids[stopped_at - 1]
+  end
   if next_id then
     out[#out + 1] = ',"next":'
     out[#out + 1] = jstr(next_id)
+  end
+  if stopped_at and by_ids then
+    local rest = {}
+    for j = stopped_at, #ids do rest[#rest + 1] = jstr(ids[j]) end
+    out[#out + 1] = ',"remaining":[' .. table.concat(rest, ',') .. ']'
   end
   out[#out + 1] = ',"asOf":'
   out[#out + 1] = jstr(as_of)
@@ -157,7 +198,7 @@ local function seed(keys, args)
     local id, version, deleted, n = args[i], tonumber(args[i + 1]), args[i + 2], tonumber(args[i + 3])
     if not is_id(id) then return records_fail('recordId must be an id') end
     if version == nil or version < 1 or version > MAX_SEED_VERSION or version ~= math.floor(version) then
-      return records_fail('version must be an integer in 1..2^53')
+      return records_fail('version must be an integer in 1..2^53-1')
     end
     if deleted ~= '0' and deleted ~= '1' then return records_fail('deleted must be 0 or 1') end
     if n == nil or n < 0 or n ~= math.floor(n) or i + 3 + 2 * n > #args then
@@ -180,7 +221,11 @@ local function seed(keys, args)
     local held = tonumber(redis.call('HGET', key, '_v')) or 0
     if r.version > held then
       redis.call('DEL', key)
-      local hset = { 'HSET', key, '_v', jint(r.version) }
+      local bytes = 0
+      for _, fv in ipairs(r.fields) do
+        if fv[2] ~= 'null' then bytes = bytes + #fv[1] + #fv[2] end
+      end
+      local hset = { 'HSET', key, '_v', jint(r.version), '_b', jint(bytes) }
       if r.deleted == '1' then
         hset[#hset + 1] = '_del'
         hset[#hset + 1] = '1'

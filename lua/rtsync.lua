@@ -8,6 +8,7 @@ order, into one library named `rtsync`:
   lua/commit.lua    rtsync_commit: the atomic version check, state write and append
   lua/presence.lua  rtsync_presence_*: who is on a table, cursors, colors
   lua/streams.lua   rtsync_stream_release: a sidecar stops reading a stream
+  lua/history.lua   rtsync_history: history reads bounded by bytes and count
   lua/records.lua   rtsync_load, rtsync_seed: the table's state with versions
   lua/sink.lua      rtsync_sink_lease: which sink delivers a table
 
@@ -15,10 +16,13 @@ Errors that are the caller's fault (bad keys or arguments) are error replies
 whose code is `RTSYNC_INVALID`, e.g.
   -RTSYNC_INVALID rtsync_commit: version must be a non-negative integer
 so a client tells them from Redis' own errors by the code, not the text.
+A change or seed that would make a record's state larger than its bound is
+refused with the code `RTSYNC_TOO_LARGE`.
 Nothing is written when a function answers an error.
 ]]
 
 local INVALID = 'RTSYNC_INVALID '
+local TOO_LARGE = 'RTSYNC_TOO_LARGE '
 
 -- Unicode format (Cf) and C1 control characters, as UTF-8 byte patterns
 -- (Lua 5.1 patterns work on bytes). ASCII controls are `%c`. Kept in step

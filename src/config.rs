@@ -137,6 +137,25 @@ pub struct Config {
     #[arg(long, env = "RTS_RECENT_CHANGES", default_value_t = 50)]
     pub recent_changes: usize,
 
+    /// Most bytes of record states in one `load_records` page, and of field
+    /// values in one commit answer (or one batch's answers).
+    #[arg(long, env = "RTS_MAX_PAGE_BYTES", default_value_t = 1_048_576)]
+    pub max_page_bytes: usize,
+
+    /// Most bytes one record's state may hold (field ids and values); a
+    /// change or seed past it is `payload_too_large`.
+    #[arg(long, env = "RTS_MAX_RECORD_BYTES", default_value_t = 4_194_304)]
+    pub max_record_bytes: usize,
+
+    /// Tables one user may have subscribed on this sidecar, over all of
+    /// their connections; one more is `bad_request`.
+    #[arg(long, env = "RTS_MAX_SUBSCRIPTIONS_PER_USER", default_value_t = 500)]
+    pub max_subscriptions_per_user: usize,
+
+    /// Connections from one source address that have not authenticated yet.
+    #[arg(long, env = "RTS_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 64)]
+    pub max_unauthenticated_per_ip: usize,
+
     /// Most changes in one batch (HTTP batch API, offline sync).
     #[arg(long, env = "RTS_MAX_BATCH", default_value_t = 1000)]
     pub max_batch: usize,
@@ -207,6 +226,8 @@ pub struct SinkConfig {
 
 /// Shortest HS256 secret accepted: the hash's own size (RFC 7518 3.2).
 pub const MIN_HS256_SECRET: usize = 32;
+/// Shortest API token accepted: a guessable token opens the whole API.
+pub const MIN_API_TOKEN: usize = 16;
 
 /// A setting that cannot work, found before anything starts.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +246,10 @@ pub enum ConfigError {
     BadPrefix,
     #[error("RTS_INSTANCE_ID must be 1..=128 bytes without control characters, '{{' or '}}'")]
     BadInstanceId,
+    #[error("RTS_API_TOKEN must be at least {MIN_API_TOKEN} bytes (it is {0})")]
+    ShortApiToken(usize),
+    #[error("RTS_MAX_PAGE_BYTES must be at least 1024")]
+    SmallPage,
     #[error("RTS_SINK_URL must be an http:// or https:// URL ({0})")]
     BadSinkUrl(String),
 }
@@ -249,6 +274,14 @@ impl Config {
             if secret.len() < MIN_HS256_SECRET {
                 return Err(ConfigError::ShortSecret(secret.len()));
             }
+        }
+        if let Some(token) = &self.api_token {
+            if token.len() < MIN_API_TOKEN {
+                return Err(ConfigError::ShortApiToken(token.len()));
+            }
+        }
+        if self.max_page_bytes < 1024 {
+            return Err(ConfigError::SmallPage);
         }
         if self.auth == AuthMode::Jwt {
             match (&self.jwt_secret, &self.jwt_public_key) {
@@ -277,6 +310,15 @@ impl Config {
             ("RTS_WRITE_TIMEOUT_MS", self.write_timeout_ms as usize),
             ("RTS_MAX_SUBSCRIPTIONS", self.max_subscriptions),
             ("RTS_MAX_UNAUTHENTICATED", self.max_unauthenticated),
+            ("RTS_MAX_RECORD_BYTES", self.max_record_bytes),
+            (
+                "RTS_MAX_SUBSCRIPTIONS_PER_USER",
+                self.max_subscriptions_per_user,
+            ),
+            (
+                "RTS_MAX_UNAUTHENTICATED_PER_IP",
+                self.max_unauthenticated_per_ip,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));

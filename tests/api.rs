@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use support::client::{change, Client};
 use support::{RedisServer, Sidecar};
 
-const AUTH: (&str, &str) = ("Authorization", "Bearer test-api-token");
+const AUTH: (&str, &str) = ("Authorization", "Bearer test-api-token-0123");
 
 fn post(side: &Sidecar, path: &str, body: &str, auth: bool) -> (u16, Value) {
     let headers: Vec<(&str, &str)> = if auth { vec![AUTH] } else { vec![] };
@@ -207,7 +207,7 @@ async fn a_request_body_that_never_arrives_times_out() {
             .unwrap();
         s.write_all(
             b"POST /api/v1/sync/batch-changes HTTP/1.1\r\nHost: x\r\n\
-              Authorization: Bearer test-api-token\r\nContent-Length: 100\r\n\r\n{\"cha",
+              Authorization: Bearer test-api-token-0123\r\nContent-Length: 100\r\n\r\n{\"cha",
         )
         .unwrap();
         let mut out = String::new();

@@ -502,7 +502,7 @@ async fn http_batch_changes_use_the_same_version_checks() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[]).await;
     let auth = [
-        ("Authorization", "Bearer test-api-token"),
+        ("Authorization", "Bearer test-api-token-0123"),
         ("Content-Type", "application/json"),
     ];
     let body = json!({"changes": [

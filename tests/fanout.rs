@@ -229,7 +229,7 @@ async fn closing_the_connection_ends_its_subscriptions() {
         let (_, body) = side.http(
             "GET",
             "/api/v1/sync/stats",
-            &[("Authorization", "Bearer test-api-token")],
+            &[("Authorization", "Bearer test-api-token-0123")],
             "",
         );
         let v: Value = serde_json::from_str(&body).ok()?;

@@ -18,7 +18,7 @@ async fn total_connections(side: &Sidecar) -> u64 {
     let (_, body) = side.http(
         "GET",
         "/api/v1/sync/stats",
-        &[("Authorization", "Bearer test-api-token")],
+        &[("Authorization", "Bearer test-api-token-0123")],
         "",
     );
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -28,7 +28,8 @@ async fn total_connections(side: &Sidecar) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn recent_changes_of_large_edits_come_in_bounded_frames() {
     let redis = RedisServer::start().await;
-    let side = Sidecar::start(&redis, "a", &[]).await;
+    // Room for all 50 (3 MB) in the history bound, so only frames split.
+    let side = Sidecar::start(&redis, "a", &[("RTS_MAX_PAGE_BYTES", "4194304")]).await;
     let mut w = Client::connect(&side, "w").await;
     let big = "x".repeat(60 * 1024);
     for n in 0..50 {

@@ -162,7 +162,7 @@ async fn stats_needs_the_api_token() {
     let (status, body) = side.http(
         "GET",
         "/api/v1/sync/stats",
-        &[("Authorization", "Bearer test-api-token")],
+        &[("Authorization", "Bearer test-api-token-0123")],
         "",
     );
     assert_eq!(status, 200);

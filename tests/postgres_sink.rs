@@ -24,7 +24,7 @@ use support::{wait_for, Client, RedisServer, Sidecar};
 
 const SECRET: &str = "postgres-example-signing-secret";
 const TABLE: &str = "tasks";
-const AUTH: (&str, &str) = ("Authorization", "Bearer test-api-token");
+const AUTH: (&str, &str) = ("Authorization", "Bearer test-api-token-0123");
 
 fn example_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/postgres-sink")
@@ -122,7 +122,7 @@ async fn postgres_ends_with_exactly_the_state_rtsync_holds() {
         .current_dir(example_dir())
         .env("DATABASE_URL", pg.url())
         .env("RTSYNC_URL", format!("http://{}", a.addr))
-        .env("RTSYNC_API_TOKEN", "test-api-token")
+        .env("RTSYNC_API_TOKEN", "test-api-token-0123")
         .env("TABLE_ID", TABLE)
         .output()
         .expect("run node seed.mjs");

@@ -360,7 +360,7 @@ async fn cleanup_endpoint_sweeps_on_demand() {
     let (status, body) = a.http(
         "POST",
         "/api/v1/sync/cleanup",
-        &[("Authorization", "Bearer test-api-token")],
+        &[("Authorization", "Bearer test-api-token-0123")],
         "",
     );
     assert_eq!(status, 200, "{body}");

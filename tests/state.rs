@@ -14,7 +14,7 @@ use support::client::{change, Client};
 use support::{Cluster, RedisServer, Sidecar};
 
 const LONG: Duration = Duration::from_secs(30);
-const AUTH: (&str, &str) = ("Authorization", "Bearer test-api-token");
+const AUTH: (&str, &str) = ("Authorization", "Bearer test-api-token-0123");
 
 /// Every page of `table` through `load_records`, with `limit`.
 async fn all_records(c: &mut Client, table: &str, limit: usize) -> Vec<Value> {

@@ -24,6 +24,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
     let path = req.uri().path().to_owned();
     if let Some(table) = super::records::table_of(&path) {
+        let table = match table {
+            Ok(t) => t,
+            Err(e) => return error_response(&e),
+        };
         return match *req.method() {
             Method::GET => super::records::get(&app, &table, &req).await,
             Method::POST => super::records::seed(&app, &table, req).await,
@@ -140,7 +144,7 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
             "body must be {\"changes\": [ChangeEvent]}",
         ));
     };
-    let commits = validate_batch(items, app.config.max_batch, |item| {
+    let commits = validate_batch(items, app.config.max_batch, app.commit_limits, |item, limits| {
         let c: BatchChange =
             serde_json::from_value(item).map_err(|e| RequestError::bad_request(e.to_string()))?;
         CommitRequest {
@@ -156,7 +160,7 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
             client_change_id: c.client_change_id,
             origin: None,
         }
-        .validate(app.commit_limits)
+        .validate(limits)
     });
     let commits = match commits {
         Ok(c) => c,

@@ -17,17 +17,22 @@ use crate::protocol::ids::check_id;
 use crate::protocol::{ErrorCode, RequestError};
 use crate::store::records::{self, Load, SeedRecord};
 
-/// `tableId` of `/api/v1/sync/tables/{tableId}/records`, percent-decoded.
-pub fn table_of(path: &str) -> Option<String> {
+/// `tableId` of `/api/v1/sync/tables/{tableId}/records`: one path segment,
+/// percent-decoded once (a `+` stays a `+`, and `&` or `=` are part of the
+/// id); a segment that does not decode to UTF-8 is `bad_request`. `None`
+/// when the path is not this route.
+pub fn table_of(path: &str) -> Option<Result<String, RequestError>> {
     let rest = path.strip_prefix("/api/v1/sync/tables/")?;
     let encoded = rest.strip_suffix("/records")?;
     if encoded.contains('/') {
         return None;
     }
-    let decoded: String = url::form_urlencoded::parse(format!("t={encoded}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())?;
-    Some(decoded)
+    Some(
+        percent_encoding::percent_decode_str(encoded)
+            .decode_utf8()
+            .map(|t| t.into_owned())
+            .map_err(|_| RequestError::bad_request("tableId in the path is not UTF-8")),
+    )
 }
 
 pub async fn get(app: &App, table: &str, req: &Request<Incoming>) -> Response<Body> {
@@ -56,7 +61,7 @@ async fn load(app: &App, table: &str, query: &str) -> Result<records::RecordPage
         }
     }
     let what = Load::new((!ids.is_empty()).then_some(ids), after, limit)?;
-    Ok(records::load(&app.store, table, &what).await?)
+    Ok(records::load(&app.store, table, &what, app.config.max_page_bytes).await?)
 }
 
 #[derive(Deserialize)]
@@ -90,7 +95,11 @@ async fn seed_records(
             format!("at most {} records per seed", app.config.max_batch),
         ));
     }
-    records::validate_seed(&body.records)?;
+    records::validate_seed(
+        &body.records,
+        app.config.max_frame_bytes,
+        app.config.max_record_bytes,
+    )?;
     let result = records::seed(&app.store, table, &body.records).await?;
     tracing::info!(
         table,

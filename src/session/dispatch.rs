@@ -1,10 +1,13 @@
 //! Request handling: one function per client event (PROTOCOL.md section 3).
-//! Each handler returns the `ack` result or a [`RequestError`]; this module
-//! answers with `["ack", result, rid]` or `["error", {code, message}, rid]`.
-//! Errors are sent even without a `rid`, so no failure is silent.
+//! Each handler returns an [`Answer`] (the `ack` result and the frames that
+//! must follow it, in order) or a [`RequestError`]; this module answers with
+//! `["ack", result, rid]` or `["error", {code, message}, rid]`, then queues
+//! what follows at the reader's pace. Errors are sent even without a `rid`,
+//! so no failure is silent.
 
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -22,7 +25,42 @@ use crate::protocol::{ErrorCode, RequestError};
 use crate::store::commit::commit;
 use crate::store::presence::{self, Touch};
 
-pub type Reply = Result<Value, RequestError>;
+/// A handler's answer: the ack's result, then what must follow the ack, in
+/// this order (e.g. `table_users`, the history, then the subscriber made
+/// live in the hub).
+pub struct Answer {
+    pub result: Value,
+    pub then: Vec<Then>,
+}
+
+/// One step after an ack.
+pub enum Then {
+    /// A frame already encoded (bounded in size by its maker).
+    Frame(Bytes),
+    /// Replays `(after, until]` of `table` as `missed_events` frames, read
+    /// page by page only as the connection drains; then `done`
+    /// (`connection_recovered`), or `resync_required` if a page cannot be
+    /// read.
+    Replay {
+        table: String,
+        after: String,
+        until: String,
+        done: Bytes,
+    },
+    /// The pending subscriber of `table` goes live in the hub.
+    Activate(String),
+}
+
+impl From<Value> for Answer {
+    fn from(result: Value) -> Answer {
+        Answer {
+            result,
+            then: Vec::new(),
+        }
+    }
+}
+
+pub type Reply = Result<Answer, RequestError>;
 
 /// A WebSocket ping from the client: it takes a token like any message.
 pub fn count_ping(session: &mut Session) {
@@ -95,25 +133,41 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
         }
     };
     match reply {
-        Ok(result) => {
+        Ok(answer) => {
             if rid.is_some() {
-                send(session, "ack", &result, rid);
+                send(session, "ack", &answer.result, rid);
             }
-            // History can be long: queued at the reader's pace.
-            for frame in std::mem::take(&mut session.after_reply) {
-                if !session.outbox.push_wait(frame).await {
-                    break;
-                }
-            }
-            if let Some(table) = session.activate.take() {
-                session.app.hub.activate(&table, session.conn_id());
-            }
+            follow(session, answer.then).await;
         }
         Err(e) => {
             if e.code == ErrorCode::BadRequest {
                 crate::metrics::frame_rejected("invalid");
             }
             send_error(session, &e, Some(event), rid);
+        }
+    }
+}
+
+/// Queues what follows an ack, in order, each frame only once the
+/// connection has room for it (its queue's byte bound): history is read
+/// from Redis no faster than the client reads it. A connection that closes
+/// meanwhile gets no more frames, but its subscribers are still activated
+/// (and then removed with the connection).
+async fn follow(session: &mut Session, then: Vec<Then>) {
+    let mut open = true;
+    for step in then {
+        match step {
+            Then::Frame(frame) if open => open = session.outbox.push_paced(frame).await,
+            Then::Replay {
+                table,
+                after,
+                until,
+                done,
+            } if open => {
+                open = tables::replay(session, &table, &after, &until, done).await;
+            }
+            Then::Activate(table) => session.app.hub.activate(&table, session.conn_id()),
+            Then::Frame(_) | Then::Replay { .. } => {}
         }
     }
 }
@@ -147,7 +201,9 @@ fn send_error(session: &Session, e: &RequestError, event: Option<&str>, rid: Opt
 }
 
 pub fn to_value<T: Serialize>(v: &T) -> Reply {
-    serde_json::to_value(v).map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))
+    serde_json::to_value(v)
+        .map(Answer::from)
+        .map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))
 }
 
 /// Authenticates with a token from the upgrade request.
@@ -194,7 +250,7 @@ fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Re
                 server_time: crate::now_ms(),
             };
             let value = to_value(&body)?;
-            send(session, "authenticated", &value, None);
+            send(session, "authenticated", &value.result, None);
             session.identity = Some(identity);
             session.app.authenticated.fetch_add(1, Ordering::Relaxed);
             crate::metrics::connection_authenticated();
@@ -247,7 +303,7 @@ async fn cursor_position(session: &mut Session, data: Value) -> Reply {
     let value =
         serde_json::to_value(&req.cursor).map_err(|e| RequestError::bad_request(e.to_string()))?;
     offer(session, &req.table_id, Touch::Cursor, value).await?;
-    Ok(json!({}))
+    Ok(json!({}).into())
 }
 
 async fn selection(session: &mut Session, data: Value) -> Reply {
@@ -257,7 +313,7 @@ async fn selection(session: &mut Session, data: Value) -> Reply {
     let value = serde_json::to_value(&req.selection)
         .map_err(|e| RequestError::bad_request(e.to_string()))?;
     offer(session, &req.table_id, Touch::Selection, value).await?;
-    Ok(json!({}))
+    Ok(json!({}).into())
 }
 
 fn require_subscription(session: &Session, table: &str) -> Result<(), RequestError> {

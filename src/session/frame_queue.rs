@@ -77,6 +77,20 @@ impl<T> FrameQueue<T> {
         }
     }
 
+    /// Waits until `ready()` holds, checked again each time items are taken
+    /// (or the writer goes).
+    pub async fn wait_room(&self, ready: impl Fn() -> bool) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if ready() || self.receiver_gone.load(Ordering::Acquire) {
+                return;
+            }
+            room.await;
+        }
+    }
+
     /// Moves up to `max` items into `out`, oldest first; 0 when empty.
     pub fn take(&self, max: usize, mut out: impl FnMut(T)) -> usize {
         let mut items = self.lock();

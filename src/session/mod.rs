@@ -58,12 +58,6 @@ pub struct Session {
     /// Cursor and selection updates waiting for their relay slot.
     pub coalescer: Coalescer,
     pub limiter: rate_limit::RateLimiter,
-    /// Frames to queue right after the current request's reply (e.g.
-    /// `table_users` after a subscribe's ack).
-    pub after_reply: Vec<bytes::Bytes>,
-    /// A table joined by the current request, made live in the hub once
-    /// its ack and `after_reply` are queued.
-    pub activate: Option<String>,
 }
 
 impl Session {
@@ -111,8 +105,6 @@ pub async fn run(
             tables: HashMap::new(),
             coalescer: Coalescer::default(),
             limiter: rate_limit::RateLimiter::new(app.config.rate_limit, Instant::now()),
-            after_reply: Vec::new(),
-            activate: None,
         };
         if let Some(token) = token {
             dispatch::authenticate_with_token(&mut session, &token);

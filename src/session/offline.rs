@@ -21,12 +21,12 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
     };
     let app = session.app.clone();
     let user = identity(session)?;
-    let commits = validate_batch(items, app.config.max_batch, |item| {
+    let commits = validate_batch(items, app.config.max_batch, app.commit_limits, |item, limits| {
         let change: OfflineChange = parse("offline change", item)?;
         if !user.grants.can_write(&change.table_id) {
             return Err(forbidden("write", &change.table_id));
         }
-        change.into_commit(&user.user_id, session.conn_id(), app.commit_limits)
+        change.into_commit(&user.user_id, session.conn_id(), limits)
     })?;
     let (results, failed) = commit_batch(&app.store, &commits).await;
     if let Some((i, e)) = failed {
@@ -69,7 +69,7 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
     // (`results`, an rtsync addition v1 clients ignore), so a client settles
     // each queued edit with the server's real answer.
     let mut ack = to_value(&counts)?;
-    ack["results"] = Value::Array(answers);
+    ack.result["results"] = Value::Array(answers);
     Ok(ack)
 }
 

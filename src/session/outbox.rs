@@ -137,6 +137,27 @@ impl Outbox {
         sent
     }
 
+    /// Queues a frame once the queue has room for its bytes (within
+    /// `RTS_SEND_QUEUE_BYTES`, or the queue is empty) and a slot: for
+    /// replies whose reader sets the pace (history, recovery), so a reader
+    /// that does not drain never makes the sidecar hold more than its
+    /// queue's bound. A socket that stays full is closed by the writer's
+    /// timeout (4503). False when the connection is closing.
+    pub async fn push_paced(&self, bytes: Bytes) -> bool {
+        let len = bytes.len();
+        let queued = &self.queued;
+        let max = self.max_bytes;
+        let room = self.queue.wait_room(|| {
+            let q = queued.load(Ordering::Acquire);
+            q == 0 || q + len <= max
+        });
+        tokio::select! {
+            _ = room => {}
+            _ = self.closing.cancelled() => return false,
+        }
+        self.push_wait(bytes).await
+    }
+
     /// Queues a WebSocket ping (keeps idle connections alive through
     /// proxies and finds dead peers).
     pub fn ping(&self) -> bool {

@@ -28,6 +28,12 @@ pub async fn load(session: &mut Session, data: Value) -> Reply {
         return Err(forbidden("read", &req.table_id));
     }
     let what = Load::new(req.record_ids, req.after, req.limit)?;
-    let page = load_page(&session.app.store, &req.table_id, &what).await?;
+    let page = load_page(
+        &session.app.store,
+        &req.table_id,
+        &what,
+        session.app.config.max_page_bytes,
+    )
+    .await?;
     to_value(&page)
 }

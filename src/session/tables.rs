@@ -5,14 +5,18 @@
 //! 1. The connection is registered in the hub *pending* at the table's
 //!    cursor, the subscription's start `S`: live events after `S` are held
 //!    for it from then on.
-//! 2. Presence is joined and the history is read, bounded by `S`: the
-//!    latest events at or before it (`recent_changes`), or exactly the
-//!    events in `(lastEventId, S]` (`missed_events`), or `resync_required`
-//!    when those are gone or too many.
-//! 3. The ack goes out, then `table_users`, then the history frames, then
+//! 2. Presence is joined and the history is sized, bounded by `S`: the
+//!    latest events at or before it (`recent_changes`, at most
+//!    `RTS_RECENT_CHANGES` and `RTS_MAX_PAGE_BYTES`), or exactly the events
+//!    in `(lastEventId, S]` (`missed_events`, counted in Redis first), or
+//!    `resync_required` when those are gone or too many.
+//! 3. The handler answers with the ack and the steps that follow it
+//!    ([`Then`]): `table_users`, the history (a replay is read page by page,
+//!    each page only once the connection has room for it), then
 //!    `connection_recovered`; only then is the subscriber activated and the
-//!    held events follow. So no event comes twice, none is missing, and
-//!    none arrives before the ack.
+//!    held events follow. So no event comes twice, none is missing, none
+//!    arrives before the ack, and a reader that does not drain costs at
+//!    most its send queue's bytes and one page.
 //!
 //! On a table already subscribed, a recovery replays `(lastEventId, S]` of
 //! the existing subscription; later events arrive live as they did.
@@ -22,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::dispatch::{forbidden, identity, to_value, Reply};
+use super::dispatch::{forbidden, identity, to_value, Answer, Reply, Then};
 use super::Session;
 use crate::protocol::codec::encode_frame;
 use crate::protocol::event::{bounded_groups, list_frame, ChangeEvent};
@@ -33,13 +37,17 @@ use crate::store::presence;
 use crate::store::tailer::Entry;
 use crate::store::StoreError;
 
-/// Events read from the stream per page of a recovery.
+/// Most events read from the stream per page of a recovery.
 const MISSED_PAGE: usize = 500;
+/// Most bytes of entry data read per page of a recovery (one page is what
+/// the sidecar holds for a replay besides the connection's send queue).
+const MISSED_PAGE_BYTES: usize = 256 * 1024;
 /// Most events a recovery replays; past that the client reloads the table
 /// (`resync_required`, reason `history_too_long`): loading the state is
 /// cheaper than replaying a day of edits.
 pub const MAX_MISSED_EVENTS: usize = 10_000;
-/// Most bytes (MessagePack) of events a recovery replays, likewise.
+/// Most bytes of entry data (field names and values as stored) a recovery
+/// replays, likewise.
 pub const MAX_MISSED_BYTES: usize = 16 * 1024 * 1024;
 
 /// Which history a join sends.
@@ -55,6 +63,17 @@ struct Joined {
     start: String,
     color: String,
     missed: usize,
+    resync: Option<&'static str>,
+    /// What follows the ack.
+    then: Vec<Then>,
+}
+
+/// The history a join sends after its ack.
+struct HistoryPlan {
+    /// `recent_changes` frames, read already (bounded in bytes).
+    frames: Vec<Bytes>,
+    /// Missed events to replay: `(after, start]`, and how many.
+    replay: Option<(String, usize)>,
     resync: Option<&'static str>,
 }
 
@@ -75,7 +94,10 @@ pub async fn subscribe(session: &mut Session, data: Value) -> Reply {
     if let Some(reason) = joined.resync {
         ack["resyncRequired"] = json!(reason);
     }
-    Ok(ack)
+    Ok(Answer {
+        result: ack,
+        then: joined.then,
+    })
 }
 
 /// `recover_connection`: replays what the client missed, then (if it was
@@ -94,7 +116,10 @@ pub async fn recover(session: &mut Session, data: Value) -> Reply {
     if let Some(reason) = joined.resync {
         ack["resyncRequired"] = json!(reason);
     }
-    Ok(ack)
+    Ok(Answer {
+        result: ack,
+        then: joined.then,
+    })
 }
 
 /// The one entry path (see the module docs). `recovery` adds
@@ -129,11 +154,11 @@ async fn join(
     };
     let read = async {
         let joined = presence::join(&app.store, table, session.conn_id(), &presence_doc).await?;
-        let history = read_history(session, table, &history, &start).await?;
-        Ok::<_, StoreError>((joined, history))
+        let plan = plan_history(session, table, &history, &start).await?;
+        Ok::<_, StoreError>((joined, plan))
     }
     .await;
-    let (joined, (frames, missed, resync)) = match read {
+    let (joined, plan) = match read {
         Ok(r) => r,
         Err(e) => {
             if existing.is_none() {
@@ -144,55 +169,81 @@ async fn join(
     };
     session.tables.insert(table.to_owned(), start.clone());
     crate::metrics::message_out("table_users");
-    session
-        .after_reply
-        .push(encode_frame(enc, "table_users", &joined.users, None));
-    session.after_reply.extend(frames);
-    if let Some(reason) = resync {
+    let mut then = vec![Then::Frame(encode_frame(
+        enc,
+        "table_users",
+        &joined.users,
+        None,
+    ))];
+    then.extend(plan.frames.into_iter().map(Then::Frame));
+    let missed = plan.replay.as_ref().map(|(_, n)| *n).unwrap_or(0);
+    if let Some(reason) = plan.resync {
         tracing::info!(table, reason, "recovery needs a resync");
-        crate::metrics::message_out("resync_required");
-        let body = json!({"tableId": table, "reason": reason});
-        session
-            .after_reply
-            .push(encode_frame(enc, "resync_required", &body, None));
+        then.push(Then::Frame(resync_frame(enc, table, reason)));
     } else if recovery {
         crate::metrics::message_out("connection_recovered");
         let body = json!({"tableId": table, "timestamp": crate::now_ms(),
             "missedEventsCount": missed, "lastEventId": start});
-        session
-            .after_reply
-            .push(encode_frame(enc, "connection_recovered", &body, None));
+        let done = encode_frame(enc, "connection_recovered", &body, None);
+        match plan.replay {
+            Some((after, _)) => then.push(Then::Replay {
+                table: table.to_owned(),
+                after,
+                until: start.clone(),
+                done,
+            }),
+            None => then.push(Then::Frame(done)),
+        }
     }
     if existing.is_none() {
-        session.activate = Some(table.to_owned());
+        then.push(Then::Activate(table.to_owned()));
     }
     Ok(Joined {
         start,
         color: joined.color,
         missed,
-        resync,
+        resync: plan.resync,
+        then,
     })
 }
 
-/// The history frames of a join ending at `start`, the number of missed
-/// events they replay, or the reason the client must reload instead.
-async fn read_history(
+fn resync_frame(enc: crate::protocol::Encoding, table: &str, reason: &str) -> Bytes {
+    crate::metrics::message_out("resync_required");
+    let body = json!({"tableId": table, "reason": reason});
+    encode_frame(enc, "resync_required", &body, None)
+}
+
+/// What history a join ending at `start` sends: the recent events (read
+/// now, bounded in count and bytes), or the range of missed events to
+/// replay (sized in Redis now, read later at the reader's pace), or the
+/// reason the client must reload instead.
+async fn plan_history(
     session: &Session,
     table: &str,
     history: &History,
     start: &str,
-) -> Result<(Vec<Bytes>, usize, Option<&'static str>), StoreError> {
+) -> Result<HistoryPlan, StoreError> {
     let enc = session.encoding();
     let app = &session.app;
     let last_seen = match history {
         History::Recent => {
             let n = app.config.recent_changes;
-            let recent = history::recent_events(&app.store, table, start, n).await?;
+            let recent =
+                history::recent_events(&app.store, table, start, n, app.config.max_page_bytes)
+                    .await?;
             let events = decode(&recent, table);
-            let frames = frames("recent_changes", &events, enc);
-            return Ok((frames, 0, None));
+            return Ok(HistoryPlan {
+                frames: frames("recent_changes", &events, enc),
+                replay: None,
+                resync: None,
+            });
         }
         History::Since(l) => l.as_str(),
+    };
+    let nothing = |resync| HistoryPlan {
+        frames: Vec::new(),
+        replay: None,
+        resync,
     };
     let reason = match history::position(&app.store, table, last_seen).await? {
         Position::Replayable => None,
@@ -200,33 +251,80 @@ async fn read_history(
         Position::Reset => Some("stream_reset"),
     };
     if reason.is_some() {
-        return Ok((Vec::new(), 0, reason));
+        return Ok(nothing(reason));
     }
     // Already past the start (it received live events of this
     // subscription): nothing to replay.
     if StreamId::parse_or_zero(last_seen) >= StreamId::parse_or_zero(start) {
-        return Ok((Vec::new(), 0, None));
+        return Ok(nothing(None));
     }
-    let mut after = last_seen.to_owned();
-    let mut events = Vec::new();
-    let mut bytes = 0;
+    let (n, bytes) = history::size(
+        &app.store,
+        table,
+        last_seen,
+        start,
+        MAX_MISSED_EVENTS,
+        MAX_MISSED_BYTES,
+    )
+    .await?;
+    if n > MAX_MISSED_EVENTS || bytes > MAX_MISSED_BYTES {
+        return Ok(nothing(Some("history_too_long")));
+    }
+    Ok(HistoryPlan {
+        frames: Vec::new(),
+        replay: Some((last_seen.to_owned(), n)),
+        resync: None,
+    })
+}
+
+/// Streams the missed events `(after, until]` of `table` as bounded
+/// `missed_events` frames, one page at a time: a page is read only once
+/// the previous one is queued, and each frame is queued only when the
+/// connection has room (so the sidecar holds at most the send queue's
+/// bytes and one page). Then `done`. A page that cannot be read ends the
+/// replay with `resync_required` instead. False when the connection
+/// closed.
+pub async fn replay(
+    session: &Session,
+    table: &str,
+    after: &str,
+    until: &str,
+    done: Bytes,
+) -> bool {
+    let enc = session.encoding();
+    let mut after = after.to_owned();
     loop {
-        let page = history::range(&app.store, table, &after, start, MISSED_PAGE).await?;
+        let page = match history::range(
+            &session.app.store,
+            table,
+            &after,
+            until,
+            MISSED_PAGE,
+            MISSED_PAGE_BYTES,
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(table, error = %e, "a recovery page could not be read; the client must resync");
+                return session
+                    .outbox
+                    .push_paced(resync_frame(enc, table, "unavailable"))
+                    .await;
+            }
+        };
         let Some((last, _)) = page.last() else { break };
         after = last.clone();
-        for e in decode(&page, table) {
-            bytes += e.encoded(crate::protocol::Encoding::MsgPack).len();
-            events.push(e);
+        for frame in frames("missed_events", &decode(&page, table), enc) {
+            if !session.outbox.push_paced(frame).await {
+                return false;
+            }
         }
-        if events.len() > MAX_MISSED_EVENTS || bytes > MAX_MISSED_BYTES {
-            return Ok((Vec::new(), 0, Some("history_too_long")));
-        }
-        if page.len() < MISSED_PAGE || after == start {
+        if after == until {
             break;
         }
     }
-    let missed = events.len();
-    Ok((frames("missed_events", &events, enc), missed, None))
+    session.outbox.push_paced(done).await
 }
 
 /// Bounded list frames (at most 256 events and 256 KiB each) of `name`.

@@ -2,6 +2,12 @@
 //! its HMAC signature, and what the answer means (PROTOCOL.md section 9):
 //! 2xx acknowledges the batch; 5xx, 408, 429, timeouts and connection errors
 //! are retried; any other status dead-letters the batch.
+//!
+//! Redirects are never followed: a 3xx is a permanent failure (dead letter,
+//! its `Location` in the reason). Following one would either turn the POST
+//! into a GET whose 2xx acknowledges a batch nobody received (301/302/303),
+//! or send the signed body to another origin (307/308). Of any answer's
+//! body at most [`MAX_REASON_BODY`] bytes are read.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +16,12 @@ use sha2::Sha256;
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Rtsync-Signature";
+
+/// Most bytes of a refusal's body read for the dead letter's reason; the
+/// rest is never read (a receiver's huge error page costs nothing).
+pub const MAX_REASON_BODY: usize = 4096;
+/// Bytes of the body kept in the reason.
+const REASON_CHARS: usize = 512;
 
 /// How a POST ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -51,6 +63,7 @@ impl Poster {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .user_agent(concat!("rtsync-sink/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Poster {
             client,
@@ -77,11 +90,25 @@ impl Poster {
                 match status {
                     200..=299 => Outcome::Delivered,
                     408 | 429 | 500..=599 => Outcome::Retry(format!("status {status}")),
-                    _ => {
-                        let text = resp.text().await.unwrap_or_default();
+                    300..=399 => {
+                        let location = resp
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("(none)");
                         Outcome::Dead {
                             status,
-                            reason: truncate(&text, 512),
+                            reason: truncate(
+                                &format!("redirect to {location} (redirects are not followed: set RTS_SINK_URL to the final URL)"),
+                                REASON_CHARS,
+                            ),
+                        }
+                    }
+                    _ => {
+                        let text = body_start(resp).await;
+                        Outcome::Dead {
+                            status,
+                            reason: truncate(&text, REASON_CHARS),
                         }
                     }
                 }
@@ -95,6 +122,22 @@ impl Poster {
         crate::metrics::sink_delivery(label, events, began.elapsed());
         outcome
     }
+}
+
+/// The first [`MAX_REASON_BODY`] bytes of a body, as text; the rest is
+/// left unread (the connection is dropped with it).
+async fn body_start(mut resp: reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < MAX_REASON_BODY {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_REASON_BODY - buf.len();
+                buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 fn truncate(s: &str, max: usize) -> String {

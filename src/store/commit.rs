@@ -2,6 +2,7 @@
 //! check, the state write and the stream append happen atomically in Redis,
 //! in one round trip. Every writer (WebSocket, HTTP API) uses [`commit`].
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,10 @@ pub struct CommitResult {
     pub current: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Field values were left out of `current` or `conflicts` to keep the
+    /// answer within its byte bound (`lua/commit.lua`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -117,9 +122,10 @@ impl RecordChange {
 
 const ENTITY_TYPES: [&str; 5] = ["record", "field", "table", "view", "base"];
 
-/// The largest version a change may name: versions travel through Lua as
-/// doubles, exact up to 2^53.
-pub const MAX_VERSION: u64 = 1 << 53;
+/// The largest version a record (or a change's base) may have: versions
+/// travel through Lua as doubles, exact up to 2^53, and the next commit's
+/// version must be exact too.
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
 
 /// Room for an event's own fields (id, type, ids, timestamp) on top of its
 /// changes and metadata, when sizing it.
@@ -133,6 +139,12 @@ pub struct CommitLimits {
     /// Largest event, in either wire encoding (`RTS_MAX_FRAME_BYTES`): an
     /// event that one subscriber could not be sent is refused for all.
     pub max_event_bytes: usize,
+    /// Largest record state (`RTS_MAX_RECORD_BYTES`), checked by the
+    /// function against the state it holds.
+    pub max_record_bytes: usize,
+    /// Most bytes of field values one answer carries (`current`,
+    /// conflicts): `RTS_MAX_PAGE_BYTES`, shared out over a batch.
+    pub answer_bytes: usize,
 }
 
 impl CommitLimits {
@@ -140,8 +152,30 @@ impl CommitLimits {
         CommitLimits {
             max_changes: config.max_changes,
             max_event_bytes: config.max_frame_bytes,
+            max_record_bytes: config.max_record_bytes,
+            answer_bytes: config.max_page_bytes,
         }
     }
+
+    /// The limits of each change of a batch of `n`: the answers of the
+    /// whole batch share one answer bound, so a batch reply is bounded
+    /// whatever the records hold.
+    pub fn for_batch(self, n: usize) -> CommitLimits {
+        CommitLimits {
+            answer_bytes: self.answer_bytes / n.max(1),
+            ..self
+        }
+    }
+}
+
+/// The function's first argument: the change and the limits it is held to.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Header<'a> {
+    #[serde(flatten)]
+    req: &'a CommitRequest,
+    max_record_bytes: usize,
+    answer_bytes: usize,
 }
 
 /// A change that passed every check, with the function's arguments encoded
@@ -170,7 +204,12 @@ impl CommitRequest {
     pub fn validate(self, limits: CommitLimits) -> Result<ValidCommit, RequestError> {
         self.check(limits.max_changes)?;
         let internal = |e: serde_json::Error| RequestError::new(ErrorCode::Internal, e.to_string());
-        let header = serde_json::to_string(&self).map_err(internal)?;
+        let header = serde_json::to_string(&Header {
+            req: &self,
+            max_record_bytes: limits.max_record_bytes,
+            answer_bytes: limits.answer_bytes,
+        })
+        .map_err(internal)?;
         let json_or_empty = |v: &Option<Value>| match v {
             None | Some(Value::Null) => Ok(String::new()),
             Some(v) => serde_json::to_string(v),
@@ -315,10 +354,17 @@ fn msgpack_len(value: &Option<Value>) -> usize {
 /// Validates every change of a batch (offline sync, the HTTP batch) before
 /// any is committed: one invalid change refuses the whole batch, naming its
 /// index, and nothing is written.
+///
+/// Each change is validated with `limits` shared out over the batch (see
+/// [`CommitLimits::for_batch`]). One `clientChangeId` names one change: used
+/// again in the batch for another change of the same user and table, it is
+/// `bad_request` (the second would be answered `duplicate` with the first
+/// one's event).
 pub fn validate_batch<T>(
     items: Vec<T>,
     max_batch: usize,
-    mut validate: impl FnMut(T) -> Result<ValidCommit, RequestError>,
+    limits: CommitLimits,
+    mut validate: impl FnMut(T, CommitLimits) -> Result<ValidCommit, RequestError>,
 ) -> Result<Vec<ValidCommit>, RequestError> {
     if items.len() > max_batch {
         return Err(RequestError::new(
@@ -326,14 +372,32 @@ pub fn validate_batch<T>(
             format!("at most {max_batch} changes per batch"),
         ));
     }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            validate(item)
-                .map_err(|e| RequestError::new(e.code, format!("changes[{i}]: {}", e.message)))
-        })
-        .collect()
+    let each = limits.for_batch(items.len());
+    let mut named: HashMap<(String, String, String), (usize, String)> = HashMap::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = |e: RequestError| RequestError::new(e.code, format!("changes[{i}]: {}", e.message));
+        let valid = validate(item, each).map_err(at)?;
+        let req = valid.request();
+        if let Some(cc) = &req.client_change_id {
+            let key = (req.user_id.clone(), req.scope().to_owned(), cc.clone());
+            let entity = format!("{}:{}", req.entity_type, req.entity_id);
+            match named.get(&key) {
+                Some((first, e)) if *e != entity => {
+                    return Err(at(RequestError::bad_request(format!(
+                        "clientChangeId {cc:?} already names changes[{first}] of another {}; one clientChangeId names one change",
+                        req.entity_type
+                    ))));
+                }
+                Some(_) => {}
+                None => {
+                    named.insert(key, (i, entity));
+                }
+            }
+        }
+        out.push(valid);
+    }
+    Ok(out)
 }
 
 /// Commits a validated batch in order. A Redis failure stops it: the

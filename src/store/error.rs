@@ -15,6 +15,10 @@ pub enum StoreError {
     Timeout(redis::RedisError),
     #[error("{0}")]
     Refused(String),
+    /// The function refused a change that would make a record's state
+    /// larger than its bound (`RTSYNC_TOO_LARGE`).
+    #[error("{0}")]
+    TooLarge(String),
     #[error("bad redis configuration: {0}")]
     Config(redis::RedisError),
     #[error("unexpected reply from redis: {0}")]
@@ -35,12 +39,18 @@ const TRANSIENT_CODES: [&str; 6] = [
 
 /// The error code of the function library's refusals (`lua/rtsync.lua`).
 const INVALID_CODE: &str = "RTSYNC_INVALID";
+/// The code of a change refused for the record's size bound.
+const TOO_LARGE_CODE: &str = "RTSYNC_TOO_LARGE";
 
 impl StoreError {
     pub fn from_redis(e: redis::RedisError) -> StoreError {
         if e.code() == Some(INVALID_CODE) {
             let msg = e.detail().unwrap_or("refused by the function library");
             return StoreError::Refused(msg.trim().to_owned());
+        }
+        if e.code() == Some(TOO_LARGE_CODE) {
+            let msg = e.detail().unwrap_or("over the record size bound");
+            return StoreError::TooLarge(msg.trim().to_owned());
         }
         // Refused before sending, or a server that answered "not now":
         // nothing was done.
@@ -91,6 +101,7 @@ impl From<StoreError> for RequestError {
                 "storage did not answer in time; the outcome is unknown: retry (a change resent with the same clientChangeId is applied once)",
             ),
             StoreError::Refused(msg) => RequestError::bad_request(msg),
+            StoreError::TooLarge(msg) => RequestError::new(ErrorCode::PayloadTooLarge, msg),
             StoreError::Config(_) | StoreError::Reply(_) | StoreError::Other(_) => {
                 tracing::error!(error = %e, "redis request failed");
                 RequestError::new(ErrorCode::Internal, "internal storage error")

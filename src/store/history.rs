@@ -6,52 +6,75 @@ use super::tailer::{entries, Entry};
 use super::{Store, StoreError};
 use crate::protocol::StreamId;
 
-/// The table's latest `count` events up to and including `until`, oldest
-/// first.
+/// The table's latest events up to and including `until`, oldest first: at
+/// most `count` of them and `max_bytes` of entry data (but always the
+/// newest), read by `rtsync_history` (`lua/history.lua`) so the reply never
+/// grows with the events' size.
 pub async fn recent_events(
     store: &Store,
     table: &str,
     until: &str,
     count: usize,
+    max_bytes: usize,
 ) -> Result<Vec<Entry>, StoreError> {
     if count == 0 {
         return Ok(Vec::new());
     }
-    let mut conn = store.conn();
-    let reply: redis::Value = redis::cmd("XREVRANGE")
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg("rtsync_history")
+        .arg(1)
         .arg(store.keys.events(table))
+        .arg("recent")
         .arg(until)
-        .arg("-")
-        .arg("COUNT")
         .arg(count)
-        .query_async(&mut conn)
-        .await
-        .map_err(StoreError::from_redis)?;
-    let mut entries = entries(reply);
-    entries.reverse();
-    Ok(entries)
+        .arg(max_bytes.max(1));
+    Ok(entries(store.fcall_read(&cmd).await?))
 }
 
-/// Up to `count` events after `after` (exclusive) and up to `until`
-/// (inclusive), oldest first.
+/// Events after `after` (exclusive) and up to `until` (inclusive), oldest
+/// first: at most `count` and `max_bytes` of entry data (but always one).
 pub async fn range(
     store: &Store,
     table: &str,
     after: &str,
     until: &str,
     count: usize,
+    max_bytes: usize,
 ) -> Result<Vec<Entry>, StoreError> {
-    let mut conn = store.conn();
-    let reply: redis::Value = redis::cmd("XRANGE")
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg("rtsync_history")
+        .arg(1)
         .arg(store.keys.events(table))
-        .arg(format!("({after}"))
+        .arg("range")
+        .arg(after)
         .arg(until)
-        .arg("COUNT")
-        .arg(count)
-        .query_async(&mut conn)
-        .await
-        .map_err(StoreError::from_redis)?;
-    Ok(entries(reply))
+        .arg(count.max(1))
+        .arg(max_bytes.max(1));
+    Ok(entries(store.fcall_read(&cmd).await?))
+}
+
+/// How many events, and bytes of entry data, lie after `after` and up to
+/// `until`; counting stops once either passes its bound, so the answer
+/// says "more than" cheaply. Nothing is sent back but two numbers.
+pub async fn size(
+    store: &Store,
+    table: &str,
+    after: &str,
+    until: &str,
+    max_count: usize,
+    max_bytes: usize,
+) -> Result<(usize, usize), StoreError> {
+    let mut cmd = redis::cmd("FCALL");
+    cmd.arg("rtsync_history")
+        .arg(1)
+        .arg(store.keys.events(table))
+        .arg("size")
+        .arg(after)
+        .arg(until)
+        .arg(max_count.max(1))
+        .arg(max_bytes.max(1));
+    let (n, bytes): (usize, usize) = store.fcall_read(&cmd).await?;
+    Ok((n, bytes))
 }
 
 /// Where a client's last seen id stands in the table's stream.

@@ -44,6 +44,7 @@ pub const LIBRARY: &str = concat!(
     include_str!("../../lua/commit.lua"),
     include_str!("../../lua/presence.lua"),
     include_str!("../../lua/streams.lua"),
+    include_str!("../../lua/history.lua"),
     include_str!("../../lua/records.lua"),
     include_str!("../../lua/sink.lua"),
 );
@@ -156,8 +157,16 @@ impl Store {
         &self.urls
     }
 
-    /// A command connection (cheap clone of a multiplexed handle).
+    /// A command connection (cheap clone of a multiplexed handle): any but
+    /// the commit pipeline's (the first), when there are others. Redis
+    /// answers one connection's commands in order, so a slow read sharing
+    /// the pipeline's connection would hold every commit behind it.
     pub fn conn(&self) -> Conn {
+        if self.pipe.is_some() && self.conns.len() > 1 {
+            let n = self.conns.len() - 1;
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+            return self.conns[1 + i].clone();
+        }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
         self.conns[i].clone()
     }
@@ -188,6 +197,26 @@ impl Store {
             None => cmd.query_async(&mut conn).await,
         };
         match first.map_err(StoreError::from_redis) {
+            Err(e) if e.is_missing_function() => {
+                tracing::warn!("rtsync function library missing; loading it again");
+                self.load_library().await?;
+                cmd.query_async(&mut conn)
+                    .await
+                    .map_err(StoreError::from_redis)
+            }
+            other => other,
+        }
+    }
+
+    /// Runs a read-only `FCALL` (`rtsync_load`) on a pooled connection,
+    /// never in the commit pipeline: a slow read must not hold the
+    /// commits grouped with it (see `group_pipe`).
+    pub async fn fcall_read<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        match cmd.query_async(&mut conn).await.map_err(StoreError::from_redis) {
             Err(e) if e.is_missing_function() => {
                 tracing::warn!("rtsync function library missing; loading it again");
                 self.load_library().await?;

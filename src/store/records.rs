@@ -20,6 +20,7 @@ pub const DEFAULT_PAGE: usize = 500;
 #[derive(Debug, Clone)]
 pub enum Load {
     Page { after: Option<String>, limit: usize },
+    /// Each id once, in the order first given.
     Ids(Vec<String>),
 }
 
@@ -37,10 +38,15 @@ impl Load {
                     format!("at most {MAX_PAGE} recordIds"),
                 ));
             }
-            for id in &ids {
-                check_id("recordIds[]", id)?;
+            let mut seen = std::collections::HashSet::with_capacity(ids.len());
+            let mut unique = Vec::with_capacity(ids.len());
+            for id in ids {
+                check_id("recordIds[]", &id)?;
+                if seen.insert(id.clone()) {
+                    unique.push(id);
+                }
             }
-            return Ok(Load::Ids(ids));
+            return Ok(Load::Ids(unique));
         }
         let limit = limit.unwrap_or(DEFAULT_PAGE);
         if limit == 0 || limit > MAX_PAGE {
@@ -62,6 +68,10 @@ pub struct RecordPage {
     pub records: Vec<RecordState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// Listed ids not read because the page reached its byte bound: ask
+    /// for them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<Vec<String>>,
     pub as_of: String,
 }
 
@@ -74,13 +84,22 @@ pub struct RecordState {
     pub fields: serde_json::Map<String, Value>,
 }
 
-/// Reads one page (or the listed records) of `table`.
-pub async fn load(store: &Store, table: &str, what: &Load) -> Result<RecordPage, StoreError> {
+/// Reads one page (or the listed records) of `table`, at most `max_bytes`
+/// of record states (but always one record): the function stops reading
+/// there, so a reply never grows with what is asked.
+pub async fn load(
+    store: &Store,
+    table: &str,
+    what: &Load,
+    max_bytes: usize,
+) -> Result<RecordPage, StoreError> {
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("rtsync_load")
         .arg(2)
         .arg(store.keys.events(table))
-        .arg(store.keys.records(table));
+        .arg(store.keys.records(table))
+        .arg("bytes")
+        .arg(max_bytes);
     match what {
         Load::Page { after, limit } => {
             cmd.arg("page")
@@ -94,7 +113,7 @@ pub async fn load(store: &Store, table: &str, what: &Load) -> Result<RecordPage,
             }
         }
     }
-    let reply: String = store.fcall(&cmd).await?;
+    let reply: String = store.fcall_read(&cmd).await?;
     serde_json::from_str(&reply).map_err(|e| StoreError::Reply(format!("{e}: {reply}")))
 }
 
@@ -116,8 +135,15 @@ pub struct SeedResult {
     pub skipped: u64,
 }
 
-/// Checks seed records before anything is sent.
-pub fn validate_seed(records: &[SeedRecord]) -> Result<(), RequestError> {
+/// Checks seed records before anything is sent: ids, versions, and the
+/// size bounds a commit is held to (each field's value within the event
+/// size, so it can be sent to every subscriber; each record's state within
+/// `max_record_bytes`).
+pub fn validate_seed(
+    records: &[SeedRecord],
+    max_field_bytes: usize,
+    max_record_bytes: usize,
+) -> Result<(), RequestError> {
     for (i, r) in records.iter().enumerate() {
         let at =
             |e: RequestError| RequestError::new(e.code, format!("records[{i}]: {}", e.message));
@@ -128,11 +154,47 @@ pub fn validate_seed(records: &[SeedRecord]) -> Result<(), RequestError> {
                 super::commit::MAX_VERSION
             ))));
         }
-        for field in r.fields.keys() {
+        let mut record_bytes = 0usize;
+        for (field, value) in &r.fields {
             check_id("fields key", field).map_err(at)?;
+            if value.is_null() {
+                continue;
+            }
+            let len = value_len(value);
+            if len > max_field_bytes {
+                return Err(at(RequestError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("field {field:?} holds {len} bytes, over the {max_field_bytes} bytes an event may carry"),
+                )));
+            }
+            record_bytes += field.len() + len;
+        }
+        if record_bytes > max_record_bytes {
+            return Err(at(RequestError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("record {:?} holds {record_bytes} bytes, over the {max_record_bytes} bytes a record may hold (RTS_MAX_RECORD_BYTES)", r.record_id),
+            )));
         }
     }
     Ok(())
+}
+
+/// Bytes of a value's JSON text (what the record state stores).
+fn value_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a JSON value into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// Writes the records whose version is newer than the one held; no event.

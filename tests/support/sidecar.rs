@@ -59,7 +59,7 @@ impl Sidecar {
             .env("RTS_REDIS_URL", redis_url)
             .env("RTS_INSTANCE_ID", instance_id)
             .env("RTS_JWT_SECRET", SECRET)
-            .env("RTS_API_TOKEN", "test-api-token")
+            .env("RTS_API_TOKEN", "test-api-token-0123")
             .env("RTS_LOG", "info");
         for (k, v) in env {
             if v.is_empty() {
