@@ -36,6 +36,8 @@ pub struct App {
     pub library_loaded: Arc<std::sync::atomic::AtomicBool>,
     pub connections: AtomicUsize,
     pub authenticated: AtomicUsize,
+    /// Connections that have not authenticated yet (capped, oldest out).
+    pub waiting: crate::waiting::Waiting,
     conn_tag: String,
     conn_seq: AtomicU64,
     /// Authenticated connections per user, for the per-user limit.
@@ -60,6 +62,10 @@ impl App {
         // may be reused after a restart) and a counter.
         let tag = RandomState::new().hash_one((std::process::id(), crate::now_ms()));
         let tag = format!("{}.{tag:016x}", store.instance_id);
+        let waiting = crate::waiting::Waiting::new(
+            config.max_unauthenticated,
+            config.max_unauthenticated_per_ip,
+        );
         App {
             commit_limits: CommitLimits::from_config(&config),
             config,
@@ -73,6 +79,7 @@ impl App {
             library_loaded: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             connections: AtomicUsize::new(0),
             authenticated: AtomicUsize::new(0),
+            waiting,
             conn_tag: tag,
             conn_seq: AtomicU64::new(0),
             per_user: Mutex::new(HashMap::new()),

@@ -368,6 +368,25 @@ impl Config {
         self.validate_shared()
     }
 
+    /// Fixes settings whose combination would defeat a limit; returns a
+    /// warning for each. Connections waiting to authenticate must leave
+    /// room for real users: at most half of `RTS_MAX_CONNECTIONS`.
+    pub fn clamp(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.max_unauthenticated >= self.max_connections {
+            let clamped = (self.max_connections / 2).max(1);
+            warnings.push(format!(
+                "RTS_MAX_UNAUTHENTICATED ({}) must be below RTS_MAX_CONNECTIONS ({}); using {clamped}",
+                self.max_unauthenticated, self.max_connections
+            ));
+            self.max_unauthenticated = clamped;
+        }
+        if self.max_unauthenticated_per_ip > self.max_unauthenticated {
+            self.max_unauthenticated_per_ip = self.max_unauthenticated;
+        }
+        warnings
+    }
+
     /// Binds the listen address; returns the listener and the address it got.
     pub async fn bind(&self) -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
         let listener = tokio::net::TcpListener::bind(self.listen).await?;

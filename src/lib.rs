@@ -43,6 +43,7 @@ pub mod protocol;
 pub mod session;
 pub mod sink;
 pub mod store;
+pub mod waiting;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -89,6 +90,10 @@ pub enum RunError {
 /// accepting, closes WebSockets with 4500, waits for tasks (bounded).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
     config.validate()?;
+    let mut config = config;
+    for warning in config.clamp() {
+        tracing::warn!("{warning}");
+    }
     let config = Arc::new(config);
     if config.auth == AuthMode::None {
         tracing::warn!("RTS_AUTH=none: development authentication, every user may do anything");

@@ -110,29 +110,35 @@ async fn a_large_frame_before_authenticate_closes_4413() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn unauthenticated_connections_have_their_own_cap() {
+async fn a_full_unauthenticated_cap_closes_the_oldest_waiting_socket_4408() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[("RTS_MAX_UNAUTHENTICATED", "2")]).await;
-    let _a = Client::open(&side, None, &[], "").await;
+    let mut a = Client::open(&side, None, &[], "").await;
     let _b = Client::open(&side, None, &[], "").await;
     support::wait_for("two open", LONG, || async {
         (total_connections(&side).await == 2).then_some(())
     })
     .await;
-    let refused = tokio_tungstenite::connect_async(side.ws_url()).await;
-    assert!(
-        refused.is_err(),
-        "a third unauthenticated connection is refused"
-    );
-    // A user with a token in the upgrade request is authenticated at once
-    // and still gets in... once the waiting ones are gone or authenticated.
-    let mut c = _a;
+    // A third is admitted; the oldest waiting one makes room.
+    let mut c = Client::open(&side, None, &[], "").await;
+    assert_eq!(a.closed().await, Some(4408));
     c.request_ok(
         "authenticate",
         json!({"token": support::tokens::token("u")}),
     )
     .await;
-    let _d = Client::connect(&side, "v").await;
+    // A token in the upgrade request never takes a waiting place.
+    let token = support::tokens::token("v");
+    let mut d = Client::open(
+        &side,
+        None,
+        &[("Authorization", &format!("Bearer {token}"))],
+        "",
+    )
+    .await;
+    d.expect_event("authenticated").await;
+    let (_, text) = side.get("/metrics");
+    assert!(text.contains("unauthenticated_evicted"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

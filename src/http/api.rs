@@ -144,24 +144,29 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
             "body must be {\"changes\": [ChangeEvent]}",
         ));
     };
-    let commits = validate_batch(items, app.config.max_batch, app.commit_limits, |item, limits| {
-        let c: BatchChange =
-            serde_json::from_value(item).map_err(|e| RequestError::bad_request(e.to_string()))?;
-        CommitRequest {
-            kind: c.kind,
-            entity_type: c.entity_type,
-            entity_id: c.entity_id,
-            table_id: c.table_id,
-            base_id: c.base_id,
-            user_id: c.user_id,
-            changes: c.changes,
-            metadata: c.metadata,
-            version: c.version,
-            client_change_id: c.client_change_id,
-            origin: None,
-        }
-        .validate(limits)
-    });
+    let commits = validate_batch(
+        items,
+        app.config.max_batch,
+        app.commit_limits,
+        |item, limits| {
+            let c: BatchChange = serde_json::from_value(item)
+                .map_err(|e| RequestError::bad_request(e.to_string()))?;
+            CommitRequest {
+                kind: c.kind,
+                entity_type: c.entity_type,
+                entity_id: c.entity_id,
+                table_id: c.table_id,
+                base_id: c.base_id,
+                user_id: c.user_id,
+                changes: c.changes,
+                metadata: c.metadata,
+                version: c.version,
+                client_change_id: c.client_change_id,
+                origin: None,
+            }
+            .validate(limits)
+        },
+    );
     let commits = match commits {
         Ok(c) => c,
         Err(e) => return error_response(&e),

@@ -44,7 +44,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
         let app2 = app.clone();
         let app2_shutdown = app.shutdown.clone();
         app.tasks.spawn(async move {
-            let service = service_fn(move |req| routes::route(app2.clone(), req));
+            let service = service_fn(move |req| routes::route(app2.clone(), req, peer.ip()));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)

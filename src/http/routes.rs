@@ -14,10 +14,14 @@ use crate::app::App;
 
 pub type Body = Full<Bytes>;
 
-pub async fn route(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn route(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let response = match (req.method(), path.as_str()) {
-        (&Method::GET, "/ws") => super::ws::upgrade(app, req),
+        (&Method::GET, "/ws") => super::ws::upgrade(app, req, peer),
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => {
             let loaded = app

@@ -4,6 +4,7 @@
 //! buffer, `RTS_MAX_FRAME_BYTES` as the message limit) and the writer's
 //! write half.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
@@ -23,9 +24,13 @@ use crate::protocol::Encoding;
 /// as needed); kept small because idle connections each hold one.
 const READ_BUFFER: usize = 1024;
 
-pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
+/// Offered subprotocols that carry a token instead of naming an encoding
+/// (`rtsync.token.<JWT>`): a browser cannot set an `Authorization` header,
+/// but it can offer subprotocols. Never echoed back.
+const TOKEN_PROTOCOL: &str = "rtsync.token.";
+
+pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
     let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
-    let authenticated = app.authenticated.load(std::sync::atomic::Ordering::Relaxed);
     if open >= app.config.max_connections {
         return refuse(
             "sidecar_full",
@@ -34,16 +39,9 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
             "this sidecar is at its connection limit; try another",
         );
     }
-    // Connections still waiting to authenticate have their own cap, so
-    // they cannot take the places of real users.
-    if open.saturating_sub(authenticated) >= app.config.max_unauthenticated {
-        return refuse(
-            "unauthenticated_full",
-            "RTS_MAX_UNAUTHENTICATED",
-            app.config.max_unauthenticated,
-            "too many connections waiting to authenticate; try again",
-        );
-    }
+    // Connections still waiting to authenticate have their own caps, kept
+    // by closing the oldest waiting one (see `crate::waiting`), never by
+    // refusing a new user here.
     let headers = req.headers();
     let has_token = |name, token: &str| {
         headers
@@ -78,14 +76,31 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
     let offered = headers
         .get(SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok());
-    let Some((encoding, protocol)) = Encoding::negotiate(offered) else {
+    let protocol_token = offered.and_then(|o| {
+        o.split(',')
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL))
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+    });
+    let encodings: Option<String> = offered.map(|o| {
+        o.split(',')
+            .map(str::trim)
+            .filter(|p| !p.starts_with(TOKEN_PROTOCOL))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let encodings = encodings.as_deref().filter(|o| !o.is_empty());
+    let Some((encoding, protocol)) = Encoding::negotiate(encodings) else {
         return json_error(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "unsupported subprotocol; offer rtsync.v1.msgpack or rtsync.v1.json",
         );
     };
-    let token = bearer(headers.get(AUTHORIZATION)).or_else(|| query_token(req.uri().query()));
+    let token = bearer(headers.get(AUTHORIZATION))
+        .or_else(|| query_token(req.uri().query()))
+        .or(protocol_token);
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Tungstenite only reads (the session's writer writes frames itself,
@@ -99,7 +114,7 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>) -> Response<Body> {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (stream, sink) = crate::session::socket::split(upgraded, config).await;
-                crate::session::run(app, stream, sink, encoding, token).await;
+                crate::session::run(app, stream, sink, encoding, token, peer).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }

@@ -79,6 +79,7 @@ pub async fn run(
     sink: socket::WriteHalf,
     encoding: Encoding,
     token: Option<String>,
+    peer: std::net::IpAddr,
 ) {
     let conn_id = app.next_connection_id();
     let span = tracing::info_span!("conn", id = %conn_id);
@@ -106,9 +107,15 @@ pub async fn run(
             coalescer: Coalescer::default(),
             limiter: rate_limit::RateLimiter::new(app.config.rate_limit, Instant::now()),
         };
+        // A token from the upgrade is verified before the connection could
+        // take a place among those waiting to authenticate.
         if let Some(token) = token {
             dispatch::authenticate_with_token(&mut session, &token);
         }
+        let mut waiting = session
+            .identity
+            .is_none()
+            .then(|| app.waiting.admit(peer, session.outbox.clone()));
         let auth_deadline = Instant::now() + AUTH_TIMEOUT;
         let mut pings = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let mut last_heard = Instant::now();
@@ -148,8 +155,14 @@ pub async fn run(
                     // the per-connection task small while it is idle.
                     Some(Ok(Message::Binary(b))) if too_early(&session, b.len()) => break "large frame before authenticate",
                     Some(Ok(Message::Text(t))) if too_early(&session, t.len()) => break "large frame before authenticate",
-                    Some(Ok(Message::Binary(b))) => Box::pin(dispatch::handle_frame(&mut session, &b, false)).await,
-                    Some(Ok(Message::Text(t))) => Box::pin(dispatch::handle_frame(&mut session, t.as_bytes(), true)).await,
+                    Some(Ok(Message::Binary(b))) => {
+                        Box::pin(dispatch::handle_frame(&mut session, &b, false)).await;
+                        left_waiting(&app, &session, &mut waiting);
+                    }
+                    Some(Ok(Message::Text(t))) => {
+                        Box::pin(dispatch::handle_frame(&mut session, t.as_bytes(), true)).await;
+                        left_waiting(&app, &session, &mut waiting);
+                    }
                     Some(Ok(Message::Close(_))) => break "client closed",
                     // Answered through the outbox (the writer owns the
                     // socket); pings count against the rate limit, so a
@@ -172,6 +185,9 @@ pub async fn run(
                 }},
             }
         };
+        if let Some(ticket) = waiting.take() {
+            app.waiting.leave(ticket);
+        }
         for table in std::mem::take(&mut session.tables).into_keys() {
             Box::pin(tables::leave_table(&mut session, &table)).await;
         }
@@ -191,6 +207,16 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// Gives the place among connections waiting to authenticate back once
+/// the session has authenticated.
+fn left_waiting(app: &App, session: &Session, waiting: &mut Option<crate::waiting::Ticket>) {
+    if session.identity.is_some() {
+        if let Some(ticket) = waiting.take() {
+            app.waiting.leave(ticket);
+        }
+    }
 }
 
 /// A frame over [`PRE_AUTH_MAX_FRAME`] before authentication: counted,

@@ -21,13 +21,18 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
     };
     let app = session.app.clone();
     let user = identity(session)?;
-    let commits = validate_batch(items, app.config.max_batch, app.commit_limits, |item, limits| {
-        let change: OfflineChange = parse("offline change", item)?;
-        if !user.grants.can_write(&change.table_id) {
-            return Err(forbidden("write", &change.table_id));
-        }
-        change.into_commit(&user.user_id, session.conn_id(), limits)
-    })?;
+    let commits = validate_batch(
+        items,
+        app.config.max_batch,
+        app.commit_limits,
+        |item, limits| {
+            let change: OfflineChange = parse("offline change", item)?;
+            if !user.grants.can_write(&change.table_id) {
+                return Err(forbidden("write", &change.table_id));
+            }
+            change.into_commit(&user.user_id, session.conn_id(), limits)
+        },
+    )?;
     let (results, failed) = commit_batch(&app.store, &commits).await;
     if let Some((i, e)) = failed {
         let e = RequestError::from(e);

@@ -284,13 +284,7 @@ async fn plan_history(
 /// bytes and one page). Then `done`. A page that cannot be read ends the
 /// replay with `resync_required` instead. False when the connection
 /// closed.
-pub async fn replay(
-    session: &Session,
-    table: &str,
-    after: &str,
-    until: &str,
-    done: Bytes,
-) -> bool {
+pub async fn replay(session: &Session, table: &str, after: &str, until: &str, done: Bytes) -> bool {
     let enc = session.encoding();
     let mut after = after.to_owned();
     loop {

@@ -376,7 +376,8 @@ pub fn validate_batch<T>(
     let mut named: HashMap<(String, String, String), (usize, String)> = HashMap::new();
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let at = |e: RequestError| RequestError::new(e.code, format!("changes[{i}]: {}", e.message));
+        let at =
+            |e: RequestError| RequestError::new(e.code, format!("changes[{i}]: {}", e.message));
         let valid = validate(item, each).map_err(at)?;
         let req = valid.request();
         if let Some(cc) = &req.client_change_id {

@@ -216,7 +216,11 @@ impl Store {
         cmd: &redis::Cmd,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn();
-        match cmd.query_async(&mut conn).await.map_err(StoreError::from_redis) {
+        match cmd
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::from_redis)
+        {
             Err(e) if e.is_missing_function() => {
                 tracing::warn!("rtsync function library missing; loading it again");
                 self.load_library().await?;

@@ -19,7 +19,10 @@ pub const DEFAULT_PAGE: usize = 500;
 /// What to load: a page after a record id, or the listed records.
 #[derive(Debug, Clone)]
 pub enum Load {
-    Page { after: Option<String>, limit: usize },
+    Page {
+        after: Option<String>,
+        limit: usize,
+    },
     /// Each id once, in the order first given.
     Ids(Vec<String>),
 }

@@ -75,6 +75,29 @@ impl Client {
         }
     }
 
+    /// Opens a connection from the local address `local` (any of
+    /// 127.0.0.0/8 on Linux), without authenticating: another "source
+    /// address" on one machine.
+    pub async fn open_from(side: &Sidecar, local: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind((local, 0).into())
+            .expect("bind a local address");
+        let stream = socket.connect(side.addr).await.expect("tcp connect");
+        let req = side.ws_url().into_client_request().expect("request");
+        let (ws, _resp) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket connect");
+        Client {
+            ws,
+            enc: Enc::MsgPack,
+            next_rid: 1,
+            inbox: VecDeque::new(),
+            close_code: None,
+            pongs: Vec::new(),
+        }
+    }
+
     /// Connects and authenticates `user` with a token (MessagePack).
     pub async fn connect(side: &Sidecar, user: &str) -> Client {
         let mut c = Client::open(side, None, &[], "").await;

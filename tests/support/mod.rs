@@ -83,3 +83,14 @@ impl Cluster {
         Cluster { redis, a, b }
     }
 }
+
+/// Resident memory of process `pid` in bytes (`VmRSS` of `/proc`).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
