@@ -256,3 +256,28 @@ async fn a_clients_pings_are_answered_with_their_payloads_between_replies() {
         .await
         .is_some());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_sends_a_2mb_frame_reads_4413_every_time() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let frame = vec![0x92u8; 2 * 1024 * 1024];
+    let mut codes = Vec::new();
+    for _ in 0..50 {
+        let mut c = Client::connect(&side, "u").await;
+        // A browser or `ws` client that cannot finish its write reports
+        // 1006 at once: the server must take the whole frame (and drop
+        // it) for the close code to be read.
+        if !c.try_send_raw(Message::Binary(frame.clone().into())).await {
+            codes.push(Some(1006));
+            continue;
+        }
+        codes.push(c.closed().await);
+    }
+    let wrong: Vec<_> = codes.iter().filter(|c| **c != Some(4413)).collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of 50 did not read 4413: {wrong:?}",
+        wrong.len()
+    );
+}

@@ -237,6 +237,17 @@ async fn empty_short_or_missing_secrets_are_refused_before_binding() {
             vec![("RTS_AUTH", "jwt")],
             "RTS_JWT_SECRET or RTS_JWT_PUBLIC_KEY",
         ),
+        (
+            vec![("RTS_JWT_SECRET", long.as_str()), ("RTS_API_TOKEN", "x")],
+            "RTS_API_TOKEN must be at least 16 bytes (it is 1)",
+        ),
+        (
+            vec![
+                ("RTS_JWT_SECRET", long.as_str()),
+                ("RTS_API_TOKEN", "fifteen-bytes.."),
+            ],
+            "RTS_API_TOKEN must be at least 16 bytes (it is 15)",
+        ),
     ] {
         let (code, stderr) = start_with(&env);
         assert_eq!(code, Some(2), "{env:?}: {stderr}");

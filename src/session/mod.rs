@@ -41,6 +41,10 @@ const PING_INTERVAL: Duration = Duration::from_secs(25);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the writer may take to finish after the read loop ends.
 const WRITER_GRACE: Duration = Duration::from_secs(3);
+/// How long input is read and dropped after the server sent its close
+/// frame, so the client (perhaps still writing a large frame) reads the
+/// close code instead of a reset.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 /// Largest frame accepted before `authenticate` (an `authenticate` frame
 /// is a token and little else); larger ones close the connection 4413.
 pub const PRE_AUTH_MAX_FRAME: usize = 16 * 1024;
@@ -201,12 +205,36 @@ pub async fn run(
         if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
             tracing::debug!("writer did not finish in time");
         }
+        if server_closed(reason) {
+            drain_input(&mut stream, CLOSE_DRAIN).await;
+        }
         app.connections.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::connection_closed(authenticated);
         tracing::info!(reason, "connection closed");
     }
     .instrument(span)
     .await
+}
+
+/// True when the server ended the connection (a close code it sent),
+/// rather than the client.
+fn server_closed(reason: &str) -> bool {
+    !matches!(reason, "client went away" | "client closed" | "read error")
+}
+
+/// Reads and drops what the client still sends, until it closes its side
+/// or `limit` passes. Unread input at close makes the kernel answer with a
+/// reset, which can destroy the close frame before the client reads it.
+async fn drain_input(stream: &mut Socket, limit: Duration) {
+    use tokio::io::AsyncReadExt;
+    let raw = stream.get_mut();
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + limit;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, raw.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
 /// Gives the place among connections waiting to authenticate back once

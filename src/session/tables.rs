@@ -309,7 +309,14 @@ pub async fn replay(session: &Session, table: &str, after: &str, until: &str, do
         };
         let Some((last, _)) = page.last() else { break };
         after = last.clone();
-        for frame in frames("missed_events", &decode(&page, table), enc) {
+        // Only the encoded frames are kept while the connection drains:
+        // the page and its decoded events are dropped first.
+        let page_frames = {
+            let events = decode(&page, table);
+            drop(page);
+            frames("missed_events", &events, enc)
+        };
+        for frame in page_frames {
             if !session.outbox.push_paced(frame).await {
                 return false;
             }
