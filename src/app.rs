@@ -42,6 +42,10 @@ pub struct App {
     conn_seq: AtomicU64,
     /// Authenticated connections per user, for the per-user limit.
     per_user: Mutex<HashMap<String, usize>>,
+    /// Subscriptions per user on this sidecar, for the per-user limit.
+    subscriptions_per_user: Mutex<HashMap<String, usize>>,
+    /// The cursor/selection relay rate per user and table.
+    pub relay_gate: crate::presence::UserRelayGate,
 }
 
 impl App {
@@ -83,6 +87,8 @@ impl App {
             conn_tag: tag,
             conn_seq: AtomicU64::new(0),
             per_user: Mutex::new(HashMap::new()),
+            subscriptions_per_user: Mutex::new(HashMap::new()),
+            relay_gate: crate::presence::UserRelayGate::default(),
         }
     }
 
@@ -100,6 +106,35 @@ impl App {
 
     pub fn user_disconnected(&self, user: &str) {
         let mut map = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(user);
+            }
+        }
+    }
+
+    /// Counts a new subscription of `user`; false (and not counted) when
+    /// the user already has `RTS_MAX_SUBSCRIPTIONS_PER_USER` here.
+    pub fn subscription_added(&self, user: &str) -> bool {
+        let limit = self.config.max_subscriptions_per_user;
+        let mut map = self
+            .subscriptions_per_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(user.to_owned()).or_default();
+        if *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn subscription_removed(&self, user: &str) {
+        let mut map = self
+            .subscriptions_per_user
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(user) {
             *n = n.saturating_sub(1);
             if *n == 0 {

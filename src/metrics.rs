@@ -34,6 +34,7 @@ pub const CONNECTIONS_REFUSED: &str = "rtsync_connections_refused_total";
 pub const WRITER_ERRORS: &str = "rtsync_writer_errors_total";
 pub const PRESENCE_NOTICES_DROPPED: &str = "rtsync_presence_notices_dropped_total";
 pub const REDIS_PIPELINE_SIZE: &str = "rtsync_redis_pipeline_size";
+pub const RELAYS_DEFERRED: &str = "rtsync_presence_relays_deferred_total";
 
 pub const SINK_LAG_ENTRIES: &str = "rtsync_sink_lag_entries";
 pub const SINK_LAG_SECONDS: &str = "rtsync_sink_lag_seconds";
@@ -83,6 +84,7 @@ pub const ALL: &[&str] = &[
     WRITER_ERRORS,
     PRESENCE_NOTICES_DROPPED,
     REDIS_PIPELINE_SIZE,
+    RELAYS_DEFERRED,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -180,7 +182,7 @@ const LABELS: &[(&str, &str, &[&str])] = &[
     (
         CONNECTIONS_REFUSED,
         "reason",
-        &["sidecar_full", "per_user", "unauthenticated_full"],
+        &["sidecar_full", "per_user", "unauthenticated_evicted"],
     ),
     (WRITER_ERRORS, "kind", &["timeout", "failed"]),
 ];
@@ -205,6 +207,7 @@ fn register_all() {
         ENTRIES_SKIPPED,
         REDIS_RECONNECTS,
         PRESENCE_NOTICES_DROPPED,
+        RELAYS_DEFERRED,
     ] {
         counter!(name).increment(0);
     }
@@ -256,6 +259,10 @@ fn describe() {
         "Connections closed 4503 for a full queue"
     );
     describe_counter!(RATE_LIMITED, "Requests refused by the rate limit");
+    describe_counter!(
+        RELAYS_DEFERRED,
+        "Cursor/selection updates held back by the per-user relay rate"
+    );
     describe_counter!(FRAMES_REJECTED, "Client frames refused, by reason");
     describe_gauge!(TABLES_TAILED, "Table streams this sidecar reads");
     describe_counter!(ENTRIES_SKIPPED, "Malformed stream entries skipped");
@@ -360,6 +367,9 @@ pub fn events_delivered(events: usize, subscribers: usize) {
 }
 pub fn slow_consumer_dropped() {
     counter!(SLOW_CONSUMER_DISCONNECTS).increment(1);
+}
+pub fn relay_deferred() {
+    counter!(RELAYS_DEFERRED).increment(1);
 }
 pub fn rate_limited() {
     counter!(RATE_LIMITED).increment(1);

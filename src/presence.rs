@@ -91,9 +91,50 @@ impl Coalescer {
         due
     }
 
+    /// Keeps an update that may not go out now (the user's own slot is
+    /// taken, see [`UserRelayGate`]): it becomes pending and due one
+    /// interval from now, replacing any older pending one.
+    pub fn defer(&mut self, table: &str, kind: Touch, value: Value, now: Instant) {
+        let slot = self.slots.entry((table.to_owned(), key(kind))).or_default();
+        slot.last_sent = Some(now);
+        slot.pending = Some(value);
+    }
+
     /// Drops the table's slots (after unsubscribe).
     pub fn forget(&mut self, table: &str) {
         self.slots.retain(|(t, _), _| t != table);
+    }
+}
+
+/// The same 20-per-second relay bound per *user* and table on this
+/// sidecar, over all of the user's connections: eight sockets of one user
+/// cannot send a victim eight times the cursor rate. Shared by the
+/// sessions; an update whose slot is taken waits in its connection's
+/// [`Coalescer`] (latest wins).
+#[derive(Default)]
+pub struct UserRelayGate {
+    last: std::sync::Mutex<HashMap<(String, String, TouchKey), Instant>>,
+}
+
+/// Entries kept before old ones are pruned.
+const GATE_PRUNE_AT: usize = 10_000;
+
+impl UserRelayGate {
+    /// True (and the slot taken) when `user` may relay a `kind` update on
+    /// `table` now.
+    pub fn allow(&self, user: &str, table: &str, kind: Touch, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.len() >= GATE_PRUNE_AT {
+            last.retain(|_, t| now.saturating_duration_since(*t) < MIN_RELAY_INTERVAL);
+        }
+        let slot = last
+            .entry((user.to_owned(), table.to_owned(), key(kind)))
+            .or_insert(now - MIN_RELAY_INTERVAL);
+        if now.saturating_duration_since(*slot) < MIN_RELAY_INTERVAL {
+            return false;
+        }
+        *slot = now;
+        true
     }
 }
 

@@ -327,27 +327,46 @@ fn require_subscription(session: &Session, table: &str) -> Result<(), RequestErr
     }
 }
 
-/// Relays a cursor or selection now, or keeps it for the next slot.
+/// Relays a cursor or selection now, or keeps it for the next slot: the
+/// connection's own (20 per second per table) and the user's, over all of
+/// their connections on this sidecar.
 async fn offer(
     session: &mut Session,
     table: &str,
     kind: Touch,
     value: Value,
 ) -> Result<(), RequestError> {
-    match session
-        .coalescer
-        .offer(table, kind, value, tokio::time::Instant::now())
-    {
-        Some(value) => relay(session, table, kind, value).await,
+    let now = tokio::time::Instant::now();
+    match session.coalescer.offer(table, kind, value, now) {
+        Some(value) => gated_relay(session, table, kind, value, now).await,
         None => Ok(()),
+    }
+}
+
+/// Relays when the user's slot is free, else defers to the next slot.
+async fn gated_relay(
+    session: &mut Session,
+    table: &str,
+    kind: Touch,
+    value: Value,
+    now: tokio::time::Instant,
+) -> Result<(), RequestError> {
+    let user = identity(session)?.user_id.clone();
+    if session.app.relay_gate.allow(&user, table, kind, now) {
+        relay(session, table, kind, value).await
+    } else {
+        crate::metrics::relay_deferred();
+        session.coalescer.defer(table, kind, value, now);
+        Ok(())
     }
 }
 
 /// Relays coalesced updates whose slot has come.
 pub async fn flush_due(session: &mut Session) {
-    for (table, kind, value) in session.coalescer.take_due(tokio::time::Instant::now()) {
+    let now = tokio::time::Instant::now();
+    for (table, kind, value) in session.coalescer.take_due(now) {
         if session.tables.contains_key(&table) {
-            if let Err(e) = relay(session, &table, kind, value).await {
+            if let Err(e) = gated_relay(session, &table, kind, value, now).await {
                 tracing::debug!(table, error = %e.message, "could not relay a coalesced update");
             }
         }

@@ -142,6 +142,13 @@ async fn join(
             "at most {max} tables per connection (RTS_MAX_SUBSCRIPTIONS)"
         )));
     }
+    if existing.is_none() && !session.app.subscription_added(&user.user_id) {
+        let max = session.app.config.max_subscriptions_per_user;
+        return Err(RequestError::bad_request(format!(
+            "at most {max} tables per user on this sidecar (RTS_MAX_SUBSCRIPTIONS_PER_USER)"
+        )));
+    }
+    let user_id = user.user_id.clone();
     let presence_doc = json!({
         "userId": user.user_id, "userName": user.user_name, "avatarUrl": user.avatar_url,
         "tableId": table, "viewId": req.view_id,
@@ -150,7 +157,13 @@ async fn join(
     let enc = session.encoding();
     let start = match &existing {
         Some(s) => s.clone(),
-        None => app.hub.join(table, session.outbox.clone()).await?,
+        None => match app.hub.join(table, session.outbox.clone()).await {
+            Ok(start) => start,
+            Err(e) => {
+                app.subscription_removed(&user_id);
+                return Err(e.into());
+            }
+        },
     };
     let read = async {
         let joined = presence::join(&app.store, table, session.conn_id(), &presence_doc).await?;
@@ -163,6 +176,7 @@ async fn join(
         Err(e) => {
             if existing.is_none() {
                 app.hub.unsubscribe(table, session.conn_id()).await;
+                app.subscription_removed(&user_id);
             }
             return Err(e.into());
         }
@@ -379,6 +393,7 @@ pub async fn leave_table(session: &mut Session, table: &str) {
     let Some(user) = session.identity.as_ref().map(|i| i.user_id.clone()) else {
         return;
     };
+    app.subscription_removed(&user);
     match presence::leave(&app.store, table, session.conn_id(), &user).await {
         Ok(0) => {
             let grace = Duration::from_millis(app.config.presence_grace_ms);
