@@ -83,10 +83,22 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
+/**
+ * Offered beside the encoding's subprotocol, it carries the token in the
+ * upgrade request (a browser cannot set an `Authorization` header): the
+ * sidecar verifies it before the socket could wait among unauthenticated
+ * ones, and answers with `authenticated` at once.
+ */
+const TOKEN_PROTOCOL = "rtsync.token.";
+/** Characters a subprotocol may hold (RFC 6455 4.1: an HTTP token). */
+const PROTOCOL_SAFE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+
 /** One socket and its requests. */
 class Link {
   pending = new Map<number, Pending>();
   authenticated = false;
+  /** The token went in the upgrade: wait for `authenticated`. */
+  tokenAtUpgrade = false;
   constructor(public ws: WebSocketLike) {}
 
   fail(e: RtsyncError) {
@@ -208,6 +220,31 @@ export class Transport extends Emitter<TransportEvents> {
 
   private open(reason: string) {
     if (!this.running) return;
+    if (this.opts.token || this.opts.getToken) {
+      this.setStatus({ status: "connecting", reason });
+      void this.openWithToken(reason);
+      return;
+    }
+    this.openSocket(reason);
+  }
+
+  /** Gets the token first, so it can go in the upgrade request. */
+  private async openWithToken(reason: string) {
+    let token: string;
+    try {
+      token = String((await this.credentials() as { token: string }).token);
+    } catch (e) {
+      const error = new RtsyncError("unauthenticated", `getToken failed: ${String(e)}`);
+      this.running = false;
+      this.setStatus({ status: "unauthorized", reason: "refused", closeCode: CloseCode.Unauthenticated, closeReason: error.message, error });
+      return;
+    }
+    if (!this.running || this.link) return;
+    this.openSocket(reason, PROTOCOL_SAFE.test(token) ? token : undefined);
+  }
+
+  private openSocket(reason: string, upgradeToken?: string) {
+    if (!this.running) return;
     const WS: WebSocketClass | undefined = this.opts.WebSocket ?? (globalThis as { WebSocket?: WebSocketClass }).WebSocket;
     if (!WS) {
       this.running = false;
@@ -217,17 +254,21 @@ export class Transport extends Emitter<TransportEvents> {
     }
     this.setStatus({ status: "connecting", reason });
     const protocol = this.opts.encoding === "json" ? "rtsync.v1.json" : "rtsync.v1.msgpack";
+    const protocols = upgradeToken ? [protocol, TOKEN_PROTOCOL + upgradeToken] : protocol;
     let ws: WebSocketLike;
     try {
-      ws = new WS(this.opts.url, protocol) as WebSocketLike;
+      ws = new WS(this.opts.url, protocols) as WebSocketLike;
     } catch (e) {
       this.retry({ code: 1006, reason: String(e) });
       return;
     }
     ws.binaryType = "arraybuffer";
     const link = new Link(ws);
+    link.tokenAtUpgrade = upgradeToken !== undefined;
     this.link = link;
-    ws.onopen = () => void this.authenticate(link);
+    ws.onopen = () => {
+      if (!link.tokenAtUpgrade) void this.authenticate(link);
+    };
     ws.onmessage = (m) => this.onMessage(link, m.data);
     ws.onerror = () => undefined;
     ws.onclose = (ev) => this.onClose(link, ev?.code ?? 1006, ev?.reason ?? "");
@@ -245,18 +286,22 @@ export class Transport extends Emitter<TransportEvents> {
     try {
       const ack = await this.requestOn<Authenticated>(link, "authenticate", auth);
       if (this.link !== link) return;
-      link.authenticated = true;
-      this.userId = ack.userId;
-      this.refusedOnce = false;
-      this.onlineSince = Date.now();
-      this.setStatus({ status: "online", reason: "authenticated" });
-      this.emit("open", ack);
+      this.authenticated(link, ack);
     } catch (e) {
       if (this.link !== link) return;
       if (e instanceof RtsyncError && e.code === "unauthenticated") this.refuse(link, e);
       // Anything else (the socket closed, no answer): onClose retries.
       else closeQuietly(link.ws, 4000, "authenticate failed");
     }
+  }
+
+  private authenticated(link: Link, ack: Authenticated) {
+    link.authenticated = true;
+    this.userId = ack.userId;
+    this.refusedOnce = false;
+    this.onlineSince = Date.now();
+    this.setStatus({ status: "online", reason: "authenticated" });
+    this.emit("open", ack);
   }
 
   private async credentials(): Promise<unknown> {
@@ -305,6 +350,10 @@ export class Transport extends Emitter<TransportEvents> {
     }
     if (!Array.isArray(frame) || typeof frame[0] !== "string") return;
     const [event, data, rid] = frame as [string, unknown, number | undefined];
+    if (event === "authenticated" && link.tokenAtUpgrade && !link.authenticated) {
+      this.authenticated(link, data as Authenticated);
+      return;
+    }
     if (typeof rid === "number" && (event === "ack" || event === "error")) {
       const p = link.pending.get(rid);
       if (!p) return;

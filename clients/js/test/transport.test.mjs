@@ -67,3 +67,31 @@ test("stop() then start() back to back connects again at once", async () => {
   assert.equal(t.status, "online");
   t.stop();
 });
+
+test("a token goes in the upgrade request, and no authenticate frame is sent", async () => {
+  const offered = [];
+  const frames = [];
+  class UpgradeSocket {
+    readyState = 0;
+    binaryType = "blob";
+    onopen = null; onmessage = null; onclose = null; onerror = null;
+    constructor(url, protocols) {
+      offered.push(protocols);
+      setTimeout(() => {
+        this.readyState = 1;
+        this.onopen?.({});
+        // The server verified the token at upgrade.
+        this.onmessage?.({ data: encode(["authenticated", { userId: "tok-user", connectionId: "c", serverTime: 0 }]).slice().buffer });
+      }, 1);
+    }
+    send(bytes) { frames.push(decode(bytes)[0]); }
+    close() { this.readyState = 3; }
+  }
+  const t = new Transport({ ...options(UpgradeSocket), devUser: undefined, token: "a.b-c_d" });
+  t.start();
+  await new Promise((r) => t.once("open", r));
+  assert.deepEqual(offered, [["rtsync.v1.msgpack", "rtsync.token.a.b-c_d"]]);
+  assert.equal(t.userId, "tok-user");
+  assert.deepEqual(frames, [], "no authenticate frame");
+  t.stop();
+});
