@@ -160,5 +160,8 @@ async fn a_refusal_with_a_1_gib_body_costs_the_sink_a_few_kb() {
     assert!(field(&dead[0], "reason").len() <= 512);
     let peak = support::peak_rss_bytes(sink.pid());
     eprintln!("the sink's peak RSS after a 1 GiB refusal: {peak} bytes");
-    assert!(peak < 64 * 1024 * 1024, "the sink's peak RSS was {peak} bytes");
+    assert!(
+        peak < 64 * 1024 * 1024,
+        "the sink's peak RSS was {peak} bytes"
+    );
 }

@@ -51,6 +51,13 @@ enum Scenario {
         writers: usize,
         #[arg(long, default_value_t = 16)]
         records: usize,
+        /// Readers that meanwhile ask `load_records` for 250 copies of one
+        /// record of `--reader-kb` KB, again and again (a read at its
+        /// limits beside the commits).
+        #[arg(long, default_value_t = 0)]
+        readers: usize,
+        #[arg(long, default_value_t = 900)]
+        reader_kb: usize,
     },
     /// T tables × S subscribers × W writers at R changes/s each, spread over the sidecars.
     Fanout {
@@ -133,7 +140,12 @@ fn main() -> Result<()> {
 async fn run(args: Args) -> Result<()> {
     let before: Vec<_> = args.pid.iter().map(|p| report::proc_stats(*p)).collect();
     let mut out = match args.scenario.clone() {
-        Scenario::Commit { writers, records } => scenarios::commit(&args, writers, records).await?,
+        Scenario::Commit {
+            writers,
+            records,
+            readers,
+            reader_kb,
+        } => scenarios::commit(&args, writers, records, readers, reader_kb).await?,
         Scenario::Fanout {
             tables,
             subscribers,

@@ -36,13 +36,25 @@ impl<'a> Urls<'a> {
     }
 }
 
-pub async fn commit(args: &Args, writers: usize, records: usize) -> Result<Value> {
+pub async fn commit(
+    args: &Args,
+    writers: usize,
+    records: usize,
+    readers: usize,
+    reader_kb: usize,
+) -> Result<Value> {
     let committed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let reads = if readers > 0 {
+        big_readers(args, readers, reader_kb).await?
+    } else {
+        Vec::new()
+    };
     let stop = Instant::now() + Duration::from_secs(args.duration);
     let mut handles = Vec::new();
     for w in 0..writers {
         let mut ws = connect(&args.url[0], args.secret.as_deref(), &format!("bench-w{w}")).await?;
-        let committed = committed.clone();
+        let (committed, failed) = (committed.clone(), failed.clone());
         handles.push(tokio::spawn(async move {
             let mut rid = 1u64;
             let mut lat = Vec::new();
@@ -53,9 +65,13 @@ pub async fn commit(args: &Args, writers: usize, records: usize) -> Result<Value
                     "changes": [{"fieldId": "f1", "newValue": rid}]}, rid]);
                 let sent = Instant::now();
                 ws.send(encode(&frame)?).await?;
-                wait_ack(&mut ws, rid).await?;
+                // An error answer (`timeout` under a heavy read) is counted;
+                // its latency is kept too.
+                match wait_ack(&mut ws, rid).await {
+                    Ok(_) => committed.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
                 lat.push(sent.elapsed().as_micros() as u64);
-                committed.fetch_add(1, Ordering::Relaxed);
                 rid += 1;
             }
             anyhow::Ok(lat)
@@ -68,10 +84,54 @@ pub async fn commit(args: &Args, writers: usize, records: usize) -> Result<Value
     }
     let secs = started.elapsed().as_secs_f64();
     let n = committed.load(Ordering::Relaxed);
+    let mut read_lat = Vec::new();
+    for r in reads {
+        read_lat.extend(r.await??);
+    }
     Ok(
         json!({"scenario": "commit", "writers": writers, "commits": n,
-        "commitsPerSec": (n as f64 / secs).round(), "ackLatencyMs": latency(lat)}),
+        "commitsPerSec": (n as f64 / secs).round(), "ackLatencyMs": latency(lat),
+        "failed": failed.load(Ordering::Relaxed),
+        "readers": readers, "readerKb": reader_kb, "reads": read_lat.len(),
+        "readLatencyMs": latency(read_lat)}),
     )
+}
+
+/// `readers` connections that ask for 250 copies of one record of
+/// `kb` KB with `load_records`, again and again, for the run's duration.
+async fn big_readers(
+    args: &Args,
+    readers: usize,
+    kb: usize,
+) -> Result<Vec<tokio::task::JoinHandle<Result<Vec<u64>>>>> {
+    let table = format!("bench-read-{}", run_id());
+    let mut ws = connect(&args.url[0], args.secret.as_deref(), "bench-big").await?;
+    let frame = json!(["record_change", {"type": "update", "recordId": "big", "tableId": table,
+        "changes": [{"fieldId": "f", "newValue": "x".repeat(kb * 1024)}]}, 1]);
+    ws.send(encode(&frame)?).await?;
+    wait_ack(&mut ws, 1).await?;
+    let stop = Instant::now() + Duration::from_secs(args.duration);
+    let mut handles = Vec::new();
+    for r in 0..readers {
+        let mut ws = connect(&args.url[0], args.secret.as_deref(), &format!("bench-r{r}")).await?;
+        let table = table.clone();
+        handles.push(tokio::spawn(async move {
+            let ids = vec!["big"; 250];
+            let mut lat = Vec::new();
+            let mut rid = 0u64;
+            while Instant::now() < stop {
+                rid += 1;
+                let sent = Instant::now();
+                let frame = json!(["load_records", {"tableId": table, "recordIds": ids}, rid]);
+                ws.send(encode(&frame)?).await?;
+                // A read answered `timeout` still took its time.
+                let _ = wait_ack(&mut ws, rid).await;
+                lat.push(sent.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    Ok(handles)
 }
 
 pub async fn fanout(
