@@ -83,8 +83,8 @@ carries the record's `current` as it is now.
 Errors: RTSYNC_INVALID (bad arguments, or a record at the largest version)
 and RTSYNC_TOO_LARGE (the record's state would pass maxRecordBytes).
 A committed change also rings the table's doorbell: SPUBLISH
-<p>:{T}:presence '{"event":"ring"}', so the sidecars serving the table read
-its stream at once. (A producer that XADDs directly may ring the same way;
+<p>:{T}:presence '{"event":"ring"}' (a base's change: <p>:{B}:base-presence),
+so the sidecars serving the table (or base) read its stream at once. (A producer that XADDs directly may ring the same way;
 otherwise its entry is read by the sidecars' periodic sweep, within a second.)
 
 Example (another service updating field f1 of record r1 in table t1):
@@ -247,8 +247,14 @@ local function append(stream, change, version, changes_raw, metadata_raw, retent
   -- keeps `<p>:{T}:sink-floor` at the time (ms) of the oldest entry it has
   -- not acknowledged, but never older than RTS_SINK_MAX_LAG_SECS, and the
   -- key expires after that long, so a gone sink holds nothing back for ever.
-  if stream:sub(-7) == ':events' then
-    local floor = tonumber(redis.call('GET', stream:sub(1, -8) .. ':sink-floor') or '')
+  -- A base's stream (`<p>:{B}:base-events`) has its own floor and doorbell
+  -- (`:base-sink-floor`, `:base-presence`).
+  local scope, kind = stream:match('^(.*):(base%-events)$')
+  if not scope then scope, kind = stream:match('^(.*):(events)$') end
+  local extra = ''
+  if kind == 'base-events' then extra = 'base-' end
+  if scope then
+    local floor = tonumber(redis.call('GET', scope .. ':' .. extra .. 'sink-floor') or '')
     if floor ~= nil and floor < min_id then
       min_id = floor
     end
@@ -270,9 +276,10 @@ local function append(stream, change, version, changes_raw, metadata_raw, retent
   opt('origin', change.origin)
   opt('clientChangeId', change.clientChangeId)
   local id = redis.call(unpack(args))
-  -- Doorbell: sidecars serving the table read its stream when it rings.
-  if stream:sub(-7) == ':events' then
-    redis.call('SPUBLISH', stream:sub(1, -8) .. ':presence', RING)
+  -- Doorbell: sidecars serving the table (or base) read its stream when it
+  -- rings.
+  if scope then
+    redis.call('SPUBLISH', scope .. ':' .. extra .. 'presence', RING)
   end
   return id
 end

@@ -57,6 +57,24 @@ const ENTITY_TYPES: [&str; 5] = ["record", "field", "table", "view", "base"];
 const MAX_KIND: usize = 32;
 
 impl ChangeEvent {
+    /// Decodes an entry of the stream named `stream` (a table id, or a
+    /// base's `{B}`, see [`super::ids::base_stream_name`]): a table's events
+    /// carry its `tableId`; a base's carry its `baseId` and no `tableId`.
+    pub fn from_stream_entry(
+        id: &str,
+        fields: &[(String, Vec<u8>)],
+        stream: &str,
+    ) -> Result<ChangeEvent, EntryError> {
+        match super::ids::base_of_stream(stream) {
+            Some(base) => {
+                let mut e = ChangeEvent::from_entry(id, fields, None)?;
+                e.base_id.get_or_insert_with(|| base.to_owned());
+                Ok(e)
+            }
+            None => ChangeEvent::from_entry(id, fields, Some(stream)),
+        }
+    }
+
     /// Decodes a stream entry. `table_id` is the table whose stream it came
     /// from (`None` for base streams).
     pub fn from_entry(

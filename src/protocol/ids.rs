@@ -39,6 +39,19 @@ fn forbidden(c: char) -> bool {
         || FORMAT_CHARS.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
 
+/// The name a base's event stream goes by where table streams are named by
+/// their table id (the hub, the tailer, consumer groups, the sink): `{B}`.
+/// Ids never hold braces, so no table id is ever taken for a base.
+pub fn base_stream_name(base: &str) -> String {
+    format!("{{{base}}}")
+}
+
+/// The base id of a stream name made by [`base_stream_name`]; `None` for a
+/// table's.
+pub fn base_of_stream(name: &str) -> Option<&str> {
+    name.strip_prefix('{')?.strip_suffix('}')
+}
+
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(forbidden)
 }

@@ -55,6 +55,8 @@ pub struct SubscribeReq {
     pub base_id: Option<String>,
     /// v1.1: subscribe and recover in one request.
     pub last_event_id: Option<String>,
+    /// v1.2: the last event received from the base's stream (3.2).
+    pub base_last_event_id: Option<String>,
 }
 
 impl SubscribeReq {
@@ -66,7 +68,13 @@ impl SubscribeReq {
         if let Some(b) = &self.base_id {
             check_id("baseId", b)?;
         }
-        check_position(self.last_event_id.as_deref())
+        check_position(self.last_event_id.as_deref())?;
+        if self.base_last_event_id.is_some() && self.base_id.is_none() {
+            return Err(RequestError::bad_request(
+                "baseLastEventId needs the baseId it belongs to",
+            ));
+        }
+        check_position(self.base_last_event_id.as_deref())
     }
 }
 
@@ -208,6 +216,7 @@ pub struct RecoverReq {
     pub view_id: Option<String>,
     pub base_id: Option<String>,
     pub last_event_id: Option<String>,
+    pub base_last_event_id: Option<String>,
     /// Accepted for compatibility; positions are stream ids.
     pub last_version: Option<u64>,
 }
@@ -224,6 +233,7 @@ impl RecoverReq {
             view_id: self.view_id.clone(),
             base_id: self.base_id.clone(),
             last_event_id: self.last_event_id.clone(),
+            base_last_event_id: self.base_last_event_id.clone(),
         }
     }
 }

@@ -37,15 +37,15 @@ pub struct Answer {
 pub enum Then {
     /// A frame already encoded (bounded in size by its maker).
     Frame(Bytes),
-    /// Replays `(after, until]` of `table` as `missed_events` frames, read
-    /// page by page only as the connection drains; then `done`
-    /// (`connection_recovered`), or `resync_required` if a page cannot be
-    /// read.
+    /// Replays `(after, until]` of the stream `table` (a table id or a
+    /// base's `{B}`) as `missed_events` frames, read page by page only as
+    /// the connection drains; then `done` (`connection_recovered`), or
+    /// `resync_required` if a page cannot be read.
     Replay {
         table: String,
         after: String,
         until: String,
-        done: Bytes,
+        done: Option<Bytes>,
     },
     /// The pending subscriber of `table` goes live in the hub.
     Activate(String),

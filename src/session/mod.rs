@@ -59,6 +59,9 @@ pub struct Session {
     /// Subscribed tables and each subscription's start (its ack's
     /// `lastEventId`), for recovery on a subscribed table.
     pub tables: HashMap<String, String>,
+    /// Bases whose stream this connection reads (PROTOCOL.md 3.2), joined
+    /// with the first subscribed table of the base and left with its last.
+    pub bases: HashMap<String, tables::BaseSubscription>,
     /// Cursor and selection updates waiting for their relay slot.
     pub coalescer: Coalescer,
     pub limiter: rate_limit::RateLimiter,
@@ -108,6 +111,7 @@ pub async fn run(
             outbox,
             identity: None,
             tables: HashMap::new(),
+            bases: HashMap::new(),
             coalescer: Coalescer::default(),
             limiter: rate_limit::RateLimiter::new(app.config.rate_limit, Instant::now()),
         };

@@ -21,6 +21,7 @@
 //! On a table already subscribed, a recovery replays `(lastEventId, S]` of
 //! the existing subscription; later events arrive live as they did.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +31,7 @@ use super::dispatch::{forbidden, identity, to_value, Answer, Reply, Then};
 use super::Session;
 use crate::protocol::codec::encode_frame;
 use crate::protocol::event::{bounded_groups, list_frame, ChangeEvent};
+use crate::protocol::ids::{base_of_stream, base_stream_name};
 use crate::protocol::messages::{parse, RecoverReq, SubscribeReq, TableAck, TableReq};
 use crate::protocol::{RequestError, StreamId};
 use crate::store::history::{self, Position};
@@ -64,6 +66,8 @@ struct Joined {
     color: String,
     missed: usize,
     resync: Option<&'static str>,
+    /// The base stream's start, when the subscribe named a `baseId`.
+    base_start: Option<String>,
     /// What follows the ack.
     then: Vec<Then>,
 }
@@ -94,6 +98,9 @@ pub async fn subscribe(session: &mut Session, data: Value) -> Reply {
     if let Some(reason) = joined.resync {
         ack["resyncRequired"] = json!(reason);
     }
+    if let Some(base_start) = joined.base_start {
+        ack["baseLastEventId"] = json!(base_start);
+    }
     Ok(Answer {
         result: ack,
         then: joined.then,
@@ -115,6 +122,9 @@ pub async fn recover(session: &mut Session, data: Value) -> Reply {
         "lastEventId": joined.start});
     if let Some(reason) = joined.resync {
         ack["resyncRequired"] = json!(reason);
+    }
+    if let Some(base_start) = joined.base_start {
+        ack["baseLastEventId"] = json!(base_start);
     }
     Ok(Answer {
         result: ack,
@@ -204,7 +214,7 @@ async fn join(
                 table: table.to_owned(),
                 after,
                 until: start.clone(),
-                done,
+                done: Some(done),
             }),
             None => then.push(Then::Frame(done)),
         }
@@ -212,18 +222,108 @@ async fn join(
     if existing.is_none() {
         then.push(Then::Activate(table.to_owned()));
     }
+    let base = match join_base(session, req, table).await {
+        Ok(b) => b,
+        Err(e) => {
+            if existing.is_none() {
+                session.tables.remove(table);
+                leave_table(session, table).await;
+            }
+            return Err(e);
+        }
+    };
+    let base_start = base.map(|(start, base_then)| {
+        then.extend(base_then);
+        start
+    });
     Ok(Joined {
         start,
         color: joined.color,
         missed,
         resync: plan.resync,
+        base_start,
         then,
     })
 }
 
-fn resync_frame(enc: crate::protocol::Encoding, table: &str, reason: &str) -> Bytes {
+/// A base whose stream the connection reads, for the tables of it that
+/// the connection subscribed to (PROTOCOL.md 3.2).
+pub struct BaseSubscription {
+    /// The base stream's position when the connection joined it.
+    pub start: String,
+    pub tables: HashSet<String>,
+}
+
+/// Joins the base of a subscribe (its `baseId`), once per connection: the
+/// base's events then reach the connection once, however many of its
+/// tables it subscribes to. With `baseLastEventId` the base events missed
+/// since are replayed (or `resync_required {baseId}`). Returns the base
+/// stream's start and the steps that follow the ack.
+async fn join_base(
+    session: &mut Session,
+    req: &SubscribeReq,
+    table: &str,
+) -> Result<Option<(String, Vec<Then>)>, RequestError> {
+    let Some(base) = req.base_id.as_deref() else {
+        return Ok(None);
+    };
+    let name = base_stream_name(base);
+    let enc = session.encoding();
+    let app = session.app.clone();
+    let (start, fresh) = match session.bases.get_mut(base) {
+        Some(sub) => {
+            sub.tables.insert(table.to_owned());
+            (sub.start.clone(), false)
+        }
+        None => {
+            let start = app.hub.join(&name, session.outbox.clone()).await?;
+            let sub = BaseSubscription {
+                start: start.clone(),
+                tables: HashSet::from([table.to_owned()]),
+            };
+            session.bases.insert(base.to_owned(), sub);
+            (start, true)
+        }
+    };
+    let mut then = Vec::new();
+    if let Some(last) = &req.base_last_event_id {
+        let history = History::Since(last.clone());
+        let plan = match plan_history(session, &name, &history, &start).await {
+            Ok(p) => p,
+            Err(e) => {
+                if fresh {
+                    session.bases.remove(base);
+                    app.hub.unsubscribe(&name, session.conn_id()).await;
+                }
+                return Err(e.into());
+            }
+        };
+        if let Some(reason) = plan.resync {
+            tracing::info!(base, reason, "base recovery needs a resync");
+            then.push(Then::Frame(resync_frame(enc, &name, reason)));
+        } else if let Some((after, _)) = plan.replay {
+            then.push(Then::Replay {
+                table: name.clone(),
+                after,
+                until: start.clone(),
+                done: None,
+            });
+        }
+    }
+    if fresh {
+        then.push(Then::Activate(name));
+    }
+    Ok(Some((start, then)))
+}
+
+/// `resync_required` for the stream `name`: `{tableId}` of a table, or
+/// `{baseId}` of a base's stream.
+fn resync_frame(enc: crate::protocol::Encoding, name: &str, reason: &str) -> Bytes {
     crate::metrics::message_out("resync_required");
-    let body = json!({"tableId": table, "reason": reason});
+    let body = match base_of_stream(name) {
+        Some(base) => json!({"baseId": base, "reason": reason}),
+        None => json!({"tableId": name, "reason": reason}),
+    };
     encode_frame(enc, "resync_required", &body, None)
 }
 
@@ -298,7 +398,13 @@ async fn plan_history(
 /// bytes and one page). Then `done`. A page that cannot be read ends the
 /// replay with `resync_required` instead. False when the connection
 /// closed.
-pub async fn replay(session: &Session, table: &str, after: &str, until: &str, done: Bytes) -> bool {
+pub async fn replay(
+    session: &Session,
+    table: &str,
+    after: &str,
+    until: &str,
+    done: Option<Bytes>,
+) -> bool {
     let enc = session.encoding();
     let mut after = after.to_owned();
     loop {
@@ -339,7 +445,10 @@ pub async fn replay(session: &Session, table: &str, after: &str, until: &str, do
             break;
         }
     }
-    session.outbox.push_paced(done).await
+    match done {
+        Some(done) => session.outbox.push_paced(done).await,
+        None => true,
+    }
 }
 
 /// Bounded list frames (at most 256 events and 256 KiB each) of `name`.
@@ -361,7 +470,7 @@ fn decode(entries: &[Entry], table: &str) -> Vec<ChangeEvent> {
     entries
         .iter()
         .filter_map(
-            |(id, fields)| match ChangeEvent::from_entry(id, fields, Some(table)) {
+            |(id, fields)| match ChangeEvent::from_stream_entry(id, fields, table) {
                 Ok(e) => Some(e),
                 Err(err) => {
                     tracing::warn!(table, id, error = %err, "skipping a malformed stream entry");
@@ -390,6 +499,19 @@ pub async fn leave_table(session: &mut Session, table: &str) {
     let app = session.app.clone();
     app.hub.unsubscribe(table, session.conn_id()).await;
     session.coalescer.forget(table);
+    // Its bases: a base none of the connection's tables needs is left.
+    let mut emptied = Vec::new();
+    for (base, sub) in session.bases.iter_mut() {
+        if sub.tables.remove(table) && sub.tables.is_empty() {
+            emptied.push(base.clone());
+        }
+    }
+    for base in emptied {
+        session.bases.remove(&base);
+        app.hub
+            .unsubscribe(&base_stream_name(&base), session.conn_id())
+            .await;
+    }
     let Some(user) = session.identity.as_ref().map(|i| i.user_id.clone()) else {
         return;
     };

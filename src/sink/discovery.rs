@@ -1,6 +1,6 @@
-//! Finding every table stream, including streams producers `XADD` to
-//! directly and tables no sidecar serves: `SCAN MATCH <p>:{*}:events TYPE
-//! stream` on one Redis, or on every primary of a Redis Cluster (their
+//! Finding every table stream and base stream, including streams producers
+//! `XADD` to directly and tables no sidecar serves: `SCAN MATCH
+//! <p>:{*}:events TYPE stream` (and `<p>:{*}:base-events`) on one Redis, or on every primary of a Redis Cluster (their
 //! addresses come from `CLUSTER NODES`; each primary holds its own slots'
 //! keys, so together they hold every stream).
 
@@ -22,7 +22,7 @@ pub struct Discovery {
 impl Discovery {
     /// Every table that has a stream, in id order.
     pub async fn tables(&mut self, store: &Store) -> Result<BTreeSet<String>, StoreError> {
-        let pattern = store.keys.events_pattern();
+        let patterns = store.keys.events_patterns();
         let mut keys = Vec::new();
         if store.is_cluster() {
             let addrs = primaries(store).await?;
@@ -43,14 +43,18 @@ impl Discovery {
                     }
                 };
                 let mut conn = conn;
-                if let Err(e) = scan(&mut conn, &pattern, &mut keys).await {
-                    self.primaries.remove(&addr);
-                    return Err(e);
+                for pattern in &patterns {
+                    if let Err(e) = scan(&mut conn, pattern, &mut keys).await {
+                        self.primaries.remove(&addr);
+                        return Err(e);
+                    }
                 }
             }
         } else {
             let mut conn: Conn = store.conn();
-            scan(&mut conn, &pattern, &mut keys).await?;
+            for pattern in &patterns {
+                scan(&mut conn, pattern, &mut keys).await?;
+            }
         }
         Ok(keys
             .iter()

@@ -146,7 +146,7 @@ async fn step(
     let mut undecodable = Vec::new();
     for e in &entries {
         let Some(fields) = &e.fields else { continue };
-        match ChangeEvent::from_entry(&e.id, fields, Some(table)) {
+        match ChangeEvent::from_stream_entry(&e.id, fields, table) {
             Ok(ev) => events.push(ev),
             Err(err) => undecodable.push((e, err.to_string())),
         }
@@ -156,7 +156,12 @@ async fn step(
         dead_letter(shared, table, std::slice::from_ref(*e), 0, why).await?;
     }
     if !events.is_empty() {
-        let body = match serde_json::to_vec(&json!({"tableId": table, "events": events})) {
+        // A base's stream goes out as {"baseId", "events"} (PROTOCOL.md 3.2).
+        let batch = match crate::protocol::ids::base_of_stream(table) {
+            Some(base) => json!({"baseId": base, "events": events}),
+            None => json!({"tableId": table, "events": events}),
+        };
+        let body = match serde_json::to_vec(&batch) {
             Ok(b) => b,
             Err(e) => return Err(StoreError::Reply(format!("cannot encode a batch: {e}"))),
         };

@@ -1,6 +1,13 @@
 //! The Redis key layout (PROTOCOL.md section 7). Every key of a table carries
 //! `{tableId}` as its Redis Cluster hash tag, so one table lives in one slot.
 //! Ids are validated before they get here (no `{`/`}`), so the tag is sound.
+//!
+//! A base's stream (`<p>:{B}:base-events`, PROTOCOL.md 3.2) is served like a
+//! table's under the stream name `{B}` ([`base_stream_name`]); the keys of a
+//! stream name (events, doorbell channel, the sink's dead letters, lease and
+//! floor) map it to `<p>:{B}:base-<kind>`, in the base's own slot.
+
+use crate::protocol::ids::{base_of_stream, base_stream_name};
 
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -14,8 +21,17 @@ impl Keys {
         }
     }
 
-    pub fn events(&self, table: &str) -> String {
-        format!("{}:{{{table}}}:events", self.prefix)
+    /// A key of the stream named `name` (a table id, or a base's `{B}`).
+    fn stream_key(&self, name: &str, kind: &str) -> String {
+        match base_of_stream(name) {
+            Some(base) => format!("{}:{{{base}}}:base-{kind}", self.prefix),
+            None => format!("{}:{{{name}}}:{kind}", self.prefix),
+        }
+    }
+
+    /// The stream of `name`: a table's events, or (for `{B}`) the base's.
+    pub fn events(&self, name: &str) -> String {
+        self.stream_key(name, "events")
     }
 
     pub fn base_events(&self, base: &str) -> String {
@@ -47,19 +63,19 @@ impl Keys {
     }
 
     /// The sink's dead-letter stream of a table (PROTOCOL.md section 9).
-    pub fn dead(&self, table: &str) -> String {
-        format!("{}:{{{table}}}:dead", self.prefix)
+    pub fn dead(&self, name: &str) -> String {
+        self.stream_key(name, "dead")
     }
 
     /// Which sink process owns a table's delivery (`rtsync_sink_lease`).
-    pub fn sink_lease(&self, table: &str) -> String {
-        format!("{}:{{{table}}}:sink-lease", self.prefix)
+    pub fn sink_lease(&self, name: &str) -> String {
+        self.stream_key(name, "sink-lease")
     }
 
     /// The time (ms) below which the table's stream may be trimmed: the
     /// oldest entry the sink has not acknowledged (kept by `rtsync sink`).
-    pub fn sink_floor(&self, table: &str) -> String {
-        format!("{}:{{{table}}}:sink-floor", self.prefix)
+    pub fn sink_floor(&self, name: &str) -> String {
+        self.stream_key(name, "sink-floor")
     }
 
     /// Live sink processes: a sorted set of instance id -> last seen (ms).
@@ -67,9 +83,12 @@ impl Keys {
         format!("{}:sinks", self.prefix)
     }
 
-    /// The pattern of every table stream, for SCAN.
-    pub fn events_pattern(&self) -> String {
-        format!("{}:{{*}}:events", self.prefix)
+    /// The patterns of every table stream and every base stream, for SCAN.
+    pub fn events_patterns(&self) -> [String; 2] {
+        [
+            format!("{}:{{*}}:events", self.prefix),
+            format!("{}:{{*}}:base-events", self.prefix),
+        ]
     }
 
     pub fn presence(&self, table: &str) -> String {
@@ -85,9 +104,10 @@ impl Keys {
     }
 
     /// The sharded pub/sub channel of a table's presence notices (same name
-    /// as the presence hash; channels and keys are separate namespaces).
-    pub fn presence_channel(&self, table: &str) -> String {
-        self.presence(table)
+    /// as the presence hash; channels and keys are separate namespaces),
+    /// also its doorbell; a base's stream rings on `<p>:{B}:base-presence`.
+    pub fn presence_channel(&self, name: &str) -> String {
+        self.stream_key(name, "presence")
     }
 
     /// The set of tables that may hold presence, for the sweeper.
@@ -110,17 +130,29 @@ impl Keys {
         format!("{}:streams", self.prefix)
     }
 
-    /// The table id of a presence channel.
-    pub fn table_of_channel(&self, channel: &str) -> Option<String> {
-        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
-        Some(rest.strip_suffix("}:presence")?.to_owned())
+    /// The stream name of a key `<p>:{X}:<kind>` or `<p>:{X}:base-<kind>`.
+    fn name_of(&self, key: &str, kind: &str) -> Option<String> {
+        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
+        let (scope, tail) = rest.split_once('}')?;
+        let tail = tail.strip_prefix(':')?;
+        if tail == kind {
+            Some(scope.to_owned())
+        } else if tail.strip_prefix("base-") == Some(kind) {
+            Some(base_stream_name(scope))
+        } else {
+            None
+        }
     }
 
-    /// The table id of an events stream key, if it is one of ours.
+    /// The stream name (table id, or `{B}`) of a presence channel.
+    pub fn table_of_channel(&self, channel: &str) -> Option<String> {
+        self.name_of(channel, "presence")
+    }
+
+    /// The stream name (table id, or `{B}`) of an events stream key, if it
+    /// is one of ours.
     pub fn table_of_events(&self, key: &str) -> Option<String> {
-        let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
-        let table = rest.strip_suffix("}:events")?;
-        Some(table.to_owned())
+        self.name_of(key, "events")
     }
 }
 
@@ -138,5 +170,23 @@ mod tests {
         assert_eq!(k.base_events("b"), "rts:{b}:base-events");
         assert_eq!(k.table_of_events("rts:{t1}:events").as_deref(), Some("t1"));
         assert_eq!(k.table_of_events("other:{t1}:events"), None);
+    }
+
+    #[test]
+    fn a_base_stream_is_named_by_its_id_in_braces_and_keeps_its_slot() {
+        let k = Keys::new("rts");
+        let name = base_stream_name("b1");
+        assert_eq!(k.events(&name), "rts:{b1}:base-events");
+        assert_eq!(k.events(&name), k.base_events("b1"));
+        assert_eq!(k.presence_channel(&name), "rts:{b1}:base-presence");
+        assert_eq!(k.dead(&name), "rts:{b1}:base-dead");
+        assert_eq!(k.sink_floor(&name), "rts:{b1}:base-sink-floor");
+        assert_eq!(
+            k.table_of_events("rts:{b1}:base-events"),
+            Some(name.clone())
+        );
+        assert_eq!(k.table_of_channel("rts:{b1}:base-presence"), Some(name));
+        assert_eq!(k.table_of_channel("rts:{t}:presence").as_deref(), Some("t"));
+        assert_eq!(k.table_of_events("rts:{t}:records"), None);
     }
 }

@@ -299,7 +299,7 @@ impl Reader {
     fn deliver(&self, table: &str, entries: Vec<Entry>) {
         let mut events = Vec::with_capacity(entries.len());
         for (id, fields) in entries {
-            match ChangeEvent::from_entry(&id, &fields, Some(table)) {
+            match ChangeEvent::from_stream_entry(&id, &fields, table) {
                 Ok(e) => events.push(e),
                 Err(err) => {
                     crate::metrics::entry_skipped();
