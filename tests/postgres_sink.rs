@@ -188,7 +188,32 @@ async fn postgres_ends_with_exactly_the_state_rtsync_holds() {
             drop(app);
             app = receiver(&pg, port).0;
         }
+        if i % 60 == 30 {
+            // The base is renamed now and then (a base event, its own stream).
+            let body = json!({"changes": [{"type": "update", "entityType": "base",
+                "entityId": "b1", "baseId": "b1", "userId": "admin",
+                "changes": [{"fieldId": "name", "newValue": format!("Plan {i}")}]}]});
+            let (status, text) = a.http(
+                "POST",
+                "/api/v1/sync/batch-changes",
+                &[("Authorization", "Bearer test-api-token-0123")],
+                &body.to_string(),
+            );
+            assert_eq!(status, 200, "{text}");
+        }
     }
+    wait_for(
+        "the last base rename in PostgreSQL",
+        Duration::from_secs(60),
+        || async {
+            let name = pg.psql(
+                "SELECT value #>> '{}' FROM base_fields WHERE base_id = 'b1' AND field_id = 'name'",
+            );
+            let version = pg.psql("SELECT version FROM bases WHERE base_id = 'b1'");
+            (name.trim() == "Plan 270" && version.trim() == "5").then_some(())
+        },
+    )
+    .await;
     let expected = rtsync_state(&a);
     assert!(expected.len() >= 14, "records of the table");
     let pg_final = wait_for(

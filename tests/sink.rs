@@ -496,3 +496,39 @@ fn bad_sink_settings_are_refused_before_starting() {
         assert!(stderr.contains(message), "{env:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bases_events_are_delivered_as_base_batches_in_order() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let body = json!({"changes": [{"type": "update", "entityType": "base", "entityId": "b1",
+            "baseId": "b1", "userId": "admin", "changes": [{"fieldId": "name", "newValue": format!("v{n}")}]}]});
+        let (status, text) = side.http(
+            "POST",
+            "/api/v1/sync/batch-changes",
+            &[("Authorization", "Bearer test-api-token-0123")],
+            &body.to_string(),
+        );
+        assert_eq!(status, 200, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        ids.push(
+            v["data"]["results"][0]["eventId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let receiver = Receiver::ok().await;
+    let _sink = sink(&redis, "sink-a", &receiver, &[]).await;
+    wait_for("the base's batch", LONG, || async {
+        (receiver.delivered_ids().len() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(receiver.delivered_ids(), ids);
+    let batch = &receiver.received()[0].body;
+    assert_eq!(batch["baseId"], "b1");
+    assert!(batch.get("tableId").is_none(), "{batch}");
+    assert_eq!(batch["events"][0]["entityType"], "base");
+}

@@ -63,3 +63,48 @@ export async function applyBatch(pool, { tableId, events }) {
     client.release();
   }
 }
+
+// Applies one batch of a base's events ({"baseId", "events"}: a base
+// renamed, its icon changed, ...) the same way: once per event id, and
+// only when the base's version is newer; `null` clears an attribute.
+export async function applyBaseBatch(pool, { baseId, events }) {
+  const client = await pool.connect();
+  const stream = `{${baseId}}`;
+  try {
+    await client.query("BEGIN");
+    let applied = 0;
+    for (const e of events) {
+      const fresh = await client.query(
+        "INSERT INTO rtsync_events (table_id, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        [stream, e.id],
+      );
+      if (fresh.rowCount === 0 || e.entityType !== "base" || typeof e.version !== "number") continue;
+      const row = await client.query("SELECT version FROM bases WHERE base_id = $1 FOR UPDATE", [baseId]);
+      if (row.rows[0] && Number(row.rows[0].version) >= e.version) continue;
+      await client.query(
+        `INSERT INTO bases (base_id, version) VALUES ($1, $2)
+         ON CONFLICT (base_id) DO UPDATE SET version = EXCLUDED.version`,
+        [baseId, e.version],
+      );
+      for (const c of e.changes ?? []) {
+        if (c.newValue === undefined || c.newValue === null) {
+          await client.query("DELETE FROM base_fields WHERE base_id = $1 AND field_id = $2", [baseId, c.fieldId]);
+        } else {
+          await client.query(
+            `INSERT INTO base_fields (base_id, field_id, value) VALUES ($1, $2, $3)
+             ON CONFLICT (base_id, field_id) DO UPDATE SET value = EXCLUDED.value`,
+            [baseId, c.fieldId, JSON.stringify(c.newValue)],
+          );
+        }
+      }
+      applied++;
+    }
+    await client.query("COMMIT");
+    return applied;
+  } catch (err) {
+    await client.query("ROLLBACK").catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}

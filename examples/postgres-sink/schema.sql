@@ -16,6 +16,20 @@ CREATE TABLE IF NOT EXISTS field_values (
   value     jsonb  NOT NULL,
   PRIMARY KEY (table_id, record_id, field_id)
 );
+-- Base-level attributes (a base's name, icon, ...), from base events: the
+-- base's version and one row per attribute.
+CREATE TABLE IF NOT EXISTS bases (
+  base_id text   PRIMARY KEY,
+  version bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS base_fields (
+  base_id  text  NOT NULL,
+  field_id text  NOT NULL,
+  value    jsonb NOT NULL,
+  PRIMARY KEY (base_id, field_id)
+);
+-- `table_id` is the table's id, or `{<baseId>}` for a base's stream (ids
+-- never hold braces), so both streams' event ids live side by side.
 CREATE TABLE IF NOT EXISTS rtsync_events (
   event_id    text NOT NULL,
   table_id    text NOT NULL,

@@ -12,7 +12,7 @@ import crypto from "node:crypto";
 import http from "node:http";
 import fs from "node:fs";
 import pg from "pg";
-import { applyBatch } from "./apply.mjs";
+import { applyBatch, applyBaseBatch } from "./apply.mjs";
 
 const secret = process.env.RTSYNC_SINK_SECRET ?? "";
 const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 4 });
@@ -46,12 +46,14 @@ const server = http.createServer(async (req, res) => {
     res.writeHead(400).end("not JSON");
     return;
   }
-  if (typeof batch?.tableId !== "string" || !Array.isArray(batch.events)) {
+  const isTable = typeof batch?.tableId === "string";
+  const isBase = typeof batch?.baseId === "string";
+  if ((!isTable && !isBase) || !Array.isArray(batch.events)) {
     res.writeHead(400).end("not a batch");
     return;
   }
   try {
-    await applyBatch(pool, batch);
+    await (isTable ? applyBatch(pool, batch) : applyBaseBatch(pool, batch));
     res.writeHead(204).end();
   } catch (err) {
     console.error("cannot write the batch:", err.message);
