@@ -103,6 +103,14 @@ async fn base_events_missed_while_away_are_replayed_once_in_order() {
         )
         .await;
     assert_eq!(ack["baseLastEventId"], missed[2].as_str());
+    // Another table of the same base, rejoined with the same position: the
+    // base's missed events still come once.
+    again
+        .request_ok(
+            "subscribe_to_table",
+            json!({"tableId": "t2", "baseId": "b1", "baseLastEventId": live}),
+        )
+        .await;
     let replayed = again.all_events(3, LONG).await;
     assert_eq!(support::ids(&replayed), missed, "in order, once each");
     let after = rename(&a, "b1", "v5");

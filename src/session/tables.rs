@@ -252,6 +252,10 @@ pub struct BaseSubscription {
     /// The base stream's position when the connection joined it.
     pub start: String,
     pub tables: HashSet<String>,
+    /// A `baseLastEventId` was replayed already: the connection has every
+    /// base event after it, so a later one (another table's join of the
+    /// same base) replays nothing again.
+    pub recovered: bool,
 }
 
 /// Joins the base of a subscribe (its `baseId`), once per connection: the
@@ -280,13 +284,18 @@ async fn join_base(
             let sub = BaseSubscription {
                 start: start.clone(),
                 tables: HashSet::from([table.to_owned()]),
+                recovered: false,
             };
             session.bases.insert(base.to_owned(), sub);
             (start, true)
         }
     };
     let mut then = Vec::new();
-    if let Some(last) = &req.base_last_event_id {
+    let recovered = session.bases.get(base).is_some_and(|b| b.recovered);
+    if let Some(last) = req.base_last_event_id.as_ref().filter(|_| !recovered) {
+        if let Some(sub) = session.bases.get_mut(base) {
+            sub.recovered = true;
+        }
         let history = History::Since(last.clone());
         let plan = match plan_history(session, &name, &history, &start).await {
             Ok(p) => p,

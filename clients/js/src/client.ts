@@ -8,6 +8,7 @@
  * An edit goes into the outbox at once, connected or not; its promise
  * resolves with the server's answer.
  */
+import { BaseFeeds } from "./base-feed.js";
 import { Emitter } from "./emitter.js";
 import { isTransient, RtsyncError } from "./errors.js";
 import { LiveTable, LiveTableOptions } from "./live-table.js";
@@ -74,6 +75,10 @@ export interface ClientEvents {
   subscribed: { tableId: string; recovered: boolean; missedEventsCount: number };
   /** A table's history is gone: reload it (LiveTable does it by itself). */
   resync: { tableId: string; reason: string };
+  /** A base event (a base renamed, ...) of a followed table's base: once each, in order. */
+  base: { baseId: string; event: ChangeEvent };
+  /** A base's history is gone: reload what the app shows of the base. */
+  baseResync: { baseId: string; reason: string };
   users: { tableId: string; users: UserPresence[] };
   joined: UserPresence;
   left: { userId: string; tableId: string };
@@ -95,6 +100,7 @@ export class RtsyncClient extends Emitter<ClientEvents> {
   private subs = new Map<string, Subscription>();
   private tables = new Map<string, LiveTable>();
   private presence = new Presence();
+  private bases = new BaseFeeds();
   private lastJoined?: string;
   private onlineWaiters: (() => void)[] = [];
   private cursorTimer?: ReturnType<typeof setTimeout>;
@@ -128,6 +134,8 @@ export class RtsyncClient extends Emitter<ClientEvents> {
     });
     this.transport.on("open", () => void this.resume());
     this.transport.on("frame", ({ event, data }) => this.onFrame(event, data));
+    this.bases.on("base", (b) => this.emit("base", b));
+    this.bases.on("resync", (r) => this.emit("baseResync", r));
     this.outbox.on("settled", (s) => {
       if (isCommitted(s.result) && s.result.eventId) this.subs.get(s.edit.tableId)?.acked(s.result.eventId);
       this.emit("settled", s);
@@ -199,8 +207,8 @@ export class RtsyncClient extends Emitter<ClientEvents> {
    * Follows a table: its changes, presence and recovery. Resolves once
    * joined (which waits for the connection).
    */
-  async subscribe(tableId: string, options: { viewId?: string } = {}): Promise<Subscription> {
-    const sub = this.follow(tableId, options.viewId);
+  async subscribe(tableId: string, options: { viewId?: string; baseId?: string } = {}): Promise<Subscription> {
+    const sub = this.follow(tableId, options.viewId, options.baseId);
     await sub.first;
     return sub;
   }
@@ -214,10 +222,10 @@ export class RtsyncClient extends Emitter<ClientEvents> {
   }
 
   /** The live table: records loaded, kept current, with the user's edits on top. */
-  table(tableId: string, options: LiveTableOptions & { viewId?: string } = {}): LiveTable {
+  table(tableId: string, options: LiveTableOptions & { viewId?: string; baseId?: string } = {}): LiveTable {
     let t = this.tables.get(tableId);
     if (!t) {
-      const sub = this.follow(tableId, options.viewId);
+      const sub = this.follow(tableId, options.viewId, options.baseId);
       t = new LiveTable(tableId, this, sub, options);
       this.tables.set(tableId, t);
     }
@@ -267,10 +275,11 @@ export class RtsyncClient extends Emitter<ClientEvents> {
     this.pendingCursor = undefined;
   }
 
-  private follow(tableId: string, viewId?: string): Subscription {
+  private follow(tableId: string, viewId?: string, baseId?: string): Subscription {
     let sub = this.subs.get(tableId);
     if (sub) return sub;
-    sub = new Subscription(tableId, viewId, { isPending: (id) => this.outbox.has(id) });
+    const base = baseId === undefined ? undefined : { id: baseId, position: () => this.bases.position(baseId) };
+    sub = new Subscription(tableId, viewId, { isPending: (id) => this.outbox.has(id) }, base);
     this.subs.set(tableId, sub);
     const s = sub;
     s.on("change", (e) => this.emit("change", e));
@@ -293,6 +302,7 @@ export class RtsyncClient extends Emitter<ClientEvents> {
     try {
       await this.transport.request<SubscribeAck>("subscribe_to_table", sub.joinRequest(), (ack) => {
         this.lastJoined = sub.tableId;
+        if (sub.base) this.bases.joined(sub.base.id, ack.baseLastEventId);
         sub.joined(ack);
       });
     } catch (e) {
@@ -328,8 +338,12 @@ export class RtsyncClient extends Emitter<ClientEvents> {
         return;
       }
       case "resync_required": {
-        const d = data as { tableId: string; reason: string };
-        this.subs.get(d?.tableId)?.resyncFrame(d.reason ?? "resync_required");
+        const d = data as { tableId?: string; baseId?: string; reason: string };
+        if (typeof d?.baseId === "string" && typeof d.tableId !== "string") {
+          this.bases.resync(d.baseId, d.reason ?? "resync_required");
+          return;
+        }
+        this.subs.get(d?.tableId ?? "")?.resyncFrame(d.reason ?? "resync_required");
         return;
       }
       case "error": {
@@ -367,7 +381,7 @@ export class RtsyncClient extends Emitter<ClientEvents> {
   private route(events: ChangeEvent[]) {
     const byTable = new Map<string, ChangeEvent[]>();
     for (const e of events) {
-      if (!e || typeof e.tableId !== "string") continue;
+      if (!e || this.bases.receive(e) || typeof e.tableId !== "string") continue;
       const list = byTable.get(e.tableId) ?? [];
       list.push(e);
       byTable.set(e.tableId, list);

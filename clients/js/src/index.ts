@@ -18,6 +18,8 @@ export type { OutboxLink, OutboxOptions, OutboxState, NewEdit, Settled } from ".
 export { MemoryStorage, IndexedDbStorage } from "./storage.js";
 export type { OutboxStorage, QueuedEdit } from "./storage.js";
 export { Subscription } from "./subscription.js";
+export { BaseFeeds } from "./base-feed.js";
+export type { BaseFeedEvents } from "./base-feed.js";
 export { Transport } from "./transport.js";
 export type { Status, StatusChange, DevUser, WebSocketClass, WebSocketLike } from "./transport.js";
 export { RtsyncError, isTransient } from "./errors.js";

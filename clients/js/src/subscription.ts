@@ -30,6 +30,15 @@ export interface SubscriptionEvents {
   event: { event: ChangeEvent; own: boolean };
 }
 
+/** `subscribe_to_table`'s data. */
+export interface JoinRequest {
+  tableId: string;
+  viewId?: string;
+  lastEventId?: string;
+  baseId?: string;
+  baseLastEventId?: string;
+}
+
 /** How a subscription asks which events are the user's own. */
 export interface OwnEdits {
   isPending(clientChangeId: string): boolean;
@@ -58,6 +67,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     readonly tableId: string,
     readonly viewId: string | undefined,
     private own: OwnEdits,
+    /** The table's base and where its feed stands (see base-feed.ts). */
+    readonly base?: { id: string; position: () => string | undefined },
   ) {
     super();
     this.first = new Promise((resolve, reject) => {
@@ -69,10 +80,15 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   }
 
   /** The request that joins the table on a new connection. */
-  joinRequest(): { tableId: string; viewId?: string; lastEventId?: string } {
-    const req: { tableId: string; viewId?: string; lastEventId?: string } = { tableId: this.tableId };
+  joinRequest(): JoinRequest {
+    const req: JoinRequest = { tableId: this.tableId };
     if (this.viewId !== undefined) req.viewId = this.viewId;
     if (this.position !== undefined) req.lastEventId = this.position;
+    if (this.base) {
+      req.baseId = this.base.id;
+      const at = this.base.position();
+      if (at !== undefined) req.baseLastEventId = at;
+    }
     return req;
   }
 

@@ -96,6 +96,8 @@ export interface SubscribeAck {
   color: string;
   missedEventsCount?: number;
   resyncRequired?: string;
+  /** The base stream's start, when the subscribe named a `baseId` (v1.2). */
+  baseLastEventId?: string;
 }
 
 export interface LoadRecordsAck {
