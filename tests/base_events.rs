@@ -150,3 +150,29 @@ async fn leaving_the_last_table_of_a_base_stops_its_events() {
     rename(&a, "b1", "gone");
     assert!(c.changes(1, QUIET).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recover_connection_after_a_resubscribe_replays_the_missed_base_events() {
+    let redis = RedisServer::start().await;
+    let a = Sidecar::start(&redis, "a", &[]).await;
+    let mut c = Client::connect(&a, "u").await;
+    let ack = subscribe(&mut c, "t1", "b1").await;
+    let position = ack["baseLastEventId"].as_str().unwrap().to_owned();
+    c.close().await;
+    let missed: Vec<String> = (0..2).map(|n| rename(&a, "b1", &format!("m{n}"))).collect();
+    // The seed's order: subscribe again, then recover with the positions.
+    let mut again = Client::connect(&a, "u").await;
+    let ack = subscribe(&mut again, "t1", "b1").await;
+    let table_start = ack["lastEventId"].clone();
+    let recovered = again
+        .request_ok(
+            "recover_connection",
+            json!({"tableId": "t1", "baseId": "b1", "lastEventId": table_start,
+                "baseLastEventId": position}),
+        )
+        .await;
+    assert_eq!(recovered["baseLastEventId"], missed[1].as_str());
+    let got = again.all_events(2, LONG).await;
+    assert_eq!(support::ids(&got), missed);
+    assert!(again.all_events(1, QUIET).await.is_empty(), "nothing twice");
+}
