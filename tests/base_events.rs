@@ -13,23 +13,8 @@ use support::{Client, RedisServer, Sidecar};
 const LONG: Duration = Duration::from_secs(20);
 const QUIET: Duration = Duration::from_millis(700);
 
-/// Commits a base event through the HTTP API; returns its event id.
 fn rename(side: &Sidecar, base: &str, name: &str) -> String {
-    let body = json!({"changes": [{"type": "update", "entityType": "base", "entityId": base,
-        "baseId": base, "userId": "admin", "changes": [{"fieldId": "name", "newValue": name}]}]});
-    let (status, text) = side.http(
-        "POST",
-        "/api/v1/sync/batch-changes",
-        &[("Authorization", "Bearer test-api-token-0123")],
-        &body.to_string(),
-    );
-    assert_eq!(status, 200, "{text}");
-    let v: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["data"]["results"][0]["status"], "applied", "{text}");
-    v["data"]["results"][0]["eventId"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    support::rename_base(side, base, name)
 }
 
 async fn subscribe(c: &mut Client, table: &str, base: &str) -> Value {

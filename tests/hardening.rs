@@ -14,17 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 const LONG: Duration = Duration::from_secs(30);
 
-async fn total_connections(side: &Sidecar) -> u64 {
-    let (_, body) = side.http(
-        "GET",
-        "/api/v1/sync/stats",
-        &[("Authorization", "Bearer test-api-token-0123")],
-        "",
-    );
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    v["data"]["totalConnections"].as_u64().unwrap_or(u64::MAX)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn recent_changes_of_large_edits_come_in_bounded_frames() {
     let redis = RedisServer::start().await;
@@ -83,7 +72,7 @@ async fn a_socket_that_does_not_drain_is_closed_within_the_write_timeout() {
         .await;
     }
     support::wait_for("the stalled connection closed", LONG, || async {
-        (total_connections(&side).await == 1).then_some(())
+        (side.total_connections() == 1).then_some(())
     })
     .await;
     let (_, text) = side.get("/metrics");
@@ -116,7 +105,7 @@ async fn a_full_unauthenticated_cap_closes_the_oldest_waiting_socket_4408() {
     let mut a = Client::open(&side, None, &[], "").await;
     let _b = Client::open(&side, None, &[], "").await;
     support::wait_for("two open", LONG, || async {
-        (total_connections(&side).await == 2).then_some(())
+        (side.total_connections() == 2).then_some(())
     })
     .await;
     // A third is admitted; the oldest waiting one makes room.

@@ -41,17 +41,6 @@ fn attackers(
         .collect()
 }
 
-fn open_connections(side: &Sidecar) -> u64 {
-    let (_, body) = side.http(
-        "GET",
-        "/api/v1/sync/stats",
-        &[("Authorization", "Bearer test-api-token-0123")],
-        "",
-    );
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    v["data"]["totalConnections"].as_u64().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn twenty_reopening_idle_attackers_never_keep_a_user_out_for_a_second() {
     let redis = RedisServer::start().await;
@@ -64,7 +53,7 @@ async fn twenty_reopening_idle_attackers_never_keep_a_user_out_for_a_second() {
     support::wait_for(
         "the attackers holding every waiting place",
         Duration::from_secs(20),
-        || async { (open_connections(&side) >= 20).then_some(()) },
+        || async { (side.total_connections() >= 20).then_some(()) },
     )
     .await;
     let mut slowest = Duration::ZERO;

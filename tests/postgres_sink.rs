@@ -190,16 +190,7 @@ async fn postgres_ends_with_exactly_the_state_rtsync_holds() {
         }
         if i % 60 == 30 {
             // The base is renamed now and then (a base event, its own stream).
-            let body = json!({"changes": [{"type": "update", "entityType": "base",
-                "entityId": "b1", "baseId": "b1", "userId": "admin",
-                "changes": [{"fieldId": "name", "newValue": format!("Plan {i}")}]}]});
-            let (status, text) = a.http(
-                "POST",
-                "/api/v1/sync/batch-changes",
-                &[("Authorization", "Bearer test-api-token-0123")],
-                &body.to_string(),
-            );
-            assert_eq!(status, 200, "{text}");
+            support::rename_base(&a, "b1", &format!("Plan {i}"));
         }
     }
     wait_for(

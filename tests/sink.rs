@@ -501,25 +501,9 @@ fn bad_sink_settings_are_refused_before_starting() {
 async fn a_bases_events_are_delivered_as_base_batches_in_order() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[]).await;
-    let mut ids = Vec::new();
-    for n in 0..3 {
-        let body = json!({"changes": [{"type": "update", "entityType": "base", "entityId": "b1",
-            "baseId": "b1", "userId": "admin", "changes": [{"fieldId": "name", "newValue": format!("v{n}")}]}]});
-        let (status, text) = side.http(
-            "POST",
-            "/api/v1/sync/batch-changes",
-            &[("Authorization", "Bearer test-api-token-0123")],
-            &body.to_string(),
-        );
-        assert_eq!(status, 200, "{text}");
-        let v: Value = serde_json::from_str(&text).unwrap();
-        ids.push(
-            v["data"]["results"][0]["eventId"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
+    let ids: Vec<String> = (0..3)
+        .map(|n| support::rename_base(&side, "b1", &format!("v{n}")))
+        .collect();
     let receiver = Receiver::ok().await;
     let _sink = sink(&redis, "sink-a", &receiver, &[]).await;
     wait_for("the base's batch", LONG, || async {

@@ -1,3 +1,27 @@
+// Where a row's field values live: the table and its key columns.
+const RECORD_FIELDS = { table: "field_values", keys: ["table_id", "record_id"] };
+const BASE_FIELDS = { table: "base_fields", keys: ["base_id"] };
+
+// Sets each changed field of one row (`key` values for `where.keys`); a
+// `null` or missing `newValue` clears the field, as in rtsync's state.
+async function writeFields(client, where, key, changes) {
+  const cols = [...where.keys, "field_id"];
+  const match = cols.map((c, i) => `${c} = $${i + 1}`).join(" AND ");
+  for (const c of changes ?? []) {
+    const ids = [...key, c.fieldId];
+    if (c.newValue === undefined || c.newValue === null) {
+      await client.query(`DELETE FROM ${where.table} WHERE ${match}`, ids);
+    } else {
+      const params = cols.map((_, i) => `$${i + 1}`).join(", ");
+      await client.query(
+        `INSERT INTO ${where.table} (${cols.join(", ")}, value) VALUES (${params}, $${cols.length + 1})
+         ON CONFLICT (${cols.join(", ")}) DO UPDATE SET value = EXCLUDED.value`,
+        [...ids, JSON.stringify(c.newValue)],
+      );
+    }
+  }
+}
+
 // Applies one batch of change events to PostgreSQL in one transaction.
 //
 // Events of a table arrive in stream order, at least once. Each event id is
@@ -38,20 +62,7 @@ export async function applyBatch(pool, { tableId, events }) {
       if (e.type === "create" && held?.deleted) {
         await client.query("DELETE FROM field_values WHERE table_id = $1 AND record_id = $2", [tableId, e.entityId]);
       }
-      for (const c of e.changes ?? []) {
-        if (c.newValue === undefined || c.newValue === null) {
-          await client.query(
-            "DELETE FROM field_values WHERE table_id = $1 AND record_id = $2 AND field_id = $3",
-            [tableId, e.entityId, c.fieldId],
-          );
-        } else {
-          await client.query(
-            `INSERT INTO field_values (table_id, record_id, field_id, value) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (table_id, record_id, field_id) DO UPDATE SET value = EXCLUDED.value`,
-            [tableId, e.entityId, c.fieldId, JSON.stringify(c.newValue)],
-          );
-        }
-      }
+      await writeFields(client, RECORD_FIELDS, [tableId, e.entityId], e.changes);
       applied++;
     }
     await client.query("COMMIT");
@@ -86,17 +97,7 @@ export async function applyBaseBatch(pool, { baseId, events }) {
          ON CONFLICT (base_id) DO UPDATE SET version = EXCLUDED.version`,
         [baseId, e.version],
       );
-      for (const c of e.changes ?? []) {
-        if (c.newValue === undefined || c.newValue === null) {
-          await client.query("DELETE FROM base_fields WHERE base_id = $1 AND field_id = $2", [baseId, c.fieldId]);
-        } else {
-          await client.query(
-            `INSERT INTO base_fields (base_id, field_id, value) VALUES ($1, $2, $3)
-             ON CONFLICT (base_id, field_id) DO UPDATE SET value = EXCLUDED.value`,
-            [baseId, c.fieldId, JSON.stringify(c.newValue)],
-          );
-        }
-      }
+      await writeFields(client, BASE_FIELDS, [baseId], e.changes);
       applied++;
     }
     await client.query("COMMIT");

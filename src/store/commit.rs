@@ -330,19 +330,22 @@ impl CommitRequest {
     }
 }
 
+/// A writer that only counts: the size of an encoding without building it.
+pub struct ByteCount(pub usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Bytes of a value as MessagePack, counted without building it.
 fn msgpack_len(value: &Option<Value>) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
+    let mut count = ByteCount(0);
     if let Some(v) = value {
         // Writing into a counter cannot fail; a value that came from JSON
         // or MessagePack always encodes.

@@ -20,14 +20,7 @@ pub async fn recent_events(
     if count == 0 {
         return Ok(Vec::new());
     }
-    let mut cmd = redis::cmd("FCALL");
-    cmd.arg("rtsync_history")
-        .arg(1)
-        .arg(store.keys.events(table))
-        .arg("recent")
-        .arg(until)
-        .arg(count)
-        .arg(max_bytes.max(1));
+    let cmd = history_call(store, table, &["recent", until], count, max_bytes);
     Ok(entries(store.fcall_read(&cmd).await?))
 }
 
@@ -41,15 +34,7 @@ pub async fn range(
     count: usize,
     max_bytes: usize,
 ) -> Result<Vec<Entry>, StoreError> {
-    let mut cmd = redis::cmd("FCALL");
-    cmd.arg("rtsync_history")
-        .arg(1)
-        .arg(store.keys.events(table))
-        .arg("range")
-        .arg(after)
-        .arg(until)
-        .arg(count.max(1))
-        .arg(max_bytes.max(1));
+    let cmd = history_call(store, table, &["range", after, until], count, max_bytes);
     Ok(entries(store.fcall_read(&cmd).await?))
 }
 
@@ -64,17 +49,28 @@ pub async fn size(
     max_count: usize,
     max_bytes: usize,
 ) -> Result<(usize, usize), StoreError> {
+    let cmd = history_call(store, table, &["size", after, until], max_count, max_bytes);
+    let (n, bytes): (usize, usize) = store.fcall_read(&cmd).await?;
+    Ok((n, bytes))
+}
+
+/// `FCALL rtsync_history 1 <stream> <mode and ids...> <count> <bytes>`.
+fn history_call(
+    store: &Store,
+    table: &str,
+    mode_and_ids: &[&str],
+    count: usize,
+    max_bytes: usize,
+) -> redis::Cmd {
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("rtsync_history")
         .arg(1)
-        .arg(store.keys.events(table))
-        .arg("size")
-        .arg(after)
-        .arg(until)
-        .arg(max_count.max(1))
-        .arg(max_bytes.max(1));
-    let (n, bytes): (usize, usize) = store.fcall_read(&cmd).await?;
-    Ok((n, bytes))
+        .arg(store.keys.events(table));
+    for a in mode_and_ids {
+        cmd.arg(*a);
+    }
+    cmd.arg(count.max(1)).arg(max_bytes.max(1));
+    cmd
 }
 
 /// Where a client's last seen id stands in the table's stream.

@@ -188,43 +188,39 @@ impl Store {
     /// persistence has lost the library: it is loaded again and the call
     /// retried once (nothing ran the first time).
     pub async fn fcall<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let mut conn = self.conn();
         let first = match &self.pipe {
             Some(pipe) => pipe
                 .call(cmd.clone())
                 .await
                 .and_then(|v| T::from_redis_value(v).map_err(redis::RedisError::from)),
-            None => cmd.query_async(&mut conn).await,
+            None => cmd.query_async(&mut self.conn()).await,
         };
-        match first.map_err(StoreError::from_redis) {
-            Err(e) if e.is_missing_function() => {
-                tracing::warn!("rtsync function library missing; loading it again");
-                self.load_library().await?;
-                cmd.query_async(&mut conn)
-                    .await
-                    .map_err(StoreError::from_redis)
-            }
-            other => other,
-        }
+        self.retry_if_library_missing(cmd, first).await
     }
 
-    /// Runs a read-only `FCALL` (`rtsync_load`) on a pooled connection,
-    /// never in the commit pipeline: a slow read must not hold the
-    /// commits grouped with it (see `group_pipe`).
+    /// Runs a read-only `FCALL` (`rtsync_load`, `rtsync_history`) on a
+    /// pooled connection, never in the commit pipeline: a slow read must
+    /// not hold the commits grouped with it (see `group_pipe`).
     pub async fn fcall_read<T: redis::FromRedisValue>(
         &self,
         cmd: &redis::Cmd,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn();
-        match cmd
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)
-        {
+        let first = cmd.query_async(&mut self.conn()).await;
+        self.retry_if_library_missing(cmd, first).await
+    }
+
+    /// A call that found the library missing (nothing ran) is made again
+    /// once the library is loaded.
+    async fn retry_if_library_missing<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        first: redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        match first.map_err(StoreError::from_redis) {
             Err(e) if e.is_missing_function() => {
                 tracing::warn!("rtsync function library missing; loading it again");
                 self.load_library().await?;
-                cmd.query_async(&mut conn)
+                cmd.query_async(&mut self.conn())
                     .await
                     .map_err(StoreError::from_redis)
             }

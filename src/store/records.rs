@@ -184,17 +184,7 @@ pub fn validate_seed(
 
 /// Bytes of a value's JSON text (what the record state stores).
 fn value_len(value: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
+    let mut count = super::commit::ByteCount(0);
     // Writing a JSON value into a counter cannot fail.
     let _ = serde_json::to_writer(&mut count, value);
     count.0

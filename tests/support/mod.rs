@@ -103,3 +103,18 @@ fn proc_status_bytes(pid: u32, key: &str) -> u64 {
         .map(|kb| kb * 1024)
         .unwrap_or(0)
 }
+
+/// Renames base `base` to `name` through the HTTP batch API (a base event);
+/// returns the event's stream id.
+pub fn rename_base(side: &Sidecar, base: &str, name: &str) -> String {
+    let body = serde_json::json!({"changes": [{"type": "update", "entityType": "base",
+        "entityId": base, "baseId": base, "userId": "admin",
+        "changes": [{"fieldId": "name", "newValue": name}]}]});
+    let (status, v) = side.api("POST", "/api/v1/sync/batch-changes", &body);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["results"][0]["status"], "applied", "{v}");
+    v["data"]["results"][0]["eventId"]
+        .as_str()
+        .expect("eventId")
+        .to_owned()
+}

@@ -160,6 +160,30 @@ impl Sidecar {
         (status, body)
     }
 
+    /// An `/api/v1` request with the tests' API token: the status and the
+    /// body as JSON (`null` when it is not JSON).
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let auth = [("Authorization", "Bearer test-api-token-0123")];
+        let text = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (status, out) = self.http(method, path, &auth, &text);
+        (status, serde_json::from_str(&out).unwrap_or_default())
+    }
+
+    /// Open connections (authenticated or not), from the stats route.
+    pub fn total_connections(&self) -> u64 {
+        let (_, v) = self.api("GET", "/api/v1/sync/stats", &serde_json::Value::Null);
+        v["data"]["totalConnections"].as_u64().unwrap_or(u64::MAX)
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         self.http("GET", path, &[], "")
     }
