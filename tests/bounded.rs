@@ -149,19 +149,29 @@ async fn a_rejection_on_a_big_record_answers_within_the_page_bound_and_its_dedup
     let side = Sidecar::start(&redis, "a", &[]).await;
     let mut c = Client::connect(&side, "u").await;
     big_record(&mut c, "t", "r", 4).await;
-    let used = |info: String| {
-        info.lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    // `used_memory` of the Redis, summed over the nodes of a cluster (whose
+    // INFO answers one text per node).
     let memory = || async {
-        let info: String = redis::cmd("INFO")
+        let info: redis::Value = redis::cmd("INFO")
             .arg("memory")
             .query_async(&mut redis.conn().await)
             .await
             .unwrap();
-        used(info)
+        let texts: Vec<String> = match info {
+            redis::Value::Map(nodes) => nodes
+                .into_iter()
+                .filter_map(|(_, v)| redis::from_redis_value(v).ok())
+                .collect(),
+            other => redis::from_redis_value(other).into_iter().collect(),
+        };
+        texts
+            .iter()
+            .filter_map(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("used_memory:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .sum::<u64>()
     };
     let before = memory().await;
     for n in 0..10 {
