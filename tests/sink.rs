@@ -91,6 +91,13 @@ async fn every_event_is_delivered_in_stream_order_signed_and_acknowledged() {
             Some(expected.as_str()),
             "signed body"
         );
+        // The timestamped signature: recent, and over "<ts>." + body.
+        let ts = r.timestamp.clone().expect("X-Rtsync-Timestamp");
+        let age = support::tokens::now_secs().abs_diff(ts.parse::<u64>().unwrap());
+        assert!(age < 60, "timestamp {ts}");
+        let stamped = [format!("{ts}.").as_bytes(), &r.raw[..]].concat();
+        let expected = rtsync::sink::deliver::sign(SECRET, &stamped);
+        assert_eq!(r.timestamp_signature.as_deref(), Some(expected.as_str()));
     }
     let first = &receiver.received()[0].body["events"][0];
     assert_eq!(first["entityId"], "r0");

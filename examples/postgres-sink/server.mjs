@@ -20,11 +20,28 @@ const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 4 })
 pool.on("error", (err) => console.error("database connection lost:", err.message));
 await pool.query(fs.readFileSync(new URL("./schema.sql", import.meta.url), "utf8"));
 
-export function verify(raw, header) {
-  if (!secret) return true;
-  const expected = "sha256=" + crypto.createHmac("sha256", secret).update(raw).digest("hex");
+// How old a signed request may be: a captured request replayed later than
+// this is refused.
+const MAX_AGE_SECS = 300;
+
+function matches(header, signed) {
+  const expected = "sha256=" + crypto.createHmac("sha256", secret).update(signed).digest("hex");
   return typeof header === "string" && header.length === expected.length &&
     crypto.timingSafeEqual(Buffer.from(header), Buffer.from(expected));
+}
+
+// The timestamped signature (HMAC of "<X-Rtsync-Timestamp>." + body), and
+// the timestamp within MAX_AGE_SECS of now; a sink older than that sends
+// only X-Rtsync-Signature (HMAC of the body), checked then.
+export function verify(raw, headers) {
+  if (!secret) return true;
+  const ts = headers["x-rtsync-timestamp"];
+  if (typeof ts === "string") {
+    const age = Math.abs(Date.now() / 1000 - Number(ts));
+    if (!(age <= MAX_AGE_SECS)) return false;
+    return matches(headers["x-rtsync-timestamp-signature"], Buffer.concat([Buffer.from(`${ts}.`), raw]));
+  }
+  return matches(headers["x-rtsync-signature"], raw);
 }
 
 const server = http.createServer(async (req, res) => {
@@ -35,7 +52,7 @@ const server = http.createServer(async (req, res) => {
   const chunks = [];
   for await (const c of req) chunks.push(c);
   const raw = Buffer.concat(chunks);
-  if (!verify(raw, req.headers["x-rtsync-signature"])) {
+  if (!verify(raw, req.headers)) {
     res.writeHead(400).end("bad signature");
     return;
   }

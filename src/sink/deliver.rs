@@ -16,6 +16,11 @@ use sha2::Sha256;
 
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Rtsync-Signature";
+/// When the request was signed (Unix seconds), and the signature over
+/// `"<timestamp>." + body` (the same form as [`SIGNATURE_HEADER`]): a
+/// receiver that checks these refuses a captured request replayed later.
+pub const TIMESTAMP_HEADER: &str = "X-Rtsync-Timestamp";
+pub const TIMESTAMP_SIGNATURE_HEADER: &str = "X-Rtsync-Timestamp-Signature";
 
 /// Most bytes of a refusal's body read for the dead letter's reason; the
 /// rest is never read (a receiver's huge error page costs nothing).
@@ -79,7 +84,15 @@ impl Poster {
             .post(&self.url)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         if let Some(secret) = &self.secret {
-            req = req.header(SIGNATURE_HEADER, sign(secret, &body));
+            let ts = (crate::now_ms() / 1000).to_string();
+            let mut stamped = Vec::with_capacity(ts.len() + 1 + body.len());
+            stamped.extend_from_slice(ts.as_bytes());
+            stamped.push(b'.');
+            stamped.extend_from_slice(&body);
+            req = req
+                .header(SIGNATURE_HEADER, sign(secret, &body))
+                .header(TIMESTAMP_HEADER, ts)
+                .header(TIMESTAMP_SIGNATURE_HEADER, sign(secret, &stamped));
         }
         let began = Instant::now();
         let outcome = match req.body(body).send().await {

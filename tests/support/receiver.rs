@@ -21,6 +21,9 @@ pub struct Received {
     pub body: Value,
     pub raw: Vec<u8>,
     pub signature: Option<String>,
+    /// `X-Rtsync-Timestamp` and `X-Rtsync-Timestamp-Signature`.
+    pub timestamp: Option<String>,
+    pub timestamp_signature: Option<String>,
     /// The answer it got (a status).
     pub status: u16,
 }
@@ -64,11 +67,15 @@ impl Receiver {
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let (rec, answer, count) = (rec.clone(), answer.clone(), count.clone());
                         async move {
-                            let signature = req
-                                .headers()
-                                .get("x-rtsync-signature")
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned);
+                            let header = |name: &str| {
+                                req.headers()
+                                    .get(name)
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_owned)
+                            };
+                            let signature = header("x-rtsync-signature");
+                            let timestamp = header("x-rtsync-timestamp");
+                            let timestamp_signature = header("x-rtsync-timestamp-signature");
                             let raw = req
                                 .into_body()
                                 .collect()
@@ -84,6 +91,8 @@ impl Receiver {
                                     body,
                                     raw,
                                     signature,
+                                    timestamp,
+                                    timestamp_signature,
                                     status,
                                 });
                             }
