@@ -92,6 +92,13 @@ interface Pending {
 const TOKEN_PROTOCOL = "rtsync.token.";
 /** Characters a subprotocol may hold (RFC 6455 4.1: an HTTP token). */
 const PROTOCOL_SAFE = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+/**
+ * How long to wait for `authenticated` after the upgrade before sending
+ * `authenticate` anyway (a sidecar older than the token subprotocol
+ * ignores it). A sidecar that took the token has queued `authenticated`
+ * before it reads any frame, so the fallback never doubles it.
+ */
+const UPGRADE_AUTH_WAIT_MS = 1000;
 
 /** One socket and its requests. */
 class Link {
@@ -267,7 +274,13 @@ export class Transport extends Emitter<TransportEvents> {
     link.tokenAtUpgrade = upgradeToken !== undefined;
     this.link = link;
     ws.onopen = () => {
-      if (!link.tokenAtUpgrade) void this.authenticate(link);
+      if (!link.tokenAtUpgrade) {
+        void this.authenticate(link);
+        return;
+      }
+      setTimeout(() => {
+        if (this.link === link && !link.authenticated) void this.authenticate(link);
+      }, UPGRADE_AUTH_WAIT_MS);
     };
     ws.onmessage = (m) => this.onMessage(link, m.data);
     ws.onerror = () => undefined;
@@ -288,7 +301,7 @@ export class Transport extends Emitter<TransportEvents> {
       if (this.link !== link) return;
       this.authenticated(link, ack);
     } catch (e) {
-      if (this.link !== link) return;
+      if (this.link !== link || link.authenticated) return;
       if (e instanceof RtsyncError && e.code === "unauthenticated") this.refuse(link, e);
       // Anything else (the socket closed, no answer): onClose retries.
       else closeQuietly(link.ws, 4000, "authenticate failed");

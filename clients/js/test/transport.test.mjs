@@ -95,3 +95,29 @@ test("a token goes in the upgrade request, and no authenticate frame is sent", a
   assert.deepEqual(frames, [], "no authenticate frame");
   t.stop();
 });
+
+test("against a sidecar that ignores the token subprotocol, authenticate is sent after a second", async () => {
+  const frames = [];
+  class OldServerSocket {
+    readyState = 0;
+    binaryType = "blob";
+    onopen = null; onmessage = null; onclose = null; onerror = null;
+    constructor() { setTimeout(() => { this.readyState = 1; this.onopen?.({}); }, 1); }
+    send(bytes) {
+      const [event, , rid] = decode(bytes);
+      frames.push(event);
+      if (event === "authenticate") {
+        setTimeout(() => this.onmessage?.({ data: encode(["ack", { userId: "old", connectionId: "c", serverTime: 0 }, rid]).slice().buffer }), 1);
+      }
+    }
+    close() { this.readyState = 3; }
+  }
+  const t = new Transport({ ...options(OldServerSocket), devUser: undefined, token: "a.b.c" });
+  const began = Date.now();
+  t.start();
+  await new Promise((r) => t.once("open", r));
+  assert.ok(Date.now() - began >= 900, "waited for the upgrade's answer first");
+  assert.deepEqual(frames, ["authenticate"]);
+  assert.equal(t.userId, "old");
+  t.stop();
+});
