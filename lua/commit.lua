@@ -243,7 +243,7 @@ local function append(stream, change, version, changes_raw, metadata_raw, retent
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local min_id = now_ms - retention_ms
   if min_id < 0 then min_id = 0 end
-  -- Retention waits for the sink (PROTOCOL.md section 9): `rtsync sink`
+  -- Retention waits for the sink (docs/protocol.md section 9): `rtsync sink`
   -- keeps `<p>:{T}:sink-floor` at the time (ms) of the oldest entry it has
   -- not acknowledged, but never older than RTS_SINK_MAX_LAG_SECS, and the
   -- key expires after that long, so a gone sink holds nothing back for ever.

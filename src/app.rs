@@ -95,7 +95,7 @@ impl App {
     /// Counts a new connection of `user`; false (and not counted) when the
     /// user already has `limit`.
     pub fn user_connected(&self, user: &str, limit: usize) -> bool {
-        let mut map = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::locks::lock(&self.per_user);
         let n = map.entry(user.to_owned()).or_default();
         if *n >= limit {
             return false;
@@ -105,7 +105,7 @@ impl App {
     }
 
     pub fn user_disconnected(&self, user: &str) {
-        let mut map = self.per_user.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::locks::lock(&self.per_user);
         if let Some(n) = map.get_mut(user) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -118,10 +118,7 @@ impl App {
     /// the user already has `RTS_MAX_SUBSCRIPTIONS_PER_USER` here.
     pub fn subscription_added(&self, user: &str) -> bool {
         let limit = self.config.max_subscriptions_per_user;
-        let mut map = self
-            .subscriptions_per_user
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::locks::lock(&self.subscriptions_per_user);
         let n = map.entry(user.to_owned()).or_default();
         if *n >= limit {
             return false;
@@ -131,10 +128,7 @@ impl App {
     }
 
     pub fn subscription_removed(&self, user: &str) {
-        let mut map = self
-            .subscriptions_per_user
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::locks::lock(&self.subscriptions_per_user);
         if let Some(n) = map.get_mut(user) {
             *n = n.saturating_sub(1);
             if *n == 0 {

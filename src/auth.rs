@@ -1,4 +1,4 @@
-//! Who a connection is and which tables it may touch (PROTOCOL.md section 2).
+//! Who a connection is and which tables it may touch (docs/protocol.md section 2).
 //!
 //! JWTs are verified with one pinned algorithm: HS256 with a shared secret,
 //! or RS256/ES256 with a PEM public key (the key type picks which). `sub` and

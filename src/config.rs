@@ -1,5 +1,5 @@
 //! Every setting of the sidecar: its flag, its environment variable and its
-//! default (PROTOCOL.md section 8, plus the few tuning knobs documented in
+//! default (docs/protocol.md section 8, plus the few tuning knobs documented in
 //! `docs/protocol.md`). Parsed once in `main`, validated before any port is
 //! bound, then shared read-only as `Arc<Config>`.
 
@@ -194,7 +194,7 @@ pub struct Config {
 #[derive(Clone, Debug, Subcommand)]
 pub enum Mode {
     /// Deliver every table's change events to the app's HTTP endpoint
-    /// (PROTOCOL.md section 9). Uses the shared RTS_REDIS_URL,
+    /// (docs/protocol.md section 9). Uses the shared RTS_REDIS_URL,
     /// RTS_REDIS_CLUSTER, RTS_KEY_PREFIX, RTS_INSTANCE_ID, RTS_LISTEN (health
     /// and metrics), RTS_LOG and RTS_RETENTION_SECS; no JWT settings.
     Sink(SinkConfig),

@@ -13,7 +13,7 @@
 //! event after `lastEventId`" is exact. It joins *pending*: what the table
 //! fans out meanwhile is held for it (bounded) until the session has queued
 //! its ack and history, then [`Hub::activate`] releases it in order. So no
-//! live event ever precedes the ack (PROTOCOL.md section 3.1). The first
+//! live event ever precedes the ack (docs/protocol.md section 3.1). The first
 //! subscriber of a table starts serving it and the last one leaving stops
 //! it, through the store's [`TableLifecycle`] (per-table locks there). The
 //! hub keeps subscribers, cursors and frames, and needs no Redis: the store
@@ -351,15 +351,7 @@ where
 
 // Poisoning only follows a panic elsewhere; the maps stay consistent (every
 // critical section is a single insert/remove), so keep serving.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    m.read().unwrap_or_else(|p| p.into_inner())
-}
-fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(|p| p.into_inner())
-}
+use crate::locks::{lock, read, write};
 
 #[cfg(test)]
 mod tests {

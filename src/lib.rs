@@ -31,12 +31,14 @@
 
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod delta;
 pub mod gauges;
 pub mod http;
 pub mod hub;
 pub mod janitor;
+pub mod locks;
 pub mod metrics;
 pub mod presence;
 pub mod protocol;
@@ -46,7 +48,7 @@ pub mod store;
 pub mod waiting;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,13 +65,7 @@ use crate::store::Store;
 /// How long shutdown waits for connections and tasks to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// Unix time in milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use clock::now_ms;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

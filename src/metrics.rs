@@ -45,7 +45,7 @@ pub const SINK_EVENTS: &str = "rtsync_sink_events_delivered_total";
 pub const SINK_LOST: &str = "rtsync_sink_entries_lost_total";
 pub const SINK_TABLES: &str = "rtsync_sink_tables_owned";
 
-/// Every name `rtsync sink` exports (PROTOCOL.md section 9).
+/// Every name `rtsync sink` exports (docs/protocol.md section 9).
 pub const SINK_ALL: &[&str] = &[
     SINK_LAG_ENTRIES,
     SINK_LAG_SECONDS,
@@ -326,18 +326,11 @@ static BYTES_IN_C: LazyLock<Counter> = LazyLock::new(|| counter!(BYTES_IN));
 fn labeled(name: &'static str, key: &'static str, value: &'static str) -> Counter {
     type Handles = HashMap<(&'static str, &'static str), Counter>;
     static HANDLES: LazyLock<RwLock<Handles>> = LazyLock::new(Default::default);
-    if let Some(c) = HANDLES
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&(name, value))
-    {
+    if let Some(c) = crate::locks::read(&HANDLES).get(&(name, value)) {
         return c.clone();
     }
     let c = counter!(name, key => value);
-    HANDLES
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert((name, value), c.clone());
+    crate::locks::write(&HANDLES).insert((name, value), c.clone());
     c
 }
 static FANOUT_LATENCY_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(FANOUT_LATENCY));

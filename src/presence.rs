@@ -123,7 +123,7 @@ impl UserRelayGate {
     /// True (and the slot taken) when `user` may relay a `kind` update on
     /// `table` now.
     pub fn allow(&self, user: &str, table: &str, kind: Touch, now: Instant) -> bool {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = crate::locks::lock(&self.last);
         if last.len() >= GATE_PRUNE_AT {
             last.retain(|_, t| now.saturating_duration_since(*t) < MIN_RELAY_INTERVAL);
         }

@@ -51,7 +51,7 @@ impl Waiting {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::locks::lock(&self.state)
     }
 
     /// Registers a connection from `ip`, closing the oldest waiting ones

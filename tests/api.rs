@@ -1,4 +1,4 @@
-//! The HTTP API and `/metrics` (PROTOCOL.md section 6).
+//! The HTTP API and `/metrics` (docs/protocol.md section 6).
 
 mod support;
 

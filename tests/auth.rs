@@ -1,4 +1,4 @@
-//! Authentication (PROTOCOL.md section 2) and table grants.
+//! Authentication (docs/protocol.md section 2) and table grants.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! Base-level events (PROTOCOL.md 3.2): an event of `entityType: "base"`
+//! Base-level events (docs/protocol.md 3.2): an event of `entityType: "base"`
 //! reaches every connection subscribed to a table of that base once (not
 //! once per table), on every sidecar, and no one else; a reconnecting
 //! client gets the base events it missed with `baseLastEventId`.

@@ -1,4 +1,4 @@
-//! Conflict resolution in `rtsync_commit` (PROTOCOL.md section 4): each
+//! Conflict resolution in `rtsync_commit` (docs/protocol.md section 4): each
 //! status through the WebSocket path and through a direct `FCALL`, input
 //! validation inside the function, and a many-writer race whose stream
 //! replays to the stored record state.

@@ -1,4 +1,4 @@
-//! The ordering of one subscription (PROTOCOL.md 3.1), read frame by frame
+//! The ordering of one subscription (docs/protocol.md 3.1), read frame by frame
 //! in arrival order: the ack first, then `table_users`, then history
 //! (`recent_changes`, or `missed_events` and `connection_recovered`), then
 //! live events after the start, each once; under concurrent writes.

@@ -1,4 +1,4 @@
-//! Presence across sidecars (PROTOCOL.md sections 3, 4 and 7): joins and
+//! Presence across sidecars (docs/protocol.md sections 3, 4 and 7): joins and
 //! leaves, table users, colors, cursors and selections, grace and staleness.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Other services writing to table streams directly (PROTOCOL.md section 7):
+//! Other services writing to table streams directly (docs/protocol.md section 7):
 //! their entries are delivered like any other; malformed ones are skipped.
 
 mod support;

@@ -1,4 +1,4 @@
-//! Recovery and offline sync (PROTOCOL.md section 3): nothing lost, nothing
+//! Recovery and offline sync (docs/protocol.md section 3): nothing lost, nothing
 //! twice, across reconnects, restarts and offline edits.
 
 mod support;

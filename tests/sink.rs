@@ -1,4 +1,4 @@
-//! `rtsync sink` (PROTOCOL.md section 9) against real Redis servers and a
+//! `rtsync sink` (docs/protocol.md section 9) against real Redis servers and a
 //! receiver in the test: stream order, signatures, retries, the dead-letter
 //! stream, discovery of producers' streams, leases and takeover of a killed
 //! sink, spread over live sinks, and SIGTERM finishing the batch in flight.

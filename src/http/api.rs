@@ -1,4 +1,4 @@
-//! The REST API under `/api/v1` (PROTOCOL.md section 6): bearer-token auth,
+//! The REST API under `/api/v1` (docs/protocol.md section 6): bearer-token auth,
 //! JSON bodies with a size limit, and errors as
 //! `{"success": false, "error": {code, message}}`.
 

@@ -1,4 +1,4 @@
-//! The table-state routes for backends (PROTOCOL.md section 6, v1.1):
+//! The table-state routes for backends (docs/protocol.md section 6, v1.1):
 //! `GET /api/v1/sync/tables/{tableId}/records?after=&limit=` (or
 //! `?recordId=a&recordId=b`) reads the same pages as `load_records`;
 //! `POST` of `{"records": [{recordId, version, fields, deleted?}]}` seeds

@@ -68,7 +68,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     r
 }
 
-/// `{"success": false, "error": {code, message}}` (PROTOCOL.md section 6).
+/// `{"success": false, "error": {code, message}}` (docs/protocol.md section 6).
 pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     json(
         status,

@@ -1,4 +1,4 @@
-//! Protocol error codes (PROTOCOL.md section 5) and the one error type a
+//! Protocol error codes (docs/protocol.md section 5) and the one error type a
 //! request handler returns. Every domain error is mapped to a code here, once.
 
 use serde::Serialize;

@@ -1,5 +1,5 @@
 //! ChangeEvent: one entry of a table stream as clients see it, decoded from
-//! the stream entry's fields (PROTOCOL.md section 7) once per sidecar, and
+//! the stream entry's fields (docs/protocol.md section 7) once per sidecar, and
 //! encoded at most once per wire encoding. Frames carrying events
 //! (`record_change`, `batch_changes`, `missed_events`, ...) are assembled by
 //! concatenating those cached bytes, so a batch with the origin's own events

@@ -1,4 +1,4 @@
-//! Typed payloads of client requests (PROTOCOL.md section 3) and of the
+//! Typed payloads of client requests (docs/protocol.md section 3) and of the
 //! small server events. Requests are parsed from the frame's `data` value and
 //! validated here, so handlers only see well-formed input.
 
@@ -9,7 +9,7 @@ use super::ids::check_id;
 use super::RequestError;
 use crate::store::commit::{CommitLimits, RecordChange, ValidCommit};
 
-/// The events a client may send (PROTOCOL.md section 3), as `'static`
+/// The events a client may send (docs/protocol.md section 3), as `'static`
 /// labels for metrics.
 pub const CLIENT_EVENTS: &[&str] = &[
     "authenticate",

@@ -1,4 +1,4 @@
-//! The wire protocol (PROTOCOL.md sections 1–5): ids, frames and their
+//! The wire protocol (docs/protocol.md sections 1–5): ids, frames and their
 //! MessagePack/JSON codec, request and event payloads, and error codes.
 //!
 //! Data flow: a WebSocket message → [`codec::decode_frame`] → [`codec::InFrame`]

@@ -1,4 +1,4 @@
-//! Request handling: one function per client event (PROTOCOL.md section 3).
+//! Request handling: one function per client event (docs/protocol.md section 3).
 //! Each handler returns an [`Answer`] (the `ack` result and the frames that
 //! must follow it, in order) or a [`RequestError`]; this module answers with
 //! `["ack", result, rid]` or `["error", {code, message}, rid]`, then queues

@@ -43,7 +43,7 @@ impl<T> FrameQueue<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, VecDeque<T>> {
-        self.items.lock().unwrap_or_else(|p| p.into_inner())
+        crate::locks::lock(&self.items)
     }
 
     pub fn try_push(&self, item: T) -> Result<(), PushError<T>> {

@@ -59,7 +59,7 @@ pub struct Session {
     /// Subscribed tables and each subscription's start (its ack's
     /// `lastEventId`), for recovery on a subscribed table.
     pub tables: HashMap<String, String>,
-    /// Bases whose stream this connection reads (PROTOCOL.md 3.2), joined
+    /// Bases whose stream this connection reads (docs/protocol.md 3.2), joined
     /// with the first subscribed table of the base and left with its last.
     pub bases: HashMap<String, tables::BaseSubscription>,
     /// Cursor and selection updates waiting for their relay slot.

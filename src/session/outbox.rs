@@ -24,7 +24,7 @@ use super::frame_queue::{FrameQueue, PushError};
 use super::wire_writer::{close_payload, Burst, Opcode};
 use crate::protocol::Encoding;
 
-/// Close codes of PROTOCOL.md section 5.
+/// Close codes of docs/protocol.md section 5.
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     /// A frame could not be written (the socket failed or refused it).

@@ -1,6 +1,6 @@
 //! Table subscriptions of a connection. `subscribe_to_table` (with or
 //! without `lastEventId`) and `recover_connection` (subscribed or not) all
-//! go through one `join`, which keeps the order of PROTOCOL.md 3.1:
+//! go through one `join`, which keeps the order of docs/protocol.md 3.1:
 //!
 //! 1. The connection is registered in the hub *pending* at the table's
 //!    cursor, the subscription's start `S`: live events after `S` are held
@@ -247,7 +247,7 @@ async fn join(
 }
 
 /// A base whose stream the connection reads, for the tables of it that
-/// the connection subscribed to (PROTOCOL.md 3.2).
+/// the connection subscribed to (docs/protocol.md 3.2).
 pub struct BaseSubscription {
     /// The base stream's position when the connection joined it.
     pub start: String,

@@ -1,5 +1,5 @@
 //! One POST of a batch to the app: the JSON body `{"tableId", "events"}`,
-//! its HMAC signature, and what the answer means (PROTOCOL.md section 9):
+//! its HMAC signature, and what the answer means (docs/protocol.md section 9):
 //! 2xx acknowledges the batch; 5xx, 408, 429, timeouts and connection errors
 //! are retried; any other status dead-letters the batch.
 //!

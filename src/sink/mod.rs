@@ -1,5 +1,5 @@
 //! `rtsync sink`: every table's change events, delivered to the app's HTTP
-//! endpoint (PROTOCOL.md section 9).
+//! endpoint (docs/protocol.md section 9).
 //!
 //! Data flow: every `DISCOVERY_EVERY` the coordinator ([`run`]) announces
 //! this process in `<p>:sinks`, finds every table stream ([`discovery`]),

@@ -156,7 +156,7 @@ async fn step(
         dead_letter(shared, table, std::slice::from_ref(*e), 0, why).await?;
     }
     if !events.is_empty() {
-        // A base's stream goes out as {"baseId", "events"} (PROTOCOL.md 3.2).
+        // A base's stream goes out as {"baseId", "events"} (docs/protocol.md 3.2).
         let batch = match crate::protocol::ids::base_of_stream(table) {
             Some(base) => json!({"baseId": base, "events": events}),
             None => json!({"tableId": table, "events": events}),
@@ -317,9 +317,4 @@ async fn dead_letter(
     Ok(())
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;

@@ -37,7 +37,7 @@ pub struct CommitRequest {
     pub origin: Option<String>,
 }
 
-/// Outcome of a commit (PROTOCOL.md section 4, CommitResult).
+/// Outcome of a commit (docs/protocol.md section 4, CommitResult).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CommitResult {

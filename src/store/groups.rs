@@ -1,4 +1,4 @@
-//! Consumer groups as per-sidecar cursors (PROTOCOL.md section 7). A sidecar
+//! Consumer groups as per-sidecar cursors (docs/protocol.md section 7). A sidecar
 //! starts serving a table by placing its group (named by its instance id) at
 //! the stream's current end, so no backlog is replayed; it removes the group
 //! when the table's last local subscriber leaves.

@@ -1,8 +1,8 @@
-//! The Redis key layout (PROTOCOL.md section 7). Every key of a table carries
+//! The Redis key layout (docs/protocol.md section 7). Every key of a table carries
 //! `{tableId}` as its Redis Cluster hash tag, so one table lives in one slot.
 //! Ids are validated before they get here (no `{`/`}`), so the tag is sound.
 //!
-//! A base's stream (`<p>:{B}:base-events`, PROTOCOL.md 3.2) is served like a
+//! A base's stream (`<p>:{B}:base-events`, docs/protocol.md 3.2) is served like a
 //! table's under the stream name `{B}` ([`base_stream_name`]); the keys of a
 //! stream name (events, doorbell channel, the sink's dead letters, lease and
 //! floor) map it to `<p>:{B}:base-<kind>`, in the base's own slot.
@@ -62,7 +62,7 @@ impl Keys {
         )
     }
 
-    /// The sink's dead-letter stream of a table (PROTOCOL.md section 9).
+    /// The sink's dead-letter stream of a table (docs/protocol.md section 9).
     pub fn dead(&self, name: &str) -> String {
         self.stream_key(name, "dead")
     }

@@ -1,4 +1,4 @@
-//! The table's state with versions (PROTOCOL.md v1.1 `load_records` and the
+//! The table's state with versions (docs/protocol.md v1.1 `load_records` and the
 //! seed route): pages of record states read by `rtsync_load` and states
 //! written by `rtsync_seed` (`lua/records.lua`). One `FCALL` each: a page of
 //! 500 records is one round trip, and a seed never interleaves with a

@@ -437,9 +437,7 @@ pub fn text(v: Value) -> Option<String> {
     String::from_utf8(bytes(v)?).ok()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::locks::lock;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 /**
- * Base-level events (PROTOCOL.md 3.2): a base renamed, its icon changed, a
+ * Base-level events (docs/protocol.md 3.2): a base renamed, its icon changed, a
  * table added. They come on the connection once per base, whatever number
  * of the base's tables it follows, as change events with a `baseId` and no
  * `tableId`. LiveTable never sees them; the client emits them as `base`.

@@ -1,6 +1,6 @@
 /**
  * Errors the client reports, and which of them are worth retrying.
- * Server error codes are PROTOCOL.md section 5's; the client adds
+ * Server error codes are docs/protocol.md section 5's; the client adds
  * `disconnected` (the connection closed before the answer) and
  * `request_timeout` (no answer within `requestTimeoutMs`).
  */

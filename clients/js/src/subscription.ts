@@ -1,6 +1,6 @@
 /**
  * One table's feed on the client: its recovery position and the events the
- * app gets from it (PROTOCOL.md 3.1).
+ * app gets from it (docs/protocol.md 3.1).
  *
  * The position is the id of the last event **received** from the table
  * (live, `missed_events`, or a subscribe ack's start); it only moves

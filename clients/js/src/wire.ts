@@ -1,5 +1,5 @@
 /**
- * The wire types of the rtsync protocol (PROTOCOL.md sections 3 and 4), as
+ * The wire types of the rtsync protocol (docs/protocol.md sections 3 and 4), as
  * they arrive: optional keys may be absent or `null`.
  */
 
@@ -112,7 +112,7 @@ export interface Authenticated {
   serverTime: number;
 }
 
-/** WebSocket close codes of PROTOCOL.md section 5. */
+/** WebSocket close codes of docs/protocol.md section 5. */
 export const CloseCode = {
   Unauthenticated: 4401,
   AuthTimeout: 4408,
