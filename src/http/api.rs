@@ -12,7 +12,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::routes::{json, json_error, Body};
+use super::routes::{error_response, json, json_error, status_of, Body};
 use crate::app::App;
 use crate::config::AuthMode;
 use crate::protocol::{ErrorCode, RequestError};
@@ -32,8 +32,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             Method::GET => super::records::get(&app, &table, &req).await,
             Method::POST => super::records::seed(&app, &table, req).await,
             _ => json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "method not allowed on this route",
             ),
         };
@@ -44,12 +43,11 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         (Method::POST, "/api/v1/sync/cleanup") => cleanup(&app).await,
         (_, "/api/v1/sync/stats" | "/api/v1/sync/batch-changes" | "/api/v1/sync/cleanup") => {
             json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "method not allowed on this route",
             )
         }
-        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        _ => json_error(ErrorCode::NotFound, "no such route"),
     }
 }
 
@@ -175,7 +173,7 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
     if let Some((i, e)) = failed {
         let e = RequestError::from(e);
         return json(
-            status_of(&e),
+            status_of(e.code),
             &json!({"success": false,
                 "error": {"code": e.code.as_str(), "message": format!("changes[{i}]: {}", e.message)},
                 "data": {"results": results}}),
@@ -185,15 +183,6 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
         StatusCode::OK,
         &json!({"success": true, "data": {"results": results}}),
     )
-}
-
-/// The HTTP status of a protocol error: one map for the API and WebSocket.
-fn status_of(e: &RequestError) -> StatusCode {
-    StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-pub fn error_response(e: &RequestError) -> Response<Body> {
-    json_error(status_of(e), e.code.as_str(), &e.message)
 }
 
 /// How long a request body may take to arrive: a client that sends its

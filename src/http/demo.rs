@@ -10,6 +10,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Response, StatusCode};
 
 use super::routes::{json_error, Body};
+use crate::protocol::ErrorCode;
 
 pub async fn serve(dir: &Path, path: &str) -> Response<Body> {
     if path == "/demo" {
@@ -28,7 +29,7 @@ pub async fn serve(dir: &Path, path: &str) -> Response<Body> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
     if !plain {
-        return json_error(StatusCode::NOT_FOUND, "not_found", "no such file");
+        return json_error(ErrorCode::NotFound, "no such file");
     }
     match tokio::fs::read(dir.join(name)).await {
         Ok(bytes) => {
@@ -38,8 +39,7 @@ pub async fn serve(dir: &Path, path: &str) -> Response<Body> {
             r
         }
         Err(_) => json_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
+            ErrorCode::NotFound,
             "no such file (build the client: cd clients/js && npm install && npm run build)",
         ),
     }

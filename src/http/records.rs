@@ -10,7 +10,8 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::{error_response, read_json};
+use super::api::read_json;
+use super::routes::error_response;
 use super::routes::{json, Body};
 use crate::app::App;
 use crate::protocol::ids::check_id;

@@ -11,6 +11,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::app::App;
+use crate::protocol::{ErrorCode, RequestError};
 
 pub type Body = Full<Bytes>;
 
@@ -46,7 +47,7 @@ pub async fn route(
         (&Method::GET, p) if app.config.demo && (p == "/demo" || p.starts_with("/demo/")) => {
             super::demo::serve(&app.config.demo_dir, p).await
         }
-        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        _ => json_error(ErrorCode::NotFound, "no such route"),
     };
     Ok(response)
 }
@@ -68,10 +69,21 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     r
 }
 
-/// `{"success": false, "error": {code, message}}` (docs/protocol.md section 6).
-pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+/// `{"success": false, "error": {code, message}}` (docs/protocol.md section
+/// 6), with the status of its code: the one place an error becomes HTTP.
+pub fn error_response(e: &RequestError) -> Response<Body> {
     json(
-        status,
-        &json!({"success": false, "error": {"code": code, "message": message}}),
+        status_of(e.code),
+        &json!({"success": false, "error": {"code": e.code.as_str(), "message": e.message}}),
     )
+}
+
+/// The HTTP status of an error code (its one map is `ErrorCode::http_status`).
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// An error response of `code` with `message`.
+pub fn json_error(code: ErrorCode, message: &str) -> Response<Body> {
+    error_response(&RequestError::new(code, message))
 }

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::routes::{json_error, Body};
 use crate::app::App;
-use crate::protocol::Encoding;
+use crate::protocol::{Encoding, ErrorCode};
 
 /// Per-socket read buffer: enough for typical frames (larger ones grow it
 /// as needed); kept small because idle connections each hold one.
@@ -52,25 +52,13 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Respo
             .any(|v| v.trim().eq_ignore_ascii_case(token))
     };
     if !has_token(UPGRADE, "websocket") || !has_token(CONNECTION, "upgrade") {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "expected a WebSocket upgrade",
-        );
+        return json_error(ErrorCode::BadRequest, "expected a WebSocket upgrade");
     }
     if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "Sec-WebSocket-Version must be 13",
-        );
+        return json_error(ErrorCode::BadRequest, "Sec-WebSocket-Version must be 13");
     }
     let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
-        return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            "missing Sec-WebSocket-Key",
-        );
+        return json_error(ErrorCode::BadRequest, "missing Sec-WebSocket-Key");
     };
     let accept = derive_accept_key(key.as_bytes());
     let offered = headers
@@ -93,8 +81,7 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Respo
     let encodings = encodings.as_deref().filter(|o| !o.is_empty());
     let Some((encoding, protocol)) = Encoding::negotiate(encodings) else {
         return json_error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
+            ErrorCode::BadRequest,
             "unsupported subprotocol; offer rtsync.v1.msgpack or rtsync.v1.json",
         );
     };
@@ -138,7 +125,7 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Respo
 fn refuse(reason: &'static str, setting: &str, limit: usize, message: &str) -> Response<Body> {
     crate::metrics::connection_refused(reason);
     tracing::warn!(limit, "connection refused: {setting} reached");
-    json_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    json_error(ErrorCode::Unavailable, message)
 }
 
 fn bearer(value: Option<&HeaderValue>) -> Option<String> {

@@ -17,6 +17,10 @@ pub enum ErrorCode {
     /// Sent to Redis, but no answer came in time: it may still be applied.
     Timeout,
     Internal,
+    /// HTTP only: no such route or file.
+    NotFound,
+    /// HTTP only: the route exists, not with this method.
+    MethodNotAllowed,
 }
 
 impl ErrorCode {
@@ -32,6 +36,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
         }
     }
 
@@ -46,6 +52,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
+            ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
         }
     }
 }
