@@ -19,6 +19,8 @@ if [ -z "${RTSYNC_SKIP_POSTGRES:-}" ] && [ -z "${RTSYNC_SKIP_BROWSER:-}" ]; then
   scripts/ensure-postgres.sh   # the PostgreSQL sink example's test (tests/postgres_sink.rs)
 fi
 cargo fmt --all -- --check
+# No two modules import each other, directly or through others.
+python3 scripts/check-module-cycles.py
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --locked --all-targets "$@"
 # The same integration suite again on a local 3-primary Redis Cluster

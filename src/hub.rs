@@ -24,13 +24,13 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
+use crate::outbox::Outbox;
 use crate::protocol::codec::encode_frame;
 use crate::protocol::event::{bounded_groups, list_frame, single_frame, ChangeEvent};
 use crate::protocol::Encoding;
 use crate::protocol::StreamId;
-use crate::session::outbox::Outbox;
 use crate::store::events::EventHandler;
-use crate::store::presence_bus::Notice;
+use crate::store::events::Notice;
 use crate::store::serving::TableLifecycle;
 use crate::store::StoreError;
 
@@ -357,7 +357,7 @@ use crate::locks::{lock, read, write};
 mod tests {
     //! The hub without Redis: a fake lifecycle, real outboxes.
     use super::*;
-    use crate::session::outbox::{outbox, OutboxReceiver};
+    use crate::outbox::{outbox, OutboxReceiver};
     use crate::store::serving::TableLifecycle;
     use futures_util::future::BoxFuture;
     use serde_json::Value;

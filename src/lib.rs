@@ -40,6 +40,7 @@ pub mod hub;
 pub mod janitor;
 pub mod locks;
 pub mod metrics;
+pub mod outbox;
 pub mod presence;
 pub mod protocol;
 pub mod session;

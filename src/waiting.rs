@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use crate::session::outbox::{close, Outbox};
+use crate::outbox::{close, Outbox};
 
 /// A place held by one waiting connection; give it back with
 /// [`Waiting::leave`].
@@ -117,10 +117,10 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::outbox;
     use crate::protocol::Encoding;
-    use crate::session::outbox::outbox;
 
-    fn conn(n: u32) -> (Outbox, crate::session::outbox::OutboxReceiver) {
+    fn conn(n: u32) -> (Outbox, crate::outbox::OutboxReceiver) {
         outbox(format!("c{n}").into(), Encoding::Json, 8, 1024)
     }
 

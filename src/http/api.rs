@@ -5,14 +5,13 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::routes::{error_response, json, json_error, status_of, Body};
+use super::json_io::{error_response, json, json_error, read_json, status_of, Body};
 use crate::app::App;
 use crate::config::AuthMode;
 use crate::protocol::{ErrorCode, RequestError};
@@ -183,30 +182,4 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
         StatusCode::OK,
         &json!({"success": true, "data": {"results": results}}),
     )
-}
-
-/// How long a request body may take to arrive: a client that sends its
-/// headers and then trickles (or never sends) the body cannot hold a
-/// connection and a task for ever.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, RequestError> {
-    let limited = Limited::new(req.into_body(), app.config.max_body_bytes);
-    let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await else {
-        tracing::warn!("request body not received in time");
-        return Err(RequestError::bad_request(format!(
-            "request body not received within {BODY_READ_TIMEOUT:?}"
-        )));
-    };
-    let bytes = match collected {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return Err(RequestError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("body over {} bytes", app.config.max_body_bytes),
-            ))
-        }
-    };
-    serde_json::from_slice(&bytes)
-        .map_err(|e| RequestError::bad_request(format!("invalid JSON: {e}")))
 }

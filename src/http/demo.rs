@@ -9,7 +9,7 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_TYPE, LOCATION};
 use hyper::{Response, StatusCode};
 
-use super::routes::{json_error, Body};
+use super::json_io::{json_error, Body};
 use crate::protocol::ErrorCode;
 
 pub async fn serve(dir: &Path, path: &str) -> Response<Body> {

@@ -10,9 +10,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::api::read_json;
-use super::routes::error_response;
-use super::routes::{json, Body};
+use super::json_io::{error_response, json, read_json, Body};
 use crate::app::App;
 use crate::protocol::ids::check_id;
 use crate::protocol::{ErrorCode, RequestError};

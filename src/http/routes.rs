@@ -8,12 +8,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
-use serde_json::json;
 
+use super::json_io::{json_error, text, Body};
 use crate::app::App;
-use crate::protocol::{ErrorCode, RequestError};
-
-pub type Body = Full<Bytes>;
+use crate::protocol::ErrorCode;
 
 pub async fn route(
     app: Arc<App>,
@@ -50,40 +48,4 @@ pub async fn route(
         _ => json_error(ErrorCode::NotFound, "no such route"),
     };
     Ok(response)
-}
-
-pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r
-}
-
-pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(Full::new(Bytes::from(bytes)));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
-/// `{"success": false, "error": {code, message}}` (docs/protocol.md section
-/// 6), with the status of its code: the one place an error becomes HTTP.
-pub fn error_response(e: &RequestError) -> Response<Body> {
-    json(
-        status_of(e.code),
-        &json!({"success": false, "error": {"code": e.code.as_str(), "message": e.message}}),
-    )
-}
-
-/// The HTTP status of an error code (its one map is `ErrorCode::http_status`).
-pub fn status_of(code: ErrorCode) -> StatusCode {
-    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-/// An error response of `code` with `message`.
-pub fn json_error(code: ErrorCode, message: &str) -> Response<Body> {
-    error_response(&RequestError::new(code, message))
 }

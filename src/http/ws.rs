@@ -16,7 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use super::routes::{json_error, Body};
+use super::json_io::{json_error, Body};
 use crate::app::App;
 use crate::protocol::{Encoding, ErrorCode};
 

@@ -7,7 +7,6 @@ use serde_json::Value;
 
 use super::ids::check_id;
 use super::RequestError;
-use crate::store::commit::{CommitLimits, RecordChange, ValidCommit};
 
 /// The events a client may send (docs/protocol.md section 3), as `'static`
 /// labels for metrics.
@@ -117,28 +116,6 @@ pub struct RecordChangeReq {
     pub metadata: Option<Value>,
     pub version: Option<u64>,
     pub client_change_id: Option<String>,
-}
-
-impl RecordChangeReq {
-    /// Validates the change and turns it into a commit of `user_id`.
-    pub fn into_commit(
-        self,
-        user_id: &str,
-        origin: &str,
-        limits: CommitLimits,
-    ) -> Result<ValidCommit, RequestError> {
-        RecordChange {
-            kind: self.kind,
-            record_id: self.record_id,
-            table_id: self.table_id,
-            base_id: self.base_id,
-            changes: self.changes,
-            metadata: self.metadata,
-            version: self.version,
-            client_change_id: self.client_change_id,
-        }
-        .into_commit(user_id, origin, limits)
-    }
 }
 
 #[derive(Debug, Serialize)]
@@ -258,27 +235,6 @@ pub struct OfflineChange {
     pub client_change_id: String,
     /// When the edit was made offline (informational).
     pub timestamp: Option<u64>,
-}
-
-impl OfflineChange {
-    pub fn into_commit(
-        self,
-        user_id: &str,
-        origin: &str,
-        limits: CommitLimits,
-    ) -> Result<ValidCommit, RequestError> {
-        RecordChange {
-            kind: self.kind,
-            record_id: self.entity_id,
-            table_id: self.table_id,
-            base_id: self.base_id,
-            changes: self.changes,
-            metadata: self.metadata,
-            version: self.version,
-            client_change_id: Some(self.client_change_id),
-        }
-        .into_commit(user_id, origin, limits)
-    }
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -7,15 +7,14 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::outbox::close;
 use super::rate_limit::Verdict;
+use super::reply::{forbidden, identity, send, to_value, Reply, Then};
 use super::{offline, tables, Session};
 use crate::auth::{AuthError, Identity};
-use crate::protocol::codec::{decode_frame, encode_frame, salvage_rid};
+use crate::outbox::close;
+use crate::protocol::codec::{decode_frame, salvage_rid};
 use crate::protocol::error::ErrorBody;
 use crate::protocol::messages::{
     parse, AuthenticateReq, Authenticated, RecordChangeReq, TableReq, Timestamp,
@@ -24,43 +23,6 @@ use crate::protocol::messages::{CursorReq, SelectionReq, CLIENT_EVENTS};
 use crate::protocol::{ErrorCode, RequestError};
 use crate::store::commit::commit;
 use crate::store::presence::{self, Touch};
-
-/// A handler's answer: the ack's result, then what must follow the ack, in
-/// this order (e.g. `table_users`, the history, then the subscriber made
-/// live in the hub).
-pub struct Answer {
-    pub result: Value,
-    pub then: Vec<Then>,
-}
-
-/// One step after an ack.
-pub enum Then {
-    /// A frame already encoded (bounded in size by its maker).
-    Frame(Bytes),
-    /// Replays `(after, until]` of the stream `table` (a table id or a
-    /// base's `{B}`) as `missed_events` frames, read page by page only as
-    /// the connection drains; then `done` (`connection_recovered`), or
-    /// `resync_required` if a page cannot be read.
-    Replay {
-        table: String,
-        after: String,
-        until: String,
-        done: Option<Bytes>,
-    },
-    /// The pending subscriber of `table` goes live in the hub.
-    Activate(String),
-}
-
-impl From<Value> for Answer {
-    fn from(result: Value) -> Answer {
-        Answer {
-            result,
-            then: Vec::new(),
-        }
-    }
-}
-
-pub type Reply = Result<Answer, RequestError>;
 
 /// A WebSocket ping from the client: it takes a token like any message.
 pub fn count_ping(session: &mut Session) {
@@ -179,18 +141,6 @@ fn truncate(s: &str) -> &str {
     }
 }
 
-pub fn send<T: Serialize + ?Sized>(
-    session: &Session,
-    event: &'static str,
-    data: &T,
-    rid: Option<u64>,
-) {
-    crate::metrics::message_out(event);
-    session
-        .outbox
-        .push(encode_frame(session.encoding(), event, data, rid), None);
-}
-
 fn send_error(session: &Session, e: &RequestError, event: Option<&str>, rid: Option<u64>) {
     let body = ErrorBody {
         code: e.code,
@@ -198,12 +148,6 @@ fn send_error(session: &Session, e: &RequestError, event: Option<&str>, rid: Opt
         event,
     };
     send(session, "error", &body, rid);
-}
-
-pub fn to_value<T: Serialize>(v: &T) -> Reply {
-    serde_json::to_value(v)
-        .map(Answer::from)
-        .map_err(|e| RequestError::new(ErrorCode::Internal, e.to_string()))
 }
 
 /// Authenticates with a token from the upgrade request.
@@ -264,13 +208,6 @@ fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Re
             Err(RequestError::new(ErrorCode::Unauthenticated, e.to_string()))
         }
     }
-}
-
-pub fn identity(session: &Session) -> Result<&Identity, RequestError> {
-    session
-        .identity
-        .as_ref()
-        .ok_or_else(|| RequestError::new(ErrorCode::Unauthenticated, "authenticate first"))
 }
 
 async fn record_change(session: &mut Session, data: Value) -> Reply {
@@ -392,11 +329,4 @@ async fn relay(
         presence::touch(&app.store, table, session.conn_id(), &user, kind, &value).await?;
     }
     Ok(())
-}
-
-pub fn forbidden(what: &str, table: &str) -> RequestError {
-    RequestError::new(
-        ErrorCode::Forbidden,
-        format!("no {what} access to table {table}"),
-    )
 }

@@ -8,14 +8,12 @@
 //! (4401), and the server's shutdown (4500).
 
 pub mod dispatch;
-pub mod frame_queue;
 pub mod offline;
-pub mod outbox;
 pub mod rate_limit;
 pub mod records;
+pub mod reply;
 pub mod socket;
 pub mod tables;
-pub mod wire_writer;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -30,9 +28,9 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::Identity;
+use crate::outbox::{self, close, Outbox};
 use crate::presence::Coalescer;
 use crate::protocol::Encoding;
-use outbox::{close, Outbox};
 
 /// How long a connection may stay unauthenticated.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);

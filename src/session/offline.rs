@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::dispatch::{forbidden, identity, send, to_value, Reply};
+use super::reply::{forbidden, identity, send, to_value, Reply};
 use super::Session;
 use crate::protocol::messages::{parse, OfflineChange, OfflineCounts};
 use crate::protocol::RequestError;

@@ -6,7 +6,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::dispatch::{forbidden, identity, to_value, Reply};
+use super::reply::{forbidden, identity, to_value, Reply};
 use super::Session;
 use crate::protocol::ids::check_id;
 use crate::protocol::messages::parse;

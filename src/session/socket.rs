@@ -1,7 +1,7 @@
 //! A WebSocket connection split at the byte level: tungstenite reads and
 //! parses the client's frames from the read half, and the connection's
 //! writer task owns the write half and writes frames itself
-//! ([`super::wire_writer`]). Splitting the TCP stream (rather than the
+//! ([`crate::outbox::wire_writer`]). Splitting the TCP stream (rather than the
 //! tungstenite stream) means no lock between reader and writer and no
 //! tungstenite write buffer per connection.
 //!

@@ -27,7 +27,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::dispatch::{forbidden, identity, to_value, Answer, Reply, Then};
+use super::reply::{forbidden, identity, to_value, Answer, Reply, Then};
 use super::Session;
 use crate::protocol::codec::encode_frame;
 use crate::protocol::event::{bounded_groups, list_frame, ChangeEvent};

@@ -120,6 +120,51 @@ impl RecordChange {
     }
 }
 
+// The client's two shapes of a record change (`record_change`, an offline
+// change) become a commit here, so the wire types need not know the store.
+impl crate::protocol::messages::RecordChangeReq {
+    /// Validates the change and turns it into a commit of `user_id`.
+    pub fn into_commit(
+        self,
+        user_id: &str,
+        origin: &str,
+        limits: CommitLimits,
+    ) -> Result<ValidCommit, RequestError> {
+        RecordChange {
+            kind: self.kind,
+            record_id: self.record_id,
+            table_id: self.table_id,
+            base_id: self.base_id,
+            changes: self.changes,
+            metadata: self.metadata,
+            version: self.version,
+            client_change_id: self.client_change_id,
+        }
+        .into_commit(user_id, origin, limits)
+    }
+}
+
+impl crate::protocol::messages::OfflineChange {
+    pub fn into_commit(
+        self,
+        user_id: &str,
+        origin: &str,
+        limits: CommitLimits,
+    ) -> Result<ValidCommit, RequestError> {
+        RecordChange {
+            kind: self.kind,
+            record_id: self.entity_id,
+            table_id: self.table_id,
+            base_id: self.base_id,
+            changes: self.changes,
+            metadata: self.metadata,
+            version: self.version,
+            client_change_id: Some(self.client_change_id),
+        }
+        .into_commit(user_id, origin, limits)
+    }
+}
+
 const ENTITY_TYPES: [&str; 5] = ["record", "field", "table", "view", "base"];
 
 /// The largest version a record (or a change's base) may have: versions

@@ -5,7 +5,15 @@
 
 use crate::protocol::event::ChangeEvent;
 
-use super::presence_bus::Notice;
+/// A notice as published by the presence functions on a table's channel.
+#[derive(serde::Deserialize)]
+pub struct Notice {
+    pub event: String,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    #[serde(default)]
+    pub origin: Option<String>,
+}
 
 pub trait EventHandler: Send + Sync + 'static {
     /// Events read from `table`'s stream, in stream order.

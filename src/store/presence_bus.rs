@@ -93,15 +93,7 @@ impl redis::aio::AsyncPushSender for PushSender {
     }
 }
 
-/// A notice as published by the presence functions.
-#[derive(serde::Deserialize)]
-pub struct Notice {
-    pub event: String,
-    #[serde(default)]
-    pub data: serde_json::Value,
-    #[serde(default)]
-    pub origin: Option<String>,
-}
+use super::events::Notice;
 
 impl PresenceBus {
     pub fn new(store: Arc<Store>, tailer: TailerHandle) -> Result<PresenceBus, StoreError> {

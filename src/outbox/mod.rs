@@ -4,7 +4,7 @@
 //! client cannot keep up: it is closed with 4503 instead of growing memory.
 //!
 //! The writer owns the socket's write half and writes the frames itself
-//! ([`super::wire_writer`]): each wake-up's queued frames go out together in
+//! ([`wire_writer`]): each wake-up's queued frames go out together in
 //! vectored writes of the shared payload bytes.
 //!
 //! The writer never fails quietly: a write that errors (a dead socket) or
@@ -20,9 +20,12 @@ use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use super::frame_queue::{FrameQueue, PushError};
-use super::wire_writer::{close_payload, Burst, Opcode};
+pub mod frame_queue;
+pub mod wire_writer;
+
 use crate::protocol::Encoding;
+use frame_queue::{FrameQueue, PushError};
+use wire_writer::{close_payload, Burst, Opcode};
 
 /// Close codes of docs/protocol.md section 5.
 pub mod close {
@@ -283,7 +286,7 @@ impl WriteError {
 impl OutboxReceiver {
     /// Drains the queue into the socket's write half until the connection
     /// closes. What is queued when the writer wakes goes out as one burst
-    /// of vectored writes (see [`super::wire_writer`]). Each burst must be
+    /// of vectored writes (see [`wire_writer`]). Each burst must be
     /// taken by the socket within `write_timeout`; any failure closes the
     /// connection (see the module docs), so a session is never left open
     /// and mute.

@@ -1,0 +1,79 @@
+//! JSON in and out of the HTTP routes: request bodies read with a size
+//! bound and a deadline, and responses, errors included: every HTTP error
+//! is an `ErrorCode`, whose status is mapped in one place
+//! (`ErrorCode::http_status`). A leaf of `http`: the routes use it, it uses
+//! none of them.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::protocol::{ErrorCode, RequestError};
+
+pub type Body = Full<Bytes>;
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `{"success": false, "error": {code, message}}` (docs/protocol.md section
+/// 6), with the status of its code: the one place an error becomes HTTP.
+pub fn error_response(e: &RequestError) -> Response<Body> {
+    json(
+        status_of(e.code),
+        &json!({"success": false, "error": {"code": e.code.as_str(), "message": e.message}}),
+    )
+}
+
+/// The HTTP status of an error code (its one map is `ErrorCode::http_status`).
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// An error response of `code` with `message`.
+pub fn json_error(code: ErrorCode, message: &str) -> Response<Body> {
+    error_response(&RequestError::new(code, message))
+}
+
+/// How long a request body may take to arrive: a client that sends its
+/// headers and then trickles (or never sends) the body cannot hold a
+/// connection and a task for ever.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, RequestError> {
+    let limited = Limited::new(req.into_body(), app.config.max_body_bytes);
+    let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await else {
+        tracing::warn!("request body not received in time");
+        return Err(RequestError::bad_request(format!(
+            "request body not received within {BODY_READ_TIMEOUT:?}"
+        )));
+    };
+    let bytes = match collected {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(RequestError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("body over {} bytes", app.config.max_body_bytes),
+            ))
+        }
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| RequestError::bad_request(format!("invalid JSON: {e}")))
+}
