@@ -42,53 +42,10 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Respo
     // Connections still waiting to authenticate have their own caps, kept
     // by closing the oldest waiting one (see `crate::waiting`), never by
     // refusing a new user here.
-    let headers = req.headers();
-    let has_token = |name, token: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|v| v.trim().eq_ignore_ascii_case(token))
+    let hs = match Handshake::read(&req) {
+        Ok(hs) => hs,
+        Err(message) => return json_error(ErrorCode::BadRequest, message),
     };
-    if !has_token(UPGRADE, "websocket") || !has_token(CONNECTION, "upgrade") {
-        return json_error(ErrorCode::BadRequest, "expected a WebSocket upgrade");
-    }
-    if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        return json_error(ErrorCode::BadRequest, "Sec-WebSocket-Version must be 13");
-    }
-    let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
-        return json_error(ErrorCode::BadRequest, "missing Sec-WebSocket-Key");
-    };
-    let accept = derive_accept_key(key.as_bytes());
-    let offered = headers
-        .get(SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok());
-    let protocol_token = offered.and_then(|o| {
-        o.split(',')
-            .map(str::trim)
-            .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL))
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-    });
-    let encodings: Option<String> = offered.map(|o| {
-        o.split(',')
-            .map(str::trim)
-            .filter(|p| !p.starts_with(TOKEN_PROTOCOL))
-            .collect::<Vec<_>>()
-            .join(",")
-    });
-    let encodings = encodings.as_deref().filter(|o| !o.is_empty());
-    let Some((encoding, protocol)) = Encoding::negotiate(encodings) else {
-        return json_error(
-            ErrorCode::BadRequest,
-            "unsupported subprotocol; offer rtsync.v1.msgpack or rtsync.v1.json",
-        );
-    };
-    let token = bearer(headers.get(AUTHORIZATION))
-        .or_else(|| query_token(req.uri().query()))
-        .or(protocol_token);
-
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Tungstenite only reads (the session's writer writes frames itself,
     // see `session::socket`), so only its read side is configured.
@@ -96,6 +53,7 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Respo
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(app.config.max_frame_bytes))
         .max_frame_size(Some(app.config.max_frame_bytes));
+    let (encoding, token) = (hs.encoding, hs.token);
     let tasks = app.tasks.clone();
     tasks.spawn(async move {
         match on_upgrade.await {
@@ -112,13 +70,76 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Respo
     let h = response.headers_mut();
     h.insert(UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept) {
+    if let Ok(v) = HeaderValue::from_str(&hs.accept) {
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
-    if let Some(p) = protocol {
+    if let Some(p) = hs.protocol {
         h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
     }
     response
+}
+
+/// What an upgrade request asks for, once checked (RFC 6455 4.2.1).
+struct Handshake {
+    /// `Sec-WebSocket-Accept` of its key.
+    accept: String,
+    encoding: Encoding,
+    /// The subprotocol answered (the encoding's), if one was offered.
+    protocol: Option<&'static str>,
+    /// A JWT in `Authorization`, `?token=` or a `rtsync.token.` subprotocol.
+    token: Option<String>,
+}
+
+impl Handshake {
+    fn read(req: &Request<Incoming>) -> Result<Handshake, &'static str> {
+        let headers = req.headers();
+        let has_token = |name, token: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|v| v.trim().eq_ignore_ascii_case(token))
+        };
+        if !has_token(UPGRADE, "websocket") || !has_token(CONNECTION, "upgrade") {
+            return Err("expected a WebSocket upgrade");
+        }
+        if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+            return Err("Sec-WebSocket-Version must be 13");
+        }
+        let key = headers
+            .get(SEC_WEBSOCKET_KEY)
+            .ok_or("missing Sec-WebSocket-Key")?;
+        let offered = headers
+            .get(SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok());
+        let offered: Vec<&str> = offered
+            .map(|o| o.split(',').map(str::trim).collect())
+            .unwrap_or_default();
+        let protocol_token = offered
+            .iter()
+            .find_map(|p| p.strip_prefix(TOKEN_PROTOCOL))
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        let encodings: Vec<&str> = offered
+            .iter()
+            .copied()
+            .filter(|p| !p.starts_with(TOKEN_PROTOCOL))
+            .collect();
+        let encodings = encodings.join(",");
+        let encodings = Some(encodings.as_str()).filter(|o| !o.is_empty());
+        let (encoding, protocol) = Encoding::negotiate(encodings)
+            .ok_or("unsupported subprotocol; offer rtsync.v1.msgpack or rtsync.v1.json")?;
+        let token = bearer(headers.get(AUTHORIZATION))
+            .or_else(|| query_token(req.uri().query()))
+            .or(protocol_token);
+        Ok(Handshake {
+            accept: derive_accept_key(key.as_bytes()),
+            encoding,
+            protocol,
+            token,
+        })
+    }
 }
 
 /// HTTP 503 at upgrade for a connection limit: counted and logged.

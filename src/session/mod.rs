@@ -122,88 +122,8 @@ pub async fn run(
             .identity
             .is_none()
             .then(|| app.waiting.admit(peer, session.outbox.clone()));
-        let auth_deadline = Instant::now() + AUTH_TIMEOUT;
-        let mut pings = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
-        let mut last_heard = Instant::now();
-        let reason = loop {
-            let expiry = session.identity.as_ref().and_then(|i| i.expires_at).map(deadline_of);
-            let relay_due = session.coalescer.next_due();
-            tokio::select! {
-                _ = app.shutdown.cancelled() => {
-                    session.outbox.close(close::SHUTTING_DOWN);
-                    break "server shutting down";
-                }
-                _ = session.outbox.closed() => break "closed by server",
-                _ = tokio::time::sleep_until(auth_deadline), if session.identity.is_none() => {
-                    crate::metrics::auth_failure("timeout");
-                    session.outbox.close(close::AUTH_TIMEOUT);
-                    break "authentication timeout";
-                }
-                _ = sleep_until_opt(expiry), if expiry.is_some() => {
-                    session.outbox.close(close::UNAUTHENTICATED);
-                    break "token expired";
-                }
-                _ = sleep_until_opt(relay_due), if relay_due.is_some() => {
-                    Box::pin(dispatch::flush_due(&mut session)).await;
-                }
-                _ = pings.tick() => {
-                    if last_heard.elapsed() > IDLE_TIMEOUT {
-                        session.outbox.close(close::GOING_AWAY);
-                        break "peer silent";
-                    }
-                    session.outbox.ping();
-                }
-                msg = stream.next() => {
-                    last_heard = Instant::now();
-                    match msg {
-                    None => break "client went away",
-                    // Boxed: request handling is a deep future; boxing keeps
-                    // the per-connection task small while it is idle.
-                    Some(Ok(Message::Binary(b))) if too_early(&session, b.len()) => break "large frame before authenticate",
-                    Some(Ok(Message::Text(t))) if too_early(&session, t.len()) => break "large frame before authenticate",
-                    Some(Ok(Message::Binary(b))) => {
-                        Box::pin(dispatch::handle_frame(&mut session, &b, false)).await;
-                        left_waiting(&app, &session, &mut waiting);
-                    }
-                    Some(Ok(Message::Text(t))) => {
-                        Box::pin(dispatch::handle_frame(&mut session, t.as_bytes(), true)).await;
-                        left_waiting(&app, &session, &mut waiting);
-                    }
-                    Some(Ok(Message::Close(_))) => break "client closed",
-                    // Answered through the outbox (the writer owns the
-                    // socket); pings count against the rate limit, so a
-                    // ping flood gets closed.
-                    Some(Ok(Message::Ping(payload))) => {
-                        session.outbox.pong(payload);
-                        dispatch::count_ping(&mut session);
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
-                        crate::metrics::frame_rejected("too_large");
-                        tracing::warn!(size, "frame over RTS_MAX_FRAME_BYTES");
-                        session.outbox.close(close::FRAME_TOO_LARGE);
-                        break "frame too large";
-                    }
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "websocket read failed");
-                        break "read error";
-                    }
-                }},
-            }
-        };
-        if let Some(ticket) = waiting.take() {
-            app.waiting.leave(ticket);
-        }
-        for table in std::mem::take(&mut session.tables).into_keys() {
-            Box::pin(tables::leave_table(&mut session, &table)).await;
-        }
-        session.outbox.close(1000);
-        let authenticated = session.identity.is_some();
-        if let Some(identity) = &session.identity {
-            app.authenticated.fetch_sub(1, Ordering::Relaxed);
-            app.user_disconnected(&identity.user_id);
-        }
-        drop(session);
+        let reason = serve(&mut session, &mut stream, &mut waiting).await;
+        let authenticated = finish(session, waiting).await;
         if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
             tracing::debug!("writer did not finish in time");
         }
@@ -216,6 +136,127 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// The connection's read loop and deadlines, until it ends; why it ended.
+async fn serve(
+    session: &mut Session,
+    stream: &mut Socket,
+    waiting: &mut Option<crate::waiting::Ticket>,
+) -> &'static str {
+    let app = session.app.clone();
+    let auth_deadline = Instant::now() + AUTH_TIMEOUT;
+    let mut pings = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut last_heard = Instant::now();
+    loop {
+        let expiry = session
+            .identity
+            .as_ref()
+            .and_then(|i| i.expires_at)
+            .map(deadline_of);
+        let relay_due = session.coalescer.next_due();
+        tokio::select! {
+            _ = app.shutdown.cancelled() => {
+                session.outbox.close(close::SHUTTING_DOWN);
+                return "server shutting down";
+            }
+            _ = session.outbox.closed() => return "closed by server",
+            _ = tokio::time::sleep_until(auth_deadline), if session.identity.is_none() => {
+                crate::metrics::auth_failure("timeout");
+                session.outbox.close(close::AUTH_TIMEOUT);
+                return "authentication timeout";
+            }
+            _ = sleep_until_opt(expiry), if expiry.is_some() => {
+                session.outbox.close(close::UNAUTHENTICATED);
+                return "token expired";
+            }
+            _ = sleep_until_opt(relay_due), if relay_due.is_some() => {
+                Box::pin(dispatch::flush_due(session)).await;
+            }
+            _ = pings.tick() => {
+                if last_heard.elapsed() > IDLE_TIMEOUT {
+                    session.outbox.close(close::GOING_AWAY);
+                    return "peer silent";
+                }
+                session.outbox.ping();
+            }
+            msg = stream.next() => {
+                last_heard = Instant::now();
+                if let Some(reason) = on_message(session, msg, waiting).await {
+                    return reason;
+                }
+            }
+        }
+    }
+}
+
+/// One read from the socket: a frame handled, a ping answered, or the
+/// reason the connection ends.
+async fn on_message(
+    session: &mut Session,
+    msg: Option<Result<Message, WsError>>,
+    waiting: &mut Option<crate::waiting::Ticket>,
+) -> Option<&'static str> {
+    match msg {
+        None => Some("client went away"),
+        Some(Ok(Message::Binary(b))) if too_early(session, b.len()) => {
+            Some("large frame before authenticate")
+        }
+        Some(Ok(Message::Text(t))) if too_early(session, t.len()) => {
+            Some("large frame before authenticate")
+        }
+        // Boxed: request handling is a deep future; boxing keeps the
+        // per-connection task small while it is idle.
+        Some(Ok(Message::Binary(b))) => {
+            Box::pin(dispatch::handle_frame(session, &b, false)).await;
+            left_waiting(session, waiting);
+            None
+        }
+        Some(Ok(Message::Text(t))) => {
+            Box::pin(dispatch::handle_frame(session, t.as_bytes(), true)).await;
+            left_waiting(session, waiting);
+            None
+        }
+        Some(Ok(Message::Close(_))) => Some("client closed"),
+        // Answered through the outbox (the writer owns the socket); pings
+        // count against the rate limit, so a ping flood gets closed.
+        Some(Ok(Message::Ping(payload))) => {
+            session.outbox.pong(payload);
+            dispatch::count_ping(session);
+            None
+        }
+        Some(Ok(_)) => None,
+        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
+            crate::metrics::frame_rejected("too_large");
+            tracing::warn!(size, "frame over RTS_MAX_FRAME_BYTES");
+            session.outbox.close(close::FRAME_TOO_LARGE);
+            Some("frame too large")
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "websocket read failed");
+            Some("read error")
+        }
+    }
+}
+
+/// Leaves everything the connection held (its waiting place, tables,
+/// presence, its user's count) and asks the writer to close; whether it
+/// had authenticated.
+async fn finish(mut session: Session, waiting: Option<crate::waiting::Ticket>) -> bool {
+    let app = session.app.clone();
+    if let Some(ticket) = waiting {
+        app.waiting.leave(ticket);
+    }
+    for table in std::mem::take(&mut session.tables).into_keys() {
+        Box::pin(tables::leave_table(&mut session, &table)).await;
+    }
+    session.outbox.close(1000);
+    let authenticated = session.identity.is_some();
+    if let Some(identity) = &session.identity {
+        app.authenticated.fetch_sub(1, Ordering::Relaxed);
+        app.user_disconnected(&identity.user_id);
+    }
+    authenticated
 }
 
 /// True when the server ended the connection (a close code it sent),
@@ -241,10 +282,10 @@ async fn drain_input(stream: &mut Socket, limit: Duration) {
 
 /// Gives the place among connections waiting to authenticate back once
 /// the session has authenticated.
-fn left_waiting(app: &App, session: &Session, waiting: &mut Option<crate::waiting::Ticket>) {
+fn left_waiting(session: &Session, waiting: &mut Option<crate::waiting::Ticket>) {
     if session.identity.is_some() {
         if let Some(ticket) = waiting.take() {
-            app.waiting.leave(ticket);
+            session.app.waiting.leave(ticket);
         }
     }
 }

@@ -192,33 +192,9 @@ async fn join(
         }
     };
     session.tables.insert(table.to_owned(), start.clone());
-    crate::metrics::message_out("table_users");
-    let mut then = vec![Then::Frame(encode_frame(
-        enc,
-        "table_users",
-        &joined.users,
-        None,
-    ))];
-    then.extend(plan.frames.into_iter().map(Then::Frame));
     let missed = plan.replay.as_ref().map(|(_, n)| *n).unwrap_or(0);
-    if let Some(reason) = plan.resync {
-        tracing::info!(table, reason, "recovery needs a resync");
-        then.push(Then::Frame(resync_frame(enc, table, reason)));
-    } else if recovery {
-        crate::metrics::message_out("connection_recovered");
-        let body = json!({"tableId": table, "timestamp": crate::now_ms(),
-            "missedEventsCount": missed, "lastEventId": start});
-        let done = encode_frame(enc, "connection_recovered", &body, None);
-        match plan.replay {
-            Some((after, _)) => then.push(Then::Replay {
-                table: table.to_owned(),
-                after,
-                until: start.clone(),
-                done: Some(done),
-            }),
-            None => then.push(Then::Frame(done)),
-        }
-    }
+    let resync = plan.resync;
+    let mut then = after_ack(enc, table, &start, &joined.users, plan, recovery);
     if existing.is_none() {
         then.push(Then::Activate(table.to_owned()));
     }
@@ -240,10 +216,46 @@ async fn join(
         start,
         color: joined.color,
         missed,
-        resync: plan.resync,
+        resync,
         base_start,
         then,
     })
+}
+
+/// The steps after a join's ack, in order (docs/protocol.md 3.1):
+/// `table_users`, the history (or `resync_required`), then for a recovery
+/// `connection_recovered` (after a replay read at the reader's pace).
+fn after_ack(
+    enc: crate::protocol::Encoding,
+    table: &str,
+    start: &str,
+    users: &[Value],
+    plan: HistoryPlan,
+    recovery: bool,
+) -> Vec<Then> {
+    crate::metrics::message_out("table_users");
+    let mut then = vec![Then::Frame(encode_frame(enc, "table_users", users, None))];
+    then.extend(plan.frames.into_iter().map(Then::Frame));
+    let missed = plan.replay.as_ref().map(|(_, n)| *n).unwrap_or(0);
+    if let Some(reason) = plan.resync {
+        tracing::info!(table, reason, "recovery needs a resync");
+        then.push(Then::Frame(resync_frame(enc, table, reason)));
+    } else if recovery {
+        crate::metrics::message_out("connection_recovered");
+        let body = json!({"tableId": table, "timestamp": crate::now_ms(),
+            "missedEventsCount": missed, "lastEventId": start});
+        let done = encode_frame(enc, "connection_recovered", &body, None);
+        match plan.replay {
+            Some((after, _)) => then.push(Then::Replay {
+                table: table.to_owned(),
+                after,
+                until: start.to_owned(),
+                done: Some(done),
+            }),
+            None => then.push(Then::Frame(done)),
+        }
+    }
+    then
 }
 
 /// A base whose stream the connection reads, for the tables of it that
