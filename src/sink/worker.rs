@@ -132,79 +132,10 @@ async fn step(
         lag_ms.store(age, std::sync::atomic::Ordering::Relaxed);
     }
     let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-    let lost = entries.iter().filter(|e| e.fields.is_none()).count();
-    if lost > 0 {
-        // Trimmed while pending (older than RTS_SINK_MAX_LAG_SECS): gone.
-        crate::metrics::sink_lost(lost);
-        tracing::error!(
-            table,
-            lost,
-            "entries were trimmed before the sink delivered them: lost to the sink"
-        );
-    }
-    let mut events = Vec::with_capacity(entries.len());
-    let mut undecodable = Vec::new();
-    for e in &entries {
-        let Some(fields) = &e.fields else { continue };
-        match ChangeEvent::from_stream_entry(&e.id, fields, table) {
-            Ok(ev) => events.push(ev),
-            Err(err) => undecodable.push((e, err.to_string())),
-        }
-    }
-    for (e, why) in &undecodable {
-        tracing::warn!(table, id = e.id, error = %why, "an entry is not a change event: dead-lettered");
-        dead_letter(shared, table, std::slice::from_ref(*e), 0, why).await?;
-    }
-    if !events.is_empty() {
-        // A base's stream goes out as {"baseId", "events"} (docs/protocol.md 3.2).
-        let batch = match crate::protocol::ids::base_of_stream(table) {
-            Some(base) => json!({"baseId": base, "events": events}),
-            None => json!({"tableId": table, "events": events}),
-        };
-        let body = match serde_json::to_vec(&batch) {
-            Ok(b) => b,
-            Err(e) => return Err(StoreError::Reply(format!("cannot encode a batch: {e}"))),
-        };
-        let mut backoff = RETRY_FIRST;
-        loop {
-            match shared.poster.post(body.clone(), events.len()).await {
-                Outcome::Delivered => break,
-                Outcome::Dead { status, reason } => {
-                    tracing::warn!(
-                        table,
-                        status,
-                        reason,
-                        events = events.len(),
-                        "the app refused a batch: dead-lettered"
-                    );
-                    let decoded: Vec<&Read> =
-                        entries.iter().filter(|e| e.fields.is_some()).collect();
-                    let owned: Vec<Read> = decoded
-                        .iter()
-                        .map(|e| Read {
-                            id: e.id.clone(),
-                            fields: e.fields.clone(),
-                        })
-                        .collect();
-                    dead_letter(shared, table, &owned, status, &reason).await?;
-                    break;
-                }
-                Outcome::Retry(why) => {
-                    tracing::warn!(
-                        table,
-                        reason = why,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "delivery failed; retrying"
-                    );
-                    tokio::select! {
-                        // Stopping: the batch stays pending for whoever owns the table next.
-                        _ = stop.cancelled() => return Ok(true),
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                }
-            }
-        }
+    let batch = decode_batch(shared, table, entries).await?;
+    if !batch.events.is_empty() && !deliver(shared, table, stop, batch).await? {
+        // Stopping: the batch stays pending for whoever owns the table next.
+        return Ok(true);
     }
     let mut conn = shared.store.conn();
     let _: usize = redis::cmd("XACK")
@@ -215,6 +146,100 @@ async fn step(
         .await
         .map_err(StoreError::from_redis)?;
     Ok(true)
+}
+
+/// A batch's change events and the entries they came from.
+struct Batch {
+    events: Vec<ChangeEvent>,
+    entries: Vec<Read>,
+}
+
+/// Decodes the entries read: entries trimmed while pending are counted
+/// lost, and entries that are not change events are dead-lettered alone
+/// (status 0); the rest make the batch.
+async fn decode_batch(
+    shared: &Shared,
+    table: &str,
+    entries: Vec<Read>,
+) -> Result<Batch, StoreError> {
+    let lost = entries.iter().filter(|e| e.fields.is_none()).count();
+    if lost > 0 {
+        // Trimmed while pending (older than RTS_SINK_MAX_LAG_SECS): gone.
+        crate::metrics::sink_lost(lost);
+        tracing::error!(
+            table,
+            lost,
+            "entries were trimmed before the sink delivered them: lost to the sink"
+        );
+    }
+    let mut batch = Batch {
+        events: Vec::with_capacity(entries.len()),
+        entries: Vec::with_capacity(entries.len()),
+    };
+    for e in entries {
+        let Some(fields) = &e.fields else { continue };
+        match ChangeEvent::from_stream_entry(&e.id, fields, table) {
+            Ok(ev) => {
+                batch.events.push(ev);
+                batch.entries.push(e);
+            }
+            Err(err) => {
+                let why = err.to_string();
+                tracing::warn!(table, id = e.id, error = %why, "an entry is not a change event: dead-lettered");
+                dead_letter(shared, table, std::slice::from_ref(&e), 0, &why).await?;
+            }
+        }
+    }
+    Ok(batch)
+}
+
+/// POSTs the batch until the app takes it (2xx) or refuses it for good
+/// (dead-lettered), retrying with backoff in between. False when `stop`
+/// came first (nothing is acknowledged then).
+async fn deliver(
+    shared: &Shared,
+    table: &str,
+    stop: &CancellationToken,
+    batch: Batch,
+) -> Result<bool, StoreError> {
+    // A base's stream goes out as {"baseId", "events"} (docs/protocol.md 3.2).
+    let body = match crate::protocol::ids::base_of_stream(table) {
+        Some(base) => json!({"baseId": base, "events": batch.events}),
+        None => json!({"tableId": table, "events": batch.events}),
+    };
+    let body = serde_json::to_vec(&body)
+        .map_err(|e| StoreError::Reply(format!("cannot encode a batch: {e}")))?;
+    let events = batch.events.len();
+    let mut backoff = RETRY_FIRST;
+    loop {
+        match shared.poster.post(body.clone(), events).await {
+            Outcome::Delivered => return Ok(true),
+            Outcome::Dead { status, reason } => {
+                tracing::warn!(
+                    table,
+                    status,
+                    reason,
+                    events,
+                    "the app refused a batch: dead-lettered"
+                );
+                dead_letter(shared, table, &batch.entries, status, &reason).await?;
+                return Ok(true);
+            }
+            Outcome::Retry(why) => {
+                tracing::warn!(
+                    table,
+                    reason = why,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "delivery failed; retrying"
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
 }
 
 async fn read(shared: &Shared, stream: &str, from: &str) -> Result<Vec<Read>, StoreError> {
