@@ -57,6 +57,7 @@ async fn one_big_record_asked_for_150_times_is_read_once_and_the_sidecar_stays_s
         assert_eq!(page["records"].as_array().map(Vec::len), Some(1));
     }
     let grown = support::rss_bytes(side.pid()).saturating_sub(before);
+    eprintln!("3 requests of 150 copies of a 900 KB record grew the sidecar {grown} bytes");
     assert!(grown < 20 * MB, "the sidecar grew {grown} bytes");
 }
 
@@ -197,6 +198,9 @@ async fn a_rejection_on_a_big_record_answers_within_the_page_bound_and_its_dedup
         .unwrap();
     assert!(key_len > 0 && key_len < 200, "dedup key of {key_len} bytes");
     let grown = memory().await.saturating_sub(before);
+    eprintln!(
+        "10 rejections on a 3.6 MB record grew Redis by {grown} bytes; dedup key {key_len} bytes"
+    );
     assert!(grown < MB, "10 rejections grew Redis by {grown} bytes");
 }
 
@@ -217,10 +221,12 @@ async fn an_offline_batch_of_rejected_creates_on_a_big_record_has_a_bounded_repl
     let ack = c.request_ok("sync_offline_changes", json!(batch)).await;
     assert_eq!(ack["rejected"], 8);
     let size = serde_json::to_vec(&ack).unwrap().len();
+    eprintln!("the ack of 8 rejected creates on a 3.6 MB record: {size} bytes");
     assert!(size < 1024 * 1024 + 16 * 1024, "ack of {size} bytes");
     let offline = c.expect_event("offline_changes").await;
     assert_eq!(offline["rejected"].as_array().map(Vec::len), Some(8));
     let grown = support::rss_bytes(side.pid()).saturating_sub(before);
+    eprintln!("an offline batch of 8 rejected creates grew the sidecar {grown} bytes");
     assert!(grown < 20 * MB, "the sidecar grew {grown} bytes");
 }
 
@@ -269,6 +275,7 @@ async fn a_recovery_over_huge_history_is_history_too_long_without_reading_it() {
     let resync = c.expect_event("resync_required").await;
     assert_eq!(resync["reason"], "history_too_long");
     let grown = support::rss_bytes(side.pid()).saturating_sub(before);
+    eprintln!("a recovery over 100 x 900 KB events grew the sidecar {grown} bytes");
     assert!(grown < 20 * MB, "the sidecar grew {grown} bytes");
 }
 
@@ -313,6 +320,7 @@ async fn readers_that_do_not_drain_cost_at_most_their_send_queue_during_history(
         peak = peak.max(support::rss_bytes(side.pid()).saturating_sub(before));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!("8 stalled readers of 13.5 MB of missed events each grew the sidecar {peak} bytes");
     assert!(
         peak < 40 * MB,
         "8 stalled readers grew the sidecar {peak} bytes"
