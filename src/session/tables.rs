@@ -140,24 +140,9 @@ async fn join(
     history: History,
     recovery: bool,
 ) -> Result<Joined, RequestError> {
-    let user = identity(session)?;
     let table = req.table_id.as_str();
-    if !user.grants.can_read(table) {
-        return Err(forbidden("read", table));
-    }
-    let existing = session.tables.get(table).cloned();
-    let max = session.app.config.max_subscriptions;
-    if existing.is_none() && session.tables.len() >= max {
-        return Err(RequestError::bad_request(format!(
-            "at most {max} tables per connection (RTS_MAX_SUBSCRIPTIONS)"
-        )));
-    }
-    if existing.is_none() && !session.app.subscription_added(&user.user_id) {
-        let max = session.app.config.max_subscriptions_per_user;
-        return Err(RequestError::bad_request(format!(
-            "at most {max} tables per user on this sidecar (RTS_MAX_SUBSCRIPTIONS_PER_USER)"
-        )));
-    }
+    let existing = admit(session, table)?;
+    let user = identity(session)?;
     let user_id = user.user_id.clone();
     let presence_doc = json!({
         "userId": user.user_id, "userName": user.user_name, "avatarUrl": user.avatar_url,
@@ -220,6 +205,33 @@ async fn join(
         base_start,
         then,
     })
+}
+
+/// Checks a join may happen: read access, and for a table new to the
+/// connection its caps (per connection, and per user, which counts it).
+/// Returns the start of the connection's subscription to it, if any.
+fn admit(session: &Session, table: &str) -> Result<Option<String>, RequestError> {
+    let user = identity(session)?;
+    if !user.grants.can_read(table) {
+        return Err(forbidden("read", table));
+    }
+    let existing = session.tables.get(table).cloned();
+    if existing.is_some() {
+        return Ok(existing);
+    }
+    let max = session.app.config.max_subscriptions;
+    if session.tables.len() >= max {
+        return Err(RequestError::bad_request(format!(
+            "at most {max} tables per connection (RTS_MAX_SUBSCRIPTIONS)"
+        )));
+    }
+    if !session.app.subscription_added(&user.user_id) {
+        let max = session.app.config.max_subscriptions_per_user;
+        return Err(RequestError::bad_request(format!(
+            "at most {max} tables per user on this sidecar (RTS_MAX_SUBSCRIPTIONS_PER_USER)"
+        )));
+    }
+    Ok(None)
 }
 
 /// The steps after a join's ack, in order (docs/protocol.md 3.1):
