@@ -40,6 +40,43 @@ pub struct ChangeEvent {
     encoded: [OnceLock<Bytes>; 2],
 }
 
+/// A stream entry's fields, read by name.
+struct EntryFields<'a>(&'a [(String, Vec<u8>)]);
+
+impl EntryFields<'_> {
+    fn get(&self, name: &str) -> Option<&Vec<u8>> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+    }
+
+    fn text(&self, name: &'static str) -> Result<Option<String>, EntryError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => String::from_utf8(v.clone())
+                .map(Some)
+                .map_err(|_| EntryError::NotUtf8(name)),
+        }
+    }
+
+    fn required(&self, name: &'static str) -> Result<String, EntryError> {
+        self.text(name)?.ok_or(EntryError::Missing(name))
+    }
+
+    /// A JSON or MessagePack field that `valid` accepts, if present.
+    fn value(
+        &self,
+        name: &'static str,
+        valid: impl Fn(&Value) -> bool,
+    ) -> Result<Option<Value>, EntryError> {
+        let Some(raw) = self.get(name) else {
+            return Ok(None);
+        };
+        match decode_json_or_msgpack(raw) {
+            Some(v) if valid(&v) => Ok(Some(v)),
+            _ => Err(EntryError::Invalid(name)),
+        }
+    }
+}
+
 /// Why a stream entry was skipped.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EntryError {
@@ -85,16 +122,9 @@ impl ChangeEvent {
         let timestamp = super::StreamId::parse(id)
             .map(|i| i.ms)
             .ok_or_else(|| EntryError::BadId(id.to_owned()))?;
-        let get = |name: &'static str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
-        let text = |name: &'static str| -> Result<Option<String>, EntryError> {
-            match get(name) {
-                None => Ok(None),
-                Some(v) => String::from_utf8(v.clone())
-                    .map(Some)
-                    .map_err(|_| EntryError::NotUtf8(name)),
-            }
-        };
-        let required = |name: &'static str| text(name)?.ok_or(EntryError::Missing(name));
+        let f = EntryFields(fields);
+        let text = |name| f.text(name);
+        let required = |name| f.required(name);
 
         let kind = required("type")?;
         if kind.is_empty() || kind.len() > MAX_KIND {
@@ -123,26 +153,8 @@ impl ChangeEvent {
                 .parse::<u64>()
                 .map_err(|_| EntryError::Invalid("version"))?,
         };
-        let changes = match get("changes") {
-            None => None,
-            Some(raw) => {
-                let v = decode_json_or_msgpack(raw).ok_or(EntryError::Invalid("changes"))?;
-                if !is_field_change_list(&v) {
-                    return Err(EntryError::Invalid("changes"));
-                }
-                Some(v)
-            }
-        };
-        let metadata = match get("metadata") {
-            None => None,
-            Some(raw) => {
-                let v = decode_json_or_msgpack(raw).ok_or(EntryError::Invalid("metadata"))?;
-                if !v.is_object() {
-                    return Err(EntryError::Invalid("metadata"));
-                }
-                Some(v)
-            }
-        };
+        let changes = f.value("changes", is_field_change_list)?;
+        let metadata = f.value("metadata", Value::is_object)?;
         let origin = text("origin")?.filter(|s| !s.is_empty());
         Ok(ChangeEvent {
             id: id.to_owned(),
