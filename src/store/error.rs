@@ -43,7 +43,22 @@ const INVALID_CODE: &str = "RTSYNC_INVALID";
 const TOO_LARGE_CODE: &str = "RTSYNC_TOO_LARGE";
 
 impl StoreError {
+    /// Classifies a Redis failure and counts it in
+    /// `rtsync_redis_errors_total{kind}`.
     pub fn from_redis(e: redis::RedisError) -> StoreError {
+        let error = StoreError::classify(e);
+        match &error {
+            StoreError::Unavailable(_) => crate::metrics::redis_error("unavailable"),
+            StoreError::Timeout(_) => crate::metrics::redis_error("timeout"),
+            StoreError::Other(_) => crate::metrics::redis_error("other"),
+            _ => {}
+        }
+        error
+    }
+
+    /// What a Redis failure means, by its kind (never its text); no side
+    /// effects.
+    pub fn classify(e: redis::RedisError) -> StoreError {
         if e.code() == Some(INVALID_CODE) {
             let msg = e.detail().unwrap_or("refused by the function library");
             return StoreError::Refused(msg.trim().to_owned());
@@ -55,15 +70,12 @@ impl StoreError {
         // Refused before sending, or a server that answered "not now":
         // nothing was done.
         if e.is_connection_refusal() || e.code().is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
-            crate::metrics::redis_error("unavailable");
             return StoreError::Unavailable(e);
         }
         // Sent, but the answer never came: the command may have run.
         if e.is_timeout() || e.is_connection_dropped() || e.is_io_error() {
-            crate::metrics::redis_error("timeout");
             return StoreError::Timeout(e);
         }
-        crate::metrics::redis_error("other");
         StoreError::Other(e)
     }
 
@@ -107,5 +119,30 @@ impl From<StoreError> for RequestError {
                 RequestError::new(ErrorCode::Internal, "internal storage error")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::{ErrorKind, RedisError};
+
+    #[test]
+    fn failures_are_classified_by_kind_without_side_effects() {
+        let io = RedisError::from(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "gone"));
+        assert!(matches!(StoreError::classify(io), StoreError::Timeout(_)));
+        let refused = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "no",
+        ));
+        assert!(matches!(
+            StoreError::classify(refused),
+            StoreError::Unavailable(_)
+        ));
+        let unknown = RedisError::from((ErrorKind::Parse, "odd reply"));
+        assert!(matches!(
+            StoreError::classify(unknown),
+            StoreError::Other(_)
+        ));
     }
 }
