@@ -189,8 +189,8 @@ const LABELS: &[(&str, &str, &[&str])] = &[
 
 /// Exports every series the dashboard reads, at zero.
 fn register_all() {
-    let events_in = crate::protocol::messages::CLIENT_EVENTS.iter();
-    for event in events_in.chain(&["unknown", "invalid"]) {
+    let events_in = crate::protocol::messages::ClientEvent::ALL.map(|e| e.name());
+    for event in events_in.iter().chain(&["unknown", "invalid"]) {
         counter!(MESSAGES_IN, "event" => *event).increment(0);
     }
     for (name, label, values) in LABELS {

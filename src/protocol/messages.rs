@@ -8,20 +8,58 @@ use serde_json::Value;
 use super::ids::check_id;
 use super::RequestError;
 
-/// The events a client may send (docs/protocol.md section 3), as `'static`
-/// labels for metrics.
-pub const CLIENT_EVENTS: &[&str] = &[
-    "authenticate",
-    "subscribe_to_table",
-    "unsubscribe_from_table",
-    "cursor_position",
-    "selection",
-    "record_change",
-    "sync_offline_changes",
-    "recover_connection",
-    "heartbeat",
-    "load_records",
-];
+/// The events a client may send (docs/protocol.md section 3): parsed once
+/// from a frame's name; the name is the dispatch key, the metric label and
+/// the `event` of an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    Authenticate,
+    SubscribeToTable,
+    UnsubscribeFromTable,
+    CursorPosition,
+    Selection,
+    RecordChange,
+    SyncOfflineChanges,
+    RecoverConnection,
+    Heartbeat,
+    LoadRecords,
+}
+
+impl ClientEvent {
+    pub const ALL: [ClientEvent; 10] = [
+        ClientEvent::Authenticate,
+        ClientEvent::SubscribeToTable,
+        ClientEvent::UnsubscribeFromTable,
+        ClientEvent::CursorPosition,
+        ClientEvent::Selection,
+        ClientEvent::RecordChange,
+        ClientEvent::SyncOfflineChanges,
+        ClientEvent::RecoverConnection,
+        ClientEvent::Heartbeat,
+        ClientEvent::LoadRecords,
+    ];
+
+    /// Its name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientEvent::Authenticate => "authenticate",
+            ClientEvent::SubscribeToTable => "subscribe_to_table",
+            ClientEvent::UnsubscribeFromTable => "unsubscribe_from_table",
+            ClientEvent::CursorPosition => "cursor_position",
+            ClientEvent::Selection => "selection",
+            ClientEvent::RecordChange => "record_change",
+            ClientEvent::SyncOfflineChanges => "sync_offline_changes",
+            ClientEvent::RecoverConnection => "recover_connection",
+            ClientEvent::Heartbeat => "heartbeat",
+            ClientEvent::LoadRecords => "load_records",
+        }
+    }
+
+    /// The event a frame names, if it is one.
+    pub fn parse(name: &str) -> Option<ClientEvent> {
+        ClientEvent::ALL.into_iter().find(|e| e.name() == name)
+    }
+}
 
 /// Parses `data` into a request type, answering `bad_request` on mismatch.
 pub fn parse<T: for<'de> Deserialize<'de>>(event: &str, data: Value) -> Result<T, RequestError> {

@@ -19,7 +19,7 @@ use crate::protocol::error::ErrorBody;
 use crate::protocol::messages::{
     parse, AuthenticateReq, Authenticated, RecordChangeReq, TableReq, Timestamp,
 };
-use crate::protocol::messages::{CursorReq, SelectionReq, CLIENT_EVENTS};
+use crate::protocol::messages::{ClientEvent, CursorReq, SelectionReq};
 use crate::protocol::{ErrorCode, RequestError};
 use crate::store::commit::commit;
 use crate::store::presence::{self, Touch};
@@ -59,14 +59,11 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
             return;
         }
     };
-    let event = CLIENT_EVENTS
-        .iter()
-        .copied()
-        .find(|e| *e == frame.event)
-        .unwrap_or("unknown");
+    let parsed = ClientEvent::parse(&frame.event);
+    let event = parsed.map(ClientEvent::name).unwrap_or("unknown");
     crate::metrics::message_in(event, bytes.len());
     let rid = frame.rid;
-    let reply = if event == "authenticate" {
+    let reply = if parsed == Some(ClientEvent::Authenticate) {
         authenticate(session, frame.data)
     } else if session.identity.is_none() {
         // Before authentication only `authenticate` is accepted.
@@ -77,18 +74,20 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
             "authenticate first",
         ))
     } else {
-        match event {
-            "subscribe_to_table" => tables::subscribe(session, frame.data).await,
-            "unsubscribe_from_table" => tables::unsubscribe(session, frame.data).await,
-            "recover_connection" => tables::recover(session, frame.data).await,
-            "sync_offline_changes" => offline::sync(session, frame.data).await,
-            "record_change" => record_change(session, frame.data).await,
-            "heartbeat" => heartbeat(session, frame.data).await,
-            "load_records" => super::records::load(session, frame.data).await,
-            "cursor_position" => cursor_position(session, frame.data).await,
-            "selection" => selection(session, frame.data).await,
-            // "authenticate" was handled above; anything else is unknown.
-            _ => Err(RequestError::new(
+        let data = frame.data;
+        match parsed {
+            Some(ClientEvent::SubscribeToTable) => tables::subscribe(session, data).await,
+            Some(ClientEvent::UnsubscribeFromTable) => tables::unsubscribe(session, data).await,
+            Some(ClientEvent::RecoverConnection) => tables::recover(session, data).await,
+            Some(ClientEvent::SyncOfflineChanges) => offline::sync(session, data).await,
+            Some(ClientEvent::RecordChange) => record_change(session, data).await,
+            Some(ClientEvent::Heartbeat) => heartbeat(session, data).await,
+            Some(ClientEvent::LoadRecords) => super::records::load(session, data).await,
+            Some(ClientEvent::CursorPosition) => cursor_position(session, data).await,
+            Some(ClientEvent::Selection) => selection(session, data).await,
+            // Authenticating twice is answered by `authenticate` itself.
+            Some(ClientEvent::Authenticate) => authenticate(session, data),
+            None => Err(RequestError::new(
                 ErrorCode::UnknownEvent,
                 format!("unknown event {:?}", truncate(&frame.event)),
             )),
