@@ -82,28 +82,18 @@ impl CommitStatus {
     }
 }
 
-/// What a client sends for one record change (`record_change`, an offline
-/// change): the fields a commit needs besides who made it.
-pub struct RecordChange {
-    pub kind: String,
-    pub record_id: String,
-    pub table_id: String,
-    pub base_id: Option<String>,
-    pub changes: Option<Value>,
-    pub metadata: Option<Value>,
-    pub version: Option<u64>,
-    pub client_change_id: Option<String>,
-}
-
-impl RecordChange {
-    /// The validated commit of this change by `user_id` on connection `origin`.
+// The client's two shapes of a record change (`record_change`, an offline
+// change) become a commit here, so the wire types need not know the store.
+impl crate::protocol::messages::RecordChangeReq {
+    /// The validated commit of this change by `user_id` on connection
+    /// `origin`.
     pub fn into_commit(
         self,
         user_id: &str,
         origin: &str,
         limits: CommitLimits,
     ) -> Result<ValidCommit, RequestError> {
-        let req = CommitRequest {
+        CommitRequest {
             kind: self.kind,
             entity_type: "record".to_owned(),
             entity_id: self.record_id,
@@ -115,43 +105,20 @@ impl RecordChange {
             version: self.version,
             client_change_id: self.client_change_id,
             origin: Some(origin.to_owned()),
-        };
-        req.validate(limits)
-    }
-}
-
-// The client's two shapes of a record change (`record_change`, an offline
-// change) become a commit here, so the wire types need not know the store.
-impl crate::protocol::messages::RecordChangeReq {
-    /// Validates the change and turns it into a commit of `user_id`.
-    pub fn into_commit(
-        self,
-        user_id: &str,
-        origin: &str,
-        limits: CommitLimits,
-    ) -> Result<ValidCommit, RequestError> {
-        RecordChange {
-            kind: self.kind,
-            record_id: self.record_id,
-            table_id: self.table_id,
-            base_id: self.base_id,
-            changes: self.changes,
-            metadata: self.metadata,
-            version: self.version,
-            client_change_id: self.client_change_id,
         }
-        .into_commit(user_id, origin, limits)
+        .validate(limits)
     }
 }
 
 impl crate::protocol::messages::OfflineChange {
+    /// The same commit as the `record_change` it stands for.
     pub fn into_commit(
         self,
         user_id: &str,
         origin: &str,
         limits: CommitLimits,
     ) -> Result<ValidCommit, RequestError> {
-        RecordChange {
+        crate::protocol::messages::RecordChangeReq {
             kind: self.kind,
             record_id: self.entity_id,
             table_id: self.table_id,
