@@ -75,7 +75,12 @@ async fn sdk_behaviours_against_real_sidecars() {
     let (urls, tokens) = (urls(&[&a, &b]), tokens());
     let status = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .args(["--test", "--test-concurrency=1", "--test-timeout=60000", "it/sdk.test.mjs"])
+            .args([
+                "--test",
+                "--test-concurrency=1",
+                "--test-timeout=60000",
+                "it/sdk.test.mjs",
+            ])
             .current_dir(js_dir())
             .env("RTSYNC_URLS", urls)
             .env("RTSYNC_TOKENS", tokens)
