@@ -193,7 +193,7 @@ async fn development_mode_accepts_the_seed_form() {
     assert_eq!(ack["userId"], "dev");
     c.request_ok("record_change", change("any", "r1", "f1", json!(1)))
         .await;
-    assert!(side.log_contains("RTS_AUTH=none"));
+    side.wait_for_log("RTS_AUTH=none").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -80,7 +80,7 @@ async fn a_socket_that_does_not_drain_is_closed_within_the_write_timeout() {
         support::metric(&text, "rtsync_writer_errors_total") >= 1.0,
         "{text}"
     );
-    assert!(side.log_contains("the writer failed"));
+    side.wait_for_log("the writer failed").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -144,7 +144,7 @@ async fn pings_count_against_the_rate_limit() {
     // with the flood's pings still unread.
     let code = c.closed().await;
     assert!(matches!(code, Some(4429) | Some(1006)), "{code:?}");
-    assert!(side.log_contains("sustained rate-limit abuse"));
+    side.wait_for_log("sustained rate-limit abuse").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

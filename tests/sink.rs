@@ -465,7 +465,7 @@ async fn entries_past_the_max_lag_are_trimmed_counted_and_logged_as_lost() {
         support::stream_ids(&mut conn, "late").await.is_empty(),
         "trimmed"
     );
-    assert!(s.log_contains("lost to the sink"), "logged");
+    s.wait_for_log("lost to the sink").await;
 }
 
 #[test]

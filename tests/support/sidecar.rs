@@ -220,6 +220,18 @@ impl Sidecar {
             .map(|l| l.iter().any(|line| line.contains(needle)))
             .unwrap_or(false)
     }
+
+    /// Waits (5 s deadline) for a log line containing `needle`: stderr is
+    /// read by another thread, so a line can arrive after the event a test
+    /// saw on its socket.
+    pub async fn wait_for_log(&self, needle: &str) {
+        super::wait_for(
+            &format!("log line {needle:?}"),
+            Duration::from_secs(5),
+            || async { self.log_contains(needle).then_some(()) },
+        )
+        .await
+    }
 }
 
 impl Drop for Sidecar {
