@@ -113,6 +113,12 @@ local function decode_json(raw, what, want)
   if raw == nil or raw == '' then
     return nil
   end
+  -- cjson decodes `[]` and `{}` to the same empty table: tell them apart
+  -- by the text.
+  local open = raw:match('^%s*([%[{])')
+  if (want == 'object' and open ~= '{') or (want == 'array' and open ~= '[') then
+    return nil, what .. ' must be a JSON ' .. want
+  end
   local ok, value = pcall(cjson.decode, raw)
   if not ok or type(value) ~= 'table' then
     return nil, what .. ' must be a JSON ' .. want

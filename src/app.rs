@@ -14,15 +14,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+use crate::change::ChangeLimits;
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::store::commit::CommitLimits;
 use crate::store::Store;
 
 pub struct App {
     pub config: Arc<Config>,
     /// What every change is checked against before it is committed.
-    pub commit_limits: CommitLimits,
+    pub commit_limits: ChangeLimits,
     pub store: Arc<Store>,
     pub hub: Arc<Hub>,
     pub auth: Authenticator,
@@ -71,7 +71,7 @@ impl App {
             config.max_unauthenticated_per_ip,
         );
         App {
-            commit_limits: CommitLimits::from_config(&config),
+            commit_limits: config.change_limits(),
             config,
             store,
             hub,

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+use crate::change::ids::is_valid_id;
 use crate::config::{AuthMode, Config};
-use crate::protocol::ids::is_valid_id;
 use crate::protocol::messages::AuthenticateReq;
 
 /// What a grant allows on a table.

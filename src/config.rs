@@ -255,6 +255,16 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The bounds every change is validated against.
+    pub fn change_limits(&self) -> crate::change::ChangeLimits {
+        crate::change::ChangeLimits {
+            max_changes: self.max_changes,
+            max_event_bytes: self.max_frame_bytes,
+            max_record_bytes: self.max_record_bytes,
+            answer_bytes: self.max_page_bytes,
+        }
+    }
+
     /// Checks what clap cannot: combinations and ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(Mode::Sink(sink)) = &self.mode {
@@ -338,7 +348,7 @@ impl Config {
             return Err(ConfigError::BadPrefix);
         }
         if let Some(id) = &self.instance_id {
-            if !crate::protocol::ids::is_valid_id(id) {
+            if !crate::change::ids::is_valid_id(id) {
                 return Err(ConfigError::BadInstanceId);
             }
         }

@@ -3,19 +3,9 @@
 //! import job) rather than edits. Equal values produce nothing; added fields
 //! have no `oldValue`, removed fields no `newValue`.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// One field's change, as in a `record_change`'s `changes`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct FieldChange {
-    pub field_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub old_value: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub new_value: Option<Value>,
-}
+pub use crate::change::FieldChange;
 
 /// Field changes from `old` to `new`, ordered by field id.
 pub fn calculate_delta(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<FieldChange> {

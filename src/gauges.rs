@@ -9,8 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
-use crate::store::reply::InfoMap;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 const INTERVAL: Duration = Duration::from_secs(5);
 /// Keeps one sample cheap on a sidecar serving thousands of tables.
@@ -49,27 +48,14 @@ pub async fn run(
     }
 }
 
-async fn sample(store: &Store, hub: &Hub) -> Result<(), redis::RedisError> {
-    let mut conn = store.conn();
+async fn sample(store: &Store, hub: &Hub) -> Result<(), StoreError> {
     let mut max_lag = 0u64;
     let mut users = 0u64;
     for table in hub.table_ids().into_iter().take(MAX_SAMPLED_TABLES) {
-        let groups: Vec<redis::Value> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(store.keys.events(&table))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        for g in groups.into_iter().map(InfoMap) {
-            if g.text("name").as_deref() == Some(store.instance_id.as_str()) {
-                max_lag = max_lag.max(g.int("lag").unwrap_or(0).max(0) as u64);
-            }
+        if let Some(lag) = crate::store::groups::own_lag(store, &table).await? {
+            max_lag = max_lag.max(lag);
         }
-        let n: u64 = redis::cmd("HLEN")
-            .arg(store.keys.presence(&table))
-            .query_async(&mut conn)
-            .await?;
-        users += n;
+        users += crate::store::presence::count(store, &table).await?;
     }
     crate::metrics::consumer_group_lag(max_lag);
     crate::metrics::presence_users(users);

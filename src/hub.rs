@@ -24,11 +24,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
+use crate::change::StreamId;
 use crate::outbox::Outbox;
-use crate::protocol::codec::encode_frame;
-use crate::protocol::event::{bounded_groups, list_frame, single_frame, ChangeEvent};
-use crate::protocol::Encoding;
-use crate::protocol::StreamId;
+use crate::protocol::event::{bounded_groups, ChangeEvent};
+use crate::protocol::framing::{Framing, SLOTS};
+use crate::protocol::ServerEvent;
 use crate::store::events::EventHandler;
 use crate::store::events::Notice;
 use crate::store::serving::TableLifecycle;
@@ -44,7 +44,7 @@ struct Table {
 }
 
 struct TableInner {
-    cursor: String,
+    cursor: StreamId,
     subscribers: HashMap<Arc<str>, Subscriber>,
 }
 
@@ -91,7 +91,7 @@ impl Hub {
     /// Registers `outbox` for `table`, pending; returns the subscription's
     /// start: the id after which it will receive every event, once
     /// [`Hub::activate`]d.
-    pub async fn join(&self, table: &str, outbox: Outbox) -> Result<String, StoreError> {
+    pub async fn join(&self, table: &str, outbox: Outbox) -> Result<StreamId, StoreError> {
         loop {
             if let Some(start) = self.try_join(table, &outbox) {
                 return Ok(start);
@@ -112,7 +112,7 @@ impl Hub {
         }
     }
 
-    fn try_join(&self, table: &str, outbox: &Outbox) -> Option<String> {
+    fn try_join(&self, table: &str, outbox: &Outbox) -> Option<StreamId> {
         let tables = read(&self.tables);
         let entry = tables.get(table)?;
         let mut inner = lock(&entry.inner);
@@ -123,7 +123,7 @@ impl Hub {
                 pending: Some(Pending::default()),
             },
         );
-        Some(inner.cursor.clone())
+        Some(inner.cursor)
     }
 
     /// Makes a pending subscriber live: the frames held for it are queued
@@ -180,10 +180,10 @@ impl Hub {
     }
 
     /// The last event id fanned out for `table`, if it is served.
-    pub fn cursor(&self, table: &str) -> Option<String> {
+    pub fn cursor(&self, table: &str) -> Option<StreamId> {
         let tables = read(&self.tables);
         let entry = tables.get(table)?;
-        let cursor = lock(&entry.inner).cursor.clone();
+        let cursor = lock(&entry.inner).cursor;
         Some(cursor)
     }
 
@@ -214,15 +214,12 @@ impl Hub {
         let mut inner = lock(&entry.inner);
         // Never hand out an event at or before the cursor twice (a group
         // placed again after a fault may return entries already sent).
-        let after = StreamId::parse_or_zero(&inner.cursor);
-        let events: Vec<ChangeEvent> = events
-            .into_iter()
-            .filter(|e| StreamId::parse_or_zero(&e.id) > after)
-            .collect();
+        let after = inner.cursor;
+        let events: Vec<ChangeEvent> = events.into_iter().filter(|e| e.id > after).collect();
         let Some(last) = events.last() else {
             return;
         };
-        inner.cursor = last.id.clone();
+        inner.cursor = last.id;
         let subscribers = inner.subscribers.len();
         // Bounded frames: a burst of large events goes out as several.
         for group in bounded_groups(&events) {
@@ -236,7 +233,7 @@ impl Hub {
     /// Relays a presence notice to the table's local subscribers, except
     /// the connection it came from; encoded once per encoding.
     pub fn notify(&self, table: &str, notice: Notice) {
-        let Some(event) = PRESENCE_EVENTS.iter().copied().find(|e| *e == notice.event) else {
+        let Some(event) = ServerEvent::presence(&notice.event) else {
             tracing::warn!(table, event = %notice.event, "unknown presence notice");
             return;
         };
@@ -245,15 +242,15 @@ impl Hub {
             return;
         };
         let mut inner = lock(&entry.inner);
-        let mut frames: [Option<Bytes>; 2] = [None, None];
+        let mut frames: [Option<Bytes>; SLOTS] = Default::default();
         let mut sent = 0;
         for sub in inner.subscribers.values_mut() {
-            let (conn, encoding) = (&*sub.outbox.conn_id, sub.outbox.encoding);
+            let (conn, framing) = (&*sub.outbox.conn_id, sub.outbox.framing);
             if notice.origin.as_deref() == Some(conn) {
                 continue;
             }
-            let bytes = frames[encoding.index()]
-                .get_or_insert_with(|| encode_frame(encoding, event, &notice.data, None))
+            let bytes = frames[framing.slot()]
+                .get_or_insert_with(|| framing.frame(event, &notice.data, None))
                 .clone();
             sub.push(bytes, None);
             sent += 1;
@@ -271,18 +268,10 @@ impl EventHandler for Hub {
         Hub::notify(self, table, notice)
     }
 
-    fn cursor(&self, table: &str) -> Option<String> {
+    fn cursor(&self, table: &str) -> Option<StreamId> {
         Hub::cursor(self, table)
     }
 }
-
-const PRESENCE_EVENTS: [&str; 5] = [
-    "user_joined",
-    "user_reconnected",
-    "user_left",
-    "cursor_position",
-    "selection",
-];
 
 /// Queues one group of events to every subscriber of the table.
 fn fan_out(inner: &mut TableInner, events: &[ChangeEvent]) {
@@ -298,55 +287,50 @@ fn fan_out(inner: &mut TableInner, events: &[ChangeEvent]) {
     }
 }
 
-/// Frames of one delivery: one shared frame per encoding, built on first
+/// Frames of one delivery: one shared frame per framing, built on first
 /// need. The connections that made some of the events (few: usually one)
 /// are known up front, so every other subscriber costs one set lookup.
 struct FrameCache<'a> {
-    events: &'a [ChangeEvent],
+    events: Vec<&'a ChangeEvent>,
     origins: HashSet<&'a str>,
-    shared: [Option<Bytes>; 2],
+    shared: [Option<Bytes>; SLOTS],
 }
 
 impl<'a> FrameCache<'a> {
     fn new(events: &'a [ChangeEvent]) -> Self {
         FrameCache {
-            events,
+            events: events.iter().collect(),
             origins: events.iter().filter_map(|e| e.origin.as_deref()).collect(),
-            shared: [None, None],
+            shared: Default::default(),
         }
     }
 
     fn frame_for(&mut self, sub: &Outbox) -> Option<Bytes> {
-        let events = self.events;
         let conn: &str = &sub.conn_id;
+        let framing = sub.framing;
         if !self.origins.contains(conn) {
-            let slot = &mut self.shared[sub.encoding.index()];
-            return Some(
-                slot.get_or_insert_with(|| frame(events.iter(), sub.encoding))
-                    .clone(),
-            );
+            let events = &self.events;
+            let slot = &mut self.shared[framing.slot()];
+            return Some(slot.get_or_insert_with(|| frame(events, framing)).clone());
         }
         // The origin gets the others' events only (its own were acked); a
         // connection id is unique, so this frame is built for one subscriber.
-        let others: Vec<&ChangeEvent> = events
+        let others: Vec<&ChangeEvent> = self
+            .events
             .iter()
+            .copied()
             .filter(|e| e.origin.as_deref() != Some(conn))
             .collect();
-        (!others.is_empty()).then(|| frame(others.into_iter(), sub.encoding))
+        (!others.is_empty()).then(|| frame(&others, framing))
     }
 }
 
 /// `record_change` for one event, `batch_changes` for several.
-fn frame<'e, I>(events: I, encoding: Encoding) -> Bytes
-where
-    I: ExactSizeIterator<Item = &'e ChangeEvent> + Clone,
-{
-    if events.len() == 1 {
-        if let Some(e) = events.clone().next() {
-            return single_frame("record_change", e, encoding);
-        }
+fn frame(events: &[&ChangeEvent], framing: &dyn Framing) -> Bytes {
+    match events {
+        [one] => framing.event_frame(ServerEvent::RecordChange, one),
+        _ => framing.events_frame(ServerEvent::BatchChanges, events),
     }
-    list_frame("batch_changes", events, encoding)
 }
 
 // Poisoning only follows a panic elsewhere; the maps stay consistent (every
@@ -369,8 +353,8 @@ mod tests {
         fn lock<'a>(&'a self, _table: &str) -> BoxFuture<'a, MutexGuard<'a, ()>> {
             Box::pin(self.0.lock())
         }
-        fn start<'a>(&'a self, _table: &'a str) -> BoxFuture<'a, Result<String, StoreError>> {
-            Box::pin(async { Ok("5-0".to_owned()) })
+        fn start<'a>(&'a self, _table: &'a str) -> BoxFuture<'a, Result<StreamId, StoreError>> {
+            Box::pin(async { Ok(id("5-0")) })
         }
         fn stop<'a>(&'a self, _table: &'a str) -> BoxFuture<'a, ()> {
             Box::pin(async {})
@@ -382,10 +366,19 @@ mod tests {
     }
 
     fn subscriber(id: &str, max_bytes: usize) -> (Outbox, OutboxReceiver) {
-        outbox(Arc::from(id), Encoding::Json, 64, max_bytes)
+        outbox(
+            Arc::from(id),
+            &crate::protocol::framing::WS_JSON,
+            64,
+            max_bytes,
+        )
     }
 
-    fn event(id: &str, origin: Option<&str>) -> ChangeEvent {
+    fn id(text: &str) -> StreamId {
+        StreamId::parse(text).expect("a stream id")
+    }
+
+    fn event(event_id: &str, origin: Option<&str>) -> ChangeEvent {
         let mut fields = vec![
             ("type".to_owned(), b"update".to_vec()),
             ("entityType".to_owned(), b"record".to_vec()),
@@ -395,7 +388,7 @@ mod tests {
         if let Some(o) = origin {
             fields.push(("origin".to_owned(), o.as_bytes().to_vec()));
         }
-        ChangeEvent::from_entry(id, &fields, Some("t")).expect("a valid entry")
+        ChangeEvent::from_entry(id(event_id), &fields, Some("t")).expect("a valid entry")
     }
 
     /// The event ids of the frames queued so far, frame by frame.
@@ -421,7 +414,7 @@ mod tests {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
         let start = hub.join("t", ob).await.expect("join");
-        assert_eq!(start, "5-0");
+        assert_eq!(start, id("5-0"));
         hub.deliver("t", vec![event("6-0", None)]);
         hub.deliver("t", vec![event("7-0", None), event("8-0", None)]);
         assert!(queued_ids(&mut rx).is_empty(), "nothing before activation");
@@ -442,7 +435,7 @@ mod tests {
             vec![event("4-0", None), event("5-0", None), event("5-1", None)],
         );
         assert_eq!(queued_ids(&mut rx), vec![vec!["5-1"]]);
-        assert_eq!(hub.cursor("t").as_deref(), Some("5-1"));
+        assert_eq!(hub.cursor("t"), Some(id("5-1")));
     }
 
     #[tokio::test]

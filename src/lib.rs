@@ -7,7 +7,9 @@
 //! # Layout
 //!
 //! - [`config`]: every setting, its flag, environment variable and default.
-//! - [`protocol`]: wire frames, payloads, change events and error codes.
+//! - [`change`]: a change as it arrives, validated, and as it leaves a
+//!   stream; the rules it obeys. A leaf.
+//! - [`protocol`]: wire frames, payloads, event encoding and error codes.
 //! - [`auth`]: JWT verification and table grants.
 //! - [`session`]: one WebSocket connection: read loop, dispatch, outbox.
 //! - [`hub`]: table → local subscribers (pending until their history is
@@ -31,6 +33,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod change;
 pub mod clock;
 pub mod config;
 pub mod delta;

@@ -9,6 +9,8 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::protocol::ServerEvent;
+
 pub const CONNECTIONS: &str = "rtsync_connections";
 pub const MESSAGES_IN: &str = "rtsync_messages_in_total";
 pub const MESSAGES_OUT: &str = "rtsync_messages_out_total";
@@ -121,33 +123,21 @@ pub fn install() -> PrometheusHandle {
     handle
 }
 
+/// Every server event's name, the `event` label of messages sent.
+const SERVER_EVENT_NAMES: [&str; ServerEvent::ALL.len()] = {
+    let mut names = [""; ServerEvent::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = ServerEvent::ALL[i].name();
+        i += 1;
+    }
+    names
+};
+
 /// The label values each labelled counter is exported with from the
 /// start, so `rate()` sees the first event and every panel has a series.
 const LABELS: &[(&str, &str, &[&str])] = &[
-    (
-        MESSAGES_OUT,
-        "event",
-        &[
-            "ack",
-            "error",
-            "authenticated",
-            "table_users",
-            "recent_changes",
-            "missed_events",
-            "connection_recovered",
-            "resync_required",
-            "record_change",
-            "batch_changes",
-            "user_joined",
-            "user_reconnected",
-            "user_left",
-            "cursor_position",
-            "selection",
-            "offline_changes",
-            "offline_sync_complete",
-            "heartbeat_ack",
-        ],
-    ),
+    (MESSAGES_OUT, "event", &SERVER_EVENT_NAMES),
     (
         COMMITS,
         "status",
@@ -308,11 +298,11 @@ pub fn message_in(event: &'static str, bytes: usize) {
     labeled(MESSAGES_IN, "event", event).increment(1);
     BYTES_IN_C.increment(bytes as u64);
 }
-pub fn message_out(event: &'static str) {
+pub fn message_out(event: ServerEvent) {
     messages_out(event, 1);
 }
-pub fn messages_out(event: &'static str, n: u64) {
-    labeled(MESSAGES_OUT, "event", event).increment(n);
+pub fn messages_out(event: ServerEvent, n: u64) {
+    labeled(MESSAGES_OUT, "event", event.name()).increment(n);
 }
 // Handles of the series updated once per delivered frame or event, looked
 // up once instead of on every update (the recorder is installed before any

@@ -118,10 +118,14 @@ impl State {
 mod tests {
     use super::*;
     use crate::outbox::outbox;
-    use crate::protocol::Encoding;
 
     fn conn(n: u32) -> (Outbox, crate::outbox::OutboxReceiver) {
-        outbox(format!("c{n}").into(), Encoding::Json, 8, 1024)
+        outbox(
+            format!("c{n}").into(),
+            &crate::protocol::framing::WS_JSON,
+            8,
+            1024,
+        )
     }
 
     #[test]

@@ -543,7 +543,7 @@ async fn stream(redis: &RedisServer) -> Vec<(String, HashMap<String, Vec<u8>>)> 
         .unwrap();
     rtsync::store::tailer::entries(reply)
         .into_iter()
-        .map(|(id, f)| (id, f.into_iter().collect()))
+        .map(|(id, f)| (id.to_string(), f.into_iter().collect()))
         .collect()
 }
 

@@ -85,6 +85,6 @@ async fn concurrent_calls_each_get_their_own_answer_and_an_error_fails_no_other(
             .iter()
             .find(|(k, _)| k == "entityId")
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-        assert_eq!(entity.as_ref(), event_of.get(&id), "entry {id}");
+        assert_eq!(entity.as_ref(), event_of.get(&id.to_string()), "entry {id}");
     }
 }

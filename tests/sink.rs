@@ -174,7 +174,7 @@ async fn failures_are_retried_in_order_and_a_refused_batch_goes_to_the_dead_lett
         .unwrap();
     let dead = rtsync::store::tailer::entries(dead);
     assert_eq!(dead.len(), 5, "the refused batch's entries");
-    let field = |e: &(String, Vec<(String, Vec<u8>)>), k: &str| {
+    let field = |e: &rtsync::store::tailer::Entry, k: &str| {
         e.1.iter()
             .find(|(n, _)| n == k)
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
@@ -417,7 +417,7 @@ async fn retention_never_trims_what_the_sink_has_not_acknowledged() {
         .parse()
         .unwrap();
     wait_for("the first entries to pass the retention", LONG, || async {
-        (rtsync::sink::worker::now_ms() > first_ms + 1_500).then_some(())
+        (rtsync::clock::now_ms() > first_ms + 1_500).then_some(())
     })
     .await;
     assert_eq!(

@@ -89,7 +89,7 @@ async fn receiver(mode: Mode) -> (String, Arc<AtomicUsize>) {
     (format!("http://{addr}/events"), moved)
 }
 
-async fn dead_letters(redis: &RedisServer, table: &str) -> Vec<(String, Vec<(String, Vec<u8>)>)> {
+async fn dead_letters(redis: &RedisServer, table: &str) -> Vec<rtsync::store::tailer::Entry> {
     let dead: redis::Value = redis::cmd("XRANGE")
         .arg(format!("rts:{{{table}}}:dead"))
         .arg("-")
@@ -100,7 +100,7 @@ async fn dead_letters(redis: &RedisServer, table: &str) -> Vec<(String, Vec<(Str
     rtsync::store::tailer::entries(dead)
 }
 
-fn field(e: &(String, Vec<(String, Vec<u8>)>), k: &str) -> String {
+fn field(e: &rtsync::store::tailer::Entry, k: &str) -> String {
     e.1.iter()
         .find(|(n, _)| n == k)
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned())

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::json_io::{error_response, json, json_error, read_json, status_of, Body};
 use crate::app::App;
+use crate::change::{validate_batch, ChangeRequest};
 use crate::config::AuthMode;
 use crate::protocol::{ErrorCode, RequestError};
-use crate::store::commit::{commit_batch, validate_batch, CommitRequest};
+use crate::store::commit::commit_batch;
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     if let Err(e) = check_token(&app, &req) {
@@ -109,28 +109,6 @@ async fn cleanup(app: &App) -> Response<Body> {
     }
 }
 
-/// One change of a batch: a ChangeEvent without `id` and `timestamp`.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct BatchChange {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default = "record")]
-    entity_type: String,
-    entity_id: String,
-    table_id: Option<String>,
-    base_id: Option<String>,
-    user_id: String,
-    changes: Option<Value>,
-    metadata: Option<Value>,
-    version: Option<u64>,
-    client_change_id: Option<String>,
-}
-
-fn record() -> String {
-    "record".to_owned()
-}
-
 async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
     let body = match read_json(app, req).await {
         Ok(v) => v,
@@ -146,22 +124,11 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
         app.config.max_batch,
         app.commit_limits,
         |item, limits| {
-            let c: BatchChange = serde_json::from_value(item)
+            // A ChangeEvent without `id` and `timestamp` (fields it does
+            // not use, like those, are ignored).
+            let c: ChangeRequest = serde_json::from_value(item)
                 .map_err(|e| RequestError::bad_request(e.to_string()))?;
-            CommitRequest {
-                kind: c.kind,
-                entity_type: c.entity_type,
-                entity_id: c.entity_id,
-                table_id: c.table_id,
-                base_id: c.base_id,
-                user_id: c.user_id,
-                changes: c.changes,
-                metadata: c.metadata,
-                version: c.version,
-                client_change_id: c.client_change_id,
-                origin: None,
-            }
-            .validate(limits)
+            Ok::<_, RequestError>(c.validate(limits)?)
         },
     );
     let commits = match commits {

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::json_io::{error_response, json, read_json, Body};
 use crate::app::App;
-use crate::protocol::ids::check_id;
+use crate::change::ids::check_id;
 use crate::protocol::{ErrorCode, RequestError};
 use crate::store::records::{self, Load, SeedRecord};
 

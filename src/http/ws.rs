@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::json_io::{json_error, Body};
 use crate::app::App;
-use crate::protocol::{Encoding, ErrorCode};
+use crate::protocol::{Encoding, ErrorCode, WsFraming};
 
 /// Per-socket read buffer: enough for typical frames (larger ones grow it
 /// as needed); kept small because idle connections each hold one.
@@ -59,7 +59,7 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Respo
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (stream, sink) = crate::session::socket::split(upgraded, config).await;
-                crate::session::run(app, stream, sink, encoding, token, peer).await;
+                crate::session::run(app, stream, sink, WsFraming::of(encoding), token, peer).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub mod frame_queue;
 pub mod wire_writer;
 
-use crate::protocol::Encoding;
+use crate::protocol::Framing;
 use frame_queue::{FrameQueue, PushError};
 use wire_writer::{close_payload, Burst, Opcode};
 
@@ -66,7 +66,8 @@ pub struct Outbox {
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
     pub conn_id: Arc<str>,
-    pub encoding: Encoding,
+    /// How the connection's frames look (the hub builds frames per framing).
+    pub framing: &'static dyn Framing,
 }
 
 /// The receiving side, owned by the writer task.
@@ -75,13 +76,13 @@ pub struct OutboxReceiver {
     closing: CancellationToken,
     close_code: Arc<AtomicU16>,
     queued: Arc<AtomicUsize>,
-    encoding: Encoding,
+    binary: bool,
 }
 
 /// A queue of at most `capacity` frames and `max_bytes` bytes.
 pub fn outbox(
     conn_id: Arc<str>,
-    encoding: Encoding,
+    framing: &'static dyn Framing,
     capacity: usize,
     max_bytes: usize,
 ) -> (Outbox, OutboxReceiver) {
@@ -97,14 +98,14 @@ pub fn outbox(
             queued: queued.clone(),
             max_bytes,
             conn_id,
-            encoding,
+            framing,
         },
         OutboxReceiver {
             queue,
             closing,
             close_code,
             queued,
-            encoding,
+            binary: framing.binary(),
         },
     )
 }
@@ -294,9 +295,10 @@ impl OutboxReceiver {
     where
         W: AsyncWrite + Unpin,
     {
-        let opcode = match self.encoding {
-            Encoding::Json => Opcode::Text,
-            Encoding::MsgPack => Opcode::Binary,
+        let opcode = if self.binary {
+            Opcode::Binary
+        } else {
+            Opcode::Text
         };
         let result = self.drain(&mut io, opcode, write_timeout).await;
         if let Err(e) = &result {

@@ -79,6 +79,22 @@ impl RequestError {
     }
 }
 
+impl From<crate::change::ChangeError> for RequestError {
+    fn from(e: crate::change::ChangeError) -> Self {
+        use crate::change::ChangeError;
+        match e {
+            ChangeError::Invalid(m) => RequestError::new(ErrorCode::BadRequest, m),
+            ChangeError::TooLarge(m) => RequestError::new(ErrorCode::PayloadTooLarge, m),
+        }
+    }
+}
+
+impl crate::change::Located for RequestError {
+    fn at(self, place: &str) -> Self {
+        RequestError::new(self.code, format!("{place}: {}", self.message))
+    }
+}
+
 /// The `data` of an `error` frame.
 #[derive(Serialize)]
 pub struct ErrorBody<'a> {

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::ids::check_id;
 use super::RequestError;
+use crate::change::ids::check_id;
 
 /// The events a client may send (docs/protocol.md section 3): parsed once
 /// from a frame's name; the name is the dispatch key, the metric label and
@@ -132,7 +132,8 @@ pub struct TableReq {
 
 impl TableReq {
     pub fn validate(&self) -> Result<(), RequestError> {
-        check_id("tableId", &self.table_id).map(|_| ())
+        check_id("tableId", &self.table_id)?;
+        Ok(())
     }
 }
 
@@ -140,20 +141,6 @@ impl TableReq {
 #[serde(rename_all = "camelCase")]
 pub struct TableAck<'a> {
     pub table_id: &'a str,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RecordChangeReq {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub record_id: String,
-    pub table_id: String,
-    pub base_id: Option<String>,
-    pub changes: Option<Value>,
-    pub metadata: Option<Value>,
-    pub version: Option<u64>,
-    pub client_change_id: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -256,23 +243,6 @@ impl RecoverReq {
 /// `<ms>-<seq>` with both parts decimal.
 pub fn is_stream_id(id: &str) -> bool {
     super::StreamId::parse(id).is_some()
-}
-
-/// One queued offline edit (`entityType` record implied).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OfflineChange {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub entity_id: String,
-    pub table_id: String,
-    pub base_id: Option<String>,
-    pub changes: Option<Value>,
-    pub metadata: Option<Value>,
-    pub version: Option<u64>,
-    pub client_change_id: String,
-    /// When the edit was made offline (informational).
-    pub timestamp: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]

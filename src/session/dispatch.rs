@@ -13,14 +13,12 @@ use super::rate_limit::Verdict;
 use super::reply::{forbidden, identity, send, to_value, Reply, Then};
 use super::{offline, tables, Session};
 use crate::auth::{AuthError, Identity};
+use crate::change::ChangeRequest;
 use crate::outbox::close;
-use crate::protocol::codec::{decode_frame, salvage_rid};
 use crate::protocol::error::ErrorBody;
-use crate::protocol::messages::{
-    parse, AuthenticateReq, Authenticated, RecordChangeReq, TableReq, Timestamp,
-};
+use crate::protocol::messages::{parse, AuthenticateReq, Authenticated, TableReq, Timestamp};
 use crate::protocol::messages::{ClientEvent, CursorReq, SelectionReq};
-use crate::protocol::{ErrorCode, RequestError};
+use crate::protocol::{ErrorCode, RequestError, ServerEvent};
 use crate::store::commit::commit;
 use crate::store::presence::{self, Touch};
 
@@ -45,21 +43,25 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
         Verdict::Reject => {
             crate::metrics::rate_limited();
             let e = RequestError::new(ErrorCode::RateLimited, "too many messages; slow down");
-            send_error(session, &e, None, salvage_rid(bytes, text));
+            let rid = session
+                .framing()
+                .decode(bytes, text)
+                .map_or_else(|b| b.rid, |f| f.rid);
+            send_error(session, &e, None, rid);
             return;
         }
         Verdict::Close => return abuse(session),
     }
-    let frame = match decode_frame(bytes, text) {
+    let frame = match session.framing().decode(bytes, text) {
         Ok(f) => f,
-        Err(e) => {
+        Err(bad) => {
             crate::metrics::message_in("invalid", bytes.len());
             crate::metrics::frame_rejected("decode");
-            send_error(session, &e, None, salvage_rid(bytes, text));
+            send_error(session, &bad.error, None, bad.rid);
             return;
         }
     };
-    let parsed = ClientEvent::parse(&frame.event);
+    let parsed = frame.event.as_ref().ok().copied();
     let event = parsed.map(ClientEvent::name).unwrap_or("unknown");
     crate::metrics::message_in(event, bytes.len());
     let rid = frame.rid;
@@ -89,14 +91,17 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
             Some(ClientEvent::Authenticate) => authenticate(session, data),
             None => Err(RequestError::new(
                 ErrorCode::UnknownEvent,
-                format!("unknown event {:?}", truncate(&frame.event)),
+                format!(
+                    "unknown event {:?}",
+                    truncate(frame.event.as_ref().err().map_or("", String::as_str))
+                ),
             )),
         }
     };
     match reply {
         Ok(answer) => {
             if rid.is_some() {
-                send(session, "ack", &answer.result, rid);
+                send(session, ServerEvent::Ack, &answer.result, rid);
             }
             follow(session, answer.then).await;
         }
@@ -125,7 +130,7 @@ async fn follow(session: &mut Session, then: Vec<Then>) {
                 until,
                 done,
             } if open => {
-                open = tables::replay(session, &table, &after, &until, done).await;
+                open = tables::replay(session, &table, after, until, done).await;
             }
             Then::Activate(table) => session.app.hub.activate(&table, session.conn_id()),
             Then::Frame(_) | Then::Replay { .. } => {}
@@ -146,7 +151,7 @@ fn send_error(session: &Session, e: &RequestError, event: Option<&str>, rid: Opt
         message: &e.message,
         event,
     };
-    send(session, "error", &body, rid);
+    send(session, ServerEvent::Error, &body, rid);
 }
 
 /// Authenticates with a token from the upgrade request.
@@ -193,7 +198,7 @@ fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Re
                 server_time: crate::now_ms(),
             };
             let value = to_value(&body)?;
-            send(session, "authenticated", &value.result, None);
+            send(session, ServerEvent::Authenticated, &value.result, None);
             session.identity = Some(identity);
             session.app.authenticated.fetch_add(1, Ordering::Relaxed);
             crate::metrics::connection_authenticated();
@@ -210,12 +215,15 @@ fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Re
 }
 
 async fn record_change(session: &mut Session, data: Value) -> Reply {
-    let req: RecordChangeReq = parse("record_change", data)?;
+    let req: ChangeRequest = parse("record_change", data)?;
     let user = identity(session)?;
-    if !user.grants.can_write(&req.table_id) {
-        return Err(forbidden("write", &req.table_id));
+    let valid = req
+        .by_client(&user.user_id, session.conn_id())
+        .validate(session.app.commit_limits)?;
+    let table = valid.req.scope();
+    if !user.grants.can_write(table) {
+        return Err(forbidden("write", table));
     }
-    let valid = req.into_commit(&user.user_id, session.conn_id(), session.app.commit_limits)?;
     let result = commit(&session.app.store, &valid).await?;
     to_value(&result)
 }
@@ -228,7 +236,7 @@ async fn heartbeat(session: &mut Session, data: Value) -> Reply {
     let ts = Timestamp {
         timestamp: crate::now_ms(),
     };
-    send(session, "heartbeat_ack", &ts, None);
+    send(session, ServerEvent::HeartbeatAck, &ts, None);
     to_value(&ts)
 }
 

@@ -30,7 +30,7 @@ use crate::app::App;
 use crate::auth::Identity;
 use crate::outbox::{self, close, Outbox};
 use crate::presence::Coalescer;
-use crate::protocol::Encoding;
+use crate::protocol::Framing;
 
 /// How long a connection may stay unauthenticated.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,7 +56,7 @@ pub struct Session {
     pub identity: Option<Identity>,
     /// Subscribed tables and each subscription's start (its ack's
     /// `lastEventId`), for recovery on a subscribed table.
-    pub tables: HashMap<String, String>,
+    pub tables: HashMap<String, crate::change::StreamId>,
     /// Bases whose stream this connection reads (docs/protocol.md 3.2), joined
     /// with the first subscribed table of the base and left with its last.
     pub bases: HashMap<String, tables::BaseSubscription>,
@@ -70,8 +70,8 @@ impl Session {
         &self.outbox.conn_id
     }
 
-    pub fn encoding(&self) -> Encoding {
-        self.outbox.encoding
+    pub fn framing(&self) -> &'static dyn Framing {
+        self.outbox.framing
     }
 }
 
@@ -82,7 +82,7 @@ pub async fn run(
     app: Arc<App>,
     mut stream: Socket,
     sink: socket::WriteHalf,
-    encoding: Encoding,
+    framing: &'static dyn Framing,
     token: Option<String>,
     peer: std::net::IpAddr,
 ) {
@@ -91,10 +91,10 @@ pub async fn run(
     async move {
         app.connections.fetch_add(1, Ordering::Relaxed);
         crate::metrics::connection_opened();
-        tracing::info!(encoding = ?encoding, "connection opened");
+        tracing::info!(encoding = ?framing.encoding(), "connection opened");
         let (outbox, receiver) = outbox::outbox(
             conn_id,
-            encoding,
+            framing,
             app.config.send_queue,
             app.config.send_queue_bytes,
         );

@@ -7,11 +7,10 @@ use serde_json::{json, Value};
 
 use super::reply::{forbidden, identity, send, to_value, Reply};
 use super::Session;
-use crate::protocol::messages::{parse, OfflineChange, OfflineCounts};
-use crate::protocol::RequestError;
-use crate::store::commit::{
-    commit_batch, validate_batch, CommitRequest, CommitResult, CommitStatus,
-};
+use crate::change::{validate_batch, ChangeEvent, ChangeRequest, ValidChange};
+use crate::protocol::messages::{parse, OfflineCounts};
+use crate::protocol::{RequestError, ServerEvent};
+use crate::store::commit::{commit_batch, CommitResult, CommitStatus};
 
 pub async fn sync(session: &mut Session, data: Value) -> Reply {
     let Value::Array(items) = data else {
@@ -26,11 +25,20 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
         app.config.max_batch,
         app.commit_limits,
         |item, limits| {
-            let change: OfflineChange = parse("offline change", item)?;
-            if !user.grants.can_write(&change.table_id) {
-                return Err(forbidden("write", &change.table_id));
+            let change: ChangeRequest = parse("offline change", item)?;
+            if change.client_change_id.is_none() {
+                return Err(RequestError::bad_request(
+                    "an offline change needs its clientChangeId",
+                ));
             }
-            change.into_commit(&user.user_id, session.conn_id(), limits)
+            let valid = change
+                .by_client(&user.user_id, session.conn_id())
+                .validate(limits)?;
+            let table = valid.req.scope();
+            if !user.grants.can_write(table) {
+                return Err(forbidden("write", table));
+            }
+            Ok(valid)
         },
     )?;
     let (results, failed) = commit_batch(&app.store, &commits).await;
@@ -46,8 +54,7 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
     let mut counts = OfflineCounts::default();
     let mut answers = Vec::with_capacity(results.len());
     for (valid, result) in commits.iter().zip(&results) {
-        let req = valid.request();
-        answers.push(answer(req, result));
+        answers.push(answer(valid, result));
         match result.status {
             CommitStatus::Applied | CommitStatus::Overwritten => counts.applied += 1,
             CommitStatus::Merged => counts.merged += 1,
@@ -58,18 +65,19 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
         // client learns it was rejected, again.
         let rejection_again = result.original_status == Some(CommitStatus::Rejected);
         if result.status == CommitStatus::Rejected || rejection_again {
-            rejected.push(answer(req, result));
-        } else if let Some(event) = change_event(req, result) {
-            events.push(event);
+            rejected.push(answer(valid, result));
+        } else if let Some(id) = result.event_id {
+            // The event this change became, as subscribers were sent it.
+            events.push(ChangeEvent::committed(valid, id, result.version));
         }
     }
     send(
         session,
-        "offline_changes",
+        ServerEvent::OfflineChanges,
         &json!({"events": events, "rejected": rejected}),
         None,
     );
-    send(session, "offline_sync_complete", &counts, None);
+    send(session, ServerEvent::OfflineSyncComplete, &counts, None);
     // The ack also carries every change's own CommitResult, in order
     // (`results`, an rtsync addition v1 clients ignore), so a client settles
     // each queued edit with the server's real answer.
@@ -79,31 +87,11 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
 }
 
 /// A change's CommitResult, with its `clientChangeId` and record.
-fn answer(req: &CommitRequest, result: &CommitResult) -> Value {
+fn answer(valid: &ValidChange, result: &CommitResult) -> Value {
+    let req = &valid.req;
     let mut v = serde_json::to_value(result).unwrap_or_else(|_| json!({"status": "rejected"}));
     v["entityId"] = json!(req.entity_id);
     v["tableId"] = json!(req.table_id);
     v["clientChangeId"] = json!(req.client_change_id);
     v
-}
-
-/// The ChangeEvent a committed change became (as subscribers saw it).
-fn change_event(req: &CommitRequest, result: &CommitResult) -> Option<Value> {
-    let id = result.event_id.as_deref()?;
-    let timestamp: u64 = id.split('-').next()?.parse().ok()?;
-    let mut e = json!({
-        "id": id, "type": req.kind, "entityType": req.entity_type, "entityId": req.entity_id,
-        "tableId": req.table_id, "userId": req.user_id, "timestamp": timestamp,
-        "version": result.version, "clientChangeId": req.client_change_id,
-    });
-    for (key, value) in [
-        ("baseId", req.base_id.as_ref().map(|b| json!(b))),
-        ("changes", req.changes.clone()),
-        ("metadata", req.metadata.clone()),
-    ] {
-        if let Some(v) = value.filter(|v| !v.is_null()) {
-            e[key] = v;
-        }
-    }
-    Some(e)
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::reply::{forbidden, identity, to_value, Reply};
 use super::Session;
-use crate::protocol::ids::check_id;
+use crate::change::ids::check_id;
 use crate::protocol::messages::parse;
 use crate::store::records::{load as load_page, Load};
 

@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use super::Session;
 use crate::auth::Identity;
-use crate::protocol::codec::encode_frame;
+use crate::change::StreamId;
+use crate::protocol::ServerEvent;
 use crate::protocol::{ErrorCode, RequestError};
 
 /// A handler's answer: the ack's result, then what must follow the ack, in
@@ -31,8 +32,8 @@ pub enum Then {
     /// `resync_required` if a page cannot be read.
     Replay {
         table: String,
-        after: String,
-        until: String,
+        after: StreamId,
+        until: StreamId,
         done: Option<Bytes>,
     },
     /// The pending subscriber of `table` goes live in the hub.
@@ -54,14 +55,19 @@ pub type Reply = Result<Answer, RequestError>;
 /// `heartbeat_ack`, `offline_changes`), counted.
 pub fn send<T: Serialize + ?Sized>(
     session: &Session,
-    event: &'static str,
+    event: ServerEvent,
     data: &T,
     rid: Option<u64>,
 ) {
     crate::metrics::message_out(event);
+    let data = serde_json::to_value(data).unwrap_or_else(|e| {
+        // Our own payload types always serialize.
+        tracing::error!(event = event.name(), error = %e, "failed to encode an outgoing frame");
+        serde_json::json!({"code": ErrorCode::Internal, "message": "failed to encode a frame"})
+    });
     session
         .outbox
-        .push(encode_frame(session.encoding(), event, data, rid), None);
+        .push(session.framing().frame(event, &data, rid), None);
 }
 
 pub fn to_value<T: Serialize>(v: &T) -> Reply {

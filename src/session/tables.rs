@@ -29,14 +29,14 @@ use serde_json::{json, Value};
 
 use super::reply::{forbidden, identity, to_value, Answer, Reply, Then};
 use super::Session;
-use crate::protocol::codec::encode_frame;
-use crate::protocol::event::{bounded_groups, list_frame, ChangeEvent};
-use crate::protocol::ids::{base_of_stream, base_stream_name};
+use crate::change::ids::{base_of_stream, base_stream_name};
+use crate::protocol::event::{bounded_groups, ChangeEvent};
 use crate::protocol::messages::{parse, RecoverReq, SubscribeReq, TableAck, TableReq};
+use crate::protocol::{Framing, ServerEvent};
 use crate::protocol::{RequestError, StreamId};
 use crate::store::history::{self, Position};
 use crate::store::presence;
-use crate::store::tailer::Entry;
+use crate::store::tailer::decode_events;
 use crate::store::StoreError;
 
 /// Most events read from the stream per page of a recovery.
@@ -57,17 +57,17 @@ enum History {
     /// The latest events at or before the start (`recent_changes`).
     Recent,
     /// Every event after the client's last seen id (`missed_events`).
-    Since(String),
+    Since(StreamId),
 }
 
 /// What a join answers with.
 struct Joined {
-    start: String,
+    start: StreamId,
     color: String,
     missed: usize,
     resync: Option<&'static str>,
     /// The base stream's start, when the subscribe named a `baseId`.
-    base_start: Option<String>,
+    base_start: Option<StreamId>,
     /// What follows the ack.
     then: Vec<Then>,
 }
@@ -77,7 +77,7 @@ struct HistoryPlan {
     /// `recent_changes` frames, read already (bounded in bytes).
     frames: Vec<Bytes>,
     /// Missed events to replay: `(after, start]`, and how many.
-    replay: Option<(String, usize)>,
+    replay: Option<(StreamId, usize)>,
     resync: Option<&'static str>,
 }
 
@@ -85,7 +85,7 @@ pub async fn subscribe(session: &mut Session, data: Value) -> Reply {
     let req: SubscribeReq = parse("subscribe_to_table", data)?;
     req.validate()?;
     let history = match &req.last_event_id {
-        Some(l) => History::Since(l.clone()),
+        Some(l) => History::Since(StreamId::parse_or_zero(l)),
         None => History::Recent,
     };
     let recovering = matches!(history, History::Since(_));
@@ -113,7 +113,7 @@ pub async fn recover(session: &mut Session, data: Value) -> Reply {
     let req: RecoverReq = parse("recover_connection", data)?;
     req.validate()?;
     let history = match &req.last_event_id {
-        Some(l) => History::Since(l.clone()),
+        Some(l) => History::Since(StreamId::parse_or_zero(l)),
         // No position: a plain subscribe, reported as a recovery of nothing.
         None => History::Recent,
     };
@@ -149,9 +149,9 @@ async fn join(
         "tableId": table, "viewId": req.view_id,
     });
     let app = session.app.clone();
-    let enc = session.encoding();
+    let enc = session.framing();
     let start = match &existing {
-        Some(s) => s.clone(),
+        Some(s) => *s,
         None => match app.hub.join(table, session.outbox.clone()).await {
             Ok(start) => start,
             Err(e) => {
@@ -162,7 +162,7 @@ async fn join(
     };
     let read = async {
         let joined = presence::join(&app.store, table, session.conn_id(), &presence_doc).await?;
-        let plan = plan_history(session, table, &history, &start).await?;
+        let plan = plan_history(session, table, &history, start).await?;
         Ok::<_, StoreError>((joined, plan))
     }
     .await;
@@ -176,10 +176,10 @@ async fn join(
             return Err(e.into());
         }
     };
-    session.tables.insert(table.to_owned(), start.clone());
+    session.tables.insert(table.to_owned(), start);
     let missed = plan.replay.as_ref().map(|(_, n)| *n).unwrap_or(0);
     let resync = plan.resync;
-    let mut then = after_ack(enc, table, &start, &joined.users, plan, recovery);
+    let mut then = after_ack(enc, table, start, &joined.users, plan, recovery);
     if existing.is_none() {
         then.push(Then::Activate(table.to_owned()));
     }
@@ -210,7 +210,7 @@ async fn join(
 /// Checks a join may happen: read access, and for a table new to the
 /// connection its caps (per connection, and per user, which counts it).
 /// Returns the start of the connection's subscription to it, if any.
-fn admit(session: &Session, table: &str) -> Result<Option<String>, RequestError> {
+fn admit(session: &Session, table: &str) -> Result<Option<StreamId>, RequestError> {
     let user = identity(session)?;
     if !user.grants.can_read(table) {
         return Err(forbidden("read", table));
@@ -238,30 +238,35 @@ fn admit(session: &Session, table: &str) -> Result<Option<String>, RequestError>
 /// `table_users`, the history (or `resync_required`), then for a recovery
 /// `connection_recovered` (after a replay read at the reader's pace).
 fn after_ack(
-    enc: crate::protocol::Encoding,
+    enc: &dyn Framing,
     table: &str,
-    start: &str,
+    start: StreamId,
     users: &[Value],
     plan: HistoryPlan,
     recovery: bool,
 ) -> Vec<Then> {
-    crate::metrics::message_out("table_users");
-    let mut then = vec![Then::Frame(encode_frame(enc, "table_users", users, None))];
+    crate::metrics::message_out(ServerEvent::TableUsers);
+    let users = Value::Array(users.to_vec());
+    let mut then = vec![Then::Frame(enc.frame(
+        ServerEvent::TableUsers,
+        &users,
+        None,
+    ))];
     then.extend(plan.frames.into_iter().map(Then::Frame));
     let missed = plan.replay.as_ref().map(|(_, n)| *n).unwrap_or(0);
     if let Some(reason) = plan.resync {
         tracing::info!(table, reason, "recovery needs a resync");
         then.push(Then::Frame(resync_frame(enc, table, reason)));
     } else if recovery {
-        crate::metrics::message_out("connection_recovered");
+        crate::metrics::message_out(ServerEvent::ConnectionRecovered);
         let body = json!({"tableId": table, "timestamp": crate::now_ms(),
             "missedEventsCount": missed, "lastEventId": start});
-        let done = encode_frame(enc, "connection_recovered", &body, None);
+        let done = enc.frame(ServerEvent::ConnectionRecovered, &body, None);
         match plan.replay {
             Some((after, _)) => then.push(Then::Replay {
                 table: table.to_owned(),
                 after,
-                until: start.to_owned(),
+                until: start,
                 done: Some(done),
             }),
             None => then.push(Then::Frame(done)),
@@ -274,7 +279,7 @@ fn after_ack(
 /// the connection subscribed to (docs/protocol.md 3.2).
 pub struct BaseSubscription {
     /// The base stream's position when the connection joined it.
-    pub start: String,
+    pub start: StreamId,
     pub tables: HashSet<String>,
     /// A `baseLastEventId` was replayed already: the connection has every
     /// base event after it, so a later one (another table's join of the
@@ -291,22 +296,22 @@ async fn join_base(
     session: &mut Session,
     req: &SubscribeReq,
     table: &str,
-) -> Result<Option<(String, Vec<Then>)>, RequestError> {
+) -> Result<Option<(StreamId, Vec<Then>)>, RequestError> {
     let Some(base) = req.base_id.as_deref() else {
         return Ok(None);
     };
     let name = base_stream_name(base);
-    let enc = session.encoding();
+    let enc = session.framing();
     let app = session.app.clone();
     let (start, fresh) = match session.bases.get_mut(base) {
         Some(sub) => {
             sub.tables.insert(table.to_owned());
-            (sub.start.clone(), false)
+            (sub.start, false)
         }
         None => {
             let start = app.hub.join(&name, session.outbox.clone()).await?;
             let sub = BaseSubscription {
-                start: start.clone(),
+                start,
                 tables: HashSet::from([table.to_owned()]),
                 recovered: false,
             };
@@ -320,8 +325,8 @@ async fn join_base(
         if let Some(sub) = session.bases.get_mut(base) {
             sub.recovered = true;
         }
-        let history = History::Since(last.clone());
-        let plan = match plan_history(session, &name, &history, &start).await {
+        let history = History::Since(StreamId::parse_or_zero(last));
+        let plan = match plan_history(session, &name, &history, start).await {
             Ok(p) => p,
             Err(e) => {
                 if fresh {
@@ -338,7 +343,7 @@ async fn join_base(
             then.push(Then::Replay {
                 table: name.clone(),
                 after,
-                until: start.clone(),
+                until: start,
                 done: None,
             });
         }
@@ -351,13 +356,13 @@ async fn join_base(
 
 /// `resync_required` for the stream `name`: `{tableId}` of a table, or
 /// `{baseId}` of a base's stream.
-fn resync_frame(enc: crate::protocol::Encoding, name: &str, reason: &str) -> Bytes {
-    crate::metrics::message_out("resync_required");
+fn resync_frame(enc: &dyn Framing, name: &str, reason: &str) -> Bytes {
+    crate::metrics::message_out(ServerEvent::ResyncRequired);
     let body = match base_of_stream(name) {
         Some(base) => json!({"baseId": base, "reason": reason}),
         None => json!({"tableId": name, "reason": reason}),
     };
-    encode_frame(enc, "resync_required", &body, None)
+    enc.frame(ServerEvent::ResyncRequired, &body, None)
 }
 
 /// What history a join ending at `start` sends: the recent events (read
@@ -368,9 +373,9 @@ async fn plan_history(
     session: &Session,
     table: &str,
     history: &History,
-    start: &str,
+    start: StreamId,
 ) -> Result<HistoryPlan, StoreError> {
-    let enc = session.encoding();
+    let enc = session.framing();
     let app = &session.app;
     let last_seen = match history {
         History::Recent => {
@@ -378,14 +383,14 @@ async fn plan_history(
             let recent =
                 history::recent_events(&app.store, table, start, n, app.config.max_page_bytes)
                     .await?;
-            let events = decode(&recent, table);
+            let events = decode_events(&recent, table);
             return Ok(HistoryPlan {
-                frames: frames("recent_changes", &events, enc),
+                frames: frames(ServerEvent::RecentChanges, &events, enc),
                 replay: None,
                 resync: None,
             });
         }
-        History::Since(l) => l.as_str(),
+        History::Since(l) => *l,
     };
     let nothing = |resync| HistoryPlan {
         frames: Vec::new(),
@@ -402,7 +407,7 @@ async fn plan_history(
     }
     // Already past the start (it received live events of this
     // subscription): nothing to replay.
-    if StreamId::parse_or_zero(last_seen) >= StreamId::parse_or_zero(start) {
+    if last_seen >= start {
         return Ok(nothing(None));
     }
     let (n, bytes) = history::size(
@@ -419,7 +424,7 @@ async fn plan_history(
     }
     Ok(HistoryPlan {
         frames: Vec::new(),
-        replay: Some((last_seen.to_owned(), n)),
+        replay: Some((last_seen, n)),
         resync: None,
     })
 }
@@ -434,17 +439,17 @@ async fn plan_history(
 pub async fn replay(
     session: &Session,
     table: &str,
-    after: &str,
-    until: &str,
+    after: StreamId,
+    until: StreamId,
     done: Option<Bytes>,
 ) -> bool {
-    let enc = session.encoding();
-    let mut after = after.to_owned();
+    let enc = session.framing();
+    let mut after = after;
     loop {
         let page = match history::range(
             &session.app.store,
             table,
-            &after,
+            after,
             until,
             MISSED_PAGE,
             MISSED_PAGE_BYTES,
@@ -461,13 +466,13 @@ pub async fn replay(
             }
         };
         let Some((last, _)) = page.last() else { break };
-        after = last.clone();
+        after = *last;
         // Only the encoded frames are kept while the connection drains:
         // the page and its decoded events are dropped first.
         let page_frames = {
-            let events = decode(&page, table);
+            let events = decode_events(&page, table);
             drop(page);
-            frames("missed_events", &events, enc)
+            frames(ServerEvent::MissedEvents, &events, enc)
         };
         for frame in page_frames {
             if !session.outbox.push_paced(frame).await {
@@ -485,32 +490,13 @@ pub async fn replay(
 }
 
 /// Bounded list frames (at most 256 events and 256 KiB each) of `name`.
-fn frames(
-    name: &'static str,
-    events: &[ChangeEvent],
-    enc: crate::protocol::Encoding,
-) -> Vec<Bytes> {
+fn frames(name: ServerEvent, events: &[ChangeEvent], enc: &dyn Framing) -> Vec<Bytes> {
     bounded_groups(events)
         .into_iter()
         .map(|group| {
             crate::metrics::message_out(name);
-            list_frame(name, group.iter(), enc)
+            enc.events_frame(name, &group.iter().collect::<Vec<_>>())
         })
-        .collect()
-}
-
-fn decode(entries: &[Entry], table: &str) -> Vec<ChangeEvent> {
-    entries
-        .iter()
-        .filter_map(
-            |(id, fields)| match ChangeEvent::from_stream_entry(id, fields, table) {
-                Ok(e) => Some(e),
-                Err(err) => {
-                    tracing::warn!(table, id, error = %err, "skipping a malformed stream entry");
-                    None
-                }
-            },
-        )
         .collect()
 }
 

@@ -14,7 +14,6 @@
 //! up, and the process exits.
 
 pub mod deliver;
-pub mod discovery;
 pub mod worker;
 
 use std::collections::{BTreeSet, HashMap};
@@ -26,18 +25,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::CONTENT_TYPE;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::now_ms;
 use crate::config::{Config, SinkConfig};
+use crate::store::discovery::Discovery;
+use crate::store::sink_group;
 use crate::store::{Store, StoreError};
-use worker::{now_ms, Shared, GROUP};
+use worker::Shared;
 
 /// How often tables are discovered and leases renewed.
 const DISCOVERY_EVERY: Duration = Duration::from_secs(1);
@@ -107,7 +106,7 @@ pub async fn run(
         shared,
         owned: HashMap::new(),
         grouped: BTreeSet::new(),
-        discovery: discovery::Discovery::default(),
+        discovery: Discovery::default(),
         tasks: tasks.clone(),
         library_loaded: false,
         max_lag_ms: sink.max_lag_secs.saturating_mul(1000),
@@ -134,7 +133,7 @@ struct Coordinator {
     owned: HashMap<String, Owned>,
     /// Tables whose stream has the sink group (created once per process).
     grouped: BTreeSet<String>,
-    discovery: discovery::Discovery,
+    discovery: Discovery,
     tasks: TaskTracker,
     library_loaded: bool,
     max_lag_ms: u64,
@@ -206,61 +205,21 @@ impl Coordinator {
 
     /// Marks this sink alive; returns how many sinks are.
     async fn announce(&self) -> Result<usize, StoreError> {
-        let key = self.store().keys.sinks();
-        let now = now_ms();
-        let mut conn = self.store().conn();
-        let (_, _, live): ((), (), usize) = redis::pipe()
-            .cmd("ZADD")
-            .arg(&key)
-            .arg(now)
-            .arg(&self.shared.consumer)
-            .cmd("ZREMRANGEBYSCORE")
-            .arg(&key)
-            .arg("-inf")
-            .arg(now.saturating_sub(SINK_ALIVE.as_millis() as u64 * 6))
-            .cmd("ZCOUNT")
-            .arg(&key)
-            .arg(now.saturating_sub(SINK_ALIVE.as_millis() as u64))
-            .arg("+inf")
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
-        Ok(live)
+        let alive = SINK_ALIVE.as_millis() as u64;
+        sink_group::announce(self.store(), &self.shared.consumer, now_ms(), alive).await
     }
 
     async fn create_group(&self, table: &str) -> Result<(), StoreError> {
-        let mut conn = self.store().conn();
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(self.store().keys.events(table))
-            .arg(GROUP)
-            .arg("0")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Ok(()) => {
-                tracing::info!(table, "sink group created at the stream's start");
-                Ok(())
-            }
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(StoreError::from_redis(e)),
+        if sink_group::create_group(self.store(), table).await? {
+            tracing::info!(table, "sink group created at the stream's start");
         }
+        Ok(())
     }
 
     /// Takes or renews (ttl > 0) or gives up (ttl = 0) a table's lease.
     async fn lease(&self, table: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let held: i64 = self
-            .store()
-            .fcall(
-                redis::cmd("FCALL")
-                    .arg("rtsync_sink_lease")
-                    .arg(1)
-                    .arg(self.store().keys.sink_lease(table))
-                    .arg(&self.shared.consumer)
-                    .arg(ttl.as_millis() as u64),
-            )
-            .await?;
-        Ok(held == 1)
+        let ttl = ttl.as_millis() as u64;
+        sink_group::lease(self.store(), table, &self.shared.consumer, ttl).await
     }
 
     fn start(&mut self, table: String) {
@@ -284,24 +243,20 @@ impl Coordinator {
         let now = now_ms();
         let oldest_kept = now.saturating_sub(self.max_lag_ms);
         for table in self.owned.keys() {
-            match self.group_state(table).await {
-                Ok((lag, oldest_ms, oldest)) => {
-                    entries += lag;
+            match sink_group::group_state(self.store(), table).await {
+                Ok(state) => {
+                    let (behind, oldest) = state.map_or((0, None), |g| (g.behind, g.oldest));
+                    entries += behind;
+                    let oldest_ms = oldest.map_or(now, |p| p.ms());
                     if oldest_ms < oldest_kept {
                         if let Some(from) = oldest {
-                            self.trim_lost(table, &from, oldest_kept).await;
+                            self.trim_lost(table, from, oldest_kept).await;
                         }
                     }
                     let floor = oldest_ms.max(oldest_kept);
-                    let mut conn = self.store().conn();
-                    let set: Result<(), _> = redis::cmd("SET")
-                        .arg(self.store().keys.sink_floor(table))
-                        .arg(floor)
-                        .arg("PX")
-                        .arg(self.max_lag_ms.max(1))
-                        .query_async(&mut conn)
-                        .await;
-                    if let Err(e) = set {
+                    let kept =
+                        sink_group::keep_floor(self.store(), table, floor, self.max_lag_ms).await;
+                    if let Err(e) = kept {
                         tracing::warn!(table, error = %e, "cannot keep the retention floor");
                     }
                 }
@@ -319,92 +274,17 @@ impl Coordinator {
 
     /// The sink is behind by more than RTS_SINK_MAX_LAG_SECS on `table`:
     /// the entries it has not acknowledged from before `cut_ms` are trimmed
-    /// (exactly), counted and logged as lost to the sink. `from` is the XRANGE
-    /// start of the unacknowledged entries (`(id` when exclusive).
-    async fn trim_lost(&self, table: &str, from: &str, cut_ms: u64) {
-        let stream = self.store().keys.events(table);
-        let mut conn = self.store().conn();
-        let end = format!("{}", cut_ms.saturating_sub(1));
-        let lost: Result<Vec<redis::Value>, _> = redis::cmd("XRANGE")
-            .arg(&stream)
-            .arg(from)
-            .arg(&end)
-            .arg("COUNT")
-            .arg(1_000_000)
-            .query_async(&mut conn)
-            .await;
-        let lost = lost.map(|v| v.len()).unwrap_or(0);
-        let trimmed: Result<u64, _> = redis::cmd("XTRIM")
-            .arg(&stream)
-            .arg("MINID")
-            .arg(cut_ms)
-            .query_async(&mut conn)
-            .await;
-        match trimmed {
-            Ok(_) if lost > 0 => {
+    /// (exactly), counted and logged as lost to the sink.
+    async fn trim_lost(&self, table: &str, from: sink_group::Position, cut_ms: u64) {
+        match sink_group::trim_before(self.store(), table, from, cut_ms).await {
+            Ok(0) => {}
+            Ok(lost) => {
                 crate::metrics::sink_lost(lost);
                 tracing::error!(table, lost, max_lag_ms = self.max_lag_ms,
                     "entries older than RTS_SINK_MAX_LAG_SECS were never acknowledged: trimmed, lost to the sink");
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(table, error = %e, "cannot trim entries past the maximum lag"),
         }
-    }
-
-    /// (entries not acknowledged, time in ms of the oldest of them, the
-    /// XRANGE start of them) of the table's sink group. When nothing is
-    /// pending the time is the last delivered entry's (everything after it
-    /// is unread, so newer) and the start excludes that entry.
-    async fn group_state(&self, table: &str) -> Result<(u64, u64, Option<String>), StoreError> {
-        let stream = self.store().keys.events(table);
-        let mut conn = self.store().conn();
-        let groups: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&stream)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
-        let get = |g: &HashMap<String, redis::Value>, k: &str| g.get(k).cloned();
-        let Some(group) = groups.into_iter().find(|g| {
-            get(g, "name")
-                .and_then(|v| redis::from_redis_value::<String>(v).ok())
-                .as_deref()
-                == Some(GROUP)
-        }) else {
-            return Ok((0, now_ms(), None));
-        };
-        let num = |k: &str| {
-            get(&group, k)
-                .and_then(|v| redis::from_redis_value::<u64>(v).ok())
-                .unwrap_or(0)
-        };
-        let pending = num("pending");
-        let lag = num("lag") + pending;
-        let inclusive = pending > 0;
-        let oldest_id = if pending > 0 {
-            let summary: redis::Value = redis::cmd("XPENDING")
-                .arg(&stream)
-                .arg(GROUP)
-                .query_async(&mut conn)
-                .await
-                .map_err(StoreError::from_redis)?;
-            match summary {
-                redis::Value::Array(parts) => parts
-                    .get(1)
-                    .cloned()
-                    .and_then(|v| redis::from_redis_value::<String>(v).ok()),
-                _ => None,
-            }
-        } else {
-            get(&group, "last-delivered-id").and_then(|v| redis::from_redis_value::<String>(v).ok())
-        };
-        let oldest_ms = oldest_id
-            .as_deref()
-            .and_then(crate::protocol::StreamId::parse)
-            .map(|i| i.ms)
-            .unwrap_or(0);
-        let start = oldest_id.map(|id| if inclusive { id } else { format!("({id}") });
-        Ok((lag, oldest_ms, start))
     }
 
     /// Shutdown: workers finish their POST in flight, leases are given up.
@@ -431,7 +311,8 @@ fn hash(a: &str, b: &str) -> u64 {
     h.finish()
 }
 
-/// `/healthz`, `/readyz` (Redis answers and the first discovery ran) and `/metrics`.
+/// `/healthz`, `/readyz` (Redis answers and the first discovery ran) and
+/// `/metrics`, on the accept loop the sidecar uses.
 async fn serve_health(
     listener: TcpListener,
     store: Arc<Store>,
@@ -440,32 +321,13 @@ async fn serve_health(
     shutdown: CancellationToken,
 ) {
     let conns = TaskTracker::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => {
-                conns.close();
-                let _ = tokio::time::timeout(Duration::from_secs(1), conns.wait()).await;
-                return;
-            }
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let route = move |req: Request<hyper::body::Incoming>, _peer| {
         let (store, ready, metrics) = (store.clone(), ready.clone(), metrics.clone());
-        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-            let (store, ready, metrics) = (store.clone(), ready.clone(), metrics.clone());
-            async move { Ok::<_, Infallible>(health_route(req, &store, &ready, &metrics).await) }
-        });
-        conns.spawn(async move {
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-        });
-    }
+        async move { Ok::<_, Infallible>(health_route(req, &store, &ready, &metrics).await) }
+    };
+    crate::http::server::accept_loop(listener, shutdown, conns.clone(), route).await;
+    conns.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), conns.wait()).await;
 }
 
 async fn health_route(

@@ -3,7 +3,7 @@
 //! centrifuge's broker calls its `BrokerEventHandler`). The store never
 //! imports the hub, so the hub can be tested without Redis.
 
-use crate::protocol::event::ChangeEvent;
+use crate::change::{ChangeEvent, StreamId};
 
 /// A notice as published by the presence functions on a table's channel.
 #[derive(serde::Deserialize)]
@@ -24,5 +24,5 @@ pub trait EventHandler: Send + Sync + 'static {
 
     /// The id of the last event delivered for `table`, while it is served:
     /// where a consumer group goes back to after a lost read.
-    fn cursor(&self, table: &str) -> Option<String>;
+    fn cursor(&self, table: &str) -> Option<StreamId>;
 }

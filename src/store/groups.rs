@@ -6,15 +6,13 @@
 use redis::streams::StreamRangeReply;
 
 use super::{Store, StoreError};
-
-/// The id before any real entry.
-pub const ZERO_ID: &str = "0-0";
+use crate::change::StreamId;
 
 /// Places this sidecar's group at the table stream's last entry and returns
 /// that id (`0-0` for an empty stream). An entry appended between the two
 /// calls is after the returned id and is read by the group, so nothing is
 /// lost and the returned id is an exact "everything after this" cursor.
-pub async fn start_serving(store: &Store, table: &str) -> Result<String, StoreError> {
+pub async fn start_serving(store: &Store, table: &str) -> Result<StreamId, StoreError> {
     let key = store.keys.events(table);
     let mut conn = store.conn();
     let last: StreamRangeReply = redis::cmd("XREVRANGE")
@@ -29,9 +27,9 @@ pub async fn start_serving(store: &Store, table: &str) -> Result<String, StoreEr
     let cursor = last
         .ids
         .first()
-        .map(|e| e.id.clone())
-        .unwrap_or_else(|| ZERO_ID.to_owned());
-    place_group(store, table, &cursor).await?;
+        .and_then(|e| StreamId::parse(&e.id))
+        .unwrap_or(StreamId::ZERO);
+    place_group(store, table, cursor).await?;
     let _: i64 = redis::cmd("SADD")
         .arg(store.keys.streams())
         .arg(table)
@@ -43,7 +41,9 @@ pub async fn start_serving(store: &Store, table: &str) -> Result<String, StoreEr
 
 /// Creates the group at `cursor`, or moves an existing one there (a
 /// restarted sidecar with the same instance id).
-pub async fn place_group(store: &Store, table: &str, cursor: &str) -> Result<(), StoreError> {
+pub async fn place_group(store: &Store, table: &str, cursor: StreamId) -> Result<(), StoreError> {
+    let cursor = cursor.to_string();
+    let cursor = cursor.as_str();
     let key = store.keys.events(table);
     let mut conn = store.conn();
     let created: Result<String, redis::RedisError> = redis::cmd("XGROUP")
@@ -199,4 +199,27 @@ pub async fn remove_gone_groups(store: &Store, liveness: &mut Liveness) -> Resul
         }
     }
     Ok(removed)
+}
+
+/// This sidecar's group's lag on a table (entries not yet read), if the
+/// group exists and Redis reports it.
+pub async fn own_lag(store: &Store, table: &str) -> Result<Option<u64>, StoreError> {
+    let groups: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(store.keys.events(table))
+        .query_async(&mut store.conn())
+        .await
+        .or_else(|e| {
+            if StoreError::is_no_such_key(&e) {
+                Ok(Vec::new())
+            } else {
+                Err(StoreError::from_redis(e))
+            }
+        })?;
+    Ok(groups
+        .into_iter()
+        .map(super::reply::InfoMap)
+        .find(|g| g.text("name").as_deref() == Some(store.instance_id.as_str()))
+        .and_then(|g| g.int("lag"))
+        .map(|lag| lag.max(0) as u64))
 }

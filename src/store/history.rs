@@ -13,14 +13,14 @@ use crate::protocol::StreamId;
 pub async fn recent_events(
     store: &Store,
     table: &str,
-    until: &str,
+    until: StreamId,
     count: usize,
     max_bytes: usize,
 ) -> Result<Vec<Entry>, StoreError> {
     if count == 0 {
         return Ok(Vec::new());
     }
-    let cmd = history_call(store, table, &["recent", until], count, max_bytes);
+    let cmd = history_call(store, table, "recent", &[until], count, max_bytes);
     Ok(entries(store.fcall_read(&cmd).await?))
 }
 
@@ -29,12 +29,12 @@ pub async fn recent_events(
 pub async fn range(
     store: &Store,
     table: &str,
-    after: &str,
-    until: &str,
+    after: StreamId,
+    until: StreamId,
     count: usize,
     max_bytes: usize,
 ) -> Result<Vec<Entry>, StoreError> {
-    let cmd = history_call(store, table, &["range", after, until], count, max_bytes);
+    let cmd = history_call(store, table, "range", &[after, until], count, max_bytes);
     Ok(entries(store.fcall_read(&cmd).await?))
 }
 
@@ -44,12 +44,12 @@ pub async fn range(
 pub async fn size(
     store: &Store,
     table: &str,
-    after: &str,
-    until: &str,
+    after: StreamId,
+    until: StreamId,
     max_count: usize,
     max_bytes: usize,
 ) -> Result<(usize, usize), StoreError> {
-    let cmd = history_call(store, table, &["size", after, until], max_count, max_bytes);
+    let cmd = history_call(store, table, "size", &[after, until], max_count, max_bytes);
     let (n, bytes): (usize, usize) = store.fcall_read(&cmd).await?;
     Ok((n, bytes))
 }
@@ -58,16 +58,18 @@ pub async fn size(
 fn history_call(
     store: &Store,
     table: &str,
-    mode_and_ids: &[&str],
+    mode: &str,
+    ids: &[StreamId],
     count: usize,
     max_bytes: usize,
 ) -> redis::Cmd {
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("rtsync_history")
         .arg(1)
-        .arg(store.keys.events(table));
-    for a in mode_and_ids {
-        cmd.arg(*a);
+        .arg(store.keys.events(table))
+        .arg(mode);
+    for id in ids {
+        cmd.arg(id.to_string());
     }
     cmd.arg(count.max(1)).arg(max_bytes.max(1));
     cmd
@@ -91,7 +93,7 @@ pub enum Position {
 /// (retention), and "reset" when the stream never lost any (it began again
 /// after the id's stream was lost); an id newer than anything appended, or
 /// inside the held range but absent, is "reset" too (unless it was deleted).
-pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Position, StoreError> {
+pub async fn position(store: &Store, table: &str, seen: StreamId) -> Result<Position, StoreError> {
     let key = store.keys.events(table);
     let mut conn = store.conn();
     let info: Result<redis::Value, redis::RedisError> = redis::cmd("XINFO")
@@ -99,7 +101,6 @@ pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Pos
         .arg(&key)
         .query_async(&mut conn)
         .await;
-    let seen = StreamId::parse_or_zero(last_seen);
     let info = match info {
         Ok(v) => InfoMap(v),
         Err(e) if StoreError::is_no_such_key(&e) => {
@@ -114,15 +115,9 @@ pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Pos
     let length = info.int("length").unwrap_or(0);
     let added = info.int("entries-added").unwrap_or(length);
     let removed_some = added > length;
-    let last = info
-        .text("last-generated-id")
-        .map(|id| StreamId::parse_or_zero(&id))
-        .unwrap_or(StreamId::ZERO);
-    let first = info.first_entry_id().map(|id| StreamId::parse_or_zero(&id));
-    let max_deleted = info
-        .text("max-deleted-entry-id")
-        .map(|id| StreamId::parse_or_zero(&id))
-        .unwrap_or(StreamId::ZERO);
+    let last = info.id("last-generated-id").unwrap_or(StreamId::ZERO);
+    let first = info.first_entry_id();
+    let max_deleted = info.id("max-deleted-entry-id").unwrap_or(StreamId::ZERO);
     if seen == StreamId::ZERO {
         return Ok(if removed_some {
             Position::Trimmed
@@ -142,8 +137,8 @@ pub async fn position(store: &Store, table: &str, last_seen: &str) -> Result<Pos
     }
     let exact: redis::Value = redis::cmd("XRANGE")
         .arg(&key)
-        .arg(last_seen)
-        .arg(last_seen)
+        .arg(seen.to_string())
+        .arg(seen.to_string())
         .query_async(&mut conn)
         .await
         .map_err(StoreError::from_redis)?;

@@ -7,7 +7,7 @@
 //! stream name (events, doorbell channel, the sink's dead letters, lease and
 //! floor) map it to `<p>:{B}:base-<kind>`, in the base's own slot.
 
-use crate::protocol::ids::{base_of_stream, base_stream_name};
+use crate::change::ids::{base_of_stream, base_stream_name};
 
 #[derive(Clone, Debug)]
 pub struct Keys {

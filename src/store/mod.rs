@@ -14,6 +14,7 @@
 
 pub mod commit;
 pub mod conn;
+pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod group_pipe;
@@ -25,6 +26,7 @@ pub mod presence_bus;
 pub mod records;
 pub mod reply;
 pub mod serving;
+pub mod sink_group;
 pub mod tailer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -223,6 +223,15 @@ pub async fn try_lock_sweeper(store: &Store, ttl_ms: u64) -> Result<bool, StoreE
     Ok(got.is_some())
 }
 
+/// How many users are present on a table.
+pub async fn count(store: &Store, table: &str) -> Result<u64, StoreError> {
+    redis::cmd("HLEN")
+        .arg(store.keys.presence(table))
+        .query_async(&mut store.conn())
+        .await
+        .map_err(StoreError::from_redis)
+}
+
 #[cfg(test)]
 mod tests {
     use super::instance_of;

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Store, StoreError};
-use crate::protocol::ids::check_id;
+use crate::change::ids::check_id;
+use crate::change::rules::MAX_VERSION;
+use crate::change::value::json_len;
+use crate::change::{ChangeError, Located};
 use crate::protocol::{ErrorCode, RequestError};
 
 /// Most records in one page or one list of ids.
@@ -146,15 +149,14 @@ pub fn validate_seed(
     records: &[SeedRecord],
     max_field_bytes: usize,
     max_record_bytes: usize,
-) -> Result<(), RequestError> {
+) -> Result<(), ChangeError> {
     for (i, r) in records.iter().enumerate() {
-        let at =
-            |e: RequestError| RequestError::new(e.code, format!("records[{i}]: {}", e.message));
+        let place = format!("records[{i}]");
+        let at = |e: ChangeError| e.at(&place);
         check_id("recordId", &r.record_id).map_err(at)?;
-        if r.version == 0 || r.version > super::commit::MAX_VERSION {
-            return Err(at(RequestError::bad_request(format!(
-                "version must be 1..={}",
-                super::commit::MAX_VERSION
+        if r.version == 0 || r.version > MAX_VERSION {
+            return Err(at(ChangeError::Invalid(format!(
+                "version must be 1..={MAX_VERSION}"
             ))));
         }
         let mut record_bytes = 0usize;
@@ -163,31 +165,21 @@ pub fn validate_seed(
             if value.is_null() {
                 continue;
             }
-            let len = value_len(value);
+            let len = json_len(value);
             if len > max_field_bytes {
-                return Err(at(RequestError::new(
-                    ErrorCode::PayloadTooLarge,
+                return Err(at(ChangeError::TooLarge(
                     format!("field {field:?} holds {len} bytes, over the {max_field_bytes} bytes an event may carry"),
                 )));
             }
             record_bytes += field.len() + len;
         }
         if record_bytes > max_record_bytes {
-            return Err(at(RequestError::new(
-                ErrorCode::PayloadTooLarge,
+            return Err(at(ChangeError::TooLarge(
                 format!("record {:?} holds {record_bytes} bytes, over the {max_record_bytes} bytes a record may hold (RTS_MAX_RECORD_BYTES)", r.record_id),
             )));
         }
     }
     Ok(())
-}
-
-/// Bytes of a value's JSON text (what the record state stores).
-fn value_len(value: &Value) -> usize {
-    let mut count = super::commit::ByteCount(0);
-    // Writing a JSON value into a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
 }
 
 /// Writes the records whose version is newer than the one held; no event.

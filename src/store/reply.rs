@@ -1,6 +1,8 @@
 //! Reading the map-shaped replies of `XINFO`, whichever RESP version the
 //! connection speaks.
 
+use crate::change::StreamId;
+
 /// A map-shaped reply such as `XINFO STREAM` or one `XINFO GROUPS` entry
 /// (a flat list in RESP2, a map in RESP3).
 pub struct InfoMap(pub redis::Value);
@@ -37,10 +39,16 @@ impl InfoMap {
         }
     }
 
-    pub fn first_entry_id(&self) -> Option<String> {
+    /// A field holding a stream id (`last-generated-id`, ...).
+    pub fn id(&self, name: &str) -> Option<StreamId> {
+        StreamId::parse(&self.text(name)?)
+    }
+
+    /// The id of `first-entry` (`XINFO STREAM`).
+    pub fn first_entry_id(&self) -> Option<StreamId> {
         match self.get("first-entry")? {
             redis::Value::Array(e) => match e.first()? {
-                redis::Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+                redis::Value::BulkString(b) => StreamId::parse(std::str::from_utf8(b).ok()?),
                 _ => None,
             },
             _ => None,

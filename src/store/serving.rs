@@ -18,6 +18,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use super::presence_bus::PresenceBus;
 use super::tailer::TailerHandle;
 use super::{groups, Store, StoreError};
+use crate::change::StreamId;
 
 /// Locks over the tables: enough that unrelated tables rarely share one.
 pub const STRIPES: usize = 64;
@@ -27,7 +28,7 @@ pub trait TableLifecycle: Send + Sync + 'static {
     /// Serializes the starts and stops of `table`.
     fn lock<'a>(&'a self, table: &str) -> BoxFuture<'a, MutexGuard<'a, ()>>;
     /// Starts serving `table`; returns the cursor (the stream's last id).
-    fn start<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<String, StoreError>>;
+    fn start<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<StreamId, StoreError>>;
     /// Stops serving `table` (best effort, logged).
     fn stop<'a>(&'a self, table: &'a str) -> BoxFuture<'a, ()>;
 }
@@ -58,7 +59,7 @@ impl TableLifecycle for Serving {
         Box::pin(stripe.lock())
     }
 
-    fn start<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<String, StoreError>> {
+    fn start<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<StreamId, StoreError>> {
         Box::pin(async move {
             // A failed subscribe drops the bus connection; the next one opens
             // a fresh one, so one more try rides out a connection that broke

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use super::events::EventHandler;
 use super::{groups, Store, StoreError};
+use crate::change::StreamId;
 use crate::protocol::event::ChangeEvent;
 
 /// Most entries per stream per read; a full page is read again at once.
@@ -289,7 +290,7 @@ impl Reader {
     async fn rewind(&self, tables: &mut HashSet<Arc<str>>) -> Result<(), StoreError> {
         for table in tables.iter() {
             if let Some(cursor) = self.hub.cursor(table) {
-                groups::place_group(&self.shared.store, table, &cursor).await?;
+                groups::place_group(&self.shared.store, table, cursor).await?;
             }
         }
         tables.clear();
@@ -297,16 +298,8 @@ impl Reader {
     }
 
     fn deliver(&self, table: &str, entries: Vec<Entry>) {
-        let mut events = Vec::with_capacity(entries.len());
-        for (id, fields) in entries {
-            match ChangeEvent::from_stream_entry(&id, &fields, table) {
-                Ok(e) => events.push(e),
-                Err(err) => {
-                    crate::metrics::entry_skipped();
-                    tracing::warn!(table, id, error = %err, "skipping a malformed stream entry");
-                }
-            }
-        }
+        let events = decode_events(&entries, table);
+        drop(entries);
         if !events.is_empty() {
             self.hub.deliver(table, events);
         }
@@ -325,8 +318,8 @@ impl Reader {
         let Some(cursor) = self.hub.cursor(&table) else {
             return; // no longer served
         };
-        tracing::warn!(table, cursor, "consumer group missing; placing it again");
-        if let Err(e) = groups::place_group(&self.shared.store, &table, &cursor).await {
+        tracing::warn!(table, %cursor, "consumer group missing; placing it again");
+        if let Err(e) = groups::place_group(&self.shared.store, &table, cursor).await {
             tracing::warn!(table, error = %e, "could not place the consumer group again");
         }
     }
@@ -359,12 +352,38 @@ async fn xreadgroup(
     Ok(stream_pairs(reply))
 }
 
+/// The change events of entries read from `stream` (a table id or a
+/// base's `{B}`); a malformed entry is skipped, counted and logged.
+pub fn decode_events(entries: &[Entry], stream: &str) -> Vec<ChangeEvent> {
+    entries
+        .iter()
+        .filter_map(
+            |(id, fields)| match ChangeEvent::from_stream_entry(*id, fields, stream) {
+                Ok(e) => Some(e),
+                Err(err) => {
+                    crate::metrics::entry_skipped();
+                    tracing::warn!(stream, %id, error = %err, "skipping a malformed stream entry");
+                    None
+                }
+            },
+        )
+        .collect()
+}
+
+/// A stream entry's fields, in order.
+pub type Fields = Vec<(String, Vec<u8>)>;
+
 /// A stream entry: its id and its fields.
-pub type Entry = (String, Vec<(String, Vec<u8>)>);
+pub type Entry = (StreamId, Fields);
 
 /// Parses an `XREAD`/`XREADGROUP` reply (RESP2 array or RESP3 map) into
 /// (stream key, entries). Anything unexpected is dropped, never a panic.
 pub fn stream_pairs(value: Value) -> Vec<(String, Vec<Entry>)> {
+    stream_pairs_with(value, entries)
+}
+
+/// [`stream_pairs`] with the entries of each stream parsed by `parse`.
+pub fn stream_pairs_with<T>(value: Value, parse: fn(Value) -> Vec<T>) -> Vec<(String, Vec<T>)> {
     let pairs: Vec<(Value, Value)> = match value {
         Value::Array(items) => items
             .into_iter()
@@ -382,44 +401,54 @@ pub fn stream_pairs(value: Value) -> Vec<(String, Vec<Entry>)> {
     };
     pairs
         .into_iter()
-        .filter_map(|(k, v)| Some((text(k)?, entries(v))))
+        .filter_map(|(k, v)| Some((text(k)?, parse(v))))
         .collect()
 }
 
 /// Parses a list of `[id, [field, value, ...]]` entries (also an `XRANGE` reply).
 pub fn entries(value: Value) -> Vec<Entry> {
+    held_entries(value)
+        .into_iter()
+        .map(|(id, fields)| (id, fields.unwrap_or_default()))
+        .collect()
+}
+
+/// Like [`entries`], but an entry whose fields are gone (`nil`: trimmed
+/// while it was pending in a group) keeps its id with `None`.
+pub fn held_entries(value: Value) -> Vec<(StreamId, Option<Fields>)> {
     let Value::Array(items) = value else {
         return Vec::new();
     };
-    items
-        .into_iter()
-        .filter_map(|item| {
-            let Value::Array(mut e) = item else {
-                return None;
-            };
-            if e.len() != 2 {
-                return None;
+    items.into_iter().filter_map(entry).collect()
+}
+
+fn entry(item: Value) -> Option<(StreamId, Option<Fields>)> {
+    let Value::Array(mut e) = item else {
+        return None;
+    };
+    if e.len() != 2 {
+        return None;
+    }
+    let fields = e.pop()?;
+    // Parsed once, here: the id travels as a StreamId from now on.
+    let id = StreamId::parse(&text(e.pop()?)?)?;
+    let fields = match fields {
+        Value::Array(flat) => {
+            let mut out = Vec::with_capacity(flat.len() / 2);
+            let mut it = flat.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((text(k)?, bytes(v)?));
             }
-            let fields = e.pop()?;
-            let id = text(e.pop()?)?;
-            let fields = match fields {
-                Value::Array(flat) => {
-                    let mut out = Vec::with_capacity(flat.len() / 2);
-                    let mut it = flat.into_iter();
-                    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                        out.push((text(k)?, bytes(v)?));
-                    }
-                    out
-                }
-                Value::Map(kv) => kv
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((text(k)?, bytes(v)?)))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            Some((id, fields))
-        })
-        .collect()
+            Some(out)
+        }
+        Value::Map(kv) => Some(
+            kv.into_iter()
+                .filter_map(|(k, v)| Some((text(k)?, bytes(v)?)))
+                .collect(),
+        ),
+        _ => None,
+    };
+    Some((id, fields))
 }
 
 /// A reply value's bytes (bulk or simple string, or an integer's digits).

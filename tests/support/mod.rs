@@ -56,7 +56,7 @@ pub async fn stream_ids<C: redis::aio::ConnectionLike>(conn: &mut C, table: &str
         .expect("XRANGE");
     rtsync::store::tailer::entries(reply)
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|(id, _)| id.to_string())
         .collect()
 }
 

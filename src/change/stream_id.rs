@@ -1,12 +1,17 @@
 //! Redis stream entry ids (`"<ms>-<seq>"`), parsed once and compared as
-//! numbers: `"10-0"` is after `"9-0"`, which string order gets wrong.
+//! numbers: `"10-0"` is after `"9-0"`, which string order gets wrong. An id
+//! is parsed once, where it enters (a stream reply, a client's
+//! `lastEventId`), and travels as this type to the hub, the session and the
+//! wire, where it is written back as text.
 
 use std::fmt;
 
+/// A stream entry id; orders as Redis orders entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId {
     /// Unix milliseconds of the entry (the event's timestamp).
     pub ms: u64,
+    /// The entry's number within its millisecond.
     pub seq: u64,
 }
 
@@ -36,6 +41,21 @@ impl StreamId {
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// On the wire an id is its text, `"<ms>-<seq>"`.
+impl serde::Serialize for StreamId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StreamId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        StreamId::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid stream id {text:?}")))
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use redis::aio::MultiplexedConnection;
 
-use crate::store::{Conn, Store, StoreError};
+use super::{Conn, Store, StoreError};
 
 /// Keys per SCAN step.
 const SCAN_COUNT: usize = 1000;

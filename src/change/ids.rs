@@ -2,7 +2,10 @@
 //! no control or format characters (Unicode categories Cc and Cf: bidi
 //! overrides and zero-width characters would let one id pose as another),
 //! no `{`/`}` (they would break the Redis Cluster hash tag that keeps a
-//! table's keys in one slot). `lua/rtsync.lua` checks the same list.
+//! table's keys in one slot). `lua/rtsync.lua` checks the same list, and `tests/change_rules.rs` holds
+//! both to one table of inputs.
+
+use super::ChangeError;
 
 /// Longest id in bytes.
 pub const MAX_ID_BYTES: usize = 128;
@@ -52,16 +55,17 @@ pub fn base_of_stream(name: &str) -> Option<&str> {
     name.strip_prefix('{')?.strip_suffix('}')
 }
 
+/// Whether `id` may name a table, record, field, user or connection.
 pub fn is_valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_BYTES && !id.chars().any(forbidden)
 }
 
-/// Returns the id or a `bad_request` naming the field.
-pub fn check_id<'a>(field: &str, id: &'a str) -> Result<&'a str, super::RequestError> {
+/// Returns the id, or an error naming the field.
+pub fn check_id<'a>(field: &str, id: &'a str) -> Result<&'a str, ChangeError> {
     if is_valid_id(id) {
         Ok(id)
     } else {
-        Err(super::RequestError::bad_request(format!(
+        Err(ChangeError::Invalid(format!(
             "{field} must be 1..={MAX_ID_BYTES} bytes without control or format characters, '{{' or '}}'"
         )))
     }

@@ -1,0 +1,236 @@
+//! A change that passed every check, with the function's arguments encoded
+//! once. The store's commit takes nothing else, so every writer (a live
+//! edit, an offline batch, the HTTP batch) validates, once, here.
+//!
+//! Flow: [`ChangeRequest`] → [`ChangeRequest::validate`] (rules, ids, sizes;
+//! `changes` becomes typed [`FieldChange`]s and the JSON texts the function
+//! stores) → [`ValidChange`] → `store::commit`.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::Located;
+use super::rules::{check_client_change_id, check_metadata, check_type, check_version};
+use super::value::msgpack_len;
+use super::{ChangeError, ChangeRequest, FieldChange};
+use crate::change::ids::check_id;
+
+/// Room for an event's own fields (id, type, ids, timestamp) on top of its
+/// changes and metadata, when sizing it.
+const EVENT_OVERHEAD: usize = 512;
+
+/// The limits a change is checked against before anything is sent.
+#[derive(Clone, Copy, Debug)]
+pub struct ChangeLimits {
+    /// Most field changes in one change (`RTS_MAX_CHANGES`).
+    pub max_changes: usize,
+    /// Largest event, in either wire encoding (`RTS_MAX_FRAME_BYTES`): an
+    /// event that one subscriber could not be sent is refused for all.
+    pub max_event_bytes: usize,
+    /// Largest record state (`RTS_MAX_RECORD_BYTES`), checked by the
+    /// function against the state it holds.
+    pub max_record_bytes: usize,
+    /// Most bytes of field values one answer carries (`current`,
+    /// conflicts): `RTS_MAX_PAGE_BYTES`, shared out over a batch.
+    pub answer_bytes: usize,
+}
+
+impl ChangeLimits {
+    /// The limits of each change of a batch of `n`: the answers of the
+    /// whole batch share one answer bound, so a batch reply is bounded
+    /// whatever the records hold.
+    pub fn for_batch(self, n: usize) -> ChangeLimits {
+        ChangeLimits {
+            answer_bytes: self.answer_bytes / n.max(1),
+            ..self
+        }
+    }
+}
+
+/// The function's first argument: the change and the limits it is held to.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Header<'a> {
+    #[serde(flatten)]
+    req: &'a ChangeRequest,
+    max_record_bytes: usize,
+    answer_bytes: usize,
+}
+
+/// A checked change (see the module doc).
+#[derive(Debug, Clone)]
+pub struct ValidChange {
+    /// The change, without its `changes` (see `fields`) and `metadata`.
+    pub req: ChangeRequest,
+    /// Its field changes, typed.
+    pub fields: Vec<FieldChange>,
+    /// The JSON text of the header, `changes` and `metadata` (the function's
+    /// first three arguments; "" for none). `changes` is kept verbatim.
+    pub header: String,
+    pub changes_json: String,
+    pub metadata_json: String,
+    /// The JSON text of each field change's new value ("" for none): the
+    /// bytes the record state keeps (see `lua/commit.lua`).
+    pub values: Vec<String>,
+}
+
+impl ValidChange {
+    /// The `changes` as stored, for an answer that repeats them.
+    pub fn changes(&self) -> Option<Value> {
+        serde_json::from_str(&self.changes_json).ok()
+    }
+
+    /// The `metadata` as stored.
+    pub fn metadata(&self) -> Option<Value> {
+        serde_json::from_str(&self.metadata_json).ok()
+    }
+}
+
+/// JSON text of an optional value ("" for none).
+fn json_or_empty(v: &Option<Value>) -> Result<String, ChangeError> {
+    match v {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(v) => serde_json::to_string(v).map_err(|e| ChangeError::Invalid(e.to_string())),
+    }
+}
+
+impl ChangeRequest {
+    /// Checks everything the function would refuse, and the sidecar's own
+    /// limits, before anything is sent; encodes the function's arguments.
+    pub fn validate(mut self, limits: ChangeLimits) -> Result<ValidChange, ChangeError> {
+        self.check()?;
+        let header = serde_json::to_string(&Header {
+            req: &self,
+            max_record_bytes: limits.max_record_bytes,
+            answer_bytes: limits.answer_bytes,
+        })
+        .map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        let changes_json = json_or_empty(&self.changes)?;
+        let metadata_json = json_or_empty(&self.metadata)?;
+        let changes = self.changes.take();
+        let metadata = self.metadata.take();
+        let size = event_size(
+            &header,
+            &changes_json,
+            &metadata_json,
+            (&changes, &metadata),
+            limits.max_event_bytes,
+        );
+        let fields = FieldChange::list(changes, limits.max_changes)?;
+        check_metadata(metadata.as_ref())?;
+        if size > limits.max_event_bytes {
+            return Err(ChangeError::TooLarge(format!(
+                "this change would be an event of {size} bytes, over the {} bytes every subscriber can be sent",
+                limits.max_event_bytes
+            )));
+        }
+        let values = fields
+            .iter()
+            .map(|f| json_or_empty(&f.new_value))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ValidChange {
+            req: self,
+            fields,
+            header,
+            changes_json,
+            metadata_json,
+            values,
+        })
+    }
+
+    fn check(&self) -> Result<(), ChangeError> {
+        check_type(&self.entity_type, &self.kind)?;
+        check_id("entityId", &self.entity_id)?;
+        check_id("userId", &self.user_id)?;
+        if self.entity_type == "base" {
+            check_id("baseId", self.base_id.as_deref().unwrap_or_default())?;
+        } else {
+            check_id("tableId", self.table_id.as_deref().unwrap_or_default())?;
+            if let Some(b) = &self.base_id {
+                check_id("baseId", b)?;
+            }
+        }
+        if let Some(v) = self.version {
+            check_version(v)?;
+        }
+        if let Some(cc) = &self.client_change_id {
+            check_client_change_id(cc)?;
+        }
+        Ok(())
+    }
+}
+
+/// The largest a change's event could be in either wire encoding, as far
+/// as it matters against `limit`.
+fn event_size(
+    header: &str,
+    changes_json: &str,
+    metadata_json: &str,
+    (changes, metadata): (&Option<Value>, &Option<Value>),
+    limit: usize,
+) -> usize {
+    let json_bytes = header.len() + changes_json.len() + metadata_json.len() + EVENT_OVERHEAD;
+    // MessagePack is never more than 3× the JSON of the same value (a float:
+    // 9 bytes against "1.0"); counting it is a second pass over the values,
+    // so it is only made when that bound could pass the limit.
+    if json_bytes.saturating_mul(3) <= limit {
+        return json_bytes;
+    }
+    let msgpack_bytes =
+        header.len() + msgpack_len(changes) + msgpack_len(metadata) + EVENT_OVERHEAD;
+    json_bytes.max(msgpack_bytes)
+}
+
+/// Validates every change of a batch (offline sync, the HTTP batch) before
+/// any is committed: one invalid change refuses the whole batch, naming its
+/// index, and nothing is written.
+///
+/// Each change is validated with `limits` shared out over the batch (see
+/// [`ChangeLimits::for_batch`]). One `clientChangeId` names one change: used
+/// again in the batch for another change of the same user and table, it is
+/// refused (the second would be answered `duplicate` with the first one's
+/// event).
+pub fn validate_batch<T, E>(
+    items: Vec<T>,
+    max_batch: usize,
+    limits: ChangeLimits,
+    mut validate: impl FnMut(T, ChangeLimits) -> Result<ValidChange, E>,
+) -> Result<Vec<ValidChange>, E>
+where
+    E: From<ChangeError> + Located,
+{
+    if items.len() > max_batch {
+        return Err(E::from(ChangeError::TooLarge(format!(
+            "at most {max_batch} changes per batch"
+        ))));
+    }
+    let each = limits.for_batch(items.len());
+    let mut named: HashMap<(String, String, String), (usize, String)> = HashMap::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let place = format!("changes[{i}]");
+        let valid = validate(item, each).map_err(|e| e.at(&place))?;
+        let req = &valid.req;
+        if let Some(cc) = &req.client_change_id {
+            let key = (req.user_id.clone(), req.scope().to_owned(), cc.clone());
+            let entity = format!("{}:{}", req.entity_type, req.entity_id);
+            match named.get(&key) {
+                Some((first, e)) if *e != entity => {
+                    return Err(E::from(ChangeError::Invalid(format!(
+                        "clientChangeId {cc:?} already names changes[{first}] of another {}; one clientChangeId names one change",
+                        req.entity_type
+                    )))
+                    .at(&place));
+                }
+                Some(_) => {}
+                None => {
+                    named.insert(key, (i, entity));
+                }
+            }
+        }
+        out.push(valid);
+    }
+    Ok(out)
+}

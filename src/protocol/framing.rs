@@ -1,0 +1,140 @@
+//! How one connection's frames look on the wire, behind one small trait, so
+//! the session and the hub know nothing of it: a [`Framing`] decodes a
+//! client message into a [`ClientFrame`] (its [`ClientEvent`] parsed once)
+//! and encodes server frames. `/ws` with MessagePack and with JSON
+//! ([`WsFraming`], docs/protocol.md section 1) are the two framings today.
+//!
+//! A change event's own bytes are encoded once per [`Encoding`] (the value
+//! encoding its frames carry) and shared; a framing only wraps them. The
+//! hub builds each frame once per framing [`Framing::slot`] and shares it
+//! across that framing's subscribers.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::codec::{decode_frame, encode_frame, salvage_rid, Encoding};
+use super::event::{list_frame, single_frame};
+use super::messages::ClientEvent;
+use super::server_event::ServerEvent;
+use super::RequestError;
+use crate::change::ChangeEvent;
+
+/// How many framings a frame cache holds slots for.
+pub const SLOTS: usize = 2;
+
+/// A client message, decoded.
+#[derive(Debug)]
+pub struct ClientFrame {
+    /// The event it names; its name when it names none we know.
+    pub event: Result<ClientEvent, String>,
+    pub data: Value,
+    pub rid: Option<u64>,
+}
+
+/// A client message that could not be decoded, with its `rid` if one could
+/// still be read (so the error can be correlated).
+#[derive(Debug)]
+pub struct BadFrame {
+    pub error: RequestError,
+    pub rid: Option<u64>,
+}
+
+/// One wire framing (see the module doc).
+pub trait Framing: Send + Sync + 'static {
+    /// Its index in frame caches: `0..SLOTS`, distinct per framing.
+    fn slot(&self) -> usize;
+    /// The encoding of the values its frames carry.
+    fn encoding(&self) -> Encoding;
+    /// Whether its frames go as binary WebSocket messages (else text).
+    fn binary(&self) -> bool;
+    /// Decodes one client message (`text`: it came as a text message).
+    fn decode(&self, message: &[u8], text: bool) -> Result<ClientFrame, BadFrame>;
+    /// A frame of `event` with `data`; a reply carries its request's `rid`.
+    fn frame(&self, event: ServerEvent, data: &Value, rid: Option<u64>) -> Bytes;
+    /// A frame of one change event (`record_change`).
+    fn event_frame(&self, event: ServerEvent, change: &ChangeEvent) -> Bytes;
+    /// A frame of several, in order (`batch_changes`, `recent_changes`,
+    /// `missed_events`).
+    fn events_frame(&self, event: ServerEvent, changes: &[&ChangeEvent]) -> Bytes;
+}
+
+/// `/ws`: `[event, data, rid?]` as one MessagePack (binary) or JSON (text)
+/// message.
+pub struct WsFraming(Encoding);
+
+pub static WS_MSGPACK: WsFraming = WsFraming(Encoding::MsgPack);
+pub static WS_JSON: WsFraming = WsFraming(Encoding::Json);
+
+impl WsFraming {
+    /// The `/ws` framing of a negotiated encoding.
+    pub fn of(encoding: Encoding) -> &'static dyn Framing {
+        match encoding {
+            Encoding::MsgPack => &WS_MSGPACK,
+            Encoding::Json => &WS_JSON,
+        }
+    }
+}
+
+impl Framing for WsFraming {
+    fn slot(&self) -> usize {
+        self.0.index()
+    }
+
+    fn encoding(&self) -> Encoding {
+        self.0
+    }
+
+    fn binary(&self) -> bool {
+        self.0 == Encoding::MsgPack
+    }
+
+    fn decode(&self, message: &[u8], text: bool) -> Result<ClientFrame, BadFrame> {
+        match decode_frame(message, text) {
+            Ok(f) => Ok(ClientFrame {
+                event: ClientEvent::parse(&f.event).ok_or(f.event),
+                data: f.data,
+                rid: f.rid,
+            }),
+            Err(error) => Err(BadFrame {
+                error,
+                rid: salvage_rid(message, text),
+            }),
+        }
+    }
+
+    fn frame(&self, event: ServerEvent, data: &Value, rid: Option<u64>) -> Bytes {
+        encode_frame(self.0, event.name(), data, rid)
+    }
+
+    fn event_frame(&self, event: ServerEvent, change: &ChangeEvent) -> Bytes {
+        single_frame(event.name(), change, self.0)
+    }
+
+    fn events_frame(&self, event: ServerEvent, changes: &[&ChangeEvent]) -> Bytes {
+        list_frame(event.name(), changes.iter().copied(), self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_framing_has_its_own_slot() {
+        assert_ne!(WS_MSGPACK.slot(), WS_JSON.slot());
+        assert!(WS_MSGPACK.slot() < SLOTS && WS_JSON.slot() < SLOTS);
+    }
+
+    #[test]
+    fn decodes_the_event_once_and_keeps_an_unknown_name() {
+        let f = WS_JSON
+            .decode(br#"["heartbeat",{"tableId":"t"},4]"#, true)
+            .unwrap();
+        assert_eq!(f.event, Ok(ClientEvent::Heartbeat));
+        assert_eq!(f.rid, Some(4));
+        let f = WS_JSON.decode(br#"["nope",null]"#, true).unwrap();
+        assert_eq!(f.event, Err("nope".to_owned()));
+        let bad = WS_JSON.decode(br#"[1,null,7]"#, true).unwrap_err();
+        assert_eq!(bad.rid, Some(7));
+    }
+}
