@@ -35,8 +35,10 @@ ARGV
                of field values the answer carries (`current`, the
                conflicts' `theirValue`); see "truncated" below
   2 changes    JSON array of {"fieldId", "oldValue"?, "newValue"?}, or "" for none.
-               Written to the stream verbatim.
-  3 metadata   JSON object, or "". Written verbatim. {"onConflict": "reject"}
+               Written to the stream verbatim. (v1.2) Must be array text:
+               "{}" is refused.
+  3 metadata   JSON object, or "". Written verbatim. (v1.2) Must be object
+               text: "[]" is refused. {"onConflict": "reject"}
                turns a conflicting write into a rejection.
   4 retention  milliseconds of history to keep (default 86400000)
   5.. values   (v1.1, recommended) one argument per entry of `changes`, in
@@ -309,6 +311,91 @@ local function bytes_after(state, cur_b, changes, values)
   return new_b
 end
 
+-- The fields a stale change (based on `base`) touched that changed since:
+-- the conflicts as JSON, within `budget` bytes of values, and whether some
+-- values were left out. A delete touches every field.
+local function find_conflicts(state, change, changes, base, budget)
+  local touched = {}
+  if change.type == 'delete' then
+    local flat = redis.call('HGETALL', state)
+    for i = 1, #flat, 2 do
+      if flat[i]:sub(1, 2) == 'v:' then
+        touched[#touched + 1] = flat[i]:sub(3)
+      end
+    end
+  else
+    for _, c in ipairs(changes or {}) do
+      touched[#touched + 1] = c.fieldId
+    end
+  end
+  local conflicts, used, truncated = {}, 0, false
+  for _, f in ipairs(touched) do
+    local fv = tonumber(redis.call('HGET', state, 'v:' .. f)) or 0
+    if fv > base then
+      local len = redis.call('HSTRLEN', state, 'd:' .. f)
+      if used + #f + len <= budget then
+        used = used + #f + len
+        local their = value_json(redis.call('HGET', state, 'd:' .. f))
+        conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. ',"theirValue":' .. their .. '}'
+      else
+        truncated = true
+        conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. '}'
+      end
+    end
+  end
+  return conflicts, truncated
+end
+
+-- The state's size after the change, or nil and the error when it would
+-- grow past maxRecordBytes (a change that shrinks an oversized state, e.g.
+-- under an older bound, is not refused). A delete keeps no size.
+local function checked_size(state, change, deleted, changes, values)
+  if change.type == 'delete' then return 0 end
+  local cur_b = 0
+  if not (change.type == 'create' and deleted) then
+    cur_b = state_bytes(state)
+  end
+  local new_b = bytes_after(state, cur_b, changes, values)
+  if new_b > change.maxRecordBytes and new_b > cur_b then
+    return nil, too_large('record ' .. change.entityId .. ' would hold ' .. new_b
+      .. ' bytes, over the ' .. change.maxRecordBytes .. ' bytes a record may hold')
+  end
+  return new_b
+end
+
+-- Writes the record's new state at version `new_v` (its size `new_b`).
+local function write_record(state, change, changes, values, deleted, new_v, new_b)
+  if change.type == 'create' and deleted then
+    redis.call('DEL', state)
+  end
+  local writes = { 'HSET', state, '_v', jint(new_v) }
+  local removed = {}
+  if change.type == 'delete' then
+    writes[#writes + 1] = '_del'
+    writes[#writes + 1] = '1'
+  else
+    writes[#writes + 1] = '_b'
+    writes[#writes + 1] = jint(new_b)
+    for i, c in ipairs(changes or {}) do
+      writes[#writes + 1] = 'v:' .. c.fieldId
+      writes[#writes + 1] = jint(new_v)
+      if values[i] == '' then
+        removed[#removed + 1] = 'd:' .. c.fieldId
+      else
+        writes[#writes + 1] = 'd:' .. c.fieldId
+        writes[#writes + 1] = values[i]
+      end
+    end
+  end
+  redis.call(unpack(writes))
+  if change.type == 'create' then
+    removed[#removed + 1] = '_del'
+  end
+  if #removed > 0 then
+    redis.call('HDEL', state, unpack(removed))
+  end
+end
+
 local function commit_record(keys, change, changes, values, metadata, changes_raw, metadata_raw, retention_ms)
   local stream, state = keys[1], keys[2]
   local head = redis.call('HMGET', state, '_v', '_del')
@@ -333,41 +420,12 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   end
 
   local base = change.version
-  local status = 'applied'
-  local conflicts = {}
-  local truncated = false
+  local status, conflicts, truncated = 'applied', {}, false
   if base ~= nil and base > cur_v then
     return reject('version_ahead')
   end
   if base ~= nil and base < cur_v then
-    local touched = {}
-    if change.type == 'delete' then
-      local flat = redis.call('HGETALL', state)
-      for i = 1, #flat, 2 do
-        if flat[i]:sub(1, 2) == 'v:' then
-          touched[#touched + 1] = flat[i]:sub(3)
-        end
-      end
-    else
-      for _, c in ipairs(changes or {}) do
-        touched[#touched + 1] = c.fieldId
-      end
-    end
-    local used = 0
-    for _, f in ipairs(touched) do
-      local fv = tonumber(redis.call('HGET', state, 'v:' .. f)) or 0
-      if fv > base then
-        local len = redis.call('HSTRLEN', state, 'd:' .. f)
-        if used + #f + len <= budget then
-          used = used + #f + len
-          local their = value_json(redis.call('HGET', state, 'd:' .. f))
-          conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. ',"theirValue":' .. their .. '}'
-        else
-          truncated = true
-          conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. '}'
-        end
-      end
-    end
+    conflicts, truncated = find_conflicts(state, change, changes, base, budget)
     if #conflicts == 0 then
       status = 'merged'
     elseif metadata ~= nil and metadata.onConflict == 'reject' then
@@ -376,21 +434,8 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
       status = 'overwritten'
     end
   end
-
-  -- The size bound: a change that would grow the state past it is refused
-  -- whole (one that shrinks an oversized state, e.g. under an older bound,
-  -- is not).
-  local cur_b, new_b = 0, 0
-  if change.type ~= 'delete' then
-    if not (change.type == 'create' and deleted) then
-      cur_b = state_bytes(state)
-    end
-    new_b = bytes_after(state, cur_b, changes, values)
-    if new_b > change.maxRecordBytes and new_b > cur_b then
-      return too_large('record ' .. change.entityId .. ' would hold ' .. new_b
-        .. ' bytes, over the ' .. change.maxRecordBytes .. ' bytes a record may hold')
-    end
-  end
+  local new_b, too_big = checked_size(state, change, deleted, changes, values)
+  if new_b == nil then return too_big end
 
   -- Decided. From here on only writes, the first of which (XADD) is the
   -- only one that could be refused.
@@ -401,37 +446,7 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   if scope then
     redis.call('ZADD', scope .. ':records', 0, change.entityId)
   end
-  if change.type == 'create' and deleted then
-    redis.call('DEL', state)
-  end
-  local writes = { 'HSET', state, '_v', jint(new_v) }
-  local removed = {}
-  if change.type ~= 'delete' then
-    writes[#writes + 1] = '_b'
-    writes[#writes + 1] = jint(new_b)
-  end
-  if change.type == 'delete' then
-    writes[#writes + 1] = '_del'
-    writes[#writes + 1] = '1'
-  else
-    for i, c in ipairs(changes or {}) do
-      writes[#writes + 1] = 'v:' .. c.fieldId
-      writes[#writes + 1] = jint(new_v)
-      if values[i] == '' then
-        removed[#removed + 1] = 'd:' .. c.fieldId
-      else
-        writes[#writes + 1] = 'd:' .. c.fieldId
-        writes[#writes + 1] = values[i]
-      end
-    end
-  end
-  redis.call(unpack(writes))
-  if change.type == 'create' then
-    removed[#removed + 1] = '_del'
-  end
-  if #removed > 0 then
-    redis.call('HDEL', state, unpack(removed))
-  end
+  write_record(state, change, changes, values, deleted, new_v, new_b)
   return committed(status, id, new_v, conflicts, truncated)
 end
 
@@ -503,17 +518,32 @@ local function change_values(changes, args)
   return values
 end
 
-local function commit(keys, args)
-  if #keys < 2 or #keys > 3 then
-    return fail('expects 2 or 3 keys: stream, state[, dedup]')
+-- A clientChangeId needs the dedup key, named exactly; none needs none.
+local function check_dedup_key(keys, change)
+  local cc = change.clientChangeId
+  if is_null(cc) then
+    change.clientChangeId = nil
+    if #keys == 3 then
+      return fail('the dedup key is given but the change has no clientChangeId')
+    end
+    return nil
   end
-  if #args < 3 then
-    return fail('expects arguments: change, changes, metadata[, retentionMs[, values...]]')
+  if type(cc) ~= 'string' or #cc < 1 or #cc > 128 then
+    return fail('clientChangeId must be a string of 1..128 bytes')
   end
-  local change, err = decode_json(args[1], 'change', 'object')
-  if change == nil then
-    return fail(err or 'change is required')
+  if #keys ~= 3 then
+    return fail('a change with a clientChangeId needs the dedup key as KEYS[3]')
   end
+  local scope = keys[1]:match('^(.*):events$') or keys[1]:match('^(.*):base%-events$')
+  local want = (scope or '') .. ':cc:' .. #change.userId .. ':' .. change.userId .. ':' .. cc
+  if scope == nil or keys[3] ~= want then
+    return fail('the dedup key must be ' .. want)
+  end
+  return nil
+end
+
+-- The change header's rules and the keys it needs; nil, or the error.
+local function check_change(keys, change)
   if not ENTITY_TYPES[change.entityType] then
     return fail('entityType must be record, field, view, table or base')
   end
@@ -550,72 +580,81 @@ local function commit(keys, args)
       return fail(limit[1] .. ' must be a non-negative integer')
     end
   end
-  local cc = change.clientChangeId
-  if is_null(cc) then
-    change.clientChangeId = nil
-    cc = nil
-    if #keys == 3 then
-      return fail('the dedup key is given but the change has no clientChangeId')
-    end
-  else
-    if type(cc) ~= 'string' or #cc < 1 or #cc > 128 then
-      return fail('clientChangeId must be a string of 1..128 bytes')
-    end
-    if #keys ~= 3 then
-      return fail('a change with a clientChangeId needs the dedup key as KEYS[3]')
-    end
-    local scope = keys[1]:match('^(.*):events$') or keys[1]:match('^(.*):base%-events$')
-    local want = (scope or '') .. ':cc:' .. #change.userId .. ':' .. change.userId .. ':' .. cc
-    if scope == nil or keys[3] ~= want then
-      return fail('the dedup key must be ' .. want)
-    end
-  end
+  return check_dedup_key(keys, change)
+end
 
+-- ARGV 2.. decoded and checked: changes, metadata, retention, values; or
+-- nil and the error.
+local function decode_args(args)
   local changes, cerr = decode_json(args[2], 'changes', 'array')
-  if cerr then return fail(cerr) end
+  if cerr then return nil, fail(cerr) end
   if changes ~= nil and not is_array(changes) then
-    return fail('changes must be a JSON array')
+    return nil, fail('changes must be a JSON array')
   end
   for i, c in ipairs(changes or {}) do
     if type(c) ~= 'table' or not is_id(c.fieldId) then
-      return fail('changes[' .. (i - 1) .. '].fieldId must be an id')
+      return nil, fail('changes[' .. (i - 1) .. '].fieldId must be an id')
     end
   end
   local metadata, merr = decode_json(args[3], 'metadata', 'object')
-  if merr then return fail(merr) end
+  if merr then return nil, fail(merr) end
   if metadata ~= nil and #metadata > 0 then
-    return fail('metadata must be a JSON object')
+    return nil, fail('metadata must be a JSON object')
   end
   local retention_ms = tonumber(args[4] or '86400000')
   if retention_ms == nil or retention_ms <= 0 then
-    return fail('retentionMs must be a positive number')
+    return nil, fail('retentionMs must be a positive number')
   end
   local values, verr = change_values(changes, args)
-  if values == nil then return fail(verr) end
+  if values == nil then return nil, fail(verr) end
+  return { changes = changes, metadata = metadata, retention_ms = retention_ms, values = values }
+end
 
-  if cc ~= nil then
-    local first = redis.call('GET', keys[3])
-    if first then
-      local dup = as_duplicate(first)
-      -- A rejection again: the client rolls back to the record as it is now.
-      if change.entityType == 'record' and dup:find('"originalStatus":"rejected"', 1, true)
-          and not dup:find('"current":', 1, true) then
-        local head = redis.call('HMGET', keys[2], '_v', '_del')
-        local current, partial = record_current(keys[2], tonumber(head[1]) or 0, head[2] == '1',
-          touched_fields(changes), change.answerBytes)
-        dup = dup:sub(1, -2) .. ',"current":' .. current
-        if partial then dup = dup .. ',"truncated":true' end
-        dup = dup .. '}'
-      end
-      return dup
-    end
+-- The first answer to this clientChangeId, as a duplicate, if there was
+-- one. A rejection again carries the record as it is now, so the client
+-- rolls back to it.
+local function resent_answer(keys, change, changes)
+  local first = redis.call('GET', keys[3])
+  if not first then return nil end
+  local dup = as_duplicate(first)
+  if change.entityType == 'record' and dup:find('"originalStatus":"rejected"', 1, true)
+      and not dup:find('"current":', 1, true) then
+    local head = redis.call('HMGET', keys[2], '_v', '_del')
+    local current, partial = record_current(keys[2], tonumber(head[1]) or 0, head[2] == '1',
+      touched_fields(changes), change.answerBytes)
+    dup = dup:sub(1, -2) .. ',"current":' .. current
+    if partial then dup = dup .. ',"truncated":true' end
+    dup = dup .. '}'
   end
+  return dup
+end
 
+local function commit(keys, args)
+  if #keys < 2 or #keys > 3 then
+    return fail('expects 2 or 3 keys: stream, state[, dedup]')
+  end
+  if #args < 3 then
+    return fail('expects arguments: change, changes, metadata[, retentionMs[, values...]]')
+  end
+  local change, err = decode_json(args[1], 'change', 'object')
+  if change == nil then
+    return fail(err or 'change is required')
+  end
+  local bad = check_change(keys, change)
+  if bad then return bad end
+  local a, aerr = decode_args(args)
+  if a == nil then return aerr end
+
+  local cc = change.clientChangeId
+  if cc ~= nil then
+    local dup = resent_answer(keys, change, a.changes)
+    if dup then return dup end
+  end
   local result, short
   if change.entityType == 'record' then
-    result, short = commit_record(keys, change, changes, values, metadata, args[2], args[3], retention_ms)
+    result, short = commit_record(keys, change, a.changes, a.values, a.metadata, args[2], args[3], a.retention_ms)
   else
-    result, short = commit_entity(keys, change, args[2], args[3], retention_ms)
+    result, short = commit_entity(keys, change, args[2], args[3], a.retention_ms)
   end
   if type(result) ~= 'string' then
     return result -- an error reply: nothing was written

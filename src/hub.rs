@@ -261,11 +261,11 @@ impl Hub {
 
 impl EventHandler for Hub {
     fn deliver(&self, table: &str, events: Vec<ChangeEvent>) {
-        Hub::deliver(self, table, events)
+        Hub::deliver(self, table, events);
     }
 
     fn notify(&self, table: &str, notice: Notice) {
-        Hub::notify(self, table, notice)
+        Hub::notify(self, table, notice);
     }
 
     fn cursor(&self, table: &str) -> Option<StreamId> {

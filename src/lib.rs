@@ -29,8 +29,6 @@
 //! subscriber's outbox → socket. A subscription's entry path (ack, then
 //! history, then live events) is `session::tables::join`.
 
-#![forbid(unsafe_code)]
-
 pub mod app;
 pub mod auth;
 pub mod change;

@@ -71,15 +71,12 @@ fn main() -> ExitCode {
 
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut term, mut int) = match (
+    let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            tracing::error!("cannot install signal handlers");
-            return;
-        }
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
     };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),

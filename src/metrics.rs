@@ -179,7 +179,8 @@ const LABELS: &[(&str, &str, &[&str])] = &[
 
 /// Exports every series the dashboard reads, at zero.
 fn register_all() {
-    let events_in = crate::protocol::messages::ClientEvent::ALL.map(|e| e.name());
+    let events_in = crate::protocol::messages::ClientEvent::ALL
+        .map(super::protocol::messages::ClientEvent::name);
     for event in events_in.iter().chain(&["unknown", "invalid"]) {
         counter!(MESSAGES_IN, "event" => *event).increment(0);
     }

@@ -1,5 +1,7 @@
 //! The HTTP API and `/metrics` (docs/protocol.md section 6).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use serde_json::{json, Value};

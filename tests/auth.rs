@@ -1,5 +1,7 @@
 //! Authentication (docs/protocol.md section 2) and table grants.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! once per table), on every sidecar, and no one else; a reconnecting
 //! client gets the base events it missed with `baseLastEventId`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

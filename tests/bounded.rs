@@ -3,6 +3,8 @@
 //! cost the sidecar or Redis megabytes. The numbers are those of the attacks
 //! these tests replay (900 KB fields, 150 repeated ids, 100 huge events).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;
@@ -58,7 +60,10 @@ async fn one_big_record_asked_for_150_times_is_read_once_and_the_sidecar_stays_s
     }
     let grown = support::rss_bytes(side.pid()).saturating_sub(before);
     eprintln!("3 requests of 150 copies of a 900 KB record grew the sidecar {grown} bytes");
-    assert!(grown < 20 * MB, "the sidecar grew {grown} bytes");
+    // Read once, the record costs a few copies of 900 KB, kept by the
+    // allocator per worker thread (8–13 MB measured); read 150 times it
+    // was 455 MB.
+    assert!(grown < 40 * MB, "the sidecar grew {grown} bytes");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,7 +111,10 @@ async fn a_page_of_big_records_is_cut_by_bytes_and_next_or_remaining_reach_them_
 async fn a_change_that_would_grow_a_record_past_its_bound_is_payload_too_large_and_writes_nothing()
 {
     let redis = RedisServer::start().await;
-    let side = Sidecar::start(&redis, "a", &[]).await;
+    // Bodies up to 16 MiB: the seed below must be read whole and refused
+    // by the record bound, not cut at the body limit (an answer sent
+    // before the body was read races the client's writing).
+    let side = Sidecar::start(&redis, "a", &[("RTS_MAX_BODY_BYTES", "16777216")]).await;
     let mut c = Client::connect(&side, "u").await;
     big_record(&mut c, "t", "r", 4).await; // 3.6 MB of the 4 MiB
     let err = c
@@ -141,6 +149,7 @@ async fn a_change_that_would_grow_a_record_past_its_bound_is_payload_too_large_a
         &body.to_string(),
     );
     assert_eq!(status, 413, "{}", &text[..text.len().min(300)]);
+    assert!(text.contains("bytes a record may hold"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

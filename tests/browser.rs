@@ -4,6 +4,8 @@
 //! /usr/bin/chromium; `scripts/test.sh` sets all of that up. Set
 //! RTSYNC_SKIP_BROWSER=1 to skip on a machine without a browser.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::process::Command;

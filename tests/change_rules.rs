@@ -3,6 +3,8 @@
 //! other services call directly). One table of inputs goes through both,
 //! and each input must be refused by both or by neither.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use rtsync::change::{ChangeLimits, ChangeRequest};
@@ -40,7 +42,7 @@ fn ids() -> Vec<String> {
         "a b",
     ]
     .iter()
-    .map(|s| s.to_string())
+    .map(std::string::ToString::to_string)
     .collect();
     out.push("x".repeat(128));
     out.push("x".repeat(129));

@@ -2,6 +2,8 @@
 //! and recovery work unchanged, and a table's slot can move to another node
 //! while clients write, with nothing lost or repeated.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

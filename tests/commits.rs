@@ -4,6 +4,8 @@
 //! strict versions, events every subscriber can be sent, and the truth
 //! about a Redis that did not answer (`timeout`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! validation inside the function, and a many-writer race whose stream
 //! replays to the stored record state.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::HashMap;
@@ -36,7 +38,12 @@ impl Writer {
                         header[k] = v.clone();
                     }
                 }
-                let text = |k: &str| change.get(k).map(|v| v.to_string()).unwrap_or_default();
+                let text = |k: &str| {
+                    change
+                        .get(k)
+                        .map(std::string::ToString::to_string)
+                        .unwrap_or_default()
+                };
                 let mut cmd = redis::cmd("FCALL");
                 cmd.arg("rtsync_commit");
                 match change.get("clientChangeId").and_then(Value::as_str) {
@@ -56,7 +63,11 @@ impl Writer {
                     .arg(86_400_000);
                 // v1.1: each new value's own JSON text, stored as given.
                 for c in change["changes"].as_array().into_iter().flatten() {
-                    cmd.arg(c.get("newValue").map(|v| v.to_string()).unwrap_or_default());
+                    cmd.arg(
+                        c.get("newValue")
+                            .map(std::string::ToString::to_string)
+                            .unwrap_or_default(),
+                    );
                 }
                 let reply: String = cmd.query_async(conn).await.expect("fcall");
                 serde_json::from_str(&reply).unwrap()

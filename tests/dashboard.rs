@@ -1,5 +1,7 @@
 //! The Grafana dashboard only queries metrics the sidecar exports.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 
 #[test]

@@ -1,6 +1,8 @@
 //! Commits and fan-out across sidecars: exactly once, in stream order,
 //! never back to the origin connection.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::HashSet;

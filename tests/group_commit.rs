@@ -2,6 +2,8 @@
 //! still gets its own answer: the right event id for its change, and an
 //! error reply of one call fails no other.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -3,6 +3,8 @@
 //! pre-authentication limits, pings under the rate limit, and capped
 //! subscriptions.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

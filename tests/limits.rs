@@ -1,6 +1,8 @@
 //! Hostile input and faults: rate limits, connection limits, slow
 //! consumers and Redis outages.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Health, readiness, input errors and graceful shutdown.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;

@@ -3,6 +3,8 @@
 //! (`recent_changes`, or `missed_events` and `connection_recovered`), then
 //! live events after the start, each once; under concurrent writes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::HashSet;

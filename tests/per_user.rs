@@ -2,6 +2,8 @@
 //! subscribed (`RTS_MAX_SUBSCRIPTIONS_PER_USER`) and the cursor/selection
 //! relay rate (20 per second per table), not only per socket.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::{Duration, Instant};
@@ -93,7 +95,7 @@ async fn eight_sockets_of_one_user_relay_cursors_at_one_users_rate() {
     {
         relayed += 1;
     }
-    let per_second = relayed as f64 / window.as_secs_f64();
+    let per_second = f64::from(relayed) / window.as_secs_f64();
     eprintln!("{sent} cursor moves from 8 sockets; the victim got {relayed} ({per_second:.1}/s)");
     assert!(relayed > 5, "cursors still flow ({relayed})");
     assert!(

@@ -11,6 +11,8 @@
 //! RTSYNC_SKIP_POSTGRES=1 (or RTSYNC_SKIP_BROWSER=1, for a machine without
 //! Node.js) to skip it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,8 @@
 //! Presence across sidecars (docs/protocol.md sections 3, 4 and 7): joins and
 //! leaves, table users, colors, cursors and selections, grace and staleness.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::HashSet;

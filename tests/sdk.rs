@@ -9,6 +9,8 @@
 //! `scripts/test.sh` runs). `RTSYNC_CONVERGENCE_MS` and `RTSYNC_SEED` set a
 //! longer or different run.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -3,6 +3,8 @@
 //! stream, discovery of producers' streams, leases and takeover of a killed
 //! sink, spread over live sinks, and SIGTERM finishing the batch in flight.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::{Duration, Instant};

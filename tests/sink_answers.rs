@@ -4,6 +4,8 @@
 //! signed body to another origin), and of a refusal's body only a few KB
 //! are read.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::convert::Infallible;

@@ -2,6 +2,8 @@
 //! HTTP routes, the seed route, and convergence by the version rule while
 //! writers keep writing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::collections::{BTreeMap, HashMap};

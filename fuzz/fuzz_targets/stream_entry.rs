@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtsync::protocol::event::ChangeEvent;
+use rtsync::change::{ChangeEvent, StreamId};
 
 const NAMES: [&str; 10] = [
     "type", "entityType", "entityId", "userId", "version", "changes", "metadata", "baseId", "origin", "tableId",
@@ -22,5 +22,6 @@ fuzz_target!(|data: &[u8]| {
         fields.push((NAMES[*name as usize % NAMES.len()].to_owned(), value.to_vec()));
         rest = tail;
     }
-    let _ = ChangeEvent::from_entry(&id, &fields, Some("t"));
+    let Some(id) = StreamId::parse(&id) else { return };
+    let _ = ChangeEvent::from_entry(id, &fields, Some("t"));
 });

@@ -16,6 +16,7 @@ pub enum ChangeError {
 /// An error that can say where in a batch it was found (`changes[3]`,
 /// `records[0]`), by prefixing its message.
 pub trait Located {
+    /// The same error, said to be found at `place`.
     fn at(self, place: &str) -> Self;
 }
 

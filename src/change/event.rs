@@ -19,21 +19,32 @@ use super::{StreamId, ValidChange};
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeEvent {
+    /// Its stream entry id; `timestamp` is its time part.
     pub id: StreamId,
+    /// `create`, `update`, `delete` for records; a short word for others.
     #[serde(rename = "type")]
     pub kind: String,
+    /// `record`, `field`, `table`, `view` or `base`.
     pub entity_type: String,
+    /// The record (or other entity) changed.
     pub entity_id: String,
+    /// The table whose stream holds it (none for a base's stream).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_id: Option<String>,
+    /// The base, when the writer named one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_id: Option<String>,
+    /// Who made the change.
     pub user_id: String,
+    /// Unix milliseconds, from the id.
     pub timestamp: u64,
+    /// The field changes, as the writer gave them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub changes: Option<Value>,
+    /// The writer's metadata object.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
+    /// The entity's version after the change.
     pub version: u64,
     /// Only in the answer to `sync_offline_changes`, which names each
     /// change by it; live events leave it out.
@@ -88,10 +99,13 @@ impl EntryFields<'_> {
 /// Why a stream entry was skipped.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EntryError {
+    /// A required field is absent.
     #[error("missing field {0}")]
     Missing(&'static str),
+    /// A text field holds bytes that are not UTF-8.
     #[error("field {0} is not valid UTF-8")]
     NotUtf8(&'static str),
+    /// A field breaks a rule of a change.
     #[error("invalid {0}")]
     Invalid(&'static str),
 }

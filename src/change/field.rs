@@ -11,7 +11,9 @@ use crate::change::ids::check_id;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldChange {
+    /// The field.
     pub field_id: String,
+    /// Its value before, as the writer saw it (informational).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_value: Option<Value>,
     /// `None` (or JSON `null`) removes the field's value.

@@ -15,6 +15,8 @@
 //! call the function directly; `tests/change_rules.rs` checks that the two
 //! agree on one table of inputs.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod event;
 pub mod field;

@@ -14,26 +14,34 @@ use serde_json::Value;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChangeRequest {
+    /// `create`, `update`, `delete` for records; a short word for others.
     #[serde(rename = "type")]
     pub kind: String,
+    /// What is changed; `record` unless the writer says otherwise.
     #[serde(default = "record")]
     pub entity_type: String,
     /// `recordId` in a `record_change`, `entityId` elsewhere.
     #[serde(alias = "recordId")]
     pub entity_id: String,
+    /// The table (required unless the entity is a base).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_id: Option<String>,
+    /// The base: required for a base's own change, optional otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_id: Option<String>,
     /// Sent by the HTTP API's callers; a session's own user otherwise.
     #[serde(default)]
     pub user_id: String,
+    /// The field changes: an array of `{fieldId, oldValue?, newValue?}`.
     #[serde(default, skip_serializing)]
     pub changes: Option<Value>,
+    /// An object the writer attaches (`onConflict`, ...).
     #[serde(default, skip_serializing)]
     pub metadata: Option<Value>,
+    /// The version the change was based on; absent for a blind write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// The writer's id of the change: a resend is answered `duplicate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_change_id: Option<String>,
     /// The connection that made it; never read from a writer.

@@ -57,6 +57,7 @@ pub fn check_version(version: u64) -> Result<(), ChangeError> {
     Ok(())
 }
 
+/// A `clientChangeId` of 1..=128 bytes.
 pub fn check_client_change_id(cc: &str) -> Result<(), ChangeError> {
     if cc.is_empty() || cc.len() > MAX_CLIENT_CHANGE_ID_BYTES {
         return Err(ChangeError::Invalid(format!(

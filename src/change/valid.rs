@@ -69,7 +69,9 @@ pub struct ValidChange {
     /// The JSON text of the header, `changes` and `metadata` (the function's
     /// first three arguments; "" for none). `changes` is kept verbatim.
     pub header: String,
+    /// `changes` as JSON text, verbatim.
     pub changes_json: String,
+    /// `metadata` as JSON text.
     pub metadata_json: String,
     /// The JSON text of each field change's new value ("" for none): the
     /// bytes the record state keeps (see `lua/commit.lua`).

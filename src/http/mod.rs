@@ -25,5 +25,5 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) {
     server::accept_loop(listener, shutdown, tasks, move |req, peer| {
         routes::route(app.clone(), req, peer.ip())
     })
-    .await
+    .await;
 }

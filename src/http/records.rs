@@ -29,7 +29,7 @@ pub fn table_of(path: &str) -> Option<Result<String, RequestError>> {
     Some(
         percent_encoding::percent_decode_str(encoded)
             .decode_utf8()
-            .map(|t| t.into_owned())
+            .map(std::borrow::Cow::into_owned)
             .map_err(|_| RequestError::bad_request("tableId in the path is not UTF-8")),
     )
 }
@@ -54,7 +54,7 @@ async fn load(app: &App, table: &str, query: &str) -> Result<records::RecordPage
                 limit = Some(
                     v.parse::<usize>()
                         .map_err(|_| RequestError::bad_request("limit must be a number"))?,
-                )
+                );
             }
             _ => {}
         }

@@ -104,7 +104,11 @@ impl Handshake {
         if !has_token(UPGRADE, "websocket") || !has_token(CONNECTION, "upgrade") {
             return Err("expected a WebSocket upgrade");
         }
-        if headers.get(SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        if headers
+            .get(SEC_WEBSOCKET_VERSION)
+            .map(hyper::http::HeaderValue::as_bytes)
+            != Some(b"13")
+        {
             return Err("Sec-WebSocket-Version must be 13");
         }
         let key = headers

@@ -110,7 +110,7 @@ impl<T> FrameQueue<T> {
 
     /// Resolves once something may have been pushed since the last take.
     pub async fn ready(&self) {
-        self.ready.notified().await
+        self.ready.notified().await;
     }
 
     /// The writer ended: later pushes fail, and what was queued is dropped.

@@ -232,7 +232,7 @@ impl Outbox {
 
     /// Resolves once a close was asked for.
     pub async fn closed(&self) {
-        self.closing.cancelled().await
+        self.closing.cancelled().await;
     }
 }
 

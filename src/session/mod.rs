@@ -135,7 +135,7 @@ pub async fn run(
         tracing::info!(reason, "connection closed");
     }
     .instrument(span)
-    .await
+    .await;
 }
 
 /// The connection's read loop and deadlines, until it ends; why it ended.

@@ -44,9 +44,8 @@ pub enum Outcome {
 /// The body's signature: `sha256=<hex>`.
 pub fn sign(secret: &str, body: &[u8]) -> String {
     // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = match Hmac::<Sha256>::new_from_slice(secret.as_bytes()) {
-        Ok(m) => m,
-        Err(_) => return String::new(),
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
     };
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))

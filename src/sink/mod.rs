@@ -247,7 +247,7 @@ impl Coordinator {
                 Ok(state) => {
                     let (behind, oldest) = state.map_or((0, None), |g| (g.behind, g.oldest));
                     entries += behind;
-                    let oldest_ms = oldest.map_or(now, |p| p.ms());
+                    let oldest_ms = oldest.map_or(now, super::store::sink_group::Position::ms);
                     if oldest_ms < oldest_kept {
                         if let Some(from) = oldest {
                             self.trim_lost(table, from, oldest_kept).await;

@@ -176,9 +176,8 @@ impl Client {
 
     /// Reads one frame from the socket within `timeout`; false on close or timeout.
     async fn read_one(&mut self, timeout: Duration) -> bool {
-        let next = match tokio::time::timeout(timeout, self.ws.next()).await {
-            Ok(n) => n,
-            Err(_) => return false,
+        let Ok(next) = tokio::time::timeout(timeout, self.ws.next()).await else {
+            return false;
         };
         let value: Value = match next {
             Some(Ok(Message::Binary(b))) => {

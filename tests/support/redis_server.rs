@@ -91,9 +91,8 @@ impl RedisServer {
 
     async fn wait_ready(&self) -> bool {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let client = match redis::Client::open(self.url()) {
-            Ok(c) => c,
-            Err(_) => return false,
+        let Ok(client) = redis::Client::open(self.url()) else {
+            return false;
         };
         while std::time::Instant::now() < deadline {
             if let Ok(mut c) = client.get_multiplexed_async_connection().await {

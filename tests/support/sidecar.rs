@@ -189,7 +189,10 @@ impl Sidecar {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.child
+            .as_ref()
+            .map(std::process::Child::id)
+            .unwrap_or(0)
     }
 
     /// Sends a signal (e.g. "TERM", "KILL") to the process.
@@ -230,7 +233,7 @@ impl Sidecar {
             Duration::from_secs(5),
             || async { self.log_contains(needle).then_some(()) },
         )
-        .await
+        .await;
     }
 }
 

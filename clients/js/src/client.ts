@@ -14,8 +14,11 @@ import { isTransient, RtsyncError } from "./errors.js";
 import { LiveTable, LiveTableOptions } from "./live-table.js";
 import { NewEdit, Outbox, Settled } from "./outbox.js";
 import { Presence } from "./presence.js";
+import { LatestWins } from "./latest-wins.js";
+import { routeFrame } from "./router.js";
 import { defaultStorage, OutboxStorage } from "./storage.js";
 import { Subscription } from "./subscription.js";
+import { jwtSubject } from "./token.js";
 import { DevUser, Status, StatusChange, Transport, WebSocketClass } from "./transport.js";
 import {
   ChangeEvent, CommitResult, Cursor, FieldChange, isCommitted, Json, Selection, SubscribeAck, UserPresence,
@@ -101,14 +104,12 @@ export class RtsyncClient extends Emitter<ClientEvents> {
   private tables = new Map<string, LiveTable>();
   private presence = new Presence();
   private bases = new BaseFeeds();
-  private lastJoined?: string;
   private onlineWaiters: (() => void)[] = [];
-  private cursorTimer?: ReturnType<typeof setTimeout>;
-  private lastCursorAt = 0;
-  private pendingCursor?: { tableId: string; cursor: Cursor };
+  private cursors: LatestWins<{ tableId: string; cursor: Cursor }>;
 
   constructor(private options: ClientOptions) {
     super();
+    this.cursors = new LatestWins(options.cursorsPerSecond ?? 20, (c) => this.transport.send("cursor_position", c));
     this.transport = new Transport({
       url: options.url,
       token: options.token,
@@ -252,11 +253,7 @@ export class RtsyncClient extends Emitter<ClientEvents> {
 
   /** Sends the cursor, at most `cursorsPerSecond` times a second (the latest wins). */
   moveCursor(tableId: string, cursor: Cursor): void {
-    this.pendingCursor = { tableId, cursor };
-    const interval = 1000 / (this.options.cursorsPerSecond ?? 20);
-    const wait = interval - (Date.now() - this.lastCursorAt);
-    if (wait <= 0) this.flushCursor();
-    else this.cursorTimer ??= setTimeout(() => this.flushCursor(), wait);
+    this.cursors.push({ tableId, cursor });
   }
 
   select(tableId: string, selection: Selection): void {
@@ -265,14 +262,6 @@ export class RtsyncClient extends Emitter<ClientEvents> {
 
   heartbeat(tableId: string): void {
     this.transport.send("heartbeat", { tableId });
-  }
-
-  private flushCursor() {
-    this.cursorTimer = undefined;
-    if (!this.pendingCursor) return;
-    this.lastCursorAt = Date.now();
-    this.transport.send("cursor_position", this.pendingCursor);
-    this.pendingCursor = undefined;
   }
 
   private follow(tableId: string, viewId?: string, baseId?: string): Subscription {
@@ -301,7 +290,6 @@ export class RtsyncClient extends Emitter<ClientEvents> {
     if (sub.active || this.subs.get(sub.tableId) !== sub) return;
     try {
       await this.transport.request<SubscribeAck>("subscribe_to_table", sub.joinRequest(), (ack) => {
-        this.lastJoined = sub.tableId;
         if (sub.base) this.bases.joined(sub.base.id, ack.baseLastEventId);
         sub.joined(ack);
       });
@@ -318,46 +306,40 @@ export class RtsyncClient extends Emitter<ClientEvents> {
   }
 
   private onFrame(event: string, data: unknown) {
-    switch (event) {
-      case "record_change":
-        this.route([data as ChangeEvent]);
+    const r = routeFrame(event, data);
+    switch (r.kind) {
+      case "events":
+        for (const e of r.base) this.bases.receive(e);
+        for (const [tableId, list] of r.byTable) this.subs.get(tableId)?.receive(list);
         return;
-      case "batch_changes":
-      case "missed_events":
-        this.route(Array.isArray(data) ? (data as ChangeEvent[]) : []);
+      case "history":
+        this.subs.get(r.tableId)?.history(r.events);
         return;
-      case "recent_changes": {
-        const events = Array.isArray(data) ? (data as ChangeEvent[]) : [];
-        const tableId = events[0]?.tableId ?? this.lastJoined;
-        if (tableId) this.subs.get(tableId)?.history(events);
+      case "recovered":
+        this.subs.get(r.tableId)?.recoveredAt(r.lastEventId, r.missedEventsCount);
         return;
-      }
-      case "connection_recovered": {
-        const d = data as { tableId: string; lastEventId?: string; missedEventsCount?: number };
-        this.subs.get(d?.tableId)?.recoveredAt(d.lastEventId, d.missedEventsCount ?? 0);
+      case "resync":
+        this.subs.get(r.tableId)?.resyncFrame(r.reason);
         return;
-      }
-      case "resync_required": {
-        const d = data as { tableId?: string; baseId?: string; reason: string };
-        if (typeof d?.baseId === "string" && typeof d.tableId !== "string") {
-          this.bases.resync(d.baseId, d.reason ?? "resync_required");
-          return;
-        }
-        this.subs.get(d?.tableId ?? "")?.resyncFrame(d.reason ?? "resync_required");
+      case "baseResync":
+        this.bases.resync(r.baseId, r.reason);
         return;
-      }
-      case "error": {
-        const d = (data ?? {}) as { code?: string; message?: string };
-        this.emit("error", { code: d.code ?? "internal", message: d.message ?? "" });
+      case "error":
+        this.emit("error", { code: r.code, message: r.message });
         return;
-      }
-      case "offline_changes":
-      case "offline_sync_complete":
-      case "authenticated":
-      case "heartbeat_ack":
-        return; // answered through the acks
+      case "presence":
+        this.onPresence(r.event, r.data);
+        return;
+      case "unroutable":
+        this.emit("error", { code: "bad_frame", message: `${r.event} names no table` });
+        return;
+      case "ignored":
+        return;
     }
-    const p = this.presence.apply(event, data, this.lastJoined);
+  }
+
+  private onPresence(event: string, data: unknown) {
+    const p = this.presence.apply(event, data);
     if (!p) return;
     switch (p.kind) {
       case "users":
@@ -377,31 +359,10 @@ export class RtsyncClient extends Emitter<ClientEvents> {
         break;
     }
   }
-
-  private route(events: ChangeEvent[]) {
-    const byTable = new Map<string, ChangeEvent[]>();
-    for (const e of events) {
-      if (!e || this.bases.receive(e) || typeof e.tableId !== "string") continue;
-      const list = byTable.get(e.tableId) ?? [];
-      list.push(e);
-      byTable.set(e.tableId, list);
-    }
-    for (const [tableId, list] of byTable) this.subs.get(tableId)?.receive(list);
-  }
 }
 
 /** The default storage name: the server and the user the options name. */
 function storageKey(o: ClientOptions): string {
   const user = o.devUser?.userId ?? (o.token ? jwtSubject(o.token) : undefined) ?? "default";
   return `${o.url}|${user}`;
-}
-
-function jwtSubject(token: string): string | undefined {
-  try {
-    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const json = typeof atob === "function" ? atob(part) : "";
-    return JSON.parse(json).sub;
-  } catch {
-    return undefined;
-  }
 }

@@ -6,6 +6,7 @@
  * - `outbox.ts` / `storage.ts`: every edit until the server answered it
  * - `subscription.ts`: a table's events and recovery position
  * - `live-table.ts`: records, versions and pending edits for rendering
+ * - `router.ts`: which part of the client a server frame is for, by its table
  * - `presence.ts`: who is on a table, with cursors
  * - `wire.ts`: the protocol's types
  */
@@ -25,4 +26,8 @@ export type { Status, StatusChange, DevUser, WebSocketClass, WebSocketLike } fro
 export { RtsyncError, isTransient } from "./errors.js";
 export { Emitter } from "./emitter.js";
 export { compareIds } from "./stream-id.js";
+export { routeFrame, groupEvents } from "./router.js";
+export { LatestWins } from "./latest-wins.js";
+export { jwtSubject } from "./token.js";
+export type { Route } from "./router.js";
 export * from "./wire.js";

@@ -25,14 +25,14 @@ export class Presence {
 
   /**
    * Applies a presence frame; returns what changed, or nothing for a frame
-   * that is not presence. `table_users` names no table when it is empty, so
-   * the caller passes the table it last joined.
+   * that is not presence or names no table (an empty `table_users` cannot
+   * be: the joining user is in it).
    */
-  apply(event: string, data: unknown, lastJoined?: string): PresenceEvent | undefined {
+  apply(event: string, data: unknown): PresenceEvent | undefined {
     switch (event) {
       case "table_users": {
         const users = Array.isArray(data) ? (data as UserPresence[]) : [];
-        const tableId = users[0]?.tableId ?? lastJoined;
+        const tableId = users[0]?.tableId;
         if (!tableId) return undefined;
         this.tables.set(tableId, new Map(users.map((u) => [u.userId, u])));
         return { kind: "users", tableId, users };
