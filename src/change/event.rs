@@ -207,21 +207,28 @@ impl ChangeEvent {
     }
 }
 
+/// Stream entries for tests, here and in the modules that frame events.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+pub(crate) mod fixtures {
+    use super::StreamId;
 
-    fn id(s: &str) -> StreamId {
+    pub fn id(s: &str) -> StreamId {
         StreamId::parse(s).unwrap()
     }
 
-    fn entry(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
+    pub fn entry(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_vec()))
             .collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::{entry, id};
+    use super::*;
+    use serde_json::json;
 
     #[test]
     fn decodes_json_changes() {

@@ -128,19 +128,8 @@ fn write_json_str(out: &mut BytesMut, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::change::StreamId;
+    use crate::change::event::fixtures::{entry, id};
     use serde_json::Value;
-
-    fn id(s: &str) -> StreamId {
-        StreamId::parse(s).unwrap()
-    }
-
-    fn entry(pairs: &[(&str, &[u8])]) -> Vec<(String, Vec<u8>)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_vec()))
-            .collect()
-    }
 
     #[test]
     fn list_frame_concatenates_cached_event_bytes() {

@@ -72,6 +72,23 @@ struct Joined {
     then: Vec<Then>,
 }
 
+impl Joined {
+    /// The answer of a join: `ack` with what every join's ack says
+    /// (`resyncRequired`, `baseLastEventId`), then the steps that follow.
+    fn answer(self, mut ack: Value) -> Answer {
+        if let Some(reason) = self.resync {
+            ack["resyncRequired"] = json!(reason);
+        }
+        if let Some(base_start) = self.base_start {
+            ack["baseLastEventId"] = json!(base_start);
+        }
+        Answer {
+            result: ack,
+            then: self.then,
+        }
+    }
+}
+
 /// The history a join sends after its ack.
 struct HistoryPlan {
     /// `recent_changes` frames, read already (bounded in bytes).
@@ -95,16 +112,7 @@ pub async fn subscribe(session: &mut Session, data: Value) -> Reply {
     if recovering {
         ack["missedEventsCount"] = json!(joined.missed);
     }
-    if let Some(reason) = joined.resync {
-        ack["resyncRequired"] = json!(reason);
-    }
-    if let Some(base_start) = joined.base_start {
-        ack["baseLastEventId"] = json!(base_start);
-    }
-    Ok(Answer {
-        result: ack,
-        then: joined.then,
-    })
+    Ok(joined.answer(ack))
 }
 
 /// `recover_connection`: replays what the client missed, then (if it was
@@ -118,18 +126,9 @@ pub async fn recover(session: &mut Session, data: Value) -> Reply {
         None => History::Recent,
     };
     let joined = join(session, &req.as_subscribe(), history, true).await?;
-    let mut ack = json!({"tableId": req.table_id, "missedEventsCount": joined.missed,
+    let ack = json!({"tableId": req.table_id, "missedEventsCount": joined.missed,
         "lastEventId": joined.start});
-    if let Some(reason) = joined.resync {
-        ack["resyncRequired"] = json!(reason);
-    }
-    if let Some(base_start) = joined.base_start {
-        ack["baseLastEventId"] = json!(base_start);
-    }
-    Ok(Answer {
-        result: ack,
-        then: joined.then,
-    })
+    Ok(joined.answer(ack))
 }
 
 /// The one entry path (see the module docs). `recovery` adds
