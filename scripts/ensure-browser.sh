@@ -23,4 +23,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+(cd tests/socketio && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 scripts/build-client.sh

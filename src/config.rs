@@ -185,6 +185,10 @@ pub struct Config {
     #[arg(long, env = "RTS_DEMO", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub demo: bool,
 
+    /// Serve Socket.IO clients at `/socket.io/` (docs/protocol.md section 10).
+    #[arg(long, env = "RTS_SOCKETIO", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub socketio: bool,
+
     /// Without a mode, rtsync runs the sidecar.
     #[command(subcommand)]
     pub mode: Option<Mode>,

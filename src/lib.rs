@@ -19,6 +19,8 @@
 //!   and the presence bus, which call up only through
 //!   [`store::events::EventHandler`] (the hub implements it).
 //! - [`http`]: the one port: routes, REST API, WebSocket upgrade.
+//! - [`socketio`]: Engine.IO/Socket.IO packets, and the session's framing
+//!   over them for `/socket.io/`.
 //! - [`delta`]: `calculate_delta` for producers that hold whole records.
 //! - [`presence`]: presence rules: cursor coalescing, sweep settings.
 //! - [`janitor`]: fleet upkeep: stale presence, groups of gone sidecars.
@@ -46,6 +48,7 @@ pub mod presence;
 pub mod protocol;
 pub mod session;
 pub mod sink;
+pub mod socketio;
 pub mod store;
 pub mod waiting;
 

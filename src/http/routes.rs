@@ -10,6 +10,7 @@ use hyper::header::CONTENT_TYPE;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::json_io::{json_error, text, Body};
+use super::ws::Endpoint;
 use crate::app::App;
 use crate::protocol::ErrorCode;
 
@@ -20,7 +21,10 @@ pub async fn route(
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let response = match (req.method(), path.as_str()) {
-        (&Method::GET, "/ws") => super::ws::upgrade(app, req, peer),
+        (&Method::GET, "/ws") => super::ws::upgrade(app, req, peer, Endpoint::Ws),
+        (&Method::GET, "/socket.io/" | "/socket.io") if app.config.socketio => {
+            super::ws::socketio(app, req, peer)
+        }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => {
             let loaded = app

@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::json_io::{json_error, Body};
 use crate::app::App;
-use crate::protocol::{Encoding, ErrorCode, WsFraming};
+use crate::protocol::{Encoding, ErrorCode, Framing, WsFraming};
 
 /// Per-socket read buffer: enough for typical frames (larger ones grow it
 /// as needed); kept small because idle connections each hold one.
@@ -29,7 +29,65 @@ const READ_BUFFER: usize = 1024;
 /// but it can offer subprotocols. Never echoed back.
 const TOKEN_PROTOCOL: &str = "rtsync.token.";
 
-pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+/// Which endpoint an upgrade is for: its framing follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/ws`: the encoding is the negotiated subprotocol's.
+    Ws,
+    /// `/socket.io/` with `transport=websocket`.
+    SocketIo,
+}
+
+/// `GET /socket.io/?EIO=4&transport=websocket` (docs/protocol.md section
+/// 10). Engine.IO's errors are HTTP 400 with `{code, message}`; long-polling
+/// is not served (yet): a client must use `transports: ["websocket"]`.
+pub fn socketio(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if param("EIO") != Some("4") {
+        return engine_error(5, "Unsupported protocol version");
+    }
+    if param("transport") != Some("websocket") {
+        return engine_error(0, "Transport unknown");
+    }
+    if param("sid").is_some() {
+        // An upgrade from long-polling, which this sidecar never began.
+        return engine_error(1, "Session ID unknown");
+    }
+    upgrade(app, req, peer, Endpoint::SocketIo)
+}
+
+/// An Engine.IO error answer: HTTP 400 `{"code", "message"}`.
+fn engine_error(code: u8, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"code": code, "message": message}).to_string();
+    let mut r = Response::new(Body::new(bytes::Bytes::from(body)));
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub fn upgrade(
+    app: Arc<App>,
+    mut req: Request<Incoming>,
+    peer: IpAddr,
+    endpoint: Endpoint,
+) -> Response<Body> {
     let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
     if open >= app.config.max_connections {
         return refuse(
@@ -42,7 +100,7 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Respo
     // Connections still waiting to authenticate have their own caps, kept
     // by closing the oldest waiting one (see `crate::waiting`), never by
     // refusing a new user here.
-    let hs = match Handshake::read(&req) {
+    let hs = match Handshake::read(&req, endpoint) {
         Ok(hs) => hs,
         Err(message) => return json_error(ErrorCode::BadRequest, message),
     };
@@ -59,7 +117,11 @@ pub fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: IpAddr) -> Respo
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (stream, sink) = crate::session::socket::split(upgraded, config).await;
-                crate::session::run(app, stream, sink, WsFraming::of(encoding), token, peer).await;
+                let framing: &'static dyn Framing = match endpoint {
+                    Endpoint::Ws => WsFraming::of(encoding),
+                    Endpoint::SocketIo => &crate::socketio::framing::SOCKETIO_JSON,
+                };
+                crate::session::run(app, stream, sink, framing, token, peer).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -91,7 +153,7 @@ struct Handshake {
 }
 
 impl Handshake {
-    fn read(req: &Request<Incoming>) -> Result<Handshake, &'static str> {
+    fn read(req: &Request<Incoming>, endpoint: Endpoint) -> Result<Handshake, &'static str> {
         let headers = req.headers();
         let has_token = |name, token: &str| {
             headers
@@ -132,8 +194,12 @@ impl Handshake {
             .collect();
         let encodings = encodings.join(",");
         let encodings = Some(encodings.as_str()).filter(|o| !o.is_empty());
-        let (encoding, protocol) = Encoding::negotiate(encodings)
-            .ok_or("unsupported subprotocol; offer rtsync.v1.msgpack or rtsync.v1.json")?;
+        let (encoding, protocol) = match endpoint {
+            Endpoint::Ws => Encoding::negotiate(encodings)
+                .ok_or("unsupported subprotocol; offer rtsync.v1.msgpack or rtsync.v1.json")?,
+            // Socket.IO names no subprotocol; its framing fixes the encoding.
+            Endpoint::SocketIo => (Encoding::Json, None),
+        };
         let token = bearer(headers.get(AUTHORIZATION))
             .or_else(|| query_token(req.uri().query()))
             .or(protocol_token);

@@ -20,7 +20,7 @@ use super::RequestError;
 use crate::change::ChangeEvent;
 
 /// How many framings a frame cache holds slots for.
-pub const SLOTS: usize = 2;
+pub const SLOTS: usize = 3;
 
 /// A client message, decoded.
 #[derive(Debug)]
@@ -29,6 +29,37 @@ pub struct ClientFrame {
     pub event: Result<ClientEvent, String>,
     pub data: Value,
     pub rid: Option<u64>,
+}
+
+/// A decoded client message: a request, or a control packet of the
+/// framing's own (Socket.IO's pings and namespace connects).
+#[derive(Debug)]
+pub enum Inbound {
+    Frame(ClientFrame),
+    Control(Control),
+}
+
+/// What a framing tells the session besides requests.
+#[derive(Debug, PartialEq)]
+pub enum Control {
+    /// The client answered a ping.
+    Pong,
+    /// The client pings; answered with [`Framing::pong`].
+    Ping(String),
+    /// The client joins a namespace, with its `auth` payload.
+    Connect { nsp: String, auth: Option<Value> },
+    /// The client leaves.
+    Disconnect,
+    /// Nothing to do (a no-op, a packet for no one here).
+    Ignore,
+}
+
+/// The liveness settings a framing announces (Socket.IO's handshake).
+#[derive(Debug, Clone, Copy)]
+pub struct Heartbeat {
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub max_payload: usize,
 }
 
 /// A client message that could not be decoded, with its `rid` if one could
@@ -48,7 +79,7 @@ pub trait Framing: Send + Sync + 'static {
     /// Whether its frames go as binary WebSocket messages (else text).
     fn binary(&self) -> bool;
     /// Decodes one client message (`text`: it came as a text message).
-    fn decode(&self, message: &[u8], text: bool) -> Result<ClientFrame, BadFrame>;
+    fn decode(&self, message: &[u8], text: bool) -> Result<Inbound, BadFrame>;
     /// A frame of `event` with `data`; a reply carries its request's `rid`.
     fn frame(&self, event: ServerEvent, data: &Value, rid: Option<u64>) -> Bytes;
     /// A frame of one change event (`record_change`).
@@ -56,6 +87,27 @@ pub trait Framing: Send + Sync + 'static {
     /// A frame of several, in order (`batch_changes`, `recent_changes`,
     /// `missed_events`).
     fn events_frame(&self, event: ServerEvent, changes: &[&ChangeEvent]) -> Bytes;
+
+    /// The connection's first frame (Engine.IO's `open`), if it has one.
+    fn opening(&self, _sid: &str, _heartbeat: &Heartbeat) -> Option<Bytes> {
+        None
+    }
+    /// A ping of the framing's own; `None`: WebSocket pings.
+    fn ping(&self) -> Option<Bytes> {
+        None
+    }
+    /// The answer to a [`Control::Ping`].
+    fn pong(&self, _payload: &str) -> Option<Bytes> {
+        None
+    }
+    /// The answer to a [`Control::Connect`] that was accepted.
+    fn connected(&self, _nsp: &str, _sid: &str) -> Option<Bytes> {
+        None
+    }
+    /// The answer to a [`Control::Connect`] that was refused.
+    fn connect_error(&self, _nsp: &str, _message: &str, _code: Option<&str>) -> Option<Bytes> {
+        None
+    }
 }
 
 /// `/ws`: `[event, data, rid?]` as one MessagePack (binary) or JSON (text)
@@ -88,13 +140,13 @@ impl Framing for WsFraming {
         self.0 == Encoding::MsgPack
     }
 
-    fn decode(&self, message: &[u8], text: bool) -> Result<ClientFrame, BadFrame> {
+    fn decode(&self, message: &[u8], text: bool) -> Result<Inbound, BadFrame> {
         match decode_frame(message, text) {
-            Ok(f) => Ok(ClientFrame {
+            Ok(f) => Ok(Inbound::Frame(ClientFrame {
                 event: ClientEvent::parse(&f.event).ok_or(f.event),
                 data: f.data,
                 rid: f.rid,
-            }),
+            })),
             Err(error) => Err(BadFrame {
                 error,
                 rid: salvage_rid(message, text),
@@ -121,18 +173,29 @@ mod tests {
 
     #[test]
     fn each_framing_has_its_own_slot() {
-        assert_ne!(WS_MSGPACK.slot(), WS_JSON.slot());
-        assert!(WS_MSGPACK.slot() < SLOTS && WS_JSON.slot() < SLOTS);
+        let socketio = &crate::socketio::framing::SOCKETIO_JSON;
+        let slots = [WS_MSGPACK.slot(), WS_JSON.slot(), socketio.slot()];
+        assert!(slots.iter().all(|s| *s < SLOTS));
+        assert!(slots[0] != slots[1] && slots[1] != slots[2] && slots[0] != slots[2]);
+    }
+
+    fn frame(inbound: Inbound) -> ClientFrame {
+        match inbound {
+            Inbound::Frame(f) => f,
+            Inbound::Control(c) => panic!("a control packet: {c:?}"),
+        }
     }
 
     #[test]
     fn decodes_the_event_once_and_keeps_an_unknown_name() {
-        let f = WS_JSON
-            .decode(br#"["heartbeat",{"tableId":"t"},4]"#, true)
-            .unwrap();
+        let f = frame(
+            WS_JSON
+                .decode(br#"["heartbeat",{"tableId":"t"},4]"#, true)
+                .unwrap(),
+        );
         assert_eq!(f.event, Ok(ClientEvent::Heartbeat));
         assert_eq!(f.rid, Some(4));
-        let f = WS_JSON.decode(br#"["nope",null]"#, true).unwrap();
+        let f = frame(WS_JSON.decode(br#"["nope",null]"#, true).unwrap());
         assert_eq!(f.event, Err("nope".to_owned()));
         let bad = WS_JSON.decode(br#"[1,null,7]"#, true).unwrap_err();
         assert_eq!(bad.rid, Some(7));

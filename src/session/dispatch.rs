@@ -16,6 +16,7 @@ use crate::auth::{AuthError, Identity};
 use crate::change::ChangeRequest;
 use crate::outbox::close;
 use crate::protocol::error::ErrorBody;
+use crate::protocol::framing::{Control, Inbound};
 use crate::protocol::messages::{parse, AuthenticateReq, Authenticated, TableReq, Timestamp};
 use crate::protocol::messages::{ClientEvent, CursorReq, SelectionReq};
 use crate::protocol::{ErrorCode, RequestError, ServerEvent};
@@ -37,28 +38,34 @@ fn abuse(session: &Session) {
     session.outbox.close(close::RATE_LIMITED);
 }
 
-pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
+/// Handles one client message; the reason the connection ends, if it does.
+pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Option<&'static str> {
     match session.limiter.check(tokio::time::Instant::now()) {
         Verdict::Allow => {}
         Verdict::Reject => {
             crate::metrics::rate_limited();
             let e = RequestError::new(ErrorCode::RateLimited, "too many messages; slow down");
-            let rid = session
-                .framing()
-                .decode(bytes, text)
-                .map_or_else(|b| b.rid, |f| f.rid);
+            let rid = match session.framing().decode(bytes, text) {
+                Ok(Inbound::Frame(f)) => f.rid,
+                Ok(Inbound::Control(_)) => None,
+                Err(b) => b.rid,
+            };
             send_error(session, &e, None, rid);
-            return;
+            return None;
         }
-        Verdict::Close => return abuse(session),
+        Verdict::Close => {
+            abuse(session);
+            return None;
+        }
     }
     let frame = match session.framing().decode(bytes, text) {
-        Ok(f) => f,
+        Ok(Inbound::Frame(f)) => f,
+        Ok(Inbound::Control(c)) => return control(session, c),
         Err(bad) => {
             crate::metrics::message_in("invalid", bytes.len());
             crate::metrics::frame_rejected("decode");
             send_error(session, &bad.error, None, bad.rid);
-            return;
+            return None;
         }
     };
     let parsed = frame.event.as_ref().ok().copied();
@@ -110,6 +117,74 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) {
                 crate::metrics::frame_rejected("invalid");
             }
             send_error(session, &e, Some(event), rid);
+        }
+    }
+    None
+}
+
+/// A control packet of the framing (Socket.IO's pings and connects).
+fn control(session: &mut Session, c: Control) -> Option<&'static str> {
+    match c {
+        Control::Pong | Control::Ignore => None,
+        Control::Ping(payload) => {
+            push(session, session.framing().pong(&payload));
+            None
+        }
+        Control::Disconnect => Some("client closed"),
+        Control::Connect { nsp, auth } => {
+            connect(session, &nsp, auth.as_ref());
+            None
+        }
+    }
+}
+
+fn push(session: &Session, frame: Option<bytes::Bytes>) {
+    if let Some(frame) = frame {
+        session.outbox.push(frame, None);
+    }
+}
+
+/// A Socket.IO CONNECT (docs/protocol.md section 10): the main namespace
+/// only; a token in its `auth` is checked before the connection is
+/// accepted (a refusal is CONNECT_ERROR with the code, then the close).
+/// Without one the client authenticates with the `authenticate` event.
+fn connect(session: &mut Session, nsp: &str, auth: Option<&Value>) {
+    let framing = session.framing();
+    if nsp != "/" {
+        push(
+            session,
+            framing.connect_error(nsp, "Invalid namespace", None),
+        );
+        return;
+    }
+    let token = auth
+        .and_then(|a| a.get("token"))
+        .and_then(Value::as_str)
+        .filter(|_| session.identity.is_none());
+    let Some(token) = token else {
+        push(session, framing.connected(nsp, session.conn_id()));
+        return;
+    };
+    let req = AuthenticateReq {
+        token: Some(token.to_owned()),
+        user_id: None,
+        user_name: None,
+        avatar_url: None,
+    };
+    match session.app.auth.authenticate(&req) {
+        Ok(identity) => {
+            push(session, framing.connected(nsp, session.conn_id()));
+            let _ = finish_auth(session, Ok(identity));
+        }
+        Err(e) => {
+            tracing::warn!(reason = e.reason(), error = %e, "authentication failed");
+            crate::metrics::auth_failure(e.reason());
+            let code = ErrorCode::Unauthenticated.as_str();
+            push(
+                session,
+                framing.connect_error(nsp, &e.to_string(), Some(code)),
+            );
+            session.outbox.close(close::UNAUTHENTICATED);
         }
     }
 }

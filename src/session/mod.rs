@@ -37,6 +37,9 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the server pings; a peer silent for [`IDLE_TIMEOUT`] is dropped.
 const PING_INTERVAL: Duration = Duration::from_secs(25);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a Socket.IO client waits for the next ping past the interval
+/// (announced in Engine.IO's handshake).
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the writer may take to finish after the read loop ends.
 const WRITER_GRACE: Duration = Duration::from_secs(3);
 /// How long input is read and dropped after the server sent its close
@@ -104,6 +107,14 @@ pub async fn run(
         let writer = app
             .tasks
             .spawn(receiver.run(sink, write_timeout).in_current_span());
+        let heartbeat = crate::protocol::framing::Heartbeat {
+            interval: PING_INTERVAL,
+            timeout: PING_TIMEOUT,
+            max_payload: app.config.max_frame_bytes,
+        };
+        if let Some(open) = framing.opening(&outbox.conn_id, &heartbeat) {
+            outbox.push(open, None);
+        }
         let mut session = Session {
             app: app.clone(),
             outbox,
@@ -178,7 +189,14 @@ async fn serve(
                     session.outbox.close(close::GOING_AWAY);
                     return "peer silent";
                 }
-                session.outbox.ping();
+                match session.framing().ping() {
+                    Some(ping) => {
+                        session.outbox.push(ping, None);
+                    }
+                    None => {
+                        session.outbox.ping();
+                    }
+                }
             }
             msg = stream.next() => {
                 last_heard = Instant::now();
@@ -208,14 +226,14 @@ async fn on_message(
         // Boxed: request handling is a deep future; boxing keeps the
         // per-connection task small while it is idle.
         Some(Ok(Message::Binary(b))) => {
-            Box::pin(dispatch::handle_frame(session, &b, false)).await;
+            let end = Box::pin(dispatch::handle_frame(session, &b, false)).await;
             left_waiting(session, waiting);
-            None
+            end
         }
         Some(Ok(Message::Text(t))) => {
-            Box::pin(dispatch::handle_frame(session, t.as_bytes(), true)).await;
+            let end = Box::pin(dispatch::handle_frame(session, t.as_bytes(), true)).await;
             left_waiting(session, waiting);
-            None
+            end
         }
         Some(Ok(Message::Close(_))) => Some("client closed"),
         // Answered through the outbox (the writer owns the socket); pings

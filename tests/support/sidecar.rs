@@ -122,6 +122,10 @@ impl Sidecar {
         format!("ws://{}/ws", self.addr)
     }
 
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     /// A plain HTTP/1.0 request: (status, body).
     pub fn http(
         &self,

@@ -1,0 +1,15 @@
+//! Socket.IO for the frontends that already speak it (docs/protocol.md
+//! section 10): Engine.IO v4 and Socket.IO v5 packets ([`engine`],
+//! [`packet`]), usable without the rest of rtsync, and rtsync's session
+//! over them ([`framing`]): a Socket.IO client's events are dispatched
+//! exactly like the same `/ws` frames.
+//!
+//! Data flow: `GET /socket.io/?EIO=4&transport=websocket` → the WebSocket
+//! upgrade (`http::ws`) → `session::run` with [`framing::SOCKETIO_JSON`]:
+//! the session sends Engine.IO's `open`, answers CONNECT (checking a token
+//! in its `auth`), pings, and dispatches every EVENT as a request whose
+//! ack id is the `rid`.
+
+pub mod engine;
+pub mod framing;
+pub mod packet;

@@ -1,0 +1,272 @@
+//! Socket.IO v5 packets, as the default parser writes them in an
+//! Engine.IO message:
+//!
+//! ```text
+//! <type>[<attachments>-][<namespace>,][<ack id>][<JSON data>]
+//! 0 CONNECT  1 DISCONNECT  2 EVENT  3 ACK  4 CONNECT_ERROR
+//! 5 BINARY_EVENT  6 BINARY_ACK
+//! ```
+//!
+//! e.g. `42["record_change",{...}]`, `2/admin,7["x"]`, `40{"token":"…"}`.
+
+use serde_json::Value;
+
+/// A packet's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Connect,
+    Disconnect,
+    Event,
+    Ack,
+    ConnectError,
+    BinaryEvent,
+    BinaryAck,
+}
+
+impl Kind {
+    fn of(c: u8) -> Option<Kind> {
+        Some(match c {
+            b'0' => Kind::Connect,
+            b'1' => Kind::Disconnect,
+            b'2' => Kind::Event,
+            b'3' => Kind::Ack,
+            b'4' => Kind::ConnectError,
+            b'5' => Kind::BinaryEvent,
+            b'6' => Kind::BinaryAck,
+            _ => return None,
+        })
+    }
+
+    fn digit(self) -> char {
+        match self {
+            Kind::Connect => '0',
+            Kind::Disconnect => '1',
+            Kind::Event => '2',
+            Kind::Ack => '3',
+            Kind::ConnectError => '4',
+            Kind::BinaryEvent => '5',
+            Kind::BinaryAck => '6',
+        }
+    }
+}
+
+/// One Socket.IO packet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packet {
+    pub kind: Kind,
+    /// `/` for the main namespace.
+    pub nsp: String,
+    pub id: Option<u64>,
+    pub data: Option<Value>,
+    /// Binary attachments that follow (binary kinds only).
+    pub attachments: usize,
+}
+
+/// Why a message is not a Socket.IO packet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a Socket.IO packet: {0}")]
+pub struct BadPacket(pub &'static str);
+
+/// Most attachments one packet may announce.
+pub const MAX_ATTACHMENTS: usize = 10;
+
+impl Packet {
+    pub fn new(kind: Kind, nsp: &str, id: Option<u64>, data: Option<Value>) -> Packet {
+        Packet {
+            kind,
+            nsp: nsp.to_owned(),
+            id,
+            data,
+            attachments: 0,
+        }
+    }
+
+    /// Decodes the default parser's text form.
+    pub fn decode(text: &str) -> Result<Packet, BadPacket> {
+        let bytes = text.as_bytes();
+        let kind = bytes
+            .first()
+            .copied()
+            .and_then(Kind::of)
+            .ok_or(BadPacket("unknown packet type"))?;
+        let mut at = 1;
+        let mut attachments = 0;
+        if matches!(kind, Kind::BinaryEvent | Kind::BinaryAck) {
+            let dash = text[at..]
+                .find('-')
+                .ok_or(BadPacket("attachments without '-'"))?;
+            attachments = text[at..at + dash]
+                .parse::<usize>()
+                .map_err(|_| BadPacket("bad attachment count"))?;
+            if attachments > MAX_ATTACHMENTS {
+                return Err(BadPacket("too many attachments"));
+            }
+            at += dash + 1;
+        }
+        let mut nsp = "/".to_owned();
+        if bytes.get(at) == Some(&b'/') {
+            let end = text[at..].find(',').map_or(text.len(), |i| at + i);
+            nsp = text[at..end].to_owned();
+            at = (end + 1).min(text.len());
+        }
+        let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
+        let id = if digits > 0 {
+            if digits > 15 {
+                return Err(BadPacket("ack id too long"));
+            }
+            let id = text[at..at + digits]
+                .parse::<u64>()
+                .map_err(|_| BadPacket("bad ack id"))?;
+            at += digits;
+            Some(id)
+        } else {
+            None
+        };
+        let rest = &text[at..];
+        let data = if rest.is_empty() {
+            None
+        } else {
+            Some(serde_json::from_str(rest).map_err(|_| BadPacket("bad JSON payload"))?)
+        };
+        let packet = Packet {
+            kind,
+            nsp,
+            id,
+            data,
+            attachments,
+        };
+        packet.check()?;
+        Ok(packet)
+    }
+
+    /// The shapes each type must have (socket.io-parser's rules).
+    fn check(&self) -> Result<(), BadPacket> {
+        match (self.kind, &self.data) {
+            (Kind::Connect, None | Some(Value::Object(_))) => Ok(()),
+            (Kind::Disconnect, None) => Ok(()),
+            (Kind::ConnectError, Some(Value::Object(_) | Value::String(_))) => Ok(()),
+            (Kind::Event | Kind::BinaryEvent, Some(Value::Array(a)))
+                if a.first().is_some_and(|n| n.is_string() || n.is_number()) =>
+            {
+                Ok(())
+            }
+            (Kind::Ack | Kind::BinaryAck, Some(Value::Array(_))) if self.id.is_some() => Ok(()),
+            _ => Err(BadPacket("payload of the wrong shape for its type")),
+        }
+    }
+
+    /// The default parser's text form.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        out.push(self.kind.digit());
+        if self.attachments > 0 {
+            out.push_str(&format!("{}-", self.attachments));
+        }
+        if self.nsp != "/" {
+            out.push_str(&self.nsp);
+            out.push(',');
+        }
+        if let Some(id) = self.id {
+            out.push_str(&id.to_string());
+        }
+        if let Some(data) = &self.data {
+            out.push_str(&data.to_string());
+        }
+        out
+    }
+}
+
+/// Replaces `{"_placeholder": true, "num": n}` in `data` with the
+/// attachments (as arrays of byte values): what a binary packet means once
+/// its attachments arrived. False when a placeholder names none of them.
+pub fn fill_placeholders(data: &mut Value, attachments: &[bytes::Bytes]) -> bool {
+    match data {
+        Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => {
+            let Some(n) = map.get("num").and_then(Value::as_u64) else {
+                return false;
+            };
+            let Some(b) = attachments.get(n as usize) else {
+                return false;
+            };
+            *data = Value::Array(b.iter().map(|&x| Value::from(x)).collect());
+            true
+        }
+        Value::Object(map) => map.values_mut().all(|v| fill_placeholders(v, attachments)),
+        Value::Array(items) => items.iter_mut().all(|v| fill_placeholders(v, attachments)),
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_acks_and_connects_round_trip() {
+        for text in [
+            "0",
+            r#"0{"token":"t"}"#,
+            "0/custom,",
+            "1",
+            r#"2["hello",1]"#,
+            r#"212["hello",{"a":1}]"#,
+            r#"2/custom,3["x"]"#,
+            r#"37[{"status":"applied"}]"#,
+            r#"4{"message":"no"}"#,
+            r#"51-["up",{"_placeholder":true,"num":0}]"#,
+            r#"61-4[{"_placeholder":true,"num":0}]"#,
+        ] {
+            let p = Packet::decode(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            let again = p.encode();
+            let expected = if text == "0/custom," {
+                "0/custom,"
+            } else {
+                text
+            };
+            assert_eq!(again, expected);
+        }
+    }
+
+    #[test]
+    fn fields_are_read_in_order() {
+        let p = Packet::decode(r#"2/admin,42["ev",{"x":1}]"#).unwrap();
+        assert_eq!(p.kind, Kind::Event);
+        assert_eq!(p.nsp, "/admin");
+        assert_eq!(p.id, Some(42));
+        assert_eq!(p.data, Some(json!(["ev", {"x": 1}])));
+    }
+
+    #[test]
+    fn malformed_packets_are_refused() {
+        for bad in [
+            "",
+            "9",
+            "2",
+            "2{}",
+            "2[]",
+            "3[]",
+            "1{}",
+            r#"2["x""#,
+            "5-[\"x\"]",
+            "5x-[\"x\"]",
+            r#"599-["x"]"#,
+            r#"21234567890123456["x"]"#,
+            "0[1]",
+        ] {
+            assert!(Packet::decode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn placeholders_become_their_attachments() {
+        let mut data = json!(["up", {"file": {"_placeholder": true, "num": 0}}]);
+        assert!(fill_placeholders(
+            &mut data,
+            &[bytes::Bytes::from_static(&[1, 2])]
+        ));
+        assert_eq!(data, json!(["up", {"file": [1, 2]}]));
+        let mut missing = json!([{"_placeholder": true, "num": 3}]);
+        assert!(!fill_placeholders(&mut missing, &[]));
+    }
+}

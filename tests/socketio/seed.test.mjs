@@ -1,0 +1,147 @@
+// The seed's Socket.IO frontend code, as it is, on the npm socket.io-client
+// against two real rtsync sidecars and one Redis (started by
+// tests/socketio.rs): docs/protocol.md section 10.
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { io } from "socket.io-client";
+
+const URLS = (process.env.RTSYNC_HTTP_URLS ?? "").split(",").filter(Boolean);
+const TOKENS = JSON.parse(process.env.RTSYNC_TOKENS ?? "{}");
+const sockets = [];
+after(() => sockets.forEach((s) => s.close()));
+
+/** A socket of `user` on sidecar `i`, WebSocket-only, token in `auth`. */
+function connect(user, i = 0, extra = {}) {
+  const socket = io(URLS[i % URLS.length], {
+    transports: ["websocket"], auth: { token: TOKENS[user] }, reconnection: false, ...extra,
+  });
+  sockets.push(socket);
+  return socket;
+}
+
+/** The next `event` on `socket` (its first argument), within `ms`. */
+function next(socket, event, ms = 10_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${ms} ms`)), ms);
+    socket.once(event, (arg) => {
+      clearTimeout(timer);
+      resolve(arg);
+    });
+  });
+}
+
+/** Emits with an acknowledgement; resolves with the callback's argument. */
+function ask(socket, event, data) {
+  return socket.timeout(10_000).emitWithAck(event, data);
+}
+
+async function until(what, check, ms = 15_000) {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test("a JWT in the CONNECT auth is accepted before the connection is", async () => {
+  const s = connect("alice");
+  const authenticated = next(s, "authenticated");
+  await next(s, "connect");
+  assert.equal(s.connected, true);
+  assert.equal((await authenticated).userId, "alice");
+});
+
+test("a bad JWT in auth is a connect_error with its code", async () => {
+  const s = io(URLS[0], { transports: ["websocket"], auth: { token: "not-a-jwt" }, reconnection: false });
+  sockets.push(s);
+  const err = await next(s, "connect_error");
+  assert.equal(err.data?.code, "unauthenticated");
+  assert.equal(s.connected, false);
+});
+
+test("the authenticate event works as on /ws", async () => {
+  const s = io(URLS[1], { transports: ["websocket"], reconnection: false });
+  sockets.push(s);
+  await next(s, "connect");
+  const authenticated = next(s, "authenticated");
+  s.emit("authenticate", { token: TOKENS.bob });
+  assert.equal((await authenticated).userId, "bob");
+});
+
+test("a record change reaches a subscriber on the other sidecar; the ack is the CommitResult", async () => {
+  const a = connect("alice", 0);
+  const b = connect("bob", 1);
+  await Promise.all([next(a, "authenticated"), next(b, "authenticated")]);
+  const users = next(b, "table_users");
+  const sub = await ask(b, "subscribe_to_table", { tableId: "sio-t1" });
+  assert.equal(sub.tableId, "sio-t1");
+  assert.match(sub.lastEventId, /^\d+-\d+$/);
+  assert.ok(Array.isArray(await users));
+  const joined = next(b, "user_joined");
+  await ask(a, "subscribe_to_table", { tableId: "sio-t1" });
+  assert.equal((await joined).userId, "alice");
+  const change = next(b, "record_change");
+  const result = await ask(a, "record_change", {
+    type: "create", recordId: "r1", tableId: "sio-t1", changes: [{ fieldId: "f1", newValue: "hello" }],
+  });
+  assert.equal(result.status, "applied");
+  assert.equal(result.version, 1);
+  const e = await change;
+  for (const k of ["id", "type", "entityType", "entityId", "tableId", "userId", "timestamp", "version", "changes"]) {
+    assert.ok(k in e, `ChangeEvent has ${k}`);
+  }
+  assert.equal(e.id, result.eventId);
+  assert.deepEqual(e.changes, [{ fieldId: "f1", newValue: "hello" }]);
+});
+
+test("a failed request with a callback gets {error}; without one an error event", async () => {
+  const s = connect("alice");
+  await next(s, "authenticated");
+  const answer = await ask(s, "subscribe_to_table", { tableId: "bad{id}" });
+  assert.equal(answer.error?.code, "bad_request");
+  const err = next(s, "error");
+  s.emit("record_change", { type: "update" });
+  const e = await err;
+  assert.equal(e.code, "bad_request");
+  assert.equal(e.event, "record_change");
+});
+
+test("heartbeat, cursors and the other presence events", async () => {
+  const a = connect("alice", 0);
+  const b = connect("bob", 1);
+  await Promise.all([next(a, "authenticated"), next(b, "authenticated")]);
+  await ask(a, "subscribe_to_table", { tableId: "sio-t2" });
+  await ask(b, "subscribe_to_table", { tableId: "sio-t2" });
+  const ack = next(a, "heartbeat_ack");
+  a.emit("heartbeat", { tableId: "sio-t2" });
+  assert.equal(typeof (await ack).timestamp, "number");
+  const cursor = next(b, "cursor_position");
+  a.emit("cursor_position", { tableId: "sio-t2", cursor: { recordId: "r1", fieldId: "f1" } });
+  const c = await cursor;
+  assert.equal(c.userId, "alice");
+  assert.deepEqual(c.cursor, { recordId: "r1", fieldId: "f1" });
+  const left = next(b, "user_left", 15_000);
+  a.disconnect();
+  assert.equal((await left).userId, "alice");
+});
+
+test("sync_offline_changes takes the seed's plain array", async () => {
+  const s = connect("carol");
+  await next(s, "authenticated");
+  await ask(s, "subscribe_to_table", { tableId: "sio-t3" });
+  const complete = next(s, "offline_sync_complete");
+  const answer = await ask(s, "sync_offline_changes", [
+    { type: "create", entityId: "r1", tableId: "sio-t3", changes: [{ fieldId: "f", newValue: 1 }], clientChangeId: "c1" },
+    { type: "update", entityId: "r1", tableId: "sio-t3", changes: [{ fieldId: "f", newValue: 2 }], clientChangeId: "c2" },
+  ]);
+  assert.equal(answer.applied, 2);
+  assert.equal((await complete).applied, 2);
+});
+
+test("an unknown namespace gets CONNECT_ERROR", async () => {
+  const base = URLS[0];
+  const s = io(`${base}/other`, { transports: ["websocket"], reconnection: false });
+  sockets.push(s);
+  const err = await next(s, "connect_error");
+  assert.match(err.message, /namespace/i);
+});
