@@ -10,14 +10,17 @@ graphs (two siblings that name each other, directly or through others) is
 printed and the script exits 1. Test modules (`#[cfg(test)]` to the end of
 a file) are ignored: tests may reach anywhere.
 
-Usage: scripts/check-module-cycles.py [src-dir]
+Usage: scripts/check-module-cycles.py [src-dir] [--graph]
+(--graph also prints the crate's top-level module graph.)
 """
 import os
 import re
 import sys
 from collections import defaultdict
 
-SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "src")
+ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+GRAPH = "--graph" in sys.argv[1:]
+SRC = ARGS[0] if ARGS else os.path.join(os.path.dirname(__file__), "..", "src")
 SRC = os.path.normpath(SRC)
 
 
@@ -108,6 +111,12 @@ def main():
                 i += 1
             if i < len(mod) and i < len(target):
                 edges[tuple(mod[:i])].add((mod[i], target[i]))
+    if GRAPH:
+        top = defaultdict(set)
+        for a, b in edges.get((), ()):
+            top[a].add(b)
+        for a in sorted(top):
+            print(f"{a} -> {', '.join(sorted(top[a]))}")
     cycles = []
     for parent, es in sorted(edges.items()):
         graph = defaultdict(set)

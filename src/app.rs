@@ -38,6 +38,8 @@ pub struct App {
     pub authenticated: AtomicUsize,
     /// Connections that have not authenticated yet (capped, oldest out).
     pub waiting: crate::waiting::Waiting,
+    /// Long-polling Socket.IO sessions held here, by sid.
+    pub polling: crate::socketio::polling::Registry,
     conn_tag: String,
     conn_seq: AtomicU64,
     /// Authenticated connections per user, for the per-user limit.
@@ -84,6 +86,7 @@ impl App {
             connections: AtomicUsize::new(0),
             authenticated: AtomicUsize::new(0),
             waiting,
+            polling: Default::default(),
             conn_tag: tag,
             conn_seq: AtomicU64::new(0),
             per_user: Mutex::new(HashMap::new()),

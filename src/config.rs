@@ -189,6 +189,11 @@ pub struct Config {
     #[arg(long, env = "RTS_SOCKETIO", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub socketio: bool,
 
+    /// Origins allowed to reach `/socket.io/` long-polling from a browser
+    /// (comma-separated; `*` for any). Unset: the same origin only.
+    #[arg(long, env = "RTS_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// Without a mode, rtsync runs the sidecar.
     #[command(subcommand)]
     pub mode: Option<Mode>,

@@ -55,6 +55,8 @@ async fn the_seeds_socketio_frontend_works_against_two_sidecars() {
                 "--test",
                 "--test-concurrency=1",
                 "--test-timeout=60000",
+                // Parked long-polling requests would hold the process.
+                "--test-force-exit",
                 "seed.test.mjs",
             ])
             .current_dir(dir())

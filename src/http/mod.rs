@@ -11,6 +11,7 @@ pub mod json_io;
 pub mod records;
 pub mod routes;
 pub mod server;
+pub mod socketio;
 pub mod ws;
 
 use std::sync::Arc;

@@ -22,8 +22,8 @@ pub async fn route(
     let path = req.uri().path().to_owned();
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/ws") => super::ws::upgrade(app, req, peer, Endpoint::Ws),
-        (&Method::GET, "/socket.io/" | "/socket.io") if app.config.socketio => {
-            super::ws::socketio(app, req, peer)
+        (_, "/socket.io/" | "/socket.io") if app.config.socketio => {
+            super::socketio::serve(app, req, peer).await
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => {

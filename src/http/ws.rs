@@ -19,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::json_io::{json_error, Body};
 use crate::app::App;
 use crate::protocol::{Encoding, ErrorCode, Framing, WsFraming};
+use crate::session::socket::{Socket, WriteHalf};
 
 /// Per-socket read buffer: enough for typical frames (larger ones grow it
 /// as needed); kept small because idle connections each hold one.
@@ -38,64 +39,14 @@ pub enum Endpoint {
     SocketIo,
 }
 
-/// `GET /socket.io/?EIO=4&transport=websocket` (docs/protocol.md section
-/// 10). Engine.IO's errors are HTTP 400 with `{code, message}`; long-polling
-/// is not served (yet): a client must use `transports: ["websocket"]`.
-pub fn socketio(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
-    let query: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if param("EIO") != Some("4") {
-        return engine_error(5, "Unsupported protocol version");
-    }
-    if param("transport") != Some("websocket") {
-        return engine_error(0, "Transport unknown");
-    }
-    if param("sid").is_some() {
-        // An upgrade from long-polling, which this sidecar never began.
-        return engine_error(1, "Session ID unknown");
-    }
-    upgrade(app, req, peer, Endpoint::SocketIo)
-}
-
-/// An Engine.IO error answer: HTTP 400 `{"code", "message"}`.
-fn engine_error(code: u8, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"code": code, "message": message}).to_string();
-    let mut r = Response::new(Body::new(bytes::Bytes::from(body)));
-    *r.status_mut() = StatusCode::BAD_REQUEST;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
 pub fn upgrade(
     app: Arc<App>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     peer: IpAddr,
     endpoint: Endpoint,
 ) -> Response<Body> {
-    let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
-    if open >= app.config.max_connections {
-        return refuse(
-            "sidecar_full",
-            "RTS_MAX_CONNECTIONS",
-            app.config.max_connections,
-            "this sidecar is at its connection limit; try another",
-        );
+    if let Some(full) = at_capacity(&app) {
+        return full;
     }
     // Connections still waiting to authenticate have their own caps, kept
     // by closing the oldest waiting one (see `crate::waiting`), never by
@@ -104,6 +55,34 @@ pub fn upgrade(
         Ok(hs) => hs,
         Err(message) => return json_error(ErrorCode::BadRequest, message),
     };
+    let (encoding, token) = (hs.encoding, hs.token.clone());
+    accept(&app, req, &hs, move |app, stream, sink| async move {
+        let framing: &'static dyn Framing = match endpoint {
+            Endpoint::Ws => WsFraming::of(encoding),
+            Endpoint::SocketIo => &crate::socketio::framing::SOCKETIO_JSON,
+        };
+        let transport = crate::session::Transport {
+            input: crate::session::Input::Ws(Box::new(stream)),
+            output: crate::session::Output::Ws(sink),
+            engine_sid: None,
+        };
+        crate::session::run(app, transport, framing, token, peer).await;
+    })
+}
+
+/// Answers `101 Switching Protocols` to a checked upgrade request and runs
+/// `then` on the upgraded socket (tungstenite's reading side, and the write
+/// half), as a task of the app.
+pub fn accept<F, Fut>(
+    app: &Arc<App>,
+    mut req: Request<Incoming>,
+    hs: &Handshake,
+    then: F,
+) -> Response<Body>
+where
+    F: FnOnce(Arc<App>, Socket, WriteHalf) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let on_upgrade = hyper::upgrade::on(&mut req);
     // Tungstenite only reads (the session's writer writes frames itself,
     // see `session::socket`), so only its read side is configured.
@@ -111,17 +90,12 @@ pub fn upgrade(
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(app.config.max_frame_bytes))
         .max_frame_size(Some(app.config.max_frame_bytes));
-    let (encoding, token) = (hs.encoding, hs.token);
-    let tasks = app.tasks.clone();
-    tasks.spawn(async move {
+    let task_app = app.clone();
+    app.tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (stream, sink) = crate::session::socket::split(upgraded, config).await;
-                let framing: &'static dyn Framing = match endpoint {
-                    Endpoint::Ws => WsFraming::of(encoding),
-                    Endpoint::SocketIo => &crate::socketio::framing::SOCKETIO_JSON,
-                };
-                crate::session::run(app, stream, sink, framing, token, peer).await;
+                then(task_app, stream, sink).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }
@@ -142,7 +116,7 @@ pub fn upgrade(
 }
 
 /// What an upgrade request asks for, once checked (RFC 6455 4.2.1).
-struct Handshake {
+pub struct Handshake {
     /// `Sec-WebSocket-Accept` of its key.
     accept: String,
     encoding: Encoding,
@@ -153,7 +127,7 @@ struct Handshake {
 }
 
 impl Handshake {
-    fn read(req: &Request<Incoming>, endpoint: Endpoint) -> Result<Handshake, &'static str> {
+    pub fn read(req: &Request<Incoming>, endpoint: Endpoint) -> Result<Handshake, &'static str> {
         let headers = req.headers();
         let has_token = |name, token: &str| {
             headers
@@ -210,6 +184,20 @@ impl Handshake {
             token,
         })
     }
+}
+
+/// HTTP 503 when the sidecar holds `RTS_MAX_CONNECTIONS` connections
+/// (WebSockets and long-polling sessions alike).
+pub fn at_capacity(app: &App) -> Option<Response<Body>> {
+    let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
+    (open >= app.config.max_connections).then(|| {
+        refuse(
+            "sidecar_full",
+            "RTS_MAX_CONNECTIONS",
+            app.config.max_connections,
+            "this sidecar is at its connection limit; try another",
+        )
+    })
 }
 
 /// HTTP 503 at upgrade for a connection limit: counted and logged.

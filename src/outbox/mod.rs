@@ -21,6 +21,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 pub mod frame_queue;
+pub mod long_poll;
 pub mod wire_writer;
 
 use crate::protocol::Framing;

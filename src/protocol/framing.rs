@@ -60,6 +60,8 @@ pub struct Heartbeat {
     pub interval: std::time::Duration,
     pub timeout: std::time::Duration,
     pub max_payload: usize,
+    /// The connection may upgrade (long-polling to WebSocket).
+    pub upgrades: bool,
 }
 
 /// A client message that could not be decoded, with its `rid` if one could

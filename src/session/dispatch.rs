@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use super::rate_limit::Verdict;
-use super::reply::{forbidden, identity, send, to_value, Reply, Then};
+use super::reply::{forbidden, identity, send, send_value, to_value, Reply, Then};
 use super::{offline, tables, Session};
 use crate::auth::{AuthError, Identity};
 use crate::change::ChangeRequest;
@@ -72,43 +72,17 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
     let event = parsed.map(ClientEvent::name).unwrap_or("unknown");
     crate::metrics::message_in(event, bytes.len());
     let rid = frame.rid;
-    let reply = if parsed == Some(ClientEvent::Authenticate) {
-        authenticate(session, frame.data)
-    } else if session.identity.is_none() {
-        // Before authentication only `authenticate` is accepted.
-        crate::metrics::auth_failure("not_authenticated");
-        session.outbox.close(close::UNAUTHENTICATED);
-        Err(RequestError::new(
-            ErrorCode::Unauthenticated,
-            "authenticate first",
-        ))
-    } else {
-        let data = frame.data;
-        match parsed {
-            Some(ClientEvent::SubscribeToTable) => tables::subscribe(session, data).await,
-            Some(ClientEvent::UnsubscribeFromTable) => tables::unsubscribe(session, data).await,
-            Some(ClientEvent::RecoverConnection) => tables::recover(session, data).await,
-            Some(ClientEvent::SyncOfflineChanges) => offline::sync(session, data).await,
-            Some(ClientEvent::RecordChange) => record_change(session, data).await,
-            Some(ClientEvent::Heartbeat) => heartbeat(session, data).await,
-            Some(ClientEvent::LoadRecords) => super::records::load(session, data).await,
-            Some(ClientEvent::CursorPosition) => cursor_position(session, data).await,
-            Some(ClientEvent::Selection) => selection(session, data).await,
-            // Authenticating twice is answered by `authenticate` itself.
-            Some(ClientEvent::Authenticate) => authenticate(session, data),
-            None => Err(RequestError::new(
-                ErrorCode::UnknownEvent,
-                format!(
-                    "unknown event {:?}",
-                    truncate(frame.event.as_ref().err().map_or("", String::as_str))
-                ),
-            )),
-        }
+    let reply = match frame.event {
+        Ok(e) => request(session, e, frame.data).await,
+        Err(name) => Err(RequestError::new(
+            ErrorCode::UnknownEvent,
+            format!("unknown event {:?}", truncate(&name)),
+        )),
     };
     match reply {
         Ok(answer) => {
             if rid.is_some() {
-                send(session, ServerEvent::Ack, &answer.result, rid);
+                send_value(session, ServerEvent::Ack, &answer.result, rid);
             }
             follow(session, answer.then).await;
         }
@@ -120,6 +94,32 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
         }
     }
     None
+}
+
+/// One request, by its event. Before authentication only `authenticate`
+/// is accepted (anything else closes the connection 4401).
+async fn request(session: &mut Session, event: ClientEvent, data: Value) -> Reply {
+    if event != ClientEvent::Authenticate && session.identity.is_none() {
+        crate::metrics::auth_failure("not_authenticated");
+        session.outbox.close(close::UNAUTHENTICATED);
+        return Err(RequestError::new(
+            ErrorCode::Unauthenticated,
+            "authenticate first",
+        ));
+    }
+    match event {
+        ClientEvent::SubscribeToTable => tables::subscribe(session, data).await,
+        ClientEvent::UnsubscribeFromTable => tables::unsubscribe(session, data).await,
+        ClientEvent::RecoverConnection => tables::recover(session, data).await,
+        ClientEvent::SyncOfflineChanges => offline::sync(session, data).await,
+        ClientEvent::RecordChange => record_change(session, data).await,
+        ClientEvent::Heartbeat => heartbeat(session, data).await,
+        ClientEvent::LoadRecords => super::records::load(session, data).await,
+        ClientEvent::CursorPosition => cursor_position(session, data).await,
+        ClientEvent::Selection => selection(session, data).await,
+        // Authenticating twice is answered by `authenticate` itself.
+        ClientEvent::Authenticate => authenticate(session, data),
+    }
 }
 
 /// A control packet of the framing (Socket.IO's pings and connects).

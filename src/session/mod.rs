@@ -14,13 +14,13 @@ pub mod records;
 pub mod reply;
 pub mod socket;
 pub mod tables;
+pub mod transport;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -51,6 +51,7 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 pub const PRE_AUTH_MAX_FRAME: usize = 16 * 1024;
 
 pub use socket::Socket;
+pub use transport::{Input, Output, Transport};
 
 /// Per-connection state that requests read and change.
 pub struct Session {
@@ -78,17 +79,20 @@ impl Session {
     }
 }
 
-/// Runs a connection to its end: `stream` is read here, `sink` (the socket's
-/// write half) belongs to the writer task. `token` is a JWT from the
-/// upgrade request.
+/// Runs a connection to its end: its input is read here, its output
+/// belongs to the writer task. `token` is a JWT from the upgrade request.
 pub async fn run(
     app: Arc<App>,
-    mut stream: Socket,
-    sink: socket::WriteHalf,
+    transport: Transport,
     framing: &'static dyn Framing,
     token: Option<String>,
     peer: std::net::IpAddr,
 ) {
+    let Transport {
+        mut input,
+        output,
+        engine_sid,
+    } = transport;
     let conn_id = app.next_connection_id();
     let span = tracing::info_span!("conn", id = %conn_id);
     async move {
@@ -101,20 +105,7 @@ pub async fn run(
             app.config.send_queue,
             app.config.send_queue_bytes,
         );
-        // Owned by the app's task tracker: shutdown waits for it, and its
-        // close handshake has a deadline.
-        let write_timeout = Duration::from_millis(app.config.write_timeout_ms);
-        let writer = app
-            .tasks
-            .spawn(receiver.run(sink, write_timeout).in_current_span());
-        let heartbeat = crate::protocol::framing::Heartbeat {
-            interval: PING_INTERVAL,
-            timeout: PING_TIMEOUT,
-            max_payload: app.config.max_frame_bytes,
-        };
-        if let Some(open) = framing.opening(&outbox.conn_id, &heartbeat) {
-            outbox.push(open, None);
-        }
+        let writer = start_writer(&app, output, receiver, engine_sid.as_deref(), &outbox);
         let mut session = Session {
             app: app.clone(),
             outbox,
@@ -133,13 +124,13 @@ pub async fn run(
             .identity
             .is_none()
             .then(|| app.waiting.admit(peer, session.outbox.clone()));
-        let reason = serve(&mut session, &mut stream, &mut waiting).await;
+        let reason = serve(&mut session, &mut input, &mut waiting).await;
         let authenticated = finish(session, waiting).await;
         if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
             tracing::debug!("writer did not finish in time");
         }
         if server_closed(reason) {
-            drain_input(&mut stream, CLOSE_DRAIN).await;
+            input.drain(CLOSE_DRAIN).await;
         }
         app.connections.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::connection_closed(authenticated);
@@ -149,10 +140,45 @@ pub async fn run(
     .await;
 }
 
+/// Spawns the connection's writer (owned by the app's task tracker:
+/// shutdown waits for it, and its close handshake has a deadline), and
+/// queues the framing's opening frame (Socket.IO's `open`) first.
+fn start_writer(
+    app: &App,
+    output: Output,
+    receiver: outbox::OutboxReceiver,
+    engine_sid: Option<&str>,
+    outbox: &Outbox,
+) -> tokio::task::JoinHandle<()> {
+    let write_timeout = Duration::from_millis(app.config.write_timeout_ms);
+    let upgrades = matches!(output, Output::Polling { .. });
+    let writer = match output {
+        Output::Ws(sink) => app
+            .tasks
+            .spawn(receiver.run(sink, write_timeout).in_current_span()),
+        Output::Polling { cmds, format } => app.tasks.spawn(
+            receiver
+                .run_polling(cmds, format, write_timeout)
+                .in_current_span(),
+        ),
+    };
+    let heartbeat = crate::protocol::framing::Heartbeat {
+        interval: PING_INTERVAL,
+        timeout: PING_TIMEOUT,
+        max_payload: app.config.max_frame_bytes,
+        upgrades,
+    };
+    let sid = engine_sid.unwrap_or(&outbox.conn_id);
+    if let Some(open) = outbox.framing.opening(sid, &heartbeat) {
+        outbox.push(open, None);
+    }
+    writer
+}
+
 /// The connection's read loop and deadlines, until it ends; why it ended.
 async fn serve(
     session: &mut Session,
-    stream: &mut Socket,
+    input: &mut Input,
     waiting: &mut Option<crate::waiting::Ticket>,
 ) -> &'static str {
     let app = session.app.clone();
@@ -198,7 +224,7 @@ async fn serve(
                     }
                 }
             }
-            msg = stream.next() => {
+            msg = input.next() => {
                 last_heard = Instant::now();
                 if let Some(reason) = on_message(session, msg, waiting).await {
                     return reason;
@@ -281,21 +307,6 @@ async fn finish(mut session: Session, waiting: Option<crate::waiting::Ticket>) -
 /// rather than the client.
 fn server_closed(reason: &str) -> bool {
     !matches!(reason, "client went away" | "client closed" | "read error")
-}
-
-/// Reads and drops what the client still sends, until it closes its side
-/// or `limit` passes. Unread input at close makes the kernel answer with a
-/// reset, which can destroy the close frame before the client reads it.
-async fn drain_input(stream: &mut Socket, limit: Duration) {
-    use tokio::io::AsyncReadExt;
-    let raw = stream.get_mut();
-    let mut buf = [0u8; 8192];
-    let deadline = Instant::now() + limit;
-    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, raw.read(&mut buf)).await {
-        if n == 0 {
-            break;
-        }
-    }
 }
 
 /// Gives the place among connections waiting to authenticate back once

@@ -59,15 +59,21 @@ pub fn send<T: Serialize + ?Sized>(
     data: &T,
     rid: Option<u64>,
 ) {
-    crate::metrics::message_out(event);
     let data = serde_json::to_value(data).unwrap_or_else(|e| {
         // Our own payload types always serialize.
         tracing::error!(event = event.name(), error = %e, "failed to encode an outgoing frame");
         serde_json::json!({"code": ErrorCode::Internal, "message": "failed to encode a frame"})
     });
+    send_value(session, event, &data, rid);
+}
+
+/// [`send`] of a payload that is a JSON value already (an ack's result):
+/// encoded as it is, not copied first.
+pub fn send_value(session: &Session, event: ServerEvent, data: &Value, rid: Option<u64>) {
+    crate::metrics::message_out(event);
     session
         .outbox
-        .push(session.framing().frame(event, &data, rid), None);
+        .push(session.framing().frame(event, data, rid), None);
 }
 
 pub fn to_value<T: Serialize>(v: &T) -> Reply {

@@ -140,7 +140,11 @@ impl Framing for SocketIoJson {
     fn opening(&self, sid: &str, handshake: &crate::protocol::framing::Heartbeat) -> Option<Bytes> {
         let open = super::engine::Handshake {
             sid: sid.to_owned(),
-            upgrades: Vec::new(),
+            upgrades: if handshake.upgrades {
+                vec!["websocket"]
+            } else {
+                Vec::new()
+            },
             ping_interval: handshake.interval.as_millis() as u64,
             ping_timeout: handshake.timeout.as_millis() as u64,
             max_payload: handshake.max_payload,

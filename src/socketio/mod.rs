@@ -13,3 +13,4 @@
 pub mod engine;
 pub mod framing;
 pub mod packet;
+pub mod polling;

@@ -10,10 +10,13 @@ const TOKENS = JSON.parse(process.env.RTSYNC_TOKENS ?? "{}");
 const sockets = [];
 after(() => sockets.forEach((s) => s.close()));
 
-/** A socket of `user` on sidecar `i`, WebSocket-only, token in `auth`. */
+/**
+ * A socket of `user` on sidecar `i` with socket.io-client's defaults
+ * (long-polling first, then the upgrade to WebSocket), token in `auth`.
+ */
 function connect(user, i = 0, extra = {}) {
   const socket = io(URLS[i % URLS.length], {
-    transports: ["websocket"], auth: { token: TOKENS[user] }, reconnection: false, ...extra,
+    auth: { token: TOKENS[user] }, reconnection: false, ...extra,
   });
   sockets.push(socket);
   return socket;
@@ -51,8 +54,43 @@ test("a JWT in the CONNECT auth is accepted before the connection is", async () 
   assert.equal((await authenticated).userId, "alice");
 });
 
+test("the default client connects by long-polling, then upgrades to WebSocket", async () => {
+  const s = connect("alice");
+  const first = new Promise((r) => s.io.on("open", () => r(s.io.engine.transport.name)));
+  const upgraded = new Promise((r) => s.io.engine?.on?.("upgrade", r) ?? s.io.on("open", () => s.io.engine.on("upgrade", r)));
+  await next(s, "authenticated");
+  assert.equal(await first, "polling");
+  await upgraded;
+  await until("the upgrade", () => s.io.engine.transport.name === "websocket");
+  // Requests keep working across the upgrade.
+  const sub = await ask(s, "subscribe_to_table", { tableId: "sio-up" });
+  assert.equal(sub.tableId, "sio-up");
+});
+
+test("WebSocket-only clients connect without polling", async () => {
+  const s = connect("bob", 1, { transports: ["websocket"] });
+  await next(s, "authenticated");
+  assert.equal(s.io.engine.transport.name, "websocket");
+  const sub = await ask(s, "subscribe_to_table", { tableId: "sio-ws" });
+  assert.equal(sub.tableId, "sio-ws");
+});
+
+test("polling-only clients work without the upgrade", async () => {
+  const a = connect("alice", 0, { transports: ["polling"] });
+  const b = connect("bob", 1, { transports: ["polling"] });
+  await Promise.all([next(a, "authenticated"), next(b, "authenticated")]);
+  await ask(b, "subscribe_to_table", { tableId: "sio-poll" });
+  const change = next(b, "record_change");
+  const r = await ask(a, "record_change", {
+    type: "create", recordId: "r1", tableId: "sio-poll", changes: [{ fieldId: "f", newValue: 1 }],
+  });
+  assert.equal(r.status, "applied");
+  assert.equal((await change).id, r.eventId);
+  assert.equal(a.io.engine.transport.name, "polling");
+});
+
 test("a bad JWT in auth is a connect_error with its code", async () => {
-  const s = io(URLS[0], { transports: ["websocket"], auth: { token: "not-a-jwt" }, reconnection: false });
+  const s = io(URLS[0], { auth: { token: "not-a-jwt" }, reconnection: false });
   sockets.push(s);
   const err = await next(s, "connect_error");
   assert.equal(err.data?.code, "unauthenticated");
@@ -60,7 +98,7 @@ test("a bad JWT in auth is a connect_error with its code", async () => {
 });
 
 test("the authenticate event works as on /ws", async () => {
-  const s = io(URLS[1], { transports: ["websocket"], reconnection: false });
+  const s = io(URLS[1], { reconnection: false });
   sockets.push(s);
   await next(s, "connect");
   const authenticated = next(s, "authenticated");
@@ -140,7 +178,7 @@ test("sync_offline_changes takes the seed's plain array", async () => {
 
 test("an unknown namespace gets CONNECT_ERROR", async () => {
   const base = URLS[0];
-  const s = io(`${base}/other`, { transports: ["websocket"], reconnection: false });
+  const s = io(`${base}/other`, { reconnection: false });
   sockets.push(s);
   const err = await next(s, "connect_error");
   assert.match(err.message, /namespace/i);

@@ -1,0 +1,323 @@
+//! `/socket.io/` (docs/protocol.md section 10): Engine.IO's HTTP side.
+//! Long-polling (`transport=polling`): the handshake GET opens a session
+//! (an rtsync session whose input is the POSTs and whose output answers
+//! the GETs), then GETs and POSTs with its `sid`. WebSocket
+//! (`transport=websocket`): a new connection, or, with a `sid`, the
+//! upgrade of a polling session (`2probe`/`3probe`, then `5`). Errors are
+//! Engine.IO's: HTTP 400 `{"code", "message"}`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::json_io::Body;
+use super::ws::{accept, at_capacity, upgrade, Endpoint, Handshake};
+use crate::app::App;
+use crate::outbox::long_poll::{PollCmd, PollFormat};
+use crate::outbox::wire_writer::{Burst, Opcode};
+use crate::session::socket::{Socket, WriteHalf};
+use crate::session::{Input, Output, Transport};
+use crate::socketio::engine::{self, Packet};
+use crate::socketio::framing::SOCKETIO_JSON;
+use crate::socketio::polling::{Link, Violation};
+
+/// How long a client may take over the upgrade's probe and `5`.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Client messages buffered between a POST and its session.
+const INPUT_QUEUE: usize = 64;
+
+/// Engine.IO's error codes.
+const TRANSPORT_UNKNOWN: u8 = 0;
+const SESSION_UNKNOWN: u8 = 1;
+const BAD_HANDSHAKE_METHOD: u8 = 2;
+const BAD_REQUEST: u8 = 3;
+const UNSUPPORTED_VERSION: u8 = 5;
+
+pub async fn serve(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
+    let mut response = route(app.clone(), req, peer).await;
+    cors(&app, origin.as_ref(), &mut response);
+    response
+}
+
+async fn route(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
+    if req.method() == Method::OPTIONS {
+        return preflight();
+    }
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    if param("EIO").as_deref() != Some("4") {
+        return engine_error(UNSUPPORTED_VERSION, "Unsupported protocol version");
+    }
+    let sid = param("sid");
+    match (param("transport").as_deref(), sid, req.method()) {
+        (Some("websocket"), None, &Method::GET) => upgrade(app, req, peer, Endpoint::SocketIo),
+        (Some("websocket"), Some(sid), &Method::GET) => upgrade_session(app, req, &sid),
+        (Some("polling"), None, &Method::GET) => handshake(app, peer).await,
+        (Some("polling"), None, _) => engine_error(BAD_HANDSHAKE_METHOD, "Bad handshake method"),
+        (Some("polling"), Some(sid), &Method::GET) => get(&app, &sid).await,
+        (Some("polling"), Some(sid), &Method::POST) => post(&app, &sid, req).await,
+        (Some("polling" | "websocket"), _, _) => engine_error(BAD_REQUEST, "Bad request"),
+        _ => engine_error(TRANSPORT_UNKNOWN, "Transport unknown"),
+    }
+}
+
+/// The first GET: opens a session and answers with Engine.IO's `open`.
+async fn handshake(app: Arc<App>, peer: IpAddr) -> Response<Body> {
+    if let Some(full) = at_capacity(&app) {
+        return full;
+    }
+    let sid = app.polling.new_sid();
+    let (cmd_tx, cmd_rx) = mpsc::channel(4);
+    let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
+    let link = Arc::new(Link::new(cmd_tx, in_tx));
+    app.polling.insert(sid.clone(), link);
+    let transport = Transport {
+        input: Input::Channel(in_rx),
+        output: Output::Polling {
+            cmds: cmd_rx,
+            format: PollFormat {
+                separator: engine::SEPARATOR as u8,
+                noop: Bytes::from_static(b"6"),
+                close: Bytes::from_static(b"1"),
+                max_payload: app.config.max_frame_bytes,
+            },
+        },
+        engine_sid: Some(sid.clone()),
+    };
+    let task_app = app.clone();
+    let task_sid = sid.clone();
+    app.tasks.spawn(async move {
+        crate::session::run(task_app.clone(), transport, &SOCKETIO_JSON, None, peer).await;
+        task_app.polling.remove(&task_sid);
+    });
+    get(&app, &sid).await
+}
+
+/// A GET: parked until the session has something to send.
+async fn get(app: &App, sid: &str) -> Response<Body> {
+    let Some(link) = app.polling.get(sid) else {
+        return engine_error(SESSION_UNKNOWN, "Session ID unknown");
+    };
+    let _in_flight = match link.begin_get() {
+        Ok(g) => g,
+        Err(v) => return violation(app, sid, v),
+    };
+    let (tx, rx) = oneshot::channel();
+    if link.cmds.send(PollCmd::Get(tx)).await.is_err() {
+        return engine_error(SESSION_UNKNOWN, "Session ID unknown");
+    }
+    // The writer answers within a ping interval (a ping is queued by then)
+    // or when the session closes.
+    let body = rx.await.unwrap_or_else(|_| Bytes::from_static(b"1"));
+    text(StatusCode::OK, body)
+}
+
+/// A POST: its packets go to the session, in order.
+async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
+    let Some(link) = app.polling.get(sid) else {
+        return engine_error(SESSION_UNKNOWN, "Session ID unknown");
+    };
+    let _in_flight = match link.begin_post() {
+        Ok(g) => g,
+        Err(v) => return violation(app, sid, v),
+    };
+    let max = app.config.max_frame_bytes;
+    let body = match Limited::new(req.into_body(), max).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            // Over maxPayload: the session is closed, as Engine.IO does.
+            crate::metrics::frame_rejected("too_large");
+            tracing::warn!(
+                max,
+                "a long-polling payload over maxPayload; closing the session"
+            );
+            app.polling.remove(sid);
+            return engine_error(BAD_REQUEST, "Payload too large");
+        }
+    };
+    let packets = std::str::from_utf8(&body)
+        .ok()
+        .and_then(|b| engine::decode_payload(b).ok());
+    let Some(packets) = packets else {
+        crate::metrics::frame_rejected("decode");
+        app.polling.remove(sid);
+        return engine_error(BAD_REQUEST, "Bad request");
+    };
+    for p in packets {
+        let message = match p {
+            Packet::Binary(b) => Message::Binary(b),
+            p => Message::Text(p.to_text().unwrap_or_default().into()),
+        };
+        if link.input.send(Ok(message)).await.is_err() {
+            return engine_error(SESSION_UNKNOWN, "Session ID unknown");
+        }
+    }
+    text(StatusCode::OK, Bytes::from_static(b"ok"))
+}
+
+/// A request that broke the session's rules: refused, and the session is
+/// closed when it was a concurrent request.
+fn violation(app: &App, sid: &str, v: Violation) -> Response<Body> {
+    if v == Violation::Concurrent {
+        tracing::warn!("two long-polling requests of one kind at once; closing the session");
+        app.polling.remove(sid);
+    }
+    engine_error(BAD_REQUEST, "Bad request")
+}
+
+/// A WebSocket naming a polling session: the upgrade. The client sends
+/// `2probe` (answered `3probe`, and the parked GET gets a no-op so the
+/// client stops polling), then `5`; from then on the session reads and
+/// writes the WebSocket.
+fn upgrade_session(app: Arc<App>, req: Request<Incoming>, sid: &str) -> Response<Body> {
+    let Some(link) = app.polling.get(sid) else {
+        return engine_error(SESSION_UNKNOWN, "Session ID unknown");
+    };
+    if link.upgraded() {
+        return engine_error(BAD_REQUEST, "Bad request");
+    }
+    let hs = match Handshake::read(&req, Endpoint::SocketIo) {
+        Ok(hs) => hs,
+        Err(message) => return engine_error(BAD_REQUEST, message),
+    };
+    accept(&app, req, &hs, move |app, stream, sink| async move {
+        match tokio::time::timeout(UPGRADE_TIMEOUT, probe(&link, stream, sink)).await {
+            Ok(Ok(stream)) => forward(&app, &link, stream).await,
+            Ok(Err(why)) => tracing::debug!(why, "the upgrade did not complete"),
+            Err(_) => tracing::debug!("the upgrade timed out"),
+        }
+    })
+}
+
+/// The probe and the upgrade packet; hands the write half to the session.
+async fn probe(
+    link: &Link,
+    mut stream: Socket,
+    mut sink: WriteHalf,
+) -> Result<Socket, &'static str> {
+    use futures_util::StreamExt;
+    match stream.next().await {
+        Some(Ok(Message::Text(t))) if t.as_str() == "2probe" => {}
+        _ => return Err("no probe"),
+    }
+    let mut burst = Burst::default();
+    burst.push(Opcode::Text, Bytes::from_static(b"3probe"));
+    burst
+        .write_to(&mut sink)
+        .await
+        .map_err(|_| "probe answer failed")?;
+    link.cmds
+        .send(PollCmd::Probe)
+        .await
+        .map_err(|_| "session gone")?;
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(t))) if t.as_str() == "5" => break,
+            // Pings of the probe phase are answered by the session later.
+            Some(Ok(Message::Text(_) | Message::Ping(_))) => {}
+            _ => return Err("no upgrade packet"),
+        }
+    }
+    if !link.upgrade() {
+        return Err("upgraded twice");
+    }
+    link.cmds
+        .send(PollCmd::Upgrade(sink))
+        .await
+        .map_err(|_| "session gone")?;
+    Ok(stream)
+}
+
+/// Feeds the upgraded WebSocket's messages to the session, until either
+/// ends; the end of the socket ends the session.
+async fn forward(app: &App, link: &Link, mut stream: Socket) {
+    use futures_util::StreamExt;
+    loop {
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            msg = stream.next() => {
+                let end = !matches!(msg, Some(Ok(_)));
+                let msg = msg.unwrap_or(Err(WsError::ConnectionClosed));
+                if link.input.send(msg).await.is_err() || end {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn text(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut r = Response::new(Body::new(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    r
+}
+
+/// An Engine.IO error answer: HTTP 400 `{"code", "message"}`.
+fn engine_error(code: u8, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"code": code, "message": message}).to_string();
+    let mut r = Response::new(Body::new(Bytes::from(body)));
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn preflight() -> Response<Body> {
+    let mut r = Response::new(Body::default());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        "access-control-allow-methods",
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("content-type"),
+    );
+    r
+}
+
+/// `RTS_CORS_ORIGINS`: an allowed origin (or any, with `*`) is echoed
+/// back, with credentials; unset, no CORS header (same origin only).
+fn cors(app: &App, origin: Option<&HeaderValue>, r: &mut Response<Body>) {
+    let Some(origin) = origin else { return };
+    let allowed = &app.config.cors_origins;
+    let ok = allowed
+        .iter()
+        .any(|a| a == "*" || a.as_bytes() == origin.as_bytes());
+    if ok {
+        let h = r.headers_mut();
+        h.insert("access-control-allow-origin", origin.clone());
+        h.insert(
+            "access-control-allow-credentials",
+            HeaderValue::from_static("true"),
+        );
+        h.insert("vary", HeaderValue::from_static("Origin"));
+    }
+}

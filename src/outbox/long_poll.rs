@@ -1,0 +1,127 @@
+//! The writer of a long-polling connection (Engine.IO's `polling`
+//! transport): instead of writing frames to a socket, it answers the
+//! client's parked `GET` with what is queued, several frames joined by a
+//! separator, within the payload bound. A probe (the client trying a
+//! WebSocket) answers GETs with a no-op and holds the frames; the upgrade
+//! hands the writer the WebSocket's write half, and everything queued from
+//! then on goes there, in order.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Kind, OutboxReceiver};
+
+/// A write half a long-polling connection upgrades to.
+pub type Upgraded = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// What the HTTP side asks of the writer.
+pub enum PollCmd {
+    /// A GET, answered with the body to send.
+    Get(oneshot::Sender<Bytes>),
+    /// The client probed a WebSocket: answer GETs with a no-op from now on.
+    Probe,
+    /// The client upgraded: write to this from now on.
+    Upgrade(Upgraded),
+}
+
+/// How a body is made of frames.
+#[derive(Clone)]
+pub struct PollFormat {
+    pub separator: u8,
+    /// The answer to a GET while probing or upgrading.
+    pub noop: Bytes,
+    /// The answer to a GET once the connection closes.
+    pub close: Bytes,
+    /// Most bytes of one body (one frame always goes, however large).
+    pub max_payload: usize,
+}
+
+impl OutboxReceiver {
+    /// Answers GETs until the connection closes, or runs as a WebSocket
+    /// writer after an upgrade.
+    pub async fn run_polling(
+        mut self,
+        mut cmds: mpsc::Receiver<PollCmd>,
+        format: PollFormat,
+        write_timeout: Duration,
+    ) {
+        let mut parked: Option<oneshot::Sender<Bytes>> = None;
+        let mut probing = false;
+        loop {
+            if let Some(get) = parked.take() {
+                if probing {
+                    let _ = get.send(format.noop.clone());
+                } else {
+                    match self.take_body(&format) {
+                        Some(body) => {
+                            let _ = get.send(body);
+                        }
+                        None => parked = Some(get),
+                    }
+                }
+            }
+            let waiting = parked.is_some() && !probing;
+            tokio::select! {
+                biased;
+                _ = self.closing.cancelled() => {
+                    // What is queued still goes (but not to a slow consumer).
+                    if let Some(get) = parked.take() {
+                        let slow = self.close_code.load(Ordering::Acquire) == super::close::SLOW_CONSUMER;
+                        let body = if slow { None } else { self.take_body(&format) };
+                        let _ = get.send(body.unwrap_or_else(|| format.close.clone()));
+                    }
+                    return;
+                }
+                cmd = cmds.recv() => match cmd {
+                    None => return,
+                    Some(PollCmd::Get(get)) => parked = Some(get),
+                    Some(PollCmd::Probe) => probing = true,
+                    Some(PollCmd::Upgrade(io)) => {
+                        if let Some(get) = parked.take() {
+                            let _ = get.send(format.noop.clone());
+                        }
+                        return self.run(io, write_timeout).await;
+                    }
+                },
+                _ = self.queue.ready(), if waiting => {}
+            }
+        }
+    }
+
+    /// What is queued, as one body: frames joined by the separator until
+    /// the next would pass `max_payload`; `None` when nothing is queued.
+    /// WebSocket control frames have no place here and are dropped.
+    fn take_body(&mut self, format: &PollFormat) -> Option<Bytes> {
+        let mut body = BytesMut::new();
+        let queued = &self.queued;
+        loop {
+            let mut next: Option<(Bytes, Option<u64>)> = None;
+            let room = body.is_empty();
+            let taken = self.queue.take(1, |out| {
+                queued.fetch_sub(out.bytes.len(), Ordering::AcqRel);
+                if out.kind == Kind::Data {
+                    next = Some((out.bytes, out.event_ms));
+                }
+            });
+            if taken == 0 {
+                break;
+            }
+            let Some((bytes, event_ms)) = next else {
+                continue;
+            };
+            crate::metrics::frame_out(bytes.len(), event_ms);
+            if !room {
+                body.extend_from_slice(&[format.separator]);
+            }
+            body.extend_from_slice(&bytes);
+            if body.len() >= format.max_payload {
+                break;
+            }
+        }
+        (!body.is_empty()).then(|| body.freeze())
+    }
+}

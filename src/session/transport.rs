@@ -1,0 +1,69 @@
+//! What a session reads from and writes to. A WebSocket (`/ws`, or
+//! `/socket.io/` over WebSocket) is read by tungstenite and written by the
+//! outbox's writer; a long-polling connection (`/socket.io/` polling) is
+//! read from a channel its POSTs (and, after an upgrade, its WebSocket)
+//! feed, and written by answering its GETs (`outbox::long_poll`).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::socket::{Socket, WriteHalf};
+use crate::outbox::long_poll::{PollCmd, PollFormat};
+
+/// Where a session's client messages come from.
+pub enum Input {
+    Ws(Box<Socket>),
+    /// Messages a long-polling connection's requests deliver, in order; an
+    /// error or the channel's end ends the session.
+    Channel(mpsc::Receiver<Result<Message, WsError>>),
+}
+
+/// Where a session's frames go.
+pub enum Output {
+    Ws(WriteHalf),
+    Polling {
+        cmds: mpsc::Receiver<PollCmd>,
+        format: PollFormat,
+    },
+}
+
+/// A connection's two sides, and its Engine.IO session id when it has one
+/// (announced in the `open` packet; a long-polling connection may upgrade).
+pub struct Transport {
+    pub input: Input,
+    pub output: Output,
+    pub engine_sid: Option<String>,
+}
+
+impl Input {
+    /// The next client message; `None` once the client is gone.
+    pub async fn next(&mut self) -> Option<Result<Message, WsError>> {
+        match self {
+            Input::Ws(socket) => socket.next().await,
+            Input::Channel(rx) => rx.recv().await,
+        }
+    }
+
+    /// Reads and drops what the client still sends, until it closes its
+    /// side or `limit` passes. Unread input at close makes the kernel
+    /// answer with a reset, which can destroy the close frame before the
+    /// client reads it. (A channel holds nothing of the socket's.)
+    pub async fn drain(&mut self, limit: Duration) {
+        use tokio::io::AsyncReadExt;
+        let Input::Ws(socket) = self else {
+            return;
+        };
+        let raw = socket.get_mut();
+        let mut buf = [0u8; 8192];
+        let deadline = Instant::now() + limit;
+        while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, raw.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Engine.IO long-polling sessions: the registry of the sessions this
+//! sidecar holds (by `sid`), and each session's link between the HTTP
+//! requests and the rtsync session behind them.
+//!
+//! A session's rules (the Engine.IO protocol's): at most one GET and one
+//! POST at a time (a second is a protocol error that closes the session);
+//! after an upgrade to WebSocket, polling requests are refused. A request
+//! naming a `sid` this sidecar does not hold (another sidecar's, or one
+//! that closed) is refused at once.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::locks::lock;
+use crate::outbox::long_poll::PollCmd;
+
+/// One long-polling session's link to its rtsync session.
+pub struct Link {
+    /// Requests to its writer (GETs, the probe, the upgrade).
+    pub cmds: mpsc::Sender<PollCmd>,
+    /// Client messages to its session, in order.
+    pub input: mpsc::Sender<Result<Message, WsError>>,
+    get_busy: AtomicBool,
+    post_busy: AtomicBool,
+    upgraded: AtomicBool,
+}
+
+/// A request that breaks the session's rules.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// A second GET (or POST) while one is pending.
+    Concurrent,
+    /// Polling after the session upgraded to WebSocket.
+    Upgraded,
+}
+
+/// Marks a request in flight until dropped.
+pub struct InFlight<'a>(&'a AtomicBool);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Link {
+    pub fn new(cmds: mpsc::Sender<PollCmd>, input: mpsc::Sender<Result<Message, WsError>>) -> Link {
+        Link {
+            cmds,
+            input,
+            get_busy: AtomicBool::new(false),
+            post_busy: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
+        }
+    }
+
+    fn begin<'a>(&'a self, flag: &'a AtomicBool) -> Result<InFlight<'a>, Violation> {
+        if self.upgraded.load(Ordering::Acquire) {
+            return Err(Violation::Upgraded);
+        }
+        if flag.swap(true, Ordering::AcqRel) {
+            return Err(Violation::Concurrent);
+        }
+        Ok(InFlight(flag))
+    }
+
+    /// A GET begins (until the guard drops).
+    pub fn begin_get(&self) -> Result<InFlight<'_>, Violation> {
+        self.begin(&self.get_busy)
+    }
+
+    /// A POST begins (until the guard drops).
+    pub fn begin_post(&self) -> Result<InFlight<'_>, Violation> {
+        self.begin(&self.post_busy)
+    }
+
+    /// The session moved to a WebSocket; false if it had already.
+    pub fn upgrade(&self) -> bool {
+        !self.upgraded.swap(true, Ordering::AcqRel)
+    }
+
+    pub fn upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Acquire)
+    }
+}
+
+/// The long-polling sessions this sidecar holds.
+#[derive(Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<String, Arc<Link>>>,
+    seq: AtomicU64,
+}
+
+impl Registry {
+    /// A fresh session id: 128 bits nobody can guess (the std hasher's
+    /// keys come from the OS's randomness), so a session cannot be joined
+    /// by another client.
+    pub fn new_sid(&self) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let half = || {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(n);
+            h.write_u128(
+                std::time::SystemTime::UNIX_EPOCH
+                    .elapsed()
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.finish()
+        };
+        format!("{:016x}{:016x}", half(), half())
+    }
+
+    pub fn insert(&self, sid: String, link: Arc<Link>) {
+        lock(&self.sessions).insert(sid, link);
+    }
+
+    pub fn get(&self, sid: &str) -> Option<Arc<Link>> {
+        lock(&self.sessions).get(sid).cloned()
+    }
+
+    /// Forgets a session: its link (and so its input) is dropped, which
+    /// ends its rtsync session.
+    pub fn remove(&self, sid: &str) -> Option<Arc<Link>> {
+        lock(&self.sessions).remove(sid)
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link() -> Link {
+        let (cmds, _) = mpsc::channel(1);
+        let (input, _) = mpsc::channel(1);
+        Link::new(cmds, input)
+    }
+
+    #[test]
+    fn a_second_get_or_post_in_flight_is_a_violation() {
+        let l = link();
+        let get = l.begin_get().unwrap();
+        assert_eq!(l.begin_get().err(), Some(Violation::Concurrent));
+        let _post = l.begin_post().unwrap();
+        assert_eq!(l.begin_post().err(), Some(Violation::Concurrent));
+        drop(get);
+        assert!(l.begin_get().is_ok());
+    }
+
+    #[test]
+    fn polling_after_the_upgrade_is_refused() {
+        let l = link();
+        assert!(l.upgrade());
+        assert!(!l.upgrade());
+        assert_eq!(l.begin_get().err(), Some(Violation::Upgraded));
+        assert_eq!(l.begin_post().err(), Some(Violation::Upgraded));
+    }
+
+    #[test]
+    fn session_ids_are_long_and_distinct() {
+        let r = Registry::default();
+        let (a, b) = (r.new_sid(), r.new_sid());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+}
