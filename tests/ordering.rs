@@ -258,3 +258,60 @@ async fn the_seed_reconnect_order_racing_writes_loses_and_repeats_nothing() {
     all.sort();
     assert_eq!(all, want, "nothing missing");
 }
+
+/// The seed's reconnect as it sends it: `subscribe_to_table` and
+/// `recover_connection {lastEventId}` back to back, without waiting for the
+/// first ack, while another user writes. Read in arrival order, every
+/// change event (of any frame) comes in stream order, once, and together
+/// they are exactly the stream after `lastEventId`: an app that applies
+/// whatever arrives converges.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seed_reconnect_sent_back_to_back_arrives_in_stream_order_each_once() {
+    let cluster = Cluster::start().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = writer(&cluster.a, "t", 200, stop.clone()).await;
+    let mut first = Client::subscribed(&cluster.b, "u", "t").await;
+    let got = first.changes(15, LONG).await;
+    let last_seen = got.last().expect("events")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.close().await;
+    grows_by(&cluster, "t", 20).await;
+    let mut c = Client::connect(&cluster.b, "u").await;
+    c.send("subscribe_to_table", json!({"tableId": "t"}), Some(1))
+        .await;
+    c.send(
+        "recover_connection",
+        json!({"tableId": "t", "lastEventId": last_seen}),
+        Some(2),
+    )
+    .await;
+    grows_by(&cluster, "t", 30).await;
+    stop.store(true, Ordering::Relaxed);
+    writing.await.unwrap();
+    let want = stream_after(&cluster, "t", &last_seen).await;
+    let after = StreamId::parse(&last_seen).unwrap();
+    let mut seen: Vec<StreamId> = Vec::new();
+    while seen.iter().filter(|id| **id > after).count() < want.len() {
+        let Some((event, data, _)) = c.next(LONG).await else {
+            break;
+        };
+        if matches!(
+            event.as_str(),
+            "recent_changes" | "missed_events" | "record_change" | "batch_changes"
+        ) {
+            for id in event_ids(&event, &data) {
+                if let Some(prev) = seen.last() {
+                    assert!(
+                        id > *prev,
+                        "{event} brought {id} after {prev}: out of stream order or twice"
+                    );
+                }
+                seen.push(id);
+            }
+        }
+    }
+    let got: Vec<StreamId> = seen.into_iter().filter(|id| *id > after).collect();
+    assert_eq!(got, want, "exactly the stream after lastEventId");
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use super::rate_limit::Verdict;
-use super::reply::{forbidden, identity, send, send_value, to_value, Reply, Then};
+use super::reply::{forbidden, identity, send, send_value, to_value, Held, Reply, Then, HOLD};
 use super::{offline, tables, Session};
 use crate::auth::{AuthError, Identity};
 use crate::change::ChangeRequest;
@@ -72,6 +72,20 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
     let event = parsed.map(ClientEvent::name).unwrap_or("unknown");
     crate::metrics::message_in(event, bytes.len());
     let rid = frame.rid;
+    // Steps held after a fresh subscription: a recovery of its table
+    // supersedes them; any other request releases them first.
+    let recovers = |h: &Held| {
+        parsed == Some(ClientEvent::RecoverConnection)
+            && frame.data.get("tableId").and_then(Value::as_str) == Some(h.table.as_str())
+    };
+    let superseded = match session.held.take() {
+        Some(h) if recovers(&h) => Some(h),
+        Some(h) => {
+            follow(session, h.then).await;
+            None
+        }
+        None => None,
+    };
     let reply = match frame.event {
         Ok(e) => request(session, e, frame.data).await,
         Err(name) => Err(RequestError::new(
@@ -79,21 +93,63 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
             format!("unknown event {:?}", truncate(&name)),
         )),
     };
+    answer(session, reply, superseded, event, rid).await;
+    None
+}
+
+/// Sends a request's answer: its ack (when it has a `rid`) and the steps
+/// that follow, or its error. Steps a recovery `superseded` are dropped
+/// but for the activation, which follows the recovery's replay; a fresh
+/// subscription's steps are held (see [`Held`]).
+async fn answer(
+    session: &mut Session,
+    reply: Reply,
+    superseded: Option<Held>,
+    event: &str,
+    rid: Option<u64>,
+) {
     match reply {
-        Ok(answer) => {
+        Ok(mut answer) => {
             if rid.is_some() {
                 send_value(session, ServerEvent::Ack, &answer.result, rid);
             }
-            follow(session, answer.then).await;
+            if let Some(h) = superseded {
+                // The recovery replayed what the held history held; the
+                // subscription goes live after its replay.
+                answer.then.extend(
+                    h.then
+                        .into_iter()
+                        .filter(|t| matches!(t, Then::Activate(_))),
+                );
+            }
+            match answer.supersedable.take() {
+                Some(table) => {
+                    session.held = Some(Held {
+                        table,
+                        then: answer.then,
+                        until: tokio::time::Instant::now() + HOLD,
+                    });
+                }
+                None => follow(session, answer.then).await,
+            }
         }
         Err(e) => {
+            if let Some(h) = superseded {
+                follow(session, h.then).await;
+            }
             if e.code == ErrorCode::BadRequest {
                 crate::metrics::frame_rejected("invalid");
             }
             send_error(session, &e, Some(event), rid);
         }
     }
-    None
+}
+
+/// Sends the steps held after a fresh subscription (no recovery came).
+pub async fn release_held(session: &mut Session) {
+    if let Some(h) = session.held.take() {
+        follow(session, h.then).await;
+    }
 }
 
 /// One request, by its event. Before authentication only `authenticate`

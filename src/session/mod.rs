@@ -67,6 +67,9 @@ pub struct Session {
     /// Cursor and selection updates waiting for their relay slot.
     pub coalescer: Coalescer,
     pub limiter: rate_limit::RateLimiter,
+    /// A fresh subscription's steps after its ack, waiting briefly for a
+    /// recovery of the same table (see [`reply::Held`]).
+    pub held: Option<reply::Held>,
 }
 
 impl Session {
@@ -114,6 +117,7 @@ pub async fn run(
             bases: HashMap::new(),
             coalescer: Coalescer::default(),
             limiter: rate_limit::RateLimiter::new(app.config.rate_limit, Instant::now()),
+            held: None,
         };
         // A token from the upgrade is verified before the connection could
         // take a place among those waiting to authenticate.
@@ -192,6 +196,7 @@ async fn serve(
             .and_then(|i| i.expires_at)
             .map(deadline_of);
         let relay_due = session.coalescer.next_due();
+        let held_until = session.held.as_ref().map(|h| h.until);
         tokio::select! {
             _ = app.shutdown.cancelled() => {
                 session.outbox.close(close::SHUTTING_DOWN);
@@ -206,6 +211,9 @@ async fn serve(
             _ = sleep_until_opt(expiry), if expiry.is_some() => {
                 session.outbox.close(close::UNAUTHENTICATED);
                 return "token expired";
+            }
+            _ = sleep_until_opt(held_until), if held_until.is_some() => {
+                Box::pin(dispatch::release_held(session)).await;
             }
             _ = sleep_until_opt(relay_due), if relay_due.is_some() => {
                 Box::pin(dispatch::flush_due(session)).await;

@@ -20,7 +20,30 @@ use crate::protocol::{ErrorCode, RequestError};
 pub struct Answer {
     pub result: Value,
     pub then: Vec<Then>,
+    /// A fresh subscription to this table: what follows its ack may be
+    /// superseded by a `recover_connection` of the table sent right after
+    /// (see [`Held`]).
+    pub supersedable: Option<String>,
 }
+
+/// The steps after a fresh subscription's ack, held for a moment
+/// (docs/protocol.md 3.1, "subscribe then recover"). Clients that reconnect
+/// send `subscribe_to_table` and `recover_connection {lastEventId}` back to
+/// back. Sent at once, the subscription's latest events and live events
+/// would reach the client before the older events the recovery replays:
+/// out of stream order, some twice. Held, they are dropped when the next
+/// request is that recovery (its replay covers them, and the subscription
+/// goes live after it), and sent as they were otherwise: when any other
+/// request comes, or after [`HOLD`].
+pub struct Held {
+    pub table: String,
+    pub then: Vec<Then>,
+    pub until: tokio::time::Instant,
+}
+
+/// How long the steps after a fresh subscription's ack wait for a
+/// recovery of the same table.
+pub const HOLD: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One step after an ack.
 pub enum Then {
@@ -45,6 +68,7 @@ impl From<Value> for Answer {
         Answer {
             result,
             then: Vec::new(),
+            supersedable: None,
         }
     }
 }

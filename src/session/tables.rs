@@ -85,6 +85,7 @@ impl Joined {
         Answer {
             result: ack,
             then: self.then,
+            supersedable: None,
         }
     }
 }
@@ -112,7 +113,16 @@ pub async fn subscribe(session: &mut Session, data: Value) -> Reply {
     if recovering {
         ack["missedEventsCount"] = json!(joined.missed);
     }
-    Ok(joined.answer(ack))
+    let table = req.table_id.clone();
+    let mut answer = joined.answer(ack);
+    let fresh = answer
+        .then
+        .iter()
+        .any(|t| matches!(t, Then::Activate(t) if *t == table));
+    if fresh && !recovering {
+        answer.supersedable = Some(table);
+    }
+    Ok(answer)
 }
 
 /// `recover_connection`: replays what the client missed, then (if it was
