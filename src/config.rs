@@ -189,6 +189,15 @@ pub struct Config {
     #[arg(long, env = "RTS_SOCKETIO", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub socketio: bool,
 
+    /// Socket.IO's heartbeat (Engine.IO's handshake `pingInterval` and
+    /// `pingTimeout`): the server pings every interval, and closes a
+    /// connection that sent nothing within the timeout after a ping (an
+    /// abandoned long-polling session included).
+    #[arg(long, env = "RTS_SOCKETIO_PING_INTERVAL_MS", default_value_t = 25_000)]
+    pub socketio_ping_interval_ms: u64,
+    #[arg(long, env = "RTS_SOCKETIO_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    pub socketio_ping_timeout_ms: u64,
+
     /// Origins allowed to reach `/socket.io/` long-polling from a browser
     /// (comma-separated; `*` for any). Unset: the same origin only.
     #[arg(long, env = "RTS_CORS_ORIGINS", value_delimiter = ',')]

@@ -8,6 +8,7 @@
 //! (4401), and the server's shutdown (4500).
 
 pub mod dispatch;
+pub mod liveness;
 pub mod offline;
 pub mod rate_limit;
 pub mod records;
@@ -34,12 +35,6 @@ use crate::protocol::Framing;
 
 /// How long a connection may stay unauthenticated.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the server pings; a peer silent for [`IDLE_TIMEOUT`] is dropped.
-const PING_INTERVAL: Duration = Duration::from_secs(25);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a Socket.IO client waits for the next ping past the interval
-/// (announced in Engine.IO's handshake).
-const PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the writer may take to finish after the read loop ends.
 const WRITER_GRACE: Duration = Duration::from_secs(3);
 /// How long input is read and dropped after the server sent its close
@@ -166,12 +161,7 @@ fn start_writer(
                 .in_current_span(),
         ),
     };
-    let heartbeat = crate::protocol::framing::Heartbeat {
-        interval: PING_INTERVAL,
-        timeout: PING_TIMEOUT,
-        max_payload: app.config.max_frame_bytes,
-        upgrades,
-    };
+    let heartbeat = liveness::heartbeat(&app.config, upgrades);
     let sid = engine_sid.unwrap_or(&outbox.conn_id);
     if let Some(open) = outbox.framing.opening(sid, &heartbeat) {
         outbox.push(open, None);
@@ -187,9 +177,9 @@ async fn serve(
 ) -> &'static str {
     let app = session.app.clone();
     let auth_deadline = Instant::now() + AUTH_TIMEOUT;
-    let mut pings = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
-    let mut last_heard = Instant::now();
+    let mut live = liveness::Liveness::new(session.framing(), &app.config);
     loop {
+        let pong_due = live.pong_due();
         let expiry = session
             .identity
             .as_ref()
@@ -218,22 +208,18 @@ async fn serve(
             _ = sleep_until_opt(relay_due), if relay_due.is_some() => {
                 Box::pin(dispatch::flush_due(session)).await;
             }
-            _ = pings.tick() => {
-                if last_heard.elapsed() > IDLE_TIMEOUT {
+            _ = sleep_until_opt(pong_due), if pong_due.is_some() => {
+                session.outbox.close(close::GOING_AWAY);
+                return "ping timeout";
+            }
+            _ = live.tick() => {
+                if !live.ping(session) {
                     session.outbox.close(close::GOING_AWAY);
                     return "peer silent";
                 }
-                match session.framing().ping() {
-                    Some(ping) => {
-                        session.outbox.push(ping, None);
-                    }
-                    None => {
-                        session.outbox.ping();
-                    }
-                }
             }
             msg = input.next() => {
-                last_heard = Instant::now();
+                live.heard();
                 if let Some(reason) = on_message(session, msg, waiting).await {
                     return reason;
                 }

@@ -126,8 +126,9 @@ impl Sidecar {
         format!("http://{}", self.addr)
     }
 
-    /// A plain HTTP/1.0 request: (status, body).
-    pub fn http(
+    /// A plain HTTP/1.0 request: (status, the whole response with its
+    /// headers).
+    pub fn http_raw(
         &self,
         method: &str,
         path: &str,
@@ -157,7 +158,19 @@ impl Sidecar {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = out
+        (status, out)
+    }
+
+    /// A plain HTTP/1.0 request: (status, body).
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        let (status, raw) = self.http_raw(method, path, headers, body);
+        let body = raw
             .split_once("\r\n\r\n")
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
