@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Capacity at the latency target, rtsync and its Socket.IO peer in one run:
 # one throwaway Redis; two release-built rtsync sidecars ramped by
-# `rtsync-bench ramp`; then (Redis flushed) two instances of the Socket.IO 4
+# `rtsync-bench ramp` on /ws, then two more on their own /socket.io/
+# endpoint (`--proto socketio`); then (Redis flushed) two instances of the Socket.IO 4
 # + Redis Streams adapter peer (bench/socketio-peer) ramped by the same load
 # generator with `--proto socketio`. Prints one JSON line per system.
 # Usage: scripts/bench-ramp.sh [seconds-per-step] [extra ramp flags...]
@@ -22,9 +23,21 @@ for name in a b; do
   start_sidecar "ramp-$name" "${RTSYNC_BIN:-target/release/rtsync}"
   urls+=("$sidecar_url"); sidecars+=("$sidecar_pid")
 done
-echo "# rtsync: ramp over two sidecars" >&2
+echo "# rtsync: ramp over two sidecars (/ws)" >&2
 target/release/rtsync-bench --duration "$secs" --json --pid "${sidecars[0]},${sidecars[1]}" \
   --url "${urls[0]},${urls[1]}" ramp --proto rtsync "$@"
+kill "${sidecars[@]}"; wait "${sidecars[@]}" 2>/dev/null || true
+redis-cli -p "$rport" flushall >/dev/null
+
+# rtsync's own Socket.IO endpoint, same load, fresh sidecars.
+urls=(); sidecars=()
+for name in c d; do
+  start_sidecar "ramp-$name" "${RTSYNC_BIN:-target/release/rtsync}"
+  urls+=("$sidecar_url"); sidecars+=("$sidecar_pid")
+done
+echo "# rtsync: ramp over two sidecars (/socket.io/)" >&2
+target/release/rtsync-bench --duration "$secs" --json --pid "${sidecars[0]},${sidecars[1]}" \
+  --url "${urls[0]},${urls[1]}" ramp --proto socketio "$@"
 kill "${sidecars[@]}"; wait "${sidecars[@]}" 2>/dev/null || true
 redis-cli -p "$rport" flushall >/dev/null
 

@@ -245,7 +245,7 @@ impl Hub {
         let mut frames: [Option<Bytes>; SLOTS] = Default::default();
         let mut sent = 0;
         for sub in inner.subscribers.values_mut() {
-            let (conn, framing) = (&*sub.outbox.conn_id, sub.outbox.framing);
+            let (conn, framing) = (&*sub.outbox.conn_id, sub.outbox.framing());
             if notice.origin.as_deref() == Some(conn) {
                 continue;
             }
@@ -307,7 +307,7 @@ impl<'a> FrameCache<'a> {
 
     fn frame_for(&mut self, sub: &Outbox) -> Option<Bytes> {
         let conn: &str = &sub.conn_id;
-        let framing = sub.framing;
+        let framing = sub.framing();
         if !self.origins.contains(conn) {
             let events = &self.events;
             let slot = &mut self.shared[framing.slot()];

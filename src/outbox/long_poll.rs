@@ -15,6 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Kind, OutboxReceiver};
 
+/// How long a closing connection waits for the client's next GET.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// A write half a long-polling connection upgrades to.
 pub type Upgraded = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -68,12 +71,7 @@ impl OutboxReceiver {
             tokio::select! {
                 biased;
                 _ = self.closing.cancelled() => {
-                    // What is queued still goes (but not to a slow consumer).
-                    if let Some(get) = parked.take() {
-                        let slow = self.close_code.load(Ordering::Acquire) == super::close::SLOW_CONSUMER;
-                        let body = if slow { None } else { self.take_body(&format) };
-                        let _ = get.send(body.unwrap_or_else(|| format.close.clone()));
-                    }
+                    self.last_get(parked.take(), &mut cmds, &format, write_timeout).await;
                     return;
                 }
                 cmd = cmds.recv() => match cmd {
@@ -92,32 +90,90 @@ impl OutboxReceiver {
         }
     }
 
+    /// Closing: what is queued (but not to a slow consumer) and then the
+    /// close packet go to the parked GET, or to the next one if it comes
+    /// within [`CLOSE_WAIT`] (a refused CONNECT's answer must reach the
+    /// client, whose next GET may not have come yet).
+    async fn last_get(
+        mut self,
+        parked: Option<oneshot::Sender<Bytes>>,
+        cmds: &mut mpsc::Receiver<PollCmd>,
+        format: &PollFormat,
+        write_timeout: Duration,
+    ) {
+        let next = async {
+            loop {
+                match cmds.recv().await {
+                    Some(PollCmd::Probe) => {}
+                    other => return other,
+                }
+            }
+        };
+        let cmd = match parked {
+            Some(get) => Some(PollCmd::Get(get)),
+            None => tokio::time::timeout(CLOSE_WAIT, next).await.ok().flatten(),
+        };
+        let get = match cmd {
+            Some(PollCmd::Get(get)) => get,
+            // The client upgraded meanwhile: the rest and the close go
+            // over its WebSocket.
+            Some(PollCmd::Upgrade(io)) => return self.run(io, write_timeout).await,
+            _ => return,
+        };
+        let slow = self.close_code.load(Ordering::Acquire) == super::close::SLOW_CONSUMER;
+        let body = if slow { None } else { self.take_body(format) };
+        let body = match body {
+            Some(body) => {
+                let mut out = BytesMut::from(&body[..]);
+                out.extend_from_slice(&[format.separator]);
+                out.extend_from_slice(&format.close);
+                out.freeze()
+            }
+            None => format.close.clone(),
+        };
+        let _ = get.send(body);
+    }
+
     /// What is queued, as one body: frames joined by the separator until
     /// the next would pass `max_payload`; `None` when nothing is queued.
     /// WebSocket control frames have no place here and are dropped.
     fn take_body(&mut self, format: &PollFormat) -> Option<Bytes> {
         let mut body = BytesMut::new();
         let queued = &self.queued;
+        let binary = self.framing.get().binary();
         loop {
-            let mut next: Option<(Bytes, Option<u64>)> = None;
+            let mut next: Option<(Bytes, Option<u64>, bool)> = None;
             let room = body.is_empty();
             let taken = self.queue.take(1, |out| {
                 queued.fetch_sub(out.bytes.len(), Ordering::AcqRel);
-                if out.kind == Kind::Data {
-                    next = Some((out.bytes, out.event_ms));
+                match out.kind {
+                    Kind::Data => next = Some((out.bytes, out.event_ms, binary)),
+                    Kind::Text => next = Some((out.bytes, out.event_ms, false)),
+                    Kind::Ping | Kind::Pong => {}
                 }
             });
             if taken == 0 {
                 break;
             }
-            let Some((bytes, event_ms)) = next else {
+            let Some((bytes, event_ms, binary)) = next else {
                 continue;
             };
             crate::metrics::frame_out(bytes.len(), event_ms);
             if !room {
                 body.extend_from_slice(&[format.separator]);
             }
-            body.extend_from_slice(&bytes);
+            if binary {
+                // Binary packets travel in a text body as `b` + base64.
+                use base64::Engine as _;
+                body.extend_from_slice(b"b");
+                body.extend_from_slice(
+                    base64::engine::general_purpose::STANDARD
+                        .encode(&bytes)
+                        .as_bytes(),
+                );
+            } else {
+                body.extend_from_slice(&bytes);
+            }
             if body.len() >= format.max_payload {
                 break;
             }

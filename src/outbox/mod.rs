@@ -52,9 +52,27 @@ pub struct Outbound {
 /// What a queued frame is on the wire.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// A frame of the connection's framing (binary or text as it says).
     Data,
+    /// Always a text message (Engine.IO's own packets).
+    Text,
     Ping,
     Pong,
+}
+
+/// A connection's framing: the one it opened with, or the one it chose
+/// once (a Socket.IO client whose CONNECT came in the msgpack parser's
+/// binary form). Reading it is one atomic load.
+#[derive(Clone)]
+struct FramingCell {
+    initial: &'static dyn Framing,
+    chosen: Arc<std::sync::OnceLock<&'static dyn Framing>>,
+}
+
+impl FramingCell {
+    fn get(&self) -> &'static dyn Framing {
+        self.chosen.get().copied().unwrap_or(self.initial)
+    }
 }
 
 /// The sending side of a connection, cheap to clone into the hub.
@@ -68,7 +86,7 @@ pub struct Outbox {
     max_bytes: usize,
     pub conn_id: Arc<str>,
     /// How the connection's frames look (the hub builds frames per framing).
-    pub framing: &'static dyn Framing,
+    framing: FramingCell,
 }
 
 /// The receiving side, owned by the writer task.
@@ -77,7 +95,7 @@ pub struct OutboxReceiver {
     closing: CancellationToken,
     close_code: Arc<AtomicU16>,
     queued: Arc<AtomicUsize>,
-    binary: bool,
+    framing: FramingCell,
 }
 
 /// A queue of at most `capacity` frames and `max_bytes` bytes.
@@ -91,6 +109,10 @@ pub fn outbox(
     let closing = CancellationToken::new();
     let close_code = Arc::new(AtomicU16::new(0));
     let queued = Arc::new(AtomicUsize::new(0));
+    let framing = FramingCell {
+        initial: framing,
+        chosen: Arc::default(),
+    };
     (
         Outbox {
             queue: queue.clone(),
@@ -99,19 +121,39 @@ pub fn outbox(
             queued: queued.clone(),
             max_bytes,
             conn_id,
-            framing,
+            framing: framing.clone(),
         },
         OutboxReceiver {
             queue,
             closing,
             close_code,
             queued,
-            binary: framing.binary(),
+            framing,
         },
     )
 }
 
 impl Outbox {
+    /// How the connection's frames look now.
+    pub fn framing(&self) -> &'static dyn Framing {
+        self.framing.get()
+    }
+
+    /// Switches the connection to `framing`, once (false if it had chosen).
+    pub fn choose_framing(&self, framing: &'static dyn Framing) -> bool {
+        self.framing.chosen.set(framing).is_ok()
+    }
+
+    /// Queues a frame that always goes as a text message (Engine.IO's own
+    /// packets: `open`, pings, pongs), whatever the framing's data frames.
+    pub fn push_text(&self, bytes: Bytes) -> bool {
+        self.enqueue(Outbound {
+            bytes,
+            event_ms: None,
+            kind: Kind::Text,
+        })
+    }
+
     /// Queues a frame; a full queue drops the connection as a slow consumer.
     /// Returns false when the frame was not queued.
     pub fn push(&self, bytes: Bytes, event_ms: Option<u64>) -> bool {
@@ -296,12 +338,7 @@ impl OutboxReceiver {
     where
         W: AsyncWrite + Unpin,
     {
-        let opcode = if self.binary {
-            Opcode::Binary
-        } else {
-            Opcode::Text
-        };
-        let result = self.drain(&mut io, opcode, write_timeout).await;
+        let result = self.drain(&mut io, write_timeout).await;
         if let Err(e) = &result {
             crate::metrics::writer_error(e.kind());
             tracing::warn!(error = %e, code = e.close_code(), "closing the connection: the writer failed");
@@ -330,18 +367,13 @@ impl OutboxReceiver {
         .await;
     }
 
-    async fn drain<W>(
-        &mut self,
-        io: &mut W,
-        opcode: Opcode,
-        limit: Duration,
-    ) -> Result<(), WriteError>
+    async fn drain<W>(&mut self, io: &mut W, limit: Duration) -> Result<(), WriteError>
     where
         W: AsyncWrite + Unpin,
     {
         let mut burst = Burst::default();
         while !self.closing.is_cancelled() {
-            if self.take(&mut burst, opcode) == 0 {
+            if self.take(&mut burst) == 0 {
                 tokio::select! {
                     biased;
                     _ = self.closing.cancelled() => break,
@@ -354,7 +386,7 @@ impl OutboxReceiver {
         // Closing: what is queued still goes out first (but not to a slow
         // consumer, which is dropped at once).
         if self.close_code.load(Ordering::Acquire) != close::SLOW_CONSUMER {
-            while self.take(&mut burst, opcode) > 0 {
+            while self.take(&mut burst) > 0 {
                 bounded(limit, burst.write_to(io)).await?;
             }
         }
@@ -362,13 +394,19 @@ impl OutboxReceiver {
     }
 
     /// Moves what is waiting (up to a burst) into `burst`; how many frames.
-    fn take(&mut self, burst: &mut Burst, opcode: Opcode) -> usize {
+    fn take(&mut self, burst: &mut Burst) -> usize {
         let queued = &self.queued;
+        let opcode = if self.framing.get().binary() {
+            Opcode::Binary
+        } else {
+            Opcode::Text
+        };
         self.queue.take(BURST_FRAMES, |out| {
             let len = out.bytes.len();
             queued.fetch_sub(len, Ordering::AcqRel);
             let op = match out.kind {
                 Kind::Data => opcode,
+                Kind::Text => Opcode::Text,
                 Kind::Ping => Opcode::Ping,
                 Kind::Pong => Opcode::Pong,
             };

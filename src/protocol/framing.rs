@@ -20,7 +20,7 @@ use super::RequestError;
 use crate::change::ChangeEvent;
 
 /// How many framings a frame cache holds slots for.
-pub const SLOTS: usize = 3;
+pub const SLOTS: usize = 4;
 
 /// A client message, decoded.
 #[derive(Debug)]
@@ -46,8 +46,13 @@ pub enum Control {
     Pong,
     /// The client pings; answered with [`Framing::pong`].
     Ping(String),
-    /// The client joins a namespace, with its `auth` payload.
-    Connect { nsp: String, auth: Option<Value> },
+    /// The client joins a namespace, with its `auth` payload; `binary`:
+    /// the packet came in binary form.
+    Connect {
+        nsp: String,
+        auth: Option<Value>,
+        binary: bool,
+    },
     /// The client leaves.
     Disconnect,
     /// Nothing to do (a no-op, a packet for no one here).
@@ -104,6 +109,11 @@ pub trait Framing: Send + Sync + 'static {
     }
     /// The answer to a [`Control::Connect`] that was accepted.
     fn connected(&self, _nsp: &str, _sid: &str) -> Option<Bytes> {
+        None
+    }
+    /// The framing to switch to when a client's CONNECT comes in binary
+    /// form (Socket.IO's msgpack parser), if the framing has one.
+    fn binary_parser(&self) -> Option<&'static dyn Framing> {
         None
     }
     /// The answer to a [`Control::Connect`] that was refused.

@@ -183,11 +183,18 @@ fn control(session: &mut Session, c: Control) -> Option<&'static str> {
     match c {
         Control::Pong | Control::Ignore => None,
         Control::Ping(payload) => {
-            push(session, session.framing().pong(&payload));
+            if let Some(pong) = session.framing().pong(&payload) {
+                session.outbox.push_text(pong);
+            }
             None
         }
         Control::Disconnect => Some("client closed"),
-        Control::Connect { nsp, auth } => {
+        Control::Connect { nsp, auth, binary } => {
+            // A CONNECT in binary form names the msgpack parser: the
+            // connection's frames are that parser's from now on.
+            if let Some(parser) = binary.then(|| session.framing().binary_parser()).flatten() {
+                session.outbox.choose_framing(parser);
+            }
             connect(session, &nsp, auth.as_ref());
             None
         }

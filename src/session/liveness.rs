@@ -76,7 +76,7 @@ impl Liveness {
             return true;
         }
         if let Some(ping) = session.framing().ping() {
-            session.outbox.push(ping, None);
+            session.outbox.push_text(ping);
         }
         self.pong_due
             .get_or_insert_with(|| Instant::now() + self.pong_timeout);

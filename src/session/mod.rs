@@ -73,7 +73,7 @@ impl Session {
     }
 
     pub fn framing(&self) -> &'static dyn Framing {
-        self.outbox.framing
+        self.outbox.framing()
     }
 }
 
@@ -163,8 +163,8 @@ fn start_writer(
     };
     let heartbeat = liveness::heartbeat(&app.config, upgrades);
     let sid = engine_sid.unwrap_or(&outbox.conn_id);
-    if let Some(open) = outbox.framing.opening(sid, &heartbeat) {
-        outbox.push(open, None);
+    if let Some(open) = outbox.framing().opening(sid, &heartbeat) {
+        outbox.push_text(open);
     }
     writer
 }

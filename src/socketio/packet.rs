@@ -139,6 +139,40 @@ impl Packet {
         Ok(packet)
     }
 
+    /// A `socket.io-msgpack-parser` packet: a map `{type, nsp, id?, data}`.
+    pub fn from_msgpack(value: Value) -> Result<Packet, BadPacket> {
+        let Value::Object(mut map) = value else {
+            return Err(BadPacket("a msgpack packet is a map"));
+        };
+        let kind = map
+            .get("type")
+            .and_then(Value::as_u64)
+            .and_then(|t| u8::try_from(t).ok())
+            .and_then(|t| Kind::of(b'0' + t.min(9)))
+            .ok_or(BadPacket("unknown packet type"))?;
+        if matches!(kind, Kind::BinaryEvent | Kind::BinaryAck) {
+            return Err(BadPacket("binary packet types are not used by this parser"));
+        }
+        let nsp = match map.remove("nsp") {
+            Some(Value::String(s)) if s.starts_with('/') => s,
+            None => "/".to_owned(),
+            _ => return Err(BadPacket("bad namespace")),
+        };
+        let id = match map.remove("id") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().ok_or(BadPacket("bad ack id"))?),
+        };
+        let packet = Packet {
+            kind,
+            nsp,
+            id,
+            data: map.remove("data"),
+            attachments: 0,
+        };
+        packet.check()?;
+        Ok(packet)
+    }
+
     /// The shapes each type must have (socket.io-parser's rules).
     fn check(&self) -> Result<(), BadPacket> {
         match (self.kind, &self.data) {

@@ -260,3 +260,30 @@ test("the seed's reconnect (authenticate, subscribe, recover back to back) conve
   assert.deepEqual(seen, sorted, "every event in stream order");
   assert.equal(new Set(seen).size, seen.length, "every event once");
 });
+
+import msgpackParser from "socket.io-msgpack-parser";
+
+test("the msgpack parser is recognised per connection, over polling and WebSocket", async () => {
+  for (const transports of [["websocket"], ["polling"], ["polling", "websocket"]]) {
+    const a = connect("alice", 0, { parser: msgpackParser, transports });
+    const b = connect("bob", 1, { transports: ["websocket"] }); // the default parser, beside it
+    await Promise.all([next(a, "authenticated"), next(b, "authenticated")]);
+    const table = `sio-mp-${transports.join("-")}`;
+    const sub = await ask(a, "subscribe_to_table", { tableId: table });
+    assert.equal(sub.tableId, table);
+    await ask(b, "subscribe_to_table", { tableId: table });
+    const seenByA = next(a, "record_change");
+    const r = await ask(b, "record_change", {
+      type: "create", recordId: "r1", tableId: table, changes: [{ fieldId: "f", newValue: { deep: [1.5, "x"] } }],
+    });
+    assert.equal(r.status, "applied");
+    // a gets b's change in the msgpack parser's form.
+    const ea = await seenByA;
+    assert.equal(ea.id, r.eventId, transports.join(","));
+    assert.deepEqual(ea.changes, [{ fieldId: "f", newValue: { deep: [1.5, "x"] } }]);
+    const answer = await ask(a, "subscribe_to_table", { tableId: "bad{id}" });
+    assert.equal(answer.error?.code, "bad_request");
+    a.close();
+    b.close();
+  }
+});

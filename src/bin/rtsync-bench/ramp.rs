@@ -4,7 +4,10 @@
 //! per delivery at that step (from /proc of the `--pid` processes).
 //!
 //! Each step is a fresh fan-out run (new tables, new connections), so a
-//! step that fell behind leaves no backlog to the next.
+//! step that fell behind leaves no backlog to the next. A first step at the
+//! starting rate warms every system up (a JIT, caches, connection pools) and
+//! is not measured; a step that misses is run once more before the ramp
+//! stops, so one noisy step does not decide the capacity.
 
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -31,6 +34,12 @@ pub async fn ramp(args: &Args, ramp: &Ramp) -> Result<Value> {
     let mut held: Option<Value> = None;
     let mut rate = ramp.start.max(1.0);
     let deliveries_per_change = (ramp.shape.subscribers) as f64;
+    let warm_up = fanout_run(args, ramp.proto, &ramp.shape, rate.round() as u64, 2).await?;
+    if !args.json {
+        eprintln!("warm-up: {} changes, not measured", warm_up.committed);
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let mut retried = false;
     while rate <= ramp.max {
         let r = rate.round() as u64;
         let before: Vec<_> = args.pid.iter().map(|p| proc_stats(*p)).collect();
@@ -63,9 +72,15 @@ pub async fn ramp(args: &Args, ramp: &Ramp) -> Result<Value> {
             eprintln!("{step}");
         }
         steps.push(step.clone());
+        if !holds && !retried {
+            retried = true;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
         if !holds {
             break;
         }
+        retried = false;
         held = Some(step);
         rate *= ramp.factor.max(1.01);
         // Let the servers finish the last step's stragglers.
