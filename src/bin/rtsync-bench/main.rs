@@ -109,6 +109,9 @@ enum Scenario {
         connections: usize,
         #[arg(long, default_value_t = 100)]
         tables: usize,
+        /// `socketio`: the connections use the sidecar's /socket.io/.
+        #[arg(long, value_enum, default_value_t = proto::Proto::Rtsync)]
+        proto: proto::Proto,
     },
     /// One subscriber on each of T tables of the first sidecar, one change per second each.
     Tables {
@@ -184,7 +187,11 @@ async fn run(args: Args) -> Result<()> {
         Scenario::Idle {
             connections,
             tables,
-        } => scenarios::idle(&args, connections, tables, args.pid.first().copied()).await?,
+            proto,
+        } => {
+            let pid = args.pid.first().copied();
+            scenarios::idle(&args, proto, connections, tables, pid).await?
+        }
         Scenario::Tables { tables, writers } => scenarios::tables(&args, tables, writers).await?,
         Scenario::Records {
             records,

@@ -293,6 +293,7 @@ pub async fn tables(args: &Args, tables: usize, writers: usize) -> Result<Value>
 
 pub async fn idle(
     args: &Args,
+    proto: crate::proto::Proto,
     connections: usize,
     tables: usize,
     pid: Option<u32>,
@@ -304,13 +305,14 @@ pub async fn idle(
     for i in 0..connections {
         let table = format!("bench-idle-{run}-{}", i % tables.max(1));
         held.push(
-            subscriber(
-                &args.url[0],
-                args.secret.as_deref(),
-                &format!("idle{i}"),
-                &table,
-            )
-            .await?,
+            proto
+                .subscriber(
+                    &args.url[0],
+                    args.secret.as_deref(),
+                    &format!("idle{i}"),
+                    &table,
+                )
+                .await?,
         );
     }
     let connect_secs = started.elapsed().as_secs_f64();
