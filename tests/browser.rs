@@ -1,4 +1,5 @@
-//! Browser tests of the demo grid (tests/browser/grid.test.mjs): Playwright
+//! Browser tests of the demo grid (tests/browser/grid.test.mjs) and of a
+//! socket.io-client page beside it (tests/browser/socketio.test.mjs): Playwright
 //! driving Debian's chromium against two sidecars on one Redis. Needs node,
 //! `npm install` in clients/js (then `npm run build`) and tests/browser, and
 //! /usr/bin/chromium; `scripts/test.sh` sets all of that up. Set
@@ -31,12 +32,20 @@ async fn demo_grid_in_a_real_browser() {
         ("RTS_DEMO", "true"),
         ("RTS_DEMO_DIR", demo_dir.as_str()),
         ("RTS_RECENT_CHANGES", "500"),
+        // The Socket.IO page is served from another origin.
+        ("RTS_CORS_ORIGINS", "*"),
     ];
     let a = Sidecar::start(&redis, "browser-a", &env).await;
     let b = Sidecar::start(&redis, "browser-b", &env).await;
     let status = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .args(["--test", "--test-concurrency=1", "grid.test.mjs"])
+            .args([
+                "--test",
+                "--test-concurrency=1",
+                "--test-force-exit",
+                "grid.test.mjs",
+                "socketio.test.mjs",
+            ])
             .current_dir(format!("{root}/tests/browser"))
             .env("RTSYNC_DEMO_A", format!("http://{}", a.addr))
             .env("RTSYNC_DEMO_B", format!("http://{}", b.addr))
