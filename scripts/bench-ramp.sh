@@ -17,29 +17,23 @@ cargo build --release --locked --bins >&2
 . scripts/bench-lib.sh
 start_redis
 
-# rtsync: two sidecars.
-urls=(); sidecars=()
-for name in a b; do
-  start_sidecar "ramp-$name" "${RTSYNC_BIN:-target/release/rtsync}"
-  urls+=("$sidecar_url"); sidecars+=("$sidecar_pid")
-done
-echo "# rtsync: ramp over two sidecars (/ws)" >&2
-target/release/rtsync-bench --duration "$secs" --json --pid "${sidecars[0]},${sidecars[1]}" \
-  --url "${urls[0]},${urls[1]}" ramp --proto rtsync "$@"
-kill "${sidecars[@]}"; wait "${sidecars[@]}" 2>/dev/null || true
-redis-cli -p "$rport" flushall >/dev/null
-
-# rtsync's own Socket.IO endpoint, same load, fresh sidecars.
-urls=(); sidecars=()
-for name in c d; do
-  start_sidecar "ramp-$name" "${RTSYNC_BIN:-target/release/rtsync}"
-  urls+=("$sidecar_url"); sidecars+=("$sidecar_pid")
-done
-echo "# rtsync: ramp over two sidecars (/socket.io/)" >&2
-target/release/rtsync-bench --duration "$secs" --json --pid "${sidecars[0]},${sidecars[1]}" \
-  --url "${urls[0]},${urls[1]}" ramp --proto socketio "$@"
-kill "${sidecars[@]}"; wait "${sidecars[@]}" 2>/dev/null || true
-redis-cli -p "$rport" flushall >/dev/null
+# rtsync: two fresh sidecars ramped with the protocol $1 (rtsync = /ws,
+# socketio = their own /socket.io/); then Redis is flushed.
+ramp_rtsync() {
+  local proto=$1; shift
+  urls=(); sidecars=()
+  for name in a b; do
+    start_sidecar "ramp-$proto-$name" "${RTSYNC_BIN:-target/release/rtsync}"
+    urls+=("$sidecar_url"); sidecars+=("$sidecar_pid")
+  done
+  echo "# rtsync: ramp over two sidecars ($proto)" >&2
+  target/release/rtsync-bench --duration "$secs" --json --pid "${sidecars[0]},${sidecars[1]}" \
+    --url "${urls[0]},${urls[1]}" ramp --proto "$proto" "$@"
+  kill "${sidecars[@]}"; wait "${sidecars[@]}" 2>/dev/null || true
+  redis-cli -p "$rport" flushall >/dev/null
+}
+ramp_rtsync rtsync "$@"
+ramp_rtsync socketio "$@"
 
 # The peer: two Socket.IO instances.
 urls=(); peers=()

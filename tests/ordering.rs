@@ -187,12 +187,14 @@ async fn subscribe_with_last_event_id_replays_exactly_what_was_missed_then_goes_
     assert!(seen.iter().any(|id| *id <= start), "some were missed");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_seed_reconnect_order_racing_writes_loses_and_repeats_nothing() {
-    let cluster = Cluster::start().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let writing = writer(&cluster.a, "t", 200, stop.clone()).await;
-    // The first connection sees some events, then drops.
+/// A user on `cluster.b` sees some of `t`'s events while `cluster.a`
+/// writes, then drops, and writes go on while it is away: the last event id
+/// it saw, and the writer (stopped through `stop`).
+async fn seen_then_away(
+    cluster: &Cluster,
+    stop: Arc<AtomicBool>,
+) -> (String, tokio::task::JoinHandle<usize>) {
+    let writing = writer(&cluster.a, "t", 200, stop).await;
     let mut first = Client::subscribed(&cluster.b, "u", "t").await;
     let got = first.changes(15, LONG).await;
     let last_seen = got.last().expect("events")["id"]
@@ -200,8 +202,15 @@ async fn the_seed_reconnect_order_racing_writes_loses_and_repeats_nothing() {
         .unwrap()
         .to_owned();
     first.close().await;
-    // Writes go on while it is away.
-    grows_by(&cluster, "t", 20).await;
+    grows_by(cluster, "t", 20).await;
+    (last_seen, writing)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seed_reconnect_order_racing_writes_loses_and_repeats_nothing() {
+    let cluster = Cluster::start().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (last_seen, writing) = seen_then_away(&cluster, stop.clone()).await;
     // The seed's order: subscribe, then recover_connection.
     let mut c = Client::connect(&cluster.b, "u").await;
     let sub = c
@@ -269,15 +278,7 @@ async fn the_seed_reconnect_order_racing_writes_loses_and_repeats_nothing() {
 async fn the_seed_reconnect_sent_back_to_back_arrives_in_stream_order_each_once() {
     let cluster = Cluster::start().await;
     let stop = Arc::new(AtomicBool::new(false));
-    let writing = writer(&cluster.a, "t", 200, stop.clone()).await;
-    let mut first = Client::subscribed(&cluster.b, "u", "t").await;
-    let got = first.changes(15, LONG).await;
-    let last_seen = got.last().expect("events")["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    first.close().await;
-    grows_by(&cluster, "t", 20).await;
+    let (last_seen, writing) = seen_then_away(&cluster, stop.clone()).await;
     let mut c = Client::connect(&cluster.b, "u").await;
     c.send("subscribe_to_table", json!({"tableId": "t"}), Some(1))
         .await;

@@ -23,20 +23,15 @@ use support::tokens::{claims, hs256, now_secs};
 use support::{RedisServer, Sidecar};
 
 fn js_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/js")
+    support::node::dir("clients/js")
 }
 
-/// Whether the client is built; without it the tests are skipped only when
-/// the machine opted out of the JavaScript tests.
+/// Whether the client is built (see `support::node::ready`).
 fn client_built() -> bool {
-    if js_dir().join("dist/index.js").exists() {
-        return true;
-    }
-    if std::env::var_os("RTSYNC_SKIP_BROWSER").is_some() {
-        eprintln!("clients/js is not built and RTSYNC_SKIP_BROWSER is set: skipping");
-        return false;
-    }
-    panic!("clients/js/dist is missing: run scripts/build-client.sh");
+    support::node::ready(
+        &js_dir().join("dist/index.js"),
+        "run scripts/build-client.sh",
+    )
 }
 
 /// Tokens of the test users: every table read-write except `t-readonly`
@@ -75,23 +70,9 @@ async fn sdk_behaviours_against_real_sidecars() {
     let a = Sidecar::start(&redis, "sdk-a", &[]).await;
     let b = Sidecar::start(&redis, "sdk-b", &[]).await;
     let (urls, tokens) = (urls(&[&a, &b]), tokens());
-    let status = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .args([
-                "--test",
-                "--test-concurrency=1",
-                "--test-timeout=60000",
-                "it/sdk.test.mjs",
-            ])
-            .current_dir(js_dir())
-            .env("RTSYNC_URLS", urls)
-            .env("RTSYNC_TOKENS", tokens)
-            .status()
-    })
-    .await
-    .expect("join")
-    .expect("run node");
-    assert!(status.success(), "SDK tests failed");
+    let env = vec![("RTSYNC_URLS", urls), ("RTSYNC_TOKENS", tokens)];
+    let passed = support::node::run_tests(js_dir(), &["it/sdk.test.mjs"], env).await;
+    assert!(passed, "SDK tests failed");
     drop((a, b));
 }
 

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod client;
+pub mod node;
 pub mod postgres;
 pub mod receiver;
 pub mod redis_cluster;
