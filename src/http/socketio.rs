@@ -153,7 +153,7 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
                 max,
                 "a long-polling payload over maxPayload; closing the session"
             );
-            app.polling.remove(sid);
+            close(app, sid);
             return engine_error(BAD_REQUEST, "Payload too large");
         }
     };
@@ -162,7 +162,7 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
         .and_then(|b| engine::decode_payload(b).ok());
     let Some(packets) = packets else {
         crate::metrics::frame_rejected("decode");
-        app.polling.remove(sid);
+        close(app, sid);
         return engine_error(BAD_REQUEST, "Bad request");
     };
     for p in packets {
@@ -182,9 +182,18 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
 fn violation(app: &App, sid: &str, v: Violation) -> Response<Body> {
     if v == Violation::Concurrent {
         tracing::warn!("two long-polling requests of one kind at once; closing the session");
-        app.polling.remove(sid);
+        close(app, sid);
     }
     engine_error(BAD_REQUEST, "Bad request")
+}
+
+/// Closes a session that broke the rules: its sid is forgotten at once, and
+/// its session ends (a request still in flight holds its link, so the end
+/// is asked of its writer, not left to the link's drop).
+fn close(app: &App, sid: &str) {
+    if let Some(link) = app.polling.remove(sid) {
+        let _ = link.cmds.try_send(PollCmd::Close);
+    }
 }
 
 /// A WebSocket naming a polling session: the upgrade. The client sends

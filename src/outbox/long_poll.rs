@@ -29,6 +29,8 @@ pub enum PollCmd {
     Probe,
     /// The client upgraded: write to this from now on.
     Upgrade(Upgraded),
+    /// The client broke the transport's rules: close the connection.
+    Close,
 }
 
 /// How a body is made of frames.
@@ -78,6 +80,15 @@ impl OutboxReceiver {
                     None => return,
                     Some(PollCmd::Get(get)) => parked = Some(get),
                     Some(PollCmd::Probe) => probing = true,
+                    Some(PollCmd::Close) => {
+                        let _ = self.close_code.compare_exchange(
+                            0,
+                            super::close::PROTOCOL_ERROR,
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
+                        self.closing.cancel();
+                    }
                     Some(PollCmd::Upgrade(io)) => {
                         if let Some(get) = parked.take() {
                             let _ = get.send(format.noop.clone());
@@ -104,7 +115,7 @@ impl OutboxReceiver {
         let next = async {
             loop {
                 match cmds.recv().await {
-                    Some(PollCmd::Probe) => {}
+                    Some(PollCmd::Probe | PollCmd::Close) => {}
                     other => return other,
                 }
             }

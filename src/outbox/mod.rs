@@ -31,6 +31,8 @@ use wire_writer::{close_payload, Burst, Opcode};
 /// Close codes of docs/protocol.md section 5.
 pub mod close {
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke its transport's rules (Engine.IO long-polling).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A frame could not be written (the socket failed or refused it).
     pub const SEND_FAILED: u16 = 1011;
     pub const UNAUTHENTICATED: u16 = 4401;
