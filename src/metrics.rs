@@ -154,7 +154,7 @@ const LABELS: &[(&str, &str, &[&str])] = &[
     (
         FRAMES_REJECTED,
         "reason",
-        &["too_large", "decode", "invalid"],
+        &["too_large", "decode", "invalid", "protocol"],
     ),
     (
         AUTH_FAILURES,

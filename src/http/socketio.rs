@@ -180,9 +180,13 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
 /// A request that broke the session's rules: refused, and the session is
 /// closed when it was a concurrent request.
 fn violation(app: &App, sid: &str, v: Violation) -> Response<Body> {
+    // Counted as frames refused for breaking the transport's rules.
+    crate::metrics::frame_rejected("protocol");
     if v == Violation::Concurrent {
         tracing::warn!("two long-polling requests of one kind at once; closing the session");
         close(app, sid);
+    } else {
+        tracing::debug!("a long-polling request after the upgrade; refused");
     }
     engine_error(BAD_REQUEST, "Bad request")
 }
