@@ -108,11 +108,11 @@ async fn two_gets_at_once_close_the_session() {
         (400, json!(3))
     );
     let (_, metrics) = side.get("/metrics");
-    let refused = metrics
-        .lines()
-        .find(|l| l.starts_with("rtsync_frames_rejected_total{reason=\"protocol\"}"))
-        .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok());
-    assert_eq!(refused, Some(1.0), "counted: {metrics}");
+    let refused = support::metric(
+        &metrics,
+        "rtsync_frames_rejected_total{reason=\"protocol\"}",
+    );
+    assert_eq!(refused, 1.0, "counted: {metrics}");
     let (status, body) = side.get(&polling(Some(&sid)));
     assert_eq!((status, error_of(&body)["code"].clone()), (400, json!(1)));
 }
