@@ -97,8 +97,16 @@ async fn two_gets_at_once_close_the_session() {
         let (side, sid) = (side.clone(), sid.clone());
         tokio::task::spawn_blocking(move || side.get(&polling(Some(&sid))))
     };
+    let started = Instant::now();
     let (one, two) = (get(), get());
     let mut answers = vec![one.await.unwrap(), two.await.unwrap()];
+    // Closed at once, not when some timeout (authentication, ping) ends
+    // the session.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     answers.sort();
     // The session is gone: the parked GET is answered with Engine.IO's
     // close, the other refused; the sid is unknown from now on.

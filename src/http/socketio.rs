@@ -18,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::json_io::Body;
+use super::json_io::{json, Body};
 use super::ws::{accept, at_capacity, upgrade, Endpoint, Handshake};
 use crate::app::App;
 use crate::outbox::long_poll::{PollCmd, PollFormat};
@@ -293,12 +293,10 @@ fn text(status: StatusCode, body: Bytes) -> Response<Body> {
 
 /// An Engine.IO error answer: HTTP 400 `{"code", "message"}`.
 fn engine_error(code: u8, message: &str) -> Response<Body> {
-    let body = serde_json::json!({"code": code, "message": message}).to_string();
-    let mut r = Response::new(Body::new(Bytes::from(body)));
-    *r.status_mut() = StatusCode::BAD_REQUEST;
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    r
+    json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({"code": code, "message": message}),
+    )
 }
 
 fn preflight() -> Response<Body> {

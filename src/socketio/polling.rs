@@ -128,14 +128,6 @@ impl Registry {
     pub fn remove(&self, sid: &str) -> Option<Arc<Link>> {
         lock(&self.sessions).remove(sid)
     }
-
-    pub fn len(&self) -> usize {
-        lock(&self.sessions).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]
