@@ -2,47 +2,21 @@
 //!
 //! JWTs are verified with one pinned algorithm: HS256 with a shared secret,
 //! or RS256/ES256 with a PEM public key (the key type picks which). `sub` and
-//! `exp` are required; `tables` maps table ids (or `"*"`) to `"r"`/`"rw"`. A
-//! token without `tables` grants nothing. In development mode (`RTS_AUTH=none`)
-//! the seed's `{userId, userName, avatarUrl}` form is trusted and grants all.
-
-use std::collections::HashMap;
+//! `exp` are required; `tables` maps table ids (or `"*"`) to `"r"`/`"rw"` or
+//! a field-level grant (`crate::grant`). A token without `tables` grants
+//! nothing. In development mode (`RTS_AUTH=none`) the seed's `{userId,
+//! userName, avatarUrl}` form is trusted and grants all, or the `tables` it
+//! carries (so the demo can show a user with hidden columns).
 
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::change::ids::is_valid_id;
 use crate::config::{AuthMode, Config};
+use crate::grant::GrantError;
+pub use crate::grant::{Access, Grants};
 use crate::protocol::messages::AuthenticateReq;
-
-/// What a grant allows on a table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Access {
-    Read,
-    ReadWrite,
-}
-
-/// Table grants of one identity.
-#[derive(Clone, Debug, Default)]
-pub struct Grants(HashMap<String, Access>);
-
-impl Grants {
-    pub fn all() -> Grants {
-        Grants(HashMap::from([("*".to_owned(), Access::ReadWrite)]))
-    }
-
-    fn access(&self, table: &str) -> Option<Access> {
-        self.0.get(table).or_else(|| self.0.get("*")).copied()
-    }
-
-    pub fn can_read(&self, table: &str) -> bool {
-        self.access(table).is_some()
-    }
-
-    pub fn can_write(&self, table: &str) -> bool {
-        self.access(table) == Some(Access::ReadWrite)
-    }
-}
 
 /// An authenticated user.
 #[derive(Clone, Debug)]
@@ -68,6 +42,9 @@ pub enum AuthError {
     Invalid(String),
     #[error("{0}")]
     BadClaims(&'static str),
+    /// A `tables` grant that cannot be read; the message names it.
+    #[error("{0}")]
+    Grant(#[from] GrantError),
 }
 
 impl AuthError {
@@ -78,7 +55,7 @@ impl AuthError {
             AuthError::Expired => "expired",
             AuthError::NotYetValid => "not_yet_valid",
             AuthError::Invalid(_) => "invalid",
-            AuthError::BadClaims(_) => "claims",
+            AuthError::BadClaims(_) | AuthError::Grant(_) => "claims",
         }
     }
 }
@@ -100,7 +77,7 @@ struct Claims {
     exp: u64,
     name: Option<String>,
     avatar: Option<String>,
-    tables: Option<HashMap<String, String>>,
+    tables: Option<Map<String, Value>>,
 }
 
 pub struct Authenticator {
@@ -193,29 +170,15 @@ impl Authenticator {
         if !is_valid_id(&c.sub) {
             return Err(AuthError::BadClaims("sub must be a valid id"));
         }
-        let mut grants = HashMap::new();
-        for (table, access) in c.tables.unwrap_or_default() {
-            let access = match access.as_str() {
-                "r" => Access::Read,
-                "rw" => Access::ReadWrite,
-                _ => {
-                    return Err(AuthError::BadClaims(
-                        "tables values must be \"r\" or \"rw\"",
-                    ))
-                }
-            };
-            if table != "*" && !is_valid_id(&table) {
-                return Err(AuthError::BadClaims(
-                    "tables keys must be table ids or \"*\"",
-                ));
-            }
-            grants.insert(table, access);
-        }
+        let grants = match &c.tables {
+            Some(claim) => Grants::from_claim(claim)?,
+            None => Grants::default(),
+        };
         Ok(Identity {
             user_name: bounded(c.name, MAX_NAME_BYTES).unwrap_or_else(|| c.sub.clone()),
             user_id: c.sub,
             avatar_url: bounded(c.avatar, MAX_AVATAR_BYTES),
-            grants: Grants(grants),
+            grants,
             expires_at: Some(c.exp.saturating_add(leeway)),
         })
     }
@@ -231,7 +194,11 @@ fn dev_identity(req: &AuthenticateReq) -> Result<Identity, AuthError> {
             .unwrap_or_else(|| user_id.clone()),
         user_id,
         avatar_url: bounded(req.avatar_url.clone(), MAX_AVATAR_BYTES),
-        grants: Grants::all(),
+        grants: match &req.tables {
+            None | Some(Value::Null) => Grants::all(),
+            Some(Value::Object(claim)) => Grants::from_claim(claim)?,
+            Some(_) => return Err(GrantError("tables must be an object".to_owned()).into()),
+        },
         expires_at: None,
     })
 }

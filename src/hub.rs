@@ -2,8 +2,13 @@
 //! fan-out of stream events to them.
 //!
 //! Data flow: the tailer hands [`Hub::deliver`] the events it read for a
-//! table, in stream order. The hub encodes the frame once per wire encoding
-//! and pushes the same `Bytes` into every subscriber's bounded [`Outbox`].
+//! table, in stream order. The hub encodes the frame once per audience (a
+//! framing, and the set of fields its subscriber may read) and pushes the
+//! same `Bytes` into every subscriber's bounded [`Outbox`]. Subscribers who
+//! read every field share one frame per framing, as before; a permission
+//! class with hidden fields gets each event masked once (`grant::masking`)
+//! and that copy encoded once per framing; when masking hides nothing in a
+//! delivery, the class shares the full frame.
 //! A subscriber that made some of the events gets a frame without them (its
 //! own writes were answered by `ack`); that frame reuses each event's cached
 //! bytes, so nothing is encoded twice.
@@ -25,6 +30,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 
 use crate::change::StreamId;
+use crate::grant::masking::{self, Masked};
+use crate::grant::ReadMask;
 use crate::outbox::Outbox;
 use crate::protocol::event::{bounded_groups, ChangeEvent};
 use crate::protocol::framing::{Framing, SLOTS};
@@ -50,6 +57,8 @@ struct TableInner {
 
 struct Subscriber {
     outbox: Outbox,
+    /// The fields it may not read; `None` when it reads every field.
+    mask: Option<Arc<ReadMask>>,
     /// Frames held until the subscriber is activated (its ack and history
     /// are queued); `None` once live.
     pending: Option<Pending>,
@@ -91,9 +100,14 @@ impl Hub {
     /// Registers `outbox` for `table`, pending; returns the subscription's
     /// start: the id after which it will receive every event, once
     /// [`Hub::activate`]d.
-    pub async fn join(&self, table: &str, outbox: Outbox) -> Result<StreamId, StoreError> {
+    pub async fn join(
+        &self,
+        table: &str,
+        outbox: Outbox,
+        mask: Option<Arc<ReadMask>>,
+    ) -> Result<StreamId, StoreError> {
         loop {
-            if let Some(start) = self.try_join(table, &outbox) {
+            if let Some(start) = self.try_join(table, &outbox, &mask) {
                 return Ok(start);
             }
             let _serial = self.lifecycle.lock(table).await;
@@ -112,7 +126,12 @@ impl Hub {
         }
     }
 
-    fn try_join(&self, table: &str, outbox: &Outbox) -> Option<StreamId> {
+    fn try_join(
+        &self,
+        table: &str,
+        outbox: &Outbox,
+        mask: &Option<Arc<ReadMask>>,
+    ) -> Option<StreamId> {
         let tables = read(&self.tables);
         let entry = tables.get(table)?;
         let mut inner = lock(&entry.inner);
@@ -120,6 +139,7 @@ impl Hub {
             outbox.conn_id.clone(),
             Subscriber {
                 outbox: outbox.clone(),
+                mask: mask.clone(),
                 pending: Some(Pending::default()),
             },
         );
@@ -242,18 +262,24 @@ impl Hub {
             return;
         };
         let mut inner = lock(&entry.inner);
-        let mut frames: [Option<Bytes>; SLOTS] = Default::default();
+        let mut frames: Audiences<Option<Bytes>> = Audiences::default();
         let mut sent = 0;
         for sub in inner.subscribers.values_mut() {
             let (conn, framing) = (&*sub.outbox.conn_id, sub.outbox.framing());
             if notice.origin.as_deref() == Some(conn) {
                 continue;
             }
-            let bytes = frames[framing.slot()]
-                .get_or_insert_with(|| framing.frame(event, &notice.data, None))
-                .clone();
-            sub.push(bytes, None);
-            sent += 1;
+            let bytes = frames.slot(sub.mask.as_ref(), framing.slot(), || {
+                match sub.mask.as_deref() {
+                    None => Some(framing.frame(event, &notice.data, None)),
+                    Some(mask) => masking::notice(event, &notice.data, mask)
+                        .map(|data| framing.frame(event, &data, None)),
+                }
+            });
+            if let Some(bytes) = bytes {
+                sub.push(bytes, None);
+                sent += 1;
+            }
         }
         crate::metrics::messages_out(event, sent);
     }
@@ -281,19 +307,74 @@ fn fan_out(inner: &mut TableInner, events: &[ChangeEvent]) {
     let event_ms = Some(first.timestamp);
     let mut frames = FrameCache::new(events);
     for sub in inner.subscribers.values_mut() {
-        if let Some(bytes) = frames.frame_for(&sub.outbox) {
+        if let Some(bytes) = frames.frame_for(&sub.outbox, sub.mask.as_ref()) {
             sub.push(bytes, event_ms);
         }
     }
 }
 
-/// Frames of one delivery: one shared frame per framing, built on first
+/// One value per audience: per framing slot for the subscribers who read
+/// every field, and per (permission class, slot) for the others. Classes
+/// are few (a handful per table), so they are found by a linear search,
+/// by pointer first (one identity's connections share their mask) and
+/// then by value.
+struct Audiences<T> {
+    full: [Option<T>; SLOTS],
+    classes: Vec<(Arc<ReadMask>, [Option<T>; SLOTS])>,
+}
+
+impl<T> Default for Audiences<T> {
+    fn default() -> Self {
+        Audiences {
+            full: Default::default(),
+            classes: Vec::new(),
+        }
+    }
+}
+
+impl<T: Clone> Audiences<T> {
+    /// The value of an audience, made by `make` on first need.
+    fn slot(&mut self, mask: Option<&Arc<ReadMask>>, slot: usize, make: impl FnOnce() -> T) -> T {
+        let cell = match mask {
+            None => &mut self.full[slot],
+            Some(mask) => &mut self.class(mask)[slot],
+        };
+        cell.get_or_insert_with(make).clone()
+    }
+
+    fn class(&mut self, mask: &Arc<ReadMask>) -> &mut [Option<T>; SLOTS] {
+        let found = self
+            .classes
+            .iter()
+            .position(|(m, _)| Arc::ptr_eq(m, mask) || **m == **mask);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.classes.push((mask.clone(), Default::default()));
+                self.classes.len() - 1
+            }
+        };
+        &mut self.classes[i].1
+    }
+}
+
+/// One delivery's events as one permission class sees them: each event
+/// masked once, whatever the number of subscribers in the class.
+struct ClassEvents<'a> {
+    mask: Arc<ReadMask>,
+    events: Vec<Masked<'a>>,
+    /// Masking hid nothing: the class shares the full frames.
+    unchanged: bool,
+}
+
+/// Frames of one delivery: one shared frame per audience, built on first
 /// need. The connections that made some of the events (few: usually one)
 /// are known up front, so every other subscriber costs one set lookup.
 struct FrameCache<'a> {
     events: Vec<&'a ChangeEvent>,
     origins: HashSet<&'a str>,
-    shared: [Option<Bytes>; SLOTS],
+    classes: Vec<ClassEvents<'a>>,
+    frames: Audiences<Option<Bytes>>,
 }
 
 impl<'a> FrameCache<'a> {
@@ -301,35 +382,71 @@ impl<'a> FrameCache<'a> {
         FrameCache {
             events: events.iter().collect(),
             origins: events.iter().filter_map(|e| e.origin.as_deref()).collect(),
-            shared: Default::default(),
+            classes: Vec::new(),
+            frames: Audiences::default(),
         }
     }
 
-    fn frame_for(&mut self, sub: &Outbox) -> Option<Bytes> {
+    fn frame_for(&mut self, sub: &Outbox, mask: Option<&Arc<ReadMask>>) -> Option<Bytes> {
         let conn: &str = &sub.conn_id;
         let framing = sub.framing();
+        let class = mask.map(|m| class_events(&mut self.classes, &self.events, m));
+        // A class that masking leaves untouched shares the full frames.
+        let (mask, events): (_, Vec<&ChangeEvent>) = match class {
+            Some(c) if !c.unchanged => (
+                Some(&c.mask),
+                c.events.iter().filter_map(Masked::event).collect(),
+            ),
+            _ => (None, self.events.clone()),
+        };
         if !self.origins.contains(conn) {
-            let events = &self.events;
-            let slot = &mut self.shared[framing.slot()];
-            return Some(slot.get_or_insert_with(|| frame(events, framing)).clone());
+            return self.frames.slot(mask, framing.slot(), || {
+                crate::metrics::fanout_frame_built(mask.is_some());
+                frame(&events, framing)
+            });
         }
         // The origin gets the others' events only (its own were acked); a
         // connection id is unique, so this frame is built for one subscriber.
-        let others: Vec<&ChangeEvent> = self
-            .events
-            .iter()
-            .copied()
+        let others: Vec<&ChangeEvent> = events
+            .into_iter()
             .filter(|e| e.origin.as_deref() != Some(conn))
             .collect();
-        (!others.is_empty()).then(|| frame(&others, framing))
+        frame(&others, framing)
     }
 }
 
-/// `record_change` for one event, `batch_changes` for several.
-fn frame(events: &[&ChangeEvent], framing: &dyn Framing) -> Bytes {
+/// The events of `mask`'s class, masked on first need.
+fn class_events<'c, 'a>(
+    classes: &'c mut Vec<ClassEvents<'a>>,
+    events: &[&'a ChangeEvent],
+    mask: &Arc<ReadMask>,
+) -> &'c ClassEvents<'a> {
+    let found = classes
+        .iter()
+        .position(|c| Arc::ptr_eq(&c.mask, mask) || *c.mask == **mask);
+    let i = match found {
+        Some(i) => i,
+        None => {
+            let masked: Vec<Masked<'a>> = events.iter().map(|e| masking::event(e, mask)).collect();
+            let unchanged = masked.iter().all(Masked::is_same);
+            classes.push(ClassEvents {
+                mask: mask.clone(),
+                events: masked,
+                unchanged,
+            });
+            classes.len() - 1
+        }
+    };
+    &classes[i]
+}
+
+/// `record_change` for one event, `batch_changes` for several; none for
+/// none (a class that sees none of the events).
+fn frame(events: &[&ChangeEvent], framing: &dyn Framing) -> Option<Bytes> {
     match events {
-        [one] => framing.event_frame(ServerEvent::RecordChange, one),
-        _ => framing.events_frame(ServerEvent::BatchChanges, events),
+        [] => None,
+        [one] => Some(framing.event_frame(ServerEvent::RecordChange, one)),
+        _ => Some(framing.events_frame(ServerEvent::BatchChanges, events)),
     }
 }
 
@@ -413,7 +530,7 @@ mod tests {
     async fn a_pending_subscriber_gets_live_events_only_once_activated_in_order() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
-        let start = hub.join("t", ob).await.expect("join");
+        let start = hub.join("t", ob, None).await.expect("join");
         assert_eq!(start, id("5-0"));
         hub.deliver("t", vec![event("6-0", None)]);
         hub.deliver("t", vec![event("7-0", None), event("8-0", None)]);
@@ -428,7 +545,7 @@ mod tests {
     async fn events_at_or_before_the_cursor_are_never_delivered() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob).await.expect("join");
+        hub.join("t", ob, None).await.expect("join");
         hub.activate("t", "c1");
         hub.deliver(
             "t",
@@ -446,7 +563,7 @@ mod tests {
         let (c, mut rx_c) = subscriber("c", 1 << 20);
         for ob in [a, b, c] {
             let id = ob.conn_id.clone();
-            hub.join("t", ob).await.expect("join");
+            hub.join("t", ob, None).await.expect("join");
             hub.activate("t", &id);
         }
         hub.deliver("t", vec![event("6-0", Some("a")), event("7-0", Some("z"))]);
@@ -460,7 +577,7 @@ mod tests {
     async fn a_pending_subscriber_that_would_hold_too_much_is_closed_as_slow() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 200);
-        hub.join("t", ob).await.expect("join");
+        hub.join("t", ob, None).await.expect("join");
         for n in 6..20 {
             hub.deliver("t", vec![event(&format!("{n}-0"), None)]);
         }
@@ -473,9 +590,9 @@ mod tests {
         let hub = hub();
         let (a, mut rx_a) = subscriber("a", 1 << 20);
         let (b, mut rx_b) = subscriber("b", 1 << 20);
-        hub.join("t", a).await.expect("join");
+        hub.join("t", a, None).await.expect("join");
         hub.activate("t", "a");
-        hub.join("t", b).await.expect("join");
+        hub.join("t", b, None).await.expect("join");
         let notice = |origin: &str| Notice {
             event: "cursor_position".to_owned(),
             data: serde_json::json!({"userId": "u"}),
@@ -486,5 +603,104 @@ mod tests {
         assert!(rx_b.try_next().is_none(), "b is pending");
         hub.activate("t", "b");
         assert!(rx_b.try_next().is_some());
+    }
+
+    fn salary_event(event_id: &str, changes: &str) -> ChangeEvent {
+        let fields = vec![
+            ("type".to_owned(), b"update".to_vec()),
+            ("entityType".to_owned(), b"record".to_vec()),
+            ("entityId".to_owned(), b"r".to_vec()),
+            ("userId".to_owned(), b"u".to_vec()),
+            ("version".to_owned(), b"4".to_vec()),
+            ("changes".to_owned(), changes.as_bytes().to_vec()),
+        ];
+        ChangeEvent::from_entry(id(event_id), &fields, Some("t")).expect("a valid entry")
+    }
+
+    /// A mask hiding `salary`, made anew each time (as for two users).
+    fn no_salary() -> Option<Arc<ReadMask>> {
+        ReadMask::new(true, vec!["salary".to_owned()]).map(Arc::new)
+    }
+
+    async fn live(hub: &Hub, id: &str, mask: Option<Arc<ReadMask>>) -> OutboxReceiver {
+        let (ob, rx) = subscriber(id, 1 << 20);
+        hub.join("t", ob, mask).await.expect("join");
+        hub.activate("t", id);
+        rx
+    }
+
+    #[tokio::test]
+    async fn one_permission_class_shares_one_masked_frame_and_never_sees_the_hidden_value() {
+        let hub = hub();
+        let mut hr = live(&hub, "hr", None).await;
+        let mut intern1 = live(&hub, "i1", no_salary()).await;
+        let mut intern2 = live(&hub, "i2", no_salary()).await;
+        hub.deliver(
+            "t",
+            vec![salary_event(
+                "6-0",
+                r#"[{"fieldId":"salary","newValue":91234},{"fieldId":"name","newValue":"Ann"}]"#,
+            )],
+        );
+        let full = hr.try_next().unwrap();
+        assert!(String::from_utf8_lossy(&full).contains("91234"));
+        let (a, b) = (intern1.try_next().unwrap(), intern2.try_next().unwrap());
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one frame for the class");
+        let text = String::from_utf8_lossy(&a);
+        assert!(
+            !text.contains("91234") && !text.contains("salary"),
+            "{text}"
+        );
+        assert!(text.contains("Ann"));
+    }
+
+    #[tokio::test]
+    async fn an_event_of_hidden_fields_only_reaches_the_class_without_changes() {
+        let hub = hub();
+        let mut intern = live(&hub, "i1", no_salary()).await;
+        hub.deliver(
+            "t",
+            vec![salary_event(
+                "6-0",
+                r#"[{"fieldId":"salary","newValue":91234}]"#,
+            )],
+        );
+        let frame: Value = serde_json::from_slice(&intern.try_next().unwrap()).unwrap();
+        assert_eq!(frame[1]["changes"], serde_json::json!([]));
+        assert_eq!(frame[1]["version"], 4);
+    }
+
+    #[tokio::test]
+    async fn a_class_that_masking_leaves_untouched_shares_the_full_frame() {
+        let hub = hub();
+        let mut hr = live(&hub, "hr", None).await;
+        let mut intern = live(&hub, "i1", no_salary()).await;
+        hub.deliver(
+            "t",
+            vec![salary_event(
+                "6-0",
+                r#"[{"fieldId":"name","newValue":"Ann"}]"#,
+            )],
+        );
+        let (a, b) = (hr.try_next().unwrap(), intern.try_next().unwrap());
+        assert_eq!(a.as_ptr(), b.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_cursor_on_a_hidden_field_is_not_relayed_to_the_class() {
+        let hub = hub();
+        let mut hr = live(&hub, "hr", None).await;
+        let mut intern = live(&hub, "i1", no_salary()).await;
+        let notice = |field: &str| Notice {
+            event: "cursor_position".to_owned(),
+            data: serde_json::json!({"userId": "u", "tableId": "t", "cursor": {"recordId": "r", "fieldId": field}}),
+            origin: Some("other".to_owned()),
+        };
+        hub.notify("t", notice("salary"));
+        hub.notify("t", notice("name"));
+        assert_eq!(std::iter::from_fn(|| hr.try_next()).count(), 2);
+        let seen: Vec<_> = std::iter::from_fn(|| intern.try_next()).collect();
+        assert_eq!(seen.len(), 1);
+        assert!(String::from_utf8_lossy(&seen[0]).contains("name"));
     }
 }

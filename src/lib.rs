@@ -38,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod delta;
 pub mod gauges;
+pub mod grant;
 pub mod http;
 pub mod hub;
 pub mod janitor;

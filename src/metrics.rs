@@ -20,6 +20,7 @@ pub const COMMIT_DURATION: &str = "rtsync_commit_duration_seconds";
 pub const COMMITS: &str = "rtsync_commits_total";
 pub const FANOUT_LATENCY: &str = "rtsync_fanout_latency_seconds";
 pub const EVENTS_DELIVERED: &str = "rtsync_events_delivered_total";
+pub const FANOUT_FRAMES_BUILT: &str = "rtsync_fanout_frames_built_total";
 pub const DELIVERY_BATCH_SIZE: &str = "rtsync_delivery_batch_size";
 pub const SLOW_CONSUMER_DISCONNECTS: &str = "rtsync_slow_consumer_disconnects_total";
 pub const RATE_LIMITED: &str = "rtsync_rate_limited_total";
@@ -70,6 +71,7 @@ pub const ALL: &[&str] = &[
     COMMITS,
     FANOUT_LATENCY,
     EVENTS_DELIVERED,
+    FANOUT_FRAMES_BUILT,
     DELIVERY_BATCH_SIZE,
     SLOW_CONSUMER_DISCONNECTS,
     RATE_LIMITED,
@@ -137,6 +139,7 @@ const SERVER_EVENT_NAMES: [&str; ServerEvent::ALL.len()] = {
 /// The label values each labelled counter is exported with from the
 /// start, so `rate()` sees the first event and every panel has a series.
 const LABELS: &[(&str, &str, &[&str])] = &[
+    (FANOUT_FRAMES_BUILT, "audience", &["full", "masked"]),
     (MESSAGES_OUT, "event", &SERVER_EVENT_NAMES),
     (
         COMMITS,
@@ -241,6 +244,10 @@ fn describe() {
         "Events delivered to subscribers (event × subscriber)"
     );
     describe_histogram!(DELIVERY_BATCH_SIZE, "Events per fan-out of one table");
+    describe_counter!(
+        FANOUT_FRAMES_BUILT,
+        "Frames encoded by the fan-out, one per audience (framing, and full or masked field set) per delivery"
+    );
     describe_histogram!(
         REDIS_PIPELINE_SIZE,
         "Function calls sent together in one pipeline (group commit)"
@@ -348,6 +355,17 @@ pub fn commit_done(elapsed: Duration, status: &'static str) {
 pub fn events_delivered(events: usize, subscribers: usize) {
     EVENTS_DELIVERED_C.increment((events * subscribers) as u64);
     BATCH_SIZE_H.record(events as f64);
+}
+/// A fan-out frame was encoded for an audience (`masked`: a permission
+/// class with hidden fields); frames per delivery show the encodings each
+/// event costs.
+pub fn fanout_frame_built(masked: bool) {
+    labeled(
+        FANOUT_FRAMES_BUILT,
+        "audience",
+        if masked { "masked" } else { "full" },
+    )
+    .increment(1);
 }
 pub fn slow_consumer_dropped() {
     counter!(SLOW_CONSUMER_DISCONNECTS).increment(1);

@@ -207,6 +207,34 @@ impl ChangeEvent {
     }
 }
 
+impl ChangeEvent {
+    /// A copy with other `changes` (a masked view of the event), with
+    /// encodings of its own.
+    pub fn with_changes(&self, changes: Option<Value>) -> ChangeEvent {
+        ChangeEvent {
+            id: self.id,
+            kind: self.kind.clone(),
+            entity_type: self.entity_type.clone(),
+            entity_id: self.entity_id.clone(),
+            table_id: self.table_id.clone(),
+            base_id: self.base_id.clone(),
+            user_id: self.user_id.clone(),
+            timestamp: self.timestamp,
+            changes,
+            metadata: self.metadata.clone(),
+            version: self.version,
+            client_change_id: self.client_change_id.clone(),
+            origin: self.origin.clone(),
+            encoded: Default::default(),
+        }
+    }
+
+    /// Drops the cached encodings, after the event was changed in place.
+    pub fn forget_encodings(&mut self) {
+        self.encoded = Default::default();
+    }
+}
+
 /// Stream entries for tests, here and in the modules that frame events.
 #[cfg(test)]
 pub(crate) mod fixtures {

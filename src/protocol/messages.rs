@@ -74,6 +74,8 @@ pub struct AuthenticateReq {
     pub user_id: Option<String>,
     pub user_name: Option<String>,
     pub avatar_url: Option<String>,
+    /// Development mode only: the grants to take instead of every table.
+    pub tables: Option<Value>,
 }
 
 #[derive(Debug, Serialize)]

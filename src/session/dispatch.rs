@@ -10,10 +10,13 @@ use std::sync::atomic::Ordering;
 use serde_json::{json, Value};
 
 use super::rate_limit::Verdict;
-use super::reply::{forbidden, identity, send, send_value, to_value, Held, Reply, Then, HOLD};
+use super::reply::{
+    check_write, identity, read_mask, send, send_value, to_value, Held, Reply, Then, HOLD,
+};
 use super::{offline, tables, Session};
 use crate::auth::{AuthError, Identity};
 use crate::change::ChangeRequest;
+use crate::grant::masking;
 use crate::outbox::close;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::framing::{Control, Inbound};
@@ -233,6 +236,7 @@ fn connect(session: &mut Session, nsp: &str, auth: Option<&Value>) {
         user_id: None,
         user_name: None,
         avatar_url: None,
+        tables: None,
     };
     match session.app.auth.authenticate(&req) {
         Ok(identity) => {
@@ -299,6 +303,7 @@ pub fn authenticate_with_token(session: &mut Session, token: &str) {
         user_id: None,
         user_name: None,
         avatar_url: None,
+        tables: None,
     };
     let result = session.app.auth.authenticate(&req);
     let _ = finish_auth(session, result);
@@ -358,11 +363,10 @@ async fn record_change(session: &mut Session, data: Value) -> Reply {
     let valid = req
         .by_client(&user.user_id, session.conn_id())
         .validate(session.app.commit_limits)?;
-    let table = valid.req.scope();
-    if !user.grants.can_write(table) {
-        return Err(forbidden("write", table));
-    }
-    let result = commit(&session.app.store, &valid).await?;
+    check_write(user, &valid)?;
+    let mut result = commit(&session.app.store, &valid).await?;
+    let mask = read_mask(session, valid.req.scope());
+    masking::commit_result(&mut result, mask.as_deref());
     to_value(&result)
 }
 

@@ -5,12 +5,13 @@
 
 use serde_json::{json, Value};
 
-use super::reply::{forbidden, identity, send, to_value, Reply};
+use super::reply::{check_write, forbidden, identity, read_mask, send, to_value, Reply};
 use super::Session;
 use crate::change::{validate_batch, ChangeEvent, ChangeRequest, ValidChange};
+use crate::grant::masking;
 use crate::protocol::messages::{parse, OfflineCounts};
 use crate::protocol::{RequestError, ServerEvent};
-use crate::store::commit::{commit_batch, CommitResult, CommitStatus};
+use crate::store::commit::{commit, CommitResult, CommitStatus};
 
 pub async fn sync(session: &mut Session, data: Value) -> Reply {
     let Value::Array(items) = data else {
@@ -41,19 +42,44 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
             Ok(valid)
         },
     )?;
-    let (results, failed) = commit_batch(&app.store, &commits).await;
-    if let Some((i, e)) = failed {
-        let e = RequestError::from(e);
-        return Err(RequestError::new(
-            e.code,
-            format!("changes[{i}]: {}", e.message),
-        ));
+    // A change touching a field the user may not write is refused alone:
+    // the others still commit (docs/protocol.md 2.1).
+    let mut results = Vec::with_capacity(commits.len());
+    for (i, valid) in commits.iter().enumerate() {
+        if let Err(e) = check_write(user, valid) {
+            results.push(Err(e));
+            continue;
+        }
+        match commit(&app.store, valid).await {
+            Ok(mut r) => {
+                let mask = read_mask(session, valid.req.scope());
+                masking::commit_result(&mut r, mask.as_deref());
+                results.push(Ok(r));
+            }
+            Err(e) => {
+                let e = RequestError::from(e);
+                return Err(RequestError::new(
+                    e.code,
+                    format!("changes[{i}]: {}", e.message),
+                ));
+            }
+        }
     }
     let mut events = Vec::new();
     let mut rejected = Vec::new();
     let mut counts = OfflineCounts::default();
     let mut answers = Vec::with_capacity(results.len());
     for (valid, result) in commits.iter().zip(&results) {
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                counts.rejected += 1;
+                let refused = refusal(valid, e);
+                rejected.push(refused.clone());
+                answers.push(refused);
+                continue;
+            }
+        };
         answers.push(answer(valid, result));
         match result.status {
             CommitStatus::Applied | CommitStatus::Overwritten => counts.applied += 1,
@@ -67,8 +93,11 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
         if result.status == CommitStatus::Rejected || rejection_again {
             rejected.push(answer(valid, result));
         } else if let Some(id) = result.event_id {
-            // The event this change became, as subscribers were sent it.
-            events.push(ChangeEvent::committed(valid, id, result.version));
+            // The event this change became, as subscribers were sent it
+            // (masked as they were).
+            let event = ChangeEvent::committed(valid, id, result.version);
+            let mask = read_mask(session, valid.req.scope());
+            events.extend(masking::owned_event(event, mask.as_deref()));
         }
     }
     send(
@@ -84,6 +113,17 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
     let mut ack = to_value(&counts)?;
     ack.result["results"] = Value::Array(answers);
     Ok(ack)
+}
+
+/// The answer of a change refused before it was sent (a field the user
+/// may not write): `rejected`, with the error, as the client settles a
+/// refused request.
+fn refusal(valid: &ValidChange, e: &RequestError) -> Value {
+    let req = &valid.req;
+    json!({"status": "rejected", "version": 0, "reason": e.code,
+        "error": {"code": e.code, "message": e.message},
+        "entityId": req.entity_id, "tableId": req.table_id,
+        "clientChangeId": req.client_change_id})
 }
 
 /// A change's CommitResult, with its `clientChangeId` and record.

@@ -6,9 +6,10 @@
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::reply::{forbidden, identity, to_value, Reply};
+use super::reply::{forbidden, identity, read_mask, to_value, Reply};
 use super::Session;
 use crate::change::ids::check_id;
+use crate::grant::masking;
 use crate::protocol::messages::parse;
 use crate::store::records::{load as load_page, Load};
 
@@ -28,12 +29,17 @@ pub async fn load(session: &mut Session, data: Value) -> Reply {
         return Err(forbidden("read", &req.table_id));
     }
     let what = Load::new(req.record_ids, req.after, req.limit)?;
-    let page = load_page(
+    let mut page = load_page(
         &session.app.store,
         &req.table_id,
         &what,
         session.app.config.max_page_bytes,
     )
     .await?;
+    if let Some(mask) = read_mask(session, &req.table_id) {
+        for record in &mut page.records {
+            masking::fields(&mut record.fields, &mask);
+        }
+    }
     to_value(&page)
 }

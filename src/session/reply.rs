@@ -4,13 +4,18 @@
 //! refusals, frames sent outside the reply). A leaf of `session`: the
 //! handlers use it, it uses none of them.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
 use super::Session;
 use crate::auth::Identity;
+use crate::change::ids::base_of_stream;
 use crate::change::StreamId;
+use crate::change::ValidChange;
+use crate::grant::{Access, FieldAccess, ReadMask};
 use crate::protocol::ServerEvent;
 use crate::protocol::{ErrorCode, RequestError};
 
@@ -111,6 +116,38 @@ pub fn identity(session: &Session) -> Result<&Identity, RequestError> {
         .identity
         .as_ref()
         .ok_or_else(|| RequestError::new(ErrorCode::Unauthenticated, "authenticate first"))
+}
+
+/// The fields of `stream` (a table id, or a base's `{B}`, whose events
+/// carry no table fields) this session may not read; `None` when it reads
+/// them all.
+pub fn read_mask(session: &Session, stream: &str) -> Option<Arc<ReadMask>> {
+    if base_of_stream(stream).is_some() {
+        return None;
+    }
+    session.identity.as_ref()?.grants.read_mask(stream)
+}
+
+/// Whether `user` may make this change (docs/protocol.md 2.1): write access
+/// to its table, and to every field it touches (a `field` event's own
+/// field included). Checked before anything is sent to Redis.
+pub fn check_write(user: &Identity, valid: &ValidChange) -> Result<(), RequestError> {
+    let table = valid.req.scope();
+    let grant = user
+        .grants
+        .table(table)
+        .filter(|g| g.access == Access::ReadWrite)
+        .ok_or_else(|| forbidden("write", table))?;
+    let entity_field = (valid.req.entity_type == "field")
+        .then_some(valid.req.entity_id.as_str())
+        .filter(|f| grant.field(f) != FieldAccess::ReadWrite);
+    match entity_field.or_else(|| grant.unwritable(&valid.fields)) {
+        Some(field) => Err(RequestError::new(
+            ErrorCode::Forbidden,
+            format!("no write access to field {field} of table {table}"),
+        )),
+        None => Ok(()),
+    }
 }
 
 pub fn forbidden(what: &str, table: &str) -> RequestError {

@@ -22,14 +22,16 @@
 //! the existing subscription; later events arrive live as they did.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use super::reply::{forbidden, identity, to_value, Answer, Reply, Then};
+use super::reply::{forbidden, identity, read_mask, to_value, Answer, Reply, Then};
 use super::Session;
 use crate::change::ids::{base_of_stream, base_stream_name};
+use crate::grant::{masking, ReadMask};
 use crate::protocol::event::{bounded_groups, ChangeEvent};
 use crate::protocol::messages::{parse, RecoverReq, SubscribeReq, TableAck, TableReq};
 use crate::protocol::{Framing, ServerEvent};
@@ -110,6 +112,15 @@ pub async fn subscribe(session: &mut Session, data: Value) -> Reply {
     let joined = join(session, &req, history, recovering).await?;
     let mut ack =
         json!({"tableId": req.table_id, "lastEventId": joined.start, "color": joined.color});
+    // The effective grant, so a client knows which fields it may read and
+    // write (docs/protocol.md 2.1): `access`, and `fields` when they differ.
+    if let Some(grant) = identity(session)?.grants.table(&req.table_id) {
+        if let Value::Object(described) = grant.describe() {
+            for (k, v) in described {
+                ack[k] = v;
+            }
+        }
+    }
     if recovering {
         ack["missedEventsCount"] = json!(joined.missed);
     }
@@ -159,9 +170,14 @@ async fn join(
     });
     let app = session.app.clone();
     let enc = session.framing();
+    let mask = read_mask(session, table);
     let start = match &existing {
         Some(s) => *s,
-        None => match app.hub.join(table, session.outbox.clone()).await {
+        None => match app
+            .hub
+            .join(table, session.outbox.clone(), mask.clone())
+            .await
+        {
             Ok(start) => start,
             Err(e) => {
                 app.subscription_removed(&user_id);
@@ -188,7 +204,13 @@ async fn join(
     session.tables.insert(table.to_owned(), start);
     let missed = plan.replay.as_ref().map(|(_, n)| *n).unwrap_or(0);
     let resync = plan.resync;
-    let mut then = after_ack(enc, table, start, &joined.users, plan, recovery);
+    let mut users = joined.users;
+    if let Some(mask) = &mask {
+        users
+            .iter_mut()
+            .for_each(|u| masking::presence_user(u, mask));
+    }
+    let mut then = after_ack(enc, table, start, users, plan, recovery);
     if existing.is_none() {
         then.push(Then::Activate(table.to_owned()));
     }
@@ -250,12 +272,12 @@ fn after_ack(
     enc: &dyn Framing,
     table: &str,
     start: StreamId,
-    users: &[Value],
+    users: Vec<Value>,
     plan: HistoryPlan,
     recovery: bool,
 ) -> Vec<Then> {
     crate::metrics::message_out(ServerEvent::TableUsers);
-    let users = Value::Array(users.to_vec());
+    let users = Value::Array(users);
     let mut then = vec![Then::Frame(enc.frame(
         ServerEvent::TableUsers,
         &users,
@@ -318,7 +340,7 @@ async fn join_base(
             (sub.start, false)
         }
         None => {
-            let start = app.hub.join(&name, session.outbox.clone()).await?;
+            let start = app.hub.join(&name, session.outbox.clone(), None).await?;
             let sub = BaseSubscription {
                 start,
                 tables: HashSet::from([table.to_owned()]),
@@ -392,7 +414,10 @@ async fn plan_history(
             let recent =
                 history::recent_events(&app.store, table, start, n, app.config.max_page_bytes)
                     .await?;
-            let events = decode_events(&recent, table);
+            let events = masking::owned_events(
+                decode_events(&recent, table),
+                read_mask(session, table).as_deref(),
+            );
             return Ok(HistoryPlan {
                 frames: frames(ServerEvent::RecentChanges, &events, enc),
                 replay: None,
@@ -453,6 +478,7 @@ pub async fn replay(
     done: Option<Bytes>,
 ) -> bool {
     let enc = session.framing();
+    let mask: Option<Arc<ReadMask>> = read_mask(session, table);
     let mut after = after;
     loop {
         let page = match history::range(
@@ -479,7 +505,7 @@ pub async fn replay(
         // Only the encoded frames are kept while the connection drains:
         // the page and its decoded events are dropped first.
         let page_frames = {
-            let events = decode_events(&page, table);
+            let events = masking::owned_events(decode_events(&page, table), mask.as_deref());
             drop(page);
             frames(ServerEvent::MissedEvents, &events, enc)
         };
