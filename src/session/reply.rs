@@ -15,7 +15,7 @@ use crate::auth::Identity;
 use crate::change::ids::base_of_stream;
 use crate::change::StreamId;
 use crate::change::ValidChange;
-use crate::grant::{Access, FieldAccess, ReadMask};
+use crate::grant::{Access, ReadMask};
 use crate::protocol::ServerEvent;
 use crate::protocol::{ErrorCode, RequestError};
 
@@ -129,8 +129,8 @@ pub fn read_mask(session: &Session, stream: &str) -> Option<Arc<ReadMask>> {
 }
 
 /// Whether `user` may make this change (docs/protocol.md 2.1): write access
-/// to its table, and to every field it touches (a `field` event's own
-/// field included). Checked before anything is sent to Redis.
+/// to its table, and to every field it touches (clients write record
+/// changes only). Checked before anything is sent to Redis.
 pub fn check_write(user: &Identity, valid: &ValidChange) -> Result<(), RequestError> {
     let table = valid.req.scope();
     let grant = user
@@ -138,10 +138,7 @@ pub fn check_write(user: &Identity, valid: &ValidChange) -> Result<(), RequestEr
         .table(table)
         .filter(|g| g.access == Access::ReadWrite)
         .ok_or_else(|| forbidden("write", table))?;
-    let entity_field = (valid.req.entity_type == "field")
-        .then_some(valid.req.entity_id.as_str())
-        .filter(|f| grant.field(f) != FieldAccess::ReadWrite);
-    match entity_field.or_else(|| grant.unwritable(&valid.fields)) {
+    match grant.unwritable(&valid.fields) {
         Some(field) => Err(RequestError::new(
             ErrorCode::Forbidden,
             format!("no write access to field {field} of table {table}"),

@@ -32,6 +32,9 @@ pub struct Client {
     pub close_code: Option<u16>,
     /// Payloads of the pongs received, in order.
     pub pongs: Vec<Vec<u8>>,
+    /// Every frame's bytes as received, concatenated: what a test can
+    /// search for a byte that must never arrive.
+    pub raw: Vec<u8>,
 }
 
 impl Client {
@@ -72,6 +75,7 @@ impl Client {
             inbox: VecDeque::new(),
             close_code: None,
             pongs: Vec::new(),
+            raw: Vec::new(),
         }
     }
 
@@ -95,7 +99,26 @@ impl Client {
             inbox: VecDeque::new(),
             close_code: None,
             pongs: Vec::new(),
+            raw: Vec::new(),
         }
+    }
+
+    /// Connects in `enc` and authenticates with a token of `claims`.
+    pub async fn connect_claims(side: &Sidecar, claims: &Value, enc: Enc) -> Client {
+        let protocol = match enc {
+            Enc::Json => Some("rtsync.v1.json"),
+            Enc::MsgPack => None,
+        };
+        let mut c = Client::open(side, protocol, &[], "").await;
+        let token = tokens::hs256(claims);
+        c.request_ok("authenticate", json!({"token": token})).await;
+        c.expect_event("authenticated").await;
+        c
+    }
+
+    /// Whether `needle` is anywhere in the bytes received so far.
+    pub fn received_bytes(&self, needle: &[u8]) -> bool {
+        self.raw.windows(needle.len()).any(|w| w == needle)
     }
 
     /// Connects and authenticates `user` with a token (MessagePack).
@@ -181,9 +204,11 @@ impl Client {
         };
         let value: Value = match next {
             Some(Ok(Message::Binary(b))) => {
+                self.raw.extend_from_slice(&b);
                 rmp_serde::from_slice(&b).expect("server sent invalid msgpack")
             }
             Some(Ok(Message::Text(t))) => {
+                self.raw.extend_from_slice(t.as_bytes());
                 serde_json::from_str(&t).expect("server sent invalid json")
             }
             Some(Ok(Message::Close(frame))) => {
