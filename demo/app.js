@@ -7,6 +7,13 @@ import { RtsyncClient } from "./rtsync.js";
 const params = new URLSearchParams(location.search);
 const user = params.get("user") || `guest-${Math.random().toString(36).slice(2, 6)}`;
 const tableId = params.get("table") || "demo";
+// `?role=intern`: a user who may not see "Days" and may not edit "Status".
+// Development mode only: the grant rides on the dev `authenticate`; in
+// production it is the token's `tables` claim (docs/protocol.md 2.1).
+const ROLES = {
+  intern: { "*": { access: "rw", fields: { estimate: "none", status: "r" } } },
+};
+const role = params.get("role");
 
 // Six typed fields, and the 30 rows a fresh table is seeded with.
 const FIELDS = [
@@ -32,7 +39,7 @@ const seedRows = () => TASKS.map((task, i) => ({
 const proto = location.protocol === "https:" ? "wss:" : "ws:";
 const client = new RtsyncClient({
   url: `${proto}//${location.host}/ws`,
-  devUser: { userId: user, userName: params.get("name") || user },
+  devUser: { userId: user, userName: params.get("name") || user, ...(ROLES[role] ? { tables: ROLES[role] } : {}) },
 });
 const table = client.table(tableId, { onConflict: "reject", viewId: "grid" });
 const rows = new Map(); // recordId -> { tr, cells: Map(fieldId -> {td, input}) }
@@ -42,7 +49,29 @@ document.getElementById("me").textContent = user;
 // ---- the grid ---------------------------------------------------------------
 
 const grid = document.getElementById("grid");
-grid.innerHTML = `<tr><th></th>${FIELDS.map((f) => `<th>${f.label}</th>`).join("")}</tr>`;
+// The columns the user may see, from the grant the server reported (every
+// column until the table is joined).
+const columns = () => FIELDS.filter((f) => table.canRead(f.id));
+
+function paintHeader() {
+  const tr = document.createElement("tr");
+  tr.id = "head";
+  tr.appendChild(document.createElement("th"));
+  for (const f of columns()) {
+    const th = document.createElement("th");
+    th.dataset.field = f.id;
+    th.textContent = f.label;
+    if (!table.canWrite(f.id)) {
+      th.dataset.locked = "1";
+      th.title = "read-only for you";
+      th.append(" 🔒");
+    }
+    tr.appendChild(th);
+  }
+  document.getElementById("head")?.remove();
+  grid.prepend(tr);
+}
+paintHeader();
 
 function makeInput(recordId, f) {
   let input;
@@ -54,6 +83,7 @@ function makeInput(recordId, f) {
     input.type = f.type;
   }
   input.dataset.cell = `${recordId}|${f.id}`;
+  if (!table.canWrite(f.id)) input.disabled = true;
   input.addEventListener("focus", () => client.moveCursor(tableId, { recordId, fieldId: f.id }));
   input.addEventListener("change", () => void edit(recordId, f, input));
   return input;
@@ -68,7 +98,7 @@ function row(recordId) {
   th.textContent = recordId;
   tr.appendChild(th);
   const cells = new Map();
-  for (const f of FIELDS) {
+  for (const f of columns()) {
     const td = document.createElement("td");
     const input = makeInput(recordId, f);
     td.appendChild(input);
@@ -99,8 +129,10 @@ function render(recordId) {
   r.tr.dataset.version = String(rec.version);
   const pending = new Set(client.outbox.pending().filter((e) => e.tableId === tableId && e.recordId === recordId)
     .flatMap((e) => e.changes.map((c) => c.fieldId)));
-  for (const f of FIELDS) {
-    const { td, input } = r.cells.get(f.id);
+  for (const f of columns()) {
+    const cell = r.cells.get(f.id);
+    if (!cell) continue;
+    const { td, input } = cell;
     td.classList.toggle("pending", pending.has(f.id));
     if (document.activeElement !== input) show(input, f, rec.fields[f.id]);
   }
@@ -122,9 +154,11 @@ async function edit(recordId, f, input) {
 
 table.on("record", ({ recordId }) => render(recordId));
 table.on("ready", () => {
+  paintHeader();
   for (const r of table.records()) render(r.recordId);
   document.body.dataset.ready = "1";
-  if (table.records().length === 0) void seed();
+  // Only a user who may write every column seeds a fresh table.
+  if (table.records().length === 0 && FIELDS.every((f) => table.canWrite(f.id))) void seed();
 });
 table.on("reload", ({ reason }) => activity(`reloading the table (${reason})`));
 table.on("change", (e) => {

@@ -34,11 +34,11 @@ function watch(page, who) {
   page.on("console", (m) => m.type() === "error" && !/WebSocket|ERR_CONNECTION|Failed to load resource/.test(m.text()) && pageErrors.push(`[${who}] console: ${m.text()}`));
 }
 
-async function open(base, user, table, path = "") {
+async function open(base, user, table, path = "", extra = "") {
   const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const page = await context.newPage();
   watch(page, user);
-  await page.goto(`${base}/demo/${path}?user=${user}&table=${table}`);
+  await page.goto(`${base}/demo/${path}?user=${user}&table=${table}${extra}`);
   await ready(page, user);
   return page;
 }
@@ -177,7 +177,7 @@ test("a late joiner after 100 edits sees the same grid as everyone else", async 
   if (SCREENSHOT) await carol.screenshot({ path: SCREENSHOT, fullPage: true });
 });
 
-test("the split view shows two users side by side in one page, editing together", async () => {
+test("the split view shows three users side by side in one page, editing together", async () => {
   const context = await browser.newContext({ viewport: { width: 1800, height: 1000 } });
   const page = await context.newPage();
   watch(page, "split");
@@ -193,6 +193,40 @@ test("the split view shows two users side by side in one page, editing together"
   await left.locator('[data-cell="r10|task"]').press("Tab");
   await page.waitForFunction(() => document.querySelector("#right").contentDocument
     ?.querySelector('[data-cell="r10|task"]')?.value === "from the left", null, { timeout: WAIT });
+  const intern = page.frameLocator("#intern");
+  await intern.locator('[data-cell="r10|task"]').waitFor({ timeout: WAIT });
+  await page.waitForFunction(() => document.querySelector("#intern").contentDocument
+    ?.querySelector('[data-cell="r10|task"]')?.value === "from the left", null, { timeout: WAIT });
+  assert.equal(await intern.locator('th[data-field="estimate"]').count(), 0);
+  assert.equal(await intern.locator('th[data-field="status"][data-locked="1"]').count(), 1);
+});
+
+test("the intern's pane hides Days, locks Status, and still converges with the others", async () => {
+  const alice = await open(A, "alice", "t-intern");
+  const intern = await open(B, "intern", "t-intern", "", "&role=intern");
+  assert.equal(await intern.locator('th[data-field="estimate"]').count(), 0, "no Days column");
+  assert.equal(await intern.locator('[data-cell="r04|estimate"]').count(), 0);
+  assert.equal(await intern.locator('th[data-field="status"][data-locked="1"]').count(), 1, "a lock on Status");
+  assert.equal(await cell(intern, "r04", "status").isDisabled(), true);
+  assert.equal(await alice.locator('th[data-field="estimate"]').count(), 1, "alice sees Days");
+  // Alice edits a hidden and a visible field; the intern gets the visible one.
+  await edit(alice, "r04", "estimate", "42");
+  await edit(alice, "r04", "task", "seen by the intern");
+  await expectValue(intern, "r04", "task", "seen by the intern");
+  // The intern edits what it may; a Status edit is refused without a round trip.
+  await edit(intern, "r05", "owner", "intern was here");
+  await expectValue(alice, "r05", "owner", "intern was here");
+  const refused = await intern.evaluate(() => window.rtsync.table.set("r05", { status: "Done" }));
+  assert.equal(refused.error.code, "forbidden");
+  await settled(alice);
+  await settled(intern);
+  const full = await state(alice);
+  const masked = await state(intern);
+  assert.deepEqual(masked, full.map(([id, v, fields]) => {
+    const { estimate, ...rest } = fields;
+    return [id, v, rest];
+  }), "the same table, versions included, without Days");
+  assert.ok(masked.every(([, , f]) => !("estimate" in f)));
 });
 
 test("a user name is shown as text, never run as HTML", async () => {

@@ -15,12 +15,21 @@
  * (optimistic). A refused edit leaves the outbox, so the view rolls back by
  * itself (to the server's `current` when the answer carries it), and
  * `rollback` fires. `resync` reloads the table.
+ *
+ * With a field-level grant (docs/protocol.md 2.1) the server leaves out the
+ * fields the user may not read: records simply lack them, and an event that
+ * changed only hidden fields arrives with no changes and still moves the
+ * record's version. `canRead`/`canWrite` answer from the grant in the
+ * subscribe ack; an edit of a field the user may not write settles
+ * `rejected` with `forbidden` at once, without a round trip.
  */
 import { Emitter } from "./emitter.js";
 import { isTransient } from "./errors.js";
 import type { Outbox, Settled } from "./outbox.js";
 import type { Subscription } from "./subscription.js";
-import { ChangeEvent, CommitResult, FieldChange, isCommitted, isRejected, Json, LoadRecordsAck, RecordState } from "./wire.js";
+import {
+  ChangeEvent, CommitResult, FieldChange, fieldPermission, isCommitted, isRejected, Json, LoadRecordsAck, RecordState,
+} from "./wire.js";
 
 /** A record as the app renders it. */
 export interface LiveRecord extends RecordState {
@@ -139,6 +148,16 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     return this.loaded && !pending && this.buffered.size === 0;
   }
 
+  /** Whether the user may see the field (every field until the table is joined). */
+  canRead(fieldId: string): boolean {
+    return fieldPermission(this.subscription.grant, fieldId) !== "none";
+  }
+
+  /** Whether the user may edit the field (the server has the last word until the table is joined). */
+  canWrite(fieldId: string): boolean {
+    return fieldPermission(this.subscription.grant, fieldId) === "rw";
+  }
+
   /** Sets fields of a record (creating it if rtsync holds no such record). */
   set(recordId: string, fields: { [fieldId: string]: Json }): Promise<CommitResult> {
     const view = this.get(recordId);
@@ -154,6 +173,7 @@ export class LiveTable extends Emitter<LiveTableEvents> {
   }
 
   delete(recordId: string): Promise<CommitResult> {
+    if (this.subscription.grant?.access === "r") return Promise.resolve(forbidden(`no write access to table ${this.tableId}`));
     return this.edit(recordId, "delete", []);
   }
 
@@ -165,7 +185,11 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     for (const off of this.offs) off();
   }
 
-  private edit(recordId: string, type: "create" | "update" | "delete", changes: FieldChange[]) {
+  private edit(recordId: string, type: "create" | "update" | "delete", changes: FieldChange[]): Promise<CommitResult> {
+    const locked = changes.find((c) => !this.canWrite(c.fieldId));
+    if (locked) {
+      return Promise.resolve(forbidden(`no write access to field ${locked.fieldId} of table ${this.tableId}`));
+    }
     const view = this.get(recordId);
     const { result } = this.host.outbox.add({
       tableId: this.tableId, recordId, type, changes,
@@ -364,6 +388,11 @@ export class LiveTable extends Emitter<LiveTableEvents> {
   private changed(recordId: string, cause: RecordCause) {
     this.emit("record", { recordId, record: this.get(recordId), cause });
   }
+}
+
+/** The answer of an edit the grant refuses before it is sent. */
+function forbidden(message: string): CommitResult {
+  return { status: "rejected", version: 0, reason: "forbidden", error: { code: "forbidden", message } };
 }
 
 /** A record after one event (or pending edit) of it. */

@@ -15,7 +15,7 @@
  */
 import { Emitter } from "./emitter.js";
 import { compareIds } from "./stream-id.js";
-import { ChangeEvent, SubscribeAck } from "./wire.js";
+import { ChangeEvent, SubscribeAck, TableGrant } from "./wire.js";
 
 export interface SubscriptionEvents {
   /** Another user's (or service's) event: once each, in stream order. */
@@ -62,6 +62,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   private firstFailed!: (e: Error) => void;
   /** Why the server refused the subscription (then it is not joined again). */
   error?: Error;
+  /** The user's grant on the table, from the last subscribe ack (v1.2). */
+  grant?: TableGrant;
 
   constructor(
     readonly tableId: string,
@@ -95,6 +97,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   /** The subscribe ack: the subscription's start. */
   joined(ack: SubscribeAck): void {
     this.active = true;
+    if (ack.access) this.grant = { access: ack.access, fields: ack.fields };
     this.firstJoined();
     if (this.position === undefined) {
       this.position = ack.lastEventId;

@@ -52,6 +52,8 @@ export interface DevUser {
   userId: string;
   userName: string;
   avatarUrl?: string;
+  /** Development mode only: grants to take instead of every table (docs/protocol.md 2.1). */
+  tables?: { [tableId: string]: "r" | "rw" | { access: "r" | "rw"; fields?: { [fieldId: string]: "none" | "r" | "rw" } } };
 }
 
 export interface TransportOptions {

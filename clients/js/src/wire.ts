@@ -98,6 +98,26 @@ export interface SubscribeAck {
   resyncRequired?: string;
   /** The base stream's start, when the subscribe named a `baseId` (v1.2). */
   baseLastEventId?: string;
+  /** The user's access to the table (v1.2). */
+  access?: "r" | "rw";
+  /** Field permissions, when some differ from `access` (v1.2, section 2.1). */
+  fields?: { [fieldId: string]: FieldPermission };
+}
+
+/** What a user may do with one field (docs/protocol.md 2.1). */
+export type FieldPermission = "none" | "r" | "rw";
+
+/** The effective grant a subscribe ack reports. */
+export interface TableGrant {
+  access: "r" | "rw";
+  fields?: { [fieldId: string]: FieldPermission };
+}
+
+/** A field's permission under a grant: its own, else `"*"`, else the access. */
+export function fieldPermission(grant: TableGrant | undefined, fieldId: string): FieldPermission {
+  if (!grant) return "rw"; // not joined yet: the server decides
+  const p = grant.fields?.[fieldId] ?? grant.fields?.["*"] ?? grant.access;
+  return grant.access === "r" && p === "rw" ? "r" : p;
 }
 
 export interface LoadRecordsAck {

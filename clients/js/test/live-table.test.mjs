@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { LiveTable, MemoryStorage, Outbox, Subscription } from "../dist/index.js";
 import { FakeLink } from "./fake.mjs";
 
-async function setup(records) {
+async function setup(records, grant = {}) {
   const link = new FakeLink();
   const outbox = new Outbox(link, new MemoryStorage(), { maxBatch: 100, maxChunkBytes: 1 << 20, retryBaseMs: 5, retryMaxMs: 20 });
   await outbox.start();
@@ -12,7 +12,7 @@ async function setup(records) {
   outbox.on("settled", ({ result }) => result.eventId && sub.acked(result.eventId));
   const host = { outbox, request: (e, d) => link.request(e, d), whenOnline: async () => undefined };
   const table = new LiveTable("t", host, sub, { gapWaitMs: 10_000 });
-  sub.joined({ tableId: "t", lastEventId: "1-0", color: "#000" });
+  sub.joined({ tableId: "t", lastEventId: "1-0", color: "#000", ...grant });
   const load = await link.next();
   assert.equal(load.event, "load_records");
   load.resolve({ records, asOf: "1-0" });
@@ -79,4 +79,37 @@ test("an event for a record whose page has not come yet waits for the page", asy
   await table.ready;
   assert.deepEqual(table.get("r1").fields, { a: 1, b: 2 });
   assert.equal(table.get("r1").version, 8);
+});
+
+const intern = { access: "rw", fields: { "*": "rw", salary: "none", status: "r" } };
+
+test("a masked table reports what the user may read and write from the subscribe ack", async () => {
+  const { table } = await setup([], intern);
+  assert.equal(table.canRead("salary"), false);
+  assert.equal(table.canRead("status"), true);
+  assert.equal(table.canWrite("status"), false);
+  assert.equal(table.canWrite("name"), true);
+  const reader = await setup([], { access: "r", fields: { "*": "r", notes: "rw" } });
+  assert.equal(reader.table.canWrite("notes"), false, "never more than the table's access");
+  const v1 = await setup([], { access: "rw" });
+  assert.equal(v1.table.canWrite("anything"), true);
+});
+
+test("an edit of a read-only field settles rejected with forbidden without a round trip", async () => {
+  const { link, table } = await setup([{ recordId: "r1", version: 1, deleted: false, fields: { status: "new" } }], intern);
+  const result = await table.set("r1", { name: "x", status: "done" });
+  assert.equal(result.status, "rejected");
+  assert.equal(result.error.code, "forbidden");
+  assert.match(result.error.message, /status/);
+  assert.equal(await link.idle(), true, "nothing was sent");
+  assert.deepEqual(table.get("r1").fields, { status: "new" }, "nothing shown");
+  const reader = await setup([{ recordId: "r1", version: 1, deleted: false, fields: {} }], { access: "r" });
+  assert.equal((await reader.table.delete("r1")).error.code, "forbidden");
+});
+
+test("an event whose changes were all hidden moves the record's version and nothing else", async () => {
+  const { table, sub } = await setup([{ recordId: "r1", version: 1, deleted: false, fields: { name: "a" } }], intern);
+  sub.receive([event("2-0", 2, []), event("3-0", 3, [{ fieldId: "name", newValue: "b" }])]);
+  assert.deepEqual(table.get("r1"), { recordId: "r1", version: 3, deleted: false, fields: { name: "b" }, pending: 0 });
+  assert.equal(table.isSettled(), true, "no event waits for a base");
 });

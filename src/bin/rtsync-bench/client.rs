@@ -25,11 +25,35 @@ pub fn encode(frame: &Value) -> Result<Message> {
     Ok(Message::Binary(rmp_serde::to_vec_named(frame)?.into()))
 }
 
-fn token(secret: &str, user: &str) -> Result<String> {
+/// Every table, every field: the grant of every bench user but the masked
+/// classes of `fanout --classes`.
+pub fn all_tables() -> Value {
+    json!({"*": "rw"})
+}
+
+/// The grant of permission class `class` of `fanout --classes`: class 0
+/// reads every field, class k hides the first k of [`HIDDEN_FIELDS`].
+pub fn class_grant(class: usize) -> Value {
+    if class == 0 {
+        return all_tables();
+    }
+    let hidden: serde_json::Map<String, Value> = HIDDEN_FIELDS
+        .iter()
+        .take(class)
+        .map(|f| (f.to_string(), json!("none")))
+        .collect();
+    json!({"*": {"access": "rw", "fields": hidden}})
+}
+
+/// Fields a wide stamped change writes beside its stamp, which the masked
+/// classes do not see.
+pub const HIDDEN_FIELDS: [&str; 4] = ["salary", "phone", "email", "address"];
+
+fn token(secret: &str, user: &str, grant: &Value) -> Result<String> {
     let exp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() + 3600;
     Ok(jsonwebtoken::encode(
         &jsonwebtoken::Header::default(),
-        &json!({"sub": user, "exp": exp, "tables": {"*": "rw"}}),
+        &json!({"sub": user, "exp": exp, "tables": grant}),
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )?)
 }
@@ -48,10 +72,15 @@ pub async fn open(url: &str) -> Result<Ws> {
 
 /// Connects and authenticates (dev form without a secret).
 pub async fn connect(url: &str, secret: Option<&str>, user: &str) -> Result<Ws> {
+    connect_as(url, secret, user, &all_tables()).await
+}
+
+/// [`connect`] with a grant of the user's own (the token's `tables`).
+pub async fn connect_as(url: &str, secret: Option<&str>, user: &str, grant: &Value) -> Result<Ws> {
     let mut ws = open(url).await?;
     let auth = match secret {
-        Some(s) => json!({"token": token(s, user)?}),
-        None => json!({"userId": user, "userName": user}),
+        Some(s) => json!({"token": token(s, user, grant)?}),
+        None => json!({"userId": user, "userName": user, "tables": grant}),
     };
     ws.send(encode(&json!(["authenticate", auth, 0]))?).await?;
     wait_ack(&mut ws, 0).await?;

@@ -121,6 +121,7 @@ pub fn writer(
     rate: f64,
     written: Written,
     stop: Instant,
+    wide: bool,
 ) -> JoinHandle<Result<()>> {
     tokio::spawn(async move {
         let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
@@ -162,7 +163,7 @@ pub fn writer(
             let (_, name) = &tables[(rid - 1) as usize % tables.len()];
             tx.lock()
                 .await
-                .send(proto.stamped_change(name, "r", rid)?)
+                .send(proto.stamped_change(name, "r", rid, wide)?)
                 .await?;
             sent.fetch_add(1, Ordering::Relaxed);
             rid += 1;

@@ -69,6 +69,11 @@ enum Scenario {
         writers: usize,
         #[arg(long, default_value_t = 400)]
         rate: u64,
+        /// Field-level permission classes among each table's subscribers
+        /// (1 = all read every field, with the same wide changes); without
+        /// it, today's one-field changes.
+        #[arg(long)]
+        classes: Option<usize>,
     },
     /// The fan-out load at a rising rate until p99 passes the target or a
     /// delivery is lost: the capacity. `--proto socketio` drives the
@@ -154,7 +159,8 @@ async fn run(args: Args) -> Result<()> {
             subscribers,
             writers,
             rate,
-        } => scenarios::fanout(&args, tables, subscribers, writers, rate).await?,
+            classes,
+        } => scenarios::fanout(&args, tables, subscribers, writers, rate, classes).await?,
         Scenario::Ramp {
             proto,
             tables,
@@ -171,6 +177,7 @@ async fn run(args: Args) -> Result<()> {
                     tables,
                     subscribers,
                     writers,
+                    classes: None,
                 },
                 start,
                 factor,

@@ -49,9 +49,15 @@ impl Proto {
     }
 
     /// Connects and authenticates.
-    pub async fn connect(self, url: &str, secret: Option<&str>, user: &str) -> Result<Ws> {
+    pub async fn connect(
+        self,
+        url: &str,
+        secret: Option<&str>,
+        user: &str,
+        grant: &Value,
+    ) -> Result<Ws> {
         match self {
-            Proto::Rtsync => client::connect(url, secret, user).await,
+            Proto::Rtsync => client::connect_as(url, secret, user, grant).await,
             Proto::Socketio => {
                 let mut ws = client::open(&self.url(url)).await?;
                 // Engine.IO open packet, then the Socket.IO namespace connect.
@@ -69,8 +75,13 @@ impl Proto {
                         bail!("namespace refused: {t}");
                     }
                 }
-                self.request(&mut ws, "authenticate", json!({"userId": user}), 0)
-                    .await?;
+                self.request(
+                    &mut ws,
+                    "authenticate",
+                    json!({"userId": user, "tables": grant}),
+                    0,
+                )
+                .await?;
                 Ok(ws)
             }
         }
@@ -83,8 +94,9 @@ impl Proto {
         secret: Option<&str>,
         user: &str,
         table: &str,
+        grant: &Value,
     ) -> Result<Ws> {
-        let mut ws = self.connect(url, secret, user).await?;
+        let mut ws = self.connect(url, secret, user, grant).await?;
         self.request(
             &mut ws,
             "subscribe_to_table",
@@ -124,11 +136,27 @@ impl Proto {
     }
 
     /// A change whose value carries the send time.
-    pub fn stamped_change(self, table: &str, record: &str, rid: u64) -> Result<Message> {
+    /// A change stamped with its send time in field `f`; `wide` adds the
+    /// fields that `fanout --classes` hides from some subscribers.
+    pub fn stamped_change(
+        self,
+        table: &str,
+        record: &str,
+        rid: u64,
+        wide: bool,
+    ) -> Result<Message> {
+        let mut changes = vec![json!({"fieldId": "f", "newValue": {"sentUs": now_us()}})];
+        if wide {
+            changes.extend(
+                client::HIDDEN_FIELDS
+                    .iter()
+                    .map(|f| json!({"fieldId": f, "newValue": format!("{f}-{rid}")})),
+            );
+        }
         self.encode(
             "record_change",
             &json!({"type": "update", "recordId": record, "tableId": table, "baseId": "bench",
-                "changes": [{"fieldId": "f", "newValue": {"sentUs": now_us()}}]}),
+                "changes": changes}),
             rid,
         )
     }

@@ -140,17 +140,20 @@ pub async fn fanout(
     subscribers: usize,
     writers: usize,
     rate: u64,
+    classes: Option<usize>,
 ) -> Result<Value> {
     let shape = Shape {
         tables,
         subscribers,
         writers,
+        classes,
     };
     let r = fanout_run(args, Proto::Rtsync, &shape, rate, args.duration).await?;
     let secs = args.duration as f64;
     Ok(
         json!({"scenario": "fanout", "tables": tables, "subscribersPerTable": subscribers,
         "writersPerTable": writers, "ratePerWriter": rate, "sidecars": args.url.len(),
+        "permissionClasses": classes,
         "changesSent": r.committed, "changesPerSec": (r.committed as f64 / secs).round(),
         "deliveries": r.tally.delivered, "deliveriesPerSec": (r.tally.delivered as f64 / secs).round(),
         "lost": r.tally.lost, "duplicates": r.tally.duplicates, "latencyMs": latency(r.tally.latencies_us)}),
@@ -163,6 +166,9 @@ pub struct Shape {
     pub tables: usize,
     pub subscribers: usize,
     pub writers: usize,
+    /// `Some(n)`: writers also write the hidden fields, and subscriber `s`
+    /// of each table is in permission class `s % n` (`client::class_grant`).
+    pub classes: Option<usize>,
 }
 
 /// What one fan-out run saw.
@@ -188,8 +194,9 @@ pub async fn fanout_run(
     for t in 0..shape.tables {
         for s in 0..shape.subscribers {
             let user = format!("s{t}-{s}");
+            let grant = crate::client::class_grant(shape.classes.map_or(0, |n| s % n.max(1)));
             let ws = proto
-                .subscriber(urls.next(), args.secret.as_deref(), &user, &name(t))
+                .subscriber(urls.next(), args.secret.as_deref(), &user, &name(t), &grant)
                 .await?;
             conns.push((t, ws));
         }
@@ -207,7 +214,12 @@ pub async fn fanout_run(
         for w in 0..shape.writers {
             let user = format!("w{t}-{w}");
             let ws = proto
-                .connect(urls.next(), args.secret.as_deref(), &user)
+                .connect(
+                    urls.next(),
+                    args.secret.as_deref(),
+                    &user,
+                    &crate::client::all_tables(),
+                )
                 .await?;
             ws_writers.push(load::writer(
                 proto,
@@ -216,6 +228,7 @@ pub async fn fanout_run(
                 rate as f64,
                 written.clone(),
                 stop,
+                shape.classes.is_some(),
             ));
         }
     }
@@ -277,6 +290,7 @@ pub async fn tables(args: &Args, tables: usize, writers: usize) -> Result<Value>
             rate,
             written.clone(),
             stop,
+            false,
         ));
     }
     for w in ws_writers {
@@ -311,6 +325,7 @@ pub async fn idle(
                     args.secret.as_deref(),
                     &format!("idle{i}"),
                     &table,
+                    &crate::client::all_tables(),
                 )
                 .await?,
         );
