@@ -17,6 +17,11 @@ fn tokens() -> String {
         c["tables"] = json!({"*": "rw"});
         out.insert(user.into(), json!(hs256(&c)));
     }
+    // Cannot see `salary`, cannot edit `status` (docs/protocol.md 2.1).
+    let mut intern = claims("intern");
+    intern["tables"] =
+        json!({"*": {"access": "rw", "fields": {"salary": "none", "status": "r"}}});
+    out.insert("intern".into(), json!(hs256(&intern)));
     Value::Object(out).to_string()
 }
 

@@ -287,3 +287,34 @@ test("the msgpack parser is recognised per connection, over polling and WebSocke
     b.close();
   }
 });
+
+test("field grants hold over Socket.IO: hidden fields masked in both parsers, forbidden writes refused", async () => {
+  const SECRET = "SALARY-5551234";
+  for (const [i, extra] of [[0, {}], [1, { parser: msgpackParser, transports: ["websocket"] }]]) {
+    const table = `sio-fg-${i}`;
+    const intern = connect("intern", 1, extra);
+    const alice = connect("alice", 0, { transports: ["websocket"] });
+    await Promise.all([next(intern, "authenticated"), next(alice, "authenticated")]);
+    const sub = await ask(intern, "subscribe_to_table", { tableId: table });
+    assert.deepEqual(sub.fields, { "*": "rw", salary: "none", status: "r" });
+    const seen = [];
+    intern.on("record_change", (e) => seen.push(e));
+    const r = await ask(alice, "record_change", {
+      type: "create", recordId: "r1", tableId: table, baseId: "b",
+      changes: [{ fieldId: "name", newValue: "Ann" }, { fieldId: "salary", newValue: SECRET }],
+    });
+    assert.equal(r.status, "applied");
+    await until("the masked event", () => seen.length === 1);
+    assert.deepEqual(seen[0].changes, [{ fieldId: "name", newValue: "Ann" }]);
+    assert.ok(!JSON.stringify(seen).includes(SECRET));
+    const refused = await ask(intern, "record_change", {
+      type: "update", recordId: "r1", tableId: table, baseId: "b", changes: [{ fieldId: "status", newValue: "done" }],
+    });
+    assert.equal(refused.error?.code, "forbidden");
+    assert.match(refused.error.message, /field status/);
+    const page = await ask(intern, "load_records", { tableId: table });
+    assert.deepEqual(page.records[0].fields, { name: "Ann" });
+    intern.close();
+    alice.close();
+  }
+});

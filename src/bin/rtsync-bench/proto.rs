@@ -150,7 +150,7 @@ impl Proto {
             changes.extend(
                 client::HIDDEN_FIELDS
                     .iter()
-                    .map(|f| json!({"fieldId": f, "newValue": format!("{f}-{rid}")})),
+                    .map(|f| json!({"fieldId": f, "newValue": {"v": format!("{f}-{rid}")}})),
             );
         }
         self.encode(
