@@ -367,6 +367,13 @@ struct ClassEvents<'a> {
     unchanged: bool,
 }
 
+impl ClassEvents<'_> {
+    /// The events the class is sent, masked.
+    fn visible(&self) -> Vec<&ChangeEvent> {
+        self.events.iter().filter_map(Masked::event).collect()
+    }
+}
+
 /// Frames of one delivery: one shared frame per audience, built on first
 /// need. The connections that made some of the events (few: usually one)
 /// are known up front, so every other subscriber costs one set lookup.
@@ -390,27 +397,31 @@ impl<'a> FrameCache<'a> {
     fn frame_for(&mut self, sub: &Outbox, mask: Option<&Arc<ReadMask>>) -> Option<Bytes> {
         let conn: &str = &sub.conn_id;
         let framing = sub.framing();
-        let class = mask.map(|m| class_events(&mut self.classes, &self.events, m));
         // A class that masking leaves untouched shares the full frames.
-        let (mask, events): (_, Vec<&ChangeEvent>) = match class {
-            Some(c) if !c.unchanged => (
-                Some(&c.mask),
-                c.events.iter().filter_map(Masked::event).collect(),
-            ),
-            _ => (None, self.events.clone()),
-        };
+        let class = mask
+            .map(|m| class_events(&mut self.classes, &self.events, m))
+            .filter(|c| !c.unchanged);
         if !self.origins.contains(conn) {
-            return self.frames.slot(mask, framing.slot(), || {
-                crate::metrics::fanout_frame_built(mask.is_some());
-                frame(&events, framing)
-            });
+            // The shared frame of the audience: the only path most
+            // subscribers take, so it copies nothing unless it builds.
+            let events = &self.events;
+            return self
+                .frames
+                .slot(class.map(|c| &c.mask), framing.slot(), || {
+                    crate::metrics::fanout_frame_built(class.is_some());
+                    match class {
+                        None => frame(events, framing),
+                        Some(c) => frame(&c.visible(), framing),
+                    }
+                });
         }
         // The origin gets the others' events only (its own were acked); a
         // connection id is unique, so this frame is built for one subscriber.
-        let others: Vec<&ChangeEvent> = events
-            .into_iter()
-            .filter(|e| e.origin.as_deref() != Some(conn))
-            .collect();
+        let mine = |e: &&ChangeEvent| e.origin.as_deref() == Some(conn);
+        let others: Vec<&ChangeEvent> = match class {
+            None => self.events.iter().copied().filter(|e| !mine(e)).collect(),
+            Some(c) => c.visible().into_iter().filter(|e| !mine(e)).collect(),
+        };
         frame(&others, framing)
     }
 }

@@ -19,8 +19,7 @@ fn tokens() -> String {
     }
     // Cannot see `salary`, cannot edit `status` (docs/protocol.md 2.1).
     let mut intern = claims("intern");
-    intern["tables"] =
-        json!({"*": {"access": "rw", "fields": {"salary": "none", "status": "r"}}});
+    intern["tables"] = json!({"*": {"access": "rw", "fields": {"salary": "none", "status": "r"}}});
     out.insert("intern".into(), json!(hs256(&intern)));
     Value::Object(out).to_string()
 }
