@@ -17,6 +17,18 @@ pub enum AuthMode {
     None,
 }
 
+/// What an applied change must reach before it is acknowledged
+/// (docs/protocol.md 11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// The primary's memory (today's behaviour).
+    None,
+    /// At least one replica (`WAIT 1`).
+    Replica,
+    /// The primary's AOF, fsynced (`WAITAOF 1 0`; Redis ≥ 7.2).
+    Aof,
+}
+
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "rtsync",
@@ -35,6 +47,14 @@ pub struct Config {
     /// Treat `--redis-url` as Redis Cluster seed nodes.
     #[arg(long, env = "RTS_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
     pub redis_cluster: bool,
+
+    /// What an applied change must reach before it is acknowledged.
+    #[arg(long, env = "RTS_DURABLE_WRITES", value_enum, default_value = "none")]
+    pub durable_writes: Durability,
+
+    /// How long a commit waits for `RTS_DURABLE_WRITES` (then `timeout`).
+    #[arg(long, env = "RTS_DURABLE_TIMEOUT_MS", default_value_t = 500)]
+    pub durable_timeout_ms: u64,
 
     /// This sidecar's consumer group name (default: host name + pid).
     #[arg(long, env = "RTS_INSTANCE_ID")]
@@ -270,6 +290,10 @@ pub enum ConfigError {
     SmallPage,
     #[error("RTS_SINK_URL must be an http:// or https:// URL ({0})")]
     BadSinkUrl(String),
+    #[error("RTS_DURABLE_WRITES other than none is not supported on a Redis Cluster yet")]
+    DurableOnCluster,
+    #[error("RTS_DURABLE_TIMEOUT_MS must be 1..=1500 (the wait must end within the 2 s command timeout)")]
+    DurableTimeout,
 }
 
 impl Config {
@@ -310,6 +334,12 @@ impl Config {
         }
         if self.max_page_bytes < 1024 {
             return Err(ConfigError::SmallPage);
+        }
+        if self.durable_writes != Durability::None && self.redis_cluster {
+            return Err(ConfigError::DurableOnCluster);
+        }
+        if !(1..=1500).contains(&self.durable_timeout_ms) {
+            return Err(ConfigError::DurableTimeout);
         }
         if self.auth == AuthMode::Jwt {
             match (&self.jwt_secret, &self.jwt_public_key) {

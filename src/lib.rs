@@ -81,6 +81,8 @@ pub enum RunError {
     Auth(#[from] auth::AuthConfigError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Durability(#[from] store::durable::DurabilityError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: std::net::SocketAddr,
@@ -109,6 +111,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         source,
     })?;
     let store = Arc::new(Store::from_config(&config, config.redis_pool, &shutdown).await?);
+    check_durability(&store, &config, &shutdown).await?;
     let tasks = TaskTracker::new();
     let tailer = TailerHandle::new(store.clone(), config.tailer_readers);
     let bus = PresenceBus::new(store.clone(), tailer.clone())?;
@@ -153,6 +156,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Checks once that Redis can give `RTS_DURABLE_WRITES` (docs/protocol.md
+/// 11), waiting while it is unreachable: a server that cannot (`aof` before
+/// Redis 7.2) stops the start with an error naming its version.
+async fn check_durability(
+    store: &Store,
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<(), store::durable::DurabilityError> {
+    use store::durable::{check_server, DurabilityError, Durable};
+    let durable = Durable::from_config(config);
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match check_server(store, durable).await {
+            Err(DurabilityError::Unreadable(e)) => {
+                tracing::warn!(error = %e, "cannot check Redis for RTS_DURABLE_WRITES yet");
+            }
+            other => return other,
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// Loads the function library, retrying while Redis is unreachable; the

@@ -38,6 +38,8 @@ pub const WRITER_ERRORS: &str = "rtsync_writer_errors_total";
 pub const PRESENCE_NOTICES_DROPPED: &str = "rtsync_presence_notices_dropped_total";
 pub const REDIS_PIPELINE_SIZE: &str = "rtsync_redis_pipeline_size";
 pub const RELAYS_DEFERRED: &str = "rtsync_presence_relays_deferred_total";
+pub const DURABLE_WAIT: &str = "rtsync_durable_wait_seconds";
+pub const DURABLE_UNCONFIRMED: &str = "rtsync_durable_unconfirmed_total";
 
 pub const SINK_LAG_ENTRIES: &str = "rtsync_sink_lag_entries";
 pub const SINK_LAG_SECONDS: &str = "rtsync_sink_lag_seconds";
@@ -89,6 +91,8 @@ pub const ALL: &[&str] = &[
     PRESENCE_NOTICES_DROPPED,
     REDIS_PIPELINE_SIZE,
     RELAYS_DEFERRED,
+    DURABLE_WAIT,
+    DURABLE_UNCONFIRMED,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -202,6 +206,7 @@ fn register_all() {
         REDIS_RECONNECTS,
         PRESENCE_NOTICES_DROPPED,
         RELAYS_DEFERRED,
+        DURABLE_UNCONFIRMED,
     ] {
         counter!(name).increment(0);
     }
@@ -216,6 +221,7 @@ fn register_all() {
         FANOUT_LATENCY,
         DELIVERY_BATCH_SIZE,
         REDIS_PIPELINE_SIZE,
+        DURABLE_WAIT,
     ] {
         let _ = histogram!(name);
     }
@@ -244,6 +250,15 @@ fn describe() {
         "Events delivered to subscribers (event × subscriber)"
     );
     describe_histogram!(DELIVERY_BATCH_SIZE, "Events per fan-out of one table");
+    describe_histogram!(
+        DURABLE_WAIT,
+        Unit::Seconds,
+        "Round trip of a pipeline of commits with its RTS_DURABLE_WRITES wait (WAIT/WAITAOF)"
+    );
+    describe_counter!(
+        DURABLE_UNCONFIRMED,
+        "Pipelines of commits whose durability was not confirmed in time (answered timeout)"
+    );
     describe_counter!(
         FANOUT_FRAMES_BUILT,
         "Frames encoded by the fan-out, one per audience (framing, and full or masked field set) per delivery"
@@ -337,6 +352,14 @@ static BATCH_SIZE_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(DELIVERY_
 static COMMIT_DURATION_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(COMMIT_DURATION));
 static PIPELINE_SIZE_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(REDIS_PIPELINE_SIZE));
 
+/// A pipeline of commits and its durability wait: how long, and whether
+/// it was confirmed.
+pub fn durable_wait(took: std::time::Duration, confirmed: bool) {
+    histogram!(DURABLE_WAIT).record(took.as_secs_f64());
+    if !confirmed {
+        counter!(DURABLE_UNCONFIRMED).increment(1);
+    }
+}
 pub fn redis_pipeline(calls: usize) {
     PIPELINE_SIZE_H.record(calls as f64);
 }

@@ -118,6 +118,6 @@ async fn call_commit(store: &Store, valid: &ValidChange) -> Result<CommitResult,
     for value in &valid.values {
         cmd.arg(value);
     }
-    let reply: String = store.fcall(&cmd).await?;
+    let reply: String = store.fcall_durable(&cmd).await?;
     serde_json::from_str(&reply).map_err(|e| StoreError::Reply(format!("{e}: {reply}")))
 }

@@ -15,6 +15,7 @@
 pub mod commit;
 pub mod conn;
 pub mod discovery;
+pub mod durable;
 pub mod error;
 pub mod events;
 pub mod group_pipe;
@@ -116,7 +117,10 @@ impl Store {
                 .map_err(StoreError::Config)?
         };
         let pipe = match conns.first() {
-            Some(Conn::Single(c)) => Some(group_pipe::GroupPipe::new(c.clone())),
+            Some(Conn::Single(c)) => Some(group_pipe::GroupPipe::new(
+                c.clone(),
+                durable::Durable::none(),
+            )),
             _ => None,
         };
         Ok(Store {
@@ -138,7 +142,7 @@ impl Store {
         pool: usize,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<Store, StoreError> {
-        Store::open(
+        let store = Store::open(
             config.redis_urls(),
             config.redis_cluster,
             pool,
@@ -147,7 +151,17 @@ impl Store {
             config.retention_secs.saturating_mul(1000),
             shutdown,
         )
-        .await
+        .await?;
+        Ok(store.with_durability(durable::Durable::from_config(config)))
+    }
+
+    /// Commits acknowledged only once `durable` (`RTS_DURABLE_WRITES`):
+    /// the commit pipeline is made again with its wait. Call before use.
+    pub fn with_durability(mut self, durable: durable::Durable) -> Store {
+        if let Some(Conn::Single(c)) = self.conns.first() {
+            self.pipe = Some(group_pipe::GroupPipe::new(c.clone(), durable));
+        }
+        self
     }
 
     /// True when connected to a Redis Cluster.
@@ -190,14 +204,43 @@ impl Store {
     /// persistence has lost the library: it is loaded again and the call
     /// retried once (nothing ran the first time).
     pub async fn fcall<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
-        let first = match &self.pipe {
-            Some(pipe) => pipe
-                .call(cmd.clone())
-                .await
-                .and_then(|v| T::from_redis_value(v).map_err(redis::RedisError::from)),
-            None => cmd.query_async(&mut self.conn()).await,
+        self.fcall_in_pipe(cmd, false).await
+    }
+
+    /// [`Store::fcall`] of a commit: answered only once it is as durable
+    /// as `RTS_DURABLE_WRITES` asks (else a timeout).
+    pub async fn fcall_durable<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.fcall_in_pipe(cmd, true).await
+    }
+
+    async fn fcall_in_pipe<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        durable: bool,
+    ) -> Result<T, StoreError> {
+        let Some(pipe) = &self.pipe else {
+            let first = cmd.query_async(&mut self.conn()).await;
+            return self.retry_if_library_missing(cmd, first).await;
         };
-        self.retry_if_library_missing(cmd, first).await
+        let call = || async {
+            pipe.call(cmd.clone(), durable)
+                .await
+                .and_then(|v| T::from_redis_value(v).map_err(redis::RedisError::from))
+                .map_err(StoreError::from_redis)
+        };
+        // The retry goes through the pipeline too, so a commit made then
+        // still waits for its durability.
+        match call().await {
+            Err(e) if e.is_missing_function() => {
+                tracing::warn!("rtsync function library missing; loading it again");
+                self.load_library().await?;
+                call().await
+            }
+            other => other,
+        }
     }
 
     /// Runs a read-only `FCALL` (`rtsync_load`, `rtsync_history`) on a

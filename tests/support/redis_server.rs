@@ -14,6 +14,8 @@ pub struct RedisServer {
     /// With `RTSYNC_TEST_CLUSTER=1` every test runs on a local 3-primary
     /// Redis Cluster instead of one server.
     cluster: Option<super::redis_cluster::RedisCluster>,
+    /// The primary's port, for a replica.
+    replica_of: Option<u16>,
 }
 
 /// True when the suite runs against Redis Cluster (`RTSYNC_TEST_CLUSTER=1`).
@@ -38,6 +40,7 @@ impl RedisServer {
                 dir: std::env::temp_dir().join("rtsync-unused"),
                 appendonly: false,
                 cluster: Some(cluster),
+                replica_of: None,
             };
         }
         Self::start_with(false).await
@@ -49,6 +52,33 @@ impl RedisServer {
 
     /// `appendonly`: persist with AOF, so a restart keeps the data.
     pub async fn start_with(appendonly: bool) -> RedisServer {
+        Self::start_server(appendonly, None).await
+    }
+
+    /// A replica of `primary` (one server, never a cluster), synced.
+    pub async fn start_replica_of(primary: &RedisServer) -> RedisServer {
+        let replica = Self::start_server(false, Some(primary.port)).await;
+        let client = redis::Client::open(replica.url()).expect("replica url");
+        let conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the replica");
+        super::wait_for("the replica in sync", Duration::from_secs(10), || {
+            let mut conn = conn.clone();
+            async move {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+                    .ok()?;
+                info.contains("master_link_status:up").then_some(())
+            }
+        })
+        .await;
+        replica
+    }
+
+    async fn start_server(appendonly: bool, replica_of: Option<u16>) -> RedisServer {
         let dir = std::env::temp_dir().join(format!(
             "rtsync-test-redis-{}-{}",
             std::process::id(),
@@ -61,6 +91,7 @@ impl RedisServer {
             dir,
             appendonly,
             cluster: None,
+            replica_of,
         };
         for _ in 0..5 {
             server.port = free_port();
@@ -82,6 +113,17 @@ impl RedisServer {
             .args(["--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(
+                self.replica_of
+                    .map(|p| {
+                        vec![
+                            "--replicaof".to_owned(),
+                            "127.0.0.1".to_owned(),
+                            p.to_string(),
+                        ]
+                    })
+                    .unwrap_or_default(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
