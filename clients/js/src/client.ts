@@ -16,7 +16,7 @@ import { NewEdit, Outbox, Settled } from "./outbox.js";
 import { Presence } from "./presence.js";
 import { LatestWins } from "./latest-wins.js";
 import { routeFrame } from "./router.js";
-import { defaultStorage, OutboxStorage } from "./storage.js";
+import { defaultStorage, OutboxStorage, QueuedEdit } from "./storage.js";
 import { Subscription } from "./subscription.js";
 import { jwtSubject } from "./token.js";
 import { DevUser, Status, StatusChange, Transport, WebSocketClass } from "./transport.js";
@@ -268,7 +268,11 @@ export class RtsyncClient extends Emitter<ClientEvents> {
     let sub = this.subs.get(tableId);
     if (sub) return sub;
     const base = baseId === undefined ? undefined : { id: baseId, position: () => this.bases.position(baseId) };
-    sub = new Subscription(tableId, viewId, { isPending: (id) => this.outbox.has(id) }, base);
+    const own = {
+      isPending: (id: string) => this.outbox.has(id),
+      isInFlight: (e: ChangeEvent) => e.userId === this.userId && this.outbox.pending().some((q) => isEditOf(q, e)),
+    };
+    sub = new Subscription(tableId, viewId, own, base);
     this.subs.set(tableId, sub);
     const s = sub;
     s.on("change", (e) => this.emit("change", e));
@@ -365,4 +369,12 @@ export class RtsyncClient extends Emitter<ClientEvents> {
 function storageKey(o: ClientOptions): string {
   const user = o.devUser?.userId ?? (o.token ? jwtSubject(o.token) : undefined) ?? "default";
   return `${o.url}|${user}`;
+}
+
+/** Whether `e` is the event `edit` (still pending) became: same record, kind and values. */
+function isEditOf(edit: QueuedEdit, e: ChangeEvent): boolean {
+  if (edit.tableId !== e.tableId || edit.recordId !== e.entityId || edit.type !== e.type) return false;
+  const values = (cs: readonly FieldChange[] | null | undefined) =>
+    JSON.stringify((cs ?? []).map((c) => [c.fieldId, c.newValue ?? null]));
+  return values(edit.changes) === values(e.changes);
 }

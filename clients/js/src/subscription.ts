@@ -42,6 +42,13 @@ export interface JoinRequest {
 /** How a subscription asks which events are the user's own. */
 export interface OwnEdits {
   isPending(clientChangeId: string): boolean;
+  /**
+   * Whether the event is one of the user's edits still awaiting its answer:
+   * an edit sent on a connection that dropped before the answer came is
+   * committed under that old connection, so after a reconnect its event can
+   * arrive before the resend's `duplicate` answer names its id.
+   */
+  isInFlight?(event: ChangeEvent): boolean;
 }
 
 export class Subscription extends Emitter<SubscriptionEvents> {
@@ -145,7 +152,9 @@ export class Subscription extends Emitter<SubscriptionEvents> {
       if (typeof e?.id !== "string") continue;
       if (this.position !== undefined && compareIds(e.id, this.position) <= 0) continue;
       const own =
-        this.ownIds.delete(e.id) || (typeof e.clientChangeId === "string" && this.own.isPending(e.clientChangeId));
+        this.ownIds.delete(e.id) ||
+        (typeof e.clientChangeId === "string" && this.own.isPending(e.clientChangeId)) ||
+        (this.own.isInFlight?.(e) ?? false);
       this.advance(e.id);
       this.emit("event", { event: e, own });
       if (!own) this.emit("change", e);

@@ -58,3 +58,16 @@ test("a resync announced in the ack and again by its frame reloads once, from th
   assert.equal(s.position, "2-0");
   assert.equal(s.recovered, false);
 });
+
+test("an own edit whose answer was lost with its connection is not handed to the app when its event comes first", () => {
+  const inFlight = new Set(["7-0"]);
+  const s = new Subscription("t", undefined, { isPending: () => false, isInFlight: (e) => inFlight.has(e.id) });
+  const changes = [];
+  const events = [];
+  s.on("change", (e) => changes.push(e.id));
+  s.on("event", ({ event, own }) => events.push([event.id, own]));
+  s.joined({ tableId: "t", lastEventId: "5-0", color: "#000" });
+  s.receive([ev("6-0"), ev("7-0"), ev("8-0")]);
+  assert.deepEqual(changes, ["6-0", "8-0"]);
+  assert.deepEqual(events, [["6-0", false], ["7-0", true], ["8-0", false]], "LiveTable still applies it, in order");
+});
