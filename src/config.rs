@@ -48,6 +48,19 @@ pub struct Config {
     #[arg(long, env = "RTS_REDIS_CLUSTER", default_value_t = false, action = clap::ArgAction::Set)]
     pub redis_cluster: bool,
 
+    /// Sentinel addresses (`host:port,...`): the primary is found, and
+    /// followed through failovers, through them.
+    #[arg(long, env = "RTS_REDIS_SENTINELS")]
+    pub redis_sentinels: Option<String>,
+
+    /// The master name the Sentinels monitor.
+    #[arg(long, env = "RTS_REDIS_MASTER_NAME")]
+    pub redis_master_name: Option<String>,
+
+    /// The Sentinels' password, if they require one.
+    #[arg(long, env = "RTS_REDIS_SENTINEL_PASSWORD")]
+    pub redis_sentinel_password: Option<String>,
+
     /// What an applied change must reach before it is acknowledged.
     #[arg(long, env = "RTS_DURABLE_WRITES", value_enum, default_value = "none")]
     pub durable_writes: Durability,
@@ -290,6 +303,8 @@ pub enum ConfigError {
     SmallPage,
     #[error("RTS_SINK_URL must be an http:// or https:// URL ({0})")]
     BadSinkUrl(String),
+    #[error("RTS_REDIS_SENTINELS needs RTS_REDIS_MASTER_NAME, and cannot be used with RTS_REDIS_CLUSTER")]
+    BadSentinels,
     #[error("RTS_DURABLE_WRITES other than none is not supported on a Redis Cluster yet")]
     DurableOnCluster,
     #[error("RTS_DURABLE_TIMEOUT_MS must be 1..=1500 (the wait must end within the 2 s command timeout)")]
@@ -387,6 +402,18 @@ impl Config {
 
     /// Settings the sidecar and the sink share.
     fn validate_shared(&self) -> Result<(), ConfigError> {
+        if self
+            .redis_sentinels
+            .as_deref()
+            .is_some_and(|s| !s.trim().is_empty())
+            && (self.redis_cluster
+                || self
+                    .redis_master_name
+                    .as_deref()
+                    .is_none_or(|m| m.trim().is_empty()))
+        {
+            return Err(ConfigError::BadSentinels);
+        }
         let p = &self.key_prefix;
         if p.is_empty()
             || p.len() > 64

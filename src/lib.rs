@@ -113,6 +113,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let store = Arc::new(Store::from_config(&config, config.redis_pool, &shutdown).await?);
     check_durability(&store, &config, &shutdown).await?;
     let tasks = TaskTracker::new();
+    if let Some(sentinels) = store::sentinel::Sentinels::from_config(&config) {
+        tasks.spawn(store::sentinel::follow(
+            store.clone(),
+            sentinels,
+            shutdown.clone(),
+        ));
+    }
     let tailer = TailerHandle::new(store.clone(), config.tailer_readers);
     let bus = PresenceBus::new(store.clone(), tailer.clone())?;
     let serving = Arc::new(Serving::new(store.clone(), tailer.clone(), bus.clone()));

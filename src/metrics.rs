@@ -39,6 +39,7 @@ pub const PRESENCE_NOTICES_DROPPED: &str = "rtsync_presence_notices_dropped_tota
 pub const REDIS_PIPELINE_SIZE: &str = "rtsync_redis_pipeline_size";
 pub const RELAYS_DEFERRED: &str = "rtsync_presence_relays_deferred_total";
 pub const DURABLE_WAIT: &str = "rtsync_durable_wait_seconds";
+pub const REDIS_FAILOVERS: &str = "rtsync_redis_failovers_total";
 pub const DURABLE_UNCONFIRMED: &str = "rtsync_durable_unconfirmed_total";
 
 pub const SINK_LAG_ENTRIES: &str = "rtsync_sink_lag_entries";
@@ -93,6 +94,7 @@ pub const ALL: &[&str] = &[
     RELAYS_DEFERRED,
     DURABLE_WAIT,
     DURABLE_UNCONFIRMED,
+    REDIS_FAILOVERS,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -207,6 +209,7 @@ fn register_all() {
         PRESENCE_NOTICES_DROPPED,
         RELAYS_DEFERRED,
         DURABLE_UNCONFIRMED,
+        REDIS_FAILOVERS,
     ] {
         counter!(name).increment(0);
     }
@@ -254,6 +257,10 @@ fn describe() {
         DURABLE_WAIT,
         Unit::Seconds,
         "Round trip of a pipeline of commits with its RTS_DURABLE_WRITES wait (WAIT/WAITAOF)"
+    );
+    describe_counter!(
+        REDIS_FAILOVERS,
+        "Times the Redis primary changed and the connections moved to the new one (Sentinel)"
     );
     describe_counter!(
         DURABLE_UNCONFIRMED,
@@ -352,6 +359,9 @@ static BATCH_SIZE_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(DELIVERY_
 static COMMIT_DURATION_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(COMMIT_DURATION));
 static PIPELINE_SIZE_H: LazyLock<Histogram> = LazyLock::new(|| histogram!(REDIS_PIPELINE_SIZE));
 
+pub fn redis_failover() {
+    counter!(REDIS_FAILOVERS).increment(1);
+}
 /// A pipeline of commits and its durability wait: how long, and whether
 /// it was confirmed.
 pub fn durable_wait(took: std::time::Duration, confirmed: bool) {

@@ -90,6 +90,7 @@ async fn stats(app: &App) -> Response<Body> {
             "tableSubscriptions": app.hub.subscription_count(),
             "tablesTailed": app.hub.table_count(),
             "redis": if redis_up { "up" } else { "down" },
+            "redisPrimary": crate::store::sentinel::redacted(&app.store.primary()),
             "instanceId": app.store.instance_id,
             "uptimeSeconds": app.started.elapsed().as_secs(),
         }}),

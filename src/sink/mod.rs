@@ -93,6 +93,13 @@ pub async fn run(
     });
     let ready = Arc::new(AtomicBool::new(false));
     let tasks = TaskTracker::new();
+    if let Some(sentinels) = crate::store::sentinel::Sentinels::from_config(&config) {
+        tasks.spawn(crate::store::sentinel::follow(
+            store.clone(),
+            sentinels,
+            shutdown.clone(),
+        ));
+    }
     tasks.spawn(serve_health(
         listener,
         store.clone(),

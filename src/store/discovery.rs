@@ -31,7 +31,7 @@ impl Discovery {
                 let conn = match self.primaries.get(&addr) {
                     Some(c) => c.clone(),
                     None => {
-                        let url = node_url(store.urls(), &addr);
+                        let url = node_url(&store.urls(), &addr);
                         let client =
                             redis::Client::open(url.as_str()).map_err(StoreError::Config)?;
                         let c = client

@@ -26,11 +26,13 @@ pub mod presence;
 pub mod presence_bus;
 pub mod records;
 pub mod reply;
+pub mod sentinel;
 pub mod serving;
 pub mod sink_group;
 pub mod tailer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -38,6 +40,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 pub use conn::Conn;
 
 pub use error::StoreError;
+
+use crate::locks::{read, write};
 pub use keys::Keys;
 
 /// The Redis Functions library, loaded with `FUNCTION LOAD REPLACE` at start:
@@ -58,23 +62,56 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Shared handle to Redis for one sidecar.
 pub struct Store {
-    conns: Vec<Conn>,
-    /// Function calls on one Redis go out in groups (see `group_pipe`);
-    /// a cluster's calls go one by one on the cluster connection.
-    pipe: Option<group_pipe::GroupPipe>,
+    /// The connections in use; swapped whole when the primary changes
+    /// (Sentinel), while calls in flight finish on the old ones.
+    backend: RwLock<Arc<Backend>>,
     next: AtomicUsize,
-    /// The Redis URLs (one, or the cluster's seed nodes).
-    urls: Vec<String>,
+    /// The Redis URLs (the primary's, or the cluster's seed nodes).
+    urls: RwLock<Vec<String>>,
     cluster: bool,
+    pool: usize,
+    durable: durable::Durable,
     pub keys: Keys,
     pub instance_id: String,
     pub retention_ms: u64,
 }
 
+/// The command connections to one Redis (or one cluster connection).
+struct Backend {
+    conns: Vec<Conn>,
+    /// Function calls on one Redis go out in groups (see `group_pipe`);
+    /// a cluster's calls go one by one on the cluster connection.
+    pipe: Option<group_pipe::GroupPipe>,
+}
+
+impl Backend {
+    /// `pool` lazily connecting managers to `url`: the sidecar starts (and
+    /// answers `/readyz` 503) even while Redis is down.
+    fn single(url: &str, pool: usize, durable: durable::Durable) -> Result<Backend, StoreError> {
+        let client = redis::Client::open(url).map_err(StoreError::Config)?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_secs(1));
+        let conns = (0..pool.max(1))
+            .map(|_| {
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                    .map(Conn::Single)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(StoreError::Config)?;
+        let pipe = match conns.first() {
+            Some(Conn::Single(c)) => Some(group_pipe::GroupPipe::new(c.clone(), durable)),
+            _ => None,
+        };
+        Ok(Backend { conns, pipe })
+    }
+}
+
 impl Store {
-    /// Opens the command connections. On one Redis they connect lazily: the
-    /// sidecar starts (and answers `/readyz` 503) even while Redis is down.
-    /// A cluster connection needs a seed node to answer; it is retried until
+    /// Opens the command connections. On one Redis they connect lazily. A
+    /// cluster connection needs a seed node to answer; it is retried until
     /// one does or `shutdown` comes.
     pub async fn open(
         urls: Vec<String>,
@@ -85,7 +122,7 @@ impl Store {
         retention_ms: u64,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<Store, StoreError> {
-        let conns = if cluster {
+        let backend = if cluster {
             let client = cluster_client(&urls, None)?;
             let mut delay = Duration::from_millis(100);
             let conn = loop {
@@ -99,36 +136,21 @@ impl Store {
                 }
                 delay = (delay * 2).min(Duration::from_secs(2));
             };
-            vec![Conn::Cluster(conn)]
+            Backend {
+                conns: vec![Conn::Cluster(conn)],
+                pipe: None,
+            }
         } else {
             let url = urls.first().cloned().unwrap_or_default();
-            let client = redis::Client::open(url.as_str()).map_err(StoreError::Config)?;
-            let config = ConnectionManagerConfig::new()
-                .set_response_timeout(Some(COMMAND_TIMEOUT))
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_number_of_retries(2)
-                .set_max_delay(Duration::from_secs(1));
-            (0..pool.max(1))
-                .map(|_| {
-                    ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-                        .map(Conn::Single)
-                })
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(StoreError::Config)?
-        };
-        let pipe = match conns.first() {
-            Some(Conn::Single(c)) => Some(group_pipe::GroupPipe::new(
-                c.clone(),
-                durable::Durable::none(),
-            )),
-            _ => None,
+            Backend::single(&url, pool, durable::Durable::none())?
         };
         Ok(Store {
-            conns,
-            pipe,
+            backend: RwLock::new(Arc::new(backend)),
             next: AtomicUsize::new(0),
-            urls,
+            urls: RwLock::new(urls),
             cluster,
+            pool,
+            durable: durable::Durable::none(),
             keys,
             instance_id,
             retention_ms,
@@ -136,14 +158,20 @@ impl Store {
     }
 
     /// Opens the store a process of `config` uses (the sidecar's or the
-    /// sink's), with `pool` command connections on one Redis.
+    /// sink's), with `pool` command connections on one Redis. With
+    /// `RTS_REDIS_SENTINELS` the primary is asked of Sentinel first
+    /// (waiting while none answers).
     pub async fn from_config(
         config: &crate::config::Config,
         pool: usize,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<Store, StoreError> {
+        let urls = match sentinel::Sentinels::from_config(config) {
+            Some(sentinels) => vec![sentinels.wait_for_primary(shutdown).await?],
+            None => config.redis_urls(),
+        };
         let store = Store::open(
-            config.redis_urls(),
+            urls,
             config.redis_cluster,
             pool,
             Keys::new(config.key_prefix.clone()),
@@ -152,16 +180,35 @@ impl Store {
             shutdown,
         )
         .await?;
-        Ok(store.with_durability(durable::Durable::from_config(config)))
+        store.with_durability(durable::Durable::from_config(config))
     }
 
     /// Commits acknowledged only once `durable` (`RTS_DURABLE_WRITES`):
-    /// the commit pipeline is made again with its wait. Call before use.
-    pub fn with_durability(mut self, durable: durable::Durable) -> Store {
-        if let Some(Conn::Single(c)) = self.conns.first() {
-            self.pipe = Some(group_pipe::GroupPipe::new(c.clone(), durable));
+    /// the connections are made again with the commit pipeline's wait.
+    /// Call before use.
+    pub fn with_durability(mut self, durable: durable::Durable) -> Result<Store, StoreError> {
+        self.durable = durable;
+        if !self.cluster {
+            let url = self.primary();
+            *write(&self.backend) = Arc::new(Backend::single(&url, self.pool, durable)?);
         }
-        self
+        Ok(self)
+    }
+
+    /// Points every command connection at a new primary (a Sentinel
+    /// failover): new connections and a new commit pipeline; calls in
+    /// flight finish (or fail, `timeout`) on the old ones. The presence bus
+    /// and readers reconnect to [`Store::urls`] on their next fault.
+    pub fn switch_primary(&self, url: &str) -> Result<(), StoreError> {
+        let backend = Backend::single(url, self.pool, self.durable)?;
+        *write(&self.backend) = Arc::new(backend);
+        *write(&self.urls) = vec![url.to_owned()];
+        Ok(())
+    }
+
+    /// The URL of the primary in use (the first seed node of a cluster).
+    pub fn primary(&self) -> String {
+        read(&self.urls).first().cloned().unwrap_or_default()
     }
 
     /// True when connected to a Redis Cluster.
@@ -169,8 +216,13 @@ impl Store {
         self.cluster
     }
 
-    pub fn urls(&self) -> &[String] {
-        &self.urls
+    /// The Redis URLs in use: the primary's, or the cluster's seed nodes.
+    pub fn urls(&self) -> Vec<String> {
+        read(&self.urls).clone()
+    }
+
+    fn backend(&self) -> Arc<Backend> {
+        read(&self.backend).clone()
     }
 
     /// A command connection (cheap clone of a multiplexed handle): any but
@@ -178,13 +230,14 @@ impl Store {
     /// answers one connection's commands in order, so a slow read sharing
     /// the pipeline's connection would hold every commit behind it.
     pub fn conn(&self) -> Conn {
-        if self.pipe.is_some() && self.conns.len() > 1 {
-            let n = self.conns.len() - 1;
+        let b = self.backend();
+        if b.pipe.is_some() && b.conns.len() > 1 {
+            let n = b.conns.len() - 1;
             let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-            return self.conns[1 + i].clone();
+            return b.conns[1 + i].clone();
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        self.conns[i].clone()
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % b.conns.len().max(1);
+        b.conns[i].clone()
     }
 
     /// Loads (or replaces) the `rtsync` function library.
@@ -221,7 +274,8 @@ impl Store {
         cmd: &redis::Cmd,
         durable: bool,
     ) -> Result<T, StoreError> {
-        let Some(pipe) = &self.pipe else {
+        let backend = self.backend();
+        let Some(pipe) = &backend.pipe else {
             let first = cmd.query_async(&mut self.conn()).await;
             return self.retry_if_library_missing(cmd, first).await;
         };
@@ -287,7 +341,8 @@ impl Store {
     /// them all also finds connections a Redis restart broke, so they are
     /// opened again before a user's request would fail on them.
     pub async fn ping(&self) -> bool {
-        let pings = self.conns.iter().map(|c| {
+        let backend = self.backend();
+        let pings = backend.conns.iter().map(|c| {
             let mut conn = c.clone();
             async move {
                 let ping = redis::cmd("PING").query_async::<String>(&mut conn).await;

@@ -251,14 +251,14 @@ enum BusConn {
 impl BusConn {
     async fn open(store: &Store, pushes: PushSender) -> Result<BusConn, StoreError> {
         if store.is_cluster() {
-            let client = super::cluster_client(store.urls(), Some(pushes))?;
+            let client = super::cluster_client(&store.urls(), Some(pushes))?;
             let conn = client
                 .get_async_connection()
                 .await
                 .map_err(StoreError::from_redis)?;
             return Ok(BusConn::Cluster(conn));
         }
-        let url = store.urls().first().cloned().unwrap_or_default();
+        let url = store.primary();
         let info = url
             .as_str()
             .into_connection_info()
