@@ -11,6 +11,7 @@ pub mod postgres;
 pub mod receiver;
 pub mod redis_cluster;
 pub mod redis_server;
+pub mod sentinel;
 pub mod sidecar;
 pub mod tokens;
 

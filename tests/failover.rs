@@ -1,0 +1,178 @@
+//! Redis failover through Sentinel (docs/protocol.md 11) against real
+//! processes: a primary, two replicas and three Sentinels. The sidecars
+//! find the primary through Sentinel and follow it when it is SIGKILLed;
+//! with `RTS_DURABLE_WRITES=replica` every acknowledged change survives,
+//! once. These tests start their own servers (no cluster).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::client::{change, Client};
+use support::sentinel::{SentinelSet, MASTER};
+use support::{metric, stream_ids, Sidecar};
+
+async fn sentinel_sidecar(set: &SentinelSet, name: &str) -> Sidecar {
+    Sidecar::start_url(
+        "redis://127.0.0.1:1",
+        name,
+        &[
+            ("RTS_REDIS_SENTINELS", &set.addrs()),
+            ("RTS_REDIS_MASTER_NAME", MASTER),
+            ("RTS_DURABLE_WRITES", "replica"),
+            ("RTS_RATE_LIMIT", "100000"),
+        ],
+    )
+    .await
+}
+
+/// Commits `clientChangeId`s `w-0`, `w-1`, ... until `stop`, each resent
+/// (same id) until it is answered; records each id's event id and when the
+/// first answer after `killed_at` came.
+async fn writer(
+    side_url: Sidecar,
+    user: &'static str,
+    table: &'static str,
+    stop: Arc<Mutex<bool>>,
+    acked: Arc<Mutex<HashMap<String, String>>>,
+    resumed: Arc<Mutex<Vec<Instant>>>,
+) -> Sidecar {
+    let mut c = Client::connect(&side_url, user).await;
+    let mut n = 0;
+    while !*stop.lock().unwrap() {
+        let id = format!("{user}-{n}");
+        let mut body = change(table, &format!("r{}", n % 5), "f", json!(n));
+        body["clientChangeId"] = json!(id);
+        loop {
+            match c.request("record_change", body.clone()).await {
+                Ok(r) => {
+                    let event = r["eventId"].as_str().unwrap_or_default().to_owned();
+                    assert!(
+                        ["applied", "merged", "overwritten", "duplicate"]
+                            .contains(&r["status"].as_str().unwrap_or("")),
+                        "{r}"
+                    );
+                    acked.lock().unwrap().insert(id.clone(), event);
+                    resumed.lock().unwrap().push(Instant::now());
+                    break;
+                }
+                Err(e) => {
+                    let code = e["code"].as_str().unwrap_or("");
+                    assert!(code == "timeout" || code == "unavailable", "{e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        n += 1;
+    }
+    side_url
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_primary_is_followed_and_every_acknowledged_change_survives_once() {
+    let mut set = SentinelSet::start().await;
+    let a = sentinel_sidecar(&set, "fo-a").await;
+    let b = sentinel_sidecar(&set, "fo-b").await;
+    let table = "fo";
+    let mut sub = Client::connect(&b, "watcher").await;
+    sub.request_ok(
+        "subscribe_to_table",
+        json!({"tableId": table, "viewId": "v"}),
+    )
+    .await;
+
+    let stop = Arc::new(Mutex::new(false));
+    let acked = Arc::new(Mutex::new(HashMap::new()));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let writers: Vec<_> = [(a, "alice"), (b, "bob")]
+        .into_iter()
+        .map(|(side, user)| {
+            tokio::spawn(writer(
+                side,
+                user,
+                table,
+                stop.clone(),
+                acked.clone(),
+                answers.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await; // writes flow
+    let old = set.primary_port().await.unwrap();
+    let killed_at = Instant::now();
+    set.server(old).kill();
+    let new = set.wait_for_new_primary(old, Duration::from_secs(30)).await;
+    // Writes resume on the new primary within 15 s of the kill.
+    support::wait_for(
+        "a commit after the failover",
+        Duration::from_secs(20),
+        || async {
+            answers
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|t| *t > killed_at + Duration::from_millis(1500))
+                .then_some(())
+        },
+    )
+    .await;
+    let first_after = answers
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| **t > killed_at + Duration::from_millis(1500))
+        .min()
+        .copied()
+        .unwrap();
+    let took = first_after - killed_at;
+    eprintln!("failover: SIGKILL of the primary to the first commit answered after it: {took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await; // writes on the new primary
+    *stop.lock().unwrap() = true;
+    let mut sides = Vec::new();
+    for w in writers {
+        sides.push(w.await.unwrap());
+    }
+
+    // Every acknowledged change is in the new primary's stream, once.
+    let client = redis::Client::open(format!("redis://127.0.0.1:{new}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ids = stream_ids(&mut conn, table).await;
+    let in_stream: HashSet<&String> = ids.iter().collect();
+    assert_eq!(in_stream.len(), ids.len());
+    let acked = acked.lock().unwrap().clone();
+    for (cc, event) in &acked {
+        assert!(
+            in_stream.contains(event),
+            "{cc} acknowledged as {event} but lost"
+        );
+    }
+    assert_eq!(ids.len(), acked.len(), "every change written once");
+
+    // The subscriber on the other sidecar got every entry of the new
+    // primary's stream, once.
+    let got = sub.changes(ids.len(), Duration::from_secs(20)).await;
+    let got_ids: Vec<String> = got
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_owned())
+        .collect();
+    let unique: HashSet<&String> = got_ids.iter().collect();
+    assert_eq!(unique.len(), got_ids.len(), "no event twice");
+    for id in &ids {
+        assert!(unique.contains(id), "{id} never reached the subscriber");
+    }
+    let (status, stats) = sides[1].api("GET", "/api/v1/sync/stats", &Value::Null);
+    assert_eq!(status, 200);
+    assert_eq!(
+        stats["data"]["redisPrimary"],
+        format!("redis://127.0.0.1:{new}"),
+        "{stats}"
+    );
+    let text = sides[1].get("/metrics").1;
+    assert!(metric(&text, "rtsync_redis_failovers_total") >= 1.0);
+}
