@@ -176,3 +176,103 @@ async fn a_killed_primary_is_followed_and_every_acknowledged_change_survives_onc
     let text = sides[1].get("/metrics").1;
     assert!(metric(&text, "rtsync_redis_failovers_total") >= 1.0);
 }
+
+/// Without durable writes, a failover to a lagging replica loses the last
+/// entries. A client that saw them is ahead of the new stream: it is told
+/// `stream_reset` and reloads, and the table goes on on the new primary.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_ahead_of_the_promoted_replicas_stream_is_told_stream_reset() {
+    let mut set = SentinelSet::start().await;
+    let side = Sidecar::start_url(
+        "redis://127.0.0.1:1",
+        "fo-lag",
+        &[
+            ("RTS_REDIS_SENTINELS", &set.addrs()),
+            ("RTS_REDIS_MASTER_NAME", MASTER),
+        ],
+    )
+    .await;
+    let table = "fo-lag";
+    let mut watcher = Client::connect(&side, "watcher").await;
+    watcher
+        .request_ok(
+            "subscribe_to_table",
+            json!({"tableId": table, "viewId": "v"}),
+        )
+        .await;
+    let mut w = Client::connect(&side, "writer").await;
+    for i in 0..3 {
+        w.request_ok("record_change", change(table, "r1", "f", json!(i)))
+            .await;
+    }
+    let old = set.primary_port().await.unwrap();
+    let replicas: Vec<u16> = set
+        .servers
+        .iter()
+        .map(|s| s.port)
+        .filter(|p| *p != old)
+        .collect();
+    // The replicas lag on purpose: paused, and cut off from the primary
+    // (their sockets closed), these three commits reach the primary only.
+    for p in &replicas {
+        set.server(*p).pause();
+    }
+    let primary = redis::Client::open(format!("redis://127.0.0.1:{old}")).unwrap();
+    let mut on_primary = primary.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("replica")
+        .query_async(&mut on_primary)
+        .await
+        .unwrap();
+    for i in 3..6 {
+        w.request_ok("record_change", change(table, "r1", "f", json!(i)))
+            .await;
+    }
+    let seen = watcher.changes(6, Duration::from_secs(10)).await;
+    assert_eq!(seen.len(), 6);
+    let last_seen = seen[5]["id"].as_str().unwrap().to_owned();
+    set.server(old).kill();
+    for p in &replicas {
+        set.server(*p).resume();
+    }
+    let new = set.wait_for_new_primary(old, Duration::from_secs(30)).await;
+    // A new commit once the sidecar follows the new primary.
+    support::wait_for(
+        "a commit on the new primary",
+        Duration::from_secs(20),
+        || async {
+            let mut w = Client::connect(&side, "writer2").await;
+            w.request("record_change", change(table, "r2", "f", json!("after")))
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let client = redis::Client::open(format!("redis://127.0.0.1:{new}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ids = stream_ids(&mut conn, table).await;
+    assert!(
+        !ids.contains(&last_seen),
+        "the promoted replica lacks the last entries"
+    );
+    // The connection that stayed sees the new primary's new entries live:
+    // its sidecar's group there is behind the lost entries, not stuck.
+    let (_, after, _) = watcher
+        .take(|(e, d, _)| e == "record_change" && d["entityId"] == "r2")
+        .await
+        .expect("the commit after the failover reaches the subscriber");
+    assert!(ids.contains(&after["id"].as_str().unwrap().to_owned()));
+    // The client that saw them reconnects and recovers from its position.
+    let mut again = Client::connect(&side, "watcher").await;
+    let ack = again
+        .request_ok(
+            "subscribe_to_table",
+            json!({"tableId": table, "viewId": "v", "lastEventId": last_seen}),
+        )
+        .await;
+    assert_eq!(ack["resyncRequired"], "stream_reset", "{ack}");
+    let resync = again.expect_event("resync_required").await;
+    assert_eq!(resync["reason"], "stream_reset");
+}
