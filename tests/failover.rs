@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::client::{change, Client};
+use support::receiver::Receiver;
 use support::sentinel::{SentinelSet, MASTER};
 use support::{metric, stream_ids, Sidecar};
 
@@ -275,4 +276,60 @@ async fn a_client_ahead_of_the_promoted_replicas_stream_is_told_stream_reset() {
     assert_eq!(ack["resyncRequired"], "stream_reset", "{ack}");
     let resync = again.expect_event("resync_required").await;
     assert_eq!(resync["reason"], "stream_reset");
+}
+
+/// The sink finds the primary through Sentinel too, follows the failover,
+/// and delivers every entry of the new primary's stream.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sink_follows_the_failover_and_delivers_every_surviving_entry() {
+    let mut set = SentinelSet::start().await;
+    let side = sentinel_sidecar(&set, "fo-sink-side").await;
+    let receiver = Receiver::ok().await;
+    let addrs = set.addrs();
+    let _sink = Sidecar::start_sink_url(
+        "redis://127.0.0.1:1",
+        "fo-sink",
+        &[
+            ("RTS_REDIS_SENTINELS", &addrs),
+            ("RTS_REDIS_MASTER_NAME", MASTER),
+            ("RTS_SINK_URL", receiver.url.as_str()),
+        ],
+    )
+    .await;
+    let table = "fo-sink";
+    let mut w = Client::connect(&side, "writer").await;
+    let commit = |i: usize| {
+        let mut body = change(table, &format!("r{}", i % 3), "f", json!(i));
+        body["clientChangeId"] = json!(format!("c{i}"));
+        body
+    };
+    for i in 0..10 {
+        w.request_ok("record_change", commit(i)).await;
+    }
+    support::wait_for(
+        "the first entries delivered",
+        Duration::from_secs(20),
+        || async { (receiver.delivered_ids().len() >= 10).then_some(()) },
+    )
+    .await;
+    let old = set.primary_port().await.unwrap();
+    set.server(old).kill();
+    let new = set.wait_for_new_primary(old, Duration::from_secs(30)).await;
+    // Each commit is resent (same clientChangeId) until it is answered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 10..20 {
+        while w.request("record_change", commit(i)).await.is_err() {
+            assert!(Instant::now() < deadline, "writes did not resume");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let client = redis::Client::open(format!("redis://127.0.0.1:{new}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ids = stream_ids(&mut conn, table).await;
+    assert_eq!(ids.len(), 20, "durable writes: nothing lost");
+    support::wait_for("every entry delivered", Duration::from_secs(30), || async {
+        let got: HashSet<String> = receiver.delivered_ids().into_iter().collect();
+        ids.iter().all(|id| got.contains(id)).then_some(())
+    })
+    .await;
 }

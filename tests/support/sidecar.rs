@@ -46,6 +46,16 @@ impl Sidecar {
         Self::spawn(&redis.url(), instance_id, &env, &["sink"]).await
     }
 
+    /// Starts `rtsync sink` with `redis_url` (or none: Sentinel settings in
+    /// `env`).
+    pub async fn start_sink_url(
+        redis_url: &str,
+        instance_id: &str,
+        env: &[(&str, &str)],
+    ) -> Sidecar {
+        Self::spawn(redis_url, instance_id, env, &["sink"]).await
+    }
+
     async fn spawn(
         redis_url: &str,
         instance_id: &str,
