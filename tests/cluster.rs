@@ -282,3 +282,95 @@ async fn table_slot_moves_to_another_node_while_clients_write() {
         .unwrap();
     assert!(n > 0);
 }
+
+/// A cluster with a replica per primary: the primary holding a table is
+/// SIGKILLed under writes; its replica is promoted, and the sidecars follow
+/// (`MOVED`, a refreshed slot map): writes resume, the table's events reach
+/// the subscriber on the other sidecar live, and so does presence.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_cluster_primary_is_replaced_and_writes_tailing_and_presence_resume() {
+    let mut cluster = RedisCluster::start_with_replicas(1).await;
+    let (a, b) = sidecars(&cluster).await;
+    let t = "cfo";
+    let subscribe = json!({"tableId": t, "viewId": "v"});
+    let mut watcher = Client::connect(&b, "watcher").await;
+    watcher
+        .request_ok("subscribe_to_table", subscribe.clone())
+        .await;
+    let mut mover = Client::connect(&a, "mover").await;
+    mover.request_ok("subscribe_to_table", subscribe).await;
+    let mut w = Client::connect(&a, "writer").await;
+    let body = |i: usize| {
+        let mut c = change(t, &format!("r{}", i % 3), "f", json!(i));
+        c["clientChangeId"] = json!(format!("c{i}"));
+        c
+    };
+    for i in 0..5 {
+        w.request_ok("record_change", body(i)).await;
+    }
+    assert_eq!(watcher.changes(5, LONG).await.len(), 5);
+
+    let mut node = cluster.node(cluster.ports[0]).await;
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(format!("{{{t}}}"))
+        .query_async(&mut node)
+        .await
+        .unwrap();
+    let old = cluster.slot_primary(cluster.ports[0], slot).await.unwrap();
+    let via = *cluster.ports.iter().find(|p| **p != old).unwrap();
+    let killed_at = std::time::Instant::now();
+    cluster.kill_node(old);
+    support::wait_for("a replica promoted for the table's slot", LONG, || async {
+        cluster.slot_primary(via, slot).await.filter(|p| *p != old)
+    })
+    .await;
+    // Each commit is resent (same clientChangeId) until it is answered.
+    let mut after = Vec::new();
+    for i in 5..10 {
+        loop {
+            match w.request("record_change", body(i)).await {
+                Ok(r) => {
+                    after.push(r["eventId"].as_str().unwrap().to_owned());
+                    break;
+                }
+                Err(e) => {
+                    assert!(killed_at.elapsed() < LONG, "writes did not resume: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    eprintln!(
+        "cluster failover: SIGKILL to writes resumed and done: {:?}",
+        killed_at.elapsed()
+    );
+    let live = watcher.changes(5, LONG).await;
+    let live_ids: Vec<String> = ids(&live);
+    for id in &after {
+        assert!(
+            live_ids.contains(id),
+            "{id} did not reach the subscriber live: {live_ids:?}"
+        );
+    }
+    // Presence resumes too: a cursor from one sidecar reaches the other.
+    let mut relayed = false;
+    while !relayed {
+        assert!(
+            killed_at.elapsed() < LONG * 2,
+            "no cursor relayed after the failover"
+        );
+        mover
+            .request_ok(
+                "cursor_position",
+                json!({"tableId": t, "cursor": {"recordId": "r1", "fieldId": "f"}}),
+            )
+            .await;
+        relayed = watcher
+            .take_within(Duration::from_millis(500), |(e, d, _)| {
+                e == "cursor_position" && d["userId"] == "mover"
+            })
+            .await
+            .is_some();
+    }
+}

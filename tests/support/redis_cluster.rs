@@ -17,6 +17,12 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start() -> RedisCluster {
+        Self::start_with_replicas(0).await
+    }
+
+    /// A 3-primary cluster with `replicas` replicas per primary (the
+    /// primaries are `ports[..3]`).
+    pub async fn start_with_replicas(replicas: usize) -> RedisCluster {
         let dir = std::env::temp_dir().join(format!(
             "rtsync-test-cluster-{}-{}",
             std::process::id(),
@@ -28,7 +34,7 @@ impl RedisCluster {
             children: Vec::new(),
             dir,
         };
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             let (port, child) = spawn_node(&cluster.dir).await;
             cluster.ports.push(port);
             cluster.children.push(child);
@@ -41,7 +47,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli --cluster create");
         assert!(
@@ -59,6 +65,19 @@ impl RedisCluster {
                     .await
                     .ok()?;
                 info.contains("cluster_state:ok").then_some(())
+            })
+            .await;
+            // A replica counts once it has synced: only then can it take over.
+            super::wait_for("replicas in sync", Duration::from_secs(20), || async move {
+                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+                let mut c = client.get_multiplexed_async_connection().await.ok()?;
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut c)
+                    .await
+                    .ok()?;
+                (info.contains("role:master") || info.contains("master_link_status:up"))
+                    .then_some(())
             })
             .await;
         }
@@ -85,6 +104,47 @@ impl RedisCluster {
             .get_async_connection()
             .await
             .expect("connect to the test cluster")
+    }
+
+    /// SIGKILLs the node on `port`.
+    pub fn kill_node(&mut self, port: u16) {
+        if let Some(i) = self.ports.iter().position(|p| *p == port) {
+            let _ = self.children[i].kill();
+            let _ = self.children[i].wait();
+        }
+    }
+
+    /// The port of the primary that serves `slot` now, asked of `via`.
+    pub async fn slot_primary(&self, via: u16, slot: u16) -> Option<u16> {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{via}")).ok()?;
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        let shards: redis::Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut c)
+            .await
+            .ok()?;
+        let redis::Value::Array(ranges) = shards else {
+            return None;
+        };
+        for r in ranges {
+            let redis::Value::Array(parts) = r else {
+                continue;
+            };
+            let (
+                Some(redis::Value::Int(lo)),
+                Some(redis::Value::Int(hi)),
+                Some(redis::Value::Array(primary)),
+            ) = (parts.first(), parts.get(1), parts.get(2))
+            else {
+                continue;
+            };
+            if (*lo..=*hi).contains(&i64::from(slot)) {
+                if let Some(redis::Value::Int(port)) = primary.get(1) {
+                    return u16::try_from(*port).ok();
+                }
+            }
+        }
+        None
     }
 
     /// A plain connection to one node.
@@ -125,6 +185,8 @@ async fn spawn_node(dir: &std::path::Path) -> (u16, Child) {
                 "nodes.conf",
             ])
             .args(["--cluster-node-timeout", "2000"])
+            // Replicas sync at once (the default waits 5 s for more).
+            .args(["--repl-diskless-sync-delay", "0"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&node_dir)
