@@ -228,8 +228,9 @@ async fn a_client_ahead_of_the_promoted_replicas_stream_is_told_stream_reset() {
         .await
         .unwrap();
     for i in 3..6 {
-        w.request_ok("record_change", change(table, "r1", "f", json!(i)))
-            .await;
+        let mut body = change(table, "r1", "f", json!(i));
+        body["clientChangeId"] = json!(format!("lost-{i}"));
+        w.request_ok("record_change", body).await;
     }
     let seen = watcher.changes(6, Duration::from_secs(10)).await;
     assert_eq!(seen.len(), 6);
@@ -265,6 +266,16 @@ async fn a_client_ahead_of_the_promoted_replicas_stream_is_told_stream_reset() {
         .await
         .expect("the commit after the failover reaches the subscriber");
     assert!(ids.contains(&after["id"].as_str().unwrap().to_owned()));
+    // A change lost with the old primary took its dedup key with it: its
+    // resend is written (once), not answered `duplicate` of nothing.
+    let mut resend = change(table, "r1", "f", json!(5));
+    resend["clientChangeId"] = json!("lost-5");
+    let mut w = Client::connect(&side, "writer").await;
+    let first = w.request_ok("record_change", resend.clone()).await;
+    assert_ne!(first["status"], "duplicate", "{first}");
+    let again = w.request_ok("record_change", resend).await;
+    assert_eq!(again["status"], "duplicate");
+    assert_eq!(again["eventId"], first["eventId"]);
     // The client that saw them reconnects and recovers from its position.
     let mut again = Client::connect(&side, "watcher").await;
     let ack = again
