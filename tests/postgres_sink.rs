@@ -226,3 +226,79 @@ async fn postgres_ends_with_exactly_the_state_rtsync_holds() {
     );
     drop(app);
 }
+
+/// The example across a Redis failover: the primary (behind three
+/// Sentinels) is SIGKILLed mid-stream; the sidecars and the sink follow
+/// the new primary, writers resend what was not answered (same
+/// `clientChangeId`), and PostgreSQL ends equal to what rtsync holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_ends_equal_to_rtsync_across_a_redis_failover() {
+    let skip = ["RTSYNC_SKIP_POSTGRES", "RTSYNC_SKIP_BROWSER"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if skip || support::cluster_mode() {
+        eprintln!("skipping the PostgreSQL example (RTSYNC_SKIP_POSTGRES, RTSYNC_SKIP_BROWSER: no Node.js, or the cluster pass)");
+        return;
+    }
+    use support::sentinel::{SentinelSet, MASTER};
+    let pg = Postgres::start();
+    let mut set = SentinelSet::start().await;
+    let addrs = set.addrs();
+    let redis_env = [
+        ("RTS_REDIS_SENTINELS", addrs.as_str()),
+        ("RTS_REDIS_MASTER_NAME", MASTER),
+        ("RTS_DURABLE_WRITES", "replica"),
+    ];
+    let a = Sidecar::start_url("redis://127.0.0.1:1", "fo-pg-a", &redis_env).await;
+    let b = Sidecar::start_url("redis://127.0.0.1:1", "fo-pg-b", &redis_env).await;
+    let (app, port) = receiver(&pg, 0);
+    let url = format!("http://127.0.0.1:{port}/rtsync-events");
+    let mut sink_env = vec![
+        ("RTS_SINK_URL", url.as_str()),
+        ("RTS_SINK_SECRET", SECRET),
+        ("RTS_SINK_BATCH", "20"),
+    ];
+    sink_env.extend_from_slice(&redis_env[..2]);
+    let _sink = Sidecar::start_sink_url("redis://127.0.0.1:1", "fo-pg-sink", &sink_env).await;
+    let mut writers = [
+        Client::connect(&a, "ann").await,
+        Client::connect(&b, "bob").await,
+    ];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for i in 0..120usize {
+        let record = format!("r{:02}", i % 9);
+        let field = ["name", "n", "done"][i % 3];
+        let change = json!({"type": "update", "recordId": record, "tableId": TABLE,
+            "changes": [{"fieldId": field, "newValue": i}], "clientChangeId": format!("c{i}")});
+        // Resent (same clientChangeId) until answered: timeout or
+        // unavailable while the primary is replaced.
+        while writers[i % 2]
+            .request("record_change", change.clone())
+            .await
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writes did not resume"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if i == 60 {
+            let old = set.primary_port().await.expect("a primary");
+            set.server(old).kill();
+        }
+    }
+    let expected = rtsync_state(&a);
+    assert_eq!(expected.len(), 9, "records of the table");
+    let pg_final = wait_for(
+        "PostgreSQL equal to load_records after the failover",
+        Duration::from_secs(60),
+        || async {
+            let got = pg_state(&pg);
+            (got == expected).then_some(got)
+        },
+    )
+    .await;
+    assert_eq!(pg_final, expected);
+    drop(app);
+}
