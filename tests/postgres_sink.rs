@@ -98,13 +98,21 @@ fn rtsync_state(side: &Sidecar) -> Vec<Value> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn postgres_ends_with_exactly_the_state_rtsync_holds() {
+/// Whether the example's tests are skipped here (no PostgreSQL or Node.js
+/// wanted, or the cluster pass, whose Redis the example does not use).
+fn skipped() -> bool {
     let skip = ["RTSYNC_SKIP_POSTGRES", "RTSYNC_SKIP_BROWSER"]
         .iter()
         .any(|v| std::env::var_os(v).is_some());
     if skip || support::cluster_mode() {
         eprintln!("skipping the PostgreSQL example (RTSYNC_SKIP_POSTGRES, RTSYNC_SKIP_BROWSER: no Node.js, or the cluster pass)");
+    }
+    skip || support::cluster_mode()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_ends_with_exactly_the_state_rtsync_holds() {
+    if skipped() {
         return;
     }
     let pg = Postgres::start();
@@ -233,11 +241,7 @@ async fn postgres_ends_with_exactly_the_state_rtsync_holds() {
 /// `clientChangeId`), and PostgreSQL ends equal to what rtsync holds.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_ends_equal_to_rtsync_across_a_redis_failover() {
-    let skip = ["RTSYNC_SKIP_POSTGRES", "RTSYNC_SKIP_BROWSER"]
-        .iter()
-        .any(|v| std::env::var_os(v).is_some());
-    if skip || support::cluster_mode() {
-        eprintln!("skipping the PostgreSQL example (RTSYNC_SKIP_POSTGRES, RTSYNC_SKIP_BROWSER: no Node.js, or the cluster pass)");
+    if skipped() {
         return;
     }
     use support::sentinel::{SentinelSet, MASTER};

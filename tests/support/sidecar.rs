@@ -43,7 +43,7 @@ impl Sidecar {
         if redis.is_cluster() {
             env.push(("RTS_REDIS_CLUSTER", "true"));
         }
-        Self::spawn(&redis.url(), instance_id, &env, &["sink"]).await
+        Self::start_sink_url(&redis.url(), instance_id, &env).await
     }
 
     /// Starts `rtsync sink` with `redis_url` (or none: Sentinel settings in
