@@ -104,7 +104,13 @@ async fn a_large_frame_before_authenticate_closes_4413() {
 async fn a_full_unauthenticated_cap_closes_the_oldest_waiting_socket_4408() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[("RTS_MAX_UNAUTHENTICATED", "2")]).await;
+    // One after the other: a connection counts itself open and takes its
+    // waiting place in one step, so `a` is surely the oldest waiting.
     let mut a = Client::open(&side, None, &[], "").await;
+    support::wait_for("one open", LONG, || async {
+        (side.total_connections() == 1).then_some(())
+    })
+    .await;
     let _b = Client::open(&side, None, &[], "").await;
     support::wait_for("two open", LONG, || async {
         (side.total_connections() == 2).then_some(())
