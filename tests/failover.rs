@@ -103,7 +103,10 @@ async fn a_killed_primary_is_followed_and_every_acknowledged_change_survives_onc
             ))
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(2)).await; // writes flow
+    support::wait_for("writes flowing", Duration::from_secs(20), || async {
+        (acked.lock().unwrap().len() >= 20).then_some(())
+    })
+    .await;
     let old = set.primary_port().await.unwrap();
     let killed_at = Instant::now();
     set.server(old).kill();
@@ -133,7 +136,21 @@ async fn a_killed_primary_is_followed_and_every_acknowledged_change_survives_onc
     let took = first_after - killed_at;
     eprintln!("failover: SIGKILL of the primary to the first commit answered after it: {took:?}");
     assert!(took < Duration::from_secs(15), "{took:?}");
-    tokio::time::sleep(Duration::from_secs(2)).await; // writes on the new primary
+    support::wait_for(
+        "writes on the new primary",
+        Duration::from_secs(20),
+        || async {
+            (answers
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|t| **t >= first_after)
+                .count()
+                >= 20)
+                .then_some(())
+        },
+    )
+    .await;
     *stop.lock().unwrap() = true;
     let mut sides = Vec::new();
     for w in writers {

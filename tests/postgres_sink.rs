@@ -76,6 +76,20 @@ fn pg_state(pg: &Postgres) -> Vec<Value> {
     serde_json::from_str::<Vec<Value>>(&out).expect("json from psql")
 }
 
+/// Waits (a minute at most) until PostgreSQL holds exactly `expected`.
+async fn until_pg_equals(pg: &Postgres, expected: &[Value]) {
+    let got = wait_for(
+        "PostgreSQL equal to load_records",
+        Duration::from_secs(60),
+        || async {
+            let got = pg_state(pg);
+            (got == expected).then_some(got)
+        },
+    )
+    .await;
+    assert_eq!(got, expected);
+}
+
 /// Every record rtsync holds for the table (the backends' route of load_records).
 fn rtsync_state(side: &Sidecar) -> Vec<Value> {
     let mut out = Vec::new();
@@ -217,16 +231,7 @@ async fn postgres_ends_with_exactly_the_state_rtsync_holds() {
     .await;
     let expected = rtsync_state(&a);
     assert!(expected.len() >= 14, "records of the table");
-    let pg_final = wait_for(
-        "PostgreSQL equal to load_records",
-        Duration::from_secs(60),
-        || async {
-            let got = pg_state(&pg);
-            (got == expected).then_some(got)
-        },
-    )
-    .await;
-    assert_eq!(pg_final, expected);
+    until_pg_equals(&pg, &expected).await;
     let deleted = expected.iter().filter(|r| r["deleted"] == true).count();
     eprintln!(
         "PostgreSQL holds {} records ({deleted} deleted), equal to rtsync",
@@ -294,15 +299,6 @@ async fn postgres_ends_equal_to_rtsync_across_a_redis_failover() {
     }
     let expected = rtsync_state(&a);
     assert_eq!(expected.len(), 9, "records of the table");
-    let pg_final = wait_for(
-        "PostgreSQL equal to load_records after the failover",
-        Duration::from_secs(60),
-        || async {
-            let got = pg_state(&pg);
-            (got == expected).then_some(got)
-        },
-    )
-    .await;
-    assert_eq!(pg_final, expected);
+    until_pg_equals(&pg, &expected).await;
     drop(app);
 }
