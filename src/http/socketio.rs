@@ -13,12 +13,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::json_io::{json, Body};
+use super::json_io::Body;
 use super::ws::{accept, at_capacity, upgrade, Endpoint, Handshake};
 use crate::app::App;
 use crate::outbox::long_poll::{PollCmd, PollFormat};
@@ -28,58 +27,31 @@ use crate::session::{Input, Output, Transport};
 use crate::socketio::engine::{self, Packet};
 use crate::socketio::framing::SOCKETIO_JSON;
 use crate::socketio::polling::{Link, Violation};
+use crate::socketio::route::{
+    cors, engine_error, preflight, text, Route, BAD_REQUEST, PAYLOAD_TOO_LARGE, SESSION_UNKNOWN,
+};
 
 /// How long a client may take over the upgrade's probe and `5`.
 const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Client messages buffered between a POST and its session.
 const INPUT_QUEUE: usize = 64;
 
-/// Engine.IO's error codes.
-const TRANSPORT_UNKNOWN: u8 = 0;
-const SESSION_UNKNOWN: u8 = 1;
-const BAD_HANDSHAKE_METHOD: u8 = 2;
-const BAD_REQUEST: u8 = 3;
-const UNSUPPORTED_VERSION: u8 = 5;
-
 pub async fn serve(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
     let origin = req.headers().get(hyper::header::ORIGIN).cloned();
     let mut response = route(app.clone(), req, peer).await;
-    cors(&app, origin.as_ref(), &mut response);
+    cors(&app.config.cors_origins, origin.as_ref(), &mut response);
     response
 }
 
 async fn route(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
-    if req.method() == Method::OPTIONS {
-        return preflight();
-    }
-    let query: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
-    if param("EIO").as_deref() != Some("4") {
-        return engine_error(UNSUPPORTED_VERSION, "Unsupported protocol version");
-    }
-    let sid = param("sid");
-    match (param("transport").as_deref(), sid, req.method()) {
-        (Some("websocket"), None, &Method::GET) => upgrade(app, req, peer, Endpoint::SocketIo),
-        (Some("websocket"), Some(sid), &Method::GET) => upgrade_session(app, req, &sid),
-        (Some("polling"), None, &Method::GET) => handshake(app, peer).await,
-        (Some("polling"), None, _) => engine_error(BAD_HANDSHAKE_METHOD, "Bad handshake method"),
-        (Some("polling"), Some(sid), &Method::GET) => get(&app, &sid).await,
-        (Some("polling"), Some(sid), &Method::POST) => post(&app, &sid, req).await,
-        (Some("polling" | "websocket"), _, _) => engine_error(BAD_REQUEST, "Bad request"),
-        _ => engine_error(TRANSPORT_UNKNOWN, "Transport unknown"),
+    match Route::of(req.method(), req.uri().query()) {
+        Ok(Route::Preflight) => preflight(),
+        Ok(Route::Handshake) => handshake(app, peer).await,
+        Ok(Route::Get(sid)) => get(&app, &sid).await,
+        Ok(Route::Post(sid)) => post(&app, &sid, req).await,
+        Ok(Route::WebSocket(None)) => upgrade(app, req, peer, Endpoint::SocketIo),
+        Ok(Route::WebSocket(Some(sid))) => upgrade_session(app, req, &sid),
+        Err(e) => engine_error(e),
     }
 }
 
@@ -118,15 +90,15 @@ async fn handshake(app: Arc<App>, peer: IpAddr) -> Response<Body> {
 /// A GET: parked until the session has something to send.
 async fn get(app: &App, sid: &str) -> Response<Body> {
     let Some(link) = app.polling.get(sid) else {
-        return engine_error(SESSION_UNKNOWN, "Session ID unknown");
+        return engine_error(SESSION_UNKNOWN);
     };
-    let _in_flight = match link.begin_get() {
+    let _in_flight = match link.rules.begin_get() {
         Ok(g) => g,
         Err(v) => return violation(app, sid, v),
     };
     let (tx, rx) = oneshot::channel();
     if link.cmds.send(PollCmd::Get(tx)).await.is_err() {
-        return engine_error(SESSION_UNKNOWN, "Session ID unknown");
+        return engine_error(SESSION_UNKNOWN);
     }
     // The writer answers within a ping interval (a ping is queued by then)
     // or when the session closes.
@@ -137,9 +109,9 @@ async fn get(app: &App, sid: &str) -> Response<Body> {
 /// A POST: its packets go to the session, in order.
 async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
     let Some(link) = app.polling.get(sid) else {
-        return engine_error(SESSION_UNKNOWN, "Session ID unknown");
+        return engine_error(SESSION_UNKNOWN);
     };
-    let _in_flight = match link.begin_post() {
+    let _in_flight = match link.rules.begin_post() {
         Ok(g) => g,
         Err(v) => return violation(app, sid, v),
     };
@@ -154,7 +126,7 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
                 "a long-polling payload over maxPayload; closing the session"
             );
             close(app, sid);
-            return engine_error(BAD_REQUEST, "Payload too large");
+            return engine_error(PAYLOAD_TOO_LARGE);
         }
     };
     let packets = std::str::from_utf8(&body)
@@ -163,7 +135,7 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
     let Some(packets) = packets else {
         crate::metrics::frame_rejected("decode");
         close(app, sid);
-        return engine_error(BAD_REQUEST, "Bad request");
+        return engine_error(BAD_REQUEST);
     };
     for p in packets {
         let message = match p {
@@ -171,7 +143,7 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
             p => Message::Text(p.to_text().unwrap_or_default().into()),
         };
         if link.input.send(Ok(message)).await.is_err() {
-            return engine_error(SESSION_UNKNOWN, "Session ID unknown");
+            return engine_error(SESSION_UNKNOWN);
         }
     }
     text(StatusCode::OK, Bytes::from_static(b"ok"))
@@ -188,7 +160,7 @@ fn violation(app: &App, sid: &str, v: Violation) -> Response<Body> {
     } else {
         tracing::debug!("a long-polling request after the upgrade; refused");
     }
-    engine_error(BAD_REQUEST, "Bad request")
+    engine_error(BAD_REQUEST)
 }
 
 /// Closes a session that broke the rules: its sid is forgotten at once, and
@@ -206,14 +178,17 @@ fn close(app: &App, sid: &str) {
 /// writes the WebSocket.
 fn upgrade_session(app: Arc<App>, req: Request<Incoming>, sid: &str) -> Response<Body> {
     let Some(link) = app.polling.get(sid) else {
-        return engine_error(SESSION_UNKNOWN, "Session ID unknown");
+        return engine_error(SESSION_UNKNOWN);
     };
-    if link.upgraded() {
-        return engine_error(BAD_REQUEST, "Bad request");
+    if link.rules.upgraded() {
+        return engine_error(BAD_REQUEST);
     }
     let hs = match Handshake::read(&req, Endpoint::SocketIo) {
         Ok(hs) => hs,
-        Err(message) => return engine_error(BAD_REQUEST, message),
+        Err(message) => {
+            tracing::debug!(message, "a bad upgrade request");
+            return engine_error(BAD_REQUEST);
+        }
     };
     accept(&app, req, &hs, move |app, stream, sink| async move {
         match tokio::time::timeout(UPGRADE_TIMEOUT, probe(&link, stream, sink)).await {
@@ -253,7 +228,7 @@ async fn probe(
             _ => return Err("no upgrade packet"),
         }
     }
-    if !link.upgrade() {
+    if !link.rules.upgrade() {
         return Err("upgraded twice");
     }
     link.cmds
@@ -278,57 +253,5 @@ async fn forward(app: &App, link: &Link, mut stream: Socket) {
                 }
             }
         }
-    }
-}
-
-fn text(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Body::new(body));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=UTF-8"),
-    );
-    r
-}
-
-/// An Engine.IO error answer: HTTP 400 `{"code", "message"}`.
-fn engine_error(code: u8, message: &str) -> Response<Body> {
-    json(
-        StatusCode::BAD_REQUEST,
-        &serde_json::json!({"code": code, "message": message}),
-    )
-}
-
-fn preflight() -> Response<Body> {
-    let mut r = Response::new(Body::default());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    h.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("GET, POST, OPTIONS"),
-    );
-    h.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static("content-type"),
-    );
-    r
-}
-
-/// `RTS_CORS_ORIGINS`: an allowed origin (or any, with `*`) is echoed
-/// back, with credentials; unset, no CORS header (same origin only).
-fn cors(app: &App, origin: Option<&HeaderValue>, r: &mut Response<Body>) {
-    let Some(origin) = origin else { return };
-    let allowed = &app.config.cors_origins;
-    let ok = allowed
-        .iter()
-        .any(|a| a == "*" || a.as_bytes() == origin.as_bytes());
-    if ok {
-        let h = r.headers_mut();
-        h.insert("access-control-allow-origin", origin.clone());
-        h.insert(
-            "access-control-allow-credentials",
-            HeaderValue::from_static("true"),
-        );
-        h.insert("vary", HeaderValue::from_static("Origin"));
     }
 }

@@ -14,3 +14,5 @@ pub mod engine;
 pub mod framing;
 pub mod packet;
 pub mod polling;
+pub mod route;
+pub mod server;

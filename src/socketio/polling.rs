@@ -25,6 +25,15 @@ pub struct Link {
     pub cmds: mpsc::Sender<PollCmd>,
     /// Client messages to its session, in order.
     pub input: mpsc::Sender<Result<Message, WsError>>,
+    /// Which requests it may take now.
+    pub rules: Rules,
+}
+
+/// A polling session's request rules: one GET and one POST in flight at a
+/// time, none after the upgrade. Shared by rtsync's sessions and the
+/// standalone server's ([`super::server`]).
+#[derive(Default)]
+pub struct Rules {
     get_busy: AtomicBool,
     post_busy: AtomicBool,
     upgraded: AtomicBool,
@@ -53,12 +62,12 @@ impl Link {
         Link {
             cmds,
             input,
-            get_busy: AtomicBool::new(false),
-            post_busy: AtomicBool::new(false),
-            upgraded: AtomicBool::new(false),
+            rules: Rules::default(),
         }
     }
+}
 
+impl Rules {
     fn begin<'a>(&'a self, flag: &'a AtomicBool) -> Result<InFlight<'a>, Violation> {
         if self.upgraded.load(Ordering::Acquire) {
             return Err(Violation::Upgraded);
@@ -89,44 +98,67 @@ impl Link {
     }
 }
 
-/// The long-polling sessions this sidecar holds.
-#[derive(Default)]
-pub struct Registry {
-    sessions: Mutex<HashMap<String, Arc<Link>>>,
+/// A fresh id: 128 bits nobody can guess (the std hasher's keys come from
+/// the OS's randomness), so a session cannot be joined by another client.
+/// `n` makes two ids of one process distinct.
+pub fn random_id(n: u64) -> String {
+    let half = || {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(n);
+        h.write_u128(
+            std::time::SystemTime::UNIX_EPOCH
+                .elapsed()
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(), half())
+}
+
+/// The long-polling sessions a server holds, by `sid`.
+pub struct Registry<L = Link> {
+    sessions: Mutex<HashMap<String, Arc<L>>>,
     seq: AtomicU64,
 }
 
-impl Registry {
+impl<L> Default for Registry<L> {
+    fn default() -> Self {
+        Registry {
+            sessions: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<L> Registry<L> {
     /// A fresh session id: 128 bits nobody can guess (the std hasher's
     /// keys come from the OS's randomness), so a session cannot be joined
     /// by another client.
     pub fn new_sid(&self) -> String {
-        let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let half = || {
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u64(n);
-            h.write_u128(
-                std::time::SystemTime::UNIX_EPOCH
-                    .elapsed()
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            h.finish()
-        };
-        format!("{:016x}{:016x}", half(), half())
+        random_id(self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
-    pub fn insert(&self, sid: String, link: Arc<Link>) {
+    pub fn insert(&self, sid: String, link: Arc<L>) {
         lock(&self.sessions).insert(sid, link);
     }
 
-    pub fn get(&self, sid: &str) -> Option<Arc<Link>> {
+    pub fn get(&self, sid: &str) -> Option<Arc<L>> {
         lock(&self.sessions).get(sid).cloned()
     }
 
     /// Forgets a session: its link (and so its input) is dropped, which
-    /// ends its rtsync session.
-    pub fn remove(&self, sid: &str) -> Option<Arc<Link>> {
+    /// ends the session behind it.
+    pub fn remove(&self, sid: &str) -> Option<Arc<L>> {
         lock(&self.sessions).remove(sid)
+    }
+
+    /// How many sessions it holds.
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -134,10 +166,8 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn link() -> Link {
-        let (cmds, _) = mpsc::channel(1);
-        let (input, _) = mpsc::channel(1);
-        Link::new(cmds, input)
+    fn link() -> Rules {
+        Rules::default()
     }
 
     #[test]
@@ -162,7 +192,7 @@ mod tests {
 
     #[test]
     fn session_ids_are_long_and_distinct() {
-        let r = Registry::default();
+        let r = Registry::<Link>::default();
         let (a, b) = (r.new_sid(), r.new_sid());
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);

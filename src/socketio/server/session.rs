@@ -1,0 +1,313 @@
+//! One Engine.IO session of the standalone server: a task that owns the
+//! session's state and is the only one to write to its client.
+//!
+//! ```text
+//! HTTP GET/POST, upgrade ──Cmd──▶ driver ──Frame──▶ the application (Conn)
+//!                     WebSocket ◀──▶ driver ◀──Frame── the application
+//! ```
+//!
+//! The driver queues the application's frames as Engine.IO packets and
+//! answers the parked polling GET with them (at most `maxPayload` bytes a
+//! body), or writes them to the WebSocket once there is one. It pings every
+//! `pingInterval` and closes the session when the pong is `pingTimeout`
+//! late, which also frees a polling session nobody polls any more.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::Config;
+use crate::socketio::engine::{self, Packet};
+
+/// The WebSocket of a session.
+pub type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A message between a session and its application. `Close` only goes
+/// from the application to the session: it ends the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Text(String),
+    Binary(Bytes),
+    Close,
+}
+
+/// A session as its application sees it: the client's messages in order,
+/// and a way to send. The session ends when the application drops
+/// `incoming` or sends [`Frame::Close`]; `incoming` ends when it does.
+pub struct Conn {
+    pub sid: String,
+    pub incoming: mpsc::Receiver<Frame>,
+    pub outgoing: mpsc::Sender<Frame>,
+}
+
+/// What the HTTP side asks of a session's driver.
+pub enum Cmd {
+    /// A polling GET: answered with the next body.
+    Get(oneshot::Sender<Bytes>),
+    /// A packet from a polling POST.
+    Packet(Packet),
+    /// The upgrade's probe succeeded: the parked GET gets a no-op.
+    Probe,
+    /// The upgrade completed: from now on the session uses this socket.
+    Upgrade(Box<Ws>),
+    /// Close the session (it broke the transport's rules).
+    Close,
+}
+
+/// Packets queued for a client that does not read: past this the client
+/// is a slow consumer and its session is closed.
+const MAX_QUEUED: usize = 1024;
+
+/// Messages buffered between a session and its application, each way.
+pub const APP_QUEUE: usize = 256;
+
+/// Why a session ended (logged).
+#[derive(Debug)]
+enum End {
+    Closed,
+    PingTimeout,
+    SlowConsumer,
+    TransportError,
+    ParseError,
+    Shutdown,
+}
+
+pub struct Driver {
+    config: Config,
+    cmds: mpsc::Receiver<Cmd>,
+    to_app: mpsc::Sender<Frame>,
+    from_app: mpsc::Receiver<Frame>,
+    queue: VecDeque<Packet>,
+    /// The client's messages not yet taken by the application: while it
+    /// holds `APP_QUEUE`, the client is not read (it waits).
+    inbox: VecDeque<Frame>,
+    parked: Option<oneshot::Sender<Bytes>>,
+    ws_tx: Option<SplitSink<Ws, Message>>,
+    ws_rx: Option<SplitStream<Ws>>,
+    pong_due: Option<Instant>,
+}
+
+impl Driver {
+    /// A session's driver and its application's side. A WebSocket-only
+    /// session starts with its socket; a polling one gets it at the upgrade.
+    pub fn new(
+        config: Config,
+        sid: String,
+        cmds: mpsc::Receiver<Cmd>,
+        ws: Option<Ws>,
+    ) -> (Driver, Conn) {
+        let (to_app, incoming) = mpsc::channel(APP_QUEUE);
+        let (outgoing, from_app) = mpsc::channel(APP_QUEUE);
+        let (ws_tx, ws_rx) = match ws.map(StreamExt::split) {
+            Some((tx, rx)) => (Some(tx), Some(rx)),
+            None => (None, None),
+        };
+        let handshake = engine::Handshake {
+            sid: sid.clone(),
+            upgrades: if ws_tx.is_some() {
+                Vec::new()
+            } else {
+                vec!["websocket"]
+            },
+            ping_interval: config.ping_interval.as_millis() as u64,
+            ping_timeout: config.ping_timeout.as_millis() as u64,
+            max_payload: config.max_payload,
+        };
+        let driver = Driver {
+            config,
+            cmds,
+            to_app,
+            from_app,
+            queue: VecDeque::from([handshake.packet()]),
+            inbox: VecDeque::new(),
+            parked: None,
+            ws_tx,
+            ws_rx,
+            pong_due: None,
+        };
+        let conn = Conn {
+            sid,
+            incoming,
+            outgoing,
+        };
+        (driver, conn)
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(mut self, shutdown: tokio_util::sync::CancellationToken) {
+        let end = self.drive(shutdown).await;
+        tracing::debug!(?end, "an Engine.IO session ended");
+        if matches!(end, End::Closed | End::Shutdown) {
+            self.queue.push_back(Packet::Close);
+        }
+        if let Some(tx) = self.parked.take() {
+            let _ = tx.send(self.body());
+        }
+        let _ = self.flush().await;
+        if let Some(tx) = self.ws_tx.as_mut() {
+            let _ = tx.close().await;
+        }
+    }
+
+    async fn drive(&mut self, shutdown: tokio_util::sync::CancellationToken) -> End {
+        let mut next_ping = Instant::now() + self.config.ping_interval;
+        let to_app = self.to_app.clone();
+        if self.flush().await.is_err() {
+            return End::TransportError;
+        }
+        loop {
+            let timer = self.pong_due.unwrap_or(next_ping);
+            let reading = self.inbox.len() < APP_QUEUE;
+            tokio::select! {
+                _ = shutdown.cancelled() => return End::Shutdown,
+                _ = to_app.closed() => return End::Closed,
+                _ = tokio::time::sleep_until(timer) => {
+                    if self.pong_due.is_some() {
+                        return End::PingTimeout;
+                    }
+                    self.queue.push_back(Packet::Ping(String::new()));
+                    self.pong_due = Some(Instant::now() + self.config.ping_timeout);
+                    next_ping = Instant::now() + self.config.ping_interval;
+                }
+                permit = to_app.reserve(), if !self.inbox.is_empty() => match permit {
+                    Ok(permit) => {
+                        if let Some(frame) = self.inbox.pop_front() {
+                            permit.send(frame);
+                        }
+                    }
+                    Err(_) => return End::Closed,
+                },
+                cmd = self.cmds.recv(), if reading => match cmd {
+                    None | Some(Cmd::Close) => return End::Closed,
+                    Some(Cmd::Get(tx)) => self.parked = Some(tx),
+                    Some(Cmd::Packet(p)) => {
+                        if let Some(end) = self.take_from_client(p) {
+                            return end;
+                        }
+                    }
+                    Some(Cmd::Probe) => {
+                        if let Some(tx) = self.parked.take() {
+                            let _ = tx.send(Bytes::from_static(b"6"));
+                        }
+                    }
+                    Some(Cmd::Upgrade(ws)) => {
+                        let (tx, rx) = (*ws).split();
+                        self.ws_tx = Some(tx);
+                        self.ws_rx = Some(rx);
+                        if let Some(tx) = self.parked.take() {
+                            let _ = tx.send(Bytes::from_static(b"6"));
+                        }
+                    }
+                },
+                msg = next_ws(&mut self.ws_rx), if reading => {
+                    let packet = match msg {
+                        Some(Ok(Message::Text(t))) => match Packet::from_text(t.as_str()) {
+                            Ok(p) => p,
+                            Err(_) => return End::ParseError,
+                        },
+                        Some(Ok(Message::Binary(b))) => Packet::Binary(b),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                        Some(Ok(Message::Close(_))) | None => return End::Closed,
+                        Some(Err(_)) => return End::TransportError,
+                    };
+                    if let Some(end) = self.take_from_client(packet) {
+                        return end;
+                    }
+                }
+                frame = self.from_app.recv() => match frame {
+                    None | Some(Frame::Close) => return End::Closed,
+                    Some(Frame::Text(t)) => self.queue.push_back(Packet::Message(t)),
+                    Some(Frame::Binary(b)) => self.queue.push_back(Packet::Binary(b)),
+                },
+            }
+            if self.queue.len() > MAX_QUEUED {
+                return End::SlowConsumer;
+            }
+            if self.flush().await.is_err() {
+                return End::TransportError;
+            }
+        }
+    }
+
+    /// A packet from the client; `Some` when it ends the session.
+    fn take_from_client(&mut self, packet: Packet) -> Option<End> {
+        let frame = match packet {
+            Packet::Pong(_) => {
+                self.pong_due = None;
+                return None;
+            }
+            Packet::Ping(p) => {
+                self.queue.push_back(Packet::Pong(p));
+                return None;
+            }
+            Packet::Close => return Some(End::Closed),
+            Packet::Message(t) => Frame::Text(t),
+            Packet::Binary(b) => Frame::Binary(b),
+            Packet::Open(_) | Packet::Upgrade | Packet::Noop => return None,
+        };
+        self.inbox.push_back(frame);
+        None
+    }
+
+    /// Sends what is queued: on the WebSocket, or as the parked GET's body.
+    async fn flush(&mut self) -> Result<(), ()> {
+        if let Some(tx) = self.ws_tx.as_mut() {
+            while let Some(p) = self.queue.pop_front() {
+                let msg = match p {
+                    Packet::Binary(b) => Message::Binary(b),
+                    p => Message::Text(p.to_text().unwrap_or_default().into()),
+                };
+                tx.feed(msg).await.map_err(|_| ())?;
+            }
+            return tx.flush().await.map_err(|_| ());
+        }
+        if !self.queue.is_empty() {
+            if let Some(tx) = self.parked.take() {
+                let _ = tx.send(self.body());
+            }
+        }
+        Ok(())
+    }
+
+    /// The next polling body: queued packets up to `maxPayload` bytes (at
+    /// least one), separated by `\x1e`.
+    fn body(&mut self) -> Bytes {
+        let mut out = String::new();
+        while let Some(p) = self.queue.front() {
+            let part = p.to_polling();
+            if !out.is_empty() && out.len() + 1 + part.len() > self.config.max_payload {
+                break;
+            }
+            if !out.is_empty() {
+                out.push(engine::SEPARATOR);
+            }
+            out.push_str(&part);
+            self.queue.pop_front();
+        }
+        if out.is_empty() {
+            // Nothing to say (the session is closing): a no-op.
+            out.push('6');
+        }
+        Bytes::from(out)
+    }
+}
+
+async fn next_ws(
+    rx: &mut Option<SplitStream<Ws>>,
+) -> Option<Result<Message, tokio_tungstenite::tungstenite::Error>> {
+    match rx {
+        Some(rx) => rx.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a client may take over the upgrade's probe and `5`.
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
