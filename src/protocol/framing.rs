@@ -37,6 +37,12 @@ pub struct ClientFrame {
 pub enum Inbound {
     Frame(ClientFrame),
     Control(Control),
+    /// A request whose binary attachments follow, one message each
+    /// (Socket.IO's `BINARY_EVENT`; see `session::attachments`).
+    Partial {
+        frame: ClientFrame,
+        attachments: usize,
+    },
 }
 
 /// What a framing tells the session besides requests.
@@ -195,6 +201,7 @@ mod tests {
         match inbound {
             Inbound::Frame(f) => f,
             Inbound::Control(c) => panic!("a control packet: {c:?}"),
+            Inbound::Partial { .. } => panic!("a packet with attachments"),
         }
     }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::{json, Value};
 
+use super::attachments::{Attach, Partial};
 use super::rate_limit::Verdict;
 use super::reply::{
     check_write, identity, read_mask, send, send_value, to_value, Held, Reply, Then, HOLD,
@@ -19,7 +20,7 @@ use crate::change::ChangeRequest;
 use crate::grant::masking;
 use crate::outbox::close;
 use crate::protocol::error::ErrorBody;
-use crate::protocol::framing::{Control, Inbound};
+use crate::protocol::framing::{ClientFrame, Control, Inbound};
 use crate::protocol::messages::{parse, AuthenticateReq, Authenticated, TableReq, Timestamp};
 use crate::protocol::messages::{ClientEvent, CursorReq, SelectionReq};
 use crate::protocol::{ErrorCode, RequestError, ServerEvent};
@@ -49,7 +50,7 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
             crate::metrics::rate_limited();
             let e = RequestError::new(ErrorCode::RateLimited, "too many messages; slow down");
             let rid = match session.framing().decode(bytes, text) {
-                Ok(Inbound::Frame(f)) => f.rid,
+                Ok(Inbound::Frame(f) | Inbound::Partial { frame: f, .. }) => f.rid,
                 Ok(Inbound::Control(_)) => None,
                 Err(b) => b.rid,
             };
@@ -61,9 +62,29 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
             return None;
         }
     }
+    if let Some(partial) = session.partial.take() {
+        let (waiting, step) = partial.add(bytes, text, session.app.config.max_frame_bytes);
+        session.partial = waiting;
+        match step {
+            Attach::Wait => return None,
+            Attach::Complete(frame) => return dispatch(session, frame, bytes.len()).await,
+            Attach::Refused(e, rid) => {
+                crate::metrics::frame_rejected("attachments");
+                send_error(session, &e, None, rid);
+                if !text {
+                    return None;
+                }
+                // The text message that came instead is handled on its own.
+            }
+        }
+    }
     let frame = match session.framing().decode(bytes, text) {
         Ok(Inbound::Frame(f)) => f,
         Ok(Inbound::Control(c)) => return control(session, c),
+        Ok(Inbound::Partial { frame, attachments }) => {
+            session.partial = Some(Partial::new(frame, attachments));
+            return None;
+        }
         Err(bad) => {
             crate::metrics::message_in("invalid", bytes.len());
             crate::metrics::frame_rejected("decode");
@@ -71,9 +92,14 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
             return None;
         }
     };
+    dispatch(session, frame, bytes.len()).await
+}
+
+/// Dispatches one decoded request (`size`: its message's bytes).
+async fn dispatch(session: &mut Session, frame: ClientFrame, size: usize) -> Option<&'static str> {
     let parsed = frame.event.as_ref().ok().copied();
     let event = parsed.map(ClientEvent::name).unwrap_or("unknown");
-    crate::metrics::message_in(event, bytes.len());
+    crate::metrics::message_in(event, size);
     let rid = frame.rid;
     // Steps held after a fresh subscription: a recovery of its table
     // supersedes them; any other request releases them first.

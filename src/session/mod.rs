@@ -7,6 +7,7 @@
 //! connection's deadlines: authentication within 10 s (4408), token expiry
 //! (4401), and the server's shutdown (4500).
 
+pub mod attachments;
 pub mod dispatch;
 pub mod liveness;
 pub mod offline;
@@ -65,6 +66,8 @@ pub struct Session {
     /// A fresh subscription's steps after its ack, waiting briefly for a
     /// recovery of the same table (see [`reply::Held`]).
     pub held: Option<reply::Held>,
+    /// A Socket.IO request waiting for its binary attachments.
+    pub partial: Option<attachments::Partial>,
 }
 
 impl Session {
@@ -113,6 +116,7 @@ pub async fn run(
             coalescer: Coalescer::default(),
             limiter: rate_limit::RateLimiter::new(app.config.rate_limit, Instant::now()),
             held: None,
+            partial: None,
         };
         // A token from the upgrade is verified before the connection could
         // take a place among those waiting to authenticate.

@@ -169,7 +169,7 @@ fn decode(message: &[u8], text: bool) -> Result<Inbound, BadFrame> {
             binary: !text,
         })),
         Kind::Disconnect => Ok(Inbound::Control(Control::Disconnect)),
-        Kind::Event if packet.nsp == "/" => {
+        Kind::Event | Kind::BinaryEvent if packet.nsp == "/" => {
             let mut args = match packet.data {
                 Some(Value::Array(args)) => args.into_iter(),
                 _ => Vec::new().into_iter(),
@@ -179,14 +179,21 @@ fn decode(message: &[u8], text: bool) -> Result<Inbound, BadFrame> {
                 Some(other) => other.to_string(),
                 None => String::new(),
             };
-            Ok(Inbound::Frame(ClientFrame {
+            let frame = ClientFrame {
                 event: ClientEvent::parse(&name).ok_or(name),
                 data: args.next().unwrap_or(Value::Null),
                 rid: packet.id,
-            }))
+            };
+            Ok(match packet.attachments {
+                0 => Inbound::Frame(frame),
+                n => Inbound::Partial {
+                    frame,
+                    attachments: n,
+                },
+            })
         }
         // Acks from the client (the server asks for none), packets of
-        // other namespaces, binary attachments: not for rtsync.
+        // other namespaces: not for rtsync.
         _ => Ok(Inbound::Control(Control::Ignore)),
     }
 }

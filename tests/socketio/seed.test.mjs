@@ -318,3 +318,25 @@ test("field grants hold over Socket.IO: hidden fields masked in both parsers, fo
     alice.close();
   }
 });
+
+test("binary arguments of the default parser arrive as their bytes (attachments), over polling and WebSocket", async () => {
+  for (const transports of [["polling"], ["websocket"]]) {
+    const a = connect("alice", 0, { transports });
+    const b = connect("bob", 1, { transports: ["websocket"] });
+    await Promise.all([next(a, "authenticated"), next(b, "authenticated")]);
+    const table = `sio-bin-${transports[0]}`;
+    await ask(a, "subscribe_to_table", { tableId: table });
+    await ask(b, "subscribe_to_table", { tableId: table });
+    const seenByB = next(b, "record_change");
+    // A Buffer makes socket.io-client send a BINARY_EVENT with one attachment.
+    const r = await ask(a, "record_change", {
+      type: "create", recordId: "r1", tableId: table,
+      changes: [{ fieldId: "blob", newValue: Buffer.from([1, 2, 255]) }, { fieldId: "n", newValue: 1 }],
+    });
+    assert.equal(r.status, "applied", transports[0]);
+    const e = await seenByB;
+    assert.deepEqual(e.changes, [{ fieldId: "blob", newValue: [1, 2, 255] }, { fieldId: "n", newValue: 1 }]);
+    a.close();
+    b.close();
+  }
+});
