@@ -58,7 +58,9 @@ impl Input {
             return;
         };
         let raw = socket.get_mut();
-        let mut buf = [0u8; 8192];
+        // On the heap: in the future it would be held by every idle
+        // connection, drained or not.
+        let mut buf = vec![0u8; 8192];
         let deadline = Instant::now() + limit;
         while let Ok(Ok(n)) = tokio::time::timeout_at(deadline, raw.read(&mut buf)).await {
             if n == 0 {
