@@ -373,6 +373,57 @@ async fn a_payload_over_max_payload_is_refused_and_closes_the_session() {
 }
 
 #[tokio::test]
+async fn a_websocket_client_that_stops_reading_is_closed_not_waited_on() {
+    let c = Conformance::start().await;
+    let (ws, _) = c.open_ws("/engine.io/").await;
+    let (mut tx, mut rx) = ws.split();
+    // 40 MB of messages, echoed back to a client that reads none of them:
+    // the socket buffers fill and the server's writes stall. It gives the
+    // client up after a ping timeout (and stops reading it), so these
+    // sends end (done or refused) instead of waiting for ever.
+    let chunk = format!("4{}", "x".repeat(200_000));
+    let sending = tokio::spawn(async move {
+        for _ in 0..200 {
+            if tx.send(Message::Text(chunk.clone().into())).await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(20), sending)
+        .await
+        .expect("the server went on waiting on a client that does not read")
+        .unwrap();
+    let mut echoed = 0;
+    loop {
+        match tokio::time::timeout(WAIT, rx.next()).await.unwrap() {
+            Some(Ok(Message::Text(t))) if t.len() > 1000 => echoed += 1,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    assert!(echoed < 200, "all {echoed} echoes were written");
+}
+
+#[tokio::test]
+async fn a_polling_client_that_never_polls_is_closed_once_its_queue_passes_the_bound() {
+    let c = Conformance::start().await;
+    let (sid, _) = c.open_polling("/engine.io/").await;
+    // Pongs keep the session alive; the echoes of ~1 MB messages pile up
+    // for a client that never GETs. Past 4 × maxPayload queued, the
+    // session is closed (a count bound alone would allow 1 GB).
+    let big = format!("4{}\u{1e}3", "x".repeat(999_000));
+    for sent in 0..50 {
+        let (s, b) = c.send("/engine.io/", &sid, &big).await;
+        if s == 400 {
+            assert_eq!(error_code(&b), json!(1));
+            assert!(sent >= 4, "closed after {sent} MB");
+            return;
+        }
+    }
+    panic!("50 MB queued for a client that never polls");
+}
+
+#[tokio::test]
 async fn a_malformed_polling_body_is_refused_and_closes_the_session() {
     let c = Conformance::start().await;
     let (sid, _) = c.open_polling("/engine.io/").await;

@@ -62,9 +62,52 @@ pub enum Cmd {
     Close,
 }
 
-/// Packets queued for a client that does not read: past this the client
-/// is a slow consumer and its session is closed.
+/// Packets queued for a client that does not read: past this many, or
+/// past `MAX_QUEUED_PAYLOADS` × maxPayload bytes, the client is a slow
+/// consumer and its session is closed.
 const MAX_QUEUED: usize = 1024;
+const MAX_QUEUED_PAYLOADS: usize = 4;
+
+/// The packets waiting for the client, and their bytes.
+#[derive(Default)]
+struct Outgoing {
+    packets: VecDeque<Packet>,
+    bytes: usize,
+}
+
+fn size(p: &Packet) -> usize {
+    match p {
+        Packet::Message(t) | Packet::Open(t) | Packet::Ping(t) | Packet::Pong(t) => t.len() + 1,
+        Packet::Binary(b) => b.len(),
+        Packet::Close | Packet::Upgrade | Packet::Noop => 1,
+    }
+}
+
+impl Outgoing {
+    fn push_back(&mut self, p: Packet) {
+        self.bytes += size(&p);
+        self.packets.push_back(p);
+    }
+
+    fn pop_front(&mut self) -> Option<Packet> {
+        let p = self.packets.pop_front()?;
+        self.bytes -= size(&p);
+        Some(p)
+    }
+
+    fn front(&self) -> Option<&Packet> {
+        self.packets.front()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    fn too_much(&self, max_payload: usize) -> bool {
+        self.packets.len() > MAX_QUEUED
+            || self.bytes > MAX_QUEUED_PAYLOADS.saturating_mul(max_payload)
+    }
+}
 
 /// Messages buffered between a session and its application, each way.
 pub const APP_QUEUE: usize = 256;
@@ -85,7 +128,7 @@ pub struct Driver {
     cmds: mpsc::Receiver<Cmd>,
     to_app: mpsc::Sender<Frame>,
     from_app: mpsc::Receiver<Frame>,
-    queue: VecDeque<Packet>,
+    queue: Outgoing,
     /// The client's messages not yet taken by the application: while it
     /// holds `APP_QUEUE`, the client is not read (it waits).
     inbox: VecDeque<Frame>,
@@ -121,18 +164,19 @@ impl Driver {
             ping_timeout: config.ping_timeout.as_millis() as u64,
             max_payload: config.max_payload,
         };
-        let driver = Driver {
+        let mut driver = Driver {
             config,
             cmds,
             to_app,
             from_app,
-            queue: VecDeque::from([handshake.packet()]),
+            queue: Outgoing::default(),
             inbox: VecDeque::new(),
             parked: None,
             ws_tx,
             ws_rx,
             pong_due: None,
         };
+        driver.queue.push_back(handshake.packet());
         let conn = Conn {
             sid,
             incoming,
@@ -151,9 +195,13 @@ impl Driver {
         if let Some(tx) = self.parked.take() {
             let _ = tx.send(self.body());
         }
+        if matches!(end, End::TransportError) {
+            // The socket takes nothing: dropping it is the close.
+            return;
+        }
         let _ = self.flush().await;
         if let Some(tx) = self.ws_tx.as_mut() {
-            let _ = tx.close().await;
+            let _ = tokio::time::timeout(self.config.ping_timeout, tx.close()).await;
         }
     }
 
@@ -228,7 +276,7 @@ impl Driver {
                     Some(Frame::Binary(b)) => self.queue.push_back(Packet::Binary(b)),
                 },
             }
-            if self.queue.len() > MAX_QUEUED {
+            if self.queue.too_much(self.config.max_payload) {
                 return End::SlowConsumer;
             }
             if self.flush().await.is_err() {
@@ -258,16 +306,25 @@ impl Driver {
     }
 
     /// Sends what is queued: on the WebSocket, or as the parked GET's body.
+    /// A WebSocket that takes no bytes for a ping timeout is given up
+    /// (the driver would otherwise wait on it, past every deadline).
     async fn flush(&mut self) -> Result<(), ()> {
         if let Some(tx) = self.ws_tx.as_mut() {
-            while let Some(p) = self.queue.pop_front() {
-                let msg = match p {
-                    Packet::Binary(b) => Message::Binary(b),
-                    p => Message::Text(p.to_text().unwrap_or_default().into()),
-                };
-                tx.feed(msg).await.map_err(|_| ())?;
-            }
-            return tx.flush().await.map_err(|_| ());
+            let queue = &mut self.queue;
+            let write = async move {
+                while let Some(p) = queue.pop_front() {
+                    let msg = match p {
+                        Packet::Binary(b) => Message::Binary(b),
+                        p => Message::Text(p.to_text().unwrap_or_default().into()),
+                    };
+                    tx.feed(msg).await?;
+                }
+                tx.flush().await
+            };
+            return match tokio::time::timeout(self.config.ping_timeout, write).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) | Err(_) => Err(()),
+            };
         }
         if !self.queue.is_empty() {
             if let Some(tx) = self.parked.take() {
