@@ -26,7 +26,7 @@ use crate::session::socket::{Socket, WriteHalf};
 use crate::session::{Input, Output, Transport};
 use crate::socketio::engine::{self, Packet};
 use crate::socketio::framing::SOCKETIO_JSON;
-use crate::socketio::polling::{Link, Violation};
+use crate::socketio::polling::{read_probe, read_upgrade, Link, Violation};
 use crate::socketio::route::{
     cors, engine_error, preflight, text, Route, BAD_REQUEST, PAYLOAD_TOO_LARGE, SESSION_UNKNOWN,
 };
@@ -205,11 +205,7 @@ async fn probe(
     mut stream: Socket,
     mut sink: WriteHalf,
 ) -> Result<Socket, &'static str> {
-    use futures_util::StreamExt;
-    match stream.next().await {
-        Some(Ok(Message::Text(t))) if t.as_str() == "2probe" => {}
-        _ => return Err("no probe"),
-    }
+    read_probe(&mut stream).await?;
     let mut burst = Burst::default();
     burst.push(Opcode::Text, Bytes::from_static(b"3probe"));
     burst
@@ -220,14 +216,7 @@ async fn probe(
         .send(PollCmd::Probe)
         .await
         .map_err(|_| "session gone")?;
-    loop {
-        match stream.next().await {
-            Some(Ok(Message::Text(t))) if t.as_str() == "5" => break,
-            // Pings of the probe phase are answered by the session later.
-            Some(Ok(Message::Text(_) | Message::Ping(_))) => {}
-            _ => return Err("no upgrade packet"),
-        }
-    }
+    read_upgrade(&mut stream).await?;
     if !link.rules.upgrade() {
         return Err("upgraded twice");
     }

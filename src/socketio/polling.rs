@@ -98,6 +98,35 @@ impl Rules {
     }
 }
 
+/// The first step of an upgrade, on the new WebSocket: the client's
+/// `2probe` (answered `3probe` by the caller).
+pub async fn read_probe<S, E>(stream: &mut S) -> Result<(), &'static str>
+where
+    S: futures_util::Stream<Item = Result<Message, E>> + Unpin,
+{
+    use futures_util::StreamExt;
+    match stream.next().await {
+        Some(Ok(Message::Text(t))) if t.as_str() == "2probe" => Ok(()),
+        _ => Err("no probe"),
+    }
+}
+
+/// The last step: the client's `5` (upgrade). Other text packets of the
+/// probe phase (a ping, a no-op) are skipped.
+pub async fn read_upgrade<S, E>(stream: &mut S) -> Result<(), &'static str>
+where
+    S: futures_util::Stream<Item = Result<Message, E>> + Unpin,
+{
+    use futures_util::StreamExt;
+    loop {
+        match stream.next().await {
+            Some(Ok(Message::Text(t))) if t.as_str() == "5" => return Ok(()),
+            Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
+            _ => return Err("no upgrade packet"),
+        }
+    }
+}
+
 /// A fresh id: 128 bits nobody can guess (the std hasher's keys come from
 /// the OS's randomness), so a session cannot be joined by another client.
 /// `n` makes two ids of one process distinct.

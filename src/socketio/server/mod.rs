@@ -38,8 +38,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::engine::{self, Packet};
-use super::polling::{Registry, Rules, Violation};
+use super::engine;
+use super::polling::{read_probe, read_upgrade, Registry, Rules, Violation};
 use super::route::{
     cors, engine_error, preflight, text, Route, BAD_REQUEST, PAYLOAD_TOO_LARGE, SESSION_UNKNOWN,
 };
@@ -339,11 +339,8 @@ fn accept_key(req: &Request<Incoming>) -> Option<String> {
 
 /// The upgrade's probe and `5`, then the socket goes to the session.
 async fn probe(link: &Link, mut ws: Ws) -> Result<(), &'static str> {
-    use futures_util::{SinkExt, StreamExt};
-    match ws.next().await {
-        Some(Ok(Message::Text(t))) if t.as_str() == "2probe" => {}
-        _ => return Err("no probe"),
-    }
+    use futures_util::SinkExt;
+    read_probe(&mut ws).await?;
     ws.send(Message::Text("3probe".into()))
         .await
         .map_err(|_| "probe answer failed")?;
@@ -351,17 +348,7 @@ async fn probe(link: &Link, mut ws: Ws) -> Result<(), &'static str> {
         .send(Cmd::Probe)
         .await
         .map_err(|_| "session gone")?;
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(t))) => match Packet::from_text(t.as_str()) {
-                Ok(Packet::Upgrade) => break,
-                Ok(Packet::Ping(_) | Packet::Noop) => {}
-                _ => return Err("not an upgrade packet"),
-            },
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            _ => return Err("no upgrade packet"),
-        }
-    }
+    read_upgrade(&mut ws).await?;
     if !link.rules.upgrade() {
         return Err("upgraded twice");
     }
