@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use rtsync::store::keys::Keys;
-use rtsync::store::Store;
+use rtsync::store::{Pool, Store};
 use serde_json::{json, Value};
 use support::RedisServer;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +21,7 @@ async fn concurrent_calls_each_get_their_own_answer_and_an_error_fails_no_other(
     let store = Store::open(
         redis.url().split(',').map(str::to_owned).collect(),
         redis.is_cluster(),
-        4,
+        Pool::of(4),
         Keys::new("rts"),
         "group-test".into(),
         86_400_000,

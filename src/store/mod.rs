@@ -109,6 +109,24 @@ impl Backend {
     }
 }
 
+/// The command connections a store opens on one Redis: how many, and the
+/// durability its commits wait for (`RTS_DURABLE_WRITES`).
+#[derive(Clone, Copy, Debug)]
+pub struct Pool {
+    pub size: usize,
+    pub durable: durable::Durable,
+}
+
+impl Pool {
+    /// `size` connections; commits acknowledged once in the primary.
+    pub fn of(size: usize) -> Pool {
+        Pool {
+            size,
+            durable: durable::Durable::none(),
+        }
+    }
+}
+
 impl Store {
     /// Opens the command connections. On one Redis they connect lazily. A
     /// cluster connection needs a seed node to answer; it is retried until
@@ -116,7 +134,7 @@ impl Store {
     pub async fn open(
         urls: Vec<String>,
         cluster: bool,
-        pool: usize,
+        pool: Pool,
         keys: Keys,
         instance_id: String,
         retention_ms: u64,
@@ -142,15 +160,15 @@ impl Store {
             }
         } else {
             let url = urls.first().cloned().unwrap_or_default();
-            Backend::single(&url, pool, durable::Durable::none())?
+            Backend::single(&url, pool.size, pool.durable)?
         };
         Ok(Store {
             backend: RwLock::new(Arc::new(backend)),
             next: AtomicUsize::new(0),
             urls: RwLock::new(urls),
             cluster,
-            pool,
-            durable: durable::Durable::none(),
+            pool: pool.size,
+            durable: pool.durable,
             keys,
             instance_id,
             retention_ms,
@@ -170,7 +188,11 @@ impl Store {
             Some(sentinels) => vec![sentinels.wait_for_primary(shutdown).await?],
             None => config.redis_urls(),
         };
-        let store = Store::open(
+        let pool = Pool {
+            size: pool,
+            durable: durable::Durable::from_config(config),
+        };
+        Store::open(
             urls,
             config.redis_cluster,
             pool,
@@ -179,20 +201,7 @@ impl Store {
             config.retention_secs.saturating_mul(1000),
             shutdown,
         )
-        .await?;
-        store.with_durability(durable::Durable::from_config(config))
-    }
-
-    /// Commits acknowledged only once `durable` (`RTS_DURABLE_WRITES`):
-    /// the connections are made again with the commit pipeline's wait.
-    /// Call before use.
-    pub fn with_durability(mut self, durable: durable::Durable) -> Result<Store, StoreError> {
-        self.durable = durable;
-        if !self.cluster {
-            let url = self.primary();
-            *write(&self.backend) = Arc::new(Backend::single(&url, self.pool, durable)?);
-        }
-        Ok(self)
+        .await
     }
 
     /// Points every command connection at a new primary (a Sentinel

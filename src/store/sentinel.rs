@@ -15,8 +15,12 @@
 //! function library are replicated, and a missing one is placed or loaded
 //! again by the code that already handles a Redis restart.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError};
@@ -27,9 +31,13 @@ pub const POLL: Duration = Duration::from_millis(500);
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The Sentinels of one master name.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Sentinels {
     addrs: Vec<String>,
+    /// One connection per Sentinel, kept between polls (a poll every
+    /// 500 ms would otherwise open and close a TCP connection each time);
+    /// dropped when it fails, and opened again at the next poll.
+    conns: Arc<Mutex<HashMap<String, MultiplexedConnection>>>,
     master: String,
     password: Option<String>,
     /// `RTS_REDIS_URL`, whose scheme, user, password and database the
@@ -49,6 +57,7 @@ impl Sentinels {
             .collect();
         (!addrs.is_empty()).then(|| Sentinels {
             addrs,
+            conns: Arc::default(),
             master: config.redis_master_name.clone().unwrap_or_default(),
             password: config.redis_sentinel_password.clone(),
             template: config.redis_url.clone(),
@@ -74,6 +83,31 @@ impl Sentinels {
     }
 
     async fn ask(&self, addr: &str) -> Result<Option<(String, u16)>, StoreError> {
+        let cached = self.conns.lock().await.get(addr).cloned();
+        let mut conn = match cached {
+            Some(c) => c,
+            None => self.connect(addr).await?,
+        };
+        let reply: Result<Option<(String, String)>, _> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(&self.master)
+            .query_async(&mut conn)
+            .await;
+        let mut conns = self.conns.lock().await;
+        let reply = match reply {
+            Ok(r) => {
+                conns.insert(addr.to_owned(), conn);
+                r
+            }
+            Err(e) => {
+                conns.remove(addr);
+                return Err(StoreError::from_redis(e));
+            }
+        };
+        Ok(reply.and_then(|(host, port)| Some((host, port.parse().ok()?))))
+    }
+
+    async fn connect(&self, addr: &str) -> Result<MultiplexedConnection, StoreError> {
         let url = match &self.password {
             Some(p) => format!("redis://:{p}@{addr}"),
             None => format!("redis://{addr}"),
@@ -82,17 +116,10 @@ impl Sentinels {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(SENTINEL_TIMEOUT))
             .set_response_timeout(Some(SENTINEL_TIMEOUT));
-        let mut conn = client
+        client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .map_err(StoreError::from_redis)?;
-        let reply: Option<(String, String)> = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
-            .arg(&self.master)
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::from_redis)?;
-        Ok(reply.and_then(|(host, port)| Some((host, port.parse().ok()?))))
+            .map_err(StoreError::from_redis)
     }
 
     /// The primary's URL, asking again while no Sentinel answers, until
