@@ -8,7 +8,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -26,13 +25,11 @@ use crate::session::socket::{Socket, WriteHalf};
 use crate::session::{Input, Output, Transport};
 use crate::socketio::engine::{self, Packet};
 use crate::socketio::framing::SOCKETIO_JSON;
-use crate::socketio::polling::{read_probe, read_upgrade, Link, Violation};
+use crate::socketio::polling::{read_probe, read_upgrade, Link, Violation, UPGRADE_TIMEOUT};
 use crate::socketio::route::{
     cors, engine_error, preflight, text, Route, BAD_REQUEST, PAYLOAD_TOO_LARGE, SESSION_UNKNOWN,
 };
 
-/// How long a client may take over the upgrade's probe and `5`.
-const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Client messages buffered between a POST and its session.
 const INPUT_QUEUE: usize = 64;
 

@@ -98,6 +98,9 @@ impl Rules {
     }
 }
 
+/// How long a client may take over the upgrade's probe and `5`.
+pub const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The first step of an upgrade, on the new WebSocket: the client's
 /// `2probe` (answered `3probe` by the caller).
 pub async fn read_probe<S, E>(stream: &mut S) -> Result<(), &'static str>

@@ -340,3 +340,21 @@ test("binary arguments of the default parser arrive as their bytes (attachments)
     b.close();
   }
 });
+
+test("binary attachments over RTS_MAX_FRAME_BYTES / 8 are refused as payload_too_large, and the connection goes on", async () => {
+  const a = connect("alice", 0, { transports: ["websocket"] });
+  await next(a, "authenticated");
+  const table = "sio-bin-big";
+  await ask(a, "subscribe_to_table", { tableId: table });
+  // 200 KB of attachment, over 1 MiB / 8: refused before it is dispatched.
+  const refused = await ask(a, "record_change", {
+    type: "create", recordId: "r1", tableId: table,
+    changes: [{ fieldId: "blob", newValue: Buffer.alloc(200_000, 7) }],
+  });
+  assert.equal(refused.error?.code, "payload_too_large");
+  const ok = await ask(a, "record_change", {
+    type: "create", recordId: "r2", tableId: table, changes: [{ fieldId: "blob", newValue: Buffer.from([7]) }],
+  });
+  assert.equal(ok.status, "applied");
+  a.close();
+});

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::engine;
-use super::polling::{read_probe, read_upgrade, Registry, Rules, Violation};
+use super::polling::{read_probe, read_upgrade, Registry, Rules, Violation, UPGRADE_TIMEOUT};
 use super::route::{
     cors, engine_error, preflight, text, Route, BAD_REQUEST, PAYLOAD_TOO_LARGE, SESSION_UNKNOWN,
 };
@@ -296,13 +296,11 @@ impl Server {
                 None => {
                     server.open(Some(ws));
                 }
-                Some(link) => {
-                    match tokio::time::timeout(session::UPGRADE_TIMEOUT, probe(&link, ws)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(why)) => tracing::debug!(why, "the upgrade did not complete"),
-                        Err(_) => tracing::debug!("the upgrade timed out"),
-                    }
-                }
+                Some(link) => match tokio::time::timeout(UPGRADE_TIMEOUT, probe(&link, ws)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => tracing::debug!(why, "the upgrade did not complete"),
+                    Err(_) => tracing::debug!("the upgrade timed out"),
+                },
             }
         });
         let mut answer = Response::new(Full::default());

@@ -85,12 +85,6 @@ impl Socket {
         };
         send(&self.out, Kind::Event, &self.nsp, None, args)
     }
-
-    /// Leaves the namespace (the client gets DISCONNECT).
-    pub fn disconnect(&self) {
-        let p = Packet::new(Kind::Disconnect, &self.nsp, None, None);
-        let _ = self.out.try_send(Frame::Text(p.encode()));
-    }
 }
 
 /// A client's acknowledgement callback.

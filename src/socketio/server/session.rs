@@ -13,7 +13,6 @@
 //! late, which also frees a polling session nobody polls any more.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -365,6 +364,3 @@ async fn next_ws(
         None => std::future::pending().await,
     }
 }
-
-/// How long a client may take over the upgrade's probe and `5`.
-pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
