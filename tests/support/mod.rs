@@ -42,6 +42,15 @@ where
 }
 
 /// The sum of a Prometheus metric's series in `/metrics` text.
+/// One command's text answer (`INFO`, `CLUSTER INFO`) from the Redis
+/// server on `port`; `None` while it does not answer.
+pub async fn redis_text(port: u16, args: &[&str]) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut c = client.get_multiplexed_async_connection().await.ok()?;
+    let (name, rest) = args.split_first()?;
+    redis::cmd(name).arg(rest).query_async(&mut c).await.ok()
+}
+
 pub fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))

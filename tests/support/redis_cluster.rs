@@ -57,25 +57,13 @@ impl RedisCluster {
         );
         for port in cluster.ports.clone() {
             super::wait_for("cluster state ok", Duration::from_secs(20), || async move {
-                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-                let mut c = client.get_multiplexed_async_connection().await.ok()?;
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut c)
-                    .await
-                    .ok()?;
+                let info = super::redis_text(port, &["CLUSTER", "INFO"]).await?;
                 info.contains("cluster_state:ok").then_some(())
             })
             .await;
             // A replica counts once it has synced: only then can it take over.
             super::wait_for("replicas in sync", Duration::from_secs(20), || async move {
-                let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
-                let mut c = client.get_multiplexed_async_connection().await.ok()?;
-                let info: String = redis::cmd("INFO")
-                    .arg("replication")
-                    .query_async(&mut c)
-                    .await
-                    .ok()?;
+                let info = super::redis_text(port, &["INFO", "replication"]).await?;
                 (info.contains("role:master") || info.contains("master_link_status:up"))
                     .then_some(())
             })

@@ -58,22 +58,15 @@ impl RedisServer {
     /// A replica of `primary` (one server, never a cluster), synced.
     pub async fn start_replica_of(primary: &RedisServer) -> RedisServer {
         let replica = Self::start_server(false, Some(primary.port)).await;
-        let client = redis::Client::open(replica.url()).expect("replica url");
-        let conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the replica");
-        super::wait_for("the replica in sync", Duration::from_secs(10), || {
-            let mut conn = conn.clone();
-            async move {
-                let info: String = redis::cmd("INFO")
-                    .arg("replication")
-                    .query_async(&mut conn)
-                    .await
-                    .ok()?;
+        let port = replica.port;
+        super::wait_for(
+            "the replica in sync",
+            Duration::from_secs(10),
+            || async move {
+                let info = super::redis_text(port, &["INFO", "replication"]).await?;
                 info.contains("master_link_status:up").then_some(())
-            }
-        })
+            },
+        )
         .await;
         replica
     }
