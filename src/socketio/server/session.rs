@@ -67,9 +67,10 @@ pub enum Cmd {
 const MAX_QUEUED: usize = 1024;
 const MAX_QUEUED_PAYLOADS: usize = 4;
 
-/// The packets waiting for the client, and their bytes.
+/// Packets waiting (for the client, or for the application), and their
+/// bytes.
 #[derive(Default)]
-struct Outgoing {
+struct Queue {
     packets: VecDeque<Packet>,
     bytes: usize,
 }
@@ -82,7 +83,7 @@ fn size(p: &Packet) -> usize {
     }
 }
 
-impl Outgoing {
+impl Queue {
     fn push_back(&mut self, p: Packet) {
         self.bytes += size(&p);
         self.packets.push_back(p);
@@ -108,8 +109,10 @@ impl Outgoing {
     }
 }
 
-/// Messages buffered between a session and its application, each way.
+/// Messages buffered from the application to a session (it drains them
+/// at once), and from a session to its application.
 pub const APP_QUEUE: usize = 256;
+const TO_APP_QUEUE: usize = 16;
 
 /// Why a session ended (logged).
 #[derive(Debug)]
@@ -127,10 +130,11 @@ pub struct Driver {
     cmds: mpsc::Receiver<Cmd>,
     to_app: mpsc::Sender<Frame>,
     from_app: mpsc::Receiver<Frame>,
-    queue: Outgoing,
+    queue: Queue,
     /// The client's messages not yet taken by the application: while it
-    /// holds `APP_QUEUE`, the client is not read (it waits).
-    inbox: VecDeque<Frame>,
+    /// holds as much as the outgoing queue may, the client is not read (it
+    /// waits).
+    inbox: Queue,
     parked: Option<oneshot::Sender<Bytes>>,
     ws_tx: Option<SplitSink<Ws, Message>>,
     ws_rx: Option<SplitStream<Ws>>,
@@ -146,7 +150,9 @@ impl Driver {
         cmds: mpsc::Receiver<Cmd>,
         ws: Option<Ws>,
     ) -> (Driver, Conn) {
-        let (to_app, incoming) = mpsc::channel(APP_QUEUE);
+        // Small: each message may be maxPayload bytes; the inbox holds
+        // the rest, bounded in bytes.
+        let (to_app, incoming) = mpsc::channel(TO_APP_QUEUE);
         let (outgoing, from_app) = mpsc::channel(APP_QUEUE);
         let (ws_tx, ws_rx) = match ws.map(StreamExt::split) {
             Some((tx, rx)) => (Some(tx), Some(rx)),
@@ -168,8 +174,8 @@ impl Driver {
             cmds,
             to_app,
             from_app,
-            queue: Outgoing::default(),
-            inbox: VecDeque::new(),
+            queue: Queue::default(),
+            inbox: Queue::default(),
             parked: None,
             ws_tx,
             ws_rx,
@@ -212,7 +218,7 @@ impl Driver {
         }
         loop {
             let timer = self.pong_due.unwrap_or(next_ping);
-            let reading = self.inbox.len() < APP_QUEUE;
+            let reading = !self.inbox.too_much(self.config.max_payload);
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Shutdown,
                 _ = to_app.closed() => return End::Closed,
@@ -226,8 +232,10 @@ impl Driver {
                 }
                 permit = to_app.reserve(), if !self.inbox.is_empty() => match permit {
                     Ok(permit) => {
-                        if let Some(frame) = self.inbox.pop_front() {
-                            permit.send(frame);
+                        match self.inbox.pop_front() {
+                            Some(Packet::Binary(b)) => permit.send(Frame::Binary(b)),
+                            Some(Packet::Message(t)) => permit.send(Frame::Text(t)),
+                            _ => {}
                         }
                     }
                     Err(_) => return End::Closed,
@@ -286,21 +294,13 @@ impl Driver {
 
     /// A packet from the client; `Some` when it ends the session.
     fn take_from_client(&mut self, packet: Packet) -> Option<End> {
-        let frame = match packet {
-            Packet::Pong(_) => {
-                self.pong_due = None;
-                return None;
-            }
-            Packet::Ping(p) => {
-                self.queue.push_back(Packet::Pong(p));
-                return None;
-            }
+        match packet {
+            Packet::Pong(_) => self.pong_due = None,
+            Packet::Ping(p) => self.queue.push_back(Packet::Pong(p)),
             Packet::Close => return Some(End::Closed),
-            Packet::Message(t) => Frame::Text(t),
-            Packet::Binary(b) => Frame::Binary(b),
-            Packet::Open(_) | Packet::Upgrade | Packet::Noop => return None,
-        };
-        self.inbox.push_back(frame);
+            p @ (Packet::Message(_) | Packet::Binary(_)) => self.inbox.push_back(p),
+            Packet::Open(_) | Packet::Upgrade | Packet::Noop => {}
+        }
         None
     }
 
@@ -362,5 +362,28 @@ async fn next_ws(
     match rx {
         Some(rx) => rx.next().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_counts_its_bytes_and_is_too_much_past_either_bound() {
+        let mut q = Queue::default();
+        q.push_back(Packet::Message("x".repeat(999)));
+        q.push_back(Packet::Binary(Bytes::from_static(&[1, 2, 3])));
+        assert_eq!(q.bytes, 1000 + 3);
+        assert!(!q.too_much(1000));
+        q.push_back(Packet::Message("y".repeat(3000)));
+        assert!(q.too_much(1000), "over 4 x maxPayload bytes");
+        assert!(q.pop_front().is_some());
+        assert_eq!(q.bytes, 3 + 3001);
+        let mut many = Queue::default();
+        for _ in 0..=MAX_QUEUED {
+            many.push_back(Packet::Noop);
+        }
+        assert!(many.too_much(1_000_000), "over the packet count");
     }
 }
