@@ -48,6 +48,8 @@ pub struct App {
     subscriptions_per_user: Mutex<HashMap<String, usize>>,
     /// The cursor/selection relay rate per user and table.
     pub relay_gate: crate::presence::UserRelayGate,
+    /// Tables known to have a base already (see `store::bases`).
+    pub known_bound: crate::store::bases::KnownBound,
 }
 
 impl App {
@@ -92,6 +94,7 @@ impl App {
             per_user: Mutex::new(HashMap::new()),
             subscriptions_per_user: Mutex::new(HashMap::new()),
             relay_gate: crate::presence::UserRelayGate::default(),
+            known_bound: Default::default(),
         }
     }
 

@@ -3,7 +3,8 @@
 //! JWTs are verified with one pinned algorithm: HS256 with a shared secret,
 //! or RS256/ES256 with a PEM public key (the key type picks which). `sub` and
 //! `exp` are required; `tables` maps table ids (or `"*"`) to `"r"`/`"rw"` or
-//! a field-level grant (`crate::grant`). A token without `tables` grants
+//! a field-level grant (`crate::grant`); `bases` maps base ids (or `"*"`)
+//! to `"r"`/`"rw"` (their base events). A token without `tables` grants
 //! nothing. In development mode (`RTS_AUTH=none`) the seed's `{userId,
 //! userName, avatarUrl}` form is trusted and grants all, or the `tables` it
 //! carries (so the demo can show a user with hidden columns).
@@ -15,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::change::ids::is_valid_id;
 use crate::config::{AuthMode, Config};
 use crate::grant::GrantError;
-pub use crate::grant::{Access, Grants};
+pub use crate::grant::{Access, BaseGrants, Grants};
 use crate::protocol::messages::AuthenticateReq;
 
 /// An authenticated user.
@@ -25,6 +26,8 @@ pub struct Identity {
     pub user_name: String,
     pub avatar_url: Option<String>,
     pub grants: Grants,
+    /// Bases whose events the token grants (`bases`, docs/protocol.md 2.2).
+    pub bases: BaseGrants,
     /// Unix seconds after which the connection must close (`exp` plus the
     /// accepted clock skew, so a token accepted is never closed at once).
     pub expires_at: Option<u64>,
@@ -78,6 +81,7 @@ struct Claims {
     name: Option<String>,
     avatar: Option<String>,
     tables: Option<Map<String, Value>>,
+    bases: Option<Map<String, Value>>,
 }
 
 pub struct Authenticator {
@@ -174,7 +178,12 @@ impl Authenticator {
             Some(claim) => Grants::from_claim(claim)?,
             None => Grants::default(),
         };
+        let bases = match &c.bases {
+            Some(claim) => BaseGrants::from_claim(claim)?,
+            None => BaseGrants::default(),
+        };
         Ok(Identity {
+            bases,
             user_name: bounded(c.name, MAX_NAME_BYTES).unwrap_or_else(|| c.sub.clone()),
             user_id: c.sub,
             avatar_url: bounded(c.avatar, MAX_AVATAR_BYTES),
@@ -198,6 +207,12 @@ fn dev_identity(req: &AuthenticateReq) -> Result<Identity, AuthError> {
             None | Some(Value::Null) => Grants::all(),
             Some(Value::Object(claim)) => Grants::from_claim(claim)?,
             Some(_) => return Err(GrantError("tables must be an object".to_owned()).into()),
+        },
+        // Every base with every table; a user given `tables` reads the
+        // bases of those tables only (as a token without `bases` would).
+        bases: match &req.tables {
+            None | Some(Value::Null) => BaseGrants::all(),
+            Some(_) => BaseGrants::default(),
         },
         expires_at: None,
     })

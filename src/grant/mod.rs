@@ -8,6 +8,7 @@
 //! A field's permission is `fields[fieldId]`, else `fields["*"]`, else
 //! `access`, and never more than `access`.
 
+pub mod bases;
 pub mod mask;
 pub mod masking;
 
@@ -18,6 +19,7 @@ use serde_json::{json, Map, Value};
 
 use crate::change::ids::is_valid_id;
 use crate::change::FieldChange;
+pub use bases::BaseGrants;
 pub use mask::ReadMask;
 
 /// What a grant allows on a table.

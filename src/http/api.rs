@@ -12,9 +12,10 @@ use serde_json::{json, Value};
 
 use super::json_io::{error_response, json, json_error, read_json, status_of, Body};
 use crate::app::App;
-use crate::change::{validate_batch, ChangeRequest};
+use crate::change::{validate_batch, ChangeRequest, ValidChange};
 use crate::config::AuthMode;
 use crate::protocol::{ErrorCode, RequestError};
+use crate::store::bases::{self, Bind};
 use crate::store::commit::commit_batch;
 
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
@@ -110,6 +111,21 @@ async fn cleanup(app: &App) -> Response<Body> {
     }
 }
 
+/// Binds each table a batch's changes name to the base they name.
+async fn bind_bases(app: &App, commits: &[ValidChange]) -> Result<(), RequestError> {
+    let mut pairs: Vec<(&str, &str)> = commits
+        .iter()
+        .filter(|c| c.req.entity_type != "base")
+        .filter_map(|c| Some((c.req.table_id.as_deref()?, c.req.base_id.as_deref()?)))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    for (table, base) in pairs {
+        bases::bind(&app.store, table, base, Bind::Replace).await?;
+    }
+    Ok(())
+}
+
 async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
     let body = match read_json(app, req).await {
         Ok(v) => v,
@@ -136,6 +152,11 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
         Ok(c) => c,
         Err(e) => return error_response(&e),
     };
+    // The API is trusted: the bases its changes name become their tables'
+    // bases (docs/protocol.md 3.2), before anything is written.
+    if let Err(e) = bind_bases(app, &commits).await {
+        return error_response(&e);
+    }
     let (results, failed) = commit_batch(&app.store, &commits).await;
     if let Some((i, e)) = failed {
         let e = RequestError::from(e);

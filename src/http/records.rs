@@ -14,6 +14,7 @@ use super::json_io::{error_response, json, read_json, Body};
 use crate::app::App;
 use crate::change::ids::check_id;
 use crate::protocol::{ErrorCode, RequestError};
+use crate::store::bases::{self, Bind};
 use crate::store::records::{self, Load, SeedRecord};
 
 /// `tableId` of `/api/v1/sync/tables/{tableId}/records`: one path segment,
@@ -65,8 +66,12 @@ async fn load(app: &App, table: &str, query: &str) -> Result<records::RecordPage
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct SeedBody {
     records: Vec<SeedRecord>,
+    /// The table's base (docs/protocol.md 3.2): the seed binds it.
+    #[serde(default)]
+    base_id: Option<String>,
 }
 
 pub async fn seed(app: &App, table: &str, req: Request<Incoming>) -> Response<Body> {
@@ -99,6 +104,16 @@ async fn seed_records(
         app.config.max_frame_bytes,
         app.config.max_record_bytes,
     )?;
+    if let Some(base) = &body.base_id {
+        check_id("baseId", base)?;
+        bases::bind(&app.store, table, base, Bind::Replace).await?;
+    }
+    if body.records.is_empty() {
+        return Ok(records::SeedResult {
+            written: 0,
+            skipped: 0,
+        });
+    }
     let result = records::seed(&app.store, table, &body.records).await?;
     tracing::info!(
         table,

@@ -62,6 +62,13 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
             return None;
         }
     }
+    // Engine.IO's own packets (a pong, a ping) may come between a binary
+    // event and its attachments: they leave it waiting.
+    if session.partial.is_some() && text {
+        if let Ok(Inbound::Control(c)) = session.framing().decode(bytes, text) {
+            return control(session, c);
+        }
+    }
     if let Some(partial) = session.partial.take() {
         let (waiting, step) = partial.add(bytes, text, session.app.config.max_frame_bytes);
         session.partial = waiting;
@@ -71,18 +78,27 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
             Attach::Refused(e, rid) => {
                 crate::metrics::frame_rejected("attachments");
                 send_error(session, &e, None, rid);
-                if !text {
-                    return None;
-                }
-                // The text message that came instead is handled on its own.
             }
+            Attach::Dropped => {}
         }
+        if !text {
+            return None;
+        }
+        // The text message that came instead is handled on its own.
     }
     let frame = match session.framing().decode(bytes, text) {
         Ok(Inbound::Frame(f)) => f,
         Ok(Inbound::Control(c)) => return control(session, c),
         Ok(Inbound::Partial { frame, attachments }) => {
-            session.partial = Some(Partial::new(frame, attachments));
+            let rid = frame.rid;
+            let due = tokio::time::Instant::now() + attachment_deadline(session);
+            let authenticated = session.identity.is_some();
+            let (partial, refused) = Partial::new(frame, attachments, authenticated, due);
+            session.partial = Some(partial);
+            if let Some(e) = refused {
+                crate::metrics::frame_rejected("attachments");
+                send_error(session, &e, None, rid);
+            }
             return None;
         }
         Err(bad) => {
@@ -93,6 +109,25 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
         }
     };
     dispatch(session, frame, bytes.len()).await
+}
+
+/// How long a binary event's attachments may take to arrive: Socket.IO's
+/// ping timeout, the time a silent client is given anyway.
+fn attachment_deadline(session: &Session) -> std::time::Duration {
+    std::time::Duration::from_millis(session.app.config.socketio_ping_timeout_ms)
+}
+
+/// A binary event whose attachments did not all arrive in time is refused
+/// and its bytes freed.
+pub fn expire_partial(session: &mut Session) {
+    let Some(partial) = session.partial.take() else {
+        return;
+    };
+    crate::metrics::frame_rejected("attachments");
+    tracing::info!("binary attachments did not arrive in time");
+    if let Some((e, rid)) = partial.expired() {
+        send_error(session, &e, None, rid);
+    }
 }
 
 /// Dispatches one decoded request (`size`: its message's bytes).
@@ -391,6 +426,7 @@ async fn record_change(session: &mut Session, data: Value) -> Reply {
         .validate(session.app.commit_limits)?;
     check_write(user, &valid)?;
     let mut result = commit(&session.app.store, &valid).await?;
+    super::base_access::bind_by_write(session, &valid).await;
     let mask = read_mask(session, valid.req.scope());
     masking::commit_result(&mut result, mask.as_deref());
     to_value(&result)

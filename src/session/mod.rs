@@ -8,6 +8,7 @@
 //! (4401), and the server's shutdown (4500).
 
 pub mod attachments;
+pub mod base_access;
 pub mod dispatch;
 pub mod liveness;
 pub mod offline;
@@ -191,6 +192,7 @@ async fn serve(
             .map(deadline_of);
         let relay_due = session.coalescer.next_due();
         let held_until = session.held.as_ref().map(|h| h.until);
+        let attachments_due = session.partial.as_ref().map(|p| p.due);
         tokio::select! {
             _ = app.shutdown.cancelled() => {
                 session.outbox.close(close::SHUTTING_DOWN);
@@ -208,6 +210,9 @@ async fn serve(
             }
             _ = sleep_until_opt(held_until), if held_until.is_some() => {
                 Box::pin(dispatch::release_held(session)).await;
+            }
+            _ = sleep_until_opt(attachments_due), if attachments_due.is_some() => {
+                dispatch::expire_partial(session);
             }
             _ = sleep_until_opt(relay_due), if relay_due.is_some() => {
                 Box::pin(dispatch::flush_due(session)).await;

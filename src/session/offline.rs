@@ -52,6 +52,7 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
         }
         match commit(&app.store, valid).await {
             Ok(mut r) => {
+                super::base_access::bind_by_write(session, valid).await;
                 let mask = read_mask(session, valid.req.scope());
                 masking::commit_result(&mut r, mask.as_deref());
                 results.push(Ok(r));

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::reply::{forbidden, identity, read_mask, to_value, Answer, Reply, Then};
-use super::Session;
+use super::{base_access, Session};
 use crate::change::ids::{base_of_stream, base_stream_name};
 use crate::grant::{masking, ReadMask};
 use crate::protocol::event::{bounded_groups, ChangeEvent};
@@ -68,8 +68,11 @@ struct Joined {
     color: String,
     missed: usize,
     resync: Option<&'static str>,
-    /// The base stream's start, when the subscribe named a `baseId`.
+    /// The base stream's start, when the subscribe joined its `baseId`.
     base_start: Option<StreamId>,
+    /// Whether the named base's events reach the connection (`None`: no
+    /// base named).
+    base_events: Option<bool>,
     /// What follows the ack.
     then: Vec<Then>,
 }
@@ -83,6 +86,9 @@ impl Joined {
         }
         if let Some(base_start) = self.base_start {
             ack["baseLastEventId"] = json!(base_start);
+        }
+        if let Some(base_events) = self.base_events {
+            ack["baseEvents"] = json!(base_events);
         }
         Answer {
             result: ack,
@@ -224,16 +230,21 @@ async fn join(
             return Err(e);
         }
     };
-    let base_start = base.map(|(start, base_then)| {
-        then.extend(base_then);
-        start
-    });
+    let (base_start, base_events) = match base {
+        BaseJoin::NotNamed => (None, None),
+        BaseJoin::Refused => (None, Some(false)),
+        BaseJoin::Joined(start, base_then) => {
+            then.extend(base_then);
+            (Some(start), Some(true))
+        }
+    };
     Ok(Joined {
         start,
         color: joined.color,
         missed,
         resync,
         base_start,
+        base_events,
         then,
     })
 }
@@ -251,15 +262,15 @@ fn admit(session: &Session, table: &str) -> Result<Option<StreamId>, RequestErro
         return Ok(existing);
     }
     let max = session.app.config.max_subscriptions;
-    if session.tables.len() >= max {
+    if session.tables.len() + session.bases.len() >= max {
         return Err(RequestError::bad_request(format!(
-            "at most {max} tables per connection (RTS_MAX_SUBSCRIPTIONS)"
+            "at most {max} tables and bases per connection (RTS_MAX_SUBSCRIPTIONS)"
         )));
     }
     if !session.app.subscription_added(&user.user_id) {
         let max = session.app.config.max_subscriptions_per_user;
         return Err(RequestError::bad_request(format!(
-            "at most {max} tables per user on this sidecar (RTS_MAX_SUBSCRIPTIONS_PER_USER)"
+            "at most {max} tables and bases per user on this sidecar (RTS_MAX_SUBSCRIPTIONS_PER_USER)"
         )));
     }
     Ok(None)
@@ -318,19 +329,36 @@ pub struct BaseSubscription {
     pub recovered: bool,
 }
 
+/// What a subscribe's `baseId` came to.
+enum BaseJoin {
+    /// The subscribe named no base.
+    NotNamed,
+    /// The connection may not read the base it named: the table is
+    /// subscribed without base events (`baseEvents: false`).
+    Refused,
+    /// The base stream's start and the steps that follow the ack.
+    Joined(StreamId, Vec<Then>),
+}
+
 /// Joins the base of a subscribe (its `baseId`), once per connection: the
 /// base's events then reach the connection once, however many of its
-/// tables it subscribes to. With `baseLastEventId` the base events missed
-/// since are replayed (or `resync_required {baseId}`). Returns the base
-/// stream's start and the steps that follow the ack.
+/// tables it subscribes to. Only a base the token grants, or the one the
+/// server holds for the table, is joined (docs/protocol.md 3.2); a base
+/// new to the connection counts against the subscription caps. With
+/// `baseLastEventId` the base events missed since are replayed (or
+/// `resync_required {baseId}`).
 async fn join_base(
     session: &mut Session,
     req: &SubscribeReq,
     table: &str,
-) -> Result<Option<(StreamId, Vec<Then>)>, RequestError> {
+) -> Result<BaseJoin, RequestError> {
     let Some(base) = req.base_id.as_deref() else {
-        return Ok(None);
+        return Ok(BaseJoin::NotNamed);
     };
+    if !base_access::may_read(session, table, base).await? {
+        tracing::info!(table, base, "a subscribe named a base it may not read");
+        return Ok(BaseJoin::Refused);
+    }
     let name = base_stream_name(base);
     let enc = session.framing();
     let app = session.app.clone();
@@ -340,7 +368,14 @@ async fn join_base(
             (sub.start, false)
         }
         None => {
-            let start = app.hub.join(&name, session.outbox.clone(), None).await?;
+            admit_base(session)?;
+            let start = match app.hub.join(&name, session.outbox.clone(), None).await {
+                Ok(start) => start,
+                Err(e) => {
+                    release_base_count(session);
+                    return Err(e.into());
+                }
+            };
             let sub = BaseSubscription {
                 start,
                 tables: HashSet::from([table.to_owned()]),
@@ -363,6 +398,7 @@ async fn join_base(
                 if fresh {
                     session.bases.remove(base);
                     app.hub.unsubscribe(&name, session.conn_id()).await;
+                    release_base_count(session);
                 }
                 return Err(e.into());
             }
@@ -382,7 +418,33 @@ async fn join_base(
     if fresh {
         then.push(Then::Activate(name));
     }
-    Ok(Some((start, then)))
+    Ok(BaseJoin::Joined(start, then))
+}
+
+/// A base new to the connection takes a place under the subscription caps,
+/// as a table does (per connection, and per user, which counts it).
+fn admit_base(session: &Session) -> Result<(), RequestError> {
+    let user = identity(session)?;
+    let max = session.app.config.max_subscriptions;
+    if session.tables.len() + session.bases.len() >= max {
+        return Err(RequestError::bad_request(format!(
+            "at most {max} tables and bases per connection (RTS_MAX_SUBSCRIPTIONS)"
+        )));
+    }
+    if !session.app.subscription_added(&user.user_id) {
+        let max = session.app.config.max_subscriptions_per_user;
+        return Err(RequestError::bad_request(format!(
+            "at most {max} tables and bases per user on this sidecar (RTS_MAX_SUBSCRIPTIONS_PER_USER)"
+        )));
+    }
+    Ok(())
+}
+
+/// Gives back a base's place under the per-user cap.
+fn release_base_count(session: &Session) {
+    if let Some(user) = session.identity.as_ref() {
+        session.app.subscription_removed(&user.user_id);
+    }
 }
 
 /// `resync_required` for the stream `name`: `{tableId}` of a table, or
@@ -565,6 +627,7 @@ pub async fn leave_table(session: &mut Session, table: &str) {
         app.hub
             .unsubscribe(&base_stream_name(&base), session.conn_id())
             .await;
+        release_base_count(session);
     }
     let Some(user) = session.identity.as_ref().map(|i| i.user_id.clone()) else {
         return;

@@ -210,16 +210,62 @@ impl Packet {
     }
 }
 
-/// Replaces `{"_placeholder": true, "num": n}` in `data` with the
-/// attachments (as arrays of byte values): what a binary packet means once
-/// its attachments arrived. False when a placeholder names none of them.
-pub fn fill_placeholders(data: &mut Value, attachments: &[bytes::Bytes]) -> bool {
+/// Whether `v` is a placeholder object, `{"_placeholder": true, ...}`.
+fn is_placeholder(v: &serde_json::Map<String, Value>) -> bool {
+    v.get("_placeholder") == Some(&Value::Bool(true))
+}
+
+/// Checks a binary packet's placeholders before any attachment is taken:
+/// each names an attachment below `count` (its `num`), no two name the
+/// same one, and every attachment is named. So filling them in costs
+/// exactly the attachments' bytes once, never a multiple of them.
+pub fn check_placeholders(data: &Value, count: usize) -> Result<(), BadPacket> {
+    let mut named = vec![false; count];
+    walk_placeholders(data, &mut named)?;
+    if named.iter().all(|n| *n) {
+        Ok(())
+    } else {
+        Err(BadPacket("an attachment no placeholder names"))
+    }
+}
+
+fn walk_placeholders(data: &Value, named: &mut [bool]) -> Result<(), BadPacket> {
     match data {
-        Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => {
-            let Some(n) = map.get("num").and_then(Value::as_u64) else {
-                return false;
-            };
-            let Some(b) = attachments.get(n as usize) else {
+        Value::Object(map) if is_placeholder(map) => {
+            let slot = map
+                .get("num")
+                .and_then(Value::as_u64)
+                .and_then(|n| named.get_mut(usize::try_from(n).ok()?))
+                .ok_or(BadPacket("a placeholder names no attachment"))?;
+            if std::mem::replace(slot, true) {
+                return Err(BadPacket("two placeholders name one attachment"));
+            }
+            Ok(())
+        }
+        Value::Object(map) => map.values().try_for_each(|v| walk_placeholders(v, named)),
+        Value::Array(items) => items.iter().try_for_each(|v| walk_placeholders(v, named)),
+        _ => Ok(()),
+    }
+}
+
+/// What filling one attachment in costs in memory per byte: each byte
+/// becomes a JSON number (a `Value`), as JSON has no bytes.
+pub const FILLED_BYTES_PER_BYTE: usize = std::mem::size_of::<Value>();
+
+/// Replaces each `{"_placeholder": true, "num": n}` in `data` with
+/// attachment `n` (as an array of byte values): what a binary packet means
+/// once its attachments arrived. Each attachment is taken once (see
+/// [`check_placeholders`], which must have passed); false when a
+/// placeholder names none left.
+pub fn fill_placeholders(data: &mut Value, attachments: &mut [Option<bytes::Bytes>]) -> bool {
+    match data {
+        Value::Object(map) if is_placeholder(map) => {
+            let taken = map
+                .get("num")
+                .and_then(Value::as_u64)
+                .and_then(|n| attachments.get_mut(usize::try_from(n).ok()?))
+                .and_then(Option::take);
+            let Some(b) = taken else {
                 return false;
             };
             *data = Value::Array(b.iter().map(|&x| Value::from(x)).collect());
@@ -295,12 +341,35 @@ mod tests {
     #[test]
     fn placeholders_become_their_attachments() {
         let mut data = json!(["up", {"file": {"_placeholder": true, "num": 0}}]);
-        assert!(fill_placeholders(
-            &mut data,
-            &[bytes::Bytes::from_static(&[1, 2])]
-        ));
+        let mut got = [Some(bytes::Bytes::from_static(&[1, 2]))];
+        assert!(fill_placeholders(&mut data, &mut got));
         assert_eq!(data, json!(["up", {"file": [1, 2]}]));
         let mut missing = json!([{"_placeholder": true, "num": 3}]);
-        assert!(!fill_placeholders(&mut missing, &[]));
+        assert!(!fill_placeholders(&mut missing, &mut []));
+    }
+
+    #[test]
+    fn each_attachment_is_named_by_exactly_one_placeholder() {
+        let p = |n: u64| json!({"_placeholder": true, "num": n});
+        assert!(check_placeholders(&json!(["e", p(1), [p(0)]]), 2).is_ok());
+        let twice = json!(["e", p(0), p(0)]);
+        assert_eq!(
+            check_placeholders(&twice, 1),
+            Err(BadPacket("two placeholders name one attachment"))
+        );
+        let many = Value::Array((0..1200).map(|_| p(0)).collect());
+        assert!(check_placeholders(&many, 1).is_err());
+        assert!(check_placeholders(&json!(["e", p(0)]), 2).is_err());
+        assert!(check_placeholders(&json!(["e", p(2)]), 2).is_err());
+        assert!(check_placeholders(&json!(["e", {"_placeholder": true}]), 1).is_err());
+        assert!(check_placeholders(&json!(["e", p(u64::MAX)]), 1).is_err());
+    }
+
+    #[test]
+    fn a_placeholder_takes_its_attachment_once() {
+        let p = json!({"_placeholder": true, "num": 0});
+        let mut data = json!([p.clone(), p]);
+        let mut got = [Some(bytes::Bytes::from_static(&[7]))];
+        assert!(!fill_placeholders(&mut data, &mut got));
     }
 }

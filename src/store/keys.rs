@@ -47,6 +47,12 @@ impl Keys {
         format!("{}:{{{table}}}:records", self.prefix)
     }
 
+    /// The base the server holds for a table (a string: the base id;
+    /// docs/protocol.md 3.2), in the table's slot.
+    pub fn table_base(&self, table: &str) -> String {
+        format!("{}:{{{table}}}:base", self.prefix)
+    }
+
     /// Versions of non-record entities of a table (or of a base).
     pub fn versions(&self, scope: &str) -> String {
         format!("{}:{{{scope}}}:ver", self.prefix)
@@ -168,6 +174,7 @@ mod tests {
         assert_eq!(k.versions("t1"), "rts:{t1}:ver");
         assert_eq!(k.dedup("t1", "u:1", "c"), "rts:{t1}:cc:3:u:1:c");
         assert_eq!(k.base_events("b"), "rts:{b}:base-events");
+        assert_eq!(k.table_base("t"), "rts:{t}:base");
         assert_eq!(k.table_of_events("rts:{t1}:events").as_deref(), Some("t1"));
         assert_eq!(k.table_of_events("other:{t1}:events"), None);
     }

@@ -12,6 +12,7 @@
 //! these connections. On a Redis Cluster there is one cluster connection
 //! ([`conn::Conn`]), which keeps a connection per node.
 
+pub mod bases;
 pub mod commit;
 pub mod conn;
 pub mod discovery;

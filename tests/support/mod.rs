@@ -13,6 +13,7 @@ pub mod redis_cluster;
 pub mod redis_server;
 pub mod sentinel;
 pub mod sidecar;
+pub mod sio;
 pub mod tokens;
 
 use std::time::{Duration, Instant};
@@ -115,6 +116,15 @@ fn proc_status_bytes(pid: u32, key: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kb| kb * 1024)
         .unwrap_or(0)
+}
+
+/// Binds `table` to `base` through the seed route (the API token's way to
+/// say which base a table belongs to; docs/protocol.md 3.2).
+pub fn bind_base(side: &Sidecar, table: &str, base: &str) {
+    let path = format!("/api/v1/sync/tables/{table}/records");
+    let body = serde_json::json!({"records": [], "baseId": base});
+    let (status, v) = side.api("POST", &path, &body);
+    assert_eq!(status, 200, "{v}");
 }
 
 /// Renames base `base` to `name` through the HTTP batch API (a base event);

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use super::session::{Conn, Frame};
-use crate::socketio::packet::{Kind, Packet};
+use crate::socketio::packet::{self, Kind, Packet};
 use crate::socketio::polling::random_id;
 
 /// What an application does with its Socket.IO clients.
@@ -197,6 +197,11 @@ pub async fn run<H: Handler>(mut conn: Conn, handler: Arc<H>, options: Options) 
             }
             (Some(Frame::Text(t)), None) => match Packet::decode(&t) {
                 Ok(p) if p.attachments > 0 => {
+                    // Each attachment named by exactly one placeholder.
+                    let data = p.data.as_ref().unwrap_or(&Value::Null);
+                    if let Err(e) = packet::check_placeholders(data, p.attachments) {
+                        break Ending::BadPacket(e.0);
+                    }
                     partial = Some(Partial {
                         packet: p,
                         attachments: Vec::new(),
