@@ -77,6 +77,20 @@ impl<'de> serde::de::Visitor<'de> for FiniteVisitor {
         d.deserialize_any(self)
     }
 
+    /// A MessagePack extension (rmp-serde hands it over as a newtype of
+    /// its type and bytes). Only JavaScript's `undefined` as notepack (the
+    /// encoder of `socket.io-msgpack-parser`) writes it, extension 0 with
+    /// zero bytes, is taken: as null. Any other extension is refused.
+    fn visit_newtype_struct<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if d.deserialize_any(ExtVisitor)? {
+            Ok(Value::Null)
+        } else {
+            Err(serde::de::Error::custom(
+                "MessagePack extension types are not supported",
+            ))
+        }
+    }
+
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         // The size hint is the peer's claim: cap what is reserved up front.
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
@@ -92,6 +106,43 @@ impl<'de> serde::de::Visitor<'de> for FiniteVisitor {
             out.insert(k, v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// Reads an extension's type and bytes: whether it is notepack's
+/// `undefined` (type 0, all bytes zero).
+struct ExtVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ExtVisitor {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a MessagePack extension")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let kind: Option<i8> = seq.next_element()?;
+        let zero: Option<ExtZero> = seq.next_element()?;
+        Ok(kind == Some(0) && zero.is_some_and(|z| z.0))
+    }
+}
+
+/// Whether an extension's bytes are all zero.
+struct ExtZero(bool);
+
+impl<'de> serde::Deserialize<'de> for ExtZero {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Zero;
+        impl serde::de::Visitor<'_> for Zero {
+            type Value = ExtZero;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an extension's bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<ExtZero, E> {
+                Ok(ExtZero(v.iter().all(|b| *b == 0)))
+            }
+        }
+        d.deserialize_bytes(Zero)
     }
 }
 

@@ -162,11 +162,14 @@ impl Packet {
             None | Some(Value::Null) => None,
             Some(v) => Some(v.as_u64().ok_or(BadPacket("bad ack id"))?),
         };
+        // `data: null` (or notepack's `undefined`) is no data: a CONNECT
+        // without `auth`, as socket.io-client sends it.
+        let data = map.remove("data").filter(|d| !d.is_null());
         let packet = Packet {
             kind,
             nsp,
             id,
-            data: map.remove("data"),
+            data,
             attachments: 0,
         };
         packet.check()?;
@@ -346,6 +349,28 @@ mod tests {
         assert_eq!(data, json!(["up", {"file": [1, 2]}]));
         let mut missing = json!([{"_placeholder": true, "num": 3}]);
         assert!(!fill_placeholders(&mut missing, &mut []));
+    }
+
+    #[test]
+    fn a_msgpack_connect_without_auth_has_no_data() {
+        // notepack writes JS `undefined` as extension 0: d4 00 00.
+        let mut bytes = vec![0x83, 0xa4];
+        bytes.extend_from_slice(b"type");
+        bytes.push(0x00);
+        bytes.push(0xa3);
+        bytes.extend_from_slice(b"nsp");
+        bytes.extend_from_slice(&[0xa1, b'/', 0xa4]);
+        bytes.extend_from_slice(b"data");
+        for data in [&[0xd4, 0x00, 0x00][..], &[0xc0][..]] {
+            let mut b = bytes.clone();
+            b.extend_from_slice(data);
+            let value = crate::change::value::msgpack_value(&b).unwrap();
+            let p = Packet::from_msgpack(value).unwrap();
+            assert_eq!((p.kind, p.data), (Kind::Connect, None));
+        }
+        let mut other_ext = bytes.clone();
+        other_ext.extend_from_slice(&[0xd4, 0x05, 0x01]);
+        assert!(crate::change::value::msgpack_value(&other_ext).is_err());
     }
 
     #[test]
