@@ -34,6 +34,12 @@ ARGV
                answerBytes (v1.2, optional, default 1048576): the most bytes
                of field values the answer carries (`current`, the
                conflicts' `theirValue`); see "truncated" below
+               hiddenFields / readableFields (v1.2, optional, at most one):
+               the field ids the answer's reader may not read, or the only
+               ones it may read. Those it may not read are left out of
+               `current` and the conflicts' `theirValue`, and out of the
+               answer's byte bound, so whether an answer is truncated never
+               depends on fields its reader cannot see
   2 changes    JSON array of {"fieldId", "oldValue"?, "newValue"?}, or "" for none.
                Written to the stream verbatim. (v1.2) Must be array text:
                "{}" is refused.
@@ -83,7 +89,9 @@ returns it with status "duplicate" and the first status as
 "originalStatus", and is never evaluated again. A duplicate of a rejection
 carries the record's `current` as it is now.
 Errors: RTSYNC_INVALID (bad arguments, or a record at the largest version)
-and RTSYNC_TOO_LARGE (the record's state would pass maxRecordBytes).
+and RTSYNC_TOO_LARGE (the record's state would pass maxRecordBytes). The
+RTSYNC_TOO_LARGE message names the bound, never the record's size: the
+writer may not be allowed to read every field of it.
 A committed change also rings the table's doorbell: SPUBLISH
 <p>:{T}:presence '{"event":"ring"}' (a base's change: <p>:{B}:base-presence),
 so the sidecars serving the table (or base) read its stream at once. (A producer that XADDs directly may ring the same way;
@@ -176,17 +184,55 @@ local function state_bytes(state)
   return total
 end
 
--- {"version", "fields", "deleted"} of a record, as JSON, and whether fields
--- were left out: the whole state when it fits in `budget` bytes, else only
--- the `touched` fields that fit.
-local function record_current(state, version, deleted, touched, budget)
+-- (v1.2) Who reads a reply: `{hide = set}` (the fields it may not read)
+-- or `{only = set}` (the only fields it may read); nil reads every field.
+-- The fields a reader may not read are left out of what it is sent and out
+-- of the byte bound its reply is cut by, so where a reply is cut never
+-- depends on them.
+local function field_set(list, name)
+  if is_null(list) then return nil end
+  if type(list) ~= 'table' or not is_array(list) then
+    return nil, name .. ' must be an array of field ids'
+  end
+  local set = {}
+  for _, f in ipairs(list) do
+    if not is_id(f) then return nil, name .. ' must be an array of field ids' end
+    set[f] = true
+  end
+  return set
+end
+
+local function readable_by(reader, f)
+  if reader == nil then return true end
+  if reader.only then return reader.only[f] == true end
+  return not reader.hide[f]
+end
+
+-- The bytes of a record's state its reader receives (field ids and stored
+-- values): the state's size less the fields hidden from it, or the sum of
+-- the fields it may read; one HSTRLEN per listed field.
+local function visible_bytes(state, reader)
+  if reader == nil then return state_bytes(state) end
+  local listed = 0
+  for f in pairs(reader.only or reader.hide) do
+    local len = redis.call('HSTRLEN', state, 'd:' .. f)
+    if len > 0 then listed = listed + #f + len end
+  end
+  if reader.only then return listed end
+  return state_bytes(state) - listed
+end
+
+-- {"version", "fields", "deleted"} of a record as `reader` may see it, as
+-- JSON, and whether fields were left out: the whole state it may read when
+-- that fits in `budget` bytes, else only the `touched` fields that fit.
+local function record_current(state, version, deleted, touched, budget, reader)
   local parts = {}
   local partial = false
-  if state_bytes(state) <= budget then
+  if visible_bytes(state, reader) <= budget then
     local flat = redis.call('HGETALL', state)
     for i = 1, #flat, 2 do
       local k = flat[i]
-      if k:sub(1, 2) == 'd:' then
+      if k:sub(1, 2) == 'd:' and readable_by(reader, k:sub(3)) then
         parts[#parts + 1] = jstr(k:sub(3)) .. ':' .. value_json(flat[i + 1])
       end
     end
@@ -194,7 +240,7 @@ local function record_current(state, version, deleted, touched, budget)
     partial = true
     local used, seen = 0, {}
     for _, f in ipairs(touched or {}) do
-      if not seen[f] then
+      if not seen[f] and readable_by(reader, f) then
         seen[f] = true
         local len = redis.call('HSTRLEN', state, 'd:' .. f)
         if len > 0 and used + #f + len <= budget then
@@ -313,7 +359,9 @@ end
 
 -- The fields a stale change (based on `base`) touched that changed since:
 -- the conflicts as JSON, within `budget` bytes of values, and whether some
--- values were left out. A delete touches every field.
+-- values were left out. A delete touches every field. A field the answer's
+-- reader may not read is listed without its value and takes none of the
+-- budget.
 local function find_conflicts(state, change, changes, base, budget)
   local touched = {}
   if change.type == 'delete' then
@@ -331,7 +379,9 @@ local function find_conflicts(state, change, changes, base, budget)
   local conflicts, used, truncated = {}, 0, false
   for _, f in ipairs(touched) do
     local fv = tonumber(redis.call('HGET', state, 'v:' .. f)) or 0
-    if fv > base then
+    if fv > base and not readable_by(change.reader, f) then
+      conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. '}'
+    elseif fv > base then
       local len = redis.call('HSTRLEN', state, 'd:' .. f)
       if used + #f + len <= budget then
         used = used + #f + len
@@ -348,7 +398,9 @@ end
 
 -- The state's size after the change, or nil and the error when it would
 -- grow past maxRecordBytes (a change that shrinks an oversized state, e.g.
--- under an older bound, is not refused). A delete keeps no size.
+-- under an older bound, is not refused). A delete keeps no size. The error
+-- names the bound only: the state's size counts fields the writer may not
+-- be allowed to read.
 local function checked_size(state, change, deleted, changes, values)
   if change.type == 'delete' then return 0 end
   local cur_b = 0
@@ -357,8 +409,8 @@ local function checked_size(state, change, deleted, changes, values)
   end
   local new_b = bytes_after(state, cur_b, changes, values)
   if new_b > change.maxRecordBytes and new_b > cur_b then
-    return nil, too_large('record ' .. change.entityId .. ' would hold ' .. new_b
-      .. ' bytes, over the ' .. change.maxRecordBytes .. ' bytes a record may hold')
+    return nil, too_large('record ' .. change.entityId .. ' would exceed the '
+      .. jint(change.maxRecordBytes) .. ' bytes a record may hold (maxRecordBytes; RTS_MAX_RECORD_BYTES)')
   end
   return new_b
 end
@@ -405,7 +457,7 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   local budget = change.answerBytes
   local function reject(reason)
     local touched = touched_fields(changes)
-    local current, partial = record_current(state, cur_v, deleted, touched, budget)
+    local current, partial = record_current(state, cur_v, deleted, touched, budget, change.reader)
     return rejected(reason, cur_v, current, partial)
   end
 
@@ -580,6 +632,15 @@ local function check_change(keys, change)
       return fail(limit[1] .. ' must be a non-negative integer')
     end
   end
+  local hide, herr = field_set(change.hiddenFields, 'hiddenFields')
+  if herr then return fail(herr) end
+  local only, oerr = field_set(change.readableFields, 'readableFields')
+  if oerr then return fail(oerr) end
+  if hide and only then
+    return fail('hiddenFields and readableFields cannot both be given')
+  end
+  if hide then change.reader = { hide = hide } end
+  if only then change.reader = { only = only } end
   return check_dedup_key(keys, change)
 end
 
@@ -621,7 +682,7 @@ local function resent_answer(keys, change, changes)
       and not dup:find('"current":', 1, true) then
     local head = redis.call('HMGET', keys[2], '_v', '_del')
     local current, partial = record_current(keys[2], tonumber(head[1]) or 0, head[2] == '1',
-      touched_fields(changes), change.answerBytes)
+      touched_fields(changes), change.answerBytes, change.reader)
     dup = dup:sub(1, -2) .. ',"current":' .. current
     if partial then dup = dup .. ',"truncated":true' end
     dup = dup .. '}'

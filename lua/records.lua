@@ -10,8 +10,10 @@ a client must learn of a deletion). The record hashes are
 from KEYS[1], in the same cluster slot.
 
 rtsync_load  (read-only)
-  FCALL rtsync_load 2 <p>:{T}:events <p>:{T}:records [bytes <max>] page <after> <limit>
-  FCALL rtsync_load 2 <p>:{T}:events <p>:{T}:records [bytes <max>] ids <recordId>...
+  FCALL rtsync_load 2 <p>:{T}:events <p>:{T}:records [bytes <max>] [hide|only <n> <fieldId>*n]
+        page <after> <limit>
+  FCALL rtsync_load 2 <p>:{T}:events <p>:{T}:records [bytes <max>] [hide|only <n> <fieldId>*n]
+        ids <recordId>...
   -> JSON {"records": [{"recordId", "version", "deleted", "fields": {...}}],
            "next"?: "<recordId>", "remaining"?: ["<recordId>"...],
            "asOf": "<stream id>"}
@@ -25,6 +27,10 @@ rtsync_load  (read-only)
   1048576), and always at least one record: reading stops before the record
   that would pass it. A page then ends early with "next"; a list of ids
   names the ids not read in "remaining" (ask for them again).
+  (v1.2) `hide` names the fields the reader may not read, `only` the only
+  ones it may read: the others are left out of the states, and out of the
+  byte bound (a record counts the bytes of the fields its reader receives),
+  so where a page is cut never depends on fields hidden from its reader.
 
 rtsync_seed
   FCALL rtsync_seed 2 <p>:{T}:events <p>:{T}:records
@@ -65,8 +71,9 @@ local function field_key_json(memo, k)
 end
 
 -- Appends a record's state as JSON to `out` (pieces, concatenated once
--- per page); false when the record has no state.
-local function append_state(out, rec_key, record_id, memo)
+-- per page), without the fields `reader` may not read; false when the
+-- record has no state.
+local function append_state(out, rec_key, record_id, memo, reader)
   local flat = redis.call('HGETALL', rec_key)
   if #flat == 0 then
     return false
@@ -82,14 +89,16 @@ local function append_state(out, rec_key, record_id, memo)
     local k = flat[i]
     local b1, b2 = k:byte(1, 2)
     if b1 == 100 and b2 == 58 then -- "d:"
-      if not first then
-        n = n + 1
-        out[n] = ','
+      if reader == nil or readable_by(reader, k:sub(3)) then
+        if not first then
+          n = n + 1
+          out[n] = ','
+        end
+        first = false
+        out[n + 1] = field_key_json(memo, k)
+        out[n + 2] = value_json(flat[i + 1])
+        n = n + 2
       end
-      first = false
-      out[n + 1] = field_key_json(memo, k)
-      out[n + 2] = value_json(flat[i + 1])
-      n = n + 2
     elseif k == '_v' then
       version = jint(tonumber(flat[i + 1]) or 0)
     elseif k == '_del' and flat[i + 1] == '1' then
@@ -117,6 +126,19 @@ local function load(keys, argv)
     end
     args = {}
     for i = 3, #argv do args[#args + 1] = argv[i] end
+  end
+  local reader
+  if args[1] == 'hide' or args[1] == 'only' then
+    local n = tonumber(args[2] or '')
+    if n == nil or n < 0 or n ~= math.floor(n) or #args < 2 + n then
+      return records_fail(args[1] .. ' expects a count and that many field ids')
+    end
+    local set = {}
+    for i = 3, 2 + n do set[args[i]] = true end
+    reader = { [args[1]] = set }
+    local rest = {}
+    for i = 3 + n, #args do rest[#rest + 1] = args[i] end
+    args = rest
   end
   if #args < 1 then return records_fail('expects a mode: page or ids') end
   local ids, next_id
@@ -155,14 +177,15 @@ local function load(keys, argv)
   local stopped_at = nil
   for i, id in ipairs(ids) do
     local key = scope .. ':rec:' .. id
-    -- The byte bound, checked before the record is read.
-    if any and used + state_bytes(key) > max_bytes then
+    -- The byte bound, checked before the record is read, on the bytes
+    -- its reader receives.
+    if any and used + visible_bytes(key, reader) > max_bytes then
       stopped_at = i
       break
     end
     local mark = #out
     if any then out[mark + 1] = ',' end
-    if append_state(out, key, id, memo) then
+    if append_state(out, key, id, memo, reader) then
       any = true
       for j = mark + 1, #out do used = used + #out[j] end
     else

@@ -16,6 +16,7 @@ use super::rules::{check_client_change_id, check_metadata, check_type, check_ver
 use super::value::msgpack_len;
 use super::{ChangeError, ChangeRequest, FieldChange};
 use crate::change::ids::check_id;
+use crate::grant::ReadMask;
 
 /// Room for an event's own fields (id, type, ids, timestamp) on top of its
 /// changes and metadata, when sizing it.
@@ -49,7 +50,9 @@ impl ChangeLimits {
     }
 }
 
-/// The function's first argument: the change and the limits it is held to.
+/// The function's first argument: the change, the limits it is held to,
+/// and (for a reader who may not read every field) the fields its answer
+/// leaves out.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Header<'a> {
@@ -57,6 +60,27 @@ struct Header<'a> {
     req: &'a ChangeRequest,
     max_record_bytes: usize,
     answer_bytes: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hidden_fields: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readable_fields: Option<&'a [String]>,
+}
+
+impl Header<'_> {
+    fn encode(
+        req: &ChangeRequest,
+        limits: ChangeLimits,
+        reader: Option<&ReadMask>,
+    ) -> Result<String, ChangeError> {
+        serde_json::to_string(&Header {
+            req,
+            max_record_bytes: limits.max_record_bytes,
+            answer_bytes: limits.answer_bytes,
+            hidden_fields: reader.and_then(ReadMask::hidden),
+            readable_fields: reader.and_then(ReadMask::only_readable),
+        })
+        .map_err(|e| ChangeError::Invalid(e.to_string()))
+    }
 }
 
 /// A checked change (see the module doc).
@@ -76,9 +100,22 @@ pub struct ValidChange {
     /// The JSON text of each field change's new value ("" for none): the
     /// bytes the record state keeps (see `lua/commit.lua`).
     pub values: Vec<String>,
+    /// The limits it was validated against (its header carries them).
+    limits: ChangeLimits,
 }
 
 impl ValidChange {
+    /// Names who reads the answer: the function leaves the fields `mask`
+    /// hides out of `current` and the conflicts' values, and out of the
+    /// answer's byte bound, so whether an answer is `truncated` never
+    /// depends on fields its reader cannot see (docs/protocol.md 2.1).
+    pub fn answered_to(&mut self, mask: Option<&ReadMask>) -> Result<(), ChangeError> {
+        if mask.is_some() {
+            self.header = Header::encode(&self.req, self.limits, mask)?;
+        }
+        Ok(())
+    }
+
     /// The `changes` as stored, for an answer that repeats them.
     pub fn changes(&self) -> Option<Value> {
         serde_json::from_str(&self.changes_json).ok()
@@ -103,12 +140,7 @@ impl ChangeRequest {
     /// limits, before anything is sent; encodes the function's arguments.
     pub fn validate(mut self, limits: ChangeLimits) -> Result<ValidChange, ChangeError> {
         self.check()?;
-        let header = serde_json::to_string(&Header {
-            req: &self,
-            max_record_bytes: limits.max_record_bytes,
-            answer_bytes: limits.answer_bytes,
-        })
-        .map_err(|e| ChangeError::Invalid(e.to_string()))?;
+        let header = Header::encode(&self, limits, None)?;
         let changes_json = json_or_empty(&self.changes)?;
         let metadata_json = json_or_empty(&self.metadata)?;
         let changes = self.changes.take();
@@ -124,7 +156,7 @@ impl ChangeRequest {
         check_metadata(metadata.as_ref())?;
         if size > limits.max_event_bytes {
             return Err(ChangeError::TooLarge(format!(
-                "this change would be an event of {size} bytes, over the {} bytes every subscriber can be sent",
+                "this change's event would exceed the {} bytes every subscriber can be sent (RTS_MAX_FRAME_BYTES)",
                 limits.max_event_bytes
             )));
         }
@@ -139,6 +171,7 @@ impl ChangeRequest {
             changes_json,
             metadata_json,
             values,
+            limits,
         })
     }
 

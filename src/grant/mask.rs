@@ -25,6 +25,18 @@ impl ReadMask {
         })
     }
 
+    /// The fields it hides (every field but these is readable), or `None`
+    /// when fields are hidden by default.
+    pub fn hidden(&self) -> Option<&[String]> {
+        self.default_readable.then_some(&*self.exceptions)
+    }
+
+    /// The only fields it lets through, or `None` when fields are readable
+    /// by default.
+    pub fn only_readable(&self) -> Option<&[String]> {
+        (!self.default_readable).then_some(&*self.exceptions)
+    }
+
     pub fn readable(&self, field: &str) -> bool {
         let listed = self
             .exceptions

@@ -61,7 +61,7 @@ async fn load(app: &App, table: &str, query: &str) -> Result<records::RecordPage
         }
     }
     let what = Load::new((!ids.is_empty()).then_some(ids), after, limit)?;
-    Ok(records::load(&app.store, table, &what, app.config.max_page_bytes).await?)
+    Ok(records::load(&app.store, table, &what, app.config.max_page_bytes, None).await?)
 }
 
 #[derive(Deserialize)]

@@ -421,13 +421,14 @@ fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Re
 async fn record_change(session: &mut Session, data: Value) -> Reply {
     let req: ChangeRequest = parse("record_change", data)?;
     let user = identity(session)?;
-    let valid = req
+    let mut valid = req
         .by_client(&user.user_id, session.conn_id())
         .validate(session.app.commit_limits)?;
     check_write(user, &valid)?;
+    let mask = read_mask(session, valid.req.scope());
+    valid.answered_to(mask.as_deref())?;
     let mut result = commit(&session.app.store, &valid).await?;
     super::base_access::bind_by_write(session, &valid).await;
-    let mask = read_mask(session, valid.req.scope());
     masking::commit_result(&mut result, mask.as_deref());
     to_value(&result)
 }

@@ -21,7 +21,7 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
     };
     let app = session.app.clone();
     let user = identity(session)?;
-    let commits = validate_batch(
+    let mut commits = validate_batch(
         items,
         app.config.max_batch,
         app.commit_limits,
@@ -45,15 +45,18 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
     // A change touching a field the user may not write is refused alone:
     // the others still commit (docs/protocol.md 2.1).
     let mut results = Vec::with_capacity(commits.len());
-    for (i, valid) in commits.iter().enumerate() {
+    for (i, valid) in commits.iter_mut().enumerate() {
         if let Err(e) = check_write(user, valid) {
             results.push(Err(e));
             continue;
         }
+        let mask = read_mask(session, valid.req.scope());
+        valid
+            .answered_to(mask.as_deref())
+            .map_err(RequestError::from)?;
         match commit(&app.store, valid).await {
             Ok(mut r) => {
                 super::base_access::bind_by_write(session, valid).await;
-                let mask = read_mask(session, valid.req.scope());
                 masking::commit_result(&mut r, mask.as_deref());
                 results.push(Ok(r));
             }

@@ -34,7 +34,7 @@ use crate::change::ids::{base_of_stream, base_stream_name};
 use crate::grant::{masking, ReadMask};
 use crate::protocol::event::{bounded_groups, ChangeEvent};
 use crate::protocol::messages::{parse, RecoverReq, SubscribeReq, TableAck, TableReq};
-use crate::protocol::{Framing, ServerEvent};
+use crate::protocol::{Encoding, Framing, ServerEvent};
 use crate::protocol::{RequestError, StreamId};
 use crate::store::history::{self, Position};
 use crate::store::presence;
@@ -472,14 +472,8 @@ async fn plan_history(
     let app = &session.app;
     let last_seen = match history {
         History::Recent => {
-            let n = app.config.recent_changes;
-            let recent =
-                history::recent_events(&app.store, table, start, n, app.config.max_page_bytes)
-                    .await?;
-            let events = masking::owned_events(
-                decode_events(&recent, table),
-                read_mask(session, table).as_deref(),
-            );
+            let mask = read_mask(session, table);
+            let events = recent_events(session, table, start, mask.as_deref()).await?;
             return Ok(HistoryPlan {
                 frames: frames(ServerEvent::RecentChanges, &events, enc),
                 replay: None,
@@ -525,13 +519,76 @@ async fn plan_history(
     })
 }
 
+/// The latest events at or before `start` for `recent_changes`: at most
+/// `RTS_RECENT_CHANGES` entries and `RTS_MAX_PAGE_BYTES`, the newest
+/// always. A reader of every field gets them from one `rtsync_history
+/// recent` call (bounded by the entries' bytes). For a reader of `mask` the
+/// bound counts the masked events it receives, so how many it gets never
+/// depends on fields hidden from it: entries are read newest first, a call
+/// at a time (each bounded by the entries' bytes, as above), until the
+/// masked events fill the bound: one call unless masking shrinks them.
+async fn recent_events(
+    session: &Session,
+    table: &str,
+    start: StreamId,
+    mask: Option<&ReadMask>,
+) -> Result<Vec<ChangeEvent>, StoreError> {
+    let app = &session.app;
+    let (count, max_bytes) = (app.config.recent_changes, app.config.max_page_bytes);
+    let Some(mask) = mask else {
+        let recent = history::recent_events(&app.store, table, start, count, max_bytes).await?;
+        return Ok(decode_events(&recent, table));
+    };
+    let mut newest_first = Vec::new();
+    let (mut read, mut used) = (0, 0);
+    let mut until = Some(start);
+    'read: while let Some(upto) = until.filter(|_| read < count) {
+        let chunk =
+            history::recent_events(&app.store, table, upto, count - read, max_bytes).await?;
+        let Some((oldest, _)) = chunk.first() else {
+            break;
+        };
+        until = before(*oldest);
+        read += chunk.len();
+        for event in decode_events(&chunk, table).into_iter().rev() {
+            let Some(event) = masking::owned_event(event, Some(mask)) else {
+                continue;
+            };
+            // The size the frames are grouped by (encoded once, kept).
+            let size = event.encoded(Encoding::MsgPack).len();
+            if !newest_first.is_empty() && used + size > max_bytes {
+                break 'read;
+            }
+            used += size;
+            newest_first.push(event);
+        }
+    }
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// The stream id just before `id`, if any.
+fn before(id: StreamId) -> Option<StreamId> {
+    match (id.ms, id.seq) {
+        (0, 0) => None,
+        (ms, 0) => Some(StreamId {
+            ms: ms - 1,
+            seq: u64::MAX,
+        }),
+        (ms, seq) => Some(StreamId { ms, seq: seq - 1 }),
+    }
+}
+
 /// Streams the missed events `(after, until]` of `table` as bounded
 /// `missed_events` frames, one page at a time: a page is read only once
 /// the previous one is queued, and each frame is queued only when the
 /// connection has room (so the sidecar holds at most the send queue's
-/// bytes and one page). Then `done`. A page that cannot be read ends the
-/// replay with `resync_required` instead. False when the connection
-/// closed.
+/// bytes and one page). Frames are cut by the masked events alone, never
+/// where a page (bounded by the stored entries' bytes) ends: the last frame
+/// of a page is held back to take the next page's first events, so where
+/// a frame ends never depends on fields hidden from the reader. Then
+/// `done`. A page that cannot be read ends the replay with
+/// `resync_required` instead. False when the connection closed.
 pub async fn replay(
     session: &Session,
     table: &str,
@@ -542,6 +599,8 @@ pub async fn replay(
     let enc = session.framing();
     let mask: Option<Arc<ReadMask>> = read_mask(session, table);
     let mut after = after;
+    // Masked events not yet framed: at most one frame's worth.
+    let mut held: Vec<ChangeEvent> = Vec::new();
     loop {
         let page = match history::range(
             &session.app.store,
@@ -564,12 +623,20 @@ pub async fn replay(
         };
         let Some((last, _)) = page.last() else { break };
         after = *last;
-        // Only the encoded frames are kept while the connection drains:
-        // the page and its decoded events are dropped first.
+        // Only the encoded frames (and the held events) are kept while the
+        // connection drains: the page is dropped first.
         let page_frames = {
-            let events = masking::owned_events(decode_events(&page, table), mask.as_deref());
+            held.extend(masking::owned_events(
+                decode_events(&page, table),
+                mask.as_deref(),
+            ));
             drop(page);
-            frames(ServerEvent::MissedEvents, &events, enc)
+            // Grouping is greedy, so every group but the last is final.
+            let last = bounded_groups(&held).last().map_or(0, |g| g.len());
+            let ready = held.len() - last;
+            let out = frames(ServerEvent::MissedEvents, &held[..ready], enc);
+            held.drain(..ready);
+            out
         };
         for frame in page_frames {
             if !session.outbox.push_paced(frame).await {
@@ -578,6 +645,11 @@ pub async fn replay(
         }
         if after == until {
             break;
+        }
+    }
+    for frame in frames(ServerEvent::MissedEvents, &held, enc) {
+        if !session.outbox.push_paced(frame).await {
+            return false;
         }
     }
     match done {

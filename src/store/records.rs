@@ -12,6 +12,7 @@ use crate::change::ids::check_id;
 use crate::change::rules::MAX_VERSION;
 use crate::change::value::json_len;
 use crate::change::{ChangeError, Located};
+use crate::grant::ReadMask;
 use crate::protocol::{ErrorCode, RequestError};
 
 /// Most records in one page or one list of ids.
@@ -92,12 +93,16 @@ pub struct RecordState {
 
 /// Reads one page (or the listed records) of `table`, at most `max_bytes`
 /// of record states (but always one record): the function stops reading
-/// there, so a reply never grows with what is asked.
+/// there, so a reply never grows with what is asked. For a reader of
+/// `mask`, the function leaves out the fields it hides and counts only the
+/// bytes the reader receives, so where its page is cut never depends on
+/// them.
 pub async fn load(
     store: &Store,
     table: &str,
     what: &Load,
     max_bytes: usize,
+    mask: Option<&ReadMask>,
 ) -> Result<RecordPage, StoreError> {
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("rtsync_load")
@@ -106,6 +111,13 @@ pub async fn load(
         .arg(store.keys.records(table))
         .arg("bytes")
         .arg(max_bytes);
+    if let Some(mask) = mask {
+        let (mode, fields) = match (mask.hidden(), mask.only_readable()) {
+            (Some(hidden), _) => ("hide", hidden),
+            (None, only) => ("only", only.unwrap_or_default()),
+        };
+        cmd.arg(mode).arg(fields.len()).arg(fields);
+    }
     match what {
         Load::Page { after, limit } => {
             cmd.arg("page")
@@ -167,15 +179,15 @@ pub fn validate_seed(
             }
             let len = json_len(value);
             if len > max_field_bytes {
-                return Err(at(ChangeError::TooLarge(
-                    format!("field {field:?} holds {len} bytes, over the {max_field_bytes} bytes an event may carry"),
-                )));
+                return Err(at(ChangeError::TooLarge(format!(
+                    "field {field:?} would exceed the {max_field_bytes} bytes an event may carry (RTS_MAX_FRAME_BYTES)"
+                ))));
             }
             record_bytes += field.len() + len;
         }
         if record_bytes > max_record_bytes {
             return Err(at(ChangeError::TooLarge(
-                format!("record {:?} holds {record_bytes} bytes, over the {max_record_bytes} bytes a record may hold (RTS_MAX_RECORD_BYTES)", r.record_id),
+                format!("record {:?} would exceed the {max_record_bytes} bytes a record may hold (RTS_MAX_RECORD_BYTES)", r.record_id),
             )));
         }
     }
