@@ -163,7 +163,7 @@ const LABELS: &[(&str, &str, &[&str])] = &[
     (
         FRAMES_REJECTED,
         "reason",
-        &["too_large", "decode", "invalid", "protocol"],
+        &["too_large", "decode", "invalid", "protocol", "timeout"],
     ),
     (
         AUTH_FAILURES,
