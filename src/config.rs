@@ -232,7 +232,9 @@ pub struct Config {
     pub socketio_ping_timeout_ms: u64,
 
     /// Origins allowed to reach `/socket.io/` long-polling from a browser
-    /// (comma-separated; `*` for any). Unset: the same origin only.
+    /// (comma-separated; a listed origin is echoed with credentials; `*`
+    /// for any, answered `*` without credentials; `null` is never
+    /// allowed). Unset: the same origin only.
     #[arg(long, env = "RTS_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
@@ -468,6 +470,17 @@ impl Config {
         }
         if self.max_unauthenticated_per_ip > self.max_unauthenticated {
             self.max_unauthenticated_per_ip = self.max_unauthenticated;
+        }
+        // The opaque origin `null` is shared by every sandboxed frame and
+        // `file:` page: allowing it would allow them all.
+        let before = self.cors_origins.len();
+        self.cors_origins
+            .retain(|o| !o.trim().eq_ignore_ascii_case("null"));
+        if self.cors_origins.len() < before {
+            warnings.push(
+                "RTS_CORS_ORIGINS lists \"null\", which is never allowed (any sandboxed page sends it); ignored"
+                    .to_owned(),
+            );
         }
         warnings
     }

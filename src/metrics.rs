@@ -163,7 +163,14 @@ const LABELS: &[(&str, &str, &[&str])] = &[
     (
         FRAMES_REJECTED,
         "reason",
-        &["too_large", "decode", "invalid", "protocol", "attachments"],
+        &[
+            "too_large",
+            "decode",
+            "invalid",
+            "protocol",
+            "attachments",
+            "timeout",
+        ],
     ),
     (
         AUTH_FAILURES,

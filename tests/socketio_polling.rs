@@ -1,12 +1,13 @@
 //! Engine.IO long-polling on `/socket.io/` (docs/protocol.md section 10), by
 //! raw HTTP requests: the handshake, Engine.IO's errors, one GET and one
 //! POST at a time, the payload bound, the connection limit, abandoned
-//! sessions freed, CORS.
+//! sessions freed, handshake floods and trickled bodies, CORS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -224,6 +225,10 @@ async fn cors_answers_only_the_allowed_origins() {
         raw.contains("access-control-allow-origin: https://app.example"),
         "{raw}"
     );
+    assert!(
+        raw.contains("access-control-allow-credentials: true"),
+        "{raw}"
+    );
     let (_, raw) = headers("https://evil.example");
     assert!(!raw.contains("access-control-allow-origin"), "{raw}");
     let (status, _) = side.http(
@@ -233,4 +238,234 @@ async fn cors_answers_only_the_allowed_origins() {
         "",
     );
     assert_eq!(status, 204);
+}
+
+/// `n` handshakes pipelined on one HTTP/1.1 connection from the local
+/// address `from` (any of 127.0.0.0/8 on Linux): the status of each answer
+/// and the sids opened, in order.
+async fn pipelined_handshakes(side: &Sidecar, from: IpAddr, n: usize) -> (Vec<u16>, Vec<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((from, 0).into()).unwrap();
+    let mut stream = socket.connect(side.addr).await.unwrap();
+    let mut requests = String::new();
+    for i in 0..n {
+        let close = if i + 1 == n {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        requests.push_str(&format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\n{close}\r\n",
+            polling(None)
+        ));
+    }
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw))
+        .await
+        .expect("the answers within a minute")
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    let statuses = raw
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .filter_map(|r| r.get(..3)?.parse().ok())
+        .collect();
+    let sids = raw
+        .split("\"sid\":\"")
+        .skip(1)
+        .filter_map(|r| Some(r.split_once('"')?.0.to_owned()))
+        .collect();
+    (statuses, sids)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handshake_flood_from_one_address_evicts_its_oldest_and_never_locks_out_another() {
+    let redis = RedisServer::start().await;
+    let side = Arc::new(
+        Sidecar::start(
+            &redis,
+            "a",
+            &[
+                // Room for 80 more than the waiting connections (the evicted
+                // ones' tasks may run a moment after their eviction).
+                ("RTS_MAX_CONNECTIONS", "100"),
+                ("RTS_MAX_UNAUTHENTICATED", "20"),
+                ("RTS_MAX_UNAUTHENTICATED_PER_IP", "5"),
+            ],
+        )
+        .await,
+    );
+    let flooder: IpAddr = "127.0.0.2".parse().unwrap();
+    // Four connections of pipelined handshakes from one address while a
+    // user on another address opens sessions.
+    let floods: Vec<_> = (0..4)
+        .map(|_| {
+            let side = side.clone();
+            tokio::spawn(async move { pipelined_handshakes(&side, flooder, 300).await })
+        })
+        .collect();
+    let mut user = Vec::new();
+    while !floods.iter().all(tokio::task::JoinHandle::is_finished) {
+        let side = side.clone();
+        user.push(
+            tokio::task::spawn_blocking(move || side.get(&polling(None)).0)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut flood_statuses = Vec::new();
+    let mut flood_sids = Vec::new();
+    for f in floods {
+        let (statuses, sids) = f.await.unwrap();
+        flood_statuses.extend(statuses);
+        flood_sids.push(sids);
+    }
+    for _ in 0..5 {
+        user.push(side.get(&polling(None)).0);
+    }
+    assert!(
+        user.iter().all(|s| *s == 200),
+        "the other address always got in: {user:?}"
+    );
+    let refused = flood_statuses.iter().filter(|s| **s != 200).count();
+    eprintln!(
+        "the flood: {} answers, {refused} refused; the user: {} handshakes, all 200",
+        flood_statuses.len(),
+        user.len()
+    );
+    // The flooder's oldest sessions were closed to admit its newer ones.
+    let oldest = flood_sids[0]
+        .first()
+        .expect("the flood opened sessions")
+        .clone();
+    support::wait_for(
+        "the oldest flooded session gone",
+        Duration::from_secs(5),
+        || async {
+            let (status, body) = side.get(&polling(Some(&oldest)));
+            (status == 400 && error_of(&body)["code"] == 1).then_some(())
+        },
+    )
+    .await;
+    let (_, metrics) = side.get("/metrics");
+    assert!(metrics.contains("unauthenticated_evicted"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_never_polled_session_holds_a_few_kilobytes() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(
+        &redis,
+        "a",
+        &[
+            ("RTS_MAX_UNAUTHENTICATED", "5000"),
+            ("RTS_MAX_UNAUTHENTICATED_PER_IP", "5000"),
+            ("RTS_MAX_CONNECTIONS", "10000"),
+        ],
+    )
+    .await;
+    const N: usize = 2000;
+    // Warm up the allocator and the runtime's threads with a first round.
+    let (statuses, _) = pipelined_handshakes(&side, [127, 0, 0, 1].into(), 200).await;
+    assert!(statuses.iter().all(|s| *s == 200));
+    let before = support::rss_bytes(side.pid());
+    let (statuses, sids) = pipelined_handshakes(&side, [127, 0, 0, 1].into(), N).await;
+    assert_eq!((statuses.len(), sids.len()), (N, N));
+    support::wait_for("every session open", Duration::from_secs(10), || async {
+        (side.total_connections() == (N + 200) as u64).then_some(())
+    })
+    .await;
+    let after = support::rss_bytes(side.pid());
+    let per_session = after.saturating_sub(before) / N as u64;
+    eprintln!(
+        "RSS {} KiB -> {} KiB over {N} never-polled sessions: {per_session} bytes each",
+        before / 1024,
+        after / 1024
+    );
+    assert!(per_session < 8 * 1024, "{per_session} bytes a session");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickled_post_body_is_cut_at_the_body_timeout() {
+    use std::io::{Read, Write};
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let sid = handshake(&side)["sid"].as_str().unwrap().to_owned();
+    // Authenticated, so only the body's deadline can end the POST.
+    let connect = format!("40{}", json!({"token": support::tokens::token("u")}));
+    let (status, _) = side.http("POST", &polling(Some(&sid)), &[], &connect);
+    assert_eq!(status, 200);
+    let mut s = std::net::TcpStream::connect(side.addr).unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n4",
+        polling(Some(&sid))
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    // A byte every 200 ms, until the sidecar answers or closes.
+    let mut answer = Vec::new();
+    let cut = loop {
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => break started.elapsed(),
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break started.elapsed(),
+        }
+        if !answer.is_empty() && answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the trickled body is still held after {:?}",
+            started.elapsed()
+        );
+        if s.write_all(b"x").is_err() {
+            break started.elapsed();
+        }
+    };
+    eprintln!(
+        "a trickled POST body cut after {cut:?}: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        cut >= Duration::from_secs(9) && cut < Duration::from_secs(15),
+        "cut after {cut:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_any_origin_is_answered_with_a_star_and_no_credentials() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[("RTS_CORS_ORIGINS", "*")]).await;
+    for origin in ["https://evil.example", "null"] {
+        let (status, raw) = side.http_raw("GET", &polling(None), &[("Origin", origin)], "");
+        let raw = raw.to_ascii_lowercase();
+        assert_eq!(status, 200);
+        assert!(raw.contains("access-control-allow-origin: *\r\n"), "{raw}");
+        assert!(!raw.contains(&format!("allow-origin: {origin}")), "{raw}");
+        assert!(!raw.contains("access-control-allow-credentials"), "{raw}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_never_echoes_a_null_origin() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(
+        &redis,
+        "a",
+        &[("RTS_CORS_ORIGINS", "https://app.example,null")],
+    )
+    .await;
+    let (status, raw) = side.http_raw("GET", &polling(None), &[("Origin", "null")], "");
+    let raw = raw.to_ascii_lowercase();
+    assert_eq!(status, 200);
+    assert!(!raw.contains("access-control-allow-origin"), "{raw}");
+    assert!(!raw.contains("access-control-allow-credentials"), "{raw}");
 }

@@ -52,10 +52,11 @@ pub fn json_error(code: ErrorCode, message: &str) -> Response<Body> {
     error_response(&RequestError::new(code, message))
 }
 
-/// How long a request body may take to arrive: a client that sends its
+/// How long a request body may take to arrive (`/api` JSON bodies and
+/// `/socket.io/` polling POSTs): a client that sends its
 /// headers and then trickles (or never sends) the body cannot hold a
 /// connection and a task for ever.
-const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, RequestError> {
     let limited = Limited::new(req.into_body(), app.config.max_body_bytes);

@@ -13,25 +13,24 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::json_io::Body;
+use super::json_io::{Body, BODY_READ_TIMEOUT};
 use super::ws::{accept, at_capacity, upgrade, Endpoint, Handshake};
 use crate::app::App;
 use crate::outbox::long_poll::{PollCmd, PollFormat};
 use crate::outbox::wire_writer::{Burst, Opcode};
 use crate::session::socket::{Socket, WriteHalf};
-use crate::session::{Input, Output, Transport};
+use crate::session::{Input, Opened, Output, Transport};
 use crate::socketio::engine::{self, Packet};
 use crate::socketio::framing::SOCKETIO_JSON;
-use crate::socketio::polling::{read_probe, read_upgrade, Link, Violation, UPGRADE_TIMEOUT};
+use crate::socketio::polling::{
+    read_probe, read_upgrade, Link, Started, Violation, UPGRADE_TIMEOUT,
+};
 use crate::socketio::route::{
     cors, engine_error, preflight, text, Route, BAD_REQUEST, PAYLOAD_TOO_LARGE, SESSION_UNKNOWN,
 };
-
-/// Client messages buffered between a POST and its session.
-const INPUT_QUEUE: usize = 64;
 
 pub async fn serve(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
     let origin = req.headers().get(hyper::header::ORIGIN).cloned();
@@ -43,7 +42,7 @@ pub async fn serve(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Respo
 async fn route(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
     match Route::of(req.method(), req.uri().query()) {
         Ok(Route::Preflight) => preflight(),
-        Ok(Route::Handshake) => handshake(app, peer).await,
+        Ok(Route::Handshake) => handshake(app, peer),
         Ok(Route::Get(sid)) => get(&app, &sid).await,
         Ok(Route::Post(sid)) => post(&app, &sid, req).await,
         Ok(Route::WebSocket(None)) => upgrade(app, req, peer, Endpoint::SocketIo),
@@ -53,35 +52,64 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<
 }
 
 /// The first GET: opens a session and answers with Engine.IO's `open`.
-async fn handshake(app: Arc<App>, peer: IpAddr) -> Response<Body> {
+/// The session counts open and waits to authenticate from now on (the
+/// oldest waiting connections, of its address first, make room); it runs,
+/// with its channels, once the client polls or upgrades. A handshake never
+/// followed by either is closed at the authentication deadline, or sooner
+/// when newer connections need its place.
+fn handshake(app: Arc<App>, peer: IpAddr) -> Response<Body> {
     if let Some(full) = at_capacity(&app) {
         return full;
     }
     let sid = app.polling.new_sid();
-    let (cmd_tx, cmd_rx) = mpsc::channel(4);
-    let (in_tx, in_rx) = mpsc::channel(INPUT_QUEUE);
-    let link = Arc::new(Link::new(cmd_tx, in_tx));
-    app.polling.insert(sid.clone(), link);
-    let transport = Transport {
-        input: Input::Channel(in_rx),
-        output: Output::Polling {
-            cmds: cmd_rx,
-            format: PollFormat {
-                separator: engine::SEPARATOR as u8,
-                noop: Bytes::from_static(b"6"),
-                close: Bytes::from_static(b"1"),
-                max_payload: app.config.max_frame_bytes,
-            },
-        },
-        engine_sid: Some(sid.clone()),
-    };
+    let (start_tx, start_rx) = oneshot::channel();
+    app.polling
+        .insert(sid.clone(), Arc::new(Link::new(start_tx)));
+    let (opened, open) = Opened::handshake(&app, &SOCKETIO_JSON, peer, &sid, true);
     let task_app = app.clone();
     let task_sid = sid.clone();
     app.tasks.spawn(async move {
-        crate::session::run(task_app.clone(), transport, &SOCKETIO_JSON, None, peer).await;
+        let deadline = opened.auth_deadline();
+        let started = tokio::select! {
+            started = start_rx => started.map_err(|_| "closed before it was polled"),
+            () = opened.outbox.closed() => Err("closed before it was polled"),
+            () = tokio::time::sleep_until(deadline) => {
+                crate::metrics::auth_failure("timeout");
+                Err("never polled")
+            }
+            () = task_app.shutdown.cancelled() => Err("server shutting down"),
+        };
+        match started {
+            Ok(Started { cmds, input }) => {
+                let transport = Transport {
+                    input: Input::Channel(input),
+                    output: Output::Polling {
+                        cmds,
+                        format: PollFormat {
+                            separator: engine::SEPARATOR as u8,
+                            noop: Bytes::from_static(b"6"),
+                            close: Bytes::from_static(b"1"),
+                            max_payload: task_app.config.max_frame_bytes,
+                        },
+                    },
+                    engine_sid: Some(task_sid.clone()),
+                };
+                // Boxed: a session waiting for its first poll holds only
+                // this task's small state.
+                Box::pin(crate::session::run_opened(
+                    task_app.clone(),
+                    opened,
+                    transport,
+                    None,
+                    peer,
+                ))
+                .await;
+            }
+            Err(reason) => opened.abandon(&task_app, reason),
+        }
         task_app.polling.remove(&task_sid);
     });
-    get(&app, &sid).await
+    text(StatusCode::OK, open.unwrap_or_default())
 }
 
 /// A GET: parked until the session has something to send.
@@ -94,7 +122,7 @@ async fn get(app: &App, sid: &str) -> Response<Body> {
         Err(v) => return violation(app, sid, v),
     };
     let (tx, rx) = oneshot::channel();
-    if link.cmds.send(PollCmd::Get(tx)).await.is_err() {
+    if link.channels().cmds.send(PollCmd::Get(tx)).await.is_err() {
         return engine_error(SESSION_UNKNOWN);
     }
     // The writer answers within a ping interval (a ping is queued by then)
@@ -113,7 +141,18 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
         Err(v) => return violation(app, sid, v),
     };
     let max = app.config.max_frame_bytes;
-    let body = match Limited::new(req.into_body(), max).collect().await {
+    let collect = Limited::new(req.into_body(), max).collect();
+    let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, collect).await else {
+        // Its packets are lost: the session cannot go on without them.
+        crate::metrics::frame_rejected("timeout");
+        tracing::warn!(
+            timeout = ?BODY_READ_TIMEOUT,
+            "a long-polling payload not received in time; closing the session"
+        );
+        close(app, sid);
+        return engine_error(BAD_REQUEST);
+    };
+    let body = match collected {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             // Over maxPayload: the session is closed, as Engine.IO does.
@@ -139,7 +178,7 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
             Packet::Binary(b) => Message::Binary(b),
             p => Message::Text(p.to_text().unwrap_or_default().into()),
         };
-        if link.input.send(Ok(message)).await.is_err() {
+        if link.channels().input.send(Ok(message)).await.is_err() {
             return engine_error(SESSION_UNKNOWN);
         }
     }
@@ -165,7 +204,10 @@ fn violation(app: &App, sid: &str, v: Violation) -> Response<Body> {
 /// is asked of its writer, not left to the link's drop).
 fn close(app: &App, sid: &str) {
     if let Some(link) = app.polling.remove(sid) {
-        let _ = link.cmds.try_send(PollCmd::Close);
+        // A session not started yet ends with its link.
+        if let Some(channels) = link.started() {
+            let _ = channels.cmds.try_send(PollCmd::Close);
+        }
     }
 }
 
@@ -209,7 +251,8 @@ async fn probe(
         .write_to(&mut sink)
         .await
         .map_err(|_| "probe answer failed")?;
-    link.cmds
+    link.channels()
+        .cmds
         .send(PollCmd::Probe)
         .await
         .map_err(|_| "session gone")?;
@@ -217,7 +260,8 @@ async fn probe(
     if !link.rules.upgrade() {
         return Err("upgraded twice");
     }
-    link.cmds
+    link.channels()
+        .cmds
         .send(PollCmd::Upgrade(sink))
         .await
         .map_err(|_| "session gone")?;
@@ -234,7 +278,7 @@ async fn forward(app: &App, link: &Link, mut stream: Socket) {
             msg = stream.next() => {
                 let end = !matches!(msg, Some(Ok(_)));
                 let msg = msg.unwrap_or(Err(WsError::ConnectionClosed));
-                if link.input.send(msg).await.is_err() || end {
+                if link.channels().input.send(msg).await.is_err() || end {
                     return;
                 }
             }

@@ -81,6 +81,81 @@ impl Session {
     }
 }
 
+/// A connection counted open, with its outbox, before its session runs: a
+/// long-polling handshake opens one at once (it counts against
+/// `RTS_MAX_CONNECTIONS` and takes its place among the connections waiting
+/// to authenticate), and its session runs only once the client polls.
+pub struct Opened {
+    conn_id: Arc<str>,
+    pub outbox: Outbox,
+    receiver: outbox::OutboxReceiver,
+    /// Its place among the connections waiting to authenticate, if taken.
+    waiting: Option<crate::waiting::Ticket>,
+    /// When it opened: the authentication deadline runs from here.
+    at: Instant,
+    /// Whether the framing's opening frame was already sent (a long-polling
+    /// handshake answers with it).
+    opening_sent: bool,
+}
+
+impl Opened {
+    /// Counts a connection open and makes its outbox.
+    pub fn open(app: &App, framing: &'static dyn Framing) -> Opened {
+        let conn_id = app.next_connection_id();
+        app.connections.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::connection_opened();
+        let (outbox, receiver) = outbox::outbox(
+            conn_id.clone(),
+            framing,
+            app.config.send_queue,
+            app.config.send_queue_bytes,
+        );
+        Opened {
+            conn_id,
+            outbox,
+            receiver,
+            waiting: None,
+            at: Instant::now(),
+            opening_sent: false,
+        }
+    }
+
+    /// A long-polling handshake: it waits to authenticate from now on (the
+    /// oldest waiting connections make room, see [`crate::waiting`]), and
+    /// its opening frame is the handshake's answer.
+    pub fn handshake(
+        app: &App,
+        framing: &'static dyn Framing,
+        peer: std::net::IpAddr,
+        engine_sid: &str,
+        upgrades: bool,
+    ) -> (Opened, Option<bytes::Bytes>) {
+        let mut opened = Opened::open(app, framing);
+        opened.waiting = Some(app.waiting.admit(peer, opened.outbox.clone()));
+        let heartbeat = liveness::heartbeat(&app.config, upgrades);
+        let opening = framing.opening(engine_sid, &heartbeat);
+        opened.opening_sent = true;
+        (opened, opening)
+    }
+
+    /// When it must have authenticated.
+    pub fn auth_deadline(&self) -> Instant {
+        self.at + AUTH_TIMEOUT
+    }
+
+    /// Ends a connection whose session never ran (evicted, or never
+    /// polled): its place and its count are given back.
+    pub fn abandon(self, app: &App, reason: &'static str) {
+        if let Some(ticket) = self.waiting {
+            app.waiting.leave(ticket);
+        }
+        self.outbox.close(close::AUTH_TIMEOUT);
+        app.connections.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::connection_closed(false);
+        tracing::info!(conn = %self.conn_id, reason, "connection closed");
+    }
+}
+
 /// Runs a connection to its end: its input is read here, its output
 /// belongs to the writer task. `token` is a JWT from the upgrade request.
 pub async fn run(
@@ -90,24 +165,42 @@ pub async fn run(
     token: Option<String>,
     peer: std::net::IpAddr,
 ) {
+    let opened = Opened::open(&app, framing);
+    run_opened(app, opened, transport, token, peer).await;
+}
+
+/// Runs a connection already counted open ([`Opened`]) to its end.
+pub async fn run_opened(
+    app: Arc<App>,
+    opened: Opened,
+    transport: Transport,
+    token: Option<String>,
+    peer: std::net::IpAddr,
+) {
     let Transport {
         mut input,
         output,
         engine_sid,
     } = transport;
-    let conn_id = app.next_connection_id();
-    let span = tracing::info_span!("conn", id = %conn_id);
+    let span = tracing::info_span!("conn", id = %opened.conn_id);
     async move {
-        app.connections.fetch_add(1, Ordering::Relaxed);
-        crate::metrics::connection_opened();
-        tracing::info!(encoding = ?framing.encoding(), "connection opened");
-        let (outbox, receiver) = outbox::outbox(
-            conn_id,
-            framing,
-            app.config.send_queue,
-            app.config.send_queue_bytes,
+        let Opened {
+            outbox,
+            receiver,
+            waiting,
+            at,
+            opening_sent,
+            ..
+        } = opened;
+        tracing::info!(encoding = ?outbox.framing().encoding(), "connection opened");
+        let writer = start_writer(
+            &app,
+            output,
+            receiver,
+            engine_sid.as_deref(),
+            &outbox,
+            !opening_sent,
         );
-        let writer = start_writer(&app, output, receiver, engine_sid.as_deref(), &outbox);
         let mut session = Session {
             app: app.clone(),
             outbox,
@@ -124,11 +217,14 @@ pub async fn run(
         if let Some(token) = token {
             dispatch::authenticate_with_token(&mut session, &token);
         }
-        let mut waiting = session
-            .identity
-            .is_none()
-            .then(|| app.waiting.admit(peer, session.outbox.clone()));
-        let reason = serve(&mut session, &mut input, &mut waiting).await;
+        let mut waiting = match waiting {
+            Some(ticket) => Some(ticket),
+            None => session
+                .identity
+                .is_none()
+                .then(|| app.waiting.admit(peer, session.outbox.clone())),
+        };
+        let reason = serve(&mut session, &mut input, &mut waiting, at + AUTH_TIMEOUT).await;
         let authenticated = finish(session, waiting).await;
         if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
             tracing::debug!("writer did not finish in time");
@@ -153,6 +249,7 @@ fn start_writer(
     receiver: outbox::OutboxReceiver,
     engine_sid: Option<&str>,
     outbox: &Outbox,
+    send_opening: bool,
 ) -> tokio::task::JoinHandle<()> {
     let write_timeout = Duration::from_millis(app.config.write_timeout_ms);
     let upgrades = matches!(output, Output::Polling { .. });
@@ -168,8 +265,10 @@ fn start_writer(
     };
     let heartbeat = liveness::heartbeat(&app.config, upgrades);
     let sid = engine_sid.unwrap_or(&outbox.conn_id);
-    if let Some(open) = outbox.framing().opening(sid, &heartbeat) {
-        outbox.push_text(open);
+    if send_opening {
+        if let Some(open) = outbox.framing().opening(sid, &heartbeat) {
+            outbox.push_text(open);
+        }
     }
     writer
 }
@@ -179,9 +278,9 @@ async fn serve(
     session: &mut Session,
     input: &mut Input,
     waiting: &mut Option<crate::waiting::Ticket>,
+    auth_deadline: Instant,
 ) -> &'static str {
     let app = session.app.clone();
-    let auth_deadline = Instant::now() + AUTH_TIMEOUT;
     let mut live = liveness::Liveness::new(session.framing(), &app.config);
     loop {
         let pong_due = live.pong_due();

@@ -11,22 +11,46 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::locks::lock;
 use crate::outbox::long_poll::PollCmd;
 
-/// One long-polling session's link to its rtsync session.
+/// The input channel's messages.
+type InputMessage = Result<Message, WsError>;
+/// Client messages buffered between a POST and its session.
+const INPUT_QUEUE: usize = 64;
+/// Requests to a session's writer in flight (a GET, the probe, the upgrade).
+const CMD_QUEUE: usize = 4;
+
+/// One long-polling session's link to its rtsync session. The session and
+/// its channels start with the client's first GET, POST or upgrade: a
+/// handshake that is never followed by one holds no more than this link
+/// and the connection's outbox until it is closed.
 pub struct Link {
+    /// The channels, once the session started.
+    channels: OnceLock<Channels>,
+    /// Hands the receiving ends to the session, on its start.
+    start: Mutex<Option<oneshot::Sender<Started>>>,
+    /// Which requests it may take now.
+    pub rules: Rules,
+}
+
+/// The HTTP side's ends of a started session's channels.
+pub struct Channels {
     /// Requests to its writer (GETs, the probe, the upgrade).
     pub cmds: mpsc::Sender<PollCmd>,
     /// Client messages to its session, in order.
-    pub input: mpsc::Sender<Result<Message, WsError>>,
-    /// Which requests it may take now.
-    pub rules: Rules,
+    pub input: mpsc::Sender<InputMessage>,
+}
+
+/// The session's ends, handed over when it starts.
+pub struct Started {
+    pub cmds: mpsc::Receiver<PollCmd>,
+    pub input: mpsc::Receiver<InputMessage>,
 }
 
 /// A polling session's request rules: one GET and one POST in flight at a
@@ -58,12 +82,34 @@ impl Drop for InFlight<'_> {
 }
 
 impl Link {
-    pub fn new(cmds: mpsc::Sender<PollCmd>, input: mpsc::Sender<Result<Message, WsError>>) -> Link {
+    /// A link whose session starts when `start` receives its channels.
+    pub fn new(start: oneshot::Sender<Started>) -> Link {
         Link {
-            cmds,
-            input,
+            channels: OnceLock::new(),
+            start: Mutex::new(Some(start)),
             rules: Rules::default(),
         }
+    }
+
+    /// The session's channels, starting it on first use. A session that
+    /// is gone leaves channels whose sends fail.
+    pub fn channels(&self) -> &Channels {
+        self.channels.get_or_init(|| {
+            let (cmds, cmds_rx) = mpsc::channel(CMD_QUEUE);
+            let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
+            if let Some(start) = lock(&self.start).take() {
+                let _ = start.send(Started {
+                    cmds: cmds_rx,
+                    input: input_rx,
+                });
+            }
+            Channels { cmds, input }
+        })
+    }
+
+    /// The channels if the session started.
+    pub fn started(&self) -> Option<&Channels> {
+        self.channels.get()
     }
 }
 

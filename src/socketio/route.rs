@@ -126,22 +126,26 @@ pub fn preflight() -> Response<Full<Bytes>> {
     r
 }
 
-/// CORS for polling from another origin: an allowed origin (or any, with
-/// `*`) is echoed back, with credentials; with none allowed, no header
-/// (same origin only).
+/// CORS for polling from another origin: a listed origin is echoed back,
+/// with credentials; with `*`, any origin is answered `*` and never with
+/// credentials (browsers refuse credentials with `*`, and echoing any
+/// origin with them would let every site act as its visitors); the opaque
+/// origin `null` (sandboxed frames, `file:` pages) is never echoed; with
+/// none allowed, no header (same origin only).
 pub fn cors(allowed: &[String], origin: Option<&HeaderValue>, r: &mut Response<Full<Bytes>>) {
     let Some(origin) = origin else { return };
-    let ok = allowed
-        .iter()
-        .any(|a| a == "*" || a.as_bytes() == origin.as_bytes());
-    if ok {
-        let h = r.headers_mut();
+    let null = origin.as_bytes().eq_ignore_ascii_case(b"null");
+    let listed = !null && allowed.iter().any(|a| a.as_bytes() == origin.as_bytes());
+    let h = r.headers_mut();
+    if listed {
         h.insert("access-control-allow-origin", origin.clone());
         h.insert(
             "access-control-allow-credentials",
             HeaderValue::from_static("true"),
         );
         h.insert("vary", HeaderValue::from_static("Origin"));
+    } else if allowed.iter().any(|a| a == "*") {
+        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     }
 }
 
@@ -178,5 +182,29 @@ mod tests {
             Err(BAD_REQUEST)
         );
         assert_eq!(Route::of(&Method::OPTIONS, None), Ok(Route::Preflight));
+    }
+
+    fn cors_of(allowed: &[&str], origin: &'static str) -> (Option<String>, bool) {
+        let allowed: Vec<String> = allowed.iter().map(|a| (*a).to_owned()).collect();
+        let mut r = text(StatusCode::OK, Bytes::new());
+        cors(&allowed, Some(&HeaderValue::from_static(origin)), &mut r);
+        let h = r.headers();
+        (
+            h.get("access-control-allow-origin")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            h.contains_key("access-control-allow-credentials"),
+        )
+    }
+
+    #[test]
+    fn cors_echoes_listed_origins_with_credentials_and_answers_a_star_without() {
+        let app = "https://app.example";
+        assert_eq!(cors_of(&[app], app), (Some(app.to_owned()), true));
+        assert_eq!(cors_of(&[app], "https://evil.example"), (None, false));
+        assert_eq!(cors_of(&["*"], app), (Some("*".to_owned()), false));
+        assert_eq!(cors_of(&["*", app], app), (Some(app.to_owned()), true));
+        assert_eq!(cors_of(&["*"], "null"), (Some("*".to_owned()), false));
+        assert_eq!(cors_of(&["null"], "null"), (None, false));
     }
 }
