@@ -9,7 +9,9 @@
 //!   `message-with-ack` → acks with the same arguments; the namespace
 //!   `/custom` emits `auth` on connect too; any other is refused;
 //! - pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1,000,000, connect
-//!   timeout 1 s, CORS `*`.
+//!   timeout 1 s, CORS `*`;
+//! - a 1 ms pause after each WebSocket message, as Node's engine.io paces
+//!   writes (see `Config::message_pacing`).
 //!
 //! ```text
 //! cargo run --release --example socketio_conformance -- 127.0.0.1:3000
@@ -35,6 +37,8 @@ pub fn config() -> Config {
         ping_timeout: Duration::from_millis(200),
         max_payload: 1_000_000,
         cors_origins: vec!["*".to_owned()],
+        // The suites read one WebSocket message per event-loop turn.
+        message_pacing: Some(Duration::from_millis(1)),
         ..Config::default()
     }
 }

@@ -287,10 +287,10 @@ async fn the_upgrade_probes_then_moves_the_session_to_the_websocket() {
         .await;
     send_text(&mut ws, "2probe").await;
     assert_eq!(next(&mut ws).await, "3probe");
-    // The parked GET ends with a no-op, so the client stops polling (a
-    // ping may come first if the interval fell in between).
+    // The parked GET ends with a no-op, so the client stops polling (no
+    // ping is due before the interval).
     let body = tokio::time::timeout(WAIT, parked).await.unwrap().unwrap();
-    assert!(body == "6" || body == "2", "{body}");
+    assert_eq!(body, "6");
     send_text(&mut ws, "5").await;
     send_text(&mut ws, "4after the upgrade").await;
     assert_eq!(next(&mut ws).await, "4after the upgrade");
@@ -299,11 +299,14 @@ async fn the_upgrade_probes_then_moves_the_session_to_the_websocket() {
     assert_eq!((s, error_code(&b)), (400, json!(3)));
     let (s, b) = c.send("/engine.io/", &sid, "4x").await;
     assert_eq!((s, error_code(&b)), (400, json!(3)));
-    let again = format!(
-        "ws://{}/engine.io/?EIO=4&transport=websocket&sid={sid}",
-        c.addr
-    );
-    assert!(tokio_tungstenite::connect_async(again).await.is_err());
+    // A second WebSocket is accepted, then closed (ignored).
+    let mut again = c
+        .ws(
+            "/engine.io/",
+            &format!("EIO=4&transport=websocket&sid={sid}"),
+        )
+        .await;
+    assert!(closes_within(&mut again, WAIT).await);
     // The session lives on over the WebSocket.
     send_text(&mut ws, "4still here").await;
     assert_eq!(next(&mut ws).await, "4still here");
@@ -476,6 +479,82 @@ async fn a_client_close_packet_ends_the_session() {
     }
 }
 
+#[tokio::test]
+async fn a_client_close_over_polling_ends_the_parked_get_with_a_noop() {
+    let c = Conformance::start().await;
+    let (sid, _) = c.open_polling("/engine.io/").await;
+    let parked = {
+        let http = c.http.clone();
+        let url = c.url("/engine.io/", &format!("EIO=4&transport=polling&sid={sid}"));
+        tokio::spawn(async move { http.get(url).send().await.unwrap().text().await.unwrap() })
+    };
+    // The GET is parked before the close comes (the protocol's own order).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(c.send("/engine.io/", &sid, "1").await.0, 200);
+    let body = tokio::time::timeout(WAIT, parked).await.unwrap().unwrap();
+    assert_eq!(body, "6");
+    let (s, b) = c.poll("/engine.io/", &sid).await;
+    assert_eq!((s, error_code(&b)), (400, json!(1)), "gone at once");
+}
+
+#[tokio::test]
+async fn a_get_after_the_upgrade_packet_is_refused_even_before_it_was_read() {
+    let c = Conformance::start().await;
+    let (sid, _) = c.open_polling("/engine.io/").await;
+    let mut ws = c
+        .ws(
+            "/engine.io/",
+            &format!("EIO=4&transport=websocket&sid={sid}"),
+        )
+        .await;
+    send_text(&mut ws, "2probe").await;
+    send_text(&mut ws, "5").await;
+    let (s, _) = c.poll("/engine.io/", &sid).await;
+    assert_eq!(s, 400);
+    send_text(&mut ws, "4hello").await;
+    assert_eq!(next(&mut ws).await, "3probe");
+    assert_eq!(next(&mut ws).await, "4hello");
+}
+
+#[tokio::test]
+async fn a_second_websocket_while_one_upgrades_is_accepted_then_closed() {
+    let c = Conformance::start().await;
+    let (sid, _) = c.open_polling("/engine.io/").await;
+    let query = format!("EIO=4&transport=websocket&sid={sid}");
+    let mut ws = c.ws("/engine.io/", &query).await;
+    send_text(&mut ws, "2probe").await;
+    let mut second = c.ws("/engine.io/", &query).await;
+    assert!(closes_within(&mut second, WAIT).await);
+    send_text(&mut ws, "5").await;
+    send_text(&mut ws, "4hello").await;
+    assert_eq!(next(&mut ws).await, "3probe");
+    assert_eq!(next(&mut ws).await, "4hello");
+}
+
+#[tokio::test]
+async fn a_silent_polling_session_is_gone_at_ping_interval_plus_timeout() {
+    let c = Conformance::start().await;
+    let (sid, _) = c.open_polling("/engine.io/").await;
+    // The protocol's own durations: 300 ms interval + 200 ms timeout.
+    tokio::time::sleep(Duration::from_millis(300 + 200 + 50)).await;
+    let (s, b) = c.poll("/engine.io/", &sid).await;
+    assert_eq!((s, error_code(&b)), (400, json!(1)), "{b}");
+}
+
+#[tokio::test]
+async fn the_first_ping_comes_after_the_ping_interval() {
+    let c = Conformance::start().await;
+    let (mut ws, _) = c.open_ws("/engine.io/").await;
+    let opened = Instant::now();
+    let first = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
+    assert!(matches!(first, Some(Ok(Message::Text(ref t))) if t.as_str() == "2"));
+    assert!(
+        opened.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        opened.elapsed()
+    );
+}
+
 // ---- Socket.IO -----------------------------------------------------------
 
 #[tokio::test]
@@ -596,6 +675,28 @@ async fn binary_attachments_travel_as_base64_over_polling() {
         got.contains("451-[\"message-back\",{\"_placeholder\":true,\"num\":0}]\u{1e}bAQID"),
         "{got}"
     );
+}
+
+#[tokio::test]
+async fn after_a_disconnect_from_a_namespace_the_connection_stays_open() {
+    let c = Conformance::start().await;
+    let mut ws = c.socketio().await;
+    send_text(&mut ws, "40/custom").await;
+    assert!(next(&mut ws).await.starts_with("40/custom,"));
+    assert_eq!(next(&mut ws).await, r#"42/custom,["auth",{}]"#);
+    send_text(&mut ws, "41/custom").await;
+    send_text(&mut ws, r#"42["message","main"]"#).await;
+    assert_eq!(next(&mut ws).await, r#"42["message-back","main"]"#);
+    send_text(&mut ws, "41").await;
+    // Engine.IO goes on: the pings keep coming, and the pongs keep it.
+    for _ in 0..3 {
+        let msg = tokio::time::timeout(WAIT, ws.next()).await.unwrap();
+        assert!(
+            matches!(msg, Some(Ok(Message::Text(ref t))) if t.as_str() == "2"),
+            "{msg:?}"
+        );
+        send_text(&mut ws, "3").await;
+    }
 }
 
 #[tokio::test]

@@ -469,3 +469,31 @@ async fn cors_never_echoes_a_null_origin() {
     assert!(!raw.contains("access-control-allow-origin"), "{raw}");
     assert!(!raw.contains("access-control-allow-credentials"), "{raw}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_payload_of_many_tiny_packets_is_never_a_list_of_them() {
+    let redis = RedisServer::start().await;
+    let side = Arc::new(Sidecar::start(&redis, "a", &[]).await);
+    let sids: Vec<String> = (0..20)
+        .map(|_| handshake(&side)["sid"].as_str().unwrap().to_owned())
+        .collect();
+    let before = support::peak_rss_bytes(side.pid());
+    // 1 MiB of noops: half a million packets in one body, before any token.
+    let body = "6\u{1e}".repeat(512 * 1024 - 1) + "6";
+    let posts: Vec<_> = sids
+        .into_iter()
+        .map(|sid| {
+            let (side, body) = (side.clone(), body.clone());
+            std::thread::spawn(move || side.http("POST", &polling(Some(&sid)), &[], &body))
+        })
+        .collect();
+    for p in posts {
+        p.join().unwrap();
+    }
+    let grown = support::peak_rss_bytes(side.pid()).saturating_sub(before);
+    assert!(
+        grown < 100 * MB,
+        "20 payloads grew the sidecar by {grown} bytes"
+    );
+    assert_eq!(side.get("/healthz").0, 200);
+}

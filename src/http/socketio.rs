@@ -165,18 +165,22 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
             return engine_error(PAYLOAD_TOO_LARGE);
         }
     };
-    let packets = std::str::from_utf8(&body)
-        .ok()
-        .and_then(|b| engine::decode_payload(b).ok());
-    let Some(packets) = packets else {
+    let Ok(body) = std::str::from_utf8(&body) else {
         crate::metrics::frame_rejected("decode");
         close(app, sid);
         return engine_error(BAD_REQUEST);
     };
-    for p in packets {
+    // Decoded one packet at a time as the session takes them (its input
+    // channel is bounded): memory stays the body's own, whatever it holds.
+    for p in engine::payload_packets(body) {
         let message = match p {
-            Packet::Binary(b) => Message::Binary(b),
-            p => Message::Text(p.to_text().unwrap_or_default().into()),
+            Ok(Packet::Binary(b)) => Message::Binary(b),
+            Ok(p) => Message::Text(p.to_text().unwrap_or_default().into()),
+            Err(_) => {
+                crate::metrics::frame_rejected("decode");
+                close(app, sid);
+                return engine_error(BAD_REQUEST);
+            }
         };
         if link.channels().input.send(Ok(message)).await.is_err() {
             return engine_error(SESSION_UNKNOWN);

@@ -57,6 +57,13 @@ pub struct Config {
     pub cors_origins: Vec<String>,
     /// Sessions held at once; more are refused with HTTP 503.
     pub max_sessions: usize,
+    /// A pause after each WebSocket message. Node's engine.io sends a
+    /// session's next packets only once the previous write completed, so
+    /// two packets of one moment (a CONNECT's answer and the first event)
+    /// reach a client in two reads; the protocols' test suites read one
+    /// message per event-loop turn and lose the second otherwise. `None`
+    /// (the default) writes at once.
+    pub message_pacing: Option<Duration>,
 }
 
 impl Default for Config {
@@ -67,6 +74,7 @@ impl Default for Config {
             max_payload: 1_000_000,
             cors_origins: Vec::new(),
             max_sessions: 10_000,
+            message_pacing: None,
         }
     }
 }
@@ -79,7 +87,16 @@ pub type Application = Arc<dyn Fn(Conn) -> Pin<Box<dyn Future<Output = ()> + Sen
 struct Link {
     cmds: mpsc::Sender<Cmd>,
     rules: Rules,
+    /// Set while a WebSocket is upgrading the session.
+    upgrading: std::sync::atomic::AtomicBool,
+    /// Told when the upgrade completes.
+    upgraded: tokio::sync::Notify,
 }
+
+/// How long a GET that comes while an upgrade is in progress waits for
+/// it: the client may have sent `5` already on its WebSocket, which a
+/// single-threaded server would have read first.
+const UPGRADE_SETTLE: Duration = Duration::from_millis(100);
 
 /// Commands queued for one session's driver.
 const CMD_QUEUE: usize = 16;
@@ -159,6 +176,8 @@ impl Server {
         let link = Arc::new(Link {
             cmds,
             rules: Rules::default(),
+            upgrading: Default::default(),
+            upgraded: tokio::sync::Notify::new(),
         });
         if ws.is_some() {
             link.rules.upgrade();
@@ -189,6 +208,10 @@ impl Server {
         let Some(link) = self.sessions.get(sid) else {
             return engine_error(SESSION_UNKNOWN);
         };
+        if link.upgrading.load(std::sync::atomic::Ordering::Acquire) && !link.rules.upgraded() {
+            let settled = link.upgraded.notified();
+            let _ = tokio::time::timeout(UPGRADE_SETTLE, settled).await;
+        }
         let _in_flight = match link.rules.begin_get() {
             Ok(g) => g,
             Err(v) => return self.violation(sid, &link, v),
@@ -197,8 +220,11 @@ impl Server {
         if link.cmds.send(Cmd::Get(tx)).await.is_err() {
             return engine_error(SESSION_UNKNOWN);
         }
-        let body = rx.await.unwrap_or_else(|_| Bytes::from_static(b"1"));
-        text(StatusCode::OK, body)
+        // A session that ended without answering is gone.
+        match rx.await {
+            Ok(body) => text(StatusCode::OK, body),
+            Err(_) => engine_error(SESSION_UNKNOWN),
+        }
     }
 
     /// A POST: its packets go to the session in order.
@@ -221,15 +247,23 @@ impl Server {
                 return engine_error(PAYLOAD_TOO_LARGE);
             }
         };
-        let packets = std::str::from_utf8(&body)
-            .ok()
-            .and_then(|b| engine::decode_payload(b).ok());
-        let Some(packets) = packets else {
-            tracing::debug!("a polling payload that is not Engine.IO's; closing the session");
+        let Ok(body) = std::str::from_utf8(&body) else {
+            tracing::debug!("a polling payload that is not UTF-8; closing the session");
             self.close(sid);
             return engine_error(BAD_REQUEST);
         };
-        for p in packets {
+        // One packet at a time, as the session takes them.
+        for p in engine::payload_packets(body) {
+            let Ok(p) = p else {
+                tracing::debug!("a polling payload that is not Engine.IO's; closing the session");
+                self.close(sid);
+                return engine_error(BAD_REQUEST);
+            };
+            // The client's close: its sid is forgotten at once, so a GET
+            // after this POST is refused (the parked one gets a no-op).
+            if p == engine::Packet::Close {
+                self.sessions.remove(sid);
+            }
             if link.cmds.send(Cmd::Packet(p)).await.is_err() {
                 return engine_error(SESSION_UNKNOWN);
             }
@@ -257,9 +291,21 @@ impl Server {
     /// session `sid` (`2probe` → `3probe`, the parked GET gets a no-op,
     /// then `5`).
     fn websocket(self: &Arc<Self>, mut req: Request<Incoming>, sid: Option<String>) -> Answer {
+        // A WebSocket naming a session that upgraded already, or is
+        // upgrading on another socket, is accepted and closed at once (the
+        // protocol's rule: it is ignored).
+        let mut superfluous = false;
         let link = match &sid {
             Some(sid) => match self.sessions.get(sid) {
-                Some(link) if link.rules.upgraded() => return engine_error(BAD_REQUEST),
+                Some(link)
+                    if link.rules.upgraded()
+                        || link
+                            .upgrading
+                            .swap(true, std::sync::atomic::Ordering::AcqRel) =>
+                {
+                    superfluous = true;
+                    None
+                }
                 Some(link) => Some(link),
                 None => return engine_error(SESSION_UNKNOWN),
             },
@@ -293,14 +339,24 @@ impl Server {
             )
             .await;
             match link {
+                None if superfluous => {
+                    let mut ws = ws;
+                    let _ = tokio::time::timeout(UPGRADE_TIMEOUT, ws.close(None)).await;
+                }
                 None => {
                     server.open(Some(ws));
                 }
-                Some(link) => match tokio::time::timeout(UPGRADE_TIMEOUT, probe(&link, ws)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(why)) => tracing::debug!(why, "the upgrade did not complete"),
-                    Err(_) => tracing::debug!("the upgrade timed out"),
-                },
+                Some(link) => {
+                    let done = tokio::time::timeout(UPGRADE_TIMEOUT, probe(&link, ws)).await;
+                    match done {
+                        Ok(Ok(())) => return,
+                        Ok(Err(why)) => tracing::debug!(why, "the upgrade did not complete"),
+                        Err(_) => tracing::debug!("the upgrade timed out"),
+                    }
+                    // Another socket may try again.
+                    link.upgrading
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
             }
         });
         let mut answer = Response::new(Full::default());
@@ -350,6 +406,7 @@ async fn probe(link: &Link, mut ws: Ws) -> Result<(), &'static str> {
     if !link.rules.upgrade() {
         return Err("upgraded twice");
     }
+    link.upgraded.notify_waiters();
     link.cmds
         .send(Cmd::Upgrade(Box::new(ws)))
         .await

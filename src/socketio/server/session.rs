@@ -118,6 +118,9 @@ const TO_APP_QUEUE: usize = 16;
 #[derive(Debug)]
 enum End {
     Closed,
+    /// The client sent Engine.IO's close packet: a parked GET ends with a
+    /// no-op, as the protocol's suite expects.
+    ClientClosed,
     PingTimeout,
     SlowConsumer,
     TransportError,
@@ -139,6 +142,10 @@ pub struct Driver {
     ws_tx: Option<SplitSink<Ws, Message>>,
     ws_rx: Option<SplitStream<Ws>>,
     pong_due: Option<Instant>,
+    /// A WebSocket probe succeeded: GETs are answered with a no-op until
+    /// the upgrade completes.
+    probing: bool,
+    opened: Instant,
 }
 
 impl Driver {
@@ -180,6 +187,8 @@ impl Driver {
             ws_tx,
             ws_rx,
             pong_due: None,
+            probing: false,
+            opened: Instant::now(),
         };
         driver.queue.push_back(handshake.packet());
         let conn = Conn {
@@ -198,7 +207,12 @@ impl Driver {
             self.queue.push_back(Packet::Close);
         }
         if let Some(tx) = self.parked.take() {
-            let _ = tx.send(self.body());
+            let body = if matches!(end, End::ClientClosed) {
+                Bytes::from_static(b"6")
+            } else {
+                self.body()
+            };
+            let _ = tx.send(body);
         }
         if matches!(end, End::TransportError) {
             // The socket takes nothing: dropping it is the close.
@@ -211,7 +225,10 @@ impl Driver {
     }
 
     async fn drive(&mut self, shutdown: tokio_util::sync::CancellationToken) -> End {
-        let mut next_ping = Instant::now() + self.config.ping_interval;
+        // The heartbeat counts from the session's open, and a pong is due
+        // a ping timeout after the ping was due (not after a late timer
+        // fired): a silent client is gone at pingInterval + pingTimeout.
+        let mut next_ping = self.opened + self.config.ping_interval;
         let to_app = self.to_app.clone();
         if self.flush().await.is_err() {
             return End::TransportError;
@@ -227,8 +244,8 @@ impl Driver {
                         return End::PingTimeout;
                     }
                     self.queue.push_back(Packet::Ping(String::new()));
-                    self.pong_due = Some(Instant::now() + self.config.ping_timeout);
-                    next_ping = Instant::now() + self.config.ping_interval;
+                    self.pong_due = Some(timer + self.config.ping_timeout);
+                    next_ping = timer + self.config.ping_interval;
                 }
                 permit = to_app.reserve(), if !self.inbox.is_empty() => match permit {
                     Ok(permit) => {
@@ -242,6 +259,9 @@ impl Driver {
                 },
                 cmd = self.cmds.recv(), if reading => match cmd {
                     None | Some(Cmd::Close) => return End::Closed,
+                    Some(Cmd::Get(tx)) if self.probing => {
+                        let _ = tx.send(Bytes::from_static(b"6"));
+                    }
                     Some(Cmd::Get(tx)) => self.parked = Some(tx),
                     Some(Cmd::Packet(p)) => {
                         if let Some(end) = self.take_from_client(p) {
@@ -249,6 +269,7 @@ impl Driver {
                         }
                     }
                     Some(Cmd::Probe) => {
+                        self.probing = true;
                         if let Some(tx) = self.parked.take() {
                             let _ = tx.send(Bytes::from_static(b"6"));
                         }
@@ -297,7 +318,7 @@ impl Driver {
         match packet {
             Packet::Pong(_) => self.pong_due = None,
             Packet::Ping(p) => self.queue.push_back(Packet::Pong(p)),
-            Packet::Close => return Some(End::Closed),
+            Packet::Close => return Some(End::ClientClosed),
             p @ (Packet::Message(_) | Packet::Binary(_)) => self.inbox.push_back(p),
             Packet::Open(_) | Packet::Upgrade | Packet::Noop => {}
         }
@@ -310,15 +331,22 @@ impl Driver {
     async fn flush(&mut self) -> Result<(), ()> {
         if let Some(tx) = self.ws_tx.as_mut() {
             let queue = &mut self.queue;
+            let pacing = self.config.message_pacing;
             let write = async move {
+                // One write per message; with pacing, a pause after each,
+                // so that a client taking one message per read (the
+                // protocols' own suites do) never finds two in one.
                 while let Some(p) = queue.pop_front() {
                     let msg = match p {
                         Packet::Binary(b) => Message::Binary(b),
                         p => Message::Text(p.to_text().unwrap_or_default().into()),
                     };
-                    tx.feed(msg).await?;
+                    tx.send(msg).await?;
+                    if let Some(pause) = pacing {
+                        tokio::time::sleep(pause).await;
+                    }
                 }
-                tx.flush().await
+                Ok::<(), tokio_tungstenite::tungstenite::Error>(())
             };
             return match tokio::time::timeout(self.config.ping_timeout, write).await {
                 Ok(Ok(())) => Ok(()),
