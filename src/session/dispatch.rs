@@ -86,6 +86,9 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
         }
         // The text message that came instead is handled on its own.
     }
+    if session.held.is_some() {
+        release_held_before(session, bytes, text).await;
+    }
     let frame = match session.framing().decode(bytes, text) {
         Ok(Inbound::Frame(f)) => f,
         Ok(Inbound::Control(c)) => return control(session, c),
@@ -127,6 +130,25 @@ pub fn expire_partial(session: &mut Session) {
     tracing::info!("binary attachments did not arrive in time");
     if let Some((e, rid)) = partial.expired() {
         send_error(session, &e, None, rid);
+    }
+}
+
+/// Steps held after a fresh subscription go out before the next request,
+/// unless that request recovers the same table (then `dispatch` lets the
+/// recovery supersede them). They are sent at the reader's pace, so the
+/// request waits meanwhile as its raw bytes, never decoded: a decoded
+/// frame can be many times its size.
+async fn release_held_before(session: &mut Session, bytes: &[u8], text: bool) {
+    let recovers = match session.framing().decode(bytes, text) {
+        Ok(Inbound::Frame(f)) => {
+            let table = session.held.as_ref().map(|h| h.table.as_str());
+            f.event == Ok(ClientEvent::RecoverConnection)
+                && f.data.get("tableId").and_then(Value::as_str) == table
+        }
+        _ => false,
+    };
+    if !recovers {
+        release_held(session).await;
     }
 }
 
