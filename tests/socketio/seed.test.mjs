@@ -288,6 +288,27 @@ test("the msgpack parser is recognised per connection, over polling and WebSocke
   }
 });
 
+test("the msgpack parser connects without auth, then authenticates with the event, over polling and WebSocket", async () => {
+  // The seed's frontend style: io(url, {parser}) with no auth payload.
+  for (const transports of [["polling"], ["websocket"], ["polling", "websocket"]]) {
+    const s = io(URLS[1], { parser: msgpackParser, transports, reconnection: false });
+    sockets.push(s);
+    await next(s, "connect");
+    assert.equal(s.connected, true, transports.join(","));
+    const authenticated = next(s, "authenticated");
+    s.emit("authenticate", { token: TOKENS.bob });
+    assert.equal((await authenticated).userId, "bob");
+    const table = `sio-mp-noauth-${transports.join("-")}`;
+    const sub = await ask(s, "subscribe_to_table", { tableId: table });
+    assert.equal(sub.tableId, table);
+    const r = await ask(s, "record_change", {
+      type: "create", recordId: "r1", tableId: table, changes: [{ fieldId: "f", newValue: 7 }],
+    });
+    assert.equal(r.status, "applied");
+    s.close();
+  }
+});
+
 test("field grants hold over Socket.IO: hidden fields masked in both parsers, forbidden writes refused", async () => {
   const SECRET = "SALARY-5551234";
   for (const [i, extra] of [[0, {}], [1, { parser: msgpackParser, transports: ["websocket"] }]]) {
