@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 scripts/ensure-redis.sh
 if [ -z "${RTSYNC_SKIP_BROWSER:-}" ]; then
   scripts/ensure-browser.sh
+  # The non-JavaScript Socket.IO client's test (tests/socketio_python.rs).
+  scripts/ensure-python-client.sh
   # The JavaScript client's unit tests (outbox state machine, positions).
   (cd clients/js && npm test --silent)
   scripts/check-package.sh
