@@ -51,6 +51,7 @@ pub mod session;
 pub mod sink;
 pub mod socketio;
 pub mod store;
+pub mod upgrade;
 pub mod waiting;
 
 use std::sync::Arc;

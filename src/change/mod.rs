@@ -26,6 +26,7 @@ pub mod rules;
 pub mod stream_id;
 pub mod valid;
 pub mod value;
+pub mod visible;
 
 pub use error::{ChangeError, Located};
 pub use event::ChangeEvent;
@@ -33,3 +34,4 @@ pub use field::FieldChange;
 pub use request::ChangeRequest;
 pub use stream_id::StreamId;
 pub use valid::{validate_batch, ChangeLimits, ValidChange};
+pub use visible::Visible;

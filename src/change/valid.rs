@@ -14,9 +14,9 @@ use serde_json::Value;
 use super::error::Located;
 use super::rules::{check_client_change_id, check_metadata, check_type, check_version};
 use super::value::msgpack_len;
+use super::Visible;
 use super::{ChangeError, ChangeRequest, FieldChange};
 use crate::change::ids::check_id;
-use crate::grant::ReadMask;
 
 /// Room for an event's own fields (id, type, ids, timestamp) on top of its
 /// changes and metadata, when sizing it.
@@ -70,14 +70,20 @@ impl Header<'_> {
     fn encode(
         req: &ChangeRequest,
         limits: ChangeLimits,
-        reader: Option<&ReadMask>,
+        reader: Option<Visible<'_>>,
     ) -> Result<String, ChangeError> {
         serde_json::to_string(&Header {
             req,
             max_record_bytes: limits.max_record_bytes,
             answer_bytes: limits.answer_bytes,
-            hidden_fields: reader.and_then(ReadMask::hidden),
-            readable_fields: reader.and_then(ReadMask::only_readable),
+            hidden_fields: match reader {
+                Some(Visible::AllBut(hidden)) => Some(hidden),
+                _ => None,
+            },
+            readable_fields: match reader {
+                Some(Visible::Only(only)) => Some(only),
+                _ => None,
+            },
         })
         .map_err(|e| ChangeError::Invalid(e.to_string()))
     }
@@ -109,7 +115,7 @@ impl ValidChange {
     /// hides out of `current` and the conflicts' values, and out of the
     /// answer's byte bound, so whether an answer is `truncated` never
     /// depends on fields its reader cannot see (docs/protocol.md 2.1).
-    pub fn answered_to(&mut self, mask: Option<&ReadMask>) -> Result<(), ChangeError> {
+    pub fn answered_to(&mut self, mask: Option<Visible<'_>>) -> Result<(), ChangeError> {
         if mask.is_some() {
             self.header = Header::encode(&self.req, self.limits, mask)?;
         }

@@ -37,6 +37,15 @@ impl ReadMask {
         (!self.default_readable).then_some(&*self.exceptions)
     }
 
+    /// Its view, as the store's functions are told it.
+    pub fn visible(&self) -> crate::change::Visible<'_> {
+        if self.default_readable {
+            crate::change::Visible::AllBut(&self.exceptions)
+        } else {
+            crate::change::Visible::Only(&self.exceptions)
+        }
+    }
+
     pub fn readable(&self, field: &str) -> bool {
         let listed = self
             .exceptions

@@ -9,11 +9,9 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, AUTHORIZATION, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+    HeaderValue, AUTHORIZATION, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
 };
 use hyper::{Request, Response, StatusCode};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::json_io::{json_error, Body};
@@ -129,27 +127,7 @@ pub struct Handshake {
 impl Handshake {
     pub fn read(req: &Request<Incoming>, endpoint: Endpoint) -> Result<Handshake, &'static str> {
         let headers = req.headers();
-        let has_token = |name, token: &str| {
-            headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|v| v.trim().eq_ignore_ascii_case(token))
-        };
-        if !has_token(UPGRADE, "websocket") || !has_token(CONNECTION, "upgrade") {
-            return Err("expected a WebSocket upgrade");
-        }
-        if headers
-            .get(SEC_WEBSOCKET_VERSION)
-            .map(hyper::http::HeaderValue::as_bytes)
-            != Some(b"13")
-        {
-            return Err("Sec-WebSocket-Version must be 13");
-        }
-        let key = headers
-            .get(SEC_WEBSOCKET_KEY)
-            .ok_or("missing Sec-WebSocket-Key")?;
+        let accept = crate::upgrade::accept_key(headers)?;
         let offered = headers
             .get(SEC_WEBSOCKET_PROTOCOL)
             .and_then(|v| v.to_str().ok());
@@ -178,7 +156,7 @@ impl Handshake {
             .or_else(|| query_token(req.uri().query()))
             .or(protocol_token);
         Ok(Handshake {
-            accept: derive_accept_key(key.as_bytes()),
+            accept,
             encoding,
             protocol,
             token,

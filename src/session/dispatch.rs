@@ -17,7 +17,7 @@ use super::reply::{
 use super::{offline, tables, Session};
 use crate::auth::{AuthError, Identity};
 use crate::change::ChangeRequest;
-use crate::grant::masking;
+use crate::grant::{masking, ReadMask};
 use crate::outbox::close;
 use crate::protocol::error::ErrorBody;
 use crate::protocol::framing::{ClientFrame, Control, Inbound};
@@ -448,7 +448,7 @@ async fn record_change(session: &mut Session, data: Value) -> Reply {
         .validate(session.app.commit_limits)?;
     check_write(user, &valid)?;
     let mask = read_mask(session, valid.req.scope());
-    valid.answered_to(mask.as_deref())?;
+    valid.answered_to(mask.as_deref().map(ReadMask::visible))?;
     let mut result = commit(&session.app.store, &valid).await?;
     super::base_access::bind_by_write(session, &valid).await;
     masking::commit_result(&mut result, mask.as_deref());

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::reply::{check_write, forbidden, identity, read_mask, send, to_value, Reply};
 use super::Session;
 use crate::change::{validate_batch, ChangeEvent, ChangeRequest, ValidChange};
-use crate::grant::masking;
+use crate::grant::{masking, ReadMask};
 use crate::protocol::messages::{parse, OfflineCounts};
 use crate::protocol::{RequestError, ServerEvent};
 use crate::store::commit::{commit, CommitResult, CommitStatus};
@@ -52,7 +52,7 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
         }
         let mask = read_mask(session, valid.req.scope());
         valid
-            .answered_to(mask.as_deref())
+            .answered_to(mask.as_deref().map(ReadMask::visible))
             .map_err(RequestError::from)?;
         match commit(&app.store, valid).await {
             Ok(mut r) => {

@@ -37,7 +37,7 @@ pub async fn load(session: &mut Session, data: Value) -> Reply {
         &req.table_id,
         &what,
         session.app.config.max_page_bytes,
-        mask.as_deref(),
+        mask.as_deref().map(crate::grant::ReadMask::visible),
     )
     .await?;
     if let Some(mask) = &mask {

@@ -11,8 +11,8 @@ use super::{Store, StoreError};
 use crate::change::ids::check_id;
 use crate::change::rules::MAX_VERSION;
 use crate::change::value::json_len;
+use crate::change::Visible;
 use crate::change::{ChangeError, Located};
-use crate::grant::ReadMask;
 use crate::protocol::{ErrorCode, RequestError};
 
 /// Most records in one page or one list of ids.
@@ -102,7 +102,7 @@ pub async fn load(
     table: &str,
     what: &Load,
     max_bytes: usize,
-    mask: Option<&ReadMask>,
+    mask: Option<Visible<'_>>,
 ) -> Result<RecordPage, StoreError> {
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("rtsync_load")
@@ -112,9 +112,9 @@ pub async fn load(
         .arg("bytes")
         .arg(max_bytes);
     if let Some(mask) = mask {
-        let (mode, fields) = match (mask.hidden(), mask.only_readable()) {
-            (Some(hidden), _) => ("hide", hidden),
-            (None, only) => ("only", only.unwrap_or_default()),
+        let (mode, fields) = match mask {
+            Visible::AllBut(hidden) => ("hide", hidden),
+            Visible::Only(only) => ("only", only),
         };
         cmd.arg(mode).arg(fields.len()).arg(fields);
     }

@@ -27,11 +27,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
+use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -316,7 +315,7 @@ impl Server {
                 None
             }
         };
-        let Some(accept) = accept_key(&req) else {
+        let Ok(accept) = crate::upgrade::accept_key(req.headers()) else {
             return engine_error(BAD_REQUEST);
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
@@ -369,26 +368,6 @@ impl Server {
         }
         answer
     }
-}
-
-/// `Sec-WebSocket-Accept` for a well-formed upgrade request.
-fn accept_key(req: &Request<Incoming>) -> Option<String> {
-    let h = req.headers();
-    let has = |name, token: &str| {
-        h.get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|v| v.trim().eq_ignore_ascii_case(token))
-    };
-    let version_13 = h
-        .get(hyper::header::SEC_WEBSOCKET_VERSION)
-        .is_some_and(|v| v.as_bytes() == b"13");
-    if !has(UPGRADE, "websocket") || !has(CONNECTION, "upgrade") || !version_13 {
-        return None;
-    }
-    h.get(SEC_WEBSOCKET_KEY)
-        .map(|k| derive_accept_key(k.as_bytes()))
 }
 
 /// The upgrade's probe and `5`, then the socket goes to the session.
