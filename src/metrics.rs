@@ -331,6 +331,11 @@ pub fn connection_closed(authenticated: bool) {
 pub fn connection_authenticated() {
     gauge!(CONNECTIONS, "state" => "authenticated").increment(1.0);
 }
+/// An open connection that is no longer authenticated (a Socket.IO
+/// client's DISCONNECT).
+pub fn connection_unauthenticated() {
+    gauge!(CONNECTIONS, "state" => "authenticated").decrement(1.0);
+}
 pub fn message_in(event: &'static str, bytes: usize) {
     labeled(MESSAGES_IN, "event", event).increment(1);
     BYTES_IN_C.increment(bytes as u64);

@@ -20,7 +20,7 @@ use super::json_io::{Body, BODY_READ_TIMEOUT};
 use super::ws::{accept, at_capacity, upgrade, Endpoint, Handshake};
 use crate::app::App;
 use crate::outbox::long_poll::{PollCmd, PollFormat};
-use crate::outbox::wire_writer::{Burst, Opcode};
+use crate::outbox::wire_writer::{close_payload, Burst, Opcode};
 use crate::session::socket::{Socket, WriteHalf};
 use crate::session::{Input, Opened, Output, Transport};
 use crate::socketio::engine::{self, Packet};
@@ -55,8 +55,10 @@ async fn route(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<
 /// The session counts open and waits to authenticate from now on (the
 /// oldest waiting connections, of its address first, make room); it runs,
 /// with its channels, once the client polls or upgrades. A handshake never
-/// followed by either is closed at the authentication deadline, or sooner
-/// when newer connections need its place.
+/// followed by either is closed at the earlier of the authentication
+/// deadline and `pingInterval + pingTimeout` (it could not have answered
+/// the first ping), or sooner when newer connections need its place; its
+/// sid is forgotten then.
 fn handshake(app: Arc<App>, peer: IpAddr) -> Response<Body> {
     if let Some(full) = at_capacity(&app) {
         return full;
@@ -69,13 +71,18 @@ fn handshake(app: Arc<App>, peer: IpAddr) -> Response<Body> {
     let task_app = app.clone();
     let task_sid = sid.clone();
     app.tasks.spawn(async move {
-        let deadline = opened.auth_deadline();
+        let auth_deadline = opened.auth_deadline();
+        let silent_deadline = opened.silent_deadline(&task_app.config);
         let started = tokio::select! {
             started = start_rx => started.map_err(|_| "closed before it was polled"),
             () = opened.outbox.closed() => Err("closed before it was polled"),
-            () = tokio::time::sleep_until(deadline) => {
-                crate::metrics::auth_failure("timeout");
-                Err("never polled")
+            () = tokio::time::sleep_until(auth_deadline.min(silent_deadline)) => {
+                if auth_deadline <= silent_deadline {
+                    crate::metrics::auth_failure("timeout");
+                    Err("never polled")
+                } else {
+                    Err("ping timeout before it was polled")
+                }
             }
             () = task_app.shutdown.cancelled() => Err("server shutting down"),
         };
@@ -105,7 +112,10 @@ fn handshake(app: Arc<App>, peer: IpAddr) -> Response<Body> {
                 ))
                 .await;
             }
-            Err(reason) => opened.abandon(&task_app, reason),
+            Err(reason) => {
+                task_app.polling.remove(&task_sid);
+                opened.abandon(&task_app, reason);
+            }
         }
         task_app.polling.remove(&task_sid);
     });
@@ -117,23 +127,46 @@ async fn get(app: &App, sid: &str) -> Response<Body> {
     let Some(link) = app.polling.get(sid) else {
         return engine_error(SESSION_UNKNOWN);
     };
+    if link.closed_by_client() {
+        return last_poll(app, sid, &link);
+    }
     let _in_flight = match link.rules.begin_get() {
         Ok(g) => g,
         Err(v) => return violation(app, sid, v),
     };
     let (tx, rx) = oneshot::channel();
-    if link.channels().cmds.send(PollCmd::Get(tx)).await.is_err() {
-        return engine_error(SESSION_UNKNOWN);
-    }
+    let sent = link.channels().cmds.send(PollCmd::Get(tx)).await.is_ok();
     // The writer answers within a ping interval (a ping is queued by then)
     // or when the session closes.
-    let body = rx.await.unwrap_or_else(|_| Bytes::from_static(b"1"));
-    text(StatusCode::OK, body)
+    let body = match sent {
+        true => rx.await.ok(),
+        false => None,
+    };
+    if link.closed_by_client() {
+        // The poll the client's close ended.
+        return last_poll(app, sid, &link);
+    }
+    match body {
+        Some(body) => text(StatusCode::OK, body),
+        None if sent => text(StatusCode::OK, Bytes::from_static(b"1")),
+        None => engine_error(SESSION_UNKNOWN),
+    }
+}
+
+/// A GET after the client's close: the one poll that close ended gets a
+/// no-op (Engine.IO ends a pending poll so); any other finds the sid
+/// forgotten.
+fn last_poll(app: &App, sid: &str, link: &Link) -> Response<Body> {
+    if link.take_last_poll() {
+        return text(StatusCode::OK, Bytes::from_static(b"6"));
+    }
+    app.polling.remove(sid);
+    engine_error(SESSION_UNKNOWN)
 }
 
 /// A POST: its packets go to the session, in order.
 async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
-    let Some(link) = app.polling.get(sid) else {
+    let Some(link) = app.polling.get(sid).filter(|l| !l.closed_by_client()) else {
         return engine_error(SESSION_UNKNOWN);
     };
     let _in_flight = match link.rules.begin_post() {
@@ -174,6 +207,10 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
     // channel is bounded): memory stays the body's own, whatever it holds.
     for p in engine::payload_packets(body) {
         let message = match p {
+            Ok(Packet::Close) => {
+                client_close(&link).await;
+                break;
+            }
             Ok(Packet::Binary(b)) => Message::Binary(b),
             Ok(p) => Message::Text(p.to_text().unwrap_or_default().into()),
             Err(_) => {
@@ -187,6 +224,18 @@ async fn post(app: &App, sid: &str, req: Request<Incoming>) -> Response<Body> {
         }
     }
     text(StatusCode::OK, Bytes::from_static(b"ok"))
+}
+
+/// The client's close (Engine.IO's `1`; what follows it in the payload is
+/// dropped): from now on its sid takes no request but the one poll the
+/// close ended, answered with a no-op (see [`last_poll`]); the writer
+/// learns of it before the session ends for it.
+async fn client_close(link: &Link) {
+    link.close_by_client();
+    let channels = link.channels();
+    let _ = channels.cmds.send(PollCmd::ClientClosed).await;
+    let close = Message::Text(Packet::Close.to_text().unwrap_or_default().into());
+    let _ = channels.input.send(Ok(close)).await;
 }
 
 /// A request that broke the session's rules: refused, and the session is
@@ -220,12 +269,9 @@ fn close(app: &App, sid: &str) {
 /// client stops polling), then `5`; from then on the session reads and
 /// writes the WebSocket.
 fn upgrade_session(app: Arc<App>, req: Request<Incoming>, sid: &str) -> Response<Body> {
-    let Some(link) = app.polling.get(sid) else {
+    let Some(link) = app.polling.get(sid).filter(|l| !l.closed_by_client()) else {
         return engine_error(SESSION_UNKNOWN);
     };
-    if link.rules.upgraded() {
-        return engine_error(BAD_REQUEST);
-    }
     let hs = match Handshake::read(&req, Endpoint::SocketIo) {
         Ok(hs) => hs,
         Err(message) => {
@@ -233,6 +279,14 @@ fn upgrade_session(app: Arc<App>, req: Request<Incoming>, sid: &str) -> Response
             return engine_error(BAD_REQUEST);
         }
     };
+    if link.rules.upgraded() {
+        // Engine.IO accepts a WebSocket naming a session that upgraded
+        // already and closes it at once; the session is not disturbed.
+        tracing::debug!("a second WebSocket for an upgraded session; closed");
+        return accept(&app, req, &hs, |_, stream, sink| {
+            refuse_socket(stream, sink)
+        });
+    }
     accept(&app, req, &hs, move |app, stream, sink| async move {
         match tokio::time::timeout(UPGRADE_TIMEOUT, probe(&link, stream, sink)).await {
             Ok(Ok(stream)) => forward(&app, &link, stream).await,
@@ -241,6 +295,30 @@ fn upgrade_session(app: Arc<App>, req: Request<Incoming>, sid: &str) -> Response
         }
     })
 }
+
+/// Closes an accepted WebSocket at once (1008, policy violation), and
+/// reads what the client still sends (its close answer) so the close is
+/// not cut by a reset; all within [`REFUSE_TIMEOUT`].
+async fn refuse_socket(mut stream: Socket, mut sink: WriteHalf) {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+        let mut burst = Burst::default();
+        burst.push(
+            Opcode::Close,
+            close_payload(POLICY_VIOLATION, "session already upgraded"),
+        );
+        let _ = burst.write_to(&mut sink).await;
+        let _ = sink.shutdown().await;
+        while let Some(Ok(_)) = stream.next().await {}
+    })
+    .await;
+}
+
+/// How long closing a refused WebSocket may take.
+const REFUSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// WebSocket's close code for a request against the server's policy.
+const POLICY_VIOLATION: u16 = 1008;
 
 /// The probe and the upgrade packet; hands the write half to the session.
 async fn probe(

@@ -31,6 +31,10 @@ pub enum PollCmd {
     Upgrade(Upgraded),
     /// The client broke the transport's rules: close the connection.
     Close,
+    /// The client closed the session (Engine.IO's `1` in a POST): a parked
+    /// GET, and any GET still in flight, is answered with a no-op, as
+    /// Engine.IO ends a pending poll; nothing more is sent.
+    ClientClosed,
 }
 
 /// How a body is made of frames.
@@ -56,6 +60,7 @@ impl OutboxReceiver {
     ) {
         let mut parked: Option<oneshot::Sender<Bytes>> = None;
         let mut probing = false;
+        let mut client_closed = false;
         loop {
             if let Some(get) = parked.take() {
                 if probing {
@@ -73,13 +78,19 @@ impl OutboxReceiver {
             tokio::select! {
                 biased;
                 _ = self.closing.cancelled() => {
-                    self.last_get(parked.take(), &mut cmds, &format, write_timeout).await;
+                    let parked = parked.take();
+                    self.last_get(parked, client_closed, &mut cmds, &format, write_timeout).await;
                     return;
                 }
                 cmd = cmds.recv() => match cmd {
                     None => return,
                     Some(PollCmd::Get(get)) => parked = Some(get),
                     Some(PollCmd::Probe) => probing = true,
+                    Some(PollCmd::ClientClosed) => {
+                        // Answered like GETs while probing: a no-op at once.
+                        client_closed = true;
+                        probing = true;
+                    }
                     Some(PollCmd::Close) => {
                         let _ = self.close_code.compare_exchange(
                             0,
@@ -104,18 +115,57 @@ impl OutboxReceiver {
     /// Closing: what is queued (but not to a slow consumer) and then the
     /// close packet go to the parked GET, or to the next one if it comes
     /// within [`CLOSE_WAIT`] (a refused CONNECT's answer must reach the
-    /// client, whose next GET may not have come yet).
+    /// client, whose next GET may not have come yet). When the client
+    /// closed, GETs get a no-op instead.
     async fn last_get(
         mut self,
-        parked: Option<oneshot::Sender<Bytes>>,
+        mut parked: Option<oneshot::Sender<Bytes>>,
+        mut client_closed: bool,
         cmds: &mut mpsc::Receiver<PollCmd>,
         format: &PollFormat,
         write_timeout: Duration,
     ) {
+        // Requests already queued come first: the client's close is queued
+        // before its session reads it, so a session that ended for it
+        // finds it here.
+        while let Ok(cmd) = cmds.try_recv() {
+            match cmd {
+                PollCmd::Get(get) => {
+                    if let Some(old) = parked.replace(get) {
+                        let _ = old.send(format.noop.clone());
+                    }
+                }
+                PollCmd::ClientClosed => client_closed = true,
+                PollCmd::Upgrade(io) => {
+                    if let Some(get) = parked.take() {
+                        let _ = get.send(format.noop.clone());
+                    }
+                    return self.run(io, write_timeout).await;
+                }
+                PollCmd::Probe | PollCmd::Close => {}
+            }
+        }
+        if client_closed {
+            // Engine.IO ends a pending poll with a no-op; so are GETs still
+            // in flight (the sid is forgotten: no new one comes, and the
+            // channel ends with the last of them).
+            if let Some(get) = parked.take() {
+                let _ = get.send(format.noop.clone());
+            }
+            let rest = async {
+                while let Some(cmd) = cmds.recv().await {
+                    if let PollCmd::Get(get) = cmd {
+                        let _ = get.send(format.noop.clone());
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_WAIT, rest).await;
+            return;
+        }
         let next = async {
             loop {
                 match cmds.recv().await {
-                    Some(PollCmd::Probe | PollCmd::Close) => {}
+                    Some(PollCmd::Probe | PollCmd::Close | PollCmd::ClientClosed) => {}
                     other => return other,
                 }
             }

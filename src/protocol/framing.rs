@@ -59,8 +59,11 @@ pub enum Control {
         auth: Option<Value>,
         binary: bool,
     },
-    /// The client leaves.
+    /// The client leaves its Socket.IO socket (`41`): the connection
+    /// stays open, without identity, subscriptions or presence.
     Disconnect,
+    /// The client closes the connection (Engine.IO's `1`).
+    Close,
     /// Nothing to do (a no-op, a packet for no one here).
     Ignore,
 }

@@ -66,7 +66,7 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
     // event and its attachments: they leave it waiting.
     if session.partial.is_some() && text {
         if let Ok(Inbound::Control(c)) = session.framing().decode(bytes, text) {
-            return control(session, c);
+            return control(session, c).await;
         }
     }
     if let Some(partial) = session.partial.take() {
@@ -91,7 +91,7 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
     }
     let frame = match session.framing().decode(bytes, text) {
         Ok(Inbound::Frame(f)) => f,
-        Ok(Inbound::Control(c)) => return control(session, c),
+        Ok(Inbound::Control(c)) => return control(session, c).await,
         Ok(Inbound::Partial { frame, attachments }) => {
             let rid = frame.rid;
             let due = tokio::time::Instant::now() + attachment_deadline(session);
@@ -265,7 +265,9 @@ async fn request(session: &mut Session, event: ClientEvent, data: Value) -> Repl
 }
 
 /// A control packet of the framing (Socket.IO's pings and connects).
-fn control(session: &mut Session, c: Control) -> Option<&'static str> {
+/// Engine.IO's close ends the connection; Socket.IO's DISCONNECT only
+/// ends the socket on it (see [`super::leave_socket`]).
+async fn control(session: &mut Session, c: Control) -> Option<&'static str> {
     match c {
         Control::Pong | Control::Ignore => None,
         Control::Ping(payload) => {
@@ -274,7 +276,11 @@ fn control(session: &mut Session, c: Control) -> Option<&'static str> {
             }
             None
         }
-        Control::Disconnect => Some("client closed"),
+        Control::Close => Some("client closed"),
+        Control::Disconnect => {
+            Box::pin(super::leave_socket(session)).await;
+            None
+        }
         Control::Connect { nsp, auth, binary } => {
             // A CONNECT in binary form names the msgpack parser: the
             // connection's frames are that parser's from now on.

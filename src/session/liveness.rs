@@ -1,12 +1,15 @@
 //! Whether the peer is still there. On `/ws` the server sends WebSocket
 //! pings every 25 s and drops a peer silent for 60 s. A framing with pings
 //! of its own (Socket.IO's Engine.IO `2`/`3`) pings every
-//! `pingInterval`, and a connection that sends nothing within `pingTimeout`
-//! of a ping is closed: an abandoned long-polling session is freed then.
+//! `pingInterval` from the connection's open (for a long-polling session,
+//! its handshake: the first ping is never sooner), and a connection that
+//! sends nothing within `pingTimeout` of a ping's time is closed: an
+//! abandoned long-polling session is freed then, at most `pingInterval +
+//! pingTimeout` after the last thing it sent.
 
 use std::time::Duration;
 
-use tokio::time::{Instant, Interval};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::Session;
 use crate::config::Config;
@@ -37,15 +40,20 @@ pub fn heartbeat(config: &Config, upgrades: bool) -> Heartbeat {
 }
 
 impl Liveness {
-    pub fn new(framing: &dyn Framing, config: &Config) -> Liveness {
+    /// The heartbeat of a connection that opened at `opened`.
+    pub fn new(framing: &dyn Framing, config: &Config, opened: Instant) -> Liveness {
         let own_ping = framing.ping().is_some();
         let hb = heartbeat(config, false);
         let interval = if own_ping { hb.interval } else { PING_INTERVAL };
+        let mut pings = tokio::time::interval_at(opened + interval, interval);
+        // A session that starts late (a long-polling one polled long after
+        // its handshake) pings once, not once per missed interval.
+        pings.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Liveness {
-            pings: tokio::time::interval_at(Instant::now() + interval, interval),
+            pings,
             own_ping,
             pong_timeout: hb.timeout,
-            last_heard: Instant::now(),
+            last_heard: opened,
             pong_due: None,
         }
     }
@@ -61,13 +69,14 @@ impl Liveness {
         self.pong_due
     }
 
-    /// The next ping's time.
-    pub async fn tick(&mut self) {
-        self.pings.tick().await;
+    /// The next ping's time (when it was due, which may have passed).
+    pub async fn tick(&mut self) -> Instant {
+        self.pings.tick().await
     }
 
-    /// Pings the peer; false when it has been silent too long already.
-    pub fn ping(&mut self, session: &Session) -> bool {
+    /// Pings the peer for the ping due `at`; false when it has been silent
+    /// too long already. The answer is due `pingTimeout` after `at`.
+    pub fn ping(&mut self, session: &Session, at: Instant) -> bool {
         if !self.own_ping {
             if self.last_heard.elapsed() > IDLE_TIMEOUT {
                 return false;
@@ -78,8 +87,7 @@ impl Liveness {
         if let Some(ping) = session.framing().ping() {
             session.outbox.push_text(ping);
         }
-        self.pong_due
-            .get_or_insert_with(|| Instant::now() + self.pong_timeout);
+        self.pong_due.get_or_insert(at + self.pong_timeout);
         true
     }
 }

@@ -143,6 +143,14 @@ impl Opened {
         self.at + AUTH_TIMEOUT
     }
 
+    /// When a connection that has sent nothing since it opened is dead by
+    /// Engine.IO's heartbeat: it could not have answered the ping due
+    /// `pingInterval` after the open within `pingTimeout`.
+    pub fn silent_deadline(&self, config: &crate::config::Config) -> Instant {
+        let heartbeat = liveness::heartbeat(config, false);
+        self.at + heartbeat.interval + heartbeat.timeout
+    }
+
     /// Ends a connection whose session never ran (evicted, or never
     /// polled): its place and its count are given back.
     pub fn abandon(self, app: &App, reason: &'static str) {
@@ -224,7 +232,16 @@ pub async fn run_opened(
                 .is_none()
                 .then(|| app.waiting.admit(peer, session.outbox.clone())),
         };
-        let reason = serve(&mut session, &mut input, &mut waiting, at + AUTH_TIMEOUT).await;
+        let reason = serve(&mut session, &mut input, &mut waiting, at, peer).await;
+        // A client that closed or stopped answering is gone: its Engine.IO
+        // sid is forgotten at once (a request naming it is refused), not
+        // after the writer's grace. A session the server closed keeps it
+        // until its next GET has collected the close; one the client closed
+        // by a POST, until the poll its close ended was answered.
+        if let Some(sid) = engine_sid.as_deref().filter(|_| client_gone(reason)) {
+            app.polling
+                .remove_unless(sid, crate::socketio::polling::Link::closed_by_client);
+        }
         let authenticated = finish(session, waiting).await;
         if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
             tracing::debug!("writer did not finish in time");
@@ -274,14 +291,18 @@ fn start_writer(
 }
 
 /// The connection's read loop and deadlines, until it ends; why it ended.
+/// `opened`: when the connection opened (its authentication deadline and
+/// its heartbeat run from there).
 async fn serve(
     session: &mut Session,
     input: &mut Input,
     waiting: &mut Option<crate::waiting::Ticket>,
-    auth_deadline: Instant,
+    opened: Instant,
+    peer: std::net::IpAddr,
 ) -> &'static str {
     let app = session.app.clone();
-    let mut live = liveness::Liveness::new(session.framing(), &app.config);
+    let mut live = liveness::Liveness::new(session.framing(), &app.config, opened);
+    let mut auth_deadline = opened + AUTH_TIMEOUT;
     loop {
         let pong_due = live.pong_due();
         let expiry = session
@@ -320,8 +341,8 @@ async fn serve(
                 session.outbox.close(close::GOING_AWAY);
                 return "ping timeout";
             }
-            _ = live.tick() => {
-                if !live.ping(session) {
+            at = live.tick() => {
+                if !live.ping(session, at) {
                     session.outbox.close(close::GOING_AWAY);
                     return "peer silent";
                 }
@@ -330,6 +351,12 @@ async fn serve(
                 live.heard();
                 if let Some(reason) = on_message(session, msg, waiting).await {
                     return reason;
+                }
+                if session.identity.is_none() && waiting.is_none() {
+                    // It left its Socket.IO socket (`41`): unauthenticated
+                    // again, it waits to authenticate like a new connection.
+                    *waiting = Some(app.waiting.admit(peer, session.outbox.clone()));
+                    auth_deadline = Instant::now() + AUTH_TIMEOUT;
                 }
             }
         }
@@ -393,9 +420,7 @@ async fn finish(mut session: Session, waiting: Option<crate::waiting::Ticket>) -
     if let Some(ticket) = waiting {
         app.waiting.leave(ticket);
     }
-    for table in std::mem::take(&mut session.tables).into_keys() {
-        Box::pin(tables::leave_table(&mut session, &table)).await;
-    }
+    leave_tables(&mut session).await;
     session.outbox.close(1000);
     let authenticated = session.identity.is_some();
     if let Some(identity) = &session.identity {
@@ -405,10 +430,46 @@ async fn finish(mut session: Session, waiting: Option<crate::waiting::Ticket>) -
     authenticated
 }
 
+/// Leaves every subscribed table (fan-out, bases, presence).
+async fn leave_tables(session: &mut Session) {
+    for table in std::mem::take(&mut session.tables).into_keys() {
+        Box::pin(tables::leave_table(session, &table)).await;
+    }
+}
+
+/// Socket.IO's DISCONNECT (`41`): the client leaves its socket on the main
+/// namespace, not the connection. What the socket held goes: its tables
+/// (fan-out, presence), steps still held, attachments still awaited,
+/// relays still coalesced, and its identity (its user's count here and
+/// the authenticated count). The Engine.IO connection and its heartbeat go
+/// on; the client must CONNECT and authenticate again to do more, and
+/// waits to authenticate like a new connection meanwhile (the read loop
+/// gives it a place and a fresh deadline).
+pub async fn leave_socket(session: &mut Session) {
+    session.held = None;
+    session.partial = None;
+    leave_tables(session).await;
+    session.coalescer = Coalescer::default();
+    if let Some(identity) = session.identity.take() {
+        session.app.authenticated.fetch_sub(1, Ordering::Relaxed);
+        session.app.user_disconnected(&identity.user_id);
+        crate::metrics::connection_unauthenticated();
+        tracing::info!(user = %identity.user_id, "left the Socket.IO socket");
+    }
+}
+
 /// True when the server ended the connection (a close code it sent),
 /// rather than the client.
 fn server_closed(reason: &str) -> bool {
     !matches!(reason, "client went away" | "client closed" | "read error")
+}
+
+/// True when the client ended the connection or stopped answering.
+fn client_gone(reason: &str) -> bool {
+    matches!(
+        reason,
+        "client went away" | "client closed" | "read error" | "ping timeout"
+    )
 }
 
 /// Gives the place among connections waiting to authenticate back once

@@ -153,7 +153,7 @@ fn decode(message: &[u8], text: bool) -> Result<Inbound, BadFrame> {
             EnginePacket::Message(body) => body,
             EnginePacket::Pong(_) => return Ok(Inbound::Control(Control::Pong)),
             EnginePacket::Ping(p) => return Ok(Inbound::Control(Control::Ping(p))),
-            EnginePacket::Close => return Ok(Inbound::Control(Control::Disconnect)),
+            EnginePacket::Close => return Ok(Inbound::Control(Control::Close)),
             _ => return Ok(Inbound::Control(Control::Ignore)),
         };
         Packet::decode(&body).map_err(|e| bad(e.to_string()))?

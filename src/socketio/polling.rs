@@ -6,7 +6,8 @@
 //! POST at a time (a second is a protocol error that closes the session);
 //! after an upgrade to WebSocket, polling requests are refused. A request
 //! naming a `sid` this sidecar does not hold (another sidecar's, or one
-//! that closed) is refused at once.
+//! that closed) is refused at once; so is one after the client's close,
+//! but for the poll that close ended.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -37,6 +38,10 @@ pub struct Link {
     start: Mutex<Option<oneshot::Sender<Started>>>,
     /// Which requests it may take now.
     pub rules: Rules,
+    /// The client closed the session (Engine.IO's `1` in a POST).
+    closed: AtomicBool,
+    /// The poll the close ended was answered (with a no-op).
+    last_poll: AtomicBool,
 }
 
 /// The HTTP side's ends of a started session's channels.
@@ -88,7 +93,27 @@ impl Link {
             channels: OnceLock::new(),
             start: Mutex::new(Some(start)),
             rules: Rules::default(),
+            closed: AtomicBool::new(false),
+            last_poll: AtomicBool::new(false),
         }
+    }
+
+    /// The client closed the session: from now on its sid takes no
+    /// request, but for one poll (see [`Link::take_last_poll`]).
+    pub fn close_by_client(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub fn closed_by_client(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// True once after the client closed: for the poll its close ended,
+    /// whether it was parked before the close or its GET was handled just
+    /// after it (a client's pending GET and its closing POST travel on two
+    /// connections, in no set order).
+    pub fn take_last_poll(&self) -> bool {
+        !self.last_poll.swap(true, Ordering::AcqRel)
     }
 
     /// The session's channels, starting it on first use. A session that
@@ -228,6 +253,14 @@ impl<L> Registry<L> {
     /// ends the session behind it.
     pub fn remove(&self, sid: &str) -> Option<Arc<L>> {
         lock(&self.sessions).remove(sid)
+    }
+
+    /// Forgets a session unless `keep` says otherwise of its link.
+    pub fn remove_unless(&self, sid: &str, keep: impl FnOnce(&L) -> bool) {
+        let mut sessions = lock(&self.sessions);
+        if sessions.get(sid).is_some_and(|l| !keep(l)) {
+            sessions.remove(sid);
+        }
     }
 
     /// How many sessions it holds.
