@@ -304,7 +304,7 @@ async fn serve(
     let mut live = liveness::Liveness::new(session.framing(), &app.config, opened);
     let mut auth_deadline = opened + AUTH_TIMEOUT;
     loop {
-        let pong_due = live.pong_due();
+        let beat_due = live.deadline();
         let expiry = session
             .identity
             .as_ref()
@@ -337,14 +337,10 @@ async fn serve(
             _ = sleep_until_opt(relay_due), if relay_due.is_some() => {
                 Box::pin(dispatch::flush_due(session)).await;
             }
-            _ = sleep_until_opt(pong_due), if pong_due.is_some() => {
-                session.outbox.close(close::GOING_AWAY);
-                return "ping timeout";
-            }
-            at = live.tick() => {
-                if !live.ping(session, at) {
+            _ = tokio::time::sleep_until(beat_due) => {
+                if let Some(reason) = live.on_deadline(session) {
                     session.outbox.close(close::GOING_AWAY);
-                    return "peer silent";
+                    return reason;
                 }
             }
             msg = input.next() => {

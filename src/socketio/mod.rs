@@ -12,6 +12,7 @@
 
 pub mod engine;
 pub mod framing;
+pub mod heartbeat;
 pub mod packet;
 pub mod polling;
 pub mod route;

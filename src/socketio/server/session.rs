@@ -25,6 +25,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::Config;
 use crate::socketio::engine::{self, Packet};
+use crate::socketio::heartbeat::{Beat, Heartbeat};
 
 /// The WebSocket of a session.
 pub type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -141,11 +142,12 @@ pub struct Driver {
     parked: Option<oneshot::Sender<Bytes>>,
     ws_tx: Option<SplitSink<Ws, Message>>,
     ws_rx: Option<SplitStream<Ws>>,
-    pong_due: Option<Instant>,
+    /// Engine.IO's heartbeat (the one rtsync's sessions run too), from
+    /// the session's open.
+    heartbeat: Heartbeat,
     /// A WebSocket probe succeeded: GETs are answered with a no-op until
     /// the upgrade completes.
     probing: bool,
-    opened: Instant,
 }
 
 impl Driver {
@@ -176,6 +178,7 @@ impl Driver {
             ping_timeout: config.ping_timeout.as_millis() as u64,
             max_payload: config.max_payload,
         };
+        let (config_interval, config_timeout) = (config.ping_interval, config.ping_timeout);
         let mut driver = Driver {
             config,
             cmds,
@@ -186,9 +189,8 @@ impl Driver {
             parked: None,
             ws_tx,
             ws_rx,
-            pong_due: None,
+            heartbeat: Heartbeat::new(config_interval, config_timeout, Instant::now()),
             probing: false,
-            opened: Instant::now(),
         };
         driver.queue.push_back(handshake.packet());
         let conn = Conn {
@@ -225,28 +227,21 @@ impl Driver {
     }
 
     async fn drive(&mut self, shutdown: tokio_util::sync::CancellationToken) -> End {
-        // The heartbeat counts from the session's open, and a pong is due
-        // a ping timeout after the ping was due (not after a late timer
-        // fired): a silent client is gone at pingInterval + pingTimeout.
-        let mut next_ping = self.opened + self.config.ping_interval;
         let to_app = self.to_app.clone();
         if self.flush().await.is_err() {
             return End::TransportError;
         }
         loop {
-            let timer = self.pong_due.unwrap_or(next_ping);
+            let timer = self.heartbeat.deadline();
             let reading = !self.inbox.too_much(self.config.max_payload);
             tokio::select! {
                 _ = shutdown.cancelled() => return End::Shutdown,
                 _ = to_app.closed() => return End::Closed,
-                _ = tokio::time::sleep_until(timer) => {
-                    if self.pong_due.is_some() {
-                        return End::PingTimeout;
-                    }
-                    self.queue.push_back(Packet::Ping(String::new()));
-                    self.pong_due = Some(timer + self.config.ping_timeout);
-                    next_ping = timer + self.config.ping_interval;
-                }
+                _ = tokio::time::sleep_until(timer) => match self.heartbeat.due(Instant::now()) {
+                    Beat::TimedOut => return End::PingTimeout,
+                    Beat::Ping => self.queue.push_back(Packet::Ping(String::new())),
+                    Beat::Nothing => {}
+                },
                 permit = to_app.reserve(), if !self.inbox.is_empty() => match permit {
                     Ok(permit) => {
                         match self.inbox.pop_front() {
@@ -316,7 +311,7 @@ impl Driver {
     /// A packet from the client; `Some` when it ends the session.
     fn take_from_client(&mut self, packet: Packet) -> Option<End> {
         match packet {
-            Packet::Pong(_) => self.pong_due = None,
+            Packet::Pong(_) => self.heartbeat.heard(),
             Packet::Ping(p) => self.queue.push_back(Packet::Pong(p)),
             Packet::Close => return Some(End::ClientClosed),
             p @ (Packet::Message(_) | Packet::Binary(_)) => self.inbox.push_back(p),
