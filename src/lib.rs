@@ -18,6 +18,8 @@
 //!   (`load_records`, seed), groups, a table's start and stop, the tailer
 //!   and the presence bus, which call up only through
 //!   [`store::events::EventHandler`] (the hub implements it).
+//! - [`transport`]: what a connection is read from and written to (a
+//!   WebSocket's halves, or a long-polling link's channels).
 //! - [`http`]: the one port: routes, REST API, WebSocket upgrade.
 //! - [`socketio`]: Engine.IO/Socket.IO packets, and the session's framing
 //!   over them for `/socket.io/`.
@@ -51,6 +53,7 @@ pub mod session;
 pub mod sink;
 pub mod socketio;
 pub mod store;
+pub mod transport;
 pub mod upgrade;
 pub mod waiting;
 

@@ -56,7 +56,7 @@ pub fn json_error(code: ErrorCode, message: &str) -> Response<Body> {
 /// `/socket.io/` polling POSTs): a client that sends its
 /// headers and then trickles (or never sends) the body cannot hold a
 /// connection and a task for ever.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const BODY_READ_TIMEOUT: std::time::Duration = crate::socketio::endpoint::BODY_READ_TIMEOUT;
 
 pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, RequestError> {
     let limited = Limited::new(req.into_body(), app.config.max_body_bytes);

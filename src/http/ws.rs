@@ -8,20 +8,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{
-    HeaderValue, AUTHORIZATION, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
-};
-use hyper::{Request, Response, StatusCode};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper::header::{HeaderValue, AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
+use hyper::{Request, Response};
 
 use super::json_io::{json_error, Body};
 use crate::app::App;
 use crate::protocol::{Encoding, ErrorCode, Framing, WsFraming};
-use crate::session::socket::{Socket, WriteHalf};
-
-/// Per-socket read buffer: enough for typical frames (larger ones grow it
-/// as needed); kept small because idle connections each hold one.
-const READ_BUFFER: usize = 1024;
+use crate::transport::socket::{Socket, WriteHalf};
 
 /// Offered subprotocols that carry a token instead of naming an encoding
 /// (`rtsync.token.<JWT>`): a browser cannot set an `Authorization` header,
@@ -59,9 +52,9 @@ pub fn upgrade(
             Endpoint::Ws => WsFraming::of(encoding),
             Endpoint::SocketIo => &crate::socketio::framing::SOCKETIO_JSON,
         };
-        let transport = crate::session::Transport {
-            input: crate::session::Input::Ws(Box::new(stream)),
-            output: crate::session::Output::Ws(sink),
+        let transport = crate::transport::Transport {
+            input: crate::transport::Input::Ws(Box::new(stream)),
+            output: crate::transport::Output::Ws(sink),
             engine_sid: None,
         };
         crate::session::run(app, transport, framing, token, peer).await;
@@ -70,10 +63,10 @@ pub fn upgrade(
 
 /// Answers `101 Switching Protocols` to a checked upgrade request and runs
 /// `then` on the upgraded socket (tungstenite's reading side, and the write
-/// half), as a task of the app.
+/// half), as a task of the app (see [`crate::socketio::endpoint::accept`]).
 pub fn accept<F, Fut>(
     app: &Arc<App>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     hs: &Handshake,
     then: F,
 ) -> Response<Body>
@@ -81,36 +74,15 @@ where
     F: FnOnce(Arc<App>, Socket, WriteHalf) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    // Tungstenite only reads (the session's writer writes frames itself,
-    // see `session::socket`), so only its read side is configured.
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(app.config.max_frame_bytes))
-        .max_frame_size(Some(app.config.max_frame_bytes));
     let task_app = app.clone();
-    app.tasks.spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let (stream, sink) = crate::session::socket::split(upgraded, config).await;
-                then(task_app, stream, sink).await;
-            }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
-        }
-    });
-
-    let mut response = Response::new(Body::default());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&hs.accept) {
-        h.insert(SEC_WEBSOCKET_ACCEPT, v);
-    }
-    if let Some(p) = hs.protocol {
-        h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
-    }
-    response
+    crate::socketio::endpoint::accept(
+        &app.tasks,
+        app.config.max_frame_bytes,
+        req,
+        &hs.accept,
+        hs.protocol,
+        move |stream, sink| then(task_app, stream, sink),
+    )
 }
 
 /// What an upgrade request asks for, once checked (RFC 6455 4.2.1).

@@ -210,6 +210,7 @@ impl OutboxReceiver {
                 match out.kind {
                     Kind::Data => next = Some((out.bytes, out.event_ms, binary)),
                     Kind::Text => next = Some((out.bytes, out.event_ms, false)),
+                    Kind::Binary => next = Some((out.bytes, out.event_ms, true)),
                     Kind::Ping | Kind::Pong => {}
                 }
             });
@@ -240,5 +241,55 @@ impl OutboxReceiver {
             }
         }
         (!body.is_empty()).then(|| body.freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::outbox;
+    use super::*;
+    use crate::socketio::framing::SOCKETIO_JSON;
+
+    fn format() -> PollFormat {
+        PollFormat {
+            separator: 0x1e,
+            noop: Bytes::from_static(b"6"),
+            close: Bytes::from_static(b"1"),
+            max_payload: 1000,
+        }
+    }
+
+    #[test]
+    fn a_binary_frame_goes_into_a_body_as_b_and_base64_beside_text_frames() {
+        let (tx, mut rx) = outbox("c".into(), &SOCKETIO_JSON, 8, 1 << 20);
+        assert!(tx.push_text(Bytes::from_static(b"4hi")));
+        assert!(tx.push_binary(Bytes::from_static(&[1, 2, 3])));
+        let body = rx.take_body(&format()).expect("a body");
+        assert_eq!(&body[..], b"4hi\x1ebAQID");
+        assert!(rx.take_body(&format()).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_paced_writer_writes_binary_and_text_frames_one_at_a_time() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        use tokio_tungstenite::tungstenite::Message;
+        let (tx, rx) = outbox("c".into(), &SOCKETIO_JSON, 8, 1 << 20);
+        let rx = rx.pace(Some(Duration::from_millis(1)));
+        assert!(tx.push_text(Bytes::from_static(b"4hi")));
+        assert!(tx.push_binary(Bytes::from_static(&[1, 2, 3])));
+        let (server, client) = tokio::io::duplex(1 << 16);
+        let writer = tokio::spawn(rx.run(server, Duration::from_secs(5)));
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let first = ws.next().await.and_then(Result::ok);
+        assert_eq!(first, Some(Message::Text("4hi".into())));
+        let second = ws.next().await.and_then(Result::ok);
+        assert_eq!(
+            second,
+            Some(Message::Binary(Bytes::from_static(&[1, 2, 3])))
+        );
+        tx.close(1000);
+        let _ = writer.await;
     }
 }

@@ -58,6 +58,9 @@ enum Kind {
     Data,
     /// Always a text message (Engine.IO's own packets).
     Text,
+    /// Always a binary message (an Engine.IO binary packet; `b` + base64
+    /// in a long-polling body).
+    Binary,
     Ping,
     Pong,
 }
@@ -98,6 +101,9 @@ pub struct OutboxReceiver {
     close_code: Arc<AtomicU16>,
     queued: Arc<AtomicUsize>,
     framing: FramingCell,
+    /// A pause after each message written, if any (see
+    /// [`OutboxReceiver::pace`]).
+    pace: Option<Duration>,
 }
 
 /// A queue of at most `capacity` frames and `max_bytes` bytes.
@@ -131,6 +137,7 @@ pub fn outbox(
             close_code,
             queued,
             framing,
+            pace: None,
         },
     )
 }
@@ -153,6 +160,16 @@ impl Outbox {
             bytes,
             event_ms: None,
             kind: Kind::Text,
+        })
+    }
+
+    /// Queues a frame that always goes as a binary message (an Engine.IO
+    /// binary packet), whatever the framing's data frames.
+    pub fn push_binary(&self, bytes: Bytes) -> bool {
+        self.enqueue(Outbound {
+            bytes,
+            event_ms: None,
+            kind: Kind::Binary,
         })
     }
 
@@ -289,6 +306,16 @@ impl OutboxReceiver {
         next
     }
 
+    /// Writes one message at a time, with a pause after each (`None`, the
+    /// default, writes what is queued in bursts). For the standalone
+    /// Engine.IO layer's clients that take one message per read (see
+    /// `socketio::server::Config::message_pacing`); rtsync's sessions never
+    /// pace.
+    pub fn pace(mut self, pause: Option<Duration>) -> OutboxReceiver {
+        self.pace = pause;
+        self
+    }
+
     /// The close code asked for, if any.
     pub fn close_code(&self) -> Option<u16> {
         match self.close_code.load(Ordering::Acquire) {
@@ -384,6 +411,9 @@ impl OutboxReceiver {
             }
             // One deadline per burst (not a timer per frame).
             bounded(limit, burst.write_to(io)).await?;
+            if let Some(pause) = self.pace {
+                tokio::time::sleep(pause).await;
+            }
         }
         // Closing: what is queued still goes out first (but not to a slow
         // consumer, which is dropped at once).
@@ -403,12 +433,14 @@ impl OutboxReceiver {
         } else {
             Opcode::Text
         };
-        self.queue.take(BURST_FRAMES, |out| {
+        let most = if self.pace.is_some() { 1 } else { BURST_FRAMES };
+        self.queue.take(most, |out| {
             let len = out.bytes.len();
             queued.fetch_sub(len, Ordering::AcqRel);
             let op = match out.kind {
                 Kind::Data => opcode,
                 Kind::Text => Opcode::Text,
+                Kind::Binary => Opcode::Binary,
                 Kind::Ping => Opcode::Ping,
                 Kind::Pong => Opcode::Pong,
             };

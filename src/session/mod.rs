@@ -15,9 +15,11 @@ pub mod offline;
 pub mod rate_limit;
 pub mod records;
 pub mod reply;
-pub mod socket;
 pub mod tables;
-pub mod transport;
+
+/// The transport types live in [`crate::transport`] (the standalone
+/// Engine.IO layer runs on them too); these paths keep naming them.
+pub use crate::transport::{self, socket};
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -47,8 +49,8 @@ const CLOSE_DRAIN: Duration = Duration::from_secs(2);
 /// is a token and little else); larger ones close the connection 4413.
 pub const PRE_AUTH_MAX_FRAME: usize = 16 * 1024;
 
-pub use socket::Socket;
-pub use transport::{Input, Output, Transport};
+pub use crate::transport::socket::Socket;
+pub use crate::transport::{Input, Output, Transport};
 
 /// Per-connection state that requests read and change.
 pub struct Session {

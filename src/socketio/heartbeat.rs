@@ -1,6 +1,6 @@
 //! Engine.IO's heartbeat, as one timing state machine for every Engine.IO
 //! session (rtsync's `/socket.io/` through `session::liveness`, and the
-//! standalone layer's driver): the first ping `pingInterval` after the
+//! standalone layer's sessions): the first ping `pingInterval` after the
 //! open, then one every `pingInterval`; a pong (or, for rtsync, anything
 //! the client sends) must come within `pingTimeout` of the ping's due time,
 //! else the session is gone: a silent client is closed at `pingInterval +

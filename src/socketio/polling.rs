@@ -1,6 +1,7 @@
-//! Engine.IO long-polling sessions: the registry of the sessions this
-//! sidecar holds (by `sid`), and each session's link between the HTTP
-//! requests and the rtsync session behind them.
+//! Engine.IO long-polling sessions: the registry of the sessions a server
+//! holds (by `sid`), and each session's link between the HTTP requests
+//! ([`super::endpoint`]) and the session behind them (an rtsync session,
+//! or an application of the standalone layer).
 //!
 //! A session's rules (the Engine.IO protocol's): at most one GET and one
 //! POST at a time (a second is a protocol error that closes the session);
@@ -14,7 +15,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::locks::lock;
@@ -42,6 +43,10 @@ pub struct Link {
     closed: AtomicBool,
     /// The poll the close ended was answered (with a no-op).
     last_poll: AtomicBool,
+    /// A WebSocket is upgrading the session (its probe is under way).
+    upgrading: AtomicBool,
+    /// Told when the upgrade completes.
+    upgraded: Notify,
 }
 
 /// The HTTP side's ends of a started session's channels.
@@ -95,6 +100,36 @@ impl Link {
             rules: Rules::default(),
             closed: AtomicBool::new(false),
             last_poll: AtomicBool::new(false),
+            upgrading: AtomicBool::new(false),
+            upgraded: Notify::new(),
+        }
+    }
+
+    /// A WebSocket starts upgrading the session; false when another one
+    /// is upgrading it already (or it upgraded).
+    pub fn begin_upgrade(&self) -> bool {
+        !self.rules.upgraded() && !self.upgrading.swap(true, Ordering::AcqRel)
+    }
+
+    /// The upgrade did not complete: another WebSocket may try.
+    pub fn upgrade_failed(&self) {
+        self.upgrading.store(false, Ordering::Release);
+    }
+
+    /// The upgrade completed (see [`Rules::upgrade`]); false if it had.
+    pub fn complete_upgrade(&self) -> bool {
+        let first = self.rules.upgrade();
+        self.upgraded.notify_waiters();
+        first
+    }
+
+    /// Waits, at most [`UPGRADE_SETTLE`], for an upgrade under way to
+    /// complete: the client may have sent `5` already on its WebSocket,
+    /// which a single-threaded server would have read before this request.
+    pub async fn settle_upgrade(&self) {
+        let settled = self.upgraded.notified();
+        if self.upgrading.load(Ordering::Acquire) && !self.rules.upgraded() {
+            let _ = tokio::time::timeout(UPGRADE_SETTLE, settled).await;
         }
     }
 
@@ -168,6 +203,10 @@ impl Rules {
         self.upgraded.load(Ordering::Acquire)
     }
 }
+
+/// How long a polling request that comes while an upgrade is under way
+/// waits for it (see [`Link::settle_upgrade`]).
+pub const UPGRADE_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How long a client may take over the upgrade's probe and `5`.
 pub const UPGRADE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -1,6 +1,10 @@
 //! Socket.IO v5 over one Engine.IO session of the standalone server, with
 //! the default parser: namespaces, CONNECT with its auth payload, events,
-//! acks and binary attachments, handed to a small [`Handler`].
+//! acks and binary attachments, handed to a small [`Handler`]. This is the
+//! application interface: a session ([`super::session`]) hands its
+//! client's Engine.IO messages to `Conn.incoming` and queues what comes on
+//! `Conn.outgoing` in the connection's outbox (text as `4<packet>`, each
+//! attachment as a binary message).
 //!
 //! ```text
 //! Conn.incoming ──▶ run: packet::Packet::decode (+ attachments) ──▶ Handler
@@ -59,7 +63,8 @@ impl Args {
     }
 }
 
-/// The client's outbox was full (it does not read): it is disconnected.
+/// The session's queue from the application was full (the client does
+/// not read, or the session ended): it is disconnected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the client is gone or does not read")]
 pub struct Gone;

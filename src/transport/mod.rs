@@ -1,8 +1,10 @@
-//! What a session reads from and writes to. A WebSocket (`/ws`, or
-//! `/socket.io/` over WebSocket) is read by tungstenite and written by the
-//! outbox's writer; a long-polling connection (`/socket.io/` polling) is
-//! read from a channel its POSTs (and, after an upgrade, its WebSocket)
-//! feed, and written by answering its GETs (`outbox::long_poll`).
+//! What a session reads from and writes to, whoever runs it (an rtsync
+//! session, or an application of the standalone Engine.IO layer,
+//! `socketio::server`). A WebSocket (`/ws`, or Engine.IO over WebSocket)
+//! is read by tungstenite and written by the outbox's writer; a
+//! long-polling connection (Engine.IO's polling) is read from a channel
+//! its POSTs (and, after an upgrade, its WebSocket) feed, and written by
+//! answering its GETs (`outbox::long_poll`).
 
 use std::time::Duration;
 
@@ -11,8 +13,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use super::socket::{Socket, WriteHalf};
+pub mod socket;
+
 use crate::outbox::long_poll::{PollCmd, PollFormat};
+use socket::{Socket, WriteHalf};
 
 /// Where a session's client messages come from.
 pub enum Input {
