@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Two rtsync builds side by side on the same load, runs alternating: the
 # fan-out ramp over two sidecars (`rtsync-bench ramp`: capacity at p99 < 50
-# ms) and the commit scenario through one sidecar (`rtsync-bench commit`, 3
-# writers). A fresh Redis per measurement. Prints one JSON line per run.
+# ms) on /ws and on /socket.io/ (`--proto socketio`), and the commit
+# scenario through one sidecar (`rtsync-bench commit`, 3 writers). A fresh Redis per measurement. Prints one JSON line per run.
 # Usage: scripts/bench-before-after.sh [seconds-per-step] [runs] BEFORE_BIN AFTER_BIN
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +22,12 @@ for run in $(seq 1 "$runs"); do
     done
     ramp=$(target/release/rtsync-bench --duration "$secs" --json --pid "${sidecars[0]},${sidecars[1]}" \
       --url "${urls[0]},${urls[1]}" ramp --proto rtsync)
+    redis-cli -p "$rport" flushall >/dev/null
+    sio=$(target/release/rtsync-bench --duration "$secs" --json --pid "${sidecars[0]},${sidecars[1]}" \
+      --url "${urls[0]},${urls[1]}" ramp --proto socketio)
     commit=$(target/release/rtsync-bench --duration "$secs" --json --pid "${sidecars[0]}" \
       --url "${urls[0]}" commit --writers 3 --records 16)
-    echo "{\"bin\": \"$bin\", \"run\": $run, \"ramp\": $ramp, \"commit\": $commit}"
+    echo "{\"bin\": \"$bin\", \"run\": $run, \"ramp\": $ramp, \"socketio\": $sio, \"commit\": $commit}"
     kill "${sidecars[@]}"; wait "${sidecars[@]}" 2>/dev/null || true
     redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
   done

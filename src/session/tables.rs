@@ -261,18 +261,7 @@ fn admit(session: &Session, table: &str) -> Result<Option<StreamId>, RequestErro
     if existing.is_some() {
         return Ok(existing);
     }
-    let max = session.app.config.max_subscriptions;
-    if session.tables.len() + session.bases.len() >= max {
-        return Err(RequestError::bad_request(format!(
-            "at most {max} tables and bases per connection (RTS_MAX_SUBSCRIPTIONS)"
-        )));
-    }
-    if !session.app.subscription_added(&user.user_id) {
-        let max = session.app.config.max_subscriptions_per_user;
-        return Err(RequestError::bad_request(format!(
-            "at most {max} tables and bases per user on this sidecar (RTS_MAX_SUBSCRIPTIONS_PER_USER)"
-        )));
-    }
+    take_place(session, &user.user_id)?;
     Ok(None)
 }
 
@@ -425,13 +414,19 @@ async fn join_base(
 /// as a table does (per connection, and per user, which counts it).
 fn admit_base(session: &Session) -> Result<(), RequestError> {
     let user = identity(session)?;
+    take_place(session, &user.user_id)
+}
+
+/// One more table or base under the caps: the connection's (its tables
+/// and bases together) and the user's on this sidecar, which counts it.
+fn take_place(session: &Session, user: &str) -> Result<(), RequestError> {
     let max = session.app.config.max_subscriptions;
     if session.tables.len() + session.bases.len() >= max {
         return Err(RequestError::bad_request(format!(
             "at most {max} tables and bases per connection (RTS_MAX_SUBSCRIPTIONS)"
         )));
     }
-    if !session.app.subscription_added(&user.user_id) {
+    if !session.app.subscription_added(user) {
         let max = session.app.config.max_subscriptions_per_user;
         return Err(RequestError::bad_request(format!(
             "at most {max} tables and bases per user on this sidecar (RTS_MAX_SUBSCRIPTIONS_PER_USER)"
