@@ -324,6 +324,25 @@ async fn in_development_mode_the_first_write_binds_the_table() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_seed_route_refuses_a_base_id_that_is_not_an_id() {
+    let redis = RedisServer::start().await;
+    let a = Sidecar::start(&redis, "a", &[]).await;
+    let body = json!({"records": [], "baseId": "b{1}"});
+    let (status, v) = a.api("POST", "/api/v1/sync/tables/t1/records", &body);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "bad_request", "{v}");
+    // Nothing was bound: naming that base grants nothing.
+    let mut c = Client::connect_claims(&a, &reader_claims("r"), Enc::Json).await;
+    let ack = c
+        .request_ok(
+            "subscribe_to_table",
+            json!({"tableId": "t1", "baseId": "b1"}),
+        )
+        .await;
+    assert_eq!(ack["baseEvents"], false, "{ack}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn base_joins_count_against_the_subscription_caps() {
     let redis = RedisServer::start().await;
     let a = Sidecar::start(

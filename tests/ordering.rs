@@ -316,3 +316,30 @@ async fn the_seed_reconnect_sent_back_to_back_arrives_in_stream_order_each_once(
     let got: Vec<StreamId> = seen.into_iter().filter(|id| *id > after).collect();
     assert_eq!(got, want, "exactly the stream after lastEventId");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscribes_steps_arrive_before_the_answer_to_the_next_request() {
+    let cluster = Cluster::start().await;
+    let side = &cluster.a;
+    let mut w = Client::connect(side, "w").await;
+    w.request_ok("record_change", change("t", "r1", "f", json!(1)))
+        .await;
+    let mut c = Client::connect(side, "c").await;
+    // Both requests before reading anything: the second one's answer
+    // must not overtake the steps that follow the first one's ack.
+    c.send("subscribe_to_table", json!({"tableId": "t"}), Some(1))
+        .await;
+    c.send("heartbeat", json!({"tableId": "t"}), Some(2)).await;
+    let mut order = Vec::new();
+    while !order.contains(&"ack 2".to_owned()) {
+        let (event, _, rid) = c.next(LONG).await.expect("a frame");
+        order.push(match rid {
+            Some(r) => format!("{event} {r}"),
+            None => event,
+        });
+    }
+    let at = |name: &str| order.iter().position(|e| e == name);
+    assert!(at("ack 1") < at("table_users"), "{order:?}");
+    assert!(at("table_users") < at("recent_changes"), "{order:?}");
+    assert!(at("recent_changes") < at("ack 2"), "{order:?}");
+}

@@ -140,11 +140,7 @@ pub fn expire_partial(session: &mut Session) {
 /// frame can be many times its size.
 async fn release_held_before(session: &mut Session, bytes: &[u8], text: bool) {
     let recovers = match session.framing().decode(bytes, text) {
-        Ok(Inbound::Frame(f)) => {
-            let table = session.held.as_ref().map(|h| h.table.as_str());
-            f.event == Ok(ClientEvent::RecoverConnection)
-                && f.data.get("tableId").and_then(Value::as_str) == table
-        }
+        Ok(Inbound::Frame(f)) => session.held.as_ref().is_some_and(|h| h.recovered_by(&f)),
         _ => false,
     };
     if !recovers {
@@ -160,12 +156,8 @@ async fn dispatch(session: &mut Session, frame: ClientFrame, size: usize) -> Opt
     let rid = frame.rid;
     // Steps held after a fresh subscription: a recovery of its table
     // supersedes them; any other request releases them first.
-    let recovers = |h: &Held| {
-        parsed == Some(ClientEvent::RecoverConnection)
-            && frame.data.get("tableId").and_then(Value::as_str) == Some(h.table.as_str())
-    };
     let superseded = match session.held.take() {
-        Some(h) if recovers(&h) => Some(h),
+        Some(h) if h.recovered_by(&frame) => Some(h),
         Some(h) => {
             follow(session, h.then).await;
             None

@@ -149,8 +149,9 @@ impl Opened {
     /// Engine.IO's heartbeat: it could not have answered the ping due
     /// `pingInterval` after the open within `pingTimeout`.
     pub fn silent_deadline(&self, config: &crate::config::Config) -> Instant {
-        let heartbeat = liveness::heartbeat(config, false);
-        self.at + heartbeat.interval + heartbeat.timeout
+        let hb = liveness::heartbeat(config, false);
+        crate::socketio::heartbeat::Heartbeat::new(hb.interval, hb.timeout, self.at)
+            .silent_deadline()
     }
 
     /// Ends a connection whose session never ran (evicted, or never

@@ -46,6 +46,19 @@ pub struct Held {
     pub until: tokio::time::Instant,
 }
 
+impl Held {
+    /// Whether `frame` recovers the held table (then it supersedes the
+    /// held steps instead of following them).
+    pub fn recovered_by(&self, frame: &crate::protocol::framing::ClientFrame) -> bool {
+        frame.event == Ok(crate::protocol::messages::ClientEvent::RecoverConnection)
+            && frame
+                .data
+                .get("tableId")
+                .and_then(serde_json::Value::as_str)
+                == Some(self.table.as_str())
+    }
+}
+
 /// How long the steps after a fresh subscription's ack wait for a
 /// recovery of the same table.
 pub const HOLD: std::time::Duration = std::time::Duration::from_millis(100);

@@ -49,6 +49,14 @@ impl Heartbeat {
         }
     }
 
+    /// When a client that sends nothing is gone: the pong of the ping due
+    /// next (or of the one sent) is late then. A session that has not
+    /// started reading its client (a long-polling handshake never polled)
+    /// is gone by this time.
+    pub fn silent_deadline(&self) -> Instant {
+        self.pong_due.unwrap_or(self.next_ping + self.timeout)
+    }
+
     /// When the answer to the last ping is late, if one is awaited.
     pub fn pong_due(&self) -> Option<Instant> {
         self.pong_due
@@ -91,6 +99,13 @@ mod tests {
         assert_eq!(hb.due(t0 + 299 * MS), Beat::Nothing);
         assert_eq!(hb.due(t0 + 300 * MS), Beat::Ping);
         assert_eq!(hb.pong_due(), Some(t0 + 500 * MS));
+    }
+
+    #[test]
+    fn a_silent_client_is_gone_an_interval_and_a_timeout_after_the_open() {
+        let t0 = Instant::now();
+        let hb = Heartbeat::new(300 * MS, 200 * MS, t0);
+        assert_eq!(hb.silent_deadline(), t0 + 500 * MS);
     }
 
     #[test]

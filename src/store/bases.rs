@@ -59,18 +59,18 @@ pub async fn bind(store: &Store, table: &str, base: &str, how: Bind) -> Result<b
 /// only-if-unbound binding, which would change nothing: a stale entry
 /// costs nothing. Cleared when full.
 #[derive(Default)]
-pub struct KnownBound(std::sync::Mutex<std::collections::HashSet<String>>);
+pub struct KnownBound(std::sync::RwLock<std::collections::HashSet<String>>);
 
 /// Most tables [`KnownBound`] remembers before it starts over.
 const KNOWN_BOUND_MAX: usize = 10_000;
 
 impl KnownBound {
     pub fn contains(&self, table: &str) -> bool {
-        crate::locks::lock(&self.0).contains(table)
+        crate::locks::read(&self.0).contains(table)
     }
 
     pub fn insert(&self, table: &str) {
-        let mut known = crate::locks::lock(&self.0);
+        let mut known = crate::locks::write(&self.0);
         if known.len() >= KNOWN_BOUND_MAX {
             known.clear();
         }

@@ -36,9 +36,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::endpoint::{self, polling_transport, Body, Host};
-use super::engine;
+use super::framing::SOCKETIO_JSON;
+use super::heartbeat::Heartbeat;
 use super::polling::{Registry, Started};
 use super::route::{engine_error, text, BAD_REQUEST};
+use crate::protocol::Framing;
 use crate::transport::{Input, Output, Transport};
 pub use session::{Conn, Frame};
 
@@ -126,20 +128,15 @@ impl Server {
         endpoint::serve(self.clone(), req, IpAddr::V4(Ipv4Addr::UNSPECIFIED)).await
     }
 
-    /// The `open` packet of session `sid`.
+    /// The `open` packet of session `sid`, as rtsync's sessions make it.
     fn open_packet(&self, sid: &str, upgrades: bool) -> Bytes {
-        let handshake = engine::Handshake {
-            sid: sid.to_owned(),
-            upgrades: if upgrades {
-                vec!["websocket"]
-            } else {
-                Vec::new()
-            },
-            ping_interval: self.config.ping_interval.as_millis() as u64,
-            ping_timeout: self.config.ping_timeout.as_millis() as u64,
+        let heartbeat = crate::protocol::framing::Heartbeat {
+            interval: self.config.ping_interval,
+            timeout: self.config.ping_timeout,
             max_payload: self.config.max_payload,
+            upgrades,
         };
-        Bytes::from(handshake.packet().to_text().unwrap_or_default())
+        SOCKETIO_JSON.opening(sid, &heartbeat).unwrap_or_default()
     }
 
     /// Runs one session and its application to their end; `open`, if
@@ -162,7 +159,8 @@ impl Server {
         start: oneshot::Receiver<Started>,
         opened: Instant,
     ) {
-        let silent = opened + self.config.ping_interval + self.config.ping_timeout;
+        let silent = Heartbeat::new(self.config.ping_interval, self.config.ping_timeout, opened)
+            .silent_deadline();
         let started = tokio::select! {
             started = start => started.ok(),
             () = tokio::time::sleep_until(silent) => None,

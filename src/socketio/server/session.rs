@@ -233,7 +233,9 @@ impl Bridge<'_> {
                 _ = tokio::time::sleep_until(beat) => match self.heartbeat.due(Instant::now()) {
                     Beat::TimedOut => return End::PingTimeout,
                     Beat::Ping => {
-                        self.outbox.push_text(Bytes::from_static(b"2"));
+                        if let Some(ping) = self.outbox.framing().ping() {
+                            self.outbox.push_text(ping);
+                        }
                     }
                     Beat::Nothing => {}
                 },
