@@ -4,9 +4,15 @@
 //! bound, then shared read-only as `Arc<Config>`.
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub mod parsers;
+
+use parsers::{DurationIn, Positive};
 
 /// How connections prove who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -66,8 +72,8 @@ pub struct Config {
     pub durable_writes: Durability,
 
     /// How long a commit waits for `RTS_DURABLE_WRITES` (then `timeout`).
-    #[arg(long, env = "RTS_DURABLE_TIMEOUT_MS", default_value_t = 500)]
-    pub durable_timeout_ms: u64,
+    #[arg(long = "durable-timeout-ms", env = "RTS_DURABLE_TIMEOUT_MS", default_value = "500", value_parser = DurationIn::millis())]
+    pub durable_timeout: Duration,
 
     /// This sidecar's consumer group name (default: host name + pid).
     #[arg(long, env = "RTS_INSTANCE_ID")]
@@ -98,41 +104,41 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
 
     /// Accepted clock skew when checking `exp`/`nbf`, in seconds.
-    #[arg(long, env = "RTS_JWT_LEEWAY_SECS", default_value_t = 30)]
-    pub jwt_leeway_secs: u64,
+    #[arg(long = "jwt-leeway-secs", env = "RTS_JWT_LEEWAY_SECS", default_value = "30", value_parser = DurationIn::secs())]
+    pub jwt_leeway: Duration,
 
     /// Bearer token for `/api/v1`.
     #[arg(long, env = "RTS_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 
     /// How long table streams keep events.
-    #[arg(long, env = "RTS_RETENTION_SECS", default_value_t = 86_400)]
-    pub retention_secs: u64,
+    #[arg(long = "retention-secs", env = "RTS_RETENTION_SECS", default_value = "86400", value_parser = DurationIn::secs().nonzero())]
+    pub retention: Duration,
 
     /// Presence without heartbeat or activity for this long is removed.
-    #[arg(long, env = "RTS_PRESENCE_TTL_SECS", default_value_t = 300)]
-    pub presence_ttl_secs: u64,
+    #[arg(long = "presence-ttl-secs", env = "RTS_PRESENCE_TTL_SECS", default_value = "300", value_parser = DurationIn::secs().nonzero())]
+    pub presence_ttl: Duration,
 
     /// Delay before `user_left` once a user's last connection closed.
-    #[arg(long, env = "RTS_PRESENCE_GRACE_MS", default_value_t = 3_000)]
-    pub presence_grace_ms: u64,
+    #[arg(long = "presence-grace-ms", env = "RTS_PRESENCE_GRACE_MS", default_value = "3000", value_parser = DurationIn::millis())]
+    pub presence_grace: Duration,
 
     /// Larger frames close the connection with 4413.
-    #[arg(long, env = "RTS_MAX_FRAME_BYTES", default_value_t = 1_048_576)]
-    pub max_frame_bytes: usize,
+    #[arg(long, env = "RTS_MAX_FRAME_BYTES", default_value = "1048576", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_frame_bytes: NonZeroUsize,
 
     /// Messages per second per connection (burst twice that).
-    #[arg(long, env = "RTS_RATE_LIMIT", default_value_t = 200)]
-    pub rate_limit: u32,
+    #[arg(long, env = "RTS_RATE_LIMIT", default_value = "200", value_parser = Positive::<NonZeroU32>::new())]
+    pub rate_limit: NonZeroU32,
 
     /// Most WebSocket connections on this sidecar; more get HTTP 503.
-    #[arg(long, env = "RTS_MAX_CONNECTIONS", default_value_t = 20_000)]
-    pub max_connections: usize,
+    #[arg(long, env = "RTS_MAX_CONNECTIONS", default_value = "20000", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_connections: NonZeroUsize,
 
     /// Most authenticated connections of one user on this sidecar; more are
     /// refused with `rate_limited` and closed with 4429.
-    #[arg(long, env = "RTS_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
-    pub max_connections_per_user: usize,
+    #[arg(long, env = "RTS_MAX_CONNECTIONS_PER_USER", default_value = "32", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_connections_per_user: NonZeroUsize,
 
     /// Log filter (tracing `EnvFilter` syntax); logs are JSON lines on stderr.
     #[arg(long, env = "RTS_LOG", default_value = "info")]
@@ -140,31 +146,31 @@ pub struct Config {
 
     /// Frames a connection may have queued for sending before it is
     /// dropped as a slow consumer (close 4503).
-    #[arg(long, env = "RTS_SEND_QUEUE", default_value_t = 1024)]
-    pub send_queue: usize,
+    #[arg(long, env = "RTS_SEND_QUEUE", default_value = "1024", value_parser = Positive::<NonZeroUsize>::new())]
+    pub send_queue: NonZeroUsize,
 
     /// Bytes a connection may have queued for sending before it is dropped
     /// as a slow consumer (close 4503).
-    #[arg(long, env = "RTS_SEND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
-    pub send_queue_bytes: usize,
+    #[arg(long, env = "RTS_SEND_QUEUE_BYTES", default_value = "4194304", value_parser = Positive::<NonZeroUsize>::new())]
+    pub send_queue_bytes: NonZeroUsize,
 
     /// How long one write or flush to a client socket may take; a socket
     /// that does not drain in time is closed (4503).
-    #[arg(long, env = "RTS_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
-    pub write_timeout_ms: u64,
+    #[arg(long = "write-timeout-ms", env = "RTS_WRITE_TIMEOUT_MS", default_value = "10000", value_parser = DurationIn::millis().nonzero())]
+    pub write_timeout: Duration,
 
     /// Tables one connection may subscribe to; one more is `bad_request`.
-    #[arg(long, env = "RTS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
-    pub max_subscriptions: usize,
+    #[arg(long, env = "RTS_MAX_SUBSCRIPTIONS", default_value = "100", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_subscriptions: NonZeroUsize,
 
     /// Connections that have not authenticated yet, on this sidecar; more
     /// get HTTP 503, so they cannot fill `RTS_MAX_CONNECTIONS`.
-    #[arg(long, env = "RTS_MAX_UNAUTHENTICATED", default_value_t = 1_000)]
-    pub max_unauthenticated: usize,
+    #[arg(long, env = "RTS_MAX_UNAUTHENTICATED", default_value = "1000", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_unauthenticated: NonZeroUsize,
 
     /// Most field changes in one change.
-    #[arg(long, env = "RTS_MAX_CHANGES", default_value_t = 1000)]
-    pub max_changes: usize,
+    #[arg(long, env = "RTS_MAX_CHANGES", default_value = "1000", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_changes: NonZeroUsize,
 
     /// Events sent as `recent_changes` after a subscribe.
     #[arg(long, env = "RTS_RECENT_CHANGES", default_value_t = 50)]
@@ -177,33 +183,33 @@ pub struct Config {
 
     /// Most bytes one record's state may hold (field ids and values); a
     /// change or seed past it is `payload_too_large`.
-    #[arg(long, env = "RTS_MAX_RECORD_BYTES", default_value_t = 4_194_304)]
-    pub max_record_bytes: usize,
+    #[arg(long, env = "RTS_MAX_RECORD_BYTES", default_value = "4194304", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_record_bytes: NonZeroUsize,
 
     /// Tables one user may have subscribed on this sidecar, over all of
     /// their connections; one more is `bad_request`.
-    #[arg(long, env = "RTS_MAX_SUBSCRIPTIONS_PER_USER", default_value_t = 500)]
-    pub max_subscriptions_per_user: usize,
+    #[arg(long, env = "RTS_MAX_SUBSCRIPTIONS_PER_USER", default_value = "500", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_subscriptions_per_user: NonZeroUsize,
 
     /// Connections from one source address that have not authenticated yet.
-    #[arg(long, env = "RTS_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 64)]
-    pub max_unauthenticated_per_ip: usize,
+    #[arg(long, env = "RTS_MAX_UNAUTHENTICATED_PER_IP", default_value = "64", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_unauthenticated_per_ip: NonZeroUsize,
 
     /// Most changes in one batch (HTTP batch API, offline sync).
-    #[arg(long, env = "RTS_MAX_BATCH", default_value_t = 1000)]
-    pub max_batch: usize,
+    #[arg(long, env = "RTS_MAX_BATCH", default_value = "1000", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_batch: NonZeroUsize,
 
     /// Largest HTTP request body in bytes.
-    #[arg(long, env = "RTS_MAX_BODY_BYTES", default_value_t = 4_194_304)]
-    pub max_body_bytes: usize,
+    #[arg(long, env = "RTS_MAX_BODY_BYTES", default_value = "4194304", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_body_bytes: NonZeroUsize,
 
     /// Redis connections for commands (commits, reads); each is multiplexed.
-    #[arg(long, env = "RTS_REDIS_POOL", default_value_t = 16)]
-    pub redis_pool: usize,
+    #[arg(long, env = "RTS_REDIS_POOL", default_value = "16", value_parser = Positive::<NonZeroUsize>::new())]
+    pub redis_pool: NonZeroUsize,
 
     /// Stream reader tasks of the tailer; tables are spread over them.
-    #[arg(long, env = "RTS_TAILER_READERS", default_value_t = 2)]
-    pub tailer_readers: usize,
+    #[arg(long, env = "RTS_TAILER_READERS", default_value = "2", value_parser = Positive::<NonZeroUsize>::new())]
+    pub tailer_readers: NonZeroUsize,
 
     /// Probe `GET /healthz` on the listen port and exit 0 (healthy) or 1;
     /// for container health checks.
@@ -226,10 +232,10 @@ pub struct Config {
     /// `pingTimeout`): the server pings every interval, and closes a
     /// connection that sent nothing within the timeout after a ping (an
     /// abandoned long-polling session included).
-    #[arg(long, env = "RTS_SOCKETIO_PING_INTERVAL_MS", default_value_t = 25_000)]
-    pub socketio_ping_interval_ms: u64,
-    #[arg(long, env = "RTS_SOCKETIO_PING_TIMEOUT_MS", default_value_t = 20_000)]
-    pub socketio_ping_timeout_ms: u64,
+    #[arg(long = "socketio-ping-interval-ms", env = "RTS_SOCKETIO_PING_INTERVAL_MS", default_value = "25000", value_parser = DurationIn::millis())]
+    pub socketio_ping_interval: Duration,
+    #[arg(long = "socketio-ping-timeout-ms", env = "RTS_SOCKETIO_PING_TIMEOUT_MS", default_value = "20000", value_parser = DurationIn::millis())]
+    pub socketio_ping_timeout: Duration,
 
     /// Origins allowed to reach `/socket.io/` long-polling from a browser
     /// (comma-separated; a listed origin is echoed with credentials; `*`
@@ -265,16 +271,16 @@ pub struct SinkConfig {
     pub secret: Option<String>,
 
     /// Entries the sink has not acknowledged are kept at most this long.
-    #[arg(long, env = "RTS_SINK_MAX_LAG_SECS", default_value_t = 7 * 24 * 3600)]
-    pub max_lag_secs: u64,
+    #[arg(long = "max-lag-secs", env = "RTS_SINK_MAX_LAG_SECS", default_value = "604800", value_parser = DurationIn::secs().nonzero())]
+    pub max_lag: Duration,
 
     /// Events per POST.
-    #[arg(long, env = "RTS_SINK_BATCH", default_value_t = 100)]
-    pub batch: usize,
+    #[arg(long, env = "RTS_SINK_BATCH", default_value = "100", value_parser = Positive::<NonZeroUsize>::new())]
+    pub batch: NonZeroUsize,
 
     /// Milliseconds a POST may take before it is retried.
-    #[arg(long, env = "RTS_SINK_TIMEOUT_MS", default_value_t = 10_000)]
-    pub timeout_ms: u64,
+    #[arg(long = "timeout-ms", env = "RTS_SINK_TIMEOUT_MS", default_value = "10000", value_parser = DurationIn::millis().nonzero())]
+    pub timeout: Duration,
 }
 
 /// Shortest HS256 secret accepted: the hash's own size (RFC 7518 3.2).
@@ -293,8 +299,6 @@ pub enum ConfigError {
     Blank(&'static str),
     #[error("RTS_JWT_SECRET must be at least {MIN_HS256_SECRET} bytes for HS256 (it is {0})")]
     ShortSecret(usize),
-    #[error("{0} must be greater than zero")]
-    Zero(&'static str),
     #[error("RTS_KEY_PREFIX must be 1..=64 bytes without '{{', '}}', ':' or spaces")]
     BadPrefix,
     #[error("RTS_INSTANCE_ID must be 1..=128 bytes without control characters, '{{' or '}}'")]
@@ -317,9 +321,9 @@ impl Config {
     /// The bounds every change is validated against.
     pub fn change_limits(&self) -> crate::change::ChangeLimits {
         crate::change::ChangeLimits {
-            max_changes: self.max_changes,
-            max_event_bytes: self.max_frame_bytes,
-            max_record_bytes: self.max_record_bytes,
+            max_changes: self.max_changes.get(),
+            max_event_bytes: self.max_frame_bytes.get(),
+            max_record_bytes: self.max_record_bytes.get(),
             answer_bytes: self.max_page_bytes,
         }
     }
@@ -355,7 +359,8 @@ impl Config {
         if self.durable_writes != Durability::None && self.redis_cluster {
             return Err(ConfigError::DurableOnCluster);
         }
-        if !(1..=1500).contains(&self.durable_timeout_ms) {
+        if !(Duration::from_millis(1)..=Duration::from_millis(1500)).contains(&self.durable_timeout)
+        {
             return Err(ConfigError::DurableTimeout);
         }
         if self.auth == AuthMode::Jwt {
@@ -363,40 +368,6 @@ impl Config {
                 (None, None) => return Err(ConfigError::NoJwtKey),
                 (Some(_), Some(_)) => return Err(ConfigError::TwoJwtKeys),
                 _ => {}
-            }
-        }
-        for (name, value) in [
-            ("RTS_MAX_FRAME_BYTES", self.max_frame_bytes),
-            ("RTS_RATE_LIMIT", self.rate_limit as usize),
-            ("RTS_SEND_QUEUE", self.send_queue),
-            ("RTS_SEND_QUEUE_BYTES", self.send_queue_bytes),
-            ("RTS_MAX_CHANGES", self.max_changes),
-            ("RTS_MAX_BATCH", self.max_batch),
-            ("RTS_MAX_CONNECTIONS", self.max_connections),
-            (
-                "RTS_MAX_CONNECTIONS_PER_USER",
-                self.max_connections_per_user,
-            ),
-            ("RTS_MAX_BODY_BYTES", self.max_body_bytes),
-            ("RTS_REDIS_POOL", self.redis_pool),
-            ("RTS_TAILER_READERS", self.tailer_readers),
-            ("RTS_RETENTION_SECS", self.retention_secs as usize),
-            ("RTS_PRESENCE_TTL_SECS", self.presence_ttl_secs as usize),
-            ("RTS_WRITE_TIMEOUT_MS", self.write_timeout_ms as usize),
-            ("RTS_MAX_SUBSCRIPTIONS", self.max_subscriptions),
-            ("RTS_MAX_UNAUTHENTICATED", self.max_unauthenticated),
-            ("RTS_MAX_RECORD_BYTES", self.max_record_bytes),
-            (
-                "RTS_MAX_SUBSCRIPTIONS_PER_USER",
-                self.max_subscriptions_per_user,
-            ),
-            (
-                "RTS_MAX_UNAUTHENTICATED_PER_IP",
-                self.max_unauthenticated_per_ip,
-            ),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Zero(name));
             }
         }
         self.validate_shared()
@@ -442,16 +413,6 @@ impl Config {
         if sink.secret.as_deref().is_some_and(|v| v.trim().is_empty()) {
             return Err(ConfigError::Blank("RTS_SINK_SECRET"));
         }
-        for (name, value) in [
-            ("RTS_SINK_BATCH", sink.batch as u64),
-            ("RTS_SINK_TIMEOUT_MS", sink.timeout_ms),
-            ("RTS_SINK_MAX_LAG_SECS", sink.max_lag_secs),
-            ("RTS_RETENTION_SECS", self.retention_secs),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Zero(name));
-            }
-        }
         self.validate_shared()
     }
 
@@ -461,7 +422,8 @@ impl Config {
     pub fn clamp(&mut self) -> Vec<String> {
         let mut warnings = Vec::new();
         if self.max_unauthenticated >= self.max_connections {
-            let clamped = (self.max_connections / 2).max(1);
+            let clamped =
+                NonZeroUsize::new(self.max_connections.get() / 2).unwrap_or(NonZeroUsize::MIN);
             warnings.push(format!(
                 "RTS_MAX_UNAUTHENTICATED ({}) must be below RTS_MAX_CONNECTIONS ({}); using {clamped}",
                 self.max_unauthenticated, self.max_connections
