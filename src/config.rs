@@ -476,3 +476,326 @@ impl Config {
         format!("{host}-{}", std::process::id())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sidecar's settings from `flags` alone (defaults elsewhere).
+    fn parse(flags: &[&str]) -> Result<Config, String> {
+        let args = std::iter::once("rtsync").chain(flags.iter().copied());
+        Config::try_parse_from(args).map_err(|e| e.to_string())
+    }
+
+    fn sink_of(config: &Config) -> &SinkConfig {
+        match &config.mode {
+            Some(Mode::Sink(sink)) => sink,
+            None => panic!("not the sink"),
+        }
+    }
+
+    type Read = fn(&Config) -> Duration;
+
+    /// Every time setting: flag, environment variable, its getter, and
+    /// its default as written in the docs (in the variable's unit).
+    const TIMES: [(&str, &str, Read, u64); 8] = [
+        (
+            "--durable-timeout-ms",
+            "RTS_DURABLE_TIMEOUT_MS",
+            |c| c.durable_timeout,
+            500,
+        ),
+        (
+            "--jwt-leeway-secs",
+            "RTS_JWT_LEEWAY_SECS",
+            |c| c.jwt_leeway,
+            30,
+        ),
+        (
+            "--retention-secs",
+            "RTS_RETENTION_SECS",
+            |c| c.retention,
+            86_400,
+        ),
+        (
+            "--presence-ttl-secs",
+            "RTS_PRESENCE_TTL_SECS",
+            |c| c.presence_ttl,
+            300,
+        ),
+        (
+            "--presence-grace-ms",
+            "RTS_PRESENCE_GRACE_MS",
+            |c| c.presence_grace,
+            3_000,
+        ),
+        (
+            "--write-timeout-ms",
+            "RTS_WRITE_TIMEOUT_MS",
+            |c| c.write_timeout,
+            10_000,
+        ),
+        (
+            "--socketio-ping-interval-ms",
+            "RTS_SOCKETIO_PING_INTERVAL_MS",
+            |c| c.socketio_ping_interval,
+            25_000,
+        ),
+        (
+            "--socketio-ping-timeout-ms",
+            "RTS_SOCKETIO_PING_TIMEOUT_MS",
+            |c| c.socketio_ping_timeout,
+            20_000,
+        ),
+    ];
+
+    /// A number of the unit the variable's name states.
+    fn in_unit(env: &str, n: u64) -> Duration {
+        if env.ends_with("_MS") {
+            Duration::from_millis(n)
+        } else {
+            Duration::from_secs(n)
+        }
+    }
+
+    type Count = fn(&Config) -> usize;
+
+    /// Every count that must not be 0: flag, variable, getter, default.
+    const COUNTS: [(&str, &str, Count, usize); 16] = [
+        (
+            "--max-frame-bytes",
+            "RTS_MAX_FRAME_BYTES",
+            |c| c.max_frame_bytes.get(),
+            1_048_576,
+        ),
+        (
+            "--rate-limit",
+            "RTS_RATE_LIMIT",
+            |c| c.rate_limit.get() as usize,
+            200,
+        ),
+        (
+            "--max-connections",
+            "RTS_MAX_CONNECTIONS",
+            |c| c.max_connections.get(),
+            20_000,
+        ),
+        (
+            "--max-connections-per-user",
+            "RTS_MAX_CONNECTIONS_PER_USER",
+            |c| c.max_connections_per_user.get(),
+            32,
+        ),
+        (
+            "--send-queue",
+            "RTS_SEND_QUEUE",
+            |c| c.send_queue.get(),
+            1024,
+        ),
+        (
+            "--send-queue-bytes",
+            "RTS_SEND_QUEUE_BYTES",
+            |c| c.send_queue_bytes.get(),
+            4 << 20,
+        ),
+        (
+            "--max-subscriptions",
+            "RTS_MAX_SUBSCRIPTIONS",
+            |c| c.max_subscriptions.get(),
+            100,
+        ),
+        (
+            "--max-unauthenticated",
+            "RTS_MAX_UNAUTHENTICATED",
+            |c| c.max_unauthenticated.get(),
+            1_000,
+        ),
+        (
+            "--max-changes",
+            "RTS_MAX_CHANGES",
+            |c| c.max_changes.get(),
+            1000,
+        ),
+        (
+            "--max-record-bytes",
+            "RTS_MAX_RECORD_BYTES",
+            |c| c.max_record_bytes.get(),
+            4 << 20,
+        ),
+        (
+            "--max-subscriptions-per-user",
+            "RTS_MAX_SUBSCRIPTIONS_PER_USER",
+            |c| c.max_subscriptions_per_user.get(),
+            500,
+        ),
+        (
+            "--max-unauthenticated-per-ip",
+            "RTS_MAX_UNAUTHENTICATED_PER_IP",
+            |c| c.max_unauthenticated_per_ip.get(),
+            64,
+        ),
+        ("--max-batch", "RTS_MAX_BATCH", |c| c.max_batch.get(), 1000),
+        (
+            "--max-body-bytes",
+            "RTS_MAX_BODY_BYTES",
+            |c| c.max_body_bytes.get(),
+            4 << 20,
+        ),
+        ("--redis-pool", "RTS_REDIS_POOL", |c| c.redis_pool.get(), 16),
+        (
+            "--tailer-readers",
+            "RTS_TAILER_READERS",
+            |c| c.tailer_readers.get(),
+            2,
+        ),
+    ];
+
+    /// Time settings where 0 means nothing: a zero is refused at parse.
+    const NONZERO_TIMES: [&str; 3] = [
+        "RTS_RETENTION_SECS",
+        "RTS_PRESENCE_TTL_SECS",
+        "RTS_WRITE_TIMEOUT_MS",
+    ];
+
+    #[test]
+    fn every_time_setting_keeps_its_documented_default() {
+        let config = parse(&[]).unwrap();
+        for (_, env, read, default) in TIMES {
+            assert_eq!(read(&config), in_unit(env, default), "{env}");
+        }
+    }
+
+    #[test]
+    fn every_time_setting_is_read_in_the_unit_its_variable_names() {
+        for (flag, env, read, _) in TIMES {
+            let config = parse(&[flag, "7"]).unwrap();
+            assert_eq!(read(&config), in_unit(env, 7), "{env}");
+        }
+    }
+
+    #[test]
+    fn a_zero_time_that_means_nothing_is_refused_naming_its_variable() {
+        for (flag, env, _, _) in TIMES.iter().filter(|t| NONZERO_TIMES.contains(&t.1)) {
+            let refused = parse(&[flag, "0"]).err().unwrap_or_default();
+            assert!(
+                refused.contains(&format!("{env} must be greater than zero")),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_time_that_works_is_accepted() {
+        for (flag, env, read, _) in TIMES.iter().filter(|t| !NONZERO_TIMES.contains(&t.1)) {
+            let config = parse(&[flag, "0"]).unwrap();
+            assert_eq!(read(&config), Duration::ZERO, "{env}");
+        }
+    }
+
+    #[test]
+    fn a_time_that_is_not_a_whole_number_is_refused_naming_its_unit() {
+        let refused = parse(&["--write-timeout-ms", "1.5"])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            refused.contains("RTS_WRITE_TIMEOUT_MS must be a whole number of milliseconds"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn every_count_keeps_its_documented_default() {
+        let config = parse(&[]).unwrap();
+        for (_, env, read, default) in COUNTS {
+            assert_eq!(read(&config), default, "{env}");
+        }
+    }
+
+    #[test]
+    fn every_count_takes_the_number_given() {
+        for (flag, env, read, _) in COUNTS {
+            let config = parse(&[flag, "3"]).unwrap();
+            assert_eq!(read(&config), 3, "{env}");
+        }
+    }
+
+    #[test]
+    fn a_zero_count_is_refused_naming_its_variable() {
+        for (flag, env, _, _) in COUNTS {
+            let refused = parse(&[flag, "0"]).err().unwrap_or_default();
+            assert!(
+                refused.contains(&format!("{env} must be greater than zero")),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_durable_timeout_is_refused_by_validate_with_its_range() {
+        let config = parse(&["--auth", "none", "--durable-timeout-ms", "0"]).unwrap();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::DurableTimeout)
+        ));
+    }
+
+    #[test]
+    fn a_durable_timeout_past_the_command_timeout_is_refused_by_validate() {
+        let config = parse(&["--auth", "none", "--durable-timeout-ms", "1501"]).unwrap();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::DurableTimeout)
+        ));
+    }
+
+    #[test]
+    fn the_sink_keeps_its_documented_defaults() {
+        let config = parse(&["sink", "--url", "http://app/hook"]).unwrap();
+        let sink = sink_of(&config);
+        assert_eq!(sink.batch.get(), 100);
+        assert_eq!(sink.timeout, Duration::from_millis(10_000));
+        assert_eq!(sink.max_lag, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn the_sinks_times_are_read_in_their_units() {
+        let flags = [
+            "sink",
+            "--url",
+            "http://a/",
+            "--timeout-ms",
+            "9",
+            "--max-lag-secs",
+            "9",
+        ];
+        let config = parse(&flags).unwrap();
+        let sink = sink_of(&config);
+        assert_eq!(sink.timeout, Duration::from_millis(9));
+        assert_eq!(sink.max_lag, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn a_zero_sink_setting_is_refused_naming_its_variable() {
+        for (flag, env) in [
+            ("--batch", "RTS_SINK_BATCH"),
+            ("--timeout-ms", "RTS_SINK_TIMEOUT_MS"),
+            ("--max-lag-secs", "RTS_SINK_MAX_LAG_SECS"),
+        ] {
+            let refused = parse(&["sink", "--url", "http://a/", flag, "0"])
+                .err()
+                .unwrap_or_default();
+            assert!(
+                refused.contains(&format!("{env} must be greater than zero")),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn clamping_the_unauthenticated_cap_keeps_it_above_zero() {
+        let mut config = parse(&["--max-connections", "1", "--max-unauthenticated", "1"]).unwrap();
+        let warnings = config.clamp();
+        assert_eq!(config.max_unauthenticated.get(), 1);
+        assert_eq!(warnings.len(), 1);
+    }
+}
