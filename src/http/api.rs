@@ -138,7 +138,7 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
     };
     let commits = validate_batch(
         items,
-        app.config.max_batch.get(),
+        app.config.max_batch,
         app.commit_limits,
         |item, limits| {
             // A ChangeEvent without `id` and `timestamp` (fields it does

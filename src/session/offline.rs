@@ -23,7 +23,7 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
     let user = identity(session)?;
     let mut commits = validate_batch(
         items,
-        app.config.max_batch.get(),
+        app.config.max_batch,
         app.commit_limits,
         |item, limits| {
             let change: ChangeRequest = parse("offline change", item)?;
