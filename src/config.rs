@@ -2,7 +2,12 @@
 //! default (docs/protocol.md section 8, plus the few tuning knobs documented in
 //! `docs/protocol.md`). Parsed once in `main`, validated before any port is
 //! bound, then shared read-only as `Arc<Config>`.
-
+//!
+//! A setting is one field with its parser ([`parsers`]): times arrive as
+//! [`Duration`]s read in their variable's unit, counts that cannot be 0 as
+//! `NonZero*`, so a bad value stops clap with the variable named and users
+//! never convert units. [`Config::validate`] keeps only what one field's
+//! parser cannot see: combinations and ranges across settings.
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;

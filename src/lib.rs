@@ -27,6 +27,7 @@
 //! - [`presence`]: presence rules: cursor coalescing, sweep settings.
 //! - [`janitor`]: fleet upkeep: stale presence, groups of gone sidecars.
 //! - [`metrics`]: every metric name; [`gauges`]: gauges sampled from Redis.
+//! - [`backoff`]: the capped exponential backoff of every retry loop.
 //!
 //! The path of one edit: session → `FCALL rtsync_commit` (store::commit) →
 //! `ack`; the tailer of every sidecar reads the stream entry → hub → each
@@ -61,13 +62,12 @@ pub mod waiting;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backoff::Backoff;
-
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::auth::Authenticator;
+use crate::backoff::Backoff;
 use crate::config::{AuthMode, Config};
 use crate::hub::Hub;
 use crate::store::presence_bus::PresenceBus;
