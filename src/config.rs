@@ -77,7 +77,7 @@ pub struct Config {
     pub durable_writes: Durability,
 
     /// How long a commit waits for `RTS_DURABLE_WRITES` (then `timeout`).
-    #[arg(long = "durable-timeout-ms", env = "RTS_DURABLE_TIMEOUT_MS", default_value = "500", value_parser = DurationIn::millis())]
+    #[arg(long = "durable-timeout-ms", value_name = "DURABLE_TIMEOUT_MS", env = "RTS_DURABLE_TIMEOUT_MS", default_value = "500", value_parser = DurationIn::millis())]
     pub durable_timeout: Duration,
 
     /// This sidecar's consumer group name (default: host name + pid).
@@ -109,7 +109,7 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
 
     /// Accepted clock skew when checking `exp`/`nbf`, in seconds.
-    #[arg(long = "jwt-leeway-secs", env = "RTS_JWT_LEEWAY_SECS", default_value = "30", value_parser = DurationIn::secs())]
+    #[arg(long = "jwt-leeway-secs", value_name = "JWT_LEEWAY_SECS", env = "RTS_JWT_LEEWAY_SECS", default_value = "30", value_parser = DurationIn::secs())]
     pub jwt_leeway: Duration,
 
     /// Bearer token for `/api/v1`.
@@ -117,15 +117,15 @@ pub struct Config {
     pub api_token: Option<String>,
 
     /// How long table streams keep events.
-    #[arg(long = "retention-secs", env = "RTS_RETENTION_SECS", default_value = "86400", value_parser = DurationIn::secs().nonzero())]
+    #[arg(long = "retention-secs", value_name = "RETENTION_SECS", env = "RTS_RETENTION_SECS", default_value = "86400", value_parser = DurationIn::secs().nonzero())]
     pub retention: Duration,
 
     /// Presence without heartbeat or activity for this long is removed.
-    #[arg(long = "presence-ttl-secs", env = "RTS_PRESENCE_TTL_SECS", default_value = "300", value_parser = DurationIn::secs().nonzero())]
+    #[arg(long = "presence-ttl-secs", value_name = "PRESENCE_TTL_SECS", env = "RTS_PRESENCE_TTL_SECS", default_value = "300", value_parser = DurationIn::secs().nonzero())]
     pub presence_ttl: Duration,
 
     /// Delay before `user_left` once a user's last connection closed.
-    #[arg(long = "presence-grace-ms", env = "RTS_PRESENCE_GRACE_MS", default_value = "3000", value_parser = DurationIn::millis())]
+    #[arg(long = "presence-grace-ms", value_name = "PRESENCE_GRACE_MS", env = "RTS_PRESENCE_GRACE_MS", default_value = "3000", value_parser = DurationIn::millis())]
     pub presence_grace: Duration,
 
     /// Larger frames close the connection with 4413.
@@ -161,7 +161,7 @@ pub struct Config {
 
     /// How long one write or flush to a client socket may take; a socket
     /// that does not drain in time is closed (4503).
-    #[arg(long = "write-timeout-ms", env = "RTS_WRITE_TIMEOUT_MS", default_value = "10000", value_parser = DurationIn::millis().nonzero())]
+    #[arg(long = "write-timeout-ms", value_name = "WRITE_TIMEOUT_MS", env = "RTS_WRITE_TIMEOUT_MS", default_value = "10000", value_parser = DurationIn::millis().nonzero())]
     pub write_timeout: Duration,
 
     /// Tables one connection may subscribe to; one more is `bad_request`.
@@ -237,9 +237,9 @@ pub struct Config {
     /// `pingTimeout`): the server pings every interval, and closes a
     /// connection that sent nothing within the timeout after a ping (an
     /// abandoned long-polling session included).
-    #[arg(long = "socketio-ping-interval-ms", env = "RTS_SOCKETIO_PING_INTERVAL_MS", default_value = "25000", value_parser = DurationIn::millis())]
+    #[arg(long = "socketio-ping-interval-ms", value_name = "SOCKETIO_PING_INTERVAL_MS", env = "RTS_SOCKETIO_PING_INTERVAL_MS", default_value = "25000", value_parser = DurationIn::millis())]
     pub socketio_ping_interval: Duration,
-    #[arg(long = "socketio-ping-timeout-ms", env = "RTS_SOCKETIO_PING_TIMEOUT_MS", default_value = "20000", value_parser = DurationIn::millis())]
+    #[arg(long = "socketio-ping-timeout-ms", value_name = "SOCKETIO_PING_TIMEOUT_MS", env = "RTS_SOCKETIO_PING_TIMEOUT_MS", default_value = "20000", value_parser = DurationIn::millis())]
     pub socketio_ping_timeout: Duration,
 
     /// Origins allowed to reach `/socket.io/` long-polling from a browser
@@ -276,7 +276,7 @@ pub struct SinkConfig {
     pub secret: Option<String>,
 
     /// Entries the sink has not acknowledged are kept at most this long.
-    #[arg(long = "max-lag-secs", env = "RTS_SINK_MAX_LAG_SECS", default_value = "604800", value_parser = DurationIn::secs().nonzero())]
+    #[arg(long = "max-lag-secs", value_name = "MAX_LAG_SECS", env = "RTS_SINK_MAX_LAG_SECS", default_value = "604800", value_parser = DurationIn::secs().nonzero())]
     pub max_lag: Duration,
 
     /// Events per POST.
@@ -284,7 +284,7 @@ pub struct SinkConfig {
     pub batch: NonZeroUsize,
 
     /// Milliseconds a POST may take before it is retried.
-    #[arg(long = "timeout-ms", env = "RTS_SINK_TIMEOUT_MS", default_value = "10000", value_parser = DurationIn::millis().nonzero())]
+    #[arg(long = "timeout-ms", value_name = "TIMEOUT_MS", env = "RTS_SINK_TIMEOUT_MS", default_value = "10000", value_parser = DurationIn::millis().nonzero())]
     pub timeout: Duration,
 }
 
