@@ -71,8 +71,8 @@ impl App {
         let tag = RandomState::new().hash_one((std::process::id(), crate::now_ms()));
         let tag = format!("{}.{tag:016x}", store.instance_id);
         let waiting = crate::waiting::Waiting::new(
-            config.max_unauthenticated,
-            config.max_unauthenticated_per_ip,
+            config.max_unauthenticated.get(),
+            config.max_unauthenticated_per_ip.get(),
         );
         App {
             commit_limits: config.change_limits(),
@@ -123,7 +123,7 @@ impl App {
     /// Counts a new subscription of `user`; false (and not counted) when
     /// the user already has `RTS_MAX_SUBSCRIPTIONS_PER_USER` here.
     pub fn subscription_added(&self, user: &str) -> bool {
-        let limit = self.config.max_subscriptions_per_user;
+        let limit = self.config.max_subscriptions_per_user.get();
         let mut map = crate::locks::lock(&self.subscriptions_per_user);
         let n = map.entry(user.to_owned()).or_default();
         if *n >= limit {

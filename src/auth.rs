@@ -116,7 +116,7 @@ impl Authenticator {
         };
         let key = key.map(|(k, alg)| {
             let mut v = Validation::new(alg);
-            v.leeway = config.jwt_leeway_secs;
+            v.leeway = config.jwt_leeway.as_secs();
             v.validate_nbf = true;
             let mut required = vec!["exp", "sub"];
             match &config.jwt_audience {

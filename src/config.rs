@@ -2,11 +2,22 @@
 //! default (docs/protocol.md section 8, plus the few tuning knobs documented in
 //! `docs/protocol.md`). Parsed once in `main`, validated before any port is
 //! bound, then shared read-only as `Arc<Config>`.
-
+//!
+//! A setting is one field with its parser ([`parsers`]): times arrive as
+//! [`Duration`]s read in their variable's unit, counts that cannot be 0 as
+//! `NonZero*`, so a bad value stops clap with the variable named and users
+//! never convert units. [`Config::validate`] keeps only what one field's
+//! parser cannot see: combinations and ranges across settings.
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub mod parsers;
+
+use parsers::{DurationIn, Positive};
 
 /// How connections prove who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -66,8 +77,8 @@ pub struct Config {
     pub durable_writes: Durability,
 
     /// How long a commit waits for `RTS_DURABLE_WRITES` (then `timeout`).
-    #[arg(long, env = "RTS_DURABLE_TIMEOUT_MS", default_value_t = 500)]
-    pub durable_timeout_ms: u64,
+    #[arg(long = "durable-timeout-ms", value_name = "DURABLE_TIMEOUT_MS", env = "RTS_DURABLE_TIMEOUT_MS", default_value = "500", value_parser = DurationIn::millis())]
+    pub durable_timeout: Duration,
 
     /// This sidecar's consumer group name (default: host name + pid).
     #[arg(long, env = "RTS_INSTANCE_ID")]
@@ -98,41 +109,41 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
 
     /// Accepted clock skew when checking `exp`/`nbf`, in seconds.
-    #[arg(long, env = "RTS_JWT_LEEWAY_SECS", default_value_t = 30)]
-    pub jwt_leeway_secs: u64,
+    #[arg(long = "jwt-leeway-secs", value_name = "JWT_LEEWAY_SECS", env = "RTS_JWT_LEEWAY_SECS", default_value = "30", value_parser = DurationIn::secs())]
+    pub jwt_leeway: Duration,
 
     /// Bearer token for `/api/v1`.
     #[arg(long, env = "RTS_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 
     /// How long table streams keep events.
-    #[arg(long, env = "RTS_RETENTION_SECS", default_value_t = 86_400)]
-    pub retention_secs: u64,
+    #[arg(long = "retention-secs", value_name = "RETENTION_SECS", env = "RTS_RETENTION_SECS", default_value = "86400", value_parser = DurationIn::secs().nonzero())]
+    pub retention: Duration,
 
     /// Presence without heartbeat or activity for this long is removed.
-    #[arg(long, env = "RTS_PRESENCE_TTL_SECS", default_value_t = 300)]
-    pub presence_ttl_secs: u64,
+    #[arg(long = "presence-ttl-secs", value_name = "PRESENCE_TTL_SECS", env = "RTS_PRESENCE_TTL_SECS", default_value = "300", value_parser = DurationIn::secs().nonzero())]
+    pub presence_ttl: Duration,
 
     /// Delay before `user_left` once a user's last connection closed.
-    #[arg(long, env = "RTS_PRESENCE_GRACE_MS", default_value_t = 3_000)]
-    pub presence_grace_ms: u64,
+    #[arg(long = "presence-grace-ms", value_name = "PRESENCE_GRACE_MS", env = "RTS_PRESENCE_GRACE_MS", default_value = "3000", value_parser = DurationIn::millis())]
+    pub presence_grace: Duration,
 
     /// Larger frames close the connection with 4413.
-    #[arg(long, env = "RTS_MAX_FRAME_BYTES", default_value_t = 1_048_576)]
-    pub max_frame_bytes: usize,
+    #[arg(long, env = "RTS_MAX_FRAME_BYTES", default_value = "1048576", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_frame_bytes: NonZeroUsize,
 
     /// Messages per second per connection (burst twice that).
-    #[arg(long, env = "RTS_RATE_LIMIT", default_value_t = 200)]
-    pub rate_limit: u32,
+    #[arg(long, env = "RTS_RATE_LIMIT", default_value = "200", value_parser = Positive::<NonZeroU32>::new())]
+    pub rate_limit: NonZeroU32,
 
     /// Most WebSocket connections on this sidecar; more get HTTP 503.
-    #[arg(long, env = "RTS_MAX_CONNECTIONS", default_value_t = 20_000)]
-    pub max_connections: usize,
+    #[arg(long, env = "RTS_MAX_CONNECTIONS", default_value = "20000", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_connections: NonZeroUsize,
 
     /// Most authenticated connections of one user on this sidecar; more are
     /// refused with `rate_limited` and closed with 4429.
-    #[arg(long, env = "RTS_MAX_CONNECTIONS_PER_USER", default_value_t = 32)]
-    pub max_connections_per_user: usize,
+    #[arg(long, env = "RTS_MAX_CONNECTIONS_PER_USER", default_value = "32", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_connections_per_user: NonZeroUsize,
 
     /// Log filter (tracing `EnvFilter` syntax); logs are JSON lines on stderr.
     #[arg(long, env = "RTS_LOG", default_value = "info")]
@@ -140,31 +151,31 @@ pub struct Config {
 
     /// Frames a connection may have queued for sending before it is
     /// dropped as a slow consumer (close 4503).
-    #[arg(long, env = "RTS_SEND_QUEUE", default_value_t = 1024)]
-    pub send_queue: usize,
+    #[arg(long, env = "RTS_SEND_QUEUE", default_value = "1024", value_parser = Positive::<NonZeroUsize>::new())]
+    pub send_queue: NonZeroUsize,
 
     /// Bytes a connection may have queued for sending before it is dropped
     /// as a slow consumer (close 4503).
-    #[arg(long, env = "RTS_SEND_QUEUE_BYTES", default_value_t = 4 * 1024 * 1024)]
-    pub send_queue_bytes: usize,
+    #[arg(long, env = "RTS_SEND_QUEUE_BYTES", default_value = "4194304", value_parser = Positive::<NonZeroUsize>::new())]
+    pub send_queue_bytes: NonZeroUsize,
 
     /// How long one write or flush to a client socket may take; a socket
     /// that does not drain in time is closed (4503).
-    #[arg(long, env = "RTS_WRITE_TIMEOUT_MS", default_value_t = 10_000)]
-    pub write_timeout_ms: u64,
+    #[arg(long = "write-timeout-ms", value_name = "WRITE_TIMEOUT_MS", env = "RTS_WRITE_TIMEOUT_MS", default_value = "10000", value_parser = DurationIn::millis().nonzero())]
+    pub write_timeout: Duration,
 
     /// Tables one connection may subscribe to; one more is `bad_request`.
-    #[arg(long, env = "RTS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
-    pub max_subscriptions: usize,
+    #[arg(long, env = "RTS_MAX_SUBSCRIPTIONS", default_value = "100", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_subscriptions: NonZeroUsize,
 
     /// Connections that have not authenticated yet, on this sidecar; more
     /// get HTTP 503, so they cannot fill `RTS_MAX_CONNECTIONS`.
-    #[arg(long, env = "RTS_MAX_UNAUTHENTICATED", default_value_t = 1_000)]
-    pub max_unauthenticated: usize,
+    #[arg(long, env = "RTS_MAX_UNAUTHENTICATED", default_value = "1000", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_unauthenticated: NonZeroUsize,
 
     /// Most field changes in one change.
-    #[arg(long, env = "RTS_MAX_CHANGES", default_value_t = 1000)]
-    pub max_changes: usize,
+    #[arg(long, env = "RTS_MAX_CHANGES", default_value = "1000", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_changes: NonZeroUsize,
 
     /// Events sent as `recent_changes` after a subscribe.
     #[arg(long, env = "RTS_RECENT_CHANGES", default_value_t = 50)]
@@ -177,33 +188,33 @@ pub struct Config {
 
     /// Most bytes one record's state may hold (field ids and values); a
     /// change or seed past it is `payload_too_large`.
-    #[arg(long, env = "RTS_MAX_RECORD_BYTES", default_value_t = 4_194_304)]
-    pub max_record_bytes: usize,
+    #[arg(long, env = "RTS_MAX_RECORD_BYTES", default_value = "4194304", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_record_bytes: NonZeroUsize,
 
     /// Tables one user may have subscribed on this sidecar, over all of
     /// their connections; one more is `bad_request`.
-    #[arg(long, env = "RTS_MAX_SUBSCRIPTIONS_PER_USER", default_value_t = 500)]
-    pub max_subscriptions_per_user: usize,
+    #[arg(long, env = "RTS_MAX_SUBSCRIPTIONS_PER_USER", default_value = "500", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_subscriptions_per_user: NonZeroUsize,
 
     /// Connections from one source address that have not authenticated yet.
-    #[arg(long, env = "RTS_MAX_UNAUTHENTICATED_PER_IP", default_value_t = 64)]
-    pub max_unauthenticated_per_ip: usize,
+    #[arg(long, env = "RTS_MAX_UNAUTHENTICATED_PER_IP", default_value = "64", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_unauthenticated_per_ip: NonZeroUsize,
 
     /// Most changes in one batch (HTTP batch API, offline sync).
-    #[arg(long, env = "RTS_MAX_BATCH", default_value_t = 1000)]
-    pub max_batch: usize,
+    #[arg(long, env = "RTS_MAX_BATCH", default_value = "1000", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_batch: NonZeroUsize,
 
     /// Largest HTTP request body in bytes.
-    #[arg(long, env = "RTS_MAX_BODY_BYTES", default_value_t = 4_194_304)]
-    pub max_body_bytes: usize,
+    #[arg(long, env = "RTS_MAX_BODY_BYTES", default_value = "4194304", value_parser = Positive::<NonZeroUsize>::new())]
+    pub max_body_bytes: NonZeroUsize,
 
     /// Redis connections for commands (commits, reads); each is multiplexed.
-    #[arg(long, env = "RTS_REDIS_POOL", default_value_t = 16)]
-    pub redis_pool: usize,
+    #[arg(long, env = "RTS_REDIS_POOL", default_value = "16", value_parser = Positive::<NonZeroUsize>::new())]
+    pub redis_pool: NonZeroUsize,
 
     /// Stream reader tasks of the tailer; tables are spread over them.
-    #[arg(long, env = "RTS_TAILER_READERS", default_value_t = 2)]
-    pub tailer_readers: usize,
+    #[arg(long, env = "RTS_TAILER_READERS", default_value = "2", value_parser = Positive::<NonZeroUsize>::new())]
+    pub tailer_readers: NonZeroUsize,
 
     /// Probe `GET /healthz` on the listen port and exit 0 (healthy) or 1;
     /// for container health checks.
@@ -226,10 +237,10 @@ pub struct Config {
     /// `pingTimeout`): the server pings every interval, and closes a
     /// connection that sent nothing within the timeout after a ping (an
     /// abandoned long-polling session included).
-    #[arg(long, env = "RTS_SOCKETIO_PING_INTERVAL_MS", default_value_t = 25_000)]
-    pub socketio_ping_interval_ms: u64,
-    #[arg(long, env = "RTS_SOCKETIO_PING_TIMEOUT_MS", default_value_t = 20_000)]
-    pub socketio_ping_timeout_ms: u64,
+    #[arg(long = "socketio-ping-interval-ms", value_name = "SOCKETIO_PING_INTERVAL_MS", env = "RTS_SOCKETIO_PING_INTERVAL_MS", default_value = "25000", value_parser = DurationIn::millis())]
+    pub socketio_ping_interval: Duration,
+    #[arg(long = "socketio-ping-timeout-ms", value_name = "SOCKETIO_PING_TIMEOUT_MS", env = "RTS_SOCKETIO_PING_TIMEOUT_MS", default_value = "20000", value_parser = DurationIn::millis())]
+    pub socketio_ping_timeout: Duration,
 
     /// Origins allowed to reach `/socket.io/` long-polling from a browser
     /// (comma-separated; a listed origin is echoed with credentials; `*`
@@ -265,16 +276,16 @@ pub struct SinkConfig {
     pub secret: Option<String>,
 
     /// Entries the sink has not acknowledged are kept at most this long.
-    #[arg(long, env = "RTS_SINK_MAX_LAG_SECS", default_value_t = 7 * 24 * 3600)]
-    pub max_lag_secs: u64,
+    #[arg(long = "max-lag-secs", value_name = "MAX_LAG_SECS", env = "RTS_SINK_MAX_LAG_SECS", default_value = "604800", value_parser = DurationIn::secs().nonzero())]
+    pub max_lag: Duration,
 
     /// Events per POST.
-    #[arg(long, env = "RTS_SINK_BATCH", default_value_t = 100)]
-    pub batch: usize,
+    #[arg(long, env = "RTS_SINK_BATCH", default_value = "100", value_parser = Positive::<NonZeroUsize>::new())]
+    pub batch: NonZeroUsize,
 
     /// Milliseconds a POST may take before it is retried.
-    #[arg(long, env = "RTS_SINK_TIMEOUT_MS", default_value_t = 10_000)]
-    pub timeout_ms: u64,
+    #[arg(long = "timeout-ms", value_name = "TIMEOUT_MS", env = "RTS_SINK_TIMEOUT_MS", default_value = "10000", value_parser = DurationIn::millis().nonzero())]
+    pub timeout: Duration,
 }
 
 /// Shortest HS256 secret accepted: the hash's own size (RFC 7518 3.2).
@@ -293,8 +304,6 @@ pub enum ConfigError {
     Blank(&'static str),
     #[error("RTS_JWT_SECRET must be at least {MIN_HS256_SECRET} bytes for HS256 (it is {0})")]
     ShortSecret(usize),
-    #[error("{0} must be greater than zero")]
-    Zero(&'static str),
     #[error("RTS_KEY_PREFIX must be 1..=64 bytes without '{{', '}}', ':' or spaces")]
     BadPrefix,
     #[error("RTS_INSTANCE_ID must be 1..=128 bytes without control characters, '{{' or '}}'")]
@@ -317,9 +326,9 @@ impl Config {
     /// The bounds every change is validated against.
     pub fn change_limits(&self) -> crate::change::ChangeLimits {
         crate::change::ChangeLimits {
-            max_changes: self.max_changes,
-            max_event_bytes: self.max_frame_bytes,
-            max_record_bytes: self.max_record_bytes,
+            max_changes: self.max_changes.get(),
+            max_event_bytes: self.max_frame_bytes.get(),
+            max_record_bytes: self.max_record_bytes.get(),
             answer_bytes: self.max_page_bytes,
         }
     }
@@ -355,7 +364,8 @@ impl Config {
         if self.durable_writes != Durability::None && self.redis_cluster {
             return Err(ConfigError::DurableOnCluster);
         }
-        if !(1..=1500).contains(&self.durable_timeout_ms) {
+        if !(Duration::from_millis(1)..=Duration::from_millis(1500)).contains(&self.durable_timeout)
+        {
             return Err(ConfigError::DurableTimeout);
         }
         if self.auth == AuthMode::Jwt {
@@ -363,40 +373,6 @@ impl Config {
                 (None, None) => return Err(ConfigError::NoJwtKey),
                 (Some(_), Some(_)) => return Err(ConfigError::TwoJwtKeys),
                 _ => {}
-            }
-        }
-        for (name, value) in [
-            ("RTS_MAX_FRAME_BYTES", self.max_frame_bytes),
-            ("RTS_RATE_LIMIT", self.rate_limit as usize),
-            ("RTS_SEND_QUEUE", self.send_queue),
-            ("RTS_SEND_QUEUE_BYTES", self.send_queue_bytes),
-            ("RTS_MAX_CHANGES", self.max_changes),
-            ("RTS_MAX_BATCH", self.max_batch),
-            ("RTS_MAX_CONNECTIONS", self.max_connections),
-            (
-                "RTS_MAX_CONNECTIONS_PER_USER",
-                self.max_connections_per_user,
-            ),
-            ("RTS_MAX_BODY_BYTES", self.max_body_bytes),
-            ("RTS_REDIS_POOL", self.redis_pool),
-            ("RTS_TAILER_READERS", self.tailer_readers),
-            ("RTS_RETENTION_SECS", self.retention_secs as usize),
-            ("RTS_PRESENCE_TTL_SECS", self.presence_ttl_secs as usize),
-            ("RTS_WRITE_TIMEOUT_MS", self.write_timeout_ms as usize),
-            ("RTS_MAX_SUBSCRIPTIONS", self.max_subscriptions),
-            ("RTS_MAX_UNAUTHENTICATED", self.max_unauthenticated),
-            ("RTS_MAX_RECORD_BYTES", self.max_record_bytes),
-            (
-                "RTS_MAX_SUBSCRIPTIONS_PER_USER",
-                self.max_subscriptions_per_user,
-            ),
-            (
-                "RTS_MAX_UNAUTHENTICATED_PER_IP",
-                self.max_unauthenticated_per_ip,
-            ),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Zero(name));
             }
         }
         self.validate_shared()
@@ -442,16 +418,6 @@ impl Config {
         if sink.secret.as_deref().is_some_and(|v| v.trim().is_empty()) {
             return Err(ConfigError::Blank("RTS_SINK_SECRET"));
         }
-        for (name, value) in [
-            ("RTS_SINK_BATCH", sink.batch as u64),
-            ("RTS_SINK_TIMEOUT_MS", sink.timeout_ms),
-            ("RTS_SINK_MAX_LAG_SECS", sink.max_lag_secs),
-            ("RTS_RETENTION_SECS", self.retention_secs),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::Zero(name));
-            }
-        }
         self.validate_shared()
     }
 
@@ -461,7 +427,8 @@ impl Config {
     pub fn clamp(&mut self) -> Vec<String> {
         let mut warnings = Vec::new();
         if self.max_unauthenticated >= self.max_connections {
-            let clamped = (self.max_connections / 2).max(1);
+            let clamped =
+                NonZeroUsize::new(self.max_connections.get() / 2).unwrap_or(NonZeroUsize::MIN);
             warnings.push(format!(
                 "RTS_MAX_UNAUTHENTICATED ({}) must be below RTS_MAX_CONNECTIONS ({}); using {clamped}",
                 self.max_unauthenticated, self.max_connections
@@ -512,5 +479,328 @@ impl Config {
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "rtsync".to_owned());
         format!("{host}-{}", std::process::id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sidecar's settings from `flags` alone (defaults elsewhere).
+    fn parse(flags: &[&str]) -> Result<Config, String> {
+        let args = std::iter::once("rtsync").chain(flags.iter().copied());
+        Config::try_parse_from(args).map_err(|e| e.to_string())
+    }
+
+    fn sink_of(config: &Config) -> &SinkConfig {
+        match &config.mode {
+            Some(Mode::Sink(sink)) => sink,
+            None => panic!("not the sink"),
+        }
+    }
+
+    type Read = fn(&Config) -> Duration;
+
+    /// Every time setting: flag, environment variable, its getter, and
+    /// its default as written in the docs (in the variable's unit).
+    const TIMES: [(&str, &str, Read, u64); 8] = [
+        (
+            "--durable-timeout-ms",
+            "RTS_DURABLE_TIMEOUT_MS",
+            |c| c.durable_timeout,
+            500,
+        ),
+        (
+            "--jwt-leeway-secs",
+            "RTS_JWT_LEEWAY_SECS",
+            |c| c.jwt_leeway,
+            30,
+        ),
+        (
+            "--retention-secs",
+            "RTS_RETENTION_SECS",
+            |c| c.retention,
+            86_400,
+        ),
+        (
+            "--presence-ttl-secs",
+            "RTS_PRESENCE_TTL_SECS",
+            |c| c.presence_ttl,
+            300,
+        ),
+        (
+            "--presence-grace-ms",
+            "RTS_PRESENCE_GRACE_MS",
+            |c| c.presence_grace,
+            3_000,
+        ),
+        (
+            "--write-timeout-ms",
+            "RTS_WRITE_TIMEOUT_MS",
+            |c| c.write_timeout,
+            10_000,
+        ),
+        (
+            "--socketio-ping-interval-ms",
+            "RTS_SOCKETIO_PING_INTERVAL_MS",
+            |c| c.socketio_ping_interval,
+            25_000,
+        ),
+        (
+            "--socketio-ping-timeout-ms",
+            "RTS_SOCKETIO_PING_TIMEOUT_MS",
+            |c| c.socketio_ping_timeout,
+            20_000,
+        ),
+    ];
+
+    /// A number of the unit the variable's name states.
+    fn in_unit(env: &str, n: u64) -> Duration {
+        if env.ends_with("_MS") {
+            Duration::from_millis(n)
+        } else {
+            Duration::from_secs(n)
+        }
+    }
+
+    type Count = fn(&Config) -> usize;
+
+    /// Every count that must not be 0: flag, variable, getter, default.
+    const COUNTS: [(&str, &str, Count, usize); 16] = [
+        (
+            "--max-frame-bytes",
+            "RTS_MAX_FRAME_BYTES",
+            |c| c.max_frame_bytes.get(),
+            1_048_576,
+        ),
+        (
+            "--rate-limit",
+            "RTS_RATE_LIMIT",
+            |c| c.rate_limit.get() as usize,
+            200,
+        ),
+        (
+            "--max-connections",
+            "RTS_MAX_CONNECTIONS",
+            |c| c.max_connections.get(),
+            20_000,
+        ),
+        (
+            "--max-connections-per-user",
+            "RTS_MAX_CONNECTIONS_PER_USER",
+            |c| c.max_connections_per_user.get(),
+            32,
+        ),
+        (
+            "--send-queue",
+            "RTS_SEND_QUEUE",
+            |c| c.send_queue.get(),
+            1024,
+        ),
+        (
+            "--send-queue-bytes",
+            "RTS_SEND_QUEUE_BYTES",
+            |c| c.send_queue_bytes.get(),
+            4 << 20,
+        ),
+        (
+            "--max-subscriptions",
+            "RTS_MAX_SUBSCRIPTIONS",
+            |c| c.max_subscriptions.get(),
+            100,
+        ),
+        (
+            "--max-unauthenticated",
+            "RTS_MAX_UNAUTHENTICATED",
+            |c| c.max_unauthenticated.get(),
+            1_000,
+        ),
+        (
+            "--max-changes",
+            "RTS_MAX_CHANGES",
+            |c| c.max_changes.get(),
+            1000,
+        ),
+        (
+            "--max-record-bytes",
+            "RTS_MAX_RECORD_BYTES",
+            |c| c.max_record_bytes.get(),
+            4 << 20,
+        ),
+        (
+            "--max-subscriptions-per-user",
+            "RTS_MAX_SUBSCRIPTIONS_PER_USER",
+            |c| c.max_subscriptions_per_user.get(),
+            500,
+        ),
+        (
+            "--max-unauthenticated-per-ip",
+            "RTS_MAX_UNAUTHENTICATED_PER_IP",
+            |c| c.max_unauthenticated_per_ip.get(),
+            64,
+        ),
+        ("--max-batch", "RTS_MAX_BATCH", |c| c.max_batch.get(), 1000),
+        (
+            "--max-body-bytes",
+            "RTS_MAX_BODY_BYTES",
+            |c| c.max_body_bytes.get(),
+            4 << 20,
+        ),
+        ("--redis-pool", "RTS_REDIS_POOL", |c| c.redis_pool.get(), 16),
+        (
+            "--tailer-readers",
+            "RTS_TAILER_READERS",
+            |c| c.tailer_readers.get(),
+            2,
+        ),
+    ];
+
+    /// Time settings where 0 means nothing: a zero is refused at parse.
+    const NONZERO_TIMES: [&str; 3] = [
+        "RTS_RETENTION_SECS",
+        "RTS_PRESENCE_TTL_SECS",
+        "RTS_WRITE_TIMEOUT_MS",
+    ];
+
+    #[test]
+    fn every_time_setting_keeps_its_documented_default() {
+        let config = parse(&[]).unwrap();
+        for (_, env, read, default) in TIMES {
+            assert_eq!(read(&config), in_unit(env, default), "{env}");
+        }
+    }
+
+    #[test]
+    fn every_time_setting_is_read_in_the_unit_its_variable_names() {
+        for (flag, env, read, _) in TIMES {
+            let config = parse(&[flag, "7"]).unwrap();
+            assert_eq!(read(&config), in_unit(env, 7), "{env}");
+        }
+    }
+
+    #[test]
+    fn a_zero_time_that_means_nothing_is_refused_naming_its_variable() {
+        for (flag, env, _, _) in TIMES.iter().filter(|t| NONZERO_TIMES.contains(&t.1)) {
+            let refused = parse(&[flag, "0"]).err().unwrap_or_default();
+            assert!(
+                refused.contains(&format!("{env} must be greater than zero")),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_time_that_works_is_accepted() {
+        for (flag, env, read, _) in TIMES.iter().filter(|t| !NONZERO_TIMES.contains(&t.1)) {
+            let config = parse(&[flag, "0"]).unwrap();
+            assert_eq!(read(&config), Duration::ZERO, "{env}");
+        }
+    }
+
+    #[test]
+    fn a_time_that_is_not_a_whole_number_is_refused_naming_its_unit() {
+        let refused = parse(&["--write-timeout-ms", "1.5"])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            refused.contains("RTS_WRITE_TIMEOUT_MS must be a whole number of milliseconds"),
+            "{refused}"
+        );
+    }
+
+    #[test]
+    fn every_count_keeps_its_documented_default() {
+        let config = parse(&[]).unwrap();
+        for (_, env, read, default) in COUNTS {
+            assert_eq!(read(&config), default, "{env}");
+        }
+    }
+
+    #[test]
+    fn every_count_takes_the_number_given() {
+        for (flag, env, read, _) in COUNTS {
+            let config = parse(&[flag, "3"]).unwrap();
+            assert_eq!(read(&config), 3, "{env}");
+        }
+    }
+
+    #[test]
+    fn a_zero_count_is_refused_naming_its_variable() {
+        for (flag, env, _, _) in COUNTS {
+            let refused = parse(&[flag, "0"]).err().unwrap_or_default();
+            assert!(
+                refused.contains(&format!("{env} must be greater than zero")),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_zero_durable_timeout_is_refused_by_validate_with_its_range() {
+        let config = parse(&["--auth", "none", "--durable-timeout-ms", "0"]).unwrap();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::DurableTimeout)
+        ));
+    }
+
+    #[test]
+    fn a_durable_timeout_past_the_command_timeout_is_refused_by_validate() {
+        let config = parse(&["--auth", "none", "--durable-timeout-ms", "1501"]).unwrap();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::DurableTimeout)
+        ));
+    }
+
+    #[test]
+    fn the_sink_keeps_its_documented_defaults() {
+        let config = parse(&["sink", "--url", "http://app/hook"]).unwrap();
+        let sink = sink_of(&config);
+        assert_eq!(sink.batch.get(), 100);
+        assert_eq!(sink.timeout, Duration::from_millis(10_000));
+        assert_eq!(sink.max_lag, Duration::from_secs(7 * 24 * 3600));
+    }
+
+    #[test]
+    fn the_sinks_times_are_read_in_their_units() {
+        let flags = [
+            "sink",
+            "--url",
+            "http://a/",
+            "--timeout-ms",
+            "9",
+            "--max-lag-secs",
+            "9",
+        ];
+        let config = parse(&flags).unwrap();
+        let sink = sink_of(&config);
+        assert_eq!(sink.timeout, Duration::from_millis(9));
+        assert_eq!(sink.max_lag, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn a_zero_sink_setting_is_refused_naming_its_variable() {
+        for (flag, env) in [
+            ("--batch", "RTS_SINK_BATCH"),
+            ("--timeout-ms", "RTS_SINK_TIMEOUT_MS"),
+            ("--max-lag-secs", "RTS_SINK_MAX_LAG_SECS"),
+        ] {
+            let refused = parse(&["sink", "--url", "http://a/", flag, "0"])
+                .err()
+                .unwrap_or_default();
+            assert!(
+                refused.contains(&format!("{env} must be greater than zero")),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn clamping_the_unauthenticated_cap_keeps_it_above_zero() {
+        let mut config = parse(&["--max-connections", "1", "--max-unauthenticated", "1"]).unwrap();
+        let warnings = config.clamp();
+        assert_eq!(config.max_unauthenticated.get(), 1);
+        assert_eq!(warnings.len(), 1);
     }
 }

@@ -27,6 +27,7 @@
 //! - [`presence`]: presence rules: cursor coalescing, sweep settings.
 //! - [`janitor`]: fleet upkeep: stale presence, groups of gone sidecars.
 //! - [`metrics`]: every metric name; [`gauges`]: gauges sampled from Redis.
+//! - [`backoff`]: the capped exponential backoff of every retry loop.
 //!
 //! The path of one edit: session → `FCALL rtsync_commit` (store::commit) →
 //! `ack`; the tailer of every sidecar reads the stream entry → hub → each
@@ -35,6 +36,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod change;
 pub mod clock;
 pub mod config;
@@ -65,6 +67,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::App;
 use crate::auth::Authenticator;
+use crate::backoff::Backoff;
 use crate::config::{AuthMode, Config};
 use crate::hub::Hub;
 use crate::store::presence_bus::PresenceBus;
@@ -114,7 +117,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         addr: config.listen,
         source,
     })?;
-    let store = Arc::new(Store::from_config(&config, config.redis_pool, &shutdown).await?);
+    let store = Arc::new(Store::from_config(&config, config.redis_pool.get(), &shutdown).await?);
     check_durability(&store, &config, &shutdown).await?;
     let tasks = TaskTracker::new();
     if let Some(sentinels) = store::sentinel::Sentinels::from_config(&config) {
@@ -124,7 +127,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
             shutdown.clone(),
         ));
     }
-    let tailer = TailerHandle::new(store.clone(), config.tailer_readers);
+    let tailer = TailerHandle::new(store.clone(), config.tailer_readers.get());
     let bus = PresenceBus::new(store.clone(), tailer.clone())?;
     let serving = Arc::new(Serving::new(store.clone(), tailer.clone(), bus.clone()));
     let hub = Arc::new(Hub::new(serving));
@@ -179,7 +182,7 @@ async fn check_durability(
 ) -> Result<(), store::durable::DurabilityError> {
     use store::durable::{check_server, DurabilityError, Durable};
     let durable = Durable::from_config(config);
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::reconnect();
     loop {
         match check_server(store, durable).await {
             Err(DurabilityError::Unreadable(e)) => {
@@ -187,11 +190,9 @@ async fn check_durability(
             }
             other => return other,
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.wait(shutdown).await {
+            return Ok(());
         }
-        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -202,7 +203,7 @@ async fn load_library(
     loaded: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::reconnect();
     loop {
         match store.load_library().await {
             Ok(()) => {
@@ -212,10 +213,8 @@ async fn load_library(
             }
             Err(e) => tracing::warn!(error = %e, "cannot load the function library yet"),
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+        if !backoff.wait(&shutdown).await {
+            return;
         }
-        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }

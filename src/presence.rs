@@ -148,10 +148,10 @@ pub struct SweepSettings {
 
 impl SweepSettings {
     pub fn from_config(config: &Config) -> SweepSettings {
-        let ttl = Duration::from_secs(config.presence_ttl_secs);
+        let ttl = config.presence_ttl;
         SweepSettings {
             ttl,
-            grace: Duration::from_millis(config.presence_grace_ms),
+            grace: config.presence_grace,
             // Often enough that stale presence goes within about a quarter
             // of the TTL past it; never busier than twice a second.
             interval: (ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(10)),

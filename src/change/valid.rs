@@ -232,17 +232,18 @@ fn event_size(
 /// [`ChangeLimits::for_batch`]). One `clientChangeId` names one change: used
 /// again in the batch for another change of the same user and table, it is
 /// refused (the second would be answered `duplicate` with the first one's
-/// event).
+/// event). `max_batch` is non-zero: a batch cap of 0 would refuse every
+/// batch.
 pub fn validate_batch<T, E>(
     items: Vec<T>,
-    max_batch: usize,
+    max_batch: std::num::NonZeroUsize,
     limits: ChangeLimits,
     mut validate: impl FnMut(T, ChangeLimits) -> Result<ValidChange, E>,
 ) -> Result<Vec<ValidChange>, E>
 where
     E: From<ChangeError> + Located,
 {
-    if items.len() > max_batch {
+    if items.len() > max_batch.get() {
         return Err(E::from(ChangeError::TooLarge(format!(
             "at most {max_batch} changes per batch"
         ))));

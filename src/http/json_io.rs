@@ -59,7 +59,7 @@ pub fn json_error(code: ErrorCode, message: &str) -> Response<Body> {
 pub const BODY_READ_TIMEOUT: std::time::Duration = crate::socketio::endpoint::BODY_READ_TIMEOUT;
 
 pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, RequestError> {
-    let limited = Limited::new(req.into_body(), app.config.max_body_bytes);
+    let limited = Limited::new(req.into_body(), app.config.max_body_bytes.get());
     let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await else {
         tracing::warn!("request body not received in time");
         return Err(RequestError::bad_request(format!(
@@ -71,7 +71,7 @@ pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, Reque
         Err(_) => {
             return Err(RequestError::new(
                 ErrorCode::PayloadTooLarge,
-                format!("body over {} bytes", app.config.max_body_bytes),
+                format!("body over {} bytes", app.config.max_body_bytes.get()),
             ))
         }
     };

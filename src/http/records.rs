@@ -93,16 +93,16 @@ async fn seed_records(
             "body must be {{\"records\": [{{recordId, version, fields, deleted?}}]}}: {e}"
         ))
     })?;
-    if body.records.len() > app.config.max_batch {
+    if body.records.len() > app.config.max_batch.get() {
         return Err(RequestError::new(
             ErrorCode::PayloadTooLarge,
-            format!("at most {} records per seed", app.config.max_batch),
+            format!("at most {} records per seed", app.config.max_batch.get()),
         ));
     }
     records::validate_seed(
         &body.records,
-        app.config.max_frame_bytes,
-        app.config.max_record_bytes,
+        app.config.max_frame_bytes.get(),
+        app.config.max_record_bytes.get(),
     )?;
     if let Some(base) = &body.base_id {
         check_id("baseId", base)?;

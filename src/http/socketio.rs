@@ -36,7 +36,7 @@ impl Host for App {
     }
 
     fn max_payload(&self) -> usize {
-        self.config.max_frame_bytes
+        self.config.max_frame_bytes.get()
     }
 
     fn tasks(&self) -> &TaskTracker {
@@ -105,7 +105,8 @@ async fn run_polling(
     };
     match started {
         Ok(started) => {
-            let transport = polling_transport(started, sid.clone(), app.config.max_frame_bytes);
+            let transport =
+                polling_transport(started, sid.clone(), app.config.max_frame_bytes.get());
             // Boxed: a session waiting for its first poll holds only this
             // task's small state.
             Box::pin(crate::session::run_opened(

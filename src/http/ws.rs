@@ -77,7 +77,7 @@ where
     let task_app = app.clone();
     crate::socketio::endpoint::accept(
         &app.tasks,
-        app.config.max_frame_bytes,
+        app.config.max_frame_bytes.get(),
         req,
         &hs.accept,
         hs.protocol,
@@ -140,11 +140,11 @@ impl Handshake {
 /// (WebSockets and long-polling sessions alike).
 pub fn at_capacity(app: &App) -> Option<Response<Body>> {
     let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
-    (open >= app.config.max_connections).then(|| {
+    (open >= app.config.max_connections.get()).then(|| {
         refuse(
             "sidecar_full",
             "RTS_MAX_CONNECTIONS",
-            app.config.max_connections,
+            app.config.max_connections.get(),
             "this sidecar is at its connection limit; try another",
         )
     })

@@ -70,7 +70,7 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
         }
     }
     if let Some(partial) = session.partial.take() {
-        let (waiting, step) = partial.add(bytes, text, session.app.config.max_frame_bytes);
+        let (waiting, step) = partial.add(bytes, text, session.app.config.max_frame_bytes.get());
         session.partial = waiting;
         match step {
             Attach::Wait => return None,
@@ -117,7 +117,7 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
 /// How long a binary event's attachments may take to arrive: Socket.IO's
 /// ping timeout, the time a silent client is given anyway.
 fn attachment_deadline(session: &Session) -> std::time::Duration {
-    std::time::Duration::from_millis(session.app.config.socketio_ping_timeout_ms)
+    session.app.config.socketio_ping_timeout
 }
 
 /// A binary event whose attachments did not all arrive in time is refused
@@ -402,7 +402,7 @@ fn authenticate(session: &mut Session, data: Value) -> Reply {
 fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Reply {
     match result {
         Ok(identity) => {
-            let limit = session.app.config.max_connections_per_user;
+            let limit = session.app.config.max_connections_per_user.get();
             if !session.app.user_connected(&identity.user_id, limit) {
                 crate::metrics::connection_refused("per_user");
                 tracing::warn!(user = %identity.user_id, limit, "too many connections for one user");

@@ -36,9 +36,9 @@ pub enum Liveness {
 /// The heartbeat a framing announces (Engine.IO's handshake).
 pub fn heartbeat(config: &Config, upgrades: bool) -> FramingHeartbeat {
     FramingHeartbeat {
-        interval: Duration::from_millis(config.socketio_ping_interval_ms.max(1)),
-        timeout: Duration::from_millis(config.socketio_ping_timeout_ms.max(1)),
-        max_payload: config.max_frame_bytes,
+        interval: config.socketio_ping_interval.max(Duration::from_millis(1)),
+        timeout: config.socketio_ping_timeout.max(Duration::from_millis(1)),
+        max_payload: config.max_frame_bytes.get(),
         upgrades,
     }
 }

@@ -109,8 +109,8 @@ impl Opened {
         let (outbox, receiver) = outbox::outbox(
             conn_id.clone(),
             framing,
-            app.config.send_queue,
-            app.config.send_queue_bytes,
+            app.config.send_queue.get(),
+            app.config.send_queue_bytes.get(),
         );
         Opened {
             conn_id,
@@ -219,7 +219,7 @@ pub async fn run_opened(
             tables: HashMap::new(),
             bases: HashMap::new(),
             coalescer: Coalescer::default(),
-            limiter: rate_limit::RateLimiter::new(app.config.rate_limit, Instant::now()),
+            limiter: rate_limit::RateLimiter::new(app.config.rate_limit.get(), Instant::now()),
             held: None,
             partial: None,
         };
@@ -271,7 +271,7 @@ fn start_writer(
     outbox: &Outbox,
     send_opening: bool,
 ) -> tokio::task::JoinHandle<()> {
-    let write_timeout = Duration::from_millis(app.config.write_timeout_ms);
+    let write_timeout = app.config.write_timeout;
     let upgrades = matches!(output, Output::Polling { .. });
     let writer = match output {
         Output::Ws(sink) => app

@@ -23,7 +23,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -420,14 +419,14 @@ fn admit_base(session: &Session) -> Result<(), RequestError> {
 /// One more table or base under the caps: the connection's (its tables
 /// and bases together) and the user's on this sidecar, which counts it.
 fn take_place(session: &Session, user: &str) -> Result<(), RequestError> {
-    let max = session.app.config.max_subscriptions;
+    let max = session.app.config.max_subscriptions.get();
     if session.tables.len() + session.bases.len() >= max {
         return Err(RequestError::bad_request(format!(
             "at most {max} tables and bases per connection (RTS_MAX_SUBSCRIPTIONS)"
         )));
     }
     if !session.app.subscription_added(user) {
-        let max = session.app.config.max_subscriptions_per_user;
+        let max = session.app.config.max_subscriptions_per_user.get();
         return Err(RequestError::bad_request(format!(
             "at most {max} tables and bases per user on this sidecar (RTS_MAX_SUBSCRIPTIONS_PER_USER)"
         )));
@@ -702,7 +701,7 @@ pub async fn leave_table(session: &mut Session, table: &str) {
     app.subscription_removed(&user);
     match presence::leave(&app.store, table, session.conn_id(), &user).await {
         Ok(0) => {
-            let grace = Duration::from_millis(app.config.presence_grace_ms);
+            let grace = app.config.presence_grace;
             let table = table.to_owned();
             let app2 = app.clone();
             app.tasks.spawn(async move {

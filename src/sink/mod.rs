@@ -80,15 +80,11 @@ pub async fn run(
         source,
     })?;
     let store = Arc::new(Store::from_config(&config, 2, &shutdown).await?);
-    let poster = deliver::Poster::new(
-        sink.url.clone(),
-        sink.secret.clone(),
-        Duration::from_millis(sink.timeout_ms),
-    )?;
+    let poster = deliver::Poster::new(sink.url.clone(), sink.secret.clone(), sink.timeout)?;
     let shared = Arc::new(Shared {
         store: store.clone(),
         poster,
-        batch: sink.batch,
+        batch: sink.batch.get(),
         consumer: instance_id.clone(),
     });
     let ready = Arc::new(AtomicBool::new(false));
@@ -116,7 +112,7 @@ pub async fn run(
         discovery: Discovery::default(),
         tasks: tasks.clone(),
         library_loaded: false,
-        max_lag_ms: sink.max_lag_secs.saturating_mul(1000),
+        max_lag_ms: u64::try_from(sink.max_lag.as_millis()).unwrap_or(u64::MAX),
     };
     loop {
         match coordinator.pass().await {

@@ -17,13 +17,19 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::deliver::{Outcome, Poster};
+use crate::backoff::Backoff;
 use crate::change::StreamId;
 use crate::protocol::event::ChangeEvent;
 use crate::store::sink_group::{self, HeldEntry};
 use crate::store::{Store, StoreError};
 /// How long an idle table waits before it looks for new entries again.
 const IDLE_POLL: Duration = Duration::from_millis(200);
-const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Delays between POSTs of a batch the app did not take: 100 ms doubling
+/// to 30 s (the app may be down for a while; the batch waits for it).
+const DELIVERY_RETRY: Backoff = Backoff::new(Duration::from_millis(100), RETRY_MAX);
+/// Delays after failed stream reads: 200 ms doubling to 30 s, back to the
+/// start once a batch went through.
+const READ_RETRY: Backoff = Backoff::new(Duration::from_millis(200), RETRY_MAX);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What every table worker of a sink process shares.
@@ -44,7 +50,7 @@ pub async fn run(
     lag_ms: Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut claimed = false;
-    let mut backoff = RETRY_FIRST;
+    let mut backoff = READ_RETRY;
     while !stop.is_cancelled() {
         let step = async {
             if !claimed {
@@ -56,14 +62,13 @@ pub async fn run(
         };
         let wait = match step.await {
             Ok(true) => {
-                backoff = RETRY_FIRST;
+                backoff.reset();
                 continue;
             }
             Ok(false) => IDLE_POLL,
             Err(e) => {
                 tracing::warn!(table, error = %e, "sink cannot read the table's stream; retrying");
-                backoff = (backoff * 2).min(RETRY_MAX);
-                backoff
+                backoff.next_delay()
             }
         };
         tokio::select! {
@@ -164,7 +169,7 @@ async fn deliver(
     let body = serde_json::to_vec(&body)
         .map_err(|e| StoreError::Reply(format!("cannot encode a batch: {e}")))?;
     let events = batch.events.len();
-    let mut backoff = RETRY_FIRST;
+    let mut backoff = DELIVERY_RETRY;
     loop {
         match shared.poster.post(body.clone(), events).await {
             Outcome::Delivered => return Ok(true),
@@ -181,17 +186,17 @@ async fn deliver(
                 return Ok(true);
             }
             Outcome::Retry(why) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(
                     table,
                     reason = why,
-                    retry_in_ms = backoff.as_millis() as u64,
+                    retry_in_ms = delay.as_millis() as u64,
                     "delivery failed; retrying"
                 );
                 tokio::select! {
                     _ = stop.cancelled() => return Ok(false),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(delay) => {}
                 }
-                backoff = (backoff * 2).min(RETRY_MAX);
             }
         }
     }

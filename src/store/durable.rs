@@ -38,7 +38,7 @@ impl Durable {
     pub fn from_config(config: &crate::config::Config) -> Durable {
         Durable {
             mode: config.durable_writes,
-            timeout: Duration::from_millis(config.durable_timeout_ms),
+            timeout: config.durable_timeout,
         }
     }
 

@@ -42,6 +42,7 @@ pub use conn::Conn;
 
 pub use error::StoreError;
 
+use crate::backoff::Backoff;
 use crate::locks::{read, write};
 pub use keys::Keys;
 
@@ -143,17 +144,15 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let backend = if cluster {
             let client = cluster_client(&urls, None)?;
-            let mut delay = Duration::from_millis(100);
+            let mut backoff = Backoff::reconnect();
             let conn = loop {
                 match client.get_async_connection().await {
                     Ok(c) => break c,
                     Err(e) => tracing::warn!(error = %e, "cannot reach the Redis Cluster yet"),
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Err(StoreError::Reply("shut down before Redis answered".into())),
-                    _ = tokio::time::sleep(delay) => {}
+                if !backoff.wait(shutdown).await {
+                    return Err(StoreError::Reply("shut down before Redis answered".into()));
                 }
-                delay = (delay * 2).min(Duration::from_secs(2));
             };
             Backend {
                 conns: vec![Conn::Cluster(conn)],
@@ -199,7 +198,7 @@ impl Store {
             pool,
             Keys::new(config.key_prefix.clone()),
             config.instance_id(),
-            config.retention_secs.saturating_mul(1000),
+            u64::try_from(config.retention.as_millis()).unwrap_or(u64::MAX),
             shutdown,
         )
         .await

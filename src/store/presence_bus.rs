@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use super::events::EventHandler;
 use super::tailer::TailerHandle;
 use super::{Store, StoreError};
+use crate::backoff::{Backoff, RECONNECT_MAX};
 
 #[derive(Clone)]
 pub struct PresenceBus {
@@ -52,6 +53,11 @@ struct Shared {
 
 /// Pushes waiting for the bus task, at most.
 pub const PUSH_QUEUE: usize = 16_384;
+
+/// Delays between attempts to reconnect the bus: 50 ms doubling to 2 s.
+/// Presence notices and commit doorbells are missed while it is down, so
+/// its first retry comes sooner than [`Backoff::reconnect`]'s.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(50), RECONNECT_MAX);
 
 /// The bounded push queue's sending side, handed to redis-rs.
 #[derive(Clone)]
@@ -218,7 +224,7 @@ impl PresenceBus {
     async fn reconnect(&self, cancel: &CancellationToken) {
         tracing::warn!("presence bus disconnected; reconnecting");
         self.drop_connection().await;
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = RECONNECT;
         while !cancel.is_cancelled() {
             if lock(&self.shared.tables).is_empty() {
                 return; // connects on the next add
@@ -231,11 +237,9 @@ impl PresenceBus {
                 }
                 Err(e) => tracing::debug!(error = %e, "presence bus cannot reconnect yet"),
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
+            if !backoff.wait(cancel).await {
+                return;
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 }

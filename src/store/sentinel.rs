@@ -24,6 +24,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use super::{Store, StoreError};
+use crate::backoff::Backoff;
 use crate::config::Config;
 
 /// How often the Sentinels are asked where the primary is.
@@ -128,17 +129,17 @@ impl Sentinels {
         &self,
         shutdown: &CancellationToken,
     ) -> Result<String, StoreError> {
-        let mut delay = Duration::from_millis(100);
+        let mut backoff = Backoff::reconnect();
         loop {
             match self.primary().await {
                 Ok(url) => return Ok(url),
                 Err(e) => tracing::warn!(error = %e, "no Sentinel names the primary yet"),
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Err(StoreError::Reply("shut down before Sentinel answered".into())),
-                _ = tokio::time::sleep(delay) => {}
+            if !backoff.wait(shutdown).await {
+                return Err(StoreError::Reply(
+                    "shut down before Sentinel answered".into(),
+                ));
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 }

@@ -31,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use super::events::EventHandler;
 use super::{groups, Store, StoreError};
+use crate::backoff::{Backoff, RECONNECT_MAX};
 use crate::change::StreamId;
 use crate::protocol::event::ChangeEvent;
 
@@ -56,8 +57,9 @@ fn gather_pause(entries: usize) -> Duration {
     let per = GATHER_PER_ENTRY.saturating_mul(entries.min(1000) as u32);
     (GATHER_MIN + per).min(GATHER_MAX)
 }
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Delays between failed reads of one reader: 50 ms doubling to 2 s,
+/// back to 50 ms once a read works.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), RECONNECT_MAX);
 
 /// Shared control of the readers: which tables each one reads.
 #[derive(Clone)]
@@ -151,7 +153,7 @@ impl Reader {
 
     async fn run(self) {
         let mut next_sweep = Instant::now() + SWEEP;
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = BACKOFF;
         let mut healthy = true;
         // Tables whose last read failed: Redis may have run it (moving the
         // group past entries) and lost the reply, so the group goes back to
@@ -178,11 +180,9 @@ impl Reader {
                 if let Err(e) = self.rewind(&mut rewind).await {
                     tracing::debug!(reader = self.index, error = %e, "cannot rewind groups yet");
                     self.ring_again(batch);
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(&self.cancel).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             }
@@ -193,7 +193,7 @@ impl Reader {
                         crate::metrics::redis_reconnect();
                         healthy = true;
                     }
-                    backoff = BACKOFF_MIN;
+                    backoff.reset();
                     // A full page is read again at once (catching up);
                     // otherwise entries mean load: gather more first.
                     if busiest > 0 && !full {
@@ -209,11 +209,9 @@ impl Reader {
                         healthy = false;
                     }
                     // The failed part was rung again: nothing is lost.
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(&self.cancel).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
         }
