@@ -17,6 +17,8 @@ use crate::protocol::messages::{CursorReq, SelectionReq, TableReq, Timestamp};
 use crate::protocol::{ErrorCode, RequestError, ServerEvent};
 use crate::store::presence::{self, Touch};
 
+/// `heartbeat`: keeps the connection's presence on the table alive (it
+/// is swept when stale), answered `heartbeat_ack` and the ack.
 pub async fn heartbeat(session: &mut Session, req: TableReq) -> Reply {
     require_subscription(session, &req.table_id)?;
     relay(session, &req.table_id, Touch::Heartbeat, Value::Null).await?;
@@ -27,6 +29,8 @@ pub async fn heartbeat(session: &mut Session, req: TableReq) -> Reply {
     to_value(&ts)
 }
 
+/// `cursor_position`: relayed to the table's other subscribers, at most
+/// one per slot (the latest wins).
 pub async fn cursor_position(session: &mut Session, req: CursorReq) -> Reply {
     require_subscription(session, &req.table_id)?;
     let value =
@@ -35,6 +39,7 @@ pub async fn cursor_position(session: &mut Session, req: CursorReq) -> Reply {
     Ok(json!({}).into())
 }
 
+/// `selection`: relayed like a cursor.
 pub async fn selection(session: &mut Session, req: SelectionReq) -> Reply {
     require_subscription(session, &req.table_id)?;
     let value = serde_json::to_value(&req.selection)
@@ -43,6 +48,7 @@ pub async fn selection(session: &mut Session, req: SelectionReq) -> Reply {
     Ok(json!({}).into())
 }
 
+/// Presence traffic is for a table the connection subscribed to.
 fn require_subscription(session: &Session, table: &str) -> Result<(), RequestError> {
     if session.tables.contains_key(table) {
         Ok(())
