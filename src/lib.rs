@@ -32,7 +32,7 @@
 //! The path of one edit: session → `FCALL rtsync_commit` (store::commit) →
 //! `ack`; the tailer of every sidecar reads the stream entry → hub → each
 //! subscriber's outbox → socket. A subscription's entry path (ack, then
-//! history, then live events) is `session::tables::join`.
+//! history, then live events) is `session::tables` (its `join`).
 
 pub mod app;
 pub mod auth;

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use crate::outbox::{close, Outbox};
+use crate::outbox::{CloseCode, Outbox};
 
 /// A place held by one waiting connection; give it back with
 /// [`Waiting::leave`].
@@ -81,7 +81,7 @@ impl Waiting {
         for outbox in evicted {
             crate::metrics::connection_refused("unauthenticated_evicted");
             tracing::info!(conn = %outbox.conn_id, "closing the oldest connection waiting to authenticate (4408) to admit a new one");
-            outbox.close(close::AUTH_TIMEOUT);
+            outbox.close(CloseCode::AuthTimeout);
         }
         ticket
     }

@@ -160,6 +160,7 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
     let (results, failed) = commit_batch(&app.store, &commits).await;
     if let Some((i, e)) = failed {
         let e = RequestError::from(e);
+        e.trace();
         return json(
             status_of(e.code),
             &json!({"success": false,

@@ -36,6 +36,7 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
 /// `{"success": false, "error": {code, message}}` (docs/protocol.md section
 /// 6), with the status of its code: the one place an error becomes HTTP.
 pub fn error_response(e: &RequestError) -> Response<Body> {
+    e.trace();
     json(
         status_of(e.code),
         &json!({"success": false, "error": {"code": e.code.as_str(), "message": e.message}}),

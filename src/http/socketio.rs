@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use super::json_io::Body;
 use super::ws::{at_capacity, upgrade, Endpoint};
 use crate::app::App;
+use crate::protocol::SessionEnd;
 use crate::session::Opened;
 use crate::socketio::endpoint::{self, polling_transport, Host};
 use crate::socketio::framing::SOCKETIO_JSON;
@@ -91,17 +92,17 @@ async fn run_polling(
     let auth_deadline = opened.auth_deadline();
     let silent_deadline = opened.silent_deadline(&app.config);
     let started = tokio::select! {
-        started = start => started.map_err(|_| "closed before it was polled"),
-        () = opened.outbox.closed() => Err("closed before it was polled"),
+        started = start => started.map_err(|_| SessionEnd::ClosedBeforePolled),
+        () = opened.outbox.closed() => Err(SessionEnd::ClosedBeforePolled),
         () = tokio::time::sleep_until(auth_deadline.min(silent_deadline)) => {
             if auth_deadline <= silent_deadline {
                 crate::metrics::auth_failure("timeout");
-                Err("never polled")
+                Err(SessionEnd::NeverPolled)
             } else {
-                Err("ping timeout before it was polled")
+                Err(SessionEnd::PingTimeoutBeforePolled)
             }
         }
-        () = app.shutdown.cancelled() => Err("server shutting down"),
+        () = app.shutdown.cancelled() => Err(SessionEnd::ShuttingDown),
     };
     match started {
         Ok(started) => {

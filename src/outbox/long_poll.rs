@@ -94,7 +94,7 @@ impl OutboxReceiver {
                     Some(PollCmd::Close) => {
                         let _ = self.close_code.compare_exchange(
                             0,
-                            super::close::PROTOCOL_ERROR,
+                            super::CloseCode::ProtocolError.code(),
                             Ordering::AcqRel,
                             Ordering::Acquire,
                         );
@@ -181,7 +181,7 @@ impl OutboxReceiver {
             Some(PollCmd::Upgrade(io)) => return self.run(io, write_timeout).await,
             _ => return,
         };
-        let slow = self.close_code.load(Ordering::Acquire) == super::close::SLOW_CONSUMER;
+        let slow = self.close_code.load(Ordering::Acquire) == super::CloseCode::SlowConsumer.code();
         let body = if slow { None } else { self.take_body(format) };
         let body = match body {
             Some(body) => {
@@ -289,7 +289,7 @@ mod tests {
             second,
             Some(Message::Binary(Bytes::from_static(&[1, 2, 3])))
         );
-        tx.close(1000);
+        tx.close(crate::outbox::CloseCode::Normal);
         let _ = writer.await;
     }
 }

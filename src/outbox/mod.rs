@@ -29,19 +29,8 @@ use frame_queue::{FrameQueue, PushError};
 use wire_writer::{close_payload, Burst, Opcode};
 
 /// Close codes of docs/protocol.md section 5.
-pub mod close {
-    pub const GOING_AWAY: u16 = 1001;
-    /// The client broke its transport's rules (Engine.IO long-polling).
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// A frame could not be written (the socket failed or refused it).
-    pub const SEND_FAILED: u16 = 1011;
-    pub const UNAUTHENTICATED: u16 = 4401;
-    pub const AUTH_TIMEOUT: u16 = 4408;
-    pub const FRAME_TOO_LARGE: u16 = 4413;
-    pub const RATE_LIMITED: u16 = 4429;
-    pub const SHUTTING_DOWN: u16 = 4500;
-    pub const SLOW_CONSUMER: u16 = 4503;
-}
+/// The close codes, named (their numbers live in [`CloseCode`]).
+pub use crate::protocol::CloseCode;
 
 /// One queued frame, with the stream time of the event it carries (for the
 /// fan-out latency metric).
@@ -278,17 +267,17 @@ impl Outbox {
         if !self.closing.is_cancelled() {
             crate::metrics::slow_consumer_dropped();
             tracing::warn!(conn = %self.conn_id, "slow consumer: outbound queue full, closing 4503");
-            self.close(close::SLOW_CONSUMER);
+            self.close(CloseCode::SlowConsumer);
         }
     }
 
     /// Asks the writer to close the connection with `code` after what is
     /// already queued (except for 4503, which closes at once). The first
     /// code asked for wins.
-    pub fn close(&self, code: u16) {
-        let _ = self
-            .close_code
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+    pub fn close(&self, code: CloseCode) {
+        let _ =
+            self.close_code
+                .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
         self.closing.cancel();
     }
 
@@ -350,8 +339,8 @@ impl WriteError {
 
     fn close_code(&self) -> u16 {
         match self {
-            WriteError::Timeout(_) => close::SLOW_CONSUMER,
-            WriteError::Failed(_) => close::SEND_FAILED,
+            WriteError::Timeout(_) => CloseCode::SlowConsumer.code(),
+            WriteError::Failed(_) => CloseCode::SendFailed.code(),
         }
     }
 }
@@ -380,7 +369,7 @@ impl OutboxReceiver {
             self.closing.cancel();
         }
         let code = match self.close_code.load(Ordering::Acquire) {
-            0 => 1000,
+            0 => CloseCode::Normal.code(),
             c => c,
         };
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
@@ -417,7 +406,7 @@ impl OutboxReceiver {
         }
         // Closing: what is queued still goes out first (but not to a slow
         // consumer, which is dropped at once).
-        if self.close_code.load(Ordering::Acquire) != close::SLOW_CONSUMER {
+        if self.close_code.load(Ordering::Acquire) != CloseCode::SlowConsumer.code() {
             while self.take(&mut burst) > 0 {
                 bounded(limit, burst.write_to(io)).await?;
             }
@@ -468,14 +457,5 @@ where
 }
 
 fn reason(code: u16) -> &'static str {
-    match code {
-        close::UNAUTHENTICATED => "unauthenticated",
-        close::AUTH_TIMEOUT => "authentication timeout",
-        close::FRAME_TOO_LARGE => "frame too large",
-        close::RATE_LIMITED => "rate limit exceeded",
-        close::SHUTTING_DOWN => "server shutting down",
-        close::SLOW_CONSUMER => "slow consumer",
-        close::SEND_FAILED => "send failed",
-        _ => "",
-    }
+    CloseCode::from_code(code).map_or("", CloseCode::reason)
 }

@@ -242,6 +242,26 @@ impl RecoverReq {
     }
 }
 
+/// `load_records` (v1.1): a page of records, or the listed ones. Only
+/// `tableId` is checked here: the page's arguments are checked once read
+/// access is (`store::records::Load::new`), so a reader without access
+/// learns nothing about them.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadRecordsReq {
+    pub table_id: String,
+    pub record_ids: Option<Vec<String>>,
+    pub after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+impl LoadRecordsReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        Ok(())
+    }
+}
+
 /// `<ms>-<seq>` with both parts decimal.
 pub fn is_stream_id(id: &str) -> bool {
     super::StreamId::parse(id).is_some()

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::Session;
 use crate::config::Config;
 use crate::protocol::framing::Heartbeat as FramingHeartbeat;
-use crate::protocol::Framing;
+use crate::protocol::{Framing, SessionEnd};
 use crate::socketio::heartbeat::{Beat, Heartbeat};
 
 /// How often the server pings on `/ws`; a peer silent for [`IDLE_TIMEOUT`]
@@ -72,8 +72,8 @@ impl Liveness {
         }
     }
 
-    /// Does what is due now; the reason the connection ends, if it does.
-    pub fn on_deadline(&mut self, session: &Session) -> Option<&'static str> {
+    /// Does what is due now; how the connection ends, if it does.
+    pub fn on_deadline(&mut self, session: &Session) -> Option<SessionEnd> {
         let now = Instant::now();
         match self {
             Liveness::Ws {
@@ -84,14 +84,14 @@ impl Liveness {
                     return None;
                 }
                 if last_heard.elapsed() > IDLE_TIMEOUT {
-                    return Some("peer silent");
+                    return Some(SessionEnd::PeerSilent);
                 }
                 session.outbox.ping();
                 *next_ping = now + PING_INTERVAL;
                 None
             }
             Liveness::Engine(hb) => match hb.due(now) {
-                Beat::TimedOut => Some("ping timeout"),
+                Beat::TimedOut => Some(SessionEnd::PingTimeout),
                 Beat::Ping => {
                     if let Some(ping) = session.framing().ping() {
                         session.outbox.push_text(ping);

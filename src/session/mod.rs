@@ -1,20 +1,32 @@
 //! One WebSocket connection, from upgrade to close.
 //!
-//! Data flow: the read loop below takes frames off the socket, decodes them
-//! and hands each request to [`dispatch`], one at a time (so a client's
-//! requests are answered in order). Replies and fan-out frames go through the
+//! Data flow: the read loop below takes frames off the socket and hands
+//! each to [`frame::handle_frame`] (rate limit, decoding, attachments),
+//! then [`route::dispatch`] (the authentication gate, the typed
+//! [`request::Request`], its handler), one at a time (so a client's
+//! requests are answered in order); failures are answered at the one
+//! [`edge`]. Replies and fan-out frames go through the
 //! connection's [`outbox::Outbox`] to its writer task. The loop also owns the
 //! connection's deadlines: authentication within 10 s (4408), token expiry
-//! (4401), and the server's shutdown (4500).
+//! (4401), and the server's shutdown (4500). How it ended is a
+//! [`SessionEnd`], which knows its close code.
 
 pub mod attachments;
+pub mod auth;
 pub mod base_access;
-pub mod dispatch;
+pub mod commit;
+pub mod edge;
+pub mod frame;
 pub mod liveness;
 pub mod offline;
+pub mod presence_relay;
 pub mod rate_limit;
 pub mod records;
 pub mod reply;
+pub mod request;
+pub mod route;
+pub mod socketio_connect;
+pub mod steps;
 pub mod tables;
 
 /// The transport types live in [`crate::transport`] (the standalone
@@ -33,9 +45,9 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::auth::Identity;
-use crate::outbox::{self, close, Outbox};
+use crate::outbox::{self, CloseCode, Outbox};
 use crate::presence::Coalescer;
-use crate::protocol::Framing;
+use crate::protocol::{Framing, SessionEnd};
 
 /// How long a connection may stay unauthenticated.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,15 +167,16 @@ impl Opened {
     }
 
     /// Ends a connection whose session never ran (evicted, or never
-    /// polled): its place and its count are given back.
-    pub fn abandon(self, app: &App, reason: &'static str) {
+    /// polled): its place and its count are given back. It is closed 4408
+    /// whatever `end` was: it never authenticated.
+    pub fn abandon(self, app: &App, end: SessionEnd) {
         if let Some(ticket) = self.waiting {
             app.waiting.leave(ticket);
         }
-        self.outbox.close(close::AUTH_TIMEOUT);
+        self.outbox.close(CloseCode::AuthTimeout);
         app.connections.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::connection_closed(false);
-        tracing::info!(conn = %self.conn_id, reason, "connection closed");
+        tracing::info!(conn = %self.conn_id, reason = end.message(), "connection closed");
     }
 }
 
@@ -226,7 +239,7 @@ pub async fn run_opened(
         // A token from the upgrade is verified before the connection could
         // take a place among those waiting to authenticate.
         if let Some(token) = token {
-            dispatch::authenticate_with_token(&mut session, &token);
+            auth::authenticate_with_token(&mut session, &token);
         }
         let mut waiting = match waiting {
             Some(ticket) => Some(ticket),
@@ -235,13 +248,13 @@ pub async fn run_opened(
                 .is_none()
                 .then(|| app.waiting.admit(peer, session.outbox.clone())),
         };
-        let reason = serve(&mut session, &mut input, &mut waiting, at, peer).await;
+        let end = serve(&mut session, &mut input, &mut waiting, at, peer).await;
         // A client that closed or stopped answering is gone: its Engine.IO
         // sid is forgotten at once (a request naming it is refused), not
         // after the writer's grace. A session the server closed keeps it
         // until its next GET has collected the close; one the client closed
         // by a POST, until the poll its close ended was answered.
-        if let Some(sid) = engine_sid.as_deref().filter(|_| client_gone(reason)) {
+        if let Some(sid) = engine_sid.as_deref().filter(|_| end.client_gone()) {
             app.polling
                 .remove_unless(sid, crate::socketio::polling::Link::closed_by_client);
         }
@@ -249,12 +262,12 @@ pub async fn run_opened(
         if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
             tracing::debug!("writer did not finish in time");
         }
-        if server_closed(reason) {
+        if end.server_closed() {
             input.drain(CLOSE_DRAIN).await;
         }
         app.connections.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::connection_closed(authenticated);
-        tracing::info!(reason, "connection closed");
+        tracing::info!(reason = end.message(), "connection closed");
     }
     .instrument(span)
     .await;
@@ -293,7 +306,8 @@ fn start_writer(
     writer
 }
 
-/// The connection's read loop and deadlines, until it ends; why it ended.
+/// The connection's read loop and deadlines, until it ends; how it ended
+/// (a deadline's end has asked the outbox for its close code already).
 /// `opened`: when the connection opened (its authentication deadline and
 /// its heartbeat run from there).
 async fn serve(
@@ -302,7 +316,7 @@ async fn serve(
     waiting: &mut Option<crate::waiting::Ticket>,
     opened: Instant,
     peer: std::net::IpAddr,
-) -> &'static str {
+) -> SessionEnd {
     let app = session.app.clone();
     let mut live = liveness::Liveness::new(session.framing(), &app.config, opened);
     let mut auth_deadline = opened + AUTH_TIMEOUT;
@@ -317,39 +331,33 @@ async fn serve(
         let held_until = session.held.as_ref().map(|h| h.until);
         let attachments_due = session.partial.as_ref().map(|p| p.due);
         tokio::select! {
-            _ = app.shutdown.cancelled() => {
-                session.outbox.close(close::SHUTTING_DOWN);
-                return "server shutting down";
-            }
-            _ = session.outbox.closed() => return "closed by server",
+            _ = app.shutdown.cancelled() => return end(session, SessionEnd::ShuttingDown),
+            _ = session.outbox.closed() => return SessionEnd::ClosedByServer,
             _ = tokio::time::sleep_until(auth_deadline), if session.identity.is_none() => {
                 crate::metrics::auth_failure("timeout");
-                session.outbox.close(close::AUTH_TIMEOUT);
-                return "authentication timeout";
+                return end(session, SessionEnd::AuthTimeout);
             }
             _ = sleep_until_opt(expiry), if expiry.is_some() => {
-                session.outbox.close(close::UNAUTHENTICATED);
-                return "token expired";
+                return end(session, SessionEnd::TokenExpired);
             }
             _ = sleep_until_opt(held_until), if held_until.is_some() => {
-                Box::pin(dispatch::release_held(session)).await;
+                Box::pin(steps::release_held(session)).await;
             }
             _ = sleep_until_opt(attachments_due), if attachments_due.is_some() => {
-                dispatch::expire_partial(session);
+                frame::expire_partial(session);
             }
             _ = sleep_until_opt(relay_due), if relay_due.is_some() => {
-                Box::pin(dispatch::flush_due(session)).await;
+                Box::pin(presence_relay::flush_due(session)).await;
             }
             _ = tokio::time::sleep_until(beat_due) => {
-                if let Some(reason) = live.on_deadline(session) {
-                    session.outbox.close(close::GOING_AWAY);
-                    return reason;
+                if let Some(ended) = live.on_deadline(session) {
+                    return end(session, ended);
                 }
             }
             msg = input.next() => {
                 live.heard();
-                if let Some(reason) = on_message(session, msg, waiting).await {
-                    return reason;
+                if let Some(ended) = on_message(session, msg, waiting).await {
+                    return ended;
                 }
                 if session.identity.is_none() && waiting.is_none() {
                     // It left its Socket.IO socket (`41`): unauthenticated
@@ -362,51 +370,58 @@ async fn serve(
     }
 }
 
-/// One read from the socket: a frame handled, a ping answered, or the
-/// reason the connection ends.
+/// Asks the outbox for `end`'s close code (when it has one); `end`.
+fn end(session: &Session, end: SessionEnd) -> SessionEnd {
+    if let Some(code) = end.close_code() {
+        session.outbox.close(code);
+    }
+    end
+}
+
+/// One read from the socket: a frame handled, a ping answered, or how
+/// the connection ends.
 async fn on_message(
     session: &mut Session,
     msg: Option<Result<Message, WsError>>,
     waiting: &mut Option<crate::waiting::Ticket>,
-) -> Option<&'static str> {
+) -> Option<SessionEnd> {
     match msg {
-        None => Some("client went away"),
+        None => Some(SessionEnd::ClientGone),
         Some(Ok(Message::Binary(b))) if too_early(session, b.len()) => {
-            Some("large frame before authenticate")
+            Some(end(session, SessionEnd::LargeFrameBeforeAuth))
         }
         Some(Ok(Message::Text(t))) if too_early(session, t.len()) => {
-            Some("large frame before authenticate")
+            Some(end(session, SessionEnd::LargeFrameBeforeAuth))
         }
         // Boxed: request handling is a deep future; boxing keeps the
         // per-connection task small while it is idle.
         Some(Ok(Message::Binary(b))) => {
-            let end = Box::pin(dispatch::handle_frame(session, &b, false)).await;
+            let end = Box::pin(frame::handle_frame(session, &b, false)).await;
             left_waiting(session, waiting);
             end
         }
         Some(Ok(Message::Text(t))) => {
-            let end = Box::pin(dispatch::handle_frame(session, t.as_bytes(), true)).await;
+            let end = Box::pin(frame::handle_frame(session, t.as_bytes(), true)).await;
             left_waiting(session, waiting);
             end
         }
-        Some(Ok(Message::Close(_))) => Some("client closed"),
+        Some(Ok(Message::Close(_))) => Some(SessionEnd::ClientClosed),
         // Answered through the outbox (the writer owns the socket); pings
         // count against the rate limit, so a ping flood gets closed.
         Some(Ok(Message::Ping(payload))) => {
             session.outbox.pong(payload);
-            dispatch::count_ping(session);
+            frame::count_ping(session);
             None
         }
         Some(Ok(_)) => None,
         Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
             crate::metrics::frame_rejected("too_large");
             tracing::warn!(size, "frame over RTS_MAX_FRAME_BYTES");
-            session.outbox.close(close::FRAME_TOO_LARGE);
-            Some("frame too large")
+            Some(end(session, SessionEnd::FrameTooLarge))
         }
         Some(Err(e)) => {
             tracing::debug!(error = %e, "websocket read failed");
-            Some("read error")
+            Some(SessionEnd::ReadError)
         }
     }
 }
@@ -420,7 +435,7 @@ async fn finish(mut session: Session, waiting: Option<crate::waiting::Ticket>) -
         app.waiting.leave(ticket);
     }
     leave_tables(&mut session).await;
-    session.outbox.close(1000);
+    session.outbox.close(CloseCode::Normal);
     let authenticated = session.identity.is_some();
     if let Some(identity) = &session.identity {
         app.authenticated.fetch_sub(1, Ordering::Relaxed);
@@ -457,20 +472,6 @@ pub async fn leave_socket(session: &mut Session) {
     }
 }
 
-/// True when the server ended the connection (a close code it sent),
-/// rather than the client.
-fn server_closed(reason: &str) -> bool {
-    !matches!(reason, "client went away" | "client closed" | "read error")
-}
-
-/// True when the client ended the connection or stopped answering.
-fn client_gone(reason: &str) -> bool {
-    matches!(
-        reason,
-        "client went away" | "client closed" | "read error" | "ping timeout"
-    )
-}
-
 /// Gives the place among connections waiting to authenticate back once
 /// the session has authenticated.
 fn left_waiting(session: &Session, waiting: &mut Option<crate::waiting::Ticket>) {
@@ -481,15 +482,14 @@ fn left_waiting(session: &Session, waiting: &mut Option<crate::waiting::Ticket>)
     }
 }
 
-/// A frame over [`PRE_AUTH_MAX_FRAME`] before authentication: counted,
-/// logged and answered with close 4413.
+/// A frame over [`PRE_AUTH_MAX_FRAME`] before authentication: counted
+/// and logged (the caller ends the connection 4413).
 fn too_early(session: &Session, len: usize) -> bool {
     if session.identity.is_some() || len <= PRE_AUTH_MAX_FRAME {
         return false;
     }
     crate::metrics::frame_rejected("too_large");
     tracing::warn!(len, "frame over 16 KiB before authenticate");
-    session.outbox.close(close::FRAME_TOO_LARGE);
     true
 }
 

@@ -5,70 +5,20 @@
 
 use serde_json::{json, Value};
 
-use super::reply::{check_write, forbidden, identity, read_mask, send, to_value, Reply};
+use super::reply::{check_write, read_mask, send, to_value, Reply};
 use super::Session;
-use crate::change::{validate_batch, ChangeEvent, ChangeRequest, ValidChange};
+use crate::change::{ChangeEvent, Located, ValidChange};
 use crate::grant::{masking, ReadMask};
-use crate::protocol::messages::{parse, OfflineCounts};
+use crate::protocol::messages::OfflineCounts;
 use crate::protocol::{RequestError, ServerEvent};
 use crate::store::commit::{commit, CommitResult, CommitStatus};
 
-pub async fn sync(session: &mut Session, data: Value) -> Reply {
-    let Value::Array(items) = data else {
-        return Err(RequestError::bad_request(
-            "sync_offline_changes takes an array of changes",
-        ));
-    };
-    let app = session.app.clone();
-    let user = identity(session)?;
-    let mut commits = validate_batch(
-        items,
-        app.config.max_batch,
-        app.commit_limits,
-        |item, limits| {
-            let change: ChangeRequest = parse("offline change", item)?;
-            if change.client_change_id.is_none() {
-                return Err(RequestError::bad_request(
-                    "an offline change needs its clientChangeId",
-                ));
-            }
-            let valid = change
-                .by_client(&user.user_id, session.conn_id())
-                .validate(limits)?;
-            let table = valid.req.scope();
-            if !user.grants.can_write(table) {
-                return Err(forbidden("write", table));
-            }
-            Ok(valid)
-        },
-    )?;
-    // A change touching a field the user may not write is refused alone:
-    // the others still commit (docs/protocol.md 2.1).
-    let mut results = Vec::with_capacity(commits.len());
-    for (i, valid) in commits.iter_mut().enumerate() {
-        if let Err(e) = check_write(user, valid) {
-            results.push(Err(e));
-            continue;
-        }
-        let mask = read_mask(session, valid.req.scope());
-        valid
-            .answered_to(mask.as_deref().map(ReadMask::visible))
-            .map_err(RequestError::from)?;
-        match commit(&app.store, valid).await {
-            Ok(mut r) => {
-                super::base_access::bind_by_write(session, valid).await;
-                masking::commit_result(&mut r, mask.as_deref());
-                results.push(Ok(r));
-            }
-            Err(e) => {
-                let e = RequestError::from(e);
-                return Err(RequestError::new(
-                    e.code,
-                    format!("changes[{i}]: {}", e.message),
-                ));
-            }
-        }
-    }
+/// Commits a batch (every change validated already, its table writable:
+/// see [`super::request`]) in order, then sends `offline_changes` and
+/// `offline_sync_complete` and answers with the counts and each change's
+/// result.
+pub async fn sync(session: &mut Session, mut commits: Vec<ValidChange>) -> Reply {
+    let results = commit_all(session, &mut commits).await?;
     let mut events = Vec::new();
     let mut rejected = Vec::new();
     let mut counts = OfflineCounts::default();
@@ -85,12 +35,7 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
             }
         };
         answers.push(answer(valid, result));
-        match result.status {
-            CommitStatus::Applied | CommitStatus::Overwritten => counts.applied += 1,
-            CommitStatus::Merged => counts.merged += 1,
-            CommitStatus::Duplicate => counts.duplicates += 1,
-            CommitStatus::Rejected => counts.rejected += 1,
-        }
+        count(&mut counts, result.status);
         // A resend of a rejected change is a duplicate of a rejection: the
         // client learns it was rejected, again.
         let rejection_again = result.original_status == Some(CommitStatus::Rejected);
@@ -117,6 +62,47 @@ pub async fn sync(session: &mut Session, data: Value) -> Reply {
     let mut ack = to_value(&counts)?;
     ack.result["results"] = Value::Array(answers);
     Ok(ack)
+}
+
+/// Commits each change in order. A change touching a field the user may
+/// not write is refused alone: the others still commit (docs/protocol.md
+/// 2.1). A storage failure ends the batch, naming the change.
+async fn commit_all(
+    session: &Session,
+    commits: &mut [ValidChange],
+) -> Result<Vec<Result<CommitResult, RequestError>>, RequestError> {
+    let app = session.app.clone();
+    let user = super::reply::identity(session)?;
+    let mut results = Vec::with_capacity(commits.len());
+    for (i, valid) in commits.iter_mut().enumerate() {
+        if let Err(e) = check_write(user, valid) {
+            results.push(Err(e));
+            continue;
+        }
+        let mask = read_mask(session, valid.req.scope());
+        valid
+            .answered_to(mask.as_deref().map(ReadMask::visible))
+            .map_err(RequestError::from)?;
+        match commit(&app.store, valid).await {
+            Ok(mut r) => {
+                super::base_access::bind_by_write(session, valid).await;
+                masking::commit_result(&mut r, mask.as_deref());
+                results.push(Ok(r));
+            }
+            Err(e) => return Err(RequestError::from(e).at(&format!("changes[{i}]"))),
+        }
+    }
+    Ok(results)
+}
+
+/// Counts a committed change by its status.
+fn count(counts: &mut OfflineCounts, status: CommitStatus) {
+    match status {
+        CommitStatus::Applied | CommitStatus::Overwritten => counts.applied += 1,
+        CommitStatus::Merged => counts.merged += 1,
+        CommitStatus::Duplicate => counts.duplicates += 1,
+        CommitStatus::Rejected => counts.rejected += 1,
+    }
 }
 
 /// The answer of a change refused before it was sent (a field the user

@@ -3,28 +3,14 @@
 //! version rule (subscribe first, then load pages in any interleaving with
 //! live events). Needs read access, not a subscription.
 
-use serde::Deserialize;
-use serde_json::Value;
-
 use super::reply::{forbidden, identity, read_mask, to_value, Reply};
 use super::Session;
-use crate::change::ids::check_id;
 use crate::grant::masking;
-use crate::protocol::messages::parse;
+use crate::protocol::messages::LoadRecordsReq;
 use crate::store::records::{load as load_page, Load};
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LoadRecordsReq {
-    table_id: String,
-    record_ids: Option<Vec<String>>,
-    after: Option<String>,
-    limit: Option<usize>,
-}
-
-pub async fn load(session: &mut Session, data: Value) -> Reply {
-    let req: LoadRecordsReq = parse("load_records", data)?;
-    check_id("tableId", &req.table_id)?;
+/// A page of records (the request's `tableId` is checked already).
+pub async fn load(session: &mut Session, req: LoadRecordsReq) -> Reply {
     if !identity(session)?.grants.can_read(&req.table_id) {
         return Err(forbidden("read", &req.table_id));
     }

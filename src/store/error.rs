@@ -5,6 +5,7 @@
 //! `clientChangeId`), bad input refused by the function library (error code
 //! `RTSYNC_INVALID`: `bad_request`), or anything else (`internal`).
 
+use crate::protocol::error::Cause;
 use crate::protocol::{ErrorCode, RequestError};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,25 +99,27 @@ impl StoreError {
     }
 }
 
+/// The protocol error of a storage failure. No side effects: the storage
+/// error's text is kept as the error's [`Cause`] (logged by the edge that
+/// answers it: warn when unavailable, error when internal), never sent.
 impl From<StoreError> for RequestError {
     fn from(e: StoreError) -> RequestError {
-        if e.is_unavailable() {
-            tracing::warn!(error = %e, "redis request failed");
-        }
         match e {
             StoreError::Unavailable(_) => RequestError::new(
                 ErrorCode::Unavailable,
                 "storage is unavailable; retry later (a retry with the same clientChangeId is safe)",
-            ),
+            )
+            .caused_by(Cause::StorageUnavailable(e.to_string())),
             StoreError::Timeout(_) => RequestError::new(
                 ErrorCode::Timeout,
                 "storage did not answer in time; the outcome is unknown: retry (a change resent with the same clientChangeId is applied once)",
-            ),
+            )
+            .caused_by(Cause::StorageUnavailable(e.to_string())),
             StoreError::Refused(msg) => RequestError::bad_request(msg),
             StoreError::TooLarge(msg) => RequestError::new(ErrorCode::PayloadTooLarge, msg),
             StoreError::Config(_) | StoreError::Reply(_) | StoreError::Other(_) => {
-                tracing::error!(error = %e, "redis request failed");
                 RequestError::new(ErrorCode::Internal, "internal storage error")
+                    .caused_by(Cause::StorageFailed(e.to_string()))
             }
         }
     }
@@ -144,5 +147,19 @@ mod tests {
             StoreError::classify(unknown),
             StoreError::Other(_)
         ));
+    }
+
+    #[test]
+    fn a_storage_failure_keeps_its_detail_as_the_cause_not_the_message() {
+        let e = RequestError::from(StoreError::Reply("odd reply".into()));
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert_eq!(e.message, "internal storage error");
+        assert_eq!(
+            e.cause,
+            Some(Cause::StorageFailed(
+                "unexpected reply from redis: odd reply".into()
+            ))
+        );
+        assert_eq!(e.close, None);
     }
 }

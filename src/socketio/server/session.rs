@@ -28,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Config;
-use crate::outbox::{self, close, Outbox, OutboxReceiver};
+use crate::outbox::{self, CloseCode, Outbox, OutboxReceiver};
+use crate::protocol::SessionEnd;
 use crate::socketio::engine::Packet;
 use crate::socketio::framing::SOCKETIO_JSON;
 use crate::socketio::heartbeat::{Beat, Heartbeat};
@@ -67,42 +68,16 @@ const TO_APP_QUEUE: usize = 16;
 /// How long the writer may take to finish after the session ends.
 const WRITER_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Why a session ended (logged).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// The application ended it.
-    Closed,
-    /// The outbox closed: a slow consumer, a failed write, or a request
-    /// that broke the polling rules.
-    Dropped,
-    /// The client sent Engine.IO's close packet.
-    ClientClosed,
-    /// The client's socket (or polling link) ended.
-    ClientGone,
-    PingTimeout,
-    TransportError,
-    ParseError,
-    Shutdown,
-}
+/// Why a session ended (logged): the shared [`SessionEnd`], of which
+/// this layer uses `AppClosed`, `ClosedByServer` (the outbox closed: a slow
+/// consumer, a failed write, or a request that broke the polling rules),
+/// `ClientClosed`, `ClientGone`, `PingTimeout`, `TransportError`,
+/// `ParseError` and `Stopped`.
+type End = SessionEnd;
 
-impl End {
-    /// The client ended the session or stopped answering: its sid is
-    /// forgotten at once.
-    fn client_gone(self) -> bool {
-        matches!(
-            self,
-            End::ClientClosed | End::ClientGone | End::PingTimeout | End::TransportError
-        )
-    }
-
-    /// The WebSocket close code the writer sends.
-    fn close_code(self) -> u16 {
-        match self {
-            End::PingTimeout => close::GOING_AWAY,
-            End::TransportError | End::ParseError => close::PROTOCOL_ERROR,
-            _ => 1000,
-        }
-    }
+/// The WebSocket close code the writer sends at `end`.
+fn close_code(end: End) -> CloseCode {
+    end.close_code().unwrap_or(CloseCode::Normal)
 }
 
 /// A session's state, before and while it runs.
@@ -201,11 +176,11 @@ impl Session {
             // The one poll a client's close ended still finds it.
             polling.remove_unless(sid, Link::closed_by_client);
         }
-        if on_socket && matches!(end, End::Closed | End::Shutdown) {
+        if on_socket && matches!(end, End::AppClosed | End::Stopped) {
             // Engine.IO's close; a polling writer adds it to its last body.
             outbox.push_text(Bytes::from_static(b"1"));
         }
-        outbox.close(end.close_code());
+        outbox.close(close_code(end));
         if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
             tracing::debug!("an Engine.IO writer did not finish in time");
         }
@@ -227,9 +202,9 @@ impl Bridge<'_> {
         loop {
             let beat = self.heartbeat.deadline();
             tokio::select! {
-                _ = shutdown.cancelled() => return End::Shutdown,
-                _ = self.outbox.closed() => return End::Dropped,
-                _ = self.to_app.closed() => return End::Closed,
+                _ = shutdown.cancelled() => return End::Stopped,
+                _ = self.outbox.closed() => return End::ClosedByServer,
+                _ = self.to_app.closed() => return End::AppClosed,
                 _ = tokio::time::sleep_until(beat) => match self.heartbeat.due(Instant::now()) {
                     Beat::TimedOut => return End::PingTimeout,
                     Beat::Ping => {
@@ -242,7 +217,7 @@ impl Bridge<'_> {
                 permit = self.to_app.reserve(), if pending.is_some() => {
                     match (permit, pending.take()) {
                         (Ok(permit), Some(frame)) => permit.send(frame),
-                        _ => return End::Closed,
+                        _ => return End::AppClosed,
                     }
                 }
                 msg = input.next(), if pending.is_none() => match take(self.outbox, &mut self.heartbeat, msg) {
@@ -250,7 +225,7 @@ impl Bridge<'_> {
                     Err(end) => return end,
                 },
                 frame = self.from_app.recv() => match frame {
-                    None | Some(Frame::Close) => return End::Closed,
+                    None | Some(Frame::Close) => return End::AppClosed,
                     Some(Frame::Text(t)) => {
                         self.outbox.push_text(message(&t));
                     }

@@ -1,0 +1,157 @@
+//! Base subscriptions (docs/protocol.md 3.2): a subscribe naming a
+//! `baseId` the connection may read joins that base's stream once per
+//! connection, however many of its tables it subscribes to; with
+//! `baseLastEventId` the base events missed since are replayed (or
+//! `resync_required {baseId}`). A base joined for this subscribe is left
+//! again if the rest of its join fails ([`undo_base_join`]).
+//!
+//! Data flow: `join` → [`join_base`] → `base_access::may_read`, the hub
+//! (the base stream's start), `history::plan_history` → the steps after
+//! the ack.
+
+use std::collections::HashSet;
+
+use super::history::{plan_history, resync_frame, History};
+use super::places::{release_place, take_place};
+use crate::change::ids::base_stream_name;
+use crate::protocol::messages::SubscribeReq;
+use crate::protocol::{RequestError, StreamId};
+use crate::session::reply::{identity, Then};
+use crate::session::{base_access, Session};
+
+/// A base whose stream the connection reads, for the tables of it that
+/// the connection subscribed to (docs/protocol.md 3.2).
+pub struct BaseSubscription {
+    /// The base stream's position when the connection joined it.
+    pub start: StreamId,
+    pub tables: HashSet<String>,
+    /// A `baseLastEventId` was replayed already: the connection has every
+    /// base event after it, so a later one (another table's join of the
+    /// same base) replays nothing again.
+    pub recovered: bool,
+}
+
+/// What a subscribe's `baseId` came to.
+pub(super) enum BaseJoin {
+    /// The subscribe named no base.
+    NotNamed,
+    /// The connection may not read the base it named: the table is
+    /// subscribed without base events (`baseEvents: false`).
+    Refused,
+    /// The base stream's start and the steps that follow the ack.
+    Joined(StreamId, Vec<Then>),
+}
+
+/// Joins the base of a subscribe (its `baseId`), once per connection: the
+/// base's events then reach the connection once, however many of its
+/// tables it subscribes to. Only a base the token grants, or the one the
+/// server holds for the table, is joined (docs/protocol.md 3.2); a base
+/// new to the connection counts against the subscription caps. With
+/// `baseLastEventId` the base events missed since are replayed (or
+/// `resync_required {baseId}`).
+pub(super) async fn join_base(
+    session: &mut Session,
+    req: &SubscribeReq,
+    table: &str,
+) -> Result<BaseJoin, RequestError> {
+    let Some(base) = req.base_id.as_deref() else {
+        return Ok(BaseJoin::NotNamed);
+    };
+    if !base_access::may_read(session, table, base).await? {
+        tracing::info!(table, base, "a subscribe named a base it may not read");
+        return Ok(BaseJoin::Refused);
+    }
+    let (start, fresh) = enter_base(session, base, table).await?;
+    let mut then = match base_history(session, req, base, start).await {
+        Ok(then) => then,
+        Err(e) => {
+            if fresh {
+                undo_base_join(session, base).await;
+            }
+            return Err(e);
+        }
+    };
+    if fresh {
+        then.push(Then::Activate(base_stream_name(base)));
+    }
+    Ok(BaseJoin::Joined(start, then))
+}
+
+/// The connection's subscription to `base`, for `table` too: its start,
+/// and whether it was joined now (a place taken, the hub joined).
+async fn enter_base(
+    session: &mut Session,
+    base: &str,
+    table: &str,
+) -> Result<(StreamId, bool), RequestError> {
+    if let Some(sub) = session.bases.get_mut(base) {
+        sub.tables.insert(table.to_owned());
+        return Ok((sub.start, false));
+    }
+    admit_base(session)?;
+    let app = session.app.clone();
+    let name = base_stream_name(base);
+    let start = match app.hub.join(&name, session.outbox.clone(), None).await {
+        Ok(start) => start,
+        Err(e) => {
+            release_place(session);
+            return Err(e.into());
+        }
+    };
+    let sub = BaseSubscription {
+        start,
+        tables: HashSet::from([table.to_owned()]),
+        recovered: false,
+    };
+    session.bases.insert(base.to_owned(), sub);
+    Ok((start, true))
+}
+
+/// The base events the subscribe's `baseLastEventId` missed (once per
+/// base and connection): a replay, or `resync_required`.
+async fn base_history(
+    session: &mut Session,
+    req: &SubscribeReq,
+    base: &str,
+    start: StreamId,
+) -> Result<Vec<Then>, RequestError> {
+    let mut then = Vec::new();
+    let recovered = session.bases.get(base).is_some_and(|b| b.recovered);
+    let Some(last) = req.base_last_event_id.as_ref().filter(|_| !recovered) else {
+        return Ok(then);
+    };
+    if let Some(sub) = session.bases.get_mut(base) {
+        sub.recovered = true;
+    }
+    let name = base_stream_name(base);
+    let history = History::Since(StreamId::parse_or_zero(last));
+    let plan = plan_history(session, &name, &history, start).await?;
+    if let Some(reason) = plan.resync {
+        tracing::info!(base, reason, "base recovery needs a resync");
+        then.push(Then::Frame(resync_frame(session.framing(), &name, reason)));
+    } else if let Some((after, _)) = plan.replay {
+        then.push(Then::Replay {
+            table: name,
+            after,
+            until: start,
+            done: None,
+        });
+    }
+    Ok(then)
+}
+
+/// Leaves a base joined for a subscribe that then failed: its
+/// subscription, its hub place and its count go.
+async fn undo_base_join(session: &mut Session, base: &str) {
+    session.bases.remove(base);
+    let name = base_stream_name(base);
+    session.app.hub.unsubscribe(&name, session.conn_id()).await;
+    release_place(session);
+}
+
+/// A base new to the connection takes a place under the subscription caps,
+/// as a table does (per connection, and per user, which counts it).
+fn admit_base(session: &Session) -> Result<(), RequestError> {
+    let user = identity(session)?;
+    take_place(session, &user.user_id)
+}

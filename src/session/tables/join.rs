@@ -1,0 +1,213 @@
+//! The one entry path of a table subscription (the order of
+//! docs/protocol.md 3.1, see [`super`]): admitted (read access, the caps),
+//! registered pending in the hub at the subscription's start, presence
+//! joined and the history planned, the table recorded, its base joined.
+//! A join new to the connection that fails part way is rolled back by one
+//! function ([`undo_join`]), by how far it got.
+//!
+//! Data flow: `subscribe` / `recover` → [`join`] → the hub, the presence
+//! and history of the store, `base::join_base` → a [`Joined`] answer.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::base::{join_base, BaseJoin};
+use super::history::{after_ack, plan_history, History, HistoryPlan};
+use super::leave::leave_table;
+use super::places::{release_place, take_place};
+use crate::grant::{masking, ReadMask};
+use crate::protocol::messages::SubscribeReq;
+use crate::protocol::{RequestError, StreamId};
+use crate::session::reply::{forbidden, identity, read_mask, Answer, Then};
+use crate::session::Session;
+use crate::store::presence;
+use crate::store::StoreError;
+
+/// What a join answers with.
+pub(super) struct Joined {
+    pub(super) start: StreamId,
+    pub(super) color: String,
+    pub(super) missed: usize,
+    pub(super) resync: Option<&'static str>,
+    /// The base stream's start, when the subscribe joined its `baseId`.
+    pub(super) base_start: Option<StreamId>,
+    /// Whether the named base's events reach the connection (`None`: no
+    /// base named).
+    pub(super) base_events: Option<bool>,
+    /// What follows the ack.
+    pub(super) then: Vec<Then>,
+}
+
+impl Joined {
+    /// The answer of a join: `ack` with what every join's ack says
+    /// (`resyncRequired`, `baseLastEventId`), then the steps that follow.
+    pub(super) fn answer(self, mut ack: Value) -> Answer {
+        if let Some(reason) = self.resync {
+            ack["resyncRequired"] = json!(reason);
+        }
+        if let Some(base_start) = self.base_start {
+            ack["baseLastEventId"] = json!(base_start);
+        }
+        if let Some(base_events) = self.base_events {
+            ack["baseEvents"] = json!(base_events);
+        }
+        Answer {
+            result: ack,
+            then: self.then,
+            supersedable: None,
+        }
+    }
+}
+
+/// How far a join new to the connection got, for its rollback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reached {
+    /// Its place under the caps was taken.
+    Counted,
+    /// It is registered (pending) in the hub.
+    InHub,
+    /// It is one of the connection's tables (presence joined).
+    Subscribed,
+}
+
+/// The one entry path (see the module docs). `recovery` adds
+/// `connection_recovered` after the history.
+pub(super) async fn join(
+    session: &mut Session,
+    req: &SubscribeReq,
+    history: History,
+    recovery: bool,
+) -> Result<Joined, RequestError> {
+    let table = req.table_id.as_str();
+    let existing = admit(session, table)?;
+    let fresh = existing.is_none();
+    let user = identity(session)?;
+    let presence_doc = json!({
+        "userId": user.user_id, "userName": user.user_name, "avatarUrl": user.avatar_url,
+        "tableId": table, "viewId": req.view_id,
+    });
+    let mask = read_mask(session, table);
+    let start = match existing {
+        Some(start) => start,
+        None => enter(session, table, mask.clone()).await?,
+    };
+    let (color, users, plan) = match read(session, table, &presence_doc, &history, start).await {
+        Ok(r) => r,
+        Err(e) => {
+            if fresh {
+                undo_join(session, table, Reached::InHub).await;
+            }
+            return Err(e.into());
+        }
+    };
+    session.tables.insert(table.to_owned(), start);
+    let missed = plan.replay.as_ref().map(|(_, n)| *n).unwrap_or(0);
+    let resync = plan.resync;
+    let users = masked_users(users, mask.as_deref());
+    let mut then = after_ack(session.framing(), table, start, users, plan, recovery);
+    if fresh {
+        then.push(Then::Activate(table.to_owned()));
+    }
+    let base = match join_base(session, req, table).await {
+        Ok(b) => b,
+        Err(e) => {
+            if fresh {
+                undo_join(session, table, Reached::Subscribed).await;
+            }
+            return Err(e);
+        }
+    };
+    let (base_start, base_events) = match base {
+        BaseJoin::NotNamed => (None, None),
+        BaseJoin::Refused => (None, Some(false)),
+        BaseJoin::Joined(start, base_then) => {
+            then.extend(base_then);
+            (Some(start), Some(true))
+        }
+    };
+    Ok(Joined {
+        start,
+        color,
+        missed,
+        resync,
+        base_start,
+        base_events,
+        then,
+    })
+}
+
+/// Registers a table new to the connection pending in the hub; its start.
+async fn enter(
+    session: &mut Session,
+    table: &str,
+    mask: Option<Arc<ReadMask>>,
+) -> Result<StreamId, RequestError> {
+    let app = session.app.clone();
+    match app.hub.join(table, session.outbox.clone(), mask).await {
+        Ok(start) => Ok(start),
+        Err(e) => {
+            undo_join(session, table, Reached::Counted).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// Joins presence and plans the history: the connection's color, the
+/// table's users, the plan.
+async fn read(
+    session: &Session,
+    table: &str,
+    presence_doc: &Value,
+    history: &History,
+    start: StreamId,
+) -> Result<(String, Vec<Value>, HistoryPlan), StoreError> {
+    let store = &session.app.store;
+    let joined = presence::join(store, table, session.conn_id(), presence_doc).await?;
+    let plan = plan_history(session, table, history, start).await?;
+    Ok((joined.color, joined.users, plan))
+}
+
+/// The table's users as this reader may see them.
+fn masked_users(mut users: Vec<Value>, mask: Option<&ReadMask>) -> Vec<Value> {
+    if let Some(mask) = mask {
+        users
+            .iter_mut()
+            .for_each(|u| masking::presence_user(u, mask));
+    }
+    users
+}
+
+/// Rolls back a join new to the connection that failed after `reached`:
+/// what it took is given back (its hub registration, its table and
+/// presence, its place under the caps).
+async fn undo_join(session: &mut Session, table: &str, reached: Reached) {
+    match reached {
+        Reached::Counted => release_place(session),
+        Reached::InHub => {
+            let app = session.app.clone();
+            app.hub.unsubscribe(table, session.conn_id()).await;
+            release_place(session);
+        }
+        Reached::Subscribed => {
+            session.tables.remove(table);
+            leave_table(session, table).await;
+        }
+    }
+}
+
+/// Checks a join may happen: read access, and for a table new to the
+/// connection its caps (per connection, and per user, which counts it).
+/// Returns the start of the connection's subscription to it, if any.
+fn admit(session: &Session, table: &str) -> Result<Option<StreamId>, RequestError> {
+    let user = identity(session)?;
+    if !user.grants.can_read(table) {
+        return Err(forbidden("read", table));
+    }
+    let existing = session.tables.get(table).cloned();
+    if existing.is_some() {
+        return Ok(existing);
+    }
+    take_place(session, &user.user_id)?;
+    Ok(None)
+}
