@@ -125,20 +125,27 @@ pub fn to_value<T: Serialize>(v: &T) -> Reply {
 }
 
 pub fn identity(session: &Session) -> Result<&Identity, RequestError> {
-    session
-        .identity
-        .as_ref()
-        .ok_or_else(|| RequestError::new(ErrorCode::Unauthenticated, "authenticate first"))
+    signed_in(session.identity.as_ref())
+}
+
+/// [`identity`] of whoever `user` is (`None`: not authenticated).
+pub fn signed_in(user: Option<&Identity>) -> Result<&Identity, RequestError> {
+    user.ok_or_else(|| RequestError::new(ErrorCode::Unauthenticated, "authenticate first"))
 }
 
 /// The fields of `stream` (a table id, or a base's `{B}`, whose events
 /// carry no table fields) this session may not read; `None` when it reads
 /// them all.
 pub fn read_mask(session: &Session, stream: &str) -> Option<Arc<ReadMask>> {
+    mask_of(session.identity.as_ref(), stream)
+}
+
+/// [`read_mask`] of whoever `user` is (`None`: not authenticated).
+pub fn mask_of(user: Option<&Identity>, stream: &str) -> Option<Arc<ReadMask>> {
     if base_of_stream(stream).is_some() {
         return None;
     }
-    session.identity.as_ref()?.grants.read_mask(stream)
+    user?.grants.read_mask(stream)
 }
 
 /// Whether `user` may make this change (docs/protocol.md 2.1): write access

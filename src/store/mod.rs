@@ -29,6 +29,7 @@ pub mod records;
 pub mod reply;
 pub mod sentinel;
 pub mod serving;
+pub mod session_port;
 pub mod sink_group;
 pub mod tailer;
 

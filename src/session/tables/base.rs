@@ -13,11 +13,11 @@ use std::collections::HashSet;
 
 use super::history::{plan_history, resync_frame, History};
 use super::places::{release_place, take_place};
+use super::port::{user_of, Conn};
 use crate::change::ids::base_stream_name;
 use crate::protocol::messages::SubscribeReq;
 use crate::protocol::{RequestError, StreamId};
-use crate::session::reply::{identity, Then};
-use crate::session::{base_access, Session};
+use crate::session::reply::Then;
 
 /// A base whose stream the connection reads, for the tables of it that
 /// the connection subscribed to (docs/protocol.md 3.2).
@@ -49,15 +49,15 @@ pub(super) enum BaseJoin {
 /// new to the connection counts against the subscription caps. With
 /// `baseLastEventId` the base events missed since are replayed (or
 /// `resync_required {baseId}`).
-pub(super) async fn join_base(
-    session: &mut Session,
+pub(super) async fn join_base<C: Conn>(
+    session: &mut C,
     req: &SubscribeReq,
     table: &str,
 ) -> Result<BaseJoin, RequestError> {
     let Some(base) = req.base_id.as_deref() else {
         return Ok(BaseJoin::NotNamed);
     };
-    if !base_access::may_read(session, table, base).await? {
+    if !session.may_read_base(table, base).await? {
         tracing::info!(table, base, "a subscribe named a base it may not read");
         return Ok(BaseJoin::Refused);
     }
@@ -79,19 +79,18 @@ pub(super) async fn join_base(
 
 /// The connection's subscription to `base`, for `table` too: its start,
 /// and whether it was joined now (a place taken, the hub joined).
-async fn enter_base(
-    session: &mut Session,
+async fn enter_base<C: Conn>(
+    session: &mut C,
     base: &str,
     table: &str,
 ) -> Result<(StreamId, bool), RequestError> {
-    if let Some(sub) = session.bases.get_mut(base) {
+    if let Some(sub) = session.bases_mut().get_mut(base) {
         sub.tables.insert(table.to_owned());
         return Ok((sub.start, false));
     }
     admit_base(session)?;
-    let app = session.app.clone();
     let name = base_stream_name(base);
-    let start = match app.hub.join(&name, session.outbox.clone(), None).await {
+    let start = match session.hub_join(&name, None).await {
         Ok(start) => start,
         Err(e) => {
             release_place(session);
@@ -103,24 +102,24 @@ async fn enter_base(
         tables: HashSet::from([table.to_owned()]),
         recovered: false,
     };
-    session.bases.insert(base.to_owned(), sub);
+    session.bases_mut().insert(base.to_owned(), sub);
     Ok((start, true))
 }
 
 /// The base events the subscribe's `baseLastEventId` missed (once per
 /// base and connection): a replay, or `resync_required`.
-async fn base_history(
-    session: &mut Session,
+async fn base_history<C: Conn>(
+    session: &mut C,
     req: &SubscribeReq,
     base: &str,
     start: StreamId,
 ) -> Result<Vec<Then>, RequestError> {
     let mut then = Vec::new();
-    let recovered = session.bases.get(base).is_some_and(|b| b.recovered);
+    let recovered = session.bases().get(base).is_some_and(|b| b.recovered);
     let Some(last) = req.base_last_event_id.as_ref().filter(|_| !recovered) else {
         return Ok(then);
     };
-    if let Some(sub) = session.bases.get_mut(base) {
+    if let Some(sub) = session.bases_mut().get_mut(base) {
         sub.recovered = true;
     }
     let name = base_stream_name(base);
@@ -142,16 +141,16 @@ async fn base_history(
 
 /// Leaves a base joined for a subscribe that then failed: its
 /// subscription, its hub place and its count go.
-async fn undo_base_join(session: &mut Session, base: &str) {
-    session.bases.remove(base);
+async fn undo_base_join<C: Conn>(session: &mut C, base: &str) {
+    session.bases_mut().remove(base);
     let name = base_stream_name(base);
-    session.app.hub.unsubscribe(&name, session.conn_id()).await;
+    session.hub_leave(&name).await;
     release_place(session);
 }
 
 /// A base new to the connection takes a place under the subscription caps,
 /// as a table does (per connection, and per user, which counts it).
-fn admit_base(session: &Session) -> Result<(), RequestError> {
-    let user = identity(session)?;
+fn admit_base<C: Conn>(session: &C) -> Result<(), RequestError> {
+    let user = user_of(session)?;
     take_place(session, &user.user_id)
 }

@@ -11,13 +11,14 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::port::{read_mask, Conn};
 use crate::change::ids::base_of_stream;
 use crate::grant::{masking, ReadMask};
 use crate::protocol::event::{bounded_groups, ChangeEvent};
 use crate::protocol::{Encoding, Framing, ServerEvent, StreamId};
-use crate::session::reply::{read_mask, Then};
-use crate::session::Session;
-use crate::store::history::{self, Position};
+use crate::session::reply::Then;
+use crate::store::history::Position;
+use crate::store::session_port::TableStore;
 use crate::store::tailer::decode_events;
 use crate::store::StoreError;
 
@@ -102,14 +103,14 @@ pub(super) fn resync_frame(enc: &dyn Framing, name: &str, reason: &str) -> Bytes
 /// now, bounded in count and bytes), or the range of missed events to
 /// replay (sized in Redis now, read later at the reader's pace), or the
 /// reason the client must reload instead.
-pub(super) async fn plan_history(
-    session: &Session,
+pub(super) async fn plan_history<C: Conn>(
+    session: &C,
     table: &str,
     history: &History,
     start: StreamId,
 ) -> Result<HistoryPlan, StoreError> {
     let enc = session.framing();
-    let app = &session.app;
+    let store = session.store();
     let last_seen = match history {
         History::Recent => {
             let mask = read_mask(session, table);
@@ -127,7 +128,7 @@ pub(super) async fn plan_history(
         replay: None,
         resync,
     };
-    let reason = match history::position(&app.store, table, last_seen).await? {
+    let reason = match store.position(table, last_seen).await? {
         Position::Replayable => None,
         Position::Trimmed => Some("history_trimmed"),
         Position::Reset => Some("stream_reset"),
@@ -140,15 +141,9 @@ pub(super) async fn plan_history(
     if last_seen >= start {
         return Ok(nothing(None));
     }
-    let (n, bytes) = history::size(
-        &app.store,
-        table,
-        last_seen,
-        start,
-        MAX_MISSED_EVENTS,
-        MAX_MISSED_BYTES,
-    )
-    .await?;
+    let (n, bytes) = store
+        .size(table, last_seen, start, MAX_MISSED_EVENTS, MAX_MISSED_BYTES)
+        .await?;
     if n > MAX_MISSED_EVENTS || bytes > MAX_MISSED_BYTES {
         return Ok(nothing(Some("history_too_long")));
     }
@@ -167,24 +162,26 @@ pub(super) async fn plan_history(
 /// depends on fields hidden from it: entries are read newest first, a call
 /// at a time (each bounded by the entries' bytes, as above), until the
 /// masked events fill the bound: one call unless masking shrinks them.
-async fn recent_events(
-    session: &Session,
+async fn recent_events<C: Conn>(
+    session: &C,
     table: &str,
     start: StreamId,
     mask: Option<&ReadMask>,
 ) -> Result<Vec<ChangeEvent>, StoreError> {
-    let app = &session.app;
-    let (count, max_bytes) = (app.config.recent_changes, app.config.max_page_bytes);
+    let store = session.store();
+    let bounds = session.bounds();
+    let (count, max_bytes) = (bounds.recent_changes, bounds.max_page_bytes);
     let Some(mask) = mask else {
-        let recent = history::recent_events(&app.store, table, start, count, max_bytes).await?;
+        let recent = store.recent_events(table, start, count, max_bytes).await?;
         return Ok(decode_events(&recent, table));
     };
     let mut newest_first = Vec::new();
     let (mut read, mut used) = (0, 0);
     let mut until = Some(start);
     'read: while let Some(upto) = until.filter(|_| read < count) {
-        let chunk =
-            history::recent_events(&app.store, table, upto, count - read, max_bytes).await?;
+        let chunk = store
+            .recent_events(table, upto, count - read, max_bytes)
+            .await?;
         let Some((oldest, _)) = chunk.first() else {
             break;
         };

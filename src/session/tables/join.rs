@@ -16,12 +16,12 @@ use super::base::{join_base, BaseJoin};
 use super::history::{after_ack, plan_history, History, HistoryPlan};
 use super::leave::leave_table;
 use super::places::{release_place, take_place};
+use super::port::{read_mask, user_of, Conn};
 use crate::grant::{masking, ReadMask};
 use crate::protocol::messages::SubscribeReq;
 use crate::protocol::{RequestError, StreamId};
-use crate::session::reply::{forbidden, identity, read_mask, Answer, Then};
-use crate::session::Session;
-use crate::store::presence;
+use crate::session::reply::{forbidden, Answer, Then};
+use crate::store::session_port::TableStore;
 use crate::store::StoreError;
 
 /// What a join answers with.
@@ -73,8 +73,8 @@ enum Reached {
 
 /// The one entry path (see the module docs). `recovery` adds
 /// `connection_recovered` after the history.
-pub(super) async fn join(
-    session: &mut Session,
+pub(super) async fn join<C: Conn>(
+    session: &mut C,
     req: &SubscribeReq,
     history: History,
     recovery: bool,
@@ -82,7 +82,7 @@ pub(super) async fn join(
     let table = req.table_id.as_str();
     let existing = admit(session, table)?;
     let fresh = existing.is_none();
-    let user = identity(session)?;
+    let user = user_of(session)?;
     let presence_doc = json!({
         "userId": user.user_id, "userName": user.user_name, "avatarUrl": user.avatar_url,
         "tableId": table, "viewId": req.view_id,
@@ -101,7 +101,7 @@ pub(super) async fn join(
             return Err(e.into());
         }
     };
-    session.tables.insert(table.to_owned(), start);
+    session.tables_mut().insert(table.to_owned(), start);
     let missed = plan.replay.as_ref().map(|(_, n)| *n).unwrap_or(0);
     let resync = plan.resync;
     let users = masked_users(users, mask.as_deref());
@@ -138,13 +138,12 @@ pub(super) async fn join(
 }
 
 /// Registers a table new to the connection pending in the hub; its start.
-async fn enter(
-    session: &mut Session,
+async fn enter<C: Conn>(
+    session: &mut C,
     table: &str,
     mask: Option<Arc<ReadMask>>,
 ) -> Result<StreamId, RequestError> {
-    let app = session.app.clone();
-    match app.hub.join(table, session.outbox.clone(), mask).await {
+    match session.hub_join(table, mask).await {
         Ok(start) => Ok(start),
         Err(e) => {
             undo_join(session, table, Reached::Counted).await;
@@ -155,15 +154,17 @@ async fn enter(
 
 /// Joins presence and plans the history: the connection's color, the
 /// table's users, the plan.
-async fn read(
-    session: &Session,
+async fn read<C: Conn>(
+    session: &C,
     table: &str,
     presence_doc: &Value,
     history: &History,
     start: StreamId,
 ) -> Result<(String, Vec<Value>, HistoryPlan), StoreError> {
-    let store = &session.app.store;
-    let joined = presence::join(store, table, session.conn_id(), presence_doc).await?;
+    let store = session.store();
+    let joined = store
+        .join_presence(table, session.conn_id(), presence_doc)
+        .await?;
     let plan = plan_history(session, table, history, start).await?;
     Ok((joined.color, joined.users, plan))
 }
@@ -181,16 +182,15 @@ fn masked_users(mut users: Vec<Value>, mask: Option<&ReadMask>) -> Vec<Value> {
 /// Rolls back a join new to the connection that failed after `reached`:
 /// what it took is given back (its hub registration, its table and
 /// presence, its place under the caps).
-async fn undo_join(session: &mut Session, table: &str, reached: Reached) {
+async fn undo_join<C: Conn>(session: &mut C, table: &str, reached: Reached) {
     match reached {
         Reached::Counted => release_place(session),
         Reached::InHub => {
-            let app = session.app.clone();
-            app.hub.unsubscribe(table, session.conn_id()).await;
+            session.hub_leave(table).await;
             release_place(session);
         }
         Reached::Subscribed => {
-            session.tables.remove(table);
+            session.tables_mut().remove(table);
             leave_table(session, table).await;
         }
     }
@@ -199,12 +199,12 @@ async fn undo_join(session: &mut Session, table: &str, reached: Reached) {
 /// Checks a join may happen: read access, and for a table new to the
 /// connection its caps (per connection, and per user, which counts it).
 /// Returns the start of the connection's subscription to it, if any.
-fn admit(session: &Session, table: &str) -> Result<Option<StreamId>, RequestError> {
-    let user = identity(session)?;
+fn admit<C: Conn>(session: &C, table: &str) -> Result<Option<StreamId>, RequestError> {
+    let user = user_of(session)?;
     if !user.grants.can_read(table) {
         return Err(forbidden("read", table));
     }
-    let existing = session.tables.get(table).cloned();
+    let existing = session.tables().get(table).cloned();
     if existing.is_some() {
         return Ok(existing);
     }

@@ -5,14 +5,15 @@
 //! announced `user_left` after the grace period if it was their last).
 //!
 //! Data flow: `route` / the session's end → [`leave_table`] → the hub,
-//! the app's counts, `store::presence`.
+//! the app's counts, the store's presence (through `port::Conn`).
 
 use super::places::release_place;
+use super::port::Conn;
 use crate::change::ids::base_stream_name;
 use crate::protocol::messages::{TableAck, TableReq};
 use crate::session::reply::{to_value, Reply};
 use crate::session::Session;
-use crate::store::presence;
+use crate::store::session_port::TableStore;
 
 /// `unsubscribe_from_table` (its `tableId` checked already).
 pub async fn unsubscribe(session: &mut Session, req: TableReq) -> Reply {
@@ -27,44 +28,31 @@ pub async fn unsubscribe(session: &mut Session, req: TableReq) -> Reply {
 /// Ends this connection's subscription to `table`: fan-out stops, and the
 /// user's presence loses this connection; when it was their last, they are
 /// announced `user_left` after the grace period unless they come back.
-pub async fn leave_table(session: &mut Session, table: &str) {
-    let app = session.app.clone();
-    app.hub.unsubscribe(table, session.conn_id()).await;
-    session.coalescer.forget(table);
+pub async fn leave_table<C: Conn>(session: &mut C, table: &str) {
+    session.hub_leave(table).await;
+    session.forget_coalesced(table);
     // Its bases: a base none of the connection's tables needs is left.
     let mut emptied = Vec::new();
-    for (base, sub) in session.bases.iter_mut() {
+    for (base, sub) in session.bases_mut().iter_mut() {
         if sub.tables.remove(table) && sub.tables.is_empty() {
             emptied.push(base.clone());
         }
     }
     for base in emptied {
-        session.bases.remove(&base);
-        app.hub
-            .unsubscribe(&base_stream_name(&base), session.conn_id())
-            .await;
+        session.bases_mut().remove(&base);
+        session.hub_leave(&base_stream_name(&base)).await;
         release_place(session);
     }
-    let Some(user) = session.identity.as_ref().map(|i| i.user_id.clone()) else {
+    let Some(user) = session.user().map(|i| i.user_id.clone()) else {
         return;
     };
-    app.subscription_removed(&user);
-    match presence::leave(&app.store, table, session.conn_id(), &user).await {
-        Ok(0) => {
-            let grace = app.config.presence_grace;
-            let table = table.to_owned();
-            let app2 = app.clone();
-            app.tasks.spawn(async move {
-                tokio::select! {
-                    _ = app2.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(grace) => {}
-                }
-                let grace_ms = grace.as_millis() as u64;
-                if let Err(e) = presence::expire(&app2.store, &table, &user, grace_ms).await {
-                    tracing::warn!(table, error = %e, "could not expire presence; the sweeper will");
-                }
-            });
-        }
+    session.place_removed(&user);
+    match session
+        .store()
+        .leave_presence(table, session.conn_id(), &user)
+        .await
+    {
+        Ok(0) => session.expire_later(table, user),
         Ok(_) => {}
         Err(e) => tracing::warn!(table, error = %e, "could not leave presence; the sweeper will"),
     }

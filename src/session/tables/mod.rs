@@ -24,13 +24,15 @@
 //! One idea per file: [`subscribe`] (the two requests and their acks),
 //! [`join`] (the entry path and its rollback), [`base`] (base streams),
 //! [`history`] (what history a join sends), [`replay`] (missed events at
-//! the reader's pace), [`places`] (the subscription caps), [`leave`].
+//! the reader's pace), [`places`] (the subscription caps), [`leave`], and [`port`] (what
+//! all of them need of the connection, a fake in the tests).
 
 mod base;
 mod history;
 mod join;
 mod leave;
 mod places;
+pub mod port;
 mod replay;
 mod subscribe;
 

@@ -4,20 +4,21 @@
 //! place before anything else; leaving, or a join rolled back, gives it
 //! back.
 
+use super::port::Conn;
 use crate::protocol::RequestError;
-use crate::session::Session;
 
 /// One more table or base under the caps: the connection's (its tables
 /// and bases together) and the user's on this sidecar, which counts it.
-pub(super) fn take_place(session: &Session, user: &str) -> Result<(), RequestError> {
-    let max = session.app.config.max_subscriptions.get();
-    if session.tables.len() + session.bases.len() >= max {
+pub(super) fn take_place<C: Conn>(conn: &C, user: &str) -> Result<(), RequestError> {
+    let bounds = conn.bounds();
+    let max = bounds.max_subscriptions;
+    if conn.tables().len() + conn.bases().len() >= max {
         return Err(RequestError::bad_request(format!(
             "at most {max} tables and bases per connection (RTS_MAX_SUBSCRIPTIONS)"
         )));
     }
-    if !session.app.subscription_added(user) {
-        let max = session.app.config.max_subscriptions_per_user.get();
+    if !conn.place_added(user) {
+        let max = bounds.max_subscriptions_per_user;
         return Err(RequestError::bad_request(format!(
             "at most {max} tables and bases per user on this sidecar (RTS_MAX_SUBSCRIPTIONS_PER_USER)"
         )));
@@ -26,8 +27,8 @@ pub(super) fn take_place(session: &Session, user: &str) -> Result<(), RequestErr
 }
 
 /// Gives back a table's or base's place under the per-user cap.
-pub(super) fn release_place(session: &Session) {
-    if let Some(user) = session.identity.as_ref() {
-        session.app.subscription_removed(&user.user_id);
+pub(super) fn release_place<C: Conn>(conn: &C) {
+    if let Some(user) = conn.user() {
+        conn.place_removed(&user.user_id);
     }
 }

@@ -10,14 +10,14 @@ use serde_json::{json, Value};
 
 use super::history::History;
 use super::join::join;
+use super::port::{user_of, Conn};
 use crate::protocol::messages::{RecoverReq, SubscribeReq};
 use crate::protocol::StreamId;
-use crate::session::reply::{identity, Reply, Then};
-use crate::session::Session;
+use crate::session::reply::{Reply, Then};
 
 /// `subscribe_to_table`: the ack (its start, color and effective grant),
 /// then `table_users` and the history.
-pub async fn subscribe(session: &mut Session, req: SubscribeReq) -> Reply {
+pub async fn subscribe<C: Conn>(session: &mut C, req: SubscribeReq) -> Reply {
     let history = match &req.last_event_id {
         Some(l) => History::Since(StreamId::parse_or_zero(l)),
         None => History::Recent,
@@ -28,7 +28,7 @@ pub async fn subscribe(session: &mut Session, req: SubscribeReq) -> Reply {
         json!({"tableId": req.table_id, "lastEventId": joined.start, "color": joined.color});
     // The effective grant, so a client knows which fields it may read and
     // write (docs/protocol.md 2.1): `access`, and `fields` when they differ.
-    if let Some(grant) = identity(session)?.grants.table(&req.table_id) {
+    if let Some(grant) = user_of(session)?.grants.table(&req.table_id) {
         if let Value::Object(described) = grant.describe() {
             for (k, v) in described {
                 ack[k] = v;
@@ -52,7 +52,7 @@ pub async fn subscribe(session: &mut Session, req: SubscribeReq) -> Reply {
 
 /// `recover_connection`: replays what the client missed, then (if it was
 /// not subscribed) subscribes.
-pub async fn recover(session: &mut Session, req: RecoverReq) -> Reply {
+pub async fn recover<C: Conn>(session: &mut C, req: RecoverReq) -> Reply {
     let history = match &req.last_event_id {
         Some(l) => History::Since(StreamId::parse_or_zero(l)),
         // No position: a plain subscribe, reported as a recovery of nothing.
