@@ -67,7 +67,9 @@ enum Reached {
     Counted,
     /// It is registered (pending) in the hub.
     InHub,
-    /// It is one of the connection's tables (presence joined).
+    /// Its presence is joined too.
+    Present,
+    /// It is one of the connection's tables.
     Subscribed,
 }
 
@@ -94,9 +96,9 @@ pub(super) async fn join<C: Conn>(
     };
     let (color, users, plan) = match read(session, table, &presence_doc, &history, start).await {
         Ok(r) => r,
-        Err(e) => {
+        Err((reached, e)) => {
             if fresh {
-                undo_join(session, table, Reached::InHub).await;
+                undo_join(session, table, reached).await;
             }
             return Err(e.into());
         }
@@ -153,19 +155,23 @@ async fn enter<C: Conn>(
 }
 
 /// Joins presence and plans the history: the connection's color, the
-/// table's users, the plan.
+/// table's users, the plan. A failure says how far it got (presence is
+/// left again only once joined).
 async fn read<C: Conn>(
     session: &C,
     table: &str,
     presence_doc: &Value,
     history: &History,
     start: StreamId,
-) -> Result<(String, Vec<Value>, HistoryPlan), StoreError> {
+) -> Result<(String, Vec<Value>, HistoryPlan), (Reached, StoreError)> {
     let store = session.store();
     let joined = store
         .join_presence(table, session.conn_id(), presence_doc)
-        .await?;
-    let plan = plan_history(session, table, history, start).await?;
+        .await
+        .map_err(|e| (Reached::InHub, e))?;
+    let plan = plan_history(session, table, history, start)
+        .await
+        .map_err(|e| (Reached::Present, e))?;
     Ok((joined.color, joined.users, plan))
 }
 
@@ -189,7 +195,9 @@ async fn undo_join<C: Conn>(session: &mut C, table: &str, reached: Reached) {
             session.hub_leave(table).await;
             release_place(session);
         }
-        Reached::Subscribed => {
+        // Leaving the table (as an unsubscribe would) leaves the hub and
+        // presence and gives the place back.
+        Reached::Present | Reached::Subscribed => {
             session.tables_mut().remove(table);
             leave_table(session, table).await;
         }
@@ -211,3 +219,4 @@ fn admit<C: Conn>(session: &C, table: &str) -> Result<Option<StreamId>, RequestE
     take_place(session, &user.user_id)?;
     Ok(None)
 }
+
