@@ -154,3 +154,88 @@ fn admit_base<C: Conn>(session: &C) -> Result<(), RequestError> {
     let user = user_of(session)?;
     take_place(session, &user.user_id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{answered, subscribe_req, Call, FakeConn};
+    use super::super::subscribe::subscribe;
+    use super::*;
+
+    /// A subscribe to `table` naming base `b`, from `base_last` when given.
+    fn with_base(table: &str, base_last: Option<&str>) -> SubscribeReq {
+        let mut req = subscribe_req(table, None);
+        req.base_id = Some("b".to_owned());
+        req.base_last_event_id = base_last.map(str::to_owned);
+        req
+    }
+
+    #[tokio::test]
+    async fn a_base_joined_with_its_first_table_is_replayed_then_activated_after_the_table() {
+        let b = base_stream_name("b");
+        let mut conn = FakeConn::new(&["t", &b], 3);
+        let (ack, then) = answered(subscribe(&mut conn, with_base("t", Some("2-0"))).await);
+        assert_eq!(ack["baseLastEventId"], "3-0");
+        let replay = format!("replay {b} (2-0, 3-0]");
+        let activate = format!("activate {b}");
+        let expected = ["table_users", "recent_changes 1-0 2-0 3-0", "activate t"];
+        assert_eq!(
+            then,
+            [&expected[..], &[replay.as_str(), activate.as_str()]].concat()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_base_whose_hub_registration_fails_is_undone_with_its_table() {
+        let b = base_stream_name("b");
+        let mut conn = FakeConn::new(&["t", &b], 3);
+        conn.fail(Call::HubJoin, &b);
+        assert!(subscribe(&mut conn, with_base("t", None)).await.is_err());
+        assert!(conn.tables.is_empty() && conn.bases.is_empty());
+        assert_eq!(conn.hub(), Vec::<String>::new());
+        assert_eq!(conn.present(), Vec::<String>::new());
+        assert_eq!(conn.places(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_base_whose_missed_events_cannot_be_placed_is_left_with_its_table() {
+        let b = base_stream_name("b");
+        let mut conn = FakeConn::new(&["t", &b], 3);
+        conn.fail(Call::Position, &b);
+        assert!(subscribe(&mut conn, with_base("t", Some("1-0")))
+            .await
+            .is_err());
+        assert!(conn.tables.is_empty() && conn.bases.is_empty());
+        assert_eq!(conn.hub(), Vec::<String>::new());
+        assert_eq!(conn.present(), Vec::<String>::new());
+        assert_eq!(conn.places(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_base_new_to_a_subscribed_table_is_left_when_its_missed_events_fail() {
+        let b = base_stream_name("b");
+        let mut conn = FakeConn::new(&["t", &b], 3);
+        answered(subscribe(&mut conn, subscribe_req("t", None)).await);
+        conn.fail(Call::Position, &b);
+        assert!(subscribe(&mut conn, with_base("t", Some("1-0")))
+            .await
+            .is_err());
+        assert!(conn.bases.is_empty());
+        assert_eq!(conn.hub(), ["t"]);
+        assert_eq!(conn.places(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_base_another_table_holds_stays_when_a_later_join_of_it_fails() {
+        let b = base_stream_name("b");
+        let mut conn = FakeConn::new(&["t", "t2", &b], 3);
+        answered(subscribe(&mut conn, with_base("t", None)).await);
+        conn.fail(Call::Position, &b);
+        assert!(subscribe(&mut conn, with_base("t2", Some("1-0")))
+            .await
+            .is_err());
+        assert_eq!(conn.hub(), ["t".to_owned(), b.clone()]);
+        assert_eq!(conn.bases.get("b").map(|s| s.tables.len()), Some(1));
+        assert!(!conn.tables.contains_key("t2"));
+        assert_eq!(conn.places(), 2);
+    }
+}

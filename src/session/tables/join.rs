@@ -220,3 +220,80 @@ fn admit<C: Conn>(session: &C, table: &str) -> Result<Option<StreamId>, RequestE
     Ok(None)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{answered, subscribe_req, Call, FakeConn};
+    use super::super::subscribe::subscribe;
+
+    /// Nothing of a join is left: no table, no base, no hub registration,
+    /// no presence, no place.
+    fn assert_undone(conn: &FakeConn) {
+        assert!(conn.tables.is_empty(), "tables: {:?}", conn.tables.keys());
+        assert!(conn.bases.is_empty(), "a base is left");
+        assert_eq!(conn.hub(), Vec::<String>::new(), "hub");
+        assert_eq!(conn.present(), Vec::<String>::new(), "presence");
+        assert_eq!(conn.places(), 0, "places");
+    }
+
+    #[tokio::test]
+    async fn a_join_whose_hub_registration_fails_gives_its_place_back() {
+        let mut conn = FakeConn::new(&["t"], 3);
+        conn.fail(Call::HubJoin, "t");
+        assert!(subscribe(&mut conn, subscribe_req("t", None))
+            .await
+            .is_err());
+        assert_undone(&conn);
+    }
+
+    #[tokio::test]
+    async fn a_join_whose_presence_join_fails_leaves_the_hub_and_gives_its_place_back() {
+        let mut conn = FakeConn::new(&["t"], 3);
+        conn.fail(Call::Presence, "t");
+        assert!(subscribe(&mut conn, subscribe_req("t", None))
+            .await
+            .is_err());
+        assert_undone(&conn);
+    }
+
+    #[tokio::test]
+    async fn a_join_whose_recent_changes_cannot_be_read_is_undone_presence_included() {
+        let mut conn = FakeConn::new(&["t"], 3);
+        conn.fail(Call::Recent, "t");
+        assert!(subscribe(&mut conn, subscribe_req("t", None))
+            .await
+            .is_err());
+        assert_undone(&conn);
+    }
+
+    #[tokio::test]
+    async fn a_join_whose_missed_range_cannot_be_placed_is_undone_presence_included() {
+        let mut conn = FakeConn::new(&["t"], 3);
+        conn.fail(Call::Position, "t");
+        let req = subscribe_req("t", Some("1-0"));
+        assert!(subscribe(&mut conn, req).await.is_err());
+        assert_undone(&conn);
+    }
+
+    #[tokio::test]
+    async fn a_join_whose_base_check_fails_is_undone() {
+        let mut conn = FakeConn::new(&["t"], 3);
+        conn.fail(Call::MayReadBase, "t");
+        let mut req = subscribe_req("t", None);
+        req.base_id = Some("b".to_owned());
+        assert!(subscribe(&mut conn, req).await.is_err());
+        assert_undone(&conn);
+    }
+
+    #[tokio::test]
+    async fn a_failed_recovery_of_a_subscribed_table_keeps_its_subscription() {
+        let mut conn = FakeConn::new(&["t"], 3);
+        answered(subscribe(&mut conn, subscribe_req("t", None)).await);
+        conn.fail(Call::Position, "t");
+        assert!(subscribe(&mut conn, subscribe_req("t", Some("1-0")))
+            .await
+            .is_err());
+        assert!(conn.tables.contains_key("t"));
+        assert_eq!(conn.hub(), ["t"]);
+        assert_eq!(conn.places(), 1);
+    }
+}

@@ -28,6 +28,8 @@
 //! all of them need of the connection, a fake in the tests).
 
 mod base;
+#[cfg(test)]
+mod fake;
 mod history;
 mod join;
 mod leave;

@@ -63,3 +63,67 @@ pub async fn recover<C: Conn>(session: &mut C, req: RecoverReq) -> Reply {
         "lastEventId": joined.start});
     Ok(joined.answer(ack))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{answered, subscribe_req, FakeConn};
+    use super::*;
+
+    #[tokio::test]
+    async fn a_subscribe_sends_users_then_recent_changes_then_activates() {
+        let mut conn = FakeConn::new(&["t"], 3);
+        let (ack, then) = answered(subscribe(&mut conn, subscribe_req("t", None)).await);
+        assert_eq!(ack["lastEventId"], "3-0");
+        assert_eq!(
+            then,
+            ["table_users", "recent_changes 1-0 2-0 3-0", "activate t"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_subscribe_with_last_event_id_replays_the_missed_range_before_activating() {
+        let mut conn = FakeConn::new(&["t"], 3);
+        let (ack, then) = answered(subscribe(&mut conn, subscribe_req("t", Some("1-0"))).await);
+        assert_eq!(ack["missedEventsCount"], 2);
+        assert_eq!(
+            then,
+            [
+                "table_users",
+                "replay t (1-0, 3-0] connection_recovered",
+                "activate t"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_fresh_subscribe_without_last_event_id_may_be_superseded() {
+        let mut conn = FakeConn::new(&["t", "t2"], 3);
+        let plain = subscribe(&mut conn, subscribe_req("t", None)).await;
+        let recovering = subscribe(&mut conn, subscribe_req("t2", Some("1-0"))).await;
+        assert_eq!(
+            plain.ok().and_then(|a| a.supersedable),
+            Some("t".to_owned())
+        );
+        assert_eq!(recovering.ok().map(|a| a.supersedable), Some(None));
+    }
+
+    #[tokio::test]
+    async fn a_recovery_of_a_subscribed_table_replays_without_activating_again() {
+        let mut conn = FakeConn::new(&["t"], 3);
+        answered(subscribe(&mut conn, subscribe_req("t", None)).await);
+        let req = RecoverReq {
+            table_id: "t".to_owned(),
+            view_id: None,
+            base_id: None,
+            last_event_id: Some("2-0".to_owned()),
+            base_last_event_id: None,
+            last_version: None,
+        };
+        let (ack, then) = answered(recover(&mut conn, req).await);
+        assert_eq!(ack["missedEventsCount"], 1);
+        assert_eq!(
+            then,
+            ["table_users", "replay t (2-0, 3-0] connection_recovered"]
+        );
+    }
+}
