@@ -8,6 +8,23 @@
 //! []`, still delivered with the record's version, so the version rule
 //! holds). A `field` event about a hidden field is not delivered at all: its
 //! id is the hidden field's. Table, view and base events pass unchanged.
+//!
+//! Where masking happens: one place per path, where that path's answer is
+//! made, and nowhere else:
+//! - live fan-out: the hub's `class_events` (events, once per permission
+//!   class) and its presence-notice fan-out ([`notice`]), `src/hub.rs`;
+//! - `record_change`'s answer: `session::commit::record_change`
+//!   ([`commit_result`]);
+//! - `sync_offline_changes`' answer and `offline_changes`:
+//!   `session::offline::visible` (the result and the event, together);
+//! - `load_records`' page: `session::records::load` ([`fields`]; the
+//!   function already leaves hidden fields out, this is the guarantee);
+//! - `recent_changes`: `session::tables::history::recent_events` (while
+//!   reading, as the byte bound counts the masked events);
+//! - `missed_events`: `session::tables::replay::replay` (per page, before
+//!   frames are cut);
+//! - `table_users`: `session::tables::join::masked_users`
+//!   ([`presence_user`]).
 
 use serde_json::{Map, Value};
 

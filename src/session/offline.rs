@@ -2,6 +2,10 @@
 //! through the same function as live edits. Every change carries a
 //! `clientChangeId`, so a batch sent again after a lost answer writes
 //! nothing twice (repeats come back as `duplicate`).
+//!
+//! Data flow: `route` → [`sync`] → `commit_all` (each change through
+//! `store::commit`) → `visible` (masked for the writer, once) → the
+//! `offline_changes` and `offline_sync_complete` frames and the ack.
 
 use serde_json::{json, Value};
 
@@ -23,31 +27,24 @@ pub async fn sync(session: &mut Session, mut commits: Vec<ValidChange>) -> Reply
     let mut rejected = Vec::new();
     let mut counts = OfflineCounts::default();
     let mut answers = Vec::with_capacity(results.len());
-    for (valid, result) in commits.iter().zip(&results) {
+    for (valid, result) in commits.iter().zip(results) {
         let result = match result {
             Ok(r) => r,
             Err(e) => {
                 counts.rejected += 1;
-                let refused = refusal(valid, e);
+                let refused = refusal(valid, &e);
                 rejected.push(refused.clone());
                 answers.push(refused);
                 continue;
             }
         };
-        answers.push(answer(valid, result));
+        let (result, event) = visible(session, valid, result);
+        answers.push(answer(valid, &result));
         count(&mut counts, result.status);
-        // A resend of a rejected change is a duplicate of a rejection: the
-        // client learns it was rejected, again.
-        let rejection_again = result.original_status == Some(CommitStatus::Rejected);
-        if result.status == CommitStatus::Rejected || rejection_again {
-            rejected.push(answer(valid, result));
-        } else if let Some(id) = result.event_id {
-            // The event this change became, as subscribers were sent it
-            // (masked as they were).
-            let event = ChangeEvent::committed(valid, id, result.version);
-            let mask = read_mask(session, valid.req.scope());
-            events.extend(masking::owned_event(event, mask.as_deref()));
+        if is_rejection(&result) {
+            rejected.push(answer(valid, &result));
         }
+        events.extend(event);
     }
     send(
         session,
@@ -84,15 +81,42 @@ async fn commit_all(
             .answered_to(mask.as_deref().map(ReadMask::visible))
             .map_err(RequestError::from)?;
         match commit(&app.store, valid).await {
-            Ok(mut r) => {
+            Ok(r) => {
                 super::base_access::bind_by_write(session, valid).await;
-                masking::commit_result(&mut r, mask.as_deref());
                 results.push(Ok(r));
             }
             Err(e) => return Err(RequestError::from(e).at(&format!("changes[{i}]"))),
         }
     }
     Ok(results)
+}
+
+/// What the writer may read of a committed change: its result, and the
+/// event it became as subscribers were sent it (`None` for a rejection, or
+/// an event hidden from the writer). The one place the offline answer and
+/// `offline_changes` are masked.
+fn visible(
+    session: &Session,
+    valid: &ValidChange,
+    mut result: CommitResult,
+) -> (CommitResult, Option<ChangeEvent>) {
+    let mask = read_mask(session, valid.req.scope());
+    masking::commit_result(&mut result, mask.as_deref());
+    let event = match result.event_id {
+        Some(id) if !is_rejection(&result) => {
+            let event = ChangeEvent::committed(valid, id, result.version);
+            masking::owned_event(event, mask.as_deref())
+        }
+        _ => None,
+    };
+    (result, event)
+}
+
+/// Whether a change was rejected, now or (a resend: a duplicate of a
+/// rejection, so the client learns it was rejected, again) before.
+fn is_rejection(result: &CommitResult) -> bool {
+    result.status == CommitStatus::Rejected
+        || result.original_status == Some(CommitStatus::Rejected)
 }
 
 /// Counts a committed change by its status.
