@@ -57,6 +57,17 @@ impl Held {
                 .and_then(serde_json::Value::as_str)
                 == Some(self.table.as_str())
     }
+
+    /// Supersedes the held steps by a recovery's `then`: the recovery
+    /// replayed what the held history held, so of the held steps only the
+    /// activation follows, after the replay.
+    pub fn supersede(self, then: &mut Vec<Then>) {
+        then.extend(
+            self.then
+                .into_iter()
+                .filter(|t| matches!(t, Then::Activate(_))),
+        );
+    }
 }
 
 /// How long the steps after a fresh subscription's ack wait for a

@@ -29,13 +29,7 @@ pub async fn answer(
                 send_value(session, ServerEvent::Ack, &answer.result, rid);
             }
             if let Some(h) = superseded {
-                // The recovery replayed what the held history held; the
-                // subscription goes live after its replay.
-                answer.then.extend(
-                    h.then
-                        .into_iter()
-                        .filter(|t| matches!(t, Then::Activate(_))),
-                );
+                h.supersede(&mut answer.then);
             }
             match answer.supersedable.take() {
                 Some(table) => {

@@ -3,7 +3,8 @@
 //! the masked events alone, then the recovery's `connection_recovered`.
 //!
 //! Data flow: the session's `steps::follow` (a [`crate::session::reply::Then::Replay`]
-//! step) → [`replay`] → `store::history::range` → the outbox, paced.
+//! step) → [`replay`] → the store's `range` ([`TableStore`]) → the
+//! outbox, paced.
 
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use crate::protocol::event::{bounded_groups, ChangeEvent};
 use crate::protocol::{ServerEvent, StreamId};
 use crate::session::reply::read_mask;
 use crate::session::Session;
-use crate::store::history;
+use crate::store::session_port::TableStore;
 use crate::store::tailer::decode_events;
 
 /// Most events read from the stream per page of a recovery.
@@ -47,15 +48,11 @@ pub async fn replay(
     // Masked events not yet framed: at most one frame's worth.
     let mut held: Vec<ChangeEvent> = Vec::new();
     loop {
-        let page = match history::range(
-            &session.app.store,
-            table,
-            after,
-            until,
-            MISSED_PAGE,
-            MISSED_PAGE_BYTES,
-        )
-        .await
+        let page = match session
+            .app
+            .store
+            .range(table, after, until, MISSED_PAGE, MISSED_PAGE_BYTES)
+            .await
         {
             Ok(p) => p,
             Err(e) => {

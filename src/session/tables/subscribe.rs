@@ -66,8 +66,9 @@ pub async fn recover<C: Conn>(session: &mut C, req: RecoverReq) -> Reply {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake::{answered, subscribe_req, FakeConn};
+    use super::super::fake::{answered, steps, subscribe_req, FakeConn};
     use super::*;
+    use crate::session::reply::Held;
 
     #[tokio::test]
     async fn a_subscribe_sends_users_then_recent_changes_then_activates() {
@@ -107,23 +108,54 @@ mod tests {
         assert_eq!(recovering.ok().map(|a| a.supersedable), Some(None));
     }
 
+    /// A `recover_connection` of `table` from `last`.
+    fn recover_req(table: &str, last: &str) -> RecoverReq {
+        RecoverReq {
+            table_id: table.to_owned(),
+            view_id: None,
+            base_id: None,
+            last_event_id: Some(last.to_owned()),
+            base_last_event_id: None,
+            last_version: None,
+        }
+    }
+
     #[tokio::test]
     async fn a_recovery_of_a_subscribed_table_replays_without_activating_again() {
         let mut conn = FakeConn::new(&["t"], 3);
         answered(subscribe(&mut conn, subscribe_req("t", None)).await);
-        let req = RecoverReq {
-            table_id: "t".to_owned(),
-            view_id: None,
-            base_id: None,
-            last_event_id: Some("2-0".to_owned()),
-            base_last_event_id: None,
-            last_version: None,
-        };
-        let (ack, then) = answered(recover(&mut conn, req).await);
+        let (ack, then) = answered(recover(&mut conn, recover_req("t", "2-0")).await);
         assert_eq!(ack["missedEventsCount"], 1);
         assert_eq!(
             then,
             ["table_users", "replay t (2-0, 3-0] connection_recovered"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recovery_superseding_a_fresh_subscribe_replays_once_then_activates() {
+        let mut conn = FakeConn::new(&["t"], 3);
+        let fresh = subscribe(&mut conn, subscribe_req("t", None)).await;
+        let Ok(fresh) = fresh else {
+            panic!("the subscribe failed")
+        };
+        let held = Held {
+            table: "t".to_owned(),
+            then: fresh.then,
+            until: tokio::time::Instant::now(),
+        };
+        let recovery = recover(&mut conn, recover_req("t", "1-0")).await;
+        let Ok(mut recovery) = recovery else {
+            panic!("the recovery failed")
+        };
+        held.supersede(&mut recovery.then);
+        assert_eq!(
+            steps(&recovery.then),
+            [
+                "table_users",
+                "replay t (1-0, 3-0] connection_recovered",
+                "activate t"
+            ]
         );
     }
 }
