@@ -226,7 +226,7 @@ async fn rust_and_lua_refuse_the_same_changes() {
     let _: String = redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg("REPLACE")
-        .arg(rtsync::store::LIBRARY)
+        .arg(rtsync::store::LIBRARY_KEY_CHECK)
         .query_async(&mut conn)
         .await
         .expect("FUNCTION LOAD");

@@ -28,7 +28,8 @@ async fn concurrent_calls_each_get_their_own_answer_and_an_error_fails_no_other(
         &CancellationToken::new(),
     )
     .await
-    .expect("store");
+    .expect("store")
+    .with_key_check(true);
     store.load_library().await.expect("library");
     let store = Arc::new(store);
     let calls: Vec<_> = (0..300)

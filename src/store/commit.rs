@@ -89,28 +89,15 @@ pub async fn commit(store: &Store, valid: &ValidChange) -> Result<CommitResult, 
 
 async fn call_commit(store: &Store, valid: &ValidChange) -> Result<CommitResult, StoreError> {
     let req = &valid.req;
-    let keys = &store.keys;
-    let scope = req.scope();
-    let stream = if req.entity_type == "base" {
-        keys.base_events(scope)
-    } else {
-        keys.events(scope)
-    };
-    let state = if req.entity_type == "record" {
-        keys.record(scope, &req.entity_id)
-    } else {
-        keys.versions(scope)
-    };
+    let dedup = req
+        .client_change_id
+        .as_deref()
+        .map(|cc| (req.user_id.as_str(), cc));
+    let keys = store
+        .keys
+        .commit_keys(req.scope(), &req.entity_type, &req.entity_id, dedup);
     let mut cmd = redis::cmd("FCALL");
-    cmd.arg("rtsync_commit");
-    match &req.client_change_id {
-        Some(cc) => cmd
-            .arg(3)
-            .arg(stream)
-            .arg(state)
-            .arg(keys.dedup(scope, &req.user_id, cc)),
-        None => cmd.arg(2).arg(stream).arg(state),
-    };
+    cmd.arg("rtsync_commit").arg(keys.len()).arg(&keys);
     cmd.arg(&valid.header)
         .arg(&valid.changes_json)
         .arg(&valid.metadata_json)
