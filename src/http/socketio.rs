@@ -95,7 +95,7 @@ async fn run_polling(
         () = opened.outbox.closed() => Err("closed before it was polled"),
         () = tokio::time::sleep_until(auth_deadline.min(silent_deadline)) => {
             if auth_deadline <= silent_deadline {
-                crate::metrics::auth_failure("timeout");
+                crate::metrics::auth_failure(crate::metrics::AuthFailure::Timeout);
                 Err("never polled")
             } else {
                 Err("ping timeout before it was polled")

@@ -76,7 +76,7 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
             Attach::Wait => return None,
             Attach::Complete(frame) => return dispatch(session, frame, bytes.len()).await,
             Attach::Refused(e, rid) => {
-                crate::metrics::frame_rejected("attachments");
+                crate::metrics::frame_rejected(crate::metrics::FrameRejected::Attachments);
                 send_error(session, &e, None, rid);
             }
             Attach::Dropped => {}
@@ -99,14 +99,14 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
             let (partial, refused) = Partial::new(frame, attachments, authenticated, due);
             session.partial = Some(partial);
             if let Some(e) = refused {
-                crate::metrics::frame_rejected("attachments");
+                crate::metrics::frame_rejected(crate::metrics::FrameRejected::Attachments);
                 send_error(session, &e, None, rid);
             }
             return None;
         }
         Err(bad) => {
-            crate::metrics::message_in("invalid", bytes.len());
-            crate::metrics::frame_rejected("decode");
+            crate::metrics::message_in(crate::metrics::EventIn::Invalid, bytes.len());
+            crate::metrics::frame_rejected(crate::metrics::FrameRejected::Decode);
             send_error(session, &bad.error, None, bad.rid);
             return None;
         }
@@ -126,7 +126,7 @@ pub fn expire_partial(session: &mut Session) {
     let Some(partial) = session.partial.take() else {
         return;
     };
-    crate::metrics::frame_rejected("attachments");
+    crate::metrics::frame_rejected(crate::metrics::FrameRejected::Attachments);
     tracing::info!("binary attachments did not arrive in time");
     if let Some((e, rid)) = partial.expired() {
         send_error(session, &e, None, rid);
@@ -152,7 +152,11 @@ async fn release_held_before(session: &mut Session, bytes: &[u8], text: bool) {
 async fn dispatch(session: &mut Session, frame: ClientFrame, size: usize) -> Option<&'static str> {
     let parsed = frame.event.as_ref().ok().copied();
     let event = parsed.map(ClientEvent::name).unwrap_or("unknown");
-    crate::metrics::message_in(event, size);
+    let label = parsed.map_or(
+        crate::metrics::EventIn::Unknown,
+        crate::metrics::EventIn::Client,
+    );
+    crate::metrics::message_in(label, size);
     let rid = frame.rid;
     // Steps held after a fresh subscription: a recovery of its table
     // supersedes them; any other request releases them first.
@@ -216,7 +220,7 @@ async fn answer(
                 follow(session, h.then).await;
             }
             if e.code == ErrorCode::BadRequest {
-                crate::metrics::frame_rejected("invalid");
+                crate::metrics::frame_rejected(crate::metrics::FrameRejected::Invalid);
             }
             send_error(session, &e, Some(event), rid);
         }
@@ -234,7 +238,7 @@ pub async fn release_held(session: &mut Session) {
 /// is accepted (anything else closes the connection 4401).
 async fn request(session: &mut Session, event: ClientEvent, data: Value) -> Reply {
     if event != ClientEvent::Authenticate && session.identity.is_none() {
-        crate::metrics::auth_failure("not_authenticated");
+        crate::metrics::auth_failure(crate::metrics::AuthFailure::NotAuthenticated);
         session.outbox.close(close::UNAUTHENTICATED);
         return Err(RequestError::new(
             ErrorCode::Unauthenticated,
@@ -326,7 +330,7 @@ fn connect(session: &mut Session, nsp: &str, auth: Option<&Value>) {
         }
         Err(e) => {
             tracing::warn!(reason = e.reason(), error = %e, "authentication failed");
-            crate::metrics::auth_failure(e.reason());
+            crate::metrics::auth_failure(e.label());
             let code = ErrorCode::Unauthenticated.as_str();
             push(
                 session,
@@ -404,7 +408,7 @@ fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Re
         Ok(identity) => {
             let limit = session.app.config.max_connections_per_user;
             if !session.app.user_connected(&identity.user_id, limit) {
-                crate::metrics::connection_refused("per_user");
+                crate::metrics::connection_refused(crate::metrics::ConnectionRefused::PerUser);
                 tracing::warn!(user = %identity.user_id, limit, "too many connections for one user");
                 session.outbox.close(close::RATE_LIMITED);
                 return Err(RequestError::new(
@@ -431,7 +435,7 @@ fn finish_auth(session: &mut Session, result: Result<Identity, AuthError>) -> Re
         Err(e) => {
             // Never log the token itself.
             tracing::warn!(reason = e.reason(), error = %e, "authentication failed");
-            crate::metrics::auth_failure(e.reason());
+            crate::metrics::auth_failure(e.label());
             session.outbox.close(close::UNAUTHENTICATED);
             Err(RequestError::new(ErrorCode::Unauthenticated, e.to_string()))
         }

@@ -323,7 +323,7 @@ async fn serve(
             }
             _ = session.outbox.closed() => return "closed by server",
             _ = tokio::time::sleep_until(auth_deadline), if session.identity.is_none() => {
-                crate::metrics::auth_failure("timeout");
+                crate::metrics::auth_failure(crate::metrics::AuthFailure::Timeout);
                 session.outbox.close(close::AUTH_TIMEOUT);
                 return "authentication timeout";
             }
@@ -399,7 +399,7 @@ async fn on_message(
         }
         Some(Ok(_)) => None,
         Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
-            crate::metrics::frame_rejected("too_large");
+            crate::metrics::frame_rejected(crate::metrics::FrameRejected::TooLarge);
             tracing::warn!(size, "frame over RTS_MAX_FRAME_BYTES");
             session.outbox.close(close::FRAME_TOO_LARGE);
             Some("frame too large")
@@ -487,7 +487,7 @@ fn too_early(session: &Session, len: usize) -> bool {
     if session.identity.is_some() || len <= PRE_AUTH_MAX_FRAME {
         return false;
     }
-    crate::metrics::frame_rejected("too_large");
+    crate::metrics::frame_rejected(crate::metrics::FrameRejected::TooLarge);
     tracing::warn!(len, "frame over 16 KiB before authenticate");
     session.outbox.close(close::FRAME_TOO_LARGE);
     true
