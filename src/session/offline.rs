@@ -13,6 +13,7 @@ use crate::protocol::messages::{parse, OfflineCounts};
 use crate::protocol::{RequestError, ServerEvent};
 use crate::store::commit::{commit, CommitResult, CommitStatus};
 
+#[allow(clippy::too_many_lines)] // split by the session refactor
 pub async fn sync(session: &mut Session, data: Value) -> Reply {
     let Value::Array(items) = data else {
         return Err(RequestError::bad_request(
