@@ -118,6 +118,7 @@ impl<L: Label> Metric<CounterKind, L> {
 }
 
 impl Metric<CounterKind, NoLabel> {
+    /// Its one series (a metric without a label has no other).
     pub fn handle(&self) -> metrics::Counter {
         metrics::counter!(self.name)
     }
@@ -131,12 +132,14 @@ impl<L: Label> Metric<GaugeKind, L> {
 }
 
 impl Metric<GaugeKind, NoLabel> {
+    /// Its one series (a metric without a label has no other).
     pub fn handle(&self) -> metrics::Gauge {
         metrics::gauge!(self.name)
     }
 }
 
 impl Metric<HistogramKind, NoLabel> {
+    /// Its one series (a metric without a label has no other).
     pub fn handle(&self) -> metrics::Histogram {
         metrics::histogram!(self.name)
     }
@@ -152,6 +155,7 @@ pub struct Handles<L> {
 }
 
 impl<L: Label> Handles<L> {
+    /// The series of one label value, without a registry lookup.
     pub fn get(&self, label: L) -> metrics::Counter {
         match self.series.iter().find(|(l, _)| *l == label) {
             Some((_, c)) => c.clone(),
