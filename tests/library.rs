@@ -4,6 +4,8 @@
 //! exactly as its full form does.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests drive Redis directly, as a producer or an operator would.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 
@@ -183,6 +185,7 @@ fn strings(items: &[&str]) -> Vec<String> {
 
 /// The commits, seeds and loads of the comparison, with the keys of
 /// `full` (the sidecar's lists) or of the compatibility forms.
+#[allow(clippy::too_many_lines)] // a table of calls, one per line
 fn calls(full: bool) -> Vec<Call> {
     let k = Keys::new("rts");
     let commit = |entity_type: &str, id: &str, cc: Option<&str>, header: &str, changes: &str| {

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{Store, StoreError};
 use crate::change::{StreamId, ValidChange};
+use crate::metrics::CommitOutcome;
 
 /// Outcome of a commit (docs/protocol.md section 4, CommitResult).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,6 +46,17 @@ pub enum CommitStatus {
 }
 
 impl CommitStatus {
+    /// Its label in the commits metric.
+    pub fn label(self) -> CommitOutcome {
+        match self {
+            CommitStatus::Applied => CommitOutcome::Applied,
+            CommitStatus::Merged => CommitOutcome::Merged,
+            CommitStatus::Overwritten => CommitOutcome::Overwritten,
+            CommitStatus::Rejected => CommitOutcome::Rejected,
+            CommitStatus::Duplicate => CommitOutcome::Duplicate,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CommitStatus::Applied => "applied",
@@ -77,13 +89,10 @@ pub async fn commit_batch(
 pub async fn commit(store: &Store, valid: &ValidChange) -> Result<CommitResult, StoreError> {
     let started = Instant::now();
     let result = call_commit(store, valid).await;
-    crate::metrics::commit_done(
-        started.elapsed(),
-        result
-            .as_ref()
-            .map(|r| r.status.as_str())
-            .unwrap_or("error"),
-    );
+    let outcome = result
+        .as_ref()
+        .map_or(CommitOutcome::Error, |r| r.status.label());
+    crate::metrics::commit_done(started.elapsed(), outcome);
     result
 }
 
