@@ -8,18 +8,29 @@ writes the entity state, appends the event to the stream (trimming by
 retention) and returns the CommitResult, atomically. The whole answer is
 decided before the first write, so the function never fails half-way.
 
-FCALL rtsync_commit <numkeys: 2 or 3> <stream> <state> [<dedup>]
+FCALL rtsync_commit <numkeys: 5 or 6> <stream> <state> <records> <sink-floor>
+                    <doorbell> [<dedup>]
                     <change> <changes> <metadata> [<retentionMs> [<value>...]]
+FCALL rtsync_commit <numkeys: 2 or 3> <stream> <state> [<dedup>] <same ARGV>
+      (the first documented form, kept for compatibility: the other keys
+      are derived from the stream's name; see `adapt` at the end)
 
-KEYS
-  1 stream   `<p>:{T}:events` (or `<p>:{B}:base-events` for entityType "base")
-  2 state    records: `<p>:{T}:rec:<recordId>` (hash, see "Record state")
-             other entities: `<p>:{T}:ver` (hash: "<entityType>:<entityId>" -> version)
-  3 dedup    `<p>:{T}:cc:<len(userId)>:<userId>:<clientChangeId>` (the same
-             scope prefix as the stream; `len` is the user id's length in
-             bytes, so the key is unambiguous). Required when the change has
-             a clientChangeId, omitted (numkeys 2) otherwise. A clientChangeId
-             is scoped to its user and table.
+KEYS (the full form; what the sidecar sends, built by src/store/keys.rs)
+  1 stream     `<p>:{T}:events` (or `<p>:{B}:base-events` for entityType "base")
+  2 state      records: `<p>:{T}:rec:<recordId>` (hash, see "Record state")
+               other entities: `<p>:{T}:ver` (hash: "<entityType>:<entityId>" -> version)
+  3 records    the table's record index `<p>:{T}:records` (sorted set,
+               score 0; see records.lua), kept by record commits; for a
+               base's stream `<p>:{B}:base-records`, which no commit writes
+  4 sink floor `<p>:{T}:sink-floor` (`<p>:{B}:base-sink-floor`), read only
+  5 doorbell   the sharded channel `<p>:{T}:presence` (`<p>:{B}:base-presence`):
+               not a key, declared so the call names everything it touches
+  6 dedup      `<p>:{T}:cc:<len(userId)>:<userId>:<clientChangeId>` (the same
+               scope prefix as the stream; `len` is the user id's length in
+               bytes, so the key is unambiguous). Required when the change has
+               a clientChangeId, omitted (numkeys 5; numkeys 2 in the
+               compatibility form, where it is KEYS[3]) otherwise. A
+               clientChangeId is scoped to its user and table.
 ARGV
   1 change     JSON object: {"type", "entityType", "entityId", "userId",
                "baseId"?, "tableId"?, "version"?, "clientChangeId"?, "origin"?}
@@ -55,7 +66,7 @@ ARGV
                doubles and cannot tell `[]` from `{}`.
 
 A record commit also adds the record id to the table's record index
-`<p>:{T}:records` (sorted set, score 0; see records.lua), in the same slot.
+(KEYS[3]), in the same slot.
 
 Record state (`<p>:{T}:rec:<recordId>`):
   _v          the record's version (an integer, +1 per commit, at most
@@ -93,15 +104,21 @@ and RTSYNC_TOO_LARGE (the record's state would pass maxRecordBytes). The
 RTSYNC_TOO_LARGE message names the bound, never the record's size: the
 writer may not be allowed to read every field of it.
 A committed change also rings the table's doorbell: SPUBLISH
-<p>:{T}:presence '{"event":"ring"}' (a base's change: <p>:{B}:base-presence),
+<p>:{T}:presence '{"event":"ring"}' (KEYS[5]; a base's change: <p>:{B}:base-presence),
 so the sidecars serving the table (or base) read its stream at once. (A producer that XADDs directly may ring the same way;
 otherwise its entry is read by the sidecars' periodic sweep, within a second.)
 
 Example (another service updating field f1 of record r1 in table t1):
-  FCALL rtsync_commit 2 rts:{t1}:events rts:{t1}:rec:r1
+  FCALL rtsync_commit 5 rts:{t1}:events rts:{t1}:rec:r1 rts:{t1}:records
+        rts:{t1}:sink-floor rts:{t1}:presence
         '{"type":"update","entityType":"record","entityId":"r1","userId":"svc-billing","version":4}'
         '[{"fieldId":"f1","newValue":42}]' '' 86400000 '42'
 ]==]
+
+define('commit', { 'base' }, function(m)
+local INVALID, TOO_LARGE = m.base.INVALID, m.base.TOO_LARGE
+local is_id, is_null, jstr, jint = m.base.is_id, m.base.is_null, m.base.jstr, m.base.jint
+local call, register = m.base.call, m.base.register
 
 local DEDUP_TTL_SECS = 86400
 local MAX_VERSION = 9007199254740991 -- 2^53-1: exact in a double, and so is +1
@@ -171,10 +188,10 @@ end
 -- The bytes a record's state holds (see "Record state"): `_b`, or the sum
 -- over its fields when a commit of an older library wrote the record.
 local function state_bytes(state)
-  local b = tonumber(redis.call('HGET', state, '_b'))
+  local b = tonumber(call('HGET', state, '_b'))
   if b then return b end
   local total = 0
-  local flat = redis.call('HGETALL', state)
+  local flat = call('HGETALL', state)
   for i = 1, #flat, 2 do
     local k = flat[i]
     if k:sub(1, 2) == 'd:' then
@@ -215,7 +232,7 @@ local function visible_bytes(state, reader)
   if reader == nil then return state_bytes(state) end
   local listed = 0
   for f in pairs(reader.only or reader.hide) do
-    local len = redis.call('HSTRLEN', state, 'd:' .. f)
+    local len = call('HSTRLEN', state, 'd:' .. f)
     if len > 0 then listed = listed + #f + len end
   end
   if reader.only then return listed end
@@ -229,7 +246,7 @@ local function record_current(state, version, deleted, touched, budget, reader)
   local parts = {}
   local partial = false
   if visible_bytes(state, reader) <= budget then
-    local flat = redis.call('HGETALL', state)
+    local flat = call('HGETALL', state)
     for i = 1, #flat, 2 do
       local k = flat[i]
       if k:sub(1, 2) == 'd:' and readable_by(reader, k:sub(3)) then
@@ -242,10 +259,10 @@ local function record_current(state, version, deleted, touched, budget, reader)
     for _, f in ipairs(touched or {}) do
       if not seen[f] and readable_by(reader, f) then
         seen[f] = true
-        local len = redis.call('HSTRLEN', state, 'd:' .. f)
+        local len = call('HSTRLEN', state, 'd:' .. f)
         if len > 0 and used + #f + len <= budget then
           used = used + #f + len
-          parts[#parts + 1] = jstr(f) .. ':' .. value_json(redis.call('HGET', state, 'd:' .. f))
+          parts[#parts + 1] = jstr(f) .. ':' .. value_json(call('HGET', state, 'd:' .. f))
         end
       end
     end
@@ -292,28 +309,23 @@ end
 -- XADD (trimming by retention) and the doorbell. The first write of every
 -- commit: the only one Redis could refuse (a key of the wrong type), so a
 -- refusal leaves nothing written.
-local function append(stream, change, version, changes_raw, metadata_raw, retention_ms)
-  local t = redis.call('TIME')
+local function append(keys, change, version, changes_raw, metadata_raw, retention_ms)
+  local t = call('TIME')
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local min_id = now_ms - retention_ms
   if min_id < 0 then min_id = 0 end
   -- Retention waits for the sink (docs/protocol.md section 9): `rtsync sink`
-  -- keeps `<p>:{T}:sink-floor` at the time (ms) of the oldest entry it has
-  -- not acknowledged, but never older than RTS_SINK_MAX_LAG_SECS, and the
-  -- key expires after that long, so a gone sink holds nothing back for ever.
-  -- A base's stream (`<p>:{B}:base-events`) has its own floor and doorbell
-  -- (`:base-sink-floor`, `:base-presence`).
-  local scope, kind = stream:match('^(.*):(base%-events)$')
-  if not scope then scope, kind = stream:match('^(.*):(events)$') end
-  local extra = ''
-  if kind == 'base-events' then extra = 'base-' end
-  if scope then
-    local floor = tonumber(redis.call('GET', scope .. ':' .. extra .. 'sink-floor') or '')
+  -- keeps the stream's sink floor (KEYS[4]) at the time (ms) of the oldest
+  -- entry it has not acknowledged, but never older than
+  -- RTS_SINK_MAX_LAG_SECS, and the key expires after that long, so a gone
+  -- sink holds nothing back for ever.
+  if keys[4] then
+    local floor = tonumber(call('GET', keys[4]) or '')
     if floor ~= nil and floor < min_id then
       min_id = floor
     end
   end
-  local args = { 'XADD', stream, 'MINID', '~', jint(min_id), '*',
+  local args = { 'XADD', keys[1], 'MINID', '~', jint(min_id), '*',
     'type', change.type, 'entityType', change.entityType,
     'entityId', change.entityId, 'userId', change.userId,
     'version', jint(version) }
@@ -329,11 +341,11 @@ local function append(stream, change, version, changes_raw, metadata_raw, retent
   opt('metadata', metadata_raw)
   opt('origin', change.origin)
   opt('clientChangeId', change.clientChangeId)
-  local id = redis.call(unpack(args))
-  -- Doorbell: sidecars serving the table (or base) read its stream when it
-  -- rings.
-  if scope then
-    redis.call('SPUBLISH', scope .. ':' .. extra .. 'presence', RING)
+  local id = call(unpack(args))
+  -- Doorbell (KEYS[5]): sidecars serving the table (or base) read its
+  -- stream when it rings.
+  if keys[5] then
+    call('SPUBLISH', keys[5], RING)
   end
   return id
 end
@@ -347,7 +359,7 @@ local function bytes_after(state, cur_b, changes, values)
     local old = lens[f]
     if old == nil then
       old = 0
-      if cur_b > 0 then old = redis.call('HSTRLEN', state, 'd:' .. f) end
+      if cur_b > 0 then old = call('HSTRLEN', state, 'd:' .. f) end
     end
     if old > 0 then new_b = new_b - #f - old end
     local len = #values[i]
@@ -365,7 +377,7 @@ end
 local function find_conflicts(state, change, changes, base, budget)
   local touched = {}
   if change.type == 'delete' then
-    local flat = redis.call('HGETALL', state)
+    local flat = call('HGETALL', state)
     for i = 1, #flat, 2 do
       if flat[i]:sub(1, 2) == 'v:' then
         touched[#touched + 1] = flat[i]:sub(3)
@@ -378,14 +390,14 @@ local function find_conflicts(state, change, changes, base, budget)
   end
   local conflicts, used, truncated = {}, 0, false
   for _, f in ipairs(touched) do
-    local fv = tonumber(redis.call('HGET', state, 'v:' .. f)) or 0
+    local fv = tonumber(call('HGET', state, 'v:' .. f)) or 0
     if fv > base and not readable_by(change.reader, f) then
       conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. '}'
     elseif fv > base then
-      local len = redis.call('HSTRLEN', state, 'd:' .. f)
+      local len = call('HSTRLEN', state, 'd:' .. f)
       if used + #f + len <= budget then
         used = used + #f + len
-        local their = value_json(redis.call('HGET', state, 'd:' .. f))
+        local their = value_json(call('HGET', state, 'd:' .. f))
         conflicts[#conflicts + 1] = '{"fieldId":' .. jstr(f) .. ',"theirValue":' .. their .. '}'
       else
         truncated = true
@@ -418,7 +430,7 @@ end
 -- Writes the record's new state at version `new_v` (its size `new_b`).
 local function write_record(state, change, changes, values, deleted, new_v, new_b)
   if change.type == 'create' and deleted then
-    redis.call('DEL', state)
+    call('DEL', state)
   end
   local writes = { 'HSET', state, '_v', jint(new_v) }
   local removed = {}
@@ -439,18 +451,18 @@ local function write_record(state, change, changes, values, deleted, new_v, new_
       end
     end
   end
-  redis.call(unpack(writes))
+  call(unpack(writes))
   if change.type == 'create' then
     removed[#removed + 1] = '_del'
   end
   if #removed > 0 then
-    redis.call('HDEL', state, unpack(removed))
+    call('HDEL', state, unpack(removed))
   end
 end
 
 local function commit_record(keys, change, changes, values, metadata, changes_raw, metadata_raw, retention_ms)
-  local stream, state = keys[1], keys[2]
-  local head = redis.call('HMGET', state, '_v', '_del')
+  local state = keys[2]
+  local head = call('HMGET', state, '_v', '_del')
   local cur_v = tonumber(head[1]) or 0
   local deleted = head[2] == '1'
   local exists = cur_v > 0 and not deleted
@@ -492,20 +504,19 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   -- Decided. From here on only writes, the first of which (XADD) is the
   -- only one that could be refused.
   local new_v = cur_v + 1
-  local id = append(stream, change, new_v, changes_raw, metadata_raw, retention_ms)
+  local id = append(keys, change, new_v, changes_raw, metadata_raw, retention_ms)
   -- The record index for load_records (v1.1), in the table's slot.
-  local scope = stream:match('^(.*):events$')
-  if scope then
-    redis.call('ZADD', scope .. ':records', 0, change.entityId)
+  if keys[3] then
+    call('ZADD', keys[3], 0, change.entityId)
   end
   write_record(state, change, changes, values, deleted, new_v, new_b)
   return committed(status, id, new_v, conflicts, truncated)
 end
 
 local function commit_entity(keys, change, changes_raw, metadata_raw, retention_ms)
-  local stream, state = keys[1], keys[2]
+  local state = keys[2]
   local field = change.entityType .. ':' .. change.entityId
-  local cur_v = tonumber(redis.call('HGET', state, field)) or 0
+  local cur_v = tonumber(call('HGET', state, field)) or 0
   if change.version ~= nil and change.version ~= cur_v then
     return rejected('stale_version', cur_v, '{"version":' .. jint(cur_v) .. ',"fields":{}}')
   end
@@ -513,8 +524,8 @@ local function commit_entity(keys, change, changes_raw, metadata_raw, retention_
     return fail(field .. ' is at the largest version (2^53-1) and takes no more commits')
   end
   local new_v = cur_v + 1
-  local id = append(stream, change, new_v, changes_raw, metadata_raw, retention_ms)
-  redis.call('HSET', state, field, jint(new_v))
+  local id = append(keys, change, new_v, changes_raw, metadata_raw, retention_ms)
+  call('HSET', state, field, jint(new_v))
   return committed('applied', id, new_v, nil, false)
 end
 
@@ -570,12 +581,14 @@ local function change_values(changes, args)
   return values
 end
 
--- A clientChangeId needs the dedup key, named exactly; none needs none.
-local function check_dedup_key(keys, change)
-  local cc = change.clientChangeId
+-- A clientChangeId needs the dedup key (KEYS[6]); none needs none. The
+-- key must name the change's user and clientChangeId: `form.dedup_name`
+-- (the compatibility form) gives its whole name, else its end is checked.
+local function check_dedup_key(keys, change, form)
+  local cc, at = change.clientChangeId, form.dedup_at
   if is_null(cc) then
     change.clientChangeId = nil
-    if #keys == 3 then
+    if keys[6] then
       return fail('the dedup key is given but the change has no clientChangeId')
     end
     return nil
@@ -583,19 +596,23 @@ local function check_dedup_key(keys, change)
   if type(cc) ~= 'string' or #cc < 1 or #cc > 128 then
     return fail('clientChangeId must be a string of 1..128 bytes')
   end
-  if #keys ~= 3 then
-    return fail('a change with a clientChangeId needs the dedup key as KEYS[3]')
+  if not keys[6] then
+    return fail('a change with a clientChangeId needs the dedup key as KEYS[' .. at .. ']')
   end
-  local scope = keys[1]:match('^(.*):events$') or keys[1]:match('^(.*):base%-events$')
-  local want = (scope or '') .. ':cc:' .. #change.userId .. ':' .. change.userId .. ':' .. cc
-  if scope == nil or keys[3] ~= want then
-    return fail('the dedup key must be ' .. want)
+  local tail = ':cc:' .. #change.userId .. ':' .. change.userId .. ':' .. cc
+  if form.dedup_name then
+    local want, known = form.dedup_name(tail)
+    if not known or keys[6] ~= want then
+      return fail('the dedup key must be ' .. want)
+    end
+  elseif keys[6]:sub(-#tail) ~= tail then
+    return fail('the dedup key must end with ' .. tail)
   end
   return nil
 end
 
 -- The change header's rules and the keys it needs; nil, or the error.
-local function check_change(keys, change)
+local function check_change(keys, change, form)
   if not ENTITY_TYPES[change.entityType] then
     return fail('entityType must be record, field, view, table or base')
   end
@@ -641,7 +658,7 @@ local function check_change(keys, change)
   end
   if hide then change.reader = { hide = hide } end
   if only then change.reader = { only = only } end
-  return check_dedup_key(keys, change)
+  return check_dedup_key(keys, change, form)
 end
 
 -- ARGV 2.. decoded and checked: changes, metadata, retention, values; or
@@ -675,12 +692,12 @@ end
 -- one. A rejection again carries the record as it is now, so the client
 -- rolls back to it.
 local function resent_answer(keys, change, changes)
-  local first = redis.call('GET', keys[3])
+  local first = call('GET', keys[6])
   if not first then return nil end
   local dup = as_duplicate(first)
   if change.entityType == 'record' and dup:find('"originalStatus":"rejected"', 1, true)
       and not dup:find('"current":', 1, true) then
-    local head = redis.call('HMGET', keys[2], '_v', '_del')
+    local head = call('HMGET', keys[2], '_v', '_del')
     local current, partial = record_current(keys[2], tonumber(head[1]) or 0, head[2] == '1',
       touched_fields(changes), change.answerBytes, change.reader)
     dup = dup:sub(1, -2) .. ',"current":' .. current
@@ -690,10 +707,9 @@ local function resent_answer(keys, change, changes)
   return dup
 end
 
-local function commit(keys, args)
-  if #keys < 2 or #keys > 3 then
-    return fail('expects 2 or 3 keys: stream, state[, dedup]')
-  end
+-- The core: `keys` is the full list (see "KEYS"), `form` what the adapter
+-- knows of the call's form.
+local function commit(keys, args, form)
   if #args < 3 then
     return fail('expects arguments: change, changes, metadata[, retentionMs[, values...]]')
   end
@@ -701,7 +717,7 @@ local function commit(keys, args)
   if change == nil then
     return fail(err or 'change is required')
   end
-  local bad = check_change(keys, change)
+  local bad = check_change(keys, change, form)
   if bad then return bad end
   local a, aerr = decode_args(args)
   if a == nil then return aerr end
@@ -721,12 +737,46 @@ local function commit(keys, args)
     return result -- an error reply: nothing was written
   end
   if cc ~= nil then
-    redis.call('SET', keys[3], short, 'EX', DEDUP_TTL_SECS)
+    call('SET', keys[6], short, 'EX', DEDUP_TTL_SECS)
   end
   return result
 end
 
-redis.register_function {
-  function_name = 'rtsync_commit',
-  callback = commit,
+-- The compatibility adapter. The form of 2 or 3 KEYS (stream, state[,
+-- dedup]) names the stream and the state only: the record index, the sink
+-- floor and the doorbell are derived from the stream's name as
+-- `<p>:{T}:events` (`<p>:{T}:records`, `<p>:{T}:sink-floor`,
+-- `<p>:{T}:presence`) or `<p>:{B}:base-events` (no index,
+-- `<p>:{B}:base-sink-floor`, `<p>:{B}:base-presence`), all in the stream's
+-- slot; a stream named otherwise has none of them (false). The full form
+-- (5 or 6 KEYS) is passed through as it is.
+local function adapt(keys)
+  if #keys == 5 or #keys == 6 then
+    return keys, nil, { dedup_at = 6 }
+  end
+  if #keys ~= 2 and #keys ~= 3 then
+    return nil, fail('expects 2 or 3 keys: stream, state[, dedup] (or 5 or 6 in the full form: stream, state, records, sink floor, doorbell[, dedup])')
+  end
+  local scope, kind = keys[1]:match('^(.*):(base%-events)$')
+  if not scope then scope, kind = keys[1]:match('^(.*):(events)$') end
+  local extra = kind == 'base-events' and 'base-' or ''
+  local full = { keys[1], keys[2], false, false, false, keys[3] or false }
+  if scope then
+    if kind == 'events' then full[3] = scope .. ':records' end
+    full[4] = scope .. ':' .. extra .. 'sink-floor'
+    full[5] = scope .. ':' .. extra .. 'presence'
+  end
+  if not keys[3] then full[6] = nil end
+  local function dedup_name(tail)
+    return (scope or '') .. tail, scope ~= nil
+  end
+  return full, nil, { dedup_at = 3, dedup_name = dedup_name }
+end
+
+register('rtsync_commit', commit, { adapt = adapt })
+
+return {
+  is_array = is_array, value_json = value_json, readable_by = readable_by,
+  visible_bytes = visible_bytes,
 }
+end)

@@ -19,6 +19,10 @@ FCALL rtsync_history 1 <p>:{T}:events size <after> <until> <count> <bytes>
      numbers.
 ]==]
 
+define('history', { 'base' }, function(m)
+local INVALID = m.base.INVALID
+local call, register = m.base.call, m.base.register
+
 -- Entries read per call inside the function.
 local HISTORY_CHUNK = 16
 
@@ -38,7 +42,7 @@ local function walk(key, from, to, reverse, visit)
   local cmd = 'XRANGE'
   if reverse then cmd = 'XREVRANGE' end
   while true do
-    local chunk = redis.call(cmd, key, from, to, 'COUNT', HISTORY_CHUNK)
+    local chunk = call(cmd, key, from, to, 'COUNT', HISTORY_CHUNK)
     for _, e in ipairs(chunk) do
       if not visit(e, entry_bytes(e)) then return end
     end
@@ -91,4 +95,5 @@ local function history(keys, args)
   return history_fail('mode must be range, recent or size')
 end
 
-redis.register_function { function_name = 'rtsync_history', callback = history, flags = { 'no-writes' } }
+register('rtsync_history', history, { flags = { 'no-writes' } })
+end)

@@ -27,6 +27,10 @@ rtsync_presence_prune  ARGV channel, now, conns JSON array
      removed at once with user_left (the sidecar's silence was the grace).
 ]]
 
+define('presence', { 'base' }, function(m)
+local INVALID, is_id = m.base.INVALID, m.base.is_id
+local call, register = m.base.call, m.base.register
+
 local PALETTE = {
   '#E6194B', '#3CB44B', '#4363D8', '#F58231', '#911EB4', '#42D4F4',
   '#F032E6', '#BFEF45', '#469990', '#9A6324', '#800000', '#000075',
@@ -42,11 +46,11 @@ local function public_view(p)
 end
 
 local function notify(channel, event, data, origin)
-  redis.call('SPUBLISH', channel, cjson.encode({ event = event, data = data, origin = origin }))
+  call('SPUBLISH', channel, cjson.encode({ event = event, data = data, origin = origin }))
 end
 
 local function load_presence(key, user)
-  local raw = redis.call('HGET', key, user)
+  local raw = call('HGET', key, user)
   if not raw then return nil end
   local ok, p = pcall(cjson.decode, raw)
   if not ok or type(p) ~= 'table' then return nil end
@@ -55,20 +59,20 @@ local function load_presence(key, user)
 end
 
 local function save_presence(keys, p)
-  redis.call('HSET', keys[1], p.userId, cjson.encode(p))
-  redis.call('ZADD', keys[2], p.lastSeen, p.userId)
+  call('HSET', keys[1], p.userId, cjson.encode(p))
+  call('ZADD', keys[2], p.lastSeen, p.userId)
 end
 
 local function remove_presence(keys, channel, p)
-  redis.call('HDEL', keys[1], p.userId)
-  redis.call('ZREM', keys[2], p.userId)
-  redis.call('HDEL', keys[3], p.userId)
+  call('HDEL', keys[1], p.userId)
+  call('ZREM', keys[2], p.userId)
+  call('HDEL', keys[3], p.userId)
   notify(channel, 'user_left', { userId = p.userId, tableId = p.tableId }, cjson.null)
 end
 
 local function pick_color(colors_key)
   local used = {}
-  local flat = redis.call('HGETALL', colors_key)
+  local flat = call('HGETALL', colors_key)
   for i = 2, #flat, 2 do
     used[flat[i]] = (used[flat[i]] or 0) + 1
   end
@@ -82,7 +86,7 @@ end
 
 local function all_users(key)
   local users = {}
-  local flat = redis.call('HGETALL', key)
+  local flat = call('HGETALL', key)
   for i = 2, #flat, 2 do
     local ok, p = pcall(cjson.decode, flat[i])
     if ok and type(p) == 'table' then users[#users + 1] = public_view(p) end
@@ -114,7 +118,7 @@ local function presence_join(keys, args)
   if p == nil then
     status = 'joined'
     p = { userId = user.userId, conns = {} }
-    p.color = redis.call('HGET', keys[3], user.userId) or pick_color(keys[3])
+    p.color = call('HGET', keys[3], user.userId) or pick_color(keys[3])
   elseif #p.conns == 0 then
     status = 'reconnected'
   else
@@ -130,7 +134,7 @@ local function presence_join(keys, args)
   p.lastSeen = now
   p.leftAt = nil
   save_presence(keys, p)
-  redis.call('HSET', keys[3], p.userId, p.color)
+  call('HSET', keys[3], p.userId, p.color)
   if status == 'joined' then
     notify(channel, 'user_joined', public_view(p), conn)
   elseif status == 'reconnected' then
@@ -149,7 +153,7 @@ local function presence_leave(keys, args)
   for _, c in ipairs(p.conns) do if c ~= conn then rest[#rest + 1] = c end end
   p.conns = rest
   if #rest == 0 then p.leftAt = now end
-  redis.call('HSET', keys[1], p.userId, cjson.encode(p))
+  call('HSET', keys[1], p.userId, cjson.encode(p))
   return #rest
 end
 
@@ -190,17 +194,17 @@ local function presence_sweep(keys, args)
   local channel, now = args[1], tonumber(args[2])
   local ttl, grace = tonumber(args[3]) or 300000, tonumber(args[4]) or 3000
   local removed = 0
-  local stale = redis.call('ZRANGEBYSCORE', keys[2], '-inf', '(' .. (now - ttl))
+  local stale = call('ZRANGEBYSCORE', keys[2], '-inf', '(' .. (now - ttl))
   for _, user in ipairs(stale) do
     local p = load_presence(keys[1], user) or { userId = user }
     remove_presence(keys, channel, p)
     removed = removed + 1
   end
-  local flat = redis.call('HGETALL', keys[1])
+  local flat = call('HGETALL', keys[1])
   for i = 1, #flat, 2 do
     local p = load_presence(keys[1], flat[i])
     if p == nil then
-      redis.call('HDEL', keys[1], flat[i])
+      call('HDEL', keys[1], flat[i])
     elseif #p.conns == 0 and p.leftAt ~= nil and now - p.leftAt >= grace then
       remove_presence(keys, channel, p)
       removed = removed + 1
@@ -209,11 +213,11 @@ local function presence_sweep(keys, args)
   return removed
 end
 
-redis.register_function { function_name = 'rtsync_presence_join', callback = presence_join }
-redis.register_function { function_name = 'rtsync_presence_leave', callback = presence_leave }
-redis.register_function { function_name = 'rtsync_presence_expire', callback = presence_expire }
-redis.register_function { function_name = 'rtsync_presence_touch', callback = presence_touch }
-redis.register_function { function_name = 'rtsync_presence_sweep', callback = presence_sweep }
+register('rtsync_presence_join', presence_join)
+register('rtsync_presence_leave', presence_leave)
+register('rtsync_presence_expire', presence_expire)
+register('rtsync_presence_touch', presence_touch)
+register('rtsync_presence_sweep', presence_sweep)
 
 local function presence_prune(keys, args)
   local err = check_presence_keys(keys, args, 3)
@@ -224,7 +228,7 @@ local function presence_prune(keys, args)
   local dead = {}
   for _, c in ipairs(gone) do dead[c] = true end
   local removed = 0
-  local flat = redis.call('HGETALL', keys[1])
+  local flat = call('HGETALL', keys[1])
   for i = 1, #flat, 2 do
     local p = load_presence(keys[1], flat[i])
     if p ~= nil then
@@ -237,7 +241,7 @@ local function presence_prune(keys, args)
           remove_presence(keys, channel, p)
         else
           p.conns = rest
-          redis.call('HSET', keys[1], p.userId, cjson.encode(p))
+          call('HSET', keys[1], p.userId, cjson.encode(p))
         end
       end
     end
@@ -245,4 +249,5 @@ local function presence_prune(keys, args)
   return removed
 end
 
-redis.register_function { function_name = 'rtsync_presence_prune', callback = presence_prune }
+register('rtsync_presence_prune', presence_prune)
+end)

@@ -1,16 +1,34 @@
 #!lua name=rtsync
 --[[
 rtsync Redis Functions library. Every sidecar loads it with
-`FUNCTION LOAD REPLACE` at start; it is assembled from these files, in this
-order, into one library named `rtsync`:
+`FUNCTION LOAD REPLACE` at start; it is assembled (src/store/library.rs)
+from these files, in this order, into one library named `rtsync`:
 
-  lua/rtsync.lua    this file: the library header and the helpers the others use
+  lua/rtsync.lua    this file: the header, the module registry and `base`
+                    (the helpers the others use, and the way to Redis)
+  lua/keycheck.lua  only when the sidecar runs with RTS_LUA_KEY_CHECK=1 (a
+                    test aid): checks every key a call touches is in KEYS
   lua/commit.lua    rtsync_commit: the atomic version check, state write and append
   lua/presence.lua  rtsync_presence_*: who is on a table, cursors, colors
   lua/streams.lua   rtsync_stream_release: a sidecar stops reading a stream
   lua/history.lua   rtsync_history: history reads bounded by bytes and count
   lua/records.lua   rtsync_load, rtsync_seed: the table's state with versions
   lua/sink.lua      rtsync_sink_lease: which sink delivers a table
+
+Modules. Each file is one call `define(name, deps, function(m) ... end)`:
+`deps` lists the modules it uses, which must be defined before it (the
+assembler checks this, and `define` refuses to load otherwise); the body
+gets them as `m.<dep>` and returns what it offers to later modules. No
+module reads another's locals, so the files' order only has to respect
+the declared dependencies.
+
+Keys. Every key a function touches is one of its KEYS (what lets a Redis
+Cluster route the call and check its slot); no function derives a key name
+from another key. The sidecar sends each function's full key list (built
+by src/store/keys.rs). Older key lists, documented before the full forms,
+are still accepted: each function has one small adapter (`adapt` below)
+that recognises such a call by its number of keys and derives the missing
+keys, in the same hash slot, before the same code runs.
 
 Errors that are the caller's fault (bad keys or arguments) are error replies
 whose code is `RTSYNC_INVALID`, e.g.
@@ -21,12 +39,34 @@ refused with the code `RTSYNC_TOO_LARGE`.
 Nothing is written when a function answers an error.
 ]]
 
+local defined = {}
+
+-- Runs a module's body with the modules it declares, defined earlier, and
+-- keeps what it returns for the modules after it. (While a library loads,
+-- Redis offers no globals but `redis.register_function` and `redis.log`:
+-- a missing dependency is logged, and the load is refused by registering
+-- a function under an invalid name.)
+local function define(name, deps, body)
+  local needs = {}
+  for i = 1, #deps do
+    local found = defined[deps[i]]
+    if found == nil then
+      redis.log(redis.LOG_WARNING, 'rtsync: module ' .. name .. ' needs ' .. deps[i] .. ', which is not defined before it')
+      redis.register_function { function_name = 'missing dependency', callback = function() end }
+    end
+    needs[deps[i]] = found
+  end
+  defined[name] = body(needs) or {}
+end
+
+define('base', {}, function()
+
 local INVALID = 'RTSYNC_INVALID '
 local TOO_LARGE = 'RTSYNC_TOO_LARGE '
 
 -- Unicode format (Cf) and C1 control characters, as UTF-8 byte patterns
 -- (Lua 5.1 patterns work on bytes). ASCII controls are `%c`. Kept in step
--- with `src/protocol/ids.rs`.
+-- with `src/change/ids.rs`.
 local FORBIDDEN_IN_IDS = {
   '[%c{}]',
   '\194[\128-\159]',           -- U+0080..U+009F C1 controls
@@ -105,3 +145,28 @@ end
 local function jint(n)
   return string.format('%d', n)
 end
+
+-- Registers `core` as the Redis function `name`. `opts.adapt(keys, args)`
+-- (optional) turns a call's KEYS into the full key list `core` expects
+-- (nil and an error reply to refuse the call), and its third result is
+-- handed to `core` as its third argument. `keycheck` swaps this for a
+-- checking version.
+local function register(name, core, opts)
+  local adapt = opts and opts.adapt
+  local callback = core
+  if adapt then
+    callback = function(keys, args)
+      local full, err, extra = adapt(keys, args)
+      if full == nil then return err end
+      return core(full, args, extra)
+    end
+  end
+  redis.register_function { function_name = name, callback = callback, flags = opts and opts.flags }
+end
+
+return {
+  INVALID = INVALID, TOO_LARGE = TOO_LARGE,
+  is_id = is_id, is_null = is_null, jstr = jstr, jint = jint,
+  call = function(...) return redis.call(...) end, register = register,
+}
+end)

@@ -11,6 +11,10 @@ The lease is a string key holding the owner's instance id, expiring after
 `ttl_ms` unless renewed: a sink that dies loses its tables when it expires.
 ]==]
 
+define('sink', { 'base' }, function(m)
+local INVALID = m.base.INVALID
+local call, register = m.base.call, m.base.register
+
 local function sink_lease(keys, args)
   if #keys ~= 1 or #args ~= 2 then
     return redis.error_reply(INVALID .. 'rtsync_sink_lease: expects 1 key (lease) and 2 arguments (owner, ttl_ms)')
@@ -20,23 +24,24 @@ local function sink_lease(keys, args)
   if owner == '' or ttl == nil or ttl < 0 or ttl ~= math.floor(ttl) then
     return redis.error_reply(INVALID .. 'rtsync_sink_lease: owner must be non-empty and ttl_ms a non-negative integer')
   end
-  local holder = redis.call('GET', lease)
+  local holder = call('GET', lease)
   if ttl == 0 then
     if holder == owner then
-      redis.call('DEL', lease)
+      call('DEL', lease)
       return 1
     end
     return 0
   end
   if holder == false then
-    redis.call('SET', lease, owner, 'PX', ttl)
+    call('SET', lease, owner, 'PX', ttl)
     return 1
   end
   if holder == owner then
-    redis.call('PEXPIRE', lease, ttl)
+    call('PEXPIRE', lease, ttl)
     return 1
   end
   return 0
 end
 
-redis.register_function { function_name = 'rtsync_sink_lease', callback = sink_lease }
+register('rtsync_sink_lease', sink_lease)
+end)

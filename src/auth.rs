@@ -17,6 +17,7 @@ use crate::change::ids::is_valid_id;
 use crate::config::{AuthMode, Config};
 use crate::grant::GrantError;
 pub use crate::grant::{Access, BaseGrants, Grants};
+use crate::metrics::{AuthFailure, Label};
 use crate::protocol::messages::AuthenticateReq;
 
 /// An authenticated user.
@@ -51,15 +52,20 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// Label for the auth-failure metric.
-    pub fn reason(&self) -> &'static str {
+    /// Its label in the auth-failure metric.
+    pub fn label(&self) -> AuthFailure {
         match self {
-            AuthError::Missing => "missing",
-            AuthError::Expired => "expired",
-            AuthError::NotYetValid => "not_yet_valid",
-            AuthError::Invalid(_) => "invalid",
-            AuthError::BadClaims(_) | AuthError::Grant(_) => "claims",
+            AuthError::Missing => AuthFailure::Missing,
+            AuthError::Expired => AuthFailure::Expired,
+            AuthError::NotYetValid => AuthFailure::NotYetValid,
+            AuthError::Invalid(_) => AuthFailure::Invalid,
+            AuthError::BadClaims(_) | AuthError::Grant(_) => AuthFailure::Claims,
         }
+    }
+
+    /// Why, in a word: the metric's label, for logs.
+    pub fn reason(&self) -> &'static str {
+        self.label().value()
     }
 }
 

@@ -249,6 +249,13 @@ pub struct Config {
     #[arg(long, env = "RTS_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Test aid, off by default: load the function library with its key
+    /// check (`lua/keycheck.lua`): a call touching a key that is not one
+    /// of its KEYS fails with `RTSYNC_KEYCHECK`. The test harness turns it
+    /// on for every sidecar; it costs a lookup per Redis command.
+    #[arg(long, env = "RTS_LUA_KEY_CHECK", default_value_t = false, hide = true, value_parser = clap::builder::BoolishValueParser::new())]
+    pub lua_key_check: bool,
+
     /// Without a mode, rtsync runs the sidecar.
     #[command(subcommand)]
     pub mode: Option<Mode>,

@@ -79,7 +79,9 @@ impl Waiting {
             Ticket(t)
         };
         for outbox in evicted {
-            crate::metrics::connection_refused("unauthenticated_evicted");
+            crate::metrics::connection_refused(
+                crate::metrics::ConnectionRefused::UnauthenticatedEvicted,
+            );
             tracing::info!(conn = %outbox.conn_id, "closing the oldest connection waiting to authenticate (4408) to admit a new one");
             outbox.close(CloseCode::AuthTimeout);
         }

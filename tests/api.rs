@@ -1,6 +1,8 @@
 //! The HTTP API and `/metrics` (docs/protocol.md section 6).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests drive Redis directly, as a producer or an operator would.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

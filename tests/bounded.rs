@@ -4,6 +4,8 @@
 //! these tests replay (900 KB fields, 150 repeated ids, 100 huge events).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests drive Redis directly, as a producer or an operator would.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

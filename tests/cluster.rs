@@ -3,6 +3,8 @@
 //! while clients write, with nothing lost or repeated.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests drive Redis directly, as a producer or an operator would.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 
@@ -287,6 +289,7 @@ async fn table_slot_moves_to_another_node_while_clients_write() {
 /// SIGKILLed under writes; its replica is promoted, and the sidecars follow
 /// (`MOVED`, a refreshed slot map): writes resume, the table's events reach
 /// the subscriber on the other sidecar live, and so does presence.
+#[allow(clippy::too_many_lines)] // one scenario, end to end (predates the 80-line rule)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_cluster_primary_is_replaced_and_writes_tailing_and_presence_resume() {
     let mut cluster = RedisCluster::start_with_replicas(1).await;

@@ -2,6 +2,8 @@
 //! leaves, table users, colors, cursors and selections, grace and staleness.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests drive Redis directly, as a producer or an operator would.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -2,6 +2,8 @@
 //! their entries are delivered like any other; malformed ones are skipped.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests drive Redis directly, as a producer or an operator would.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -2,6 +2,8 @@
 //! twice, across reconnects, restarts and offline edits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests drive Redis directly, as a producer or an operator would.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

@@ -5,6 +5,8 @@
 //! are read.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Tests drive Redis directly, as a producer or an operator would.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 

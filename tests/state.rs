@@ -369,6 +369,7 @@ async fn random_writer(mut w: Client, seed: u64, stop: Arc<AtomicBool>) -> usize
     n
 }
 
+#[allow(clippy::too_many_lines)] // one scenario, end to end (predates the 80-line rule)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_subscribes_then_pages_while_four_writers_write_ends_equal_to_the_state() {
     let cluster = Cluster::start().await;

@@ -96,7 +96,7 @@ async fn run_polling(
         () = opened.outbox.closed() => Err(SessionEnd::ClosedBeforePolled),
         () = tokio::time::sleep_until(auth_deadline.min(silent_deadline)) => {
             if auth_deadline <= silent_deadline {
-                crate::metrics::auth_failure("timeout");
+                crate::metrics::auth_failure(crate::metrics::AuthFailure::Timeout);
                 Err(SessionEnd::NeverPolled)
             } else {
                 Err(SessionEnd::PingTimeoutBeforePolled)

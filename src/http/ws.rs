@@ -142,7 +142,7 @@ pub fn at_capacity(app: &App) -> Option<Response<Body>> {
     let open = app.connections.load(std::sync::atomic::Ordering::Relaxed);
     (open >= app.config.max_connections.get()).then(|| {
         refuse(
-            "sidecar_full",
+            crate::metrics::ConnectionRefused::SidecarFull,
             "RTS_MAX_CONNECTIONS",
             app.config.max_connections.get(),
             "this sidecar is at its connection limit; try another",
@@ -151,7 +151,12 @@ pub fn at_capacity(app: &App) -> Option<Response<Body>> {
 }
 
 /// HTTP 503 at upgrade for a connection limit: counted and logged.
-fn refuse(reason: &'static str, setting: &str, limit: usize, message: &str) -> Response<Body> {
+fn refuse(
+    reason: crate::metrics::ConnectionRefused,
+    setting: &str,
+    limit: usize,
+    message: &str,
+) -> Response<Body> {
     crate::metrics::connection_refused(reason);
     tracing::warn!(limit, "connection refused: {setting} reached");
     json_error(ErrorCode::Unavailable, message)

@@ -329,11 +329,11 @@ enum WriteError {
 }
 
 impl WriteError {
-    /// Label for the writer-error metric.
-    fn kind(&self) -> &'static str {
+    /// Its label in the writer-error metric.
+    fn label(&self) -> crate::metrics::WriterError {
         match self {
-            WriteError::Timeout(_) => "timeout",
-            WriteError::Failed(_) => "failed",
+            WriteError::Timeout(_) => crate::metrics::WriterError::Timeout,
+            WriteError::Failed(_) => crate::metrics::WriterError::Failed,
         }
     }
 
@@ -358,7 +358,7 @@ impl OutboxReceiver {
     {
         let result = self.drain(&mut io, write_timeout).await;
         if let Err(e) = &result {
-            crate::metrics::writer_error(e.kind());
+            crate::metrics::writer_error(e.label());
             tracing::warn!(error = %e, code = e.close_code(), "closing the connection: the writer failed");
             let _ = self.close_code.compare_exchange(
                 0,

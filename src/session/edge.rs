@@ -10,6 +10,7 @@
 //! upgrade, a Socket.IO CONNECT's `auth`) go through [`fail_answered_by`].
 
 use crate::auth::AuthError;
+use crate::metrics::{AuthFailure, ConnectionRefused, EventIn, FrameRejected, Label};
 use crate::outbox::{CloseCode, Outbox};
 use crate::protocol::error::{Cause, ErrorBody};
 use crate::protocol::{ErrorCode, RequestError, ServerEvent};
@@ -68,20 +69,28 @@ fn close_for(outbox: &Outbox, e: &RequestError) {
 fn report(e: &RequestError, stage: Stage) {
     match stage {
         Stage::Request if e.code == ErrorCode::BadRequest => {
-            crate::metrics::frame_rejected("invalid");
+            crate::metrics::frame_rejected(FrameRejected::Invalid);
         }
         Stage::Decode { size } => {
-            crate::metrics::message_in("invalid", size);
-            crate::metrics::frame_rejected("decode");
+            crate::metrics::message_in(EventIn::Invalid, size);
+            crate::metrics::frame_rejected(FrameRejected::Decode);
         }
-        Stage::Attachments => crate::metrics::frame_rejected("attachments"),
+        Stage::Attachments => crate::metrics::frame_rejected(FrameRejected::Attachments),
         Stage::RateLimited => crate::metrics::rate_limited(),
         Stage::Request | Stage::Unanswered => {}
     }
     match &e.cause {
-        Some(Cause::NotAuthenticated) => crate::metrics::auth_failure("not_authenticated"),
-        Some(Cause::AuthRefused { reason, .. }) => crate::metrics::auth_failure(reason),
-        Some(Cause::TooManyConnections { .. }) => crate::metrics::connection_refused("per_user"),
+        Some(Cause::NotAuthenticated) => {
+            crate::metrics::auth_failure(AuthFailure::NotAuthenticated);
+        }
+        Some(Cause::AuthRefused { reason, .. }) => {
+            if let Some(label) = AuthFailure::from_value(reason) {
+                crate::metrics::auth_failure(label);
+            }
+        }
+        Some(Cause::TooManyConnections { .. }) => {
+            crate::metrics::connection_refused(ConnectionRefused::PerUser);
+        }
         _ => {}
     }
     e.trace();

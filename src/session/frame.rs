@@ -132,7 +132,7 @@ pub fn expire_partial(session: &mut Session) {
     tracing::info!("binary attachments did not arrive in time");
     match partial.expired() {
         Some((e, rid)) => edge::fail(&session.outbox, &e, Stage::Attachments, None, rid),
-        None => crate::metrics::frame_rejected("attachments"),
+        None => crate::metrics::frame_rejected(crate::metrics::FrameRejected::Attachments),
     }
 }
 

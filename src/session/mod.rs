@@ -334,7 +334,7 @@ async fn serve(
             _ = app.shutdown.cancelled() => return end(session, SessionEnd::ShuttingDown),
             _ = session.outbox.closed() => return SessionEnd::ClosedByServer,
             _ = tokio::time::sleep_until(auth_deadline), if session.identity.is_none() => {
-                crate::metrics::auth_failure("timeout");
+                crate::metrics::auth_failure(crate::metrics::AuthFailure::Timeout);
                 return end(session, SessionEnd::AuthTimeout);
             }
             _ = sleep_until_opt(expiry), if expiry.is_some() => {
@@ -415,7 +415,7 @@ async fn on_message(
         }
         Some(Ok(_)) => None,
         Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, .. }))) => {
-            crate::metrics::frame_rejected("too_large");
+            crate::metrics::frame_rejected(crate::metrics::FrameRejected::TooLarge);
             tracing::warn!(size, "frame over RTS_MAX_FRAME_BYTES");
             Some(end(session, SessionEnd::FrameTooLarge))
         }
@@ -488,7 +488,7 @@ fn too_early(session: &Session, len: usize) -> bool {
     if session.identity.is_some() || len <= PRE_AUTH_MAX_FRAME {
         return false;
     }
-    crate::metrics::frame_rejected("too_large");
+    crate::metrics::frame_rejected(crate::metrics::FrameRejected::TooLarge);
     tracing::warn!(len, "frame over 16 KiB before authenticate");
     true
 }

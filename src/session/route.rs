@@ -24,7 +24,11 @@ use crate::protocol::{ErrorCode, RequestError};
 pub async fn dispatch(session: &mut Session, frame: ClientFrame, size: usize) {
     let parsed = frame.event.as_ref().ok().copied();
     let event = parsed.map(ClientEvent::name).unwrap_or("unknown");
-    crate::metrics::message_in(event, size);
+    let label = parsed.map_or(
+        crate::metrics::EventIn::Unknown,
+        crate::metrics::EventIn::Client,
+    );
+    crate::metrics::message_in(label, size);
     let rid = frame.rid;
     // Steps held after a fresh subscription: a recovery of its table
     // supersedes them; any other request releases them first.

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::metrics::SinkOutcome;
+
 /// The header carrying `sha256=<hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Rtsync-Signature";
 /// When the request was signed (Unix seconds), and the signature over
@@ -39,6 +41,17 @@ pub enum Outcome {
         status: u16,
         reason: String,
     },
+}
+
+impl Outcome {
+    /// Its label in `rtsync_sink_deliveries_total{outcome}`.
+    pub fn label(&self) -> SinkOutcome {
+        match self {
+            Outcome::Delivered => SinkOutcome::Delivered,
+            Outcome::Retry(_) => SinkOutcome::Retried,
+            Outcome::Dead { .. } => SinkOutcome::DeadLettered,
+        }
+    }
 }
 
 /// The body's signature: `sha256=<hex>`.
@@ -126,12 +139,7 @@ impl Poster {
                 }
             }
         };
-        let label = match &outcome {
-            Outcome::Delivered => "delivered",
-            Outcome::Retry(_) => "retried",
-            Outcome::Dead { .. } => "dead_lettered",
-        };
-        crate::metrics::sink_delivery(label, events, began.elapsed());
+        crate::metrics::sink_delivery(outcome.label(), events, began.elapsed());
         outcome
     }
 }

@@ -197,7 +197,7 @@ async fn post<H: Host>(host: &H, sid: &str, req: Request<Incoming>) -> Response<
         Err(answer) => return answer,
     };
     let Ok(body) = std::str::from_utf8(&body) else {
-        crate::metrics::frame_rejected("decode");
+        crate::metrics::frame_rejected(crate::metrics::FrameRejected::Decode);
         close(host, sid);
         return engine_error(BAD_REQUEST);
     };
@@ -212,7 +212,7 @@ async fn post<H: Host>(host: &H, sid: &str, req: Request<Incoming>) -> Response<
             Ok(Packet::Binary(b)) => Message::Binary(b),
             Ok(p) => Message::Text(p.to_text().unwrap_or_default().into()),
             Err(_) => {
-                crate::metrics::frame_rejected("decode");
+                crate::metrics::frame_rejected(crate::metrics::FrameRejected::Decode);
                 close(host, sid);
                 return engine_error(BAD_REQUEST);
             }
@@ -235,7 +235,7 @@ async fn read_body<H: Host>(
     let max = host.max_payload();
     let collect = Limited::new(req.into_body(), max).collect();
     let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, collect).await else {
-        crate::metrics::frame_rejected("timeout");
+        crate::metrics::frame_rejected(crate::metrics::FrameRejected::Timeout);
         tracing::warn!(
             timeout = ?BODY_READ_TIMEOUT,
             "a long-polling payload not received in time; closing the session"
@@ -247,7 +247,7 @@ async fn read_body<H: Host>(
         Ok(b) => Ok(b.to_bytes()),
         Err(_) => {
             // Over maxPayload: the session is closed, as Engine.IO does.
-            crate::metrics::frame_rejected("too_large");
+            crate::metrics::frame_rejected(crate::metrics::FrameRejected::TooLarge);
             tracing::warn!(
                 max,
                 "a long-polling payload over maxPayload; closing the session"
@@ -274,7 +274,7 @@ async fn client_close(link: &Link) {
 /// closed when it was a concurrent request.
 fn violation<H: Host>(host: &H, sid: &str, v: Violation) -> Response<Body> {
     // Counted as frames refused for breaking the transport's rules.
-    crate::metrics::frame_rejected("protocol");
+    crate::metrics::frame_rejected(crate::metrics::FrameRejected::Protocol);
     if v == Violation::Concurrent {
         tracing::warn!("two long-polling requests of one kind at once; closing the session");
         close(host, sid);

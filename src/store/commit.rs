@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{Store, StoreError};
 use crate::change::{StreamId, ValidChange};
+use crate::metrics::CommitOutcome;
 
 /// Outcome of a commit (docs/protocol.md section 4, CommitResult).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,6 +46,17 @@ pub enum CommitStatus {
 }
 
 impl CommitStatus {
+    /// Its label in the commits metric.
+    pub fn label(self) -> CommitOutcome {
+        match self {
+            CommitStatus::Applied => CommitOutcome::Applied,
+            CommitStatus::Merged => CommitOutcome::Merged,
+            CommitStatus::Overwritten => CommitOutcome::Overwritten,
+            CommitStatus::Rejected => CommitOutcome::Rejected,
+            CommitStatus::Duplicate => CommitOutcome::Duplicate,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CommitStatus::Applied => "applied",
@@ -77,40 +89,24 @@ pub async fn commit_batch(
 pub async fn commit(store: &Store, valid: &ValidChange) -> Result<CommitResult, StoreError> {
     let started = Instant::now();
     let result = call_commit(store, valid).await;
-    crate::metrics::commit_done(
-        started.elapsed(),
-        result
-            .as_ref()
-            .map(|r| r.status.as_str())
-            .unwrap_or("error"),
-    );
+    let outcome = result
+        .as_ref()
+        .map_or(CommitOutcome::Error, |r| r.status.label());
+    crate::metrics::commit_done(started.elapsed(), outcome);
     result
 }
 
 async fn call_commit(store: &Store, valid: &ValidChange) -> Result<CommitResult, StoreError> {
     let req = &valid.req;
-    let keys = &store.keys;
-    let scope = req.scope();
-    let stream = if req.entity_type == "base" {
-        keys.base_events(scope)
-    } else {
-        keys.events(scope)
-    };
-    let state = if req.entity_type == "record" {
-        keys.record(scope, &req.entity_id)
-    } else {
-        keys.versions(scope)
-    };
+    let dedup = req
+        .client_change_id
+        .as_deref()
+        .map(|cc| (req.user_id.as_str(), cc));
+    let keys = store
+        .keys
+        .commit_keys(req.scope(), &req.entity_type, &req.entity_id, dedup);
     let mut cmd = redis::cmd("FCALL");
-    cmd.arg("rtsync_commit");
-    match &req.client_change_id {
-        Some(cc) => cmd
-            .arg(3)
-            .arg(stream)
-            .arg(state)
-            .arg(keys.dedup(scope, &req.user_id, cc)),
-        None => cmd.arg(2).arg(stream).arg(state),
-    };
+    cmd.arg("rtsync_commit").arg(keys.len()).arg(&keys);
     cmd.arg(&valid.header)
         .arg(&valid.changes_json)
         .arg(&valid.metadata_json)

@@ -5,6 +5,7 @@
 //! `clientChangeId`), bad input refused by the function library (error code
 //! `RTSYNC_INVALID`: `bad_request`), or anything else (`internal`).
 
+use crate::metrics::RedisErrorKind;
 use crate::protocol::error::Cause;
 use crate::protocol::{ErrorCode, RequestError};
 
@@ -48,13 +49,25 @@ impl StoreError {
     /// `rtsync_redis_errors_total{kind}`.
     pub fn from_redis(e: redis::RedisError) -> StoreError {
         let error = StoreError::classify(e);
-        match &error {
-            StoreError::Unavailable(_) => crate::metrics::redis_error("unavailable"),
-            StoreError::Timeout(_) => crate::metrics::redis_error("timeout"),
-            StoreError::Other(_) => crate::metrics::redis_error("other"),
-            _ => {}
+        if let Some(kind) = error.label() {
+            crate::metrics::redis_error(kind);
         }
         error
+    }
+
+    /// Its label in `rtsync_redis_errors_total{kind}`: only failures of
+    /// Redis itself are counted, not refusals of the function library or
+    /// bad replies.
+    pub fn label(&self) -> Option<RedisErrorKind> {
+        match self {
+            StoreError::Unavailable(_) => Some(RedisErrorKind::Unavailable),
+            StoreError::Timeout(_) => Some(RedisErrorKind::Timeout),
+            StoreError::Other(_) => Some(RedisErrorKind::Other),
+            StoreError::Refused(_)
+            | StoreError::TooLarge(_)
+            | StoreError::Config(_)
+            | StoreError::Reply(_) => None,
+        }
     }
 
     /// What a Redis failure means, by its kind (never its text); no side

@@ -81,9 +81,10 @@ pub async fn stop_serving(store: &Store, table: &str) -> Result<(), StoreError> 
 /// `rtsync_stream_release` of `group` ("" for none), then the registry.
 async fn release(store: &Store, table: &str, group: &str) -> Result<(), StoreError> {
     let mut cmd = redis::cmd("FCALL");
+    let keys = store.keys.release_keys(table);
     cmd.arg("rtsync_stream_release")
-        .arg(1)
-        .arg(store.keys.events(table))
+        .arg(keys.len())
+        .arg(&keys[..])
         .arg(group);
     let left: i64 = store.fcall(&cmd).await?;
     if left <= 0 {

@@ -64,9 +64,10 @@ fn history_call(
     max_bytes: usize,
 ) -> redis::Cmd {
     let mut cmd = redis::cmd("FCALL");
+    let keys = store.keys.history_keys(table);
     cmd.arg("rtsync_history")
-        .arg(1)
-        .arg(store.keys.events(table))
+        .arg(keys.len())
+        .arg(&keys[..])
         .arg(mode);
     for id in ids {
         cmd.arg(id.to_string());

@@ -6,6 +6,11 @@
 //! table's under the stream name `{B}` ([`base_stream_name`]); the keys of a
 //! stream name (events, doorbell channel, the sink's dead letters, lease and
 //! floor) map it to `<p>:{B}:base-<kind>`, in the base's own slot.
+//!
+//! Every `FCALL` of the function library (`lua/`) names every key it touches
+//! in KEYS, in the order its full form documents; the `*_keys` functions
+//! below build those lists, one per Redis function, so this file is the one
+//! place that knows the layout (the Lua functions derive no key names).
 
 use crate::change::ids::{base_of_stream, base_stream_name};
 
@@ -136,6 +141,83 @@ impl Keys {
         format!("{}:streams", self.prefix)
     }
 
+    /// KEYS of `rtsync_commit` (full form, `lua/commit.lua`): stream,
+    /// state, record index, sink floor, doorbell channel[, dedup]. A
+    /// change to a base (`entity_type` "base") goes to the base's stream
+    /// `{B}`; a record's state is its hash, any other entity's the scope's
+    /// versions. `dedup` is the change's user and clientChangeId.
+    pub fn commit_keys(
+        &self,
+        scope: &str,
+        entity_type: &str,
+        entity_id: &str,
+        dedup: Option<(&str, &str)>,
+    ) -> Vec<String> {
+        let stream = if entity_type == "base" {
+            base_stream_name(scope)
+        } else {
+            scope.to_owned()
+        };
+        let state = if entity_type == "record" {
+            self.record(scope, entity_id)
+        } else {
+            self.versions(scope)
+        };
+        let mut keys = vec![
+            self.events(&stream),
+            state,
+            self.stream_key(&stream, "records"),
+            self.sink_floor(&stream),
+            self.presence_channel(&stream),
+        ];
+        if let Some((user, client_change_id)) = dedup {
+            keys.push(self.dedup(scope, user, client_change_id));
+        }
+        keys
+    }
+
+    /// KEYS of `rtsync_load` (`lua/records.lua`): the table's stream, its
+    /// record index, then the hash of each record read, in order (for a
+    /// page, the ids the index lists after its `after`).
+    pub fn load_keys(&self, table: &str, record_ids: &[String]) -> Vec<String> {
+        self.records_call(table, record_ids)
+    }
+
+    /// KEYS of `rtsync_seed`: as [`Keys::load_keys`], one record hash per
+    /// seeded record, in order.
+    pub fn seed_keys(&self, table: &str, record_ids: &[&str]) -> Vec<String> {
+        self.records_call(table, record_ids)
+    }
+
+    fn records_call<S: AsRef<str>>(&self, table: &str, record_ids: &[S]) -> Vec<String> {
+        let mut keys = Vec::with_capacity(2 + record_ids.len());
+        keys.push(self.events(table));
+        keys.push(self.records(table));
+        keys.extend(record_ids.iter().map(|id| self.record(table, id.as_ref())));
+        keys
+    }
+
+    /// KEYS of `rtsync_history` (`lua/history.lua`): the stream.
+    pub fn history_keys(&self, name: &str) -> [String; 1] {
+        [self.events(name)]
+    }
+
+    /// KEYS of `rtsync_stream_release` (`lua/streams.lua`): the stream.
+    pub fn release_keys(&self, name: &str) -> [String; 1] {
+        [self.events(name)]
+    }
+
+    /// KEYS of every `rtsync_presence_*` function (`lua/presence.lua`):
+    /// presence, seen, colors. (The notices' channel is an argument.)
+    pub fn presence_keys(&self, table: &str) -> [String; 3] {
+        [self.presence(table), self.seen(table), self.colors(table)]
+    }
+
+    /// KEYS of `rtsync_sink_lease` (`lua/sink.lua`): the lease.
+    pub fn lease_keys(&self, name: &str) -> [String; 1] {
+        [self.sink_lease(name)]
+    }
+
     /// The stream name of a key `<p>:{X}:<kind>` or `<p>:{X}:base-<kind>`.
     fn name_of(&self, key: &str, kind: &str) -> Option<String> {
         let rest = key.strip_prefix(&self.prefix)?.strip_prefix(":{")?;
@@ -195,5 +277,46 @@ mod tests {
         assert_eq!(k.table_of_channel("rts:{b1}:base-presence"), Some(name));
         assert_eq!(k.table_of_channel("rts:{t}:presence").as_deref(), Some("t"));
         assert_eq!(k.table_of_events("rts:{t}:records"), None);
+    }
+
+    #[test]
+    fn a_commit_names_every_key_it_touches_in_the_full_form_order() {
+        let k = Keys::new("rts");
+        assert_eq!(
+            k.commit_keys("t", "record", "r", Some(("u:1", "c"))),
+            [
+                "rts:{t}:events",
+                "rts:{t}:rec:r",
+                "rts:{t}:records",
+                "rts:{t}:sink-floor",
+                "rts:{t}:presence",
+                "rts:{t}:cc:3:u:1:c",
+            ]
+        );
+        assert_eq!(
+            k.commit_keys("b", "base", "b", None),
+            [
+                "rts:{b}:base-events",
+                "rts:{b}:ver",
+                "rts:{b}:base-records",
+                "rts:{b}:base-sink-floor",
+                "rts:{b}:base-presence",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_records_call_names_each_record_hash_after_the_stream_and_index() {
+        let k = Keys::new("rts");
+        assert_eq!(
+            k.seed_keys("t", &["a", "b"]),
+            [
+                "rts:{t}:events",
+                "rts:{t}:records",
+                "rts:{t}:rec:a",
+                "rts:{t}:rec:b"
+            ]
+        );
+        assert_eq!(k.load_keys("t", &[]), ["rts:{t}:events", "rts:{t}:records"]);
     }
 }

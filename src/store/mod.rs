@@ -12,6 +12,10 @@
 //! these connections. On a Redis Cluster there is one cluster connection
 //! ([`conn::Conn`]), which keeps a connection per node.
 
+// The one module that builds Redis commands and pipelines (clippy.toml's
+// disallowed-methods keeps `redis::cmd`/`redis::pipe` out of the rest).
+#![allow(clippy::disallowed_methods)]
+
 pub mod bases;
 pub mod commit;
 pub mod conn;
@@ -23,6 +27,7 @@ pub mod group_pipe;
 pub mod groups;
 pub mod history;
 pub mod keys;
+pub mod library;
 pub mod presence;
 pub mod presence_bus;
 pub mod records;
@@ -47,17 +52,9 @@ use crate::backoff::Backoff;
 use crate::locks::{read, write};
 pub use keys::Keys;
 
-/// The Redis Functions library, loaded with `FUNCTION LOAD REPLACE` at start:
-/// the header and helpers, the commit, then presence (see `lua/rtsync.lua`).
-pub const LIBRARY: &str = concat!(
-    include_str!("../../lua/rtsync.lua"),
-    include_str!("../../lua/commit.lua"),
-    include_str!("../../lua/presence.lua"),
-    include_str!("../../lua/streams.lua"),
-    include_str!("../../lua/history.lua"),
-    include_str!("../../lua/records.lua"),
-    include_str!("../../lua/sink.lua"),
-);
+/// The Redis Functions library, loaded with `FUNCTION LOAD REPLACE` at
+/// start (see `lua/rtsync.lua`), and the same with its key check.
+pub use library::{LIBRARY, LIBRARY_KEY_CHECK};
 
 /// How long a command may wait for its reply before it counts as a fault.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -77,6 +74,8 @@ pub struct Store {
     pub keys: Keys,
     pub instance_id: String,
     pub retention_ms: u64,
+    /// Load the library with its key check (`RTS_LUA_KEY_CHECK`).
+    key_check: bool,
 }
 
 /// The command connections to one Redis (or one cluster connection).
@@ -173,7 +172,15 @@ impl Store {
             keys,
             instance_id,
             retention_ms,
+            key_check: false,
         })
+    }
+
+    /// The store, loading the function library with its key check when
+    /// `on` (a test aid: every key a call touches must be in its KEYS).
+    pub fn with_key_check(mut self, on: bool) -> Store {
+        self.key_check = on;
+        self
     }
 
     /// Opens the store a process of `config` uses (the sidecar's or the
@@ -203,6 +210,7 @@ impl Store {
             shutdown,
         )
         .await
+        .map(|store| store.with_key_check(config.lua_key_check))
     }
 
     /// Points every command connection at a new primary (a Sentinel
@@ -250,13 +258,16 @@ impl Store {
         b.conns[i].clone()
     }
 
-    /// Loads (or replaces) the `rtsync` function library.
+    /// Loads (or replaces) the `rtsync` function library (with its key
+    /// check when the store was opened with it).
     pub async fn load_library(&self) -> Result<(), StoreError> {
+        let text =
+            library::library(self.key_check).map_err(|e| StoreError::Reply(e.to_string()))?;
         let mut conn = self.conn();
         let _: String = redis::cmd("FUNCTION")
             .arg("LOAD")
             .arg("REPLACE")
-            .arg(LIBRARY)
+            .arg(text)
             .query_async(&mut conn)
             .await
             .map_err(StoreError::from_redis)?;

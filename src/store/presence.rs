@@ -50,11 +50,10 @@ impl Touch {
 fn presence_cmd(store: &Store, function: &str, table: &str) -> redis::Cmd {
     let k = &store.keys;
     let mut cmd = redis::cmd("FCALL");
+    let keys = k.presence_keys(table);
     cmd.arg(function)
-        .arg(3)
-        .arg(k.presence(table))
-        .arg(k.seen(table))
-        .arg(k.colors(table))
+        .arg(keys.len())
+        .arg(&keys[..])
         .arg(k.presence_channel(table))
         .arg(crate::now_ms());
     cmd

@@ -97,6 +97,10 @@ pub struct RecordState {
 /// `mask`, the function leaves out the fields it hides and counts only the
 /// bytes the reader receives, so where its page is cut never depends on
 /// them.
+///
+/// The call names each record it reads in KEYS: for a page, the ids the
+/// index lists are read first, and the function answers `{"retry":true}`
+/// when a record was added in between (then the ids are read again).
 pub async fn load(
     store: &Store,
     table: &str,
@@ -104,11 +108,68 @@ pub async fn load(
     max_bytes: usize,
     mask: Option<Visible<'_>>,
 ) -> Result<RecordPage, StoreError> {
+    for _ in 0..PAGE_ATTEMPTS {
+        let keys = match what {
+            Load::Page { after, limit } => {
+                let ids = page_ids(store, table, after.as_deref(), *limit).await?;
+                store.keys.load_keys(table, &ids)
+            }
+            Load::Ids(ids) => store.keys.load_keys(table, ids),
+        };
+        let reply: String = store
+            .fcall_read(&load_call(&keys, what, max_bytes, mask))
+            .await?;
+        if reply != RETRY {
+            return serde_json::from_str(&reply)
+                .map_err(|e| StoreError::Reply(format!("{e}: {reply}")));
+        }
+    }
+    Err(StoreError::Reply(format!(
+        "the record index of {table} kept changing during {PAGE_ATTEMPTS} page reads"
+    )))
+}
+
+/// How often a page is read again when records are added meanwhile.
+const PAGE_ATTEMPTS: usize = 5;
+/// `rtsync_load`'s answer when the page's ids changed since they were read.
+const RETRY: &str = r#"{"retry":true}"#;
+
+/// The ids a page lists: those after `after` in the record index, at most
+/// `limit` (what `rtsync_load` reads for the page).
+async fn page_ids(
+    store: &Store,
+    table: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let from = match after {
+        Some(a) if !a.is_empty() => format!("({a}"),
+        _ => "-".to_owned(),
+    };
+    redis::cmd("ZRANGE")
+        .arg(store.keys.records(table))
+        .arg(from)
+        .arg("+")
+        .arg("BYLEX")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(limit)
+        .query_async(&mut store.conn())
+        .await
+        .map_err(StoreError::from_redis)
+}
+
+/// `FCALL rtsync_load <keys> [bytes] [hide|only] <page|ids>`.
+fn load_call(
+    keys: &[String],
+    what: &Load,
+    max_bytes: usize,
+    mask: Option<Visible<'_>>,
+) -> redis::Cmd {
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("rtsync_load")
-        .arg(2)
-        .arg(store.keys.events(table))
-        .arg(store.keys.records(table))
+        .arg(keys.len())
+        .arg(keys)
         .arg("bytes")
         .arg(max_bytes);
     if let Some(mask) = mask {
@@ -131,8 +192,7 @@ pub async fn load(
             }
         }
     }
-    let reply: String = store.fcall_read(&cmd).await?;
-    serde_json::from_str(&reply).map_err(|e| StoreError::Reply(format!("{e}: {reply}")))
+    cmd
 }
 
 /// One record to seed: its state in the app's database.
@@ -200,11 +260,10 @@ pub async fn seed(
     table: &str,
     records: &[SeedRecord],
 ) -> Result<SeedResult, StoreError> {
+    let ids: Vec<&str> = records.iter().map(|r| r.record_id.as_str()).collect();
+    let keys = store.keys.seed_keys(table, &ids);
     let mut cmd = redis::cmd("FCALL");
-    cmd.arg("rtsync_seed")
-        .arg(2)
-        .arg(store.keys.events(table))
-        .arg(store.keys.records(table));
+    cmd.arg("rtsync_seed").arg(keys.len()).arg(&keys);
     for r in records {
         cmd.arg(&r.record_id)
             .arg(r.version)

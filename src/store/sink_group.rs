@@ -74,12 +74,13 @@ pub async fn lease(
     consumer: &str,
     ttl_ms: u64,
 ) -> Result<bool, StoreError> {
+    let keys = store.keys.lease_keys(table);
     let held: i64 = store
         .fcall(
             redis::cmd("FCALL")
                 .arg("rtsync_sink_lease")
-                .arg(1)
-                .arg(store.keys.sink_lease(table))
+                .arg(keys.len())
+                .arg(&keys[..])
                 .arg(consumer)
                 .arg(ttl_ms),
         )

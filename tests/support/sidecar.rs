@@ -70,7 +70,9 @@ impl Sidecar {
             .env("RTS_INSTANCE_ID", instance_id)
             .env("RTS_JWT_SECRET", SECRET)
             .env("RTS_API_TOKEN", "test-api-token-0123")
-            .env("RTS_LOG", "info");
+            .env("RTS_LOG", "info")
+            // Every key a function call touches must be in its KEYS.
+            .env("RTS_LUA_KEY_CHECK", "1");
         for (k, v) in env {
             if v.is_empty() {
                 cmd.env_remove(k);

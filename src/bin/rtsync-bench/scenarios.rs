@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{connect, encode, event_name, now_us, subscriber, wait_ack};
+use crate::client::{connect, encode, event_name, now_us, subscriber, wait_ack, Ws};
 use crate::load::{self, tally, Tally};
 use crate::proto::Proto;
 use crate::report::latency;
@@ -372,64 +372,19 @@ pub async fn presence(args: &Args, tables: usize, subscribers: usize, rate: u64)
     let mut watchers = Vec::new();
     for t in 0..tables {
         for s in 0..subscribers {
-            let mut ws = subscriber(
-                urls.next(),
-                args.secret.as_deref(),
-                &format!("p{t}-{s}"),
-                &name(t),
-            )
-            .await?;
-            watchers.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
-                while Instant::now() < stop {
-                    let Ok(Some(Ok(Message::Binary(b)))) =
-                        tokio::time::timeout(Duration::from_millis(100), ws.next()).await
-                    else {
-                        continue;
-                    };
-                    if event_name(&b) != Some("cursor_position") {
-                        continue;
-                    }
-                    if let Ok((_, d)) = rmp_serde::from_slice::<(String, CursorData)>(&b) {
-                        if let Some(sent) = d
-                            .cursor
-                            .record_id
-                            .strip_prefix('r')
-                            .and_then(|s| s.parse::<u64>().ok())
-                        {
-                            lat.push(now_us().saturating_sub(sent));
-                        }
-                    }
-                }
-                lat
-            }));
+            let user = format!("p{t}-{s}");
+            let ws = subscriber(urls.next(), args.secret.as_deref(), &user, &name(t)).await?;
+            watchers.push(tokio::spawn(relay_latencies(ws, stop)));
         }
     }
     let mut movers = Vec::new();
     let sent = Arc::new(AtomicU64::new(0));
     let move_stop = Instant::now() + Duration::from_secs(args.duration);
     for t in 0..tables {
-        let mut ws = subscriber(
-            urls.next(),
-            args.secret.as_deref(),
-            &format!("mover{t}"),
-            &name(t),
-        )
-        .await?;
-        let table = name(t);
-        let sent = sent.clone();
-        movers.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
-            while Instant::now() < move_stop {
-                tick.tick().await;
-                let frame = json!(["cursor_position", {"tableId": table, "cursor": {"recordId": format!("r{}", now_us()), "fieldId": "f"}}]);
-                ws.send(encode(&frame)?).await?;
-                sent.fetch_add(1, Ordering::Relaxed);
-                // Drain whatever the server sends this mover.
-                while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, ws.next()).await {}
-            }
-            anyhow::Ok(())
-        }));
+        let user = format!("mover{t}");
+        let ws = subscriber(urls.next(), args.secret.as_deref(), &user, &name(t)).await?;
+        let mover = move_cursor(ws, name(t), rate, move_stop, sent.clone());
+        movers.push(tokio::spawn(mover));
     }
     for m in movers {
         m.await??;
@@ -446,6 +401,56 @@ pub async fn presence(args: &Args, tables: usize, subscribers: usize, rate: u64)
         "relaysReceived": relayed, "relaysPerSecPerWatcher": (relayed as f64 / secs / (tables * subscribers).max(1) as f64 * 10.0).round() / 10.0,
         "relayLatencyMs": latency(lat)}),
     )
+}
+
+/// A watcher of the presence scenario: until `stop`, the delay of every
+/// cursor relay it receives (the mover put its send time in the record id),
+/// in microseconds.
+async fn relay_latencies(mut ws: Ws, stop: Instant) -> Vec<u64> {
+    let mut lat = Vec::new();
+    while Instant::now() < stop {
+        let Ok(Some(Ok(Message::Binary(b)))) =
+            tokio::time::timeout(Duration::from_millis(100), ws.next()).await
+        else {
+            continue;
+        };
+        if event_name(&b) != Some("cursor_position") {
+            continue;
+        }
+        if let Ok((_, d)) = rmp_serde::from_slice::<(String, CursorData)>(&b) {
+            if let Some(sent) = d
+                .cursor
+                .record_id
+                .strip_prefix('r')
+                .and_then(|s| s.parse::<u64>().ok())
+            {
+                lat.push(now_us().saturating_sub(sent));
+            }
+        }
+    }
+    lat
+}
+
+/// A mover of the presence scenario: `rate` cursor moves per second on
+/// `table` until `stop`, each counted in `sent` and stamped with its send
+/// time.
+async fn move_cursor(
+    mut ws: Ws,
+    table: String,
+    rate: u64,
+    stop: Instant,
+    sent: Arc<AtomicU64>,
+) -> Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    while Instant::now() < stop {
+        tick.tick().await;
+        let frame = json!(["cursor_position", {"tableId": table, "cursor": {"recordId": format!("r{}", now_us()), "fieldId": "f"}}]);
+        ws.send(encode(&frame)?).await?;
+        sent.fetch_add(1, Ordering::Relaxed);
+        // Drain whatever the server sends this mover.
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, ws.next()).await {}
+    }
+    Ok(())
 }
 
 /// `load_records` pages on a table of `records` records with `fields`

@@ -166,124 +166,60 @@ enum Ending {
     Ended,
 }
 
+/// What one Engine.IO session holds: its sockets by namespace, the binary
+/// packet waiting for its attachments, and whether it ever joined (until
+/// then the connect timeout runs).
+struct Client {
+    sockets: HashMap<String, Socket>,
+    partial: Option<Partial>,
+    joined_once: bool,
+}
+
+/// What a message from the client makes: a whole packet (with its
+/// attachments), nothing yet, or the end of the connection.
+enum Assembled {
+    Packet(Packet, Vec<Bytes>),
+    Wait,
+    End(Ending),
+}
+
 /// Serves Socket.IO on one Engine.IO session until it ends.
 pub async fn run<H: Handler>(mut conn: Conn, handler: Arc<H>, options: Options) {
-    let mut sockets: HashMap<String, Socket> = HashMap::new();
-    let mut partial: Option<Partial> = None;
+    let mut client = Client {
+        sockets: HashMap::new(),
+        partial: None,
+        joined_once: false,
+    };
     let connect_deadline = tokio::time::Instant::now() + options.connect_timeout;
-    let mut joined_once = false;
     let why = loop {
         let frame = tokio::select! {
             f = conn.incoming.recv() => f,
-            _ = tokio::time::sleep_until(connect_deadline), if !joined_once => {
+            _ = tokio::time::sleep_until(connect_deadline), if !client.joined_once => {
                 break Ending::ConnectTimeout;
             }
         };
-        let packet = match (frame, partial.as_mut()) {
-            (None | Some(Frame::Close), _) => break Ending::Ended,
-            (Some(Frame::Binary(b)), Some(p)) => {
-                p.attachments.push(b);
-                if p.attachments.len() < p.packet.attachments {
-                    continue;
-                }
-                let Some(Partial {
-                    mut packet,
-                    attachments,
-                }) = partial.take()
-                else {
-                    continue;
-                };
-                packet.attachments = 0;
-                (packet, attachments)
-            }
-            (Some(Frame::Binary(_)), None) => break Ending::BadPacket("an unexpected attachment"),
-            (Some(Frame::Text(_)), Some(_)) => {
-                break Ending::BadPacket("a packet before the attachments");
-            }
-            (Some(Frame::Text(t)), None) => match Packet::decode(&t) {
-                Ok(p) if p.attachments > 0 => {
-                    // Each attachment named by exactly one placeholder.
-                    let data = p.data.as_ref().unwrap_or(&Value::Null);
-                    if let Err(e) = packet::check_placeholders(data, p.attachments) {
-                        break Ending::BadPacket(e.0);
-                    }
-                    partial = Some(Partial {
-                        packet: p,
-                        attachments: Vec::new(),
-                    });
-                    continue;
-                }
-                Ok(p) => (p, Vec::new()),
-                Err(e) => break Ending::BadPacket(e.0),
-            },
+        let (packet, attachments) = match assemble(frame, &mut client.partial) {
+            Assembled::Packet(packet, attachments) => (packet, attachments),
+            Assembled::Wait => continue,
+            Assembled::End(why) => break why,
         };
-        let (packet, attachments) = packet;
-        match packet.kind {
-            Kind::Connect => {
-                if !handler.has_namespace(&packet.nsp) {
-                    let p = Packet::new(
-                        Kind::ConnectError,
-                        &packet.nsp,
-                        None,
-                        Some(json!({"message": "Invalid namespace"})),
-                    );
-                    let _ = conn.outgoing.try_send(Frame::Text(p.encode()));
-                    continue;
-                }
-                let socket = Socket {
-                    id: random_id(SOCKET_IDS.fetch_add(1, Ordering::Relaxed)),
-                    nsp: packet.nsp.clone(),
-                    out: conn.outgoing.clone(),
-                };
-                let p = Packet::new(
-                    Kind::Connect,
-                    &packet.nsp,
-                    None,
-                    Some(json!({ "sid": socket.id })),
-                );
-                if conn.outgoing.try_send(Frame::Text(p.encode())).is_err() {
-                    break Ending::Ended;
-                }
-                joined_once = true;
-                let auth = packet.data.unwrap_or_else(|| json!({}));
-                handler.on_connect(&socket, &auth);
-                sockets.insert(packet.nsp, socket);
-            }
+        let handled = match packet.kind {
+            Kind::Connect => connect(&conn.outgoing, &*handler, &mut client, packet),
             Kind::Disconnect => {
-                if let Some(socket) = sockets.remove(&packet.nsp) {
+                if let Some(socket) = client.sockets.remove(&packet.nsp) {
                     handler.on_disconnect(&socket);
                 }
+                Ok(())
             }
             Kind::Event | Kind::BinaryEvent => {
-                let Some(socket) = sockets.get(&packet.nsp) else {
-                    break Ending::NotJoined;
-                };
-                let mut values = match packet.data {
-                    Some(Value::Array(values)) => values,
-                    _ => Vec::new(),
-                };
-                let name = if values.is_empty() {
-                    String::new()
-                } else {
-                    match values.remove(0) {
-                        Value::String(s) => s,
-                        other => other.to_string(),
-                    }
-                };
-                let ack = packet.id.map(|id| Ack {
-                    id,
-                    nsp: packet.nsp.clone(),
-                    out: conn.outgoing.clone(),
-                });
-                let args = Args {
-                    values,
-                    attachments,
-                };
-                handler.on_event(socket, &name, args, ack);
+                event(&conn.outgoing, &*handler, &client, packet, attachments)
             }
             // Answers to acks the server asked for: it asks for none.
-            Kind::Ack | Kind::BinaryAck => {}
-            Kind::ConnectError => break Ending::BadPacket("CONNECT_ERROR from a client"),
+            Kind::Ack | Kind::BinaryAck => Ok(()),
+            Kind::ConnectError => Err(Ending::BadPacket("CONNECT_ERROR from a client")),
+        };
+        if let Err(why) = handled {
+            break why;
         }
     };
     match why {
@@ -292,8 +228,129 @@ pub async fn run<H: Handler>(mut conn: Conn, handler: Arc<H>, options: Options) 
         }
         why => tracing::debug!(?why, "a Socket.IO connection ended"),
     }
-    for socket in sockets.values() {
+    for socket in client.sockets.values() {
         handler.on_disconnect(socket);
     }
     let _ = conn.outgoing.try_send(Frame::Close);
+}
+
+/// Adds a message from the client to what is being assembled: a text
+/// packet, or the next attachment of the binary packet waiting for them.
+fn assemble(frame: Option<Frame>, partial: &mut Option<Partial>) -> Assembled {
+    match (frame, partial.as_mut()) {
+        (None | Some(Frame::Close), _) => Assembled::End(Ending::Ended),
+        (Some(Frame::Binary(b)), Some(p)) => {
+            p.attachments.push(b);
+            if p.attachments.len() < p.packet.attachments {
+                return Assembled::Wait;
+            }
+            let Some(Partial {
+                mut packet,
+                attachments,
+            }) = partial.take()
+            else {
+                return Assembled::Wait;
+            };
+            packet.attachments = 0;
+            Assembled::Packet(packet, attachments)
+        }
+        (Some(Frame::Binary(_)), None) => {
+            Assembled::End(Ending::BadPacket("an unexpected attachment"))
+        }
+        (Some(Frame::Text(_)), Some(_)) => {
+            Assembled::End(Ending::BadPacket("a packet before the attachments"))
+        }
+        (Some(Frame::Text(t)), None) => match Packet::decode(&t) {
+            Ok(p) if p.attachments > 0 => {
+                // Each attachment named by exactly one placeholder.
+                let data = p.data.as_ref().unwrap_or(&Value::Null);
+                if let Err(e) = packet::check_placeholders(data, p.attachments) {
+                    return Assembled::End(Ending::BadPacket(e.0));
+                }
+                *partial = Some(Partial {
+                    packet: p,
+                    attachments: Vec::new(),
+                });
+                Assembled::Wait
+            }
+            Ok(p) => Assembled::Packet(p, Vec::new()),
+            Err(e) => Assembled::End(Ending::BadPacket(e.0)),
+        },
+    }
+}
+
+/// A CONNECT: the namespace is joined (answered with the socket's id) or,
+/// when it does not exist, refused with CONNECT_ERROR.
+fn connect<H: Handler>(
+    out: &mpsc::Sender<Frame>,
+    handler: &H,
+    client: &mut Client,
+    packet: Packet,
+) -> Result<(), Ending> {
+    if !handler.has_namespace(&packet.nsp) {
+        let p = Packet::new(
+            Kind::ConnectError,
+            &packet.nsp,
+            None,
+            Some(json!({"message": "Invalid namespace"})),
+        );
+        let _ = out.try_send(Frame::Text(p.encode()));
+        return Ok(());
+    }
+    let socket = Socket {
+        id: random_id(SOCKET_IDS.fetch_add(1, Ordering::Relaxed)),
+        nsp: packet.nsp.clone(),
+        out: out.clone(),
+    };
+    let p = Packet::new(
+        Kind::Connect,
+        &packet.nsp,
+        None,
+        Some(json!({ "sid": socket.id })),
+    );
+    if out.try_send(Frame::Text(p.encode())).is_err() {
+        return Err(Ending::Ended);
+    }
+    client.joined_once = true;
+    let auth = packet.data.unwrap_or_else(|| json!({}));
+    handler.on_connect(&socket, &auth);
+    client.sockets.insert(packet.nsp, socket);
+    Ok(())
+}
+
+/// An event (binary or not) to a joined namespace, handed to the handler
+/// with its name, arguments and the client's ack callback if it asked.
+fn event<H: Handler>(
+    out: &mpsc::Sender<Frame>,
+    handler: &H,
+    client: &Client,
+    packet: Packet,
+    attachments: Vec<Bytes>,
+) -> Result<(), Ending> {
+    let Some(socket) = client.sockets.get(&packet.nsp) else {
+        return Err(Ending::NotJoined);
+    };
+    let mut values = match packet.data {
+        Some(Value::Array(values)) => values,
+        _ => Vec::new(),
+    };
+    let name = if values.is_empty() {
+        String::new()
+    } else {
+        match values.remove(0) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        }
+    };
+    let ack = packet.id.map(|id| Ack {
+        id,
+        nsp: packet.nsp.clone(),
+        out: out.clone(),
+    });
+    let args = Args {
+        values,
+        attachments,
+    };
+    handler.on_event(socket, &name, args, ack);
+    Ok(())
 }
