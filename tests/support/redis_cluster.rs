@@ -156,7 +156,7 @@ fn free_node_port() -> u16 {
     }
 }
 
-/// Starts one cluster node and waits for its PING. Another test may take a
+/// Starts one cluster node and waits for it to answer as itself. Another test may take a
 /// port between our check and the node's bind, so a node that exits or
 /// does not answer is replaced on a fresh port, a few times.
 async fn spawn_node(dir: &std::path::Path) -> (u16, Child) {
@@ -187,7 +187,7 @@ async fn spawn_node(dir: &std::path::Path) -> (u16, Child) {
             if matches!(child.try_wait(), Ok(Some(_))) {
                 break;
             }
-            if ping(port).await {
+            if super::redis_server::answers_as(port, child.id()).await {
                 return (port, child);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -196,19 +196,6 @@ async fn spawn_node(dir: &std::path::Path) -> (u16, Child) {
         let _ = child.wait();
     }
     panic!("no cluster node started after 5 tries (is redis-server installed?)");
-}
-
-async fn ping(port: u16) -> bool {
-    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
-        return false;
-    };
-    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
-        return false;
-    };
-    redis::cmd("PING")
-        .query_async::<String>(&mut c)
-        .await
-        .is_ok()
 }
 
 impl Drop for RedisCluster {

@@ -23,6 +23,24 @@ pub fn cluster_mode() -> bool {
     std::env::var_os("RTSYNC_TEST_CLUSTER").is_some_and(|v| v == "1")
 }
 
+/// Whether the Redis answering on `port` is the process `pid` (its `INFO
+/// server` says so): a port freed for one test may be taken by another's
+/// server first.
+pub async fn answers_as(port: u16, pid: u32) -> bool {
+    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}")) else {
+        return false;
+    };
+    let Ok(mut c) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    let info: String = match redis::cmd("INFO").arg("server").query_async(&mut c).await {
+        Ok(info) => info,
+        Err(_) => return false,
+    };
+    info.lines()
+        .any(|l| l.trim() == format!("process_id:{pid}"))
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -124,20 +142,22 @@ impl RedisServer {
         self.child = Some(child);
     }
 
-    async fn wait_ready(&self) -> bool {
+    /// Whether this test's own server answers on its port: another test
+    /// may bind the port between `free_port` and our server's bind (ours
+    /// then exits), and a PING alone would be answered by theirs.
+    async fn wait_ready(&mut self) -> bool {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let Ok(client) = redis::Client::open(self.url()) else {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
             return false;
         };
         while std::time::Instant::now() < deadline {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok()
-                {
-                    return true;
+            if let Some(child) = self.child.as_mut() {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return false;
                 }
+            }
+            if answers_as(self.port, pid).await {
+                return true;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
