@@ -200,7 +200,8 @@ impl SessionEnd {
         }
     }
 
-    /// Its label for metrics (snake case, bounded).
+    /// Its label (snake case, bounded): the `end` field of the
+    /// "connection closed" log line, and a metric's label when one counts ends.
     pub fn label(self) -> &'static str {
         match self {
             SessionEnd::ShuttingDown => "shutting_down",

@@ -176,7 +176,7 @@ impl Opened {
         self.outbox.close(CloseCode::AuthTimeout);
         app.connections.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::connection_closed(false);
-        tracing::info!(conn = %self.conn_id, reason = end.message(), "connection closed");
+        tracing::info!(conn = %self.conn_id, reason = end.message(), end = end.label(), reconnect = ?end.reconnect(), "connection closed");
     }
 }
 
@@ -267,7 +267,7 @@ pub async fn run_opened(
         }
         app.connections.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::connection_closed(authenticated);
-        tracing::info!(reason = end.message(), "connection closed");
+        tracing::info!(reason = end.message(), end = end.label(), reconnect = ?end.reconnect(), "connection closed");
     }
     .instrument(span)
     .await;
