@@ -28,6 +28,7 @@ define('keycheck', { 'base' }, function(m)
     ZADD = { 2 }, ZREM = { 2 }, ZRANGE = { 2 }, ZRANGEBYSCORE = { 2 },
     XADD = { 2 }, XRANGE = { 2 }, XREVRANGE = { 2 }, XLEN = { 2 },
     XGROUP = { 3 }, XINFO = { 3 },
+    LPUSH = { 2 }, LTRIM = { 2 }, LINDEX = { 2 }, RPOP = { 2 }, LRANGE = { 2 }, LLEN = { 2 },
     SPUBLISH = {}, TIME = {},
   }
 

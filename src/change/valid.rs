@@ -122,9 +122,20 @@ impl ValidChange {
         Ok(())
     }
 
-    /// The `changes` as stored, for an answer that repeats them.
+    /// The `changes` as the writer gave them, without the writer's
+    /// `oldValue`s, for an answer that repeats them: a writer's old value is
+    /// never passed on (the stream entry holds the store's, see
+    /// `lua/commit.lua`).
     pub fn changes(&self) -> Option<Value> {
-        serde_json::from_str(&self.changes_json).ok()
+        let mut changes: Value = serde_json::from_str(&self.changes_json).ok()?;
+        if let Value::Array(items) = &mut changes {
+            for item in items {
+                if let Value::Object(entry) = item {
+                    entry.remove("oldValue");
+                }
+            }
+        }
+        Some(changes)
     }
 
     /// The `metadata` as stored.

@@ -47,6 +47,12 @@ impl Keys {
         format!("{}:{{{table}}}:rec:{record}", self.prefix)
     }
 
+    /// A record's history index (v1.3): a list of the stream ids of its
+    /// changes, newest first, kept by `rtsync_commit` in the table's slot.
+    pub fn record_history(&self, table: &str, record: &str) -> String {
+        format!("{}:{{{table}}}:rh:{record}", self.prefix)
+    }
+
     /// The table's record index (sorted set of record ids, score 0).
     pub fn records(&self, table: &str) -> String {
         format!("{}:{{{table}}}:records", self.prefix)
@@ -142,7 +148,8 @@ impl Keys {
     }
 
     /// KEYS of `rtsync_commit` (full form, `lua/commit.lua`): stream,
-    /// state, record index, sink floor, doorbell channel[, dedup]. A
+    /// state, record index, sink floor, doorbell channel, (a record's)
+    /// history index[, dedup]. A
     /// change to a base (`entity_type` "base") goes to the base's stream
     /// `{B}`; a record's state is its hash, any other entity's the scope's
     /// versions. `dedup` is the change's user and clientChangeId.
@@ -170,6 +177,11 @@ impl Keys {
             self.sink_floor(&stream),
             self.presence_channel(&stream),
         ];
+        // A record's history index (v1.3): the form whose header carries
+        // `recordHistory` (`store::commit`).
+        if entity_type == "record" {
+            keys.push(self.record_history(scope, entity_id));
+        }
         if let Some((user, client_change_id)) = dedup {
             keys.push(self.dedup(scope, user, client_change_id));
         }
@@ -200,6 +212,12 @@ impl Keys {
     /// KEYS of `rtsync_history` (`lua/history.lua`): the stream.
     pub fn history_keys(&self, name: &str) -> [String; 1] {
         [self.events(name)]
+    }
+
+    /// KEYS of `rtsync_record_history` (`lua/record_history.lua`): the
+    /// table's stream and the record's history index.
+    pub fn record_history_keys(&self, table: &str, record: &str) -> [String; 2] {
+        [self.events(table), self.record_history(table, record)]
     }
 
     /// KEYS of `rtsync_stream_release` (`lua/streams.lua`): the stream.
@@ -290,6 +308,7 @@ mod tests {
                 "rts:{t}:records",
                 "rts:{t}:sink-floor",
                 "rts:{t}:presence",
+                "rts:{t}:rh:r",
                 "rts:{t}:cc:3:u:1:c",
             ]
         );
