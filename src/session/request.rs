@@ -18,8 +18,8 @@ use serde_json::Value;
 use crate::auth::Identity;
 use crate::change::{validate_batch, ChangeLimits, ChangeRequest, ValidChange};
 use crate::protocol::messages::{
-    parse, AuthenticateReq, ClientEvent, CursorReq, LoadRecordsReq, RecoverReq, SelectionReq,
-    SubscribeReq, TableReq,
+    parse, AuthenticateReq, ClientEvent, CursorReq, HistoryPageReq, LoadRecordsReq,
+    RecordHistoryReq, RecoverReq, SelectionReq, SubscribeReq, TableReq,
 };
 use crate::protocol::{ErrorCode, RequestError};
 
@@ -37,6 +37,7 @@ pub enum Request {
     RecoverConnection(RecoverReq),
     Heartbeat(TableReq),
     LoadRecords(LoadRecordsReq),
+    RecordHistory(HistoryPageReq),
 }
 
 /// Who sends a request, as far as checking its payload needs: a change
@@ -95,6 +96,10 @@ impl Request {
                 req.validate()?;
                 Request::LoadRecords(req)
             }
+            ClientEvent::RecordHistory => {
+                let req: RecordHistoryReq = parse(name, data)?;
+                Request::RecordHistory(req.validate()?)
+            }
             ClientEvent::RecordChange => {
                 Request::RecordChange(Box::new(change(name, data, caller)?))
             }
@@ -117,6 +122,7 @@ impl Request {
             Request::RecoverConnection(_) => ClientEvent::RecoverConnection,
             Request::Heartbeat(_) => ClientEvent::Heartbeat,
             Request::LoadRecords(_) => ClientEvent::LoadRecords,
+            Request::RecordHistory(_) => ClientEvent::RecordHistory,
         }
     }
 }
@@ -251,6 +257,10 @@ mod tests {
             ),
             (ClientEvent::Heartbeat, json!({"tableId": "t1"})),
             (ClientEvent::LoadRecords, json!({"tableId": "t1"})),
+            (
+                ClientEvent::RecordHistory,
+                json!({"tableId": "t1", "recordId": "r1"}),
+            ),
         ];
         assert_eq!(valid.len(), ClientEvent::ALL.len());
         for (event, data) in valid {
@@ -342,6 +352,33 @@ mod tests {
     #[test]
     fn a_load_with_a_bad_table_id_names_table_id() {
         assert_bad_request_naming(ClientEvent::LoadRecords, json!({"tableId": ""}), "tableId");
+    }
+
+    #[test]
+    fn a_history_request_with_a_bad_record_id_names_record_id() {
+        assert_bad_request_naming(
+            ClientEvent::RecordHistory,
+            json!({"tableId": "t1", "recordId": ""}),
+            "recordId",
+        );
+    }
+
+    #[test]
+    fn a_history_request_with_a_bad_before_names_before() {
+        assert_bad_request_naming(
+            ClientEvent::RecordHistory,
+            json!({"tableId": "t1", "recordId": "r", "before": "x"}),
+            "before",
+        );
+    }
+
+    #[test]
+    fn a_history_request_past_the_page_limit_names_limit() {
+        assert_bad_request_naming(
+            ClientEvent::RecordHistory,
+            json!({"tableId": "t1", "recordId": "r", "limit": 1001}),
+            "limit",
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod keys;
 pub mod library;
 pub mod presence;
 pub mod presence_bus;
+pub mod record_history;
 pub mod records;
 pub mod reply;
 pub mod sentinel;
