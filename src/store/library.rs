@@ -23,6 +23,7 @@ macro_rules! assemble {
             include_str!("../../lua/history.lua"),
             include_str!("../../lua/records.lua"),
             include_str!("../../lua/sink.lua"),
+            include_str!("../../lua/audit.lua"),
         )
     };
 }
@@ -131,7 +132,10 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["base", "keycheck", "commit", "presence", "streams", "history", "records", "sink"]
+            [
+                "base", "keycheck", "commit", "presence", "streams", "history", "records", "sink",
+                "audit"
+            ]
         );
     }
 
@@ -159,7 +163,7 @@ mod tests {
     #[test]
     fn only_base_and_keycheck_reach_redis_directly() {
         let texts = module_texts(LIBRARY);
-        assert_eq!(texts.len(), 7);
+        assert_eq!(texts.len(), 8);
         for module in &texts[1..] {
             for direct in ["redis.call", "redis.pcall", "redis.register_function"] {
                 assert!(
