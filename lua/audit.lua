@@ -42,8 +42,10 @@ local call, register = m.base.call, m.base.register
 
 -- The content fields, in the order they are written.
 local FIELDS = { 'ts', 'sidecar', 'actor', 'addr', 'action', 'tableId', 'recordId', 'outcome', 'detail' }
-local KNOWN = {}
-for _, f in ipairs(FIELDS) do KNOWN[f] = true end
+local KNOWN = {
+  ts = true, sidecar = true, actor = true, addr = true, action = true,
+  tableId = true, recordId = true, outcome = true, detail = true,
+}
 local MAX_RECORDS = 64
 local MAX_VALUE = 1024
 
