@@ -313,6 +313,11 @@ pub struct SinkConfig {
     #[arg(long, env = "RTS_SINK_BATCH", default_value = "100", value_parser = Positive::<NonZeroUsize>::new())]
     pub batch: NonZeroUsize,
 
+    /// Also deliver the audit log (docs/protocol.md 12) as
+    /// `{"audit": [...]}` batches.
+    #[arg(long, env = "RTS_SINK_AUDIT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub audit: bool,
+
     /// Milliseconds a POST may take before it is retried.
     #[arg(long = "timeout-ms", value_name = "TIMEOUT_MS", env = "RTS_SINK_TIMEOUT_MS", default_value = "10000", value_parser = DurationIn::millis().nonzero())]
     pub timeout: Duration,

@@ -451,3 +451,55 @@ async fn what_is_queued_at_shutdown_is_written() {
     let (code, out) = verify(&redis);
     assert_eq!(code, 0, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sink_delivers_the_audit_log_when_asked() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    some_entries(&side, 2).await;
+    let receiver = support::receiver::Receiver::ok().await;
+    let _sink = Sidecar::start_sink(
+        &redis,
+        "sink1",
+        &[
+            ("RTS_SINK_URL", receiver.url.as_str()),
+            ("RTS_SINK_AUDIT", "true"),
+        ],
+    )
+    .await;
+    some_entries(&side, 3).await;
+    let delivered = support::wait_for("5 audit entries delivered", WAIT, || async {
+        let audit: Vec<Value> = receiver
+            .received()
+            .iter()
+            .filter(|r| r.status == 200)
+            .flat_map(|r| r.body["audit"].as_array().cloned().unwrap_or_default())
+            .collect();
+        (audit.len() >= 5).then_some(audit)
+    })
+    .await;
+    assert_eq!(delivered.len(), 5, "each once: {delivered:?}");
+    let stored = entries(&side, "limit=1000");
+    assert_eq!(delivered, stored, "as the API answers them, in order");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sink_leaves_the_audit_log_alone_by_default() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    some_entries(&side, 2).await;
+    let receiver = support::receiver::Receiver::ok().await;
+    let _sink =
+        Sidecar::start_sink(&redis, "sink1", &[("RTS_SINK_URL", receiver.url.as_str())]).await;
+    let mut c = Client::connect(&side, "u1").await;
+    c.request_ok("record_change", change("t", "r1", "f", json!(1)))
+        .await;
+    support::wait_for("the table's batch", WAIT, || async {
+        (!receiver.delivered_ids().is_empty()).then_some(())
+    })
+    .await;
+    assert!(receiver
+        .received()
+        .iter()
+        .all(|r| r.body.get("audit").is_none()));
+}

@@ -153,6 +153,16 @@ impl Keys {
         format!("{{{}:audit}}:head", self.prefix)
     }
 
+    /// The sink's dead letters of the audit stream (its slot).
+    pub fn audit_dead(&self) -> String {
+        format!("{{{}:audit}}:dead", self.prefix)
+    }
+
+    /// KEYS of `rtsync_sink_lease` for the audit stream's delivery.
+    pub fn audit_lease_keys(&self) -> [String; 1] {
+        [format!("{{{}:audit}}:sink-lease", self.prefix)]
+    }
+
     /// KEYS of `rtsync_audit` (`lua/audit.lua`): the stream, its head.
     pub fn audit_keys(&self) -> [String; 2] {
         [self.audit(), self.audit_head()]
