@@ -84,6 +84,23 @@ async fn a_refused_token_is_audited_with_reason_and_address_never_the_token() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_refused_socketio_connect_is_audited() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut sio = support::sio::Sio::open(&side).await;
+    let expired = support::tokens::hs256(
+        &json!({"sub": "u1", "exp": now_secs() - 3600, "tables": {"*": "rw"}}),
+    );
+    sio.send_text(&format!("40{}", json!({"token": expired})))
+        .await;
+    let answer = sio.packet("44", Duration::from_secs(10)).await;
+    assert!(answer.is_some(), "connect_error");
+    let e = entry_of(&side, "auth_failed", |_| true).await;
+    assert_eq!(e["detail"], "expired");
+    assert!(!e.to_string().contains(&expired));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_api_token_is_audited_as_an_authentication_failure() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[]).await;

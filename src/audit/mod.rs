@@ -22,6 +22,7 @@ pub mod writer;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -169,6 +170,8 @@ pub struct Audit {
     tx: mpsc::Sender<Entry>,
     sidecar: String,
     sources: Mutex<limit::Sources>,
+    /// Records dropped for a full queue so far (for the log's pace).
+    queue_drops: AtomicU64,
 }
 
 impl Audit {
@@ -179,6 +182,7 @@ impl Audit {
             tx,
             sidecar,
             sources: Mutex::new(limit::Sources::new(rate_per_min, MAX_SOURCES)),
+            queue_drops: AtomicU64::new(0),
         };
         (audit, rx)
     }
@@ -189,12 +193,17 @@ impl Audit {
         entry.sidecar.clone_from(&self.sidecar);
         if let Err(e) = self.tx.try_send(entry) {
             crate::metrics::audit_dropped(AuditDropped::QueueFull, 1);
-            let action = match &e {
-                mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => {
-                    r.action
-                }
-            };
-            tracing::warn!(action, "audit queue full: record dropped");
+            // Logged on the first drop and every 1000th, not on each: a
+            // full queue means Redis is slow or gone, and stays so a while.
+            let n = self.queue_drops.fetch_add(1, Ordering::Relaxed);
+            if n.is_multiple_of(1000) {
+                let action = match &e {
+                    mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => {
+                        r.action
+                    }
+                };
+                tracing::warn!(action, dropped = n + 1, "audit queue full: records dropped");
+            }
         }
     }
 
