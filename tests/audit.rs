@@ -346,6 +346,45 @@ async fn verify_finds_a_forged_entry() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn verify_finds_a_well_hashed_entry_appended_outside_the_function() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    some_entries(&side, 2).await;
+    let stream = raw_stream(&redis).await;
+    let last_hash = stream[1].1.last().unwrap().clone();
+    let content = [
+        ("prev", last_hash.as_str()),
+        ("ts", "1"),
+        ("action", "api_cleanup"),
+        ("outcome", "ok"),
+    ];
+    let hash = rtsync::audit::verify::content_hash(
+        &content
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<Vec<_>>(),
+    );
+    let mut conn = redis.conn().await;
+    let mut xadd = redis::cmd("XADD");
+    xadd.arg("rts:audit").arg("*");
+    for (k, v) in content {
+        xadd.arg(k).arg(v);
+    }
+    let forged: String = xadd
+        .arg("hash")
+        .arg(&hash)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (code, out) = verify(&redis);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("{forged} was not appended by rtsync_audit")),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn verify_finds_entries_removed_from_the_end() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[]).await;

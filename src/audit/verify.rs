@@ -37,7 +37,7 @@ pub enum Break {
         prev: String,
         expected: String,
     },
-    #[error("the chain's head is {head} but the last entry {id} hashes to {last}: entries after {id} were removed")]
+    #[error("the chain's head is {head} but the last entry {id} hashes to {last}: entries after {id} were removed, or {id} was not appended by rtsync_audit")]
     Truncated {
         id: String,
         head: String,
@@ -109,6 +109,11 @@ impl Chain {
         Ok(())
     }
 
+    /// The hash of the last entry checked.
+    pub fn last_hash(&self) -> Option<&str> {
+        self.last.as_ref().map(|(_, h)| h.as_str())
+    }
+
     /// Checks the end against the head key and says what was verified.
     pub fn finish(self, head: Option<&str>) -> Result<String, Break> {
         let Some((last_id, last_hash)) = self.last else {
@@ -155,33 +160,49 @@ pub async fn run(config: &crate::config::Config) -> Result<String, VerifyError> 
     verify(&store).await
 }
 
-/// Verifies the whole chain: the "ok, ..." line, or the first break.
+/// Verifies the whole chain: the "ok, ..." line, or the first break. The
+/// head is read after the walk and must be the last entry's hash; when
+/// entries were appended meanwhile (the head names one not walked yet),
+/// the walk goes on from where it stopped, a few rounds at most.
 pub async fn verify(store: &Store) -> Result<String, VerifyError> {
-    // The head first: an entry appended while we walk then extends the
-    // chain past it, and the check below compares against what we read.
-    let head_before = head(store).await?;
     let mut chain = Chain::default();
     let mut start = "-".to_owned();
-    let mut seen_head = head_before.is_none();
-    loop {
-        let entries = range(store, &start, "+", CHUNK, false).await?;
-        for e in &entries {
-            chain.push(e)?;
-            if head_before.as_deref() == e.get("hash") {
-                seen_head = true;
-            }
-        }
-        match entries.last() {
-            Some(last) if entries.len() == CHUNK => start = format!("({}", last.id),
-            _ => break,
+    for _ in 0..ROUNDS {
+        let walked = walk(store, &mut chain, &mut start).await?;
+        let head = head(store).await?;
+        let caught_up = match (&head, chain.last_hash()) {
+            (None, _) => true,
+            (Some(h), Some(last)) => h == last,
+            (Some(_), None) => false,
+        };
+        if caught_up || walked == 0 {
+            return Ok(chain.finish(head.as_deref())?);
         }
     }
-    let head = if seen_head {
-        None
-    } else {
-        head_before.as_deref()
-    };
-    Ok(chain.finish(head)?)
+    let head = head(store).await?;
+    Ok(chain.finish(head.as_deref())?)
+}
+
+/// Rounds of [`verify`]'s walk while the log is being written.
+const ROUNDS: usize = 5;
+
+/// Walks from `start` to the stream's end, moving `start` past the last
+/// entry checked; how many entries it checked.
+async fn walk(store: &Store, chain: &mut Chain, start: &mut String) -> Result<usize, VerifyError> {
+    let mut walked = 0;
+    loop {
+        let entries = range(store, start, "+", CHUNK, false).await?;
+        for e in &entries {
+            chain.push(e)?;
+        }
+        walked += entries.len();
+        if let Some(last) = entries.last() {
+            *start = format!("({}", last.id);
+        }
+        if entries.len() < CHUNK {
+            return Ok(walked);
+        }
+    }
 }
 
 #[cfg(test)]
