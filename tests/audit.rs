@@ -232,6 +232,18 @@ async fn a_4429_close_for_too_many_connections_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_4408_eviction_is_audited() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[("RTS_MAX_UNAUTHENTICATED_PER_IP", "1")]).await;
+    let mut first = Client::open(&side, None, &[], "").await;
+    let _second = Client::open(&side, None, &[], "").await;
+    assert_eq!(first.closed().await, Some(4408));
+    let e = entry_of(&side, "connection_closed", |e| e["outcome"] == "4408").await;
+    assert_eq!(e["detail"], "evicted");
+    assert_eq!(e["addr"], "127.0.0.1");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_4413_close_is_audited() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[]).await;

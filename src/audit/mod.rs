@@ -244,7 +244,7 @@ impl Audit {
         ) {
             return;
         }
-        let entry = match e.close.filter(|c| abuse_close(*c)) {
+        let entry = match e.close.filter(|c| c.for_abuse()) {
             Some(code) => Entry::new(AuditAction::ConnectionClosed, code.code().to_string())
                 .detail(&format!("{}: {}", e.code.as_str(), e.message)),
             None => Entry::new(AuditAction::RequestRefused, e.code.as_str()).detail(&e.message),
@@ -275,9 +275,8 @@ impl Audit {
         sent: Option<u16>,
     ) {
         match end.close_code() {
-            Some(code @ (CloseCode::FrameTooLarge | CloseCode::AuthTimeout)) => {
-                self.closed(addr, user, code, end.label());
-            }
+            // A 4429 is never an end's own close code.
+            Some(code) if code.for_abuse() => self.closed(addr, user, code, end.label()),
             None if end == SessionEnd::ClosedByServer
                 && sent == Some(CloseCode::AuthTimeout.code()) =>
             {
@@ -382,14 +381,6 @@ pub fn start(
     ));
     audit.settings_at_start(config);
     (audit, stop)
-}
-
-/// Whether a close is one the log records as abuse.
-fn abuse_close(code: CloseCode) -> bool {
-    matches!(
-        code,
-        CloseCode::AuthTimeout | CloseCode::FrameTooLarge | CloseCode::RateLimited
-    )
 }
 
 /// The rate-limit source of a record: the user when known, else the
