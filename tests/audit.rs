@@ -232,6 +232,24 @@ async fn a_4429_close_for_too_many_connections_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn rate_limited_requests_and_the_4429_for_sustained_abuse_are_audited() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[("RTS_RATE_LIMIT", "5")]).await;
+    let mut abuser = Client::connect(&side, "abuser").await;
+    for _ in 0..60 {
+        abuser
+            .send("heartbeat", json!({"tableId": "t"}), None)
+            .await;
+    }
+    assert_eq!(abuser.closed().await, Some(4429));
+    let refused = entry_of(&side, "request_refused", |e| e["outcome"] == "rate_limited").await;
+    assert_eq!(refused["actor"], "abuser");
+    let closed = entry_of(&side, "connection_closed", |e| e["outcome"] == "4429").await;
+    assert_eq!(closed["actor"], "abuser");
+    assert_eq!(closed["detail"], "sustained rate-limit abuse");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_4408_eviction_is_audited() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[("RTS_MAX_UNAUTHENTICATED_PER_IP", "1")]).await;
