@@ -24,6 +24,7 @@ macro_rules! assemble {
             include_str!("../../lua/records.lua"),
             include_str!("../../lua/record_history.lua"),
             include_str!("../../lua/sink.lua"),
+            include_str!("../../lua/audit.lua"),
         )
     };
 }
@@ -141,7 +142,8 @@ mod tests {
                 "history",
                 "records",
                 "record_history",
-                "sink"
+                "sink",
+                "audit"
             ]
         );
     }
