@@ -35,6 +35,7 @@ use crate::grant::ReadMask;
 use crate::outbox::Outbox;
 use crate::protocol::event::{bounded_groups, ChangeEvent};
 use crate::protocol::framing::{Framing, SLOTS};
+use crate::protocol::messages::ViewportFilter;
 use crate::protocol::ServerEvent;
 use crate::store::events::EventHandler;
 use crate::store::events::Notice;
@@ -62,6 +63,40 @@ struct Subscriber {
     /// Frames held until the subscriber is activated (its ack and history
     /// are queued); `None` once live.
     pending: Option<Pending>,
+    /// v1.3 (3.4): what its cursor and editing relays are limited to.
+    relay: ViewportRelay,
+}
+
+/// A subscriber's viewport relay filter: with `relay: "viewport"` on
+/// subscribe, cursor and editing relays on records outside its last
+/// viewport are not sent (everything is, until it sends one).
+#[derive(Default)]
+struct ViewportRelay {
+    by_viewport: bool,
+    viewport: Option<Arc<ViewportFilter>>,
+}
+
+impl ViewportRelay {
+    /// False when a relay about `record` is to be skipped.
+    fn wants(&self, record: Option<&str>) -> bool {
+        match (self.by_viewport, &self.viewport, record) {
+            (true, Some(v), Some(r)) => v.holds(r),
+            _ => true,
+        }
+    }
+}
+
+/// The record a relayed notice is about, when viewports filter it: a
+/// cursor's, or a started editing indicator's (a stop always goes out, so
+/// no one is left with an indicator that scrolled out of view).
+fn relayed_record(event: ServerEvent, data: &serde_json::Value) -> Option<&str> {
+    match event {
+        ServerEvent::CursorPosition => data.get("cursor")?.get("recordId")?.as_str(),
+        ServerEvent::UserEditing if data.get("state")?.as_str() == Some("start") => {
+            data.get("recordId")?.as_str()
+        }
+        _ => None,
+    }
 }
 
 #[derive(Default)]
@@ -141,6 +176,7 @@ impl Hub {
                 outbox: outbox.clone(),
                 mask: mask.clone(),
                 pending: Some(Pending::default()),
+                relay: ViewportRelay::default(),
             },
         );
         Some(inner.cursor)
@@ -197,6 +233,29 @@ impl Hub {
         }
         crate::metrics::tables_tailed(read(&self.tables).len());
         self.lifecycle.stop(table).await;
+    }
+
+    /// v1.3: `conn_id`'s cursor and editing relays on `table` follow its
+    /// viewport from now on (`relay: "viewport"`).
+    pub fn relay_by_viewport(&self, table: &str, conn_id: &str) {
+        self.with_subscriber(table, conn_id, |r| r.by_viewport = true);
+    }
+
+    /// v1.3: the rows `conn_id` sees on `table`.
+    pub fn set_viewport(&self, table: &str, conn_id: &str, viewport: ViewportFilter) {
+        let viewport = Some(Arc::new(viewport));
+        self.with_subscriber(table, conn_id, |r| r.viewport = viewport);
+    }
+
+    fn with_subscriber(&self, table: &str, conn_id: &str, f: impl FnOnce(&mut ViewportRelay)) {
+        let tables = read(&self.tables);
+        let Some(entry) = tables.get(table) else {
+            return;
+        };
+        let mut inner = lock(&entry.inner);
+        if let Some(sub) = inner.subscribers.get_mut(conn_id) {
+            f(&mut sub.relay);
+        }
     }
 
     /// The last event id fanned out for `table`, if it is served.
@@ -263,10 +322,15 @@ impl Hub {
         };
         let mut inner = lock(&entry.inner);
         let mut frames: Audiences<Option<Bytes>> = Audiences::default();
-        let mut sent = 0;
+        let (mut sent, mut skipped) = (0, 0);
+        let record = relayed_record(event, &notice.data);
         for sub in inner.subscribers.values_mut() {
             let (conn, framing) = (&*sub.outbox.conn_id, sub.outbox.framing());
             if notice.origin.as_deref() == Some(conn) {
+                continue;
+            }
+            if !sub.relay.wants(record) {
+                skipped += 1;
                 continue;
             }
             let bytes = frames.slot(sub.mask.as_ref(), framing.slot(), || {
@@ -282,6 +346,7 @@ impl Hub {
             }
         }
         crate::metrics::messages_out(event, sent);
+        crate::metrics::relays_skipped_viewport(skipped);
     }
 }
 

@@ -326,6 +326,12 @@ declare! {
             : "Pipelines of commits whose durability was not confirmed in time (answered timeout)";
         counter REDIS_FAILOVERS = "rtsync_redis_failovers_total"
             : "Times the Redis primary changed and the connections moved to the new one (Sentinel)";
+        counter RELAYS_SKIPPED_VIEWPORT = "rtsync_presence_relays_skipped_viewport_total"
+            : "Cursor/editing relays not sent to a connection whose viewport does not hold the record";
+        counter EDITING_EXPIRED = "rtsync_presence_editing_expired_total"
+            : "Editing indicators that ended because they were not renewed in RTS_EDITING_TTL_MS";
+        counter EDITING_EXPIRY_FAILURES = "rtsync_presence_editing_expiry_failures_total"
+            : "Editing expiry checks that failed in Redis (the sweeper ends the indicator later)";
     }
 }
 

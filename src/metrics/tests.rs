@@ -181,6 +181,9 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
     ("rtsync_durable_wait_seconds", None),
     ("rtsync_durable_unconfirmed_total", None),
     ("rtsync_redis_failovers_total", None),
+    ("rtsync_presence_relays_skipped_viewport_total", None),
+    ("rtsync_presence_editing_expired_total", None),
+    ("rtsync_presence_editing_expiry_failures_total", None),
     ("rtsync_sink_lag_entries", None),
     ("rtsync_sink_lag_seconds", None),
     (

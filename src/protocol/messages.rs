@@ -23,10 +23,12 @@ pub enum ClientEvent {
     RecoverConnection,
     Heartbeat,
     LoadRecords,
+    Editing,
+    Viewport,
 }
 
 impl ClientEvent {
-    pub const ALL: [ClientEvent; 10] = [
+    pub const ALL: [ClientEvent; 12] = [
         ClientEvent::Authenticate,
         ClientEvent::SubscribeToTable,
         ClientEvent::UnsubscribeFromTable,
@@ -37,6 +39,8 @@ impl ClientEvent {
         ClientEvent::RecoverConnection,
         ClientEvent::Heartbeat,
         ClientEvent::LoadRecords,
+        ClientEvent::Editing,
+        ClientEvent::Viewport,
     ];
 
     /// Its name on the wire.
@@ -52,6 +56,8 @@ impl ClientEvent {
             ClientEvent::RecoverConnection => "recover_connection",
             ClientEvent::Heartbeat => "heartbeat",
             ClientEvent::LoadRecords => "load_records",
+            ClientEvent::Editing => "editing",
+            ClientEvent::Viewport => "viewport",
         }
     }
 
@@ -96,6 +102,20 @@ pub struct SubscribeReq {
     pub last_event_id: Option<String>,
     /// v1.2: the last event received from the base's stream (3.2).
     pub base_last_event_id: Option<String>,
+    /// v1.3: which cursor and editing relays the connection gets (3.4).
+    #[serde(default)]
+    pub relay: RelayScope,
+}
+
+/// v1.3 (docs/protocol.md 3.4): `all` relays every cursor and editing
+/// indicator of the table; `viewport` only those on records inside the
+/// connection's last `viewport` (all of them until it sends one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayScope {
+    #[default]
+    All,
+    Viewport,
 }
 
 impl SubscribeReq {
@@ -185,6 +205,123 @@ impl CursorReq {
     }
 }
 
+/// `editing` (v1.3): a user starts or stops editing one cell.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EditingReq {
+    pub table_id: String,
+    pub record_id: String,
+    pub field_id: String,
+    pub state: EditingState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EditingState {
+    Start,
+    Stop,
+}
+
+impl EditingReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        check_id("recordId", &self.record_id)?;
+        check_id("fieldId", &self.field_id)?;
+        Ok(())
+    }
+}
+
+/// Most record ids one `viewport` may list.
+pub const MAX_VIEWPORT_RECORDS: usize = 500;
+
+/// `viewport` (v1.3): the rows a user sees, as listed ids or as an
+/// inclusive range in record-id order (the order `load_records` pages in).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewportReq {
+    #[serde(skip_serializing)]
+    pub table_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_ids: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_record_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_record_id: Option<String>,
+}
+
+impl ViewportReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        if let Some(v) = &self.view_id {
+            check_id("viewId", v)?;
+        }
+        let range = (&self.first_record_id, &self.last_record_id);
+        match (&self.record_ids, range) {
+            (Some(ids), (None, None)) => {
+                if ids.len() > MAX_VIEWPORT_RECORDS {
+                    return Err(RequestError::bad_request(format!(
+                        "recordIds holds at most {MAX_VIEWPORT_RECORDS} ids"
+                    )));
+                }
+                for id in ids {
+                    check_id("recordIds[]", id)?;
+                }
+                Ok(())
+            }
+            (None, (Some(first), Some(last))) => {
+                check_id("firstRecordId", first)?;
+                check_id("lastRecordId", last)?;
+                if first > last {
+                    return Err(RequestError::bad_request(
+                        "firstRecordId must not come after lastRecordId",
+                    ));
+                }
+                Ok(())
+            }
+            _ => Err(RequestError::bad_request(
+                "viewport takes recordIds or both firstRecordId and lastRecordId",
+            )),
+        }
+    }
+
+    /// The rows it names, as the relay filter tests them.
+    pub fn filter(&self) -> ViewportFilter {
+        match (
+            &self.record_ids,
+            &self.first_record_id,
+            &self.last_record_id,
+        ) {
+            (Some(ids), _, _) => ViewportFilter::Ids(ids.iter().cloned().collect()),
+            (None, Some(first), Some(last)) => ViewportFilter::Range(first.clone(), last.clone()),
+            _ => ViewportFilter::Everything,
+        }
+    }
+}
+
+/// The rows of a connection's viewport, for relay filtering (3.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewportFilter {
+    Ids(std::collections::BTreeSet<String>),
+    /// Inclusive, in record-id (byte) order.
+    Range(String, String),
+    Everything,
+}
+
+impl ViewportFilter {
+    /// Whether the viewport holds `record`.
+    pub fn holds(&self, record: &str) -> bool {
+        match self {
+            ViewportFilter::Ids(ids) => ids.contains(record),
+            ViewportFilter::Range(first, last) => {
+                first.as_str() <= record && record <= last.as_str()
+            }
+            ViewportFilter::Everything => true,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Selection {
@@ -238,6 +375,7 @@ impl RecoverReq {
             base_id: self.base_id.clone(),
             last_event_id: self.last_event_id.clone(),
             base_last_event_id: self.base_last_event_id.clone(),
+            relay: RelayScope::All,
         }
     }
 }

@@ -18,8 +18,8 @@ use serde_json::Value;
 use crate::auth::Identity;
 use crate::change::{validate_batch, ChangeLimits, ChangeRequest, ValidChange};
 use crate::protocol::messages::{
-    parse, AuthenticateReq, ClientEvent, CursorReq, LoadRecordsReq, RecoverReq, SelectionReq,
-    SubscribeReq, TableReq,
+    parse, AuthenticateReq, ClientEvent, CursorReq, EditingReq, LoadRecordsReq, RecoverReq,
+    SelectionReq, SubscribeReq, TableReq, ViewportReq,
 };
 use crate::protocol::{ErrorCode, RequestError};
 
@@ -37,6 +37,8 @@ pub enum Request {
     RecoverConnection(RecoverReq),
     Heartbeat(TableReq),
     LoadRecords(LoadRecordsReq),
+    Editing(EditingReq),
+    Viewport(ViewportReq),
 }
 
 /// Who sends a request, as far as checking its payload needs: a change
@@ -95,6 +97,16 @@ impl Request {
                 req.validate()?;
                 Request::LoadRecords(req)
             }
+            ClientEvent::Editing => {
+                let req: EditingReq = parse(name, data)?;
+                req.validate()?;
+                Request::Editing(req)
+            }
+            ClientEvent::Viewport => {
+                let req: ViewportReq = parse(name, data)?;
+                req.validate()?;
+                Request::Viewport(req)
+            }
             ClientEvent::RecordChange => {
                 Request::RecordChange(Box::new(change(name, data, caller)?))
             }
@@ -117,6 +129,8 @@ impl Request {
             Request::RecoverConnection(_) => ClientEvent::RecoverConnection,
             Request::Heartbeat(_) => ClientEvent::Heartbeat,
             Request::LoadRecords(_) => ClientEvent::LoadRecords,
+            Request::Editing(_) => ClientEvent::Editing,
+            Request::Viewport(_) => ClientEvent::Viewport,
         }
     }
 }
@@ -251,6 +265,14 @@ mod tests {
             ),
             (ClientEvent::Heartbeat, json!({"tableId": "t1"})),
             (ClientEvent::LoadRecords, json!({"tableId": "t1"})),
+            (
+                ClientEvent::Editing,
+                json!({"tableId": "t1", "recordId": "r", "fieldId": "f", "state": "start"}),
+            ),
+            (
+                ClientEvent::Viewport,
+                json!({"tableId": "t1", "firstRecordId": "r1", "lastRecordId": "r9"}),
+            ),
         ];
         assert_eq!(valid.len(), ClientEvent::ALL.len());
         for (event, data) in valid {
@@ -342,6 +364,43 @@ mod tests {
     #[test]
     fn a_load_with_a_bad_table_id_names_table_id() {
         assert_bad_request_naming(ClientEvent::LoadRecords, json!({"tableId": ""}), "tableId");
+    }
+
+    #[test]
+    fn an_editing_with_a_bad_field_id_names_field_id() {
+        assert_bad_request_naming(
+            ClientEvent::Editing,
+            json!({"tableId": "t1", "recordId": "r", "fieldId": "", "state": "start"}),
+            "fieldId",
+        );
+    }
+
+    #[test]
+    fn an_editing_with_an_unknown_state_is_a_bad_request() {
+        assert_bad_request_naming(
+            ClientEvent::Editing,
+            json!({"tableId": "t1", "recordId": "r", "fieldId": "f", "state": "typing"}),
+            "editing",
+        );
+    }
+
+    #[test]
+    fn a_viewport_listing_more_than_500_records_is_refused() {
+        let ids: Vec<String> = (0..501).map(|i| format!("r{i}")).collect();
+        assert_bad_request_naming(
+            ClientEvent::Viewport,
+            json!({"tableId": "t1", "recordIds": ids}),
+            "recordIds",
+        );
+    }
+
+    #[test]
+    fn a_viewport_needs_ids_or_a_whole_range() {
+        assert_bad_request_naming(
+            ClientEvent::Viewport,
+            json!({"tableId": "t1", "firstRecordId": "r1"}),
+            "lastRecordId",
+        );
     }
 
     #[test]

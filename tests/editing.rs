@@ -1,0 +1,398 @@
+//! Editing indicators and viewport presence (docs/protocol.md section 3.4):
+//! `editing` relayed as `user_editing` across sidecars on both endpoints,
+//! ended by stop, expiry, disconnect and unsubscribe, kept in
+//! `table_users` for late joiners, masked like cursors, throttled per user;
+//! `viewport` relayed and kept, and `relay: "viewport"` filtering cursor
+//! and editing relays.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::client::{Client, Enc};
+use support::sio::Sio;
+use support::tokens::{now_secs, token};
+use support::{metric, RedisServer, Sidecar};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Two {
+    _redis: RedisServer,
+    a: Sidecar,
+    b: Sidecar,
+}
+
+async fn two(env: &[(&str, &str)]) -> Two {
+    let redis = RedisServer::start().await;
+    let a = Sidecar::start(&redis, "ea", env).await;
+    let b = Sidecar::start(&redis, "eb", env).await;
+    Two {
+        _redis: redis,
+        a,
+        b,
+    }
+}
+
+fn editing(record: &str, field: &str, state: &str) -> Value {
+    json!({"tableId": "t", "recordId": record, "fieldId": field, "state": state})
+}
+
+/// The next `user_editing` of `user` in `state` within `within`.
+async fn editing_of(c: &mut Client, user: &str, state: &str, within: Duration) -> Option<Value> {
+    c.take_within(within, |(e, d, _)| {
+        e == "user_editing" && d["userId"] == user && d["state"] == state
+    })
+    .await
+    .map(|(_, d, _)| d)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_editing_start_reaches_the_other_sidecar_with_the_users_color() {
+    let t = two(&[]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut bob = Client::connect(&t.b, "bob").await;
+    let ack = bob
+        .request_ok("subscribe_to_table", json!({"tableId": "t"}))
+        .await;
+    bob.request_ok("editing", editing("r1", "status", "start"))
+        .await;
+    let seen = editing_of(&mut alice, "bob", "start", WAIT)
+        .await
+        .expect("user_editing");
+    assert_eq!(
+        seen,
+        json!({"userId": "bob", "color": ack["color"], "tableId": "t",
+            "recordId": "r1", "fieldId": "status", "state": "start"})
+    );
+    assert!(
+        editing_of(&mut bob, "bob", "start", Duration::from_millis(300))
+            .await
+            .is_none(),
+        "not sent back to its sender"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_editing_stop_is_relayed_and_clears_the_indicator() {
+    let t = two(&[]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut bob = Client::subscribed(&t.b, "bob", "t").await;
+    bob.request_ok("editing", editing("r1", "f", "start")).await;
+    editing_of(&mut alice, "bob", "start", WAIT).await.unwrap();
+    bob.request_ok("editing", editing("r1", "f", "stop")).await;
+    let stop = editing_of(&mut alice, "bob", "stop", WAIT).await.unwrap();
+    assert_eq!(
+        (stop["recordId"].clone(), stop["fieldId"].clone()),
+        (json!("r1"), json!("f"))
+    );
+    let mut late = Client::subscribed(&t.a, "carol", "t").await;
+    let users = late.expect_event("table_users").await;
+    let bob_user = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userId"] == "bob");
+    assert!(bob_user.unwrap().get("editing").is_none(), "{users}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_editing_indicator_not_renewed_expires_with_a_stop() {
+    let t = two(&[("RTS_EDITING_TTL_MS", "400")]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut bob = Client::subscribed(&t.b, "bob", "t").await;
+    bob.request_ok("editing", editing("r1", "f", "start")).await;
+    editing_of(&mut alice, "bob", "start", WAIT).await.unwrap();
+    let began = std::time::Instant::now();
+    let stop = editing_of(&mut alice, "bob", "stop", WAIT)
+        .await
+        .expect("a stop on expiry");
+    let after = began.elapsed();
+    assert_eq!(stop["recordId"], "r1");
+    assert!(after < Duration::from_secs(3), "expired after {after:?}");
+    let (_, text) = t.b.get("/metrics");
+    assert!(metric(&text, "rtsync_presence_editing_expired_total") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_editing_indicator_does_not_expire() {
+    let t = two(&[("RTS_EDITING_TTL_MS", "600")]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut bob = Client::subscribed(&t.b, "bob", "t").await;
+    for _ in 0..8 {
+        bob.request_ok("editing", editing("r1", "f", "start")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    editing_of(&mut alice, "bob", "start", WAIT).await.unwrap();
+    assert!(
+        editing_of(&mut alice, "bob", "stop", Duration::from_millis(100))
+            .await
+            .is_none(),
+        "renewed every 200 ms with a 600 ms TTL"
+    );
+    assert!(
+        editing_of(&mut alice, "bob", "stop", Duration::from_secs(3))
+            .await
+            .is_some(),
+        "then it expires"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disconnect_ends_the_users_editing() {
+    let t = two(&[]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut bob = Client::subscribed(&t.b, "bob", "t").await;
+    bob.request_ok("editing", editing("r2", "f", "start")).await;
+    editing_of(&mut alice, "bob", "start", WAIT).await.unwrap();
+    bob.close().await;
+    let stop = editing_of(&mut alice, "bob", "stop", WAIT).await.unwrap();
+    assert_eq!(stop["recordId"], "r2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unsubscribe_ends_the_users_editing() {
+    let t = two(&[]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut bob = Client::subscribed(&t.b, "bob", "t").await;
+    bob.request_ok("editing", editing("r3", "f", "start")).await;
+    editing_of(&mut alice, "bob", "start", WAIT).await.unwrap();
+    bob.request_ok("unsubscribe_from_table", json!({"tableId": "t"}))
+        .await;
+    editing_of(&mut alice, "bob", "stop", WAIT).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_joiner_sees_current_editors_in_table_users() {
+    let t = two(&[]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut bob = Client::subscribed(&t.b, "bob", "t").await;
+    bob.request_ok("editing", editing("r7", "name", "start"))
+        .await;
+    editing_of(&mut alice, "bob", "start", WAIT).await.unwrap();
+    let mut carol = Client::subscribed(&t.a, "carol", "t").await;
+    let users = carol.expect_event("table_users").await;
+    let bob_user = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userId"] == "bob")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        bob_user["editing"],
+        json!({"recordId": "r7", "fieldId": "name"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn editing_a_hidden_field_is_never_relayed_to_those_who_cannot_read_it() {
+    let t = two(&[]).await;
+    let intern = json!({"sub": "intern", "exp": now_secs() + 3600,
+        "tables": {"*": {"access": "rw", "fields": {"salary": "none"}}}});
+    let mut c = Client::connect_claims(&t.b, &intern, Enc::Json).await;
+    c.request_ok("subscribe_to_table", json!({"tableId": "t"}))
+        .await;
+    let mut watcher = Client::subscribed(&t.b, "watcher", "t").await;
+    let mut hr = Client::subscribed(&t.a, "hr", "t").await;
+    hr.request_ok("editing", editing("r1", "salary", "start"))
+        .await;
+    editing_of(&mut watcher, "hr", "start", WAIT).await.unwrap();
+    // A later start on a readable field reaches the intern first.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    hr.request_ok("editing", editing("r1", "name", "start"))
+        .await;
+    let first = c
+        .take(|(e, _, _)| e == "user_editing")
+        .await
+        .expect("the readable one")
+        .1;
+    assert_eq!(first["fieldId"], "name");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    hr.request_ok("editing", editing("r1", "salary", "start"))
+        .await;
+    watcher
+        .take(|(e, d, _)| e == "user_editing" && d["fieldId"] == "salary")
+        .await
+        .expect("hr2 sees the second start on salary");
+    let mut late = Client::connect_claims(&t.b, &intern, Enc::Json).await;
+    late.request_ok("subscribe_to_table", json!({"tableId": "t"}))
+        .await;
+    let users = late.expect_event("table_users").await;
+    let hr_user = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userId"] == "hr");
+    assert!(hr_user.unwrap().get("editing").is_none(), "{users}");
+    for who in [&mut c, &mut late] {
+        let hidden = who
+            .take_within(Duration::from_millis(300), |(e, d, _)| {
+                e == "user_editing" && d["fieldId"] == "salary"
+            })
+            .await;
+        assert!(hidden.is_none(), "{hidden:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_starts_a_second_relay_at_most_twenty() {
+    let t = two(&[]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut spam = Client::subscribed(&t.b, "spam", "t").await;
+    let began = std::time::Instant::now();
+    for n in 0..100 {
+        let rid = spam
+            .send_request("editing", editing(&format!("r{n}"), "f", "start"))
+            .await;
+        let _ = rid;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let window = began.elapsed();
+    let mut relayed = 0u32;
+    let mut last = Value::Null;
+    while let Some(d) = editing_of(&mut alice, "spam", "start", Duration::from_millis(400)).await {
+        relayed += 1;
+        last = d;
+    }
+    let per_second = f64::from(relayed) / window.as_secs_f64();
+    eprintln!("100 starts in {window:?}; relayed {relayed} ({per_second:.1}/s)");
+    assert!(relayed >= 5, "starts still flow ({relayed})");
+    assert!(per_second <= 22.0, "{per_second:.1} relays/s");
+    assert_eq!(last["recordId"], "r99", "the latest wins");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn editing_works_through_socket_io_both_ways() {
+    let t = two(&[]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut sio = Sio::connect(&t.b, &json!({"token": token("sio")})).await;
+    let ack = sio
+        .request(1, "subscribe_to_table", &json!({"tableId": "t"}))
+        .await
+        .unwrap();
+    assert_eq!(ack["tableId"], "t", "{ack}");
+    sio.request(2, "editing", &editing("r1", "f", "start"))
+        .await
+        .unwrap();
+    editing_of(&mut alice, "sio", "start", WAIT).await.unwrap();
+    alice
+        .request_ok("editing", editing("r2", "g", "start"))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut found = None;
+    while found.is_none() && tokio::time::Instant::now() < deadline {
+        found = sio
+            .events(Duration::from_millis(200))
+            .await
+            .into_iter()
+            .find(|(e, d)| e == "user_editing" && d["userId"] == "alice");
+    }
+    let (_, d) = found.expect("user_editing over Socket.IO");
+    assert_eq!(
+        (d["recordId"].clone(), d["state"].clone()),
+        (json!("r2"), json!("start"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewport_is_relayed_and_kept_for_late_joiners() {
+    let t = two(&[]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut bob = Client::subscribed(&t.b, "bob", "t").await;
+    let viewport = json!({"tableId": "t", "viewId": "grid", "firstRecordId": "r10",
+        "lastRecordId": "r19"});
+    bob.request_ok("viewport", viewport).await;
+    let seen = alice
+        .take(|(e, d, _)| e == "user_viewport" && d["userId"] == "bob")
+        .await
+        .expect("user_viewport")
+        .1;
+    let expected = json!({"viewId": "grid", "firstRecordId": "r10", "lastRecordId": "r19"});
+    assert_eq!(seen["viewport"], expected);
+    let mut carol = Client::subscribed(&t.a, "carol", "t").await;
+    let users = carol.expect_event("table_users").await;
+    let bob_user = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["userId"] == "bob");
+    assert_eq!(bob_user.unwrap()["viewport"], expected);
+}
+
+/// Subscribes `user` with `relay: "viewport"` and a viewport of r10..r19.
+async fn viewport_watcher(side: &Sidecar, user: &str) -> Client {
+    let mut c = Client::connect(side, user).await;
+    c.request_ok(
+        "subscribe_to_table",
+        json!({"tableId": "t", "relay": "viewport"}),
+    )
+    .await;
+    c.request_ok(
+        "viewport",
+        json!({"tableId": "t", "firstRecordId": "r10", "lastRecordId": "r19"}),
+    )
+    .await;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relay_viewport_skips_cursors_and_editing_outside_the_viewport() {
+    let t = two(&[]).await;
+    let mut near = viewport_watcher(&t.a, "near").await;
+    let mut all = Client::subscribed(&t.a, "all", "t").await;
+    let mut bob = Client::subscribed(&t.b, "bob", "t").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    bob.request_ok("editing", editing("r05", "f", "start"))
+        .await;
+    editing_of(&mut all, "bob", "start", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    bob.request_ok("editing", editing("r12", "f", "start"))
+        .await;
+    let first = editing_of(&mut near, "bob", "start", WAIT).await.unwrap();
+    assert_eq!(first["recordId"], "r12", "r05 is outside r10..r19");
+    bob.request_ok(
+        "cursor_position",
+        json!({"tableId": "t", "cursor": {"recordId": "r30", "fieldId": "f"}}),
+    )
+    .await;
+    all.take(|(e, _, _)| e == "cursor_position").await.unwrap();
+    assert!(near
+        .take_within(Duration::from_millis(300), |(e, _, _)| e
+            == "cursor_position")
+        .await
+        .is_none());
+    let (_, text) = t.a.get("/metrics");
+    assert!(metric(&text, "rtsync_presence_relays_skipped_viewport_total") >= 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn viewport_filtering_reduces_relayed_frames() {
+    let t = two(&[]).await;
+    let mut watchers = Vec::new();
+    for n in 0..5 {
+        watchers.push(viewport_watcher(&t.a, &format!("w{n}")).await);
+    }
+    let mut editor = Client::subscribed(&t.b, "editor", "t").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // 20 records, 10 inside the watchers' viewport (r10..r19).
+    for n in 0..20 {
+        editor
+            .request_ok("editing", editing(&format!("r{:02}", n + 5), "f", "start"))
+            .await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let mut received = 0;
+    for w in &mut watchers {
+        while editing_of(w, "editor", "start", Duration::from_millis(300))
+            .await
+            .is_some()
+        {
+            received += 1;
+        }
+    }
+    eprintln!("5 watchers got {received} of 100 editing frames");
+    assert_eq!(received, 50, "only r10..r19 reach them");
+}
