@@ -20,7 +20,7 @@ use support::{metric, RedisServer, Sidecar};
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Two {
-    _redis: RedisServer,
+    redis: RedisServer,
     a: Sidecar,
     b: Sidecar,
 }
@@ -29,11 +29,7 @@ async fn two(env: &[(&str, &str)]) -> Two {
     let redis = RedisServer::start().await;
     let a = Sidecar::start(&redis, "ea", env).await;
     let b = Sidecar::start(&redis, "eb", env).await;
-    Two {
-        _redis: redis,
-        a,
-        b,
-    }
+    Two { redis, a, b }
 }
 
 fn editing(record: &str, field: &str, state: &str) -> Value {
@@ -395,4 +391,93 @@ async fn viewport_filtering_reduces_relayed_frames() {
     }
     eprintln!("5 watchers got {received} of 100 editing frames");
     assert_eq!(received, 50, "only r10..r19 reach them");
+}
+
+/// What Redis publishes on table `t`'s presence channel while it runs
+/// (`redis-cli SSUBSCRIBE`), read back as text.
+struct ChannelTap {
+    child: std::process::Child,
+    seen: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ChannelTap {
+    async fn start(redis: &RedisServer) -> ChannelTap {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new("redis-cli")
+            .args([
+                "-c",
+                "-p",
+                &redis.port.to_string(),
+                "SSUBSCRIBE",
+                "rts:{t}:presence",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-cli");
+        let out = child.stdout.take().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&line);
+            }
+        });
+        let deadline = std::time::Instant::now() + WAIT;
+        while !seen.lock().unwrap().contains("ssubscribe") {
+            assert!(std::time::Instant::now() < deadline, "redis-cli subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ChannelTap { child, seen }
+    }
+
+    fn text(&self) -> String {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ChannelTap {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nothing_is_published_while_the_user_is_alone_on_the_table() {
+    let t = two(&[]).await;
+    let tap = ChannelTap::start(&t.redis).await;
+    let mut alone = Client::subscribed(&t.a, "alone", "t").await;
+    alone
+        .request_ok("editing", editing("r1", "f", "start"))
+        .await;
+    alone
+        .request_ok(
+            "viewport",
+            json!({"tableId": "t", "recordIds": ["r1", "r2"]}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    alone
+        .request_ok("editing", editing("r1", "f", "stop"))
+        .await;
+    let _bob = Client::subscribed(&t.b, "bob", "t").await;
+    // With someone to see it, the same start is published.
+    let deadline = std::time::Instant::now() + WAIT;
+    while !tap.text().contains("user_joined") {
+        assert!(std::time::Instant::now() < deadline, "bob's join seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = tap.text();
+    assert!(!before.contains("user_editing"), "{before}");
+    assert!(!before.contains("user_viewport"), "{before}");
+    alone
+        .request_ok("editing", editing("r1", "f", "start"))
+        .await;
+    while !tap.text().contains("user_editing") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "published once not alone"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
