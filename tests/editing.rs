@@ -481,3 +481,135 @@ async fn nothing_is_published_while_the_user_is_alone_on_the_table() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// CPU time (user + system, in clock ticks of 10 ms) a process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn counter(side: &Sidecar, name: &str, label: &str) -> f64 {
+    let (_, text) = side.get("/metrics");
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// 200 users on table `t`, alternating between the sidecars; with
+/// `viewport`, each subscribes with `relay: "viewport"` and sees 20 of 200
+/// rows. The first 20 are returned to edit; the others read in tasks that
+/// count their frames.
+async fn join_users(t: &Two, viewport: bool) -> (Vec<Client>, Vec<tokio::task::JoinHandle<u64>>) {
+    const USERS: usize = 200;
+    const EDITORS: usize = 20;
+    let (mut editors, mut readers) = (Vec::new(), Vec::new());
+    for u in 0..USERS {
+        let side = if u % 2 == 0 { &t.a } else { &t.b };
+        let mut c = Client::connect(side, &format!("u{u}")).await;
+        let relay = if viewport { "viewport" } else { "all" };
+        c.request_ok(
+            "subscribe_to_table",
+            json!({"tableId": "t", "relay": relay}),
+        )
+        .await;
+        if viewport {
+            let first = (u * 10) % 180;
+            c.request_ok(
+                "viewport",
+                json!({"tableId": "t", "firstRecordId": format!("r{first:03}"),
+                    "lastRecordId": format!("r{:03}", first + 19)}),
+            )
+            .await;
+        }
+        if u < EDITORS {
+            editors.push(c);
+        } else {
+            readers.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while c.next(Duration::from_secs(3)).await.is_some() {
+                    n += 1;
+                }
+                n
+            }));
+        }
+    }
+    (editors, readers)
+}
+
+/// Reads what `c` is sent for `d`, as a live client would.
+async fn read_for(c: &mut Client, d: Duration) {
+    let until = tokio::time::Instant::now() + d;
+    loop {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() || c.next(left).await.is_none() {
+            return;
+        }
+    }
+}
+
+fn both(t: &Two, name: &str, label: &str) -> f64 {
+    counter(&t.a, name, label) + counter(&t.b, name, label)
+}
+
+/// One run: 200 users on a table over two sidecars, 20 of them moving an
+/// editing indicator 5 times a second for 10 s. Returns the
+/// `user_editing` frames sent per second and the sidecars' CPU (cores).
+async fn measure_relay(viewport: bool) -> (f64, f64) {
+    let t = two(&[]).await;
+    let (editors, readers) = join_users(&t, viewport).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent0 = both(&t, "rtsync_messages_out_total", "user_editing");
+    let cpu0 = cpu_ticks(t.a.pid()) + cpu_ticks(t.b.pid());
+    let began = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for (e, mut c) in editors.into_iter().enumerate() {
+        handles.push(tokio::spawn(async move {
+            for n in 0..50usize {
+                let record = format!("r{:03}", (e * 37 + n * 11) % 200);
+                c.send("editing", editing(&record, "f", "start"), None)
+                    .await;
+                read_for(&mut c, Duration::from_millis(200)).await;
+            }
+            c
+        }));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let secs = began.elapsed().as_secs_f64();
+    let sent = both(&t, "rtsync_messages_out_total", "user_editing") - sent0;
+    let cpu = (cpu_ticks(t.a.pid()) + cpu_ticks(t.b.pid()) - cpu0) as f64 / 100.0;
+    let skipped = both(&t, "rtsync_presence_relays_skipped_viewport_total", "");
+    let dropped = both(&t, "rtsync_presence_notices_dropped_total", "");
+    let slow = both(&t, "rtsync_slow_consumer_disconnects_total", "");
+    let mut received = 0u64;
+    for r in readers {
+        received += r.await.unwrap_or(0);
+    }
+    eprintln!(
+        "viewport={viewport}: {:.0} user_editing frames/s sent over {secs:.1} s, sidecar CPU {:.1}% of a core (two sidecars), {skipped} relays skipped, {dropped} notices dropped, {slow} slow consumers, {received} frames read by the 180 readers",
+        sent / secs,
+        100.0 * cpu / secs
+    );
+    (sent / secs, cpu / secs)
+}
+
+/// The relay cost of editing indicators, with and without viewport
+/// filtering (a measurement: `cargo test --test editing -- --ignored`).
+#[ignore]
+#[tokio::test(flavor = "multi_thread")]
+async fn measure_editing_relay_cost_with_200_users() {
+    let (all_frames, all_cpu) = measure_relay(false).await;
+    let (vp_frames, vp_cpu) = measure_relay(true).await;
+    eprintln!(
+        "relay all: {all_frames:.0} frames/s, {:.1}% CPU; relay viewport: {vp_frames:.0} frames/s, {:.1}% CPU",
+        all_cpu * 100.0,
+        vp_cpu * 100.0
+    );
+    assert!(vp_frames < all_frames);
+}
