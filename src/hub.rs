@@ -602,6 +602,46 @@ mod tests {
         out
     }
 
+    fn editing_notice(record: &str, state: &str) -> Notice {
+        serde_json::from_value(serde_json::json!({"event": "user_editing", "origin": "x",
+            "data": {"userId": "u", "color": "#000", "tableId": "t", "recordId": record,
+                "fieldId": "f", "state": state}}))
+        .expect("a notice")
+    }
+
+    #[tokio::test]
+    async fn a_viewport_subscriber_is_not_sent_editing_starts_outside_its_viewport() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob, None).await.expect("join");
+        hub.activate("t", "c1");
+        hub.relay_by_viewport("t", "c1");
+        hub.notify("t", editing_notice("r05", "start"));
+        assert!(
+            rx.try_next().is_some(),
+            "everything until it sends a viewport"
+        );
+        let range = ViewportFilter::Range("r10".into(), "r19".into());
+        hub.set_viewport("t", "c1", range);
+        hub.notify("t", editing_notice("r05", "start"));
+        assert!(rx.try_next().is_none(), "outside the viewport");
+        hub.notify("t", editing_notice("r12", "start"));
+        assert!(rx.try_next().is_some(), "inside the viewport");
+        hub.notify("t", editing_notice("r05", "stop"));
+        assert!(rx.try_next().is_some(), "a stop always goes out");
+    }
+
+    #[tokio::test]
+    async fn a_viewport_without_relay_viewport_filters_nothing() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob, None).await.expect("join");
+        hub.activate("t", "c1");
+        hub.set_viewport("t", "c1", ViewportFilter::Ids(["r1".to_owned()].into()));
+        hub.notify("t", editing_notice("r05", "start"));
+        assert!(rx.try_next().is_some());
+    }
+
     #[tokio::test]
     async fn a_pending_subscriber_gets_live_events_only_once_activated_in_order() {
         let hub = hub();

@@ -412,3 +412,50 @@ pub struct OfflineCounts {
     pub rejected: usize,
     pub duplicates: usize,
 }
+
+#[cfg(test)]
+mod viewport_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn viewport(data: Value) -> ViewportReq {
+        serde_json::from_value(data).unwrap()
+    }
+
+    #[test]
+    fn a_range_viewport_holds_the_records_between_its_ends_in_id_order() {
+        let v = viewport(json!({"tableId": "t", "firstRecordId": "r10", "lastRecordId": "r19"}));
+        assert!(v.validate().is_ok());
+        let f = v.filter();
+        assert!(f.holds("r10") && f.holds("r15") && f.holds("r19"));
+        assert!(!f.holds("r09") && !f.holds("r2") && !f.holds("r20"));
+    }
+
+    #[test]
+    fn a_listed_viewport_holds_only_its_ids() {
+        let f = viewport(json!({"tableId": "t", "recordIds": ["a", "c"]})).filter();
+        assert!(f.holds("a") && f.holds("c") && !f.holds("b"));
+    }
+
+    #[test]
+    fn a_viewport_with_both_ids_and_a_range_is_refused() {
+        let v = viewport(json!({"tableId": "t", "recordIds": ["a"],
+            "firstRecordId": "a", "lastRecordId": "b"}));
+        assert!(v.validate().is_err());
+    }
+
+    #[test]
+    fn a_range_whose_first_comes_after_its_last_is_refused() {
+        let v = viewport(json!({"tableId": "t", "firstRecordId": "b", "lastRecordId": "a"}));
+        assert!(v.validate().is_err());
+    }
+
+    #[test]
+    fn a_viewport_is_relayed_without_its_table_id() {
+        let v = viewport(json!({"tableId": "t", "viewId": "g", "recordIds": ["a"]}));
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            json!({"viewId": "g", "recordIds": ["a"]})
+        );
+    }
+}
