@@ -260,9 +260,9 @@ impl ViewportReq {
         let range = (&self.first_record_id, &self.last_record_id);
         match (&self.record_ids, range) {
             (Some(ids), (None, None)) => {
-                if ids.len() > MAX_VIEWPORT_RECORDS {
+                if ids.is_empty() || ids.len() > MAX_VIEWPORT_RECORDS {
                     return Err(RequestError::bad_request(format!(
-                        "recordIds holds at most {MAX_VIEWPORT_RECORDS} ids"
+                        "recordIds holds 1..={MAX_VIEWPORT_RECORDS} ids"
                     )));
                 }
                 for id in ids {
