@@ -43,6 +43,7 @@ const client = new RtsyncClient({
 });
 const table = client.table(tableId, { onConflict: "reject", viewId: "grid" });
 const rows = new Map(); // recordId -> { tr, cells: Map(fieldId -> {td, input}) }
+let editing; // this user's editing indicator (the focused cell), if any
 window.rtsync = { client, table };
 document.getElementById("me").textContent = user;
 
@@ -64,7 +65,11 @@ function paintHeader() {
     if (!table.canWrite(f.id)) {
       th.dataset.locked = "1";
       th.title = "read-only for you";
-      th.append(" 🔒");
+      // Drawn in CSS: no emoji font needed.
+      const lock = document.createElement("span");
+      lock.className = "lock";
+      lock.setAttribute("aria-label", "read-only");
+      th.append(" ", lock);
     }
     tr.appendChild(th);
   }
@@ -84,7 +89,15 @@ function makeInput(recordId, f) {
   }
   input.dataset.cell = `${recordId}|${f.id}`;
   if (!table.canWrite(f.id)) input.disabled = true;
-  input.addEventListener("focus", () => client.moveCursor(tableId, { recordId, fieldId: f.id }));
+  input.addEventListener("focus", () => {
+    client.moveCursor(tableId, { recordId, fieldId: f.id });
+    // Others see a typing badge in this cell until blur (renewed by the SDK).
+    if (!input.disabled) editing = table.startEditing(recordId, f.id);
+  });
+  input.addEventListener("blur", () => {
+    editing?.stop();
+    editing = undefined;
+  });
   input.addEventListener("change", () => void edit(recordId, f, input));
   return input;
 }
@@ -168,6 +181,9 @@ table.on("change", (e) => {
 table.on("conflict", ({ recordId, winner, theirs, yours }) => {
   for (const t of theirs) {
     const mine = yours.find((y) => y.fieldId === t.fieldId);
+    // Equal values are no conflict (the server says so since v1.3; this
+    // also keeps an older server's answer quiet).
+    if (mine && fmt(mine.newValue ?? null) === fmt(t.value ?? null)) continue;
     const cell = rows.get(recordId)?.cells.get(t.fieldId);
     if (cell) {
       cell.td.classList.remove("flash");
@@ -187,11 +203,20 @@ client.on("history", ({ events }) => {
   for (const e of [...events].reverse()) for (const c of e.changes ?? []) activity(`${e.userId} set ${e.entityId}.${c.fieldId} = ${fmt(c.newValue)}`, true);
 });
 
-// A fresh table gets the launch plan. Creates of existing records are
-// rejected by the server, so two tabs seeding at once write each row once.
+// A fresh table gets the launch plan, once. Panes of one browser take
+// turns (a Web Lock), and each asks the server whether the table is still
+// empty before seeding, so the second pane loads instead. Panes of two
+// browsers may still race: each row is written as version 1 (`version: 0`),
+// and the later write of the same values is merged, not a conflict.
 async function seed() {
-  await Promise.all(seedRows().map((r) => client.change(tableId, r.id,
-    Object.entries(r.fields).map(([fieldId, newValue]) => ({ fieldId, newValue })), { type: "create" })));
+  const run = async () => {
+    const page = await client.request("load_records", { tableId, limit: 1 });
+    if ((page.records ?? []).length > 0) return;
+    await Promise.all(seedRows().map((r) => client.change(tableId, r.id,
+      Object.entries(r.fields).map(([fieldId, newValue]) => ({ fieldId, newValue })), { version: 0 })));
+  };
+  if (navigator.locks) await navigator.locks.request(`rtsync-seed:${tableId}`, run);
+  else await run();
 }
 
 // ---- presence ---------------------------------------------------------------
@@ -214,6 +239,25 @@ function paintPresence() {
       td.querySelector(".tag")?.remove();
     }
   }
+  for (const r of rows.values()) {
+    for (const { td } of r.cells.values()) {
+      delete td.dataset.editingOf;
+      td.querySelector(".typing")?.remove();
+    }
+  }
+  // Typing badges: who edits which cell, in their colour, with dots.
+  for (const e of table.editing) {
+    const cell = rows.get(e.recordId)?.cells.get(e.fieldId);
+    if (!cell) continue;
+    const name = users.find((u) => u.userId === e.userId)?.userName ?? e.userId;
+    cell.td.dataset.editingOf = e.userId;
+    const badge = document.createElement("span");
+    badge.className = "typing";
+    badge.style.setProperty("--c", e.color);
+    badge.title = `${name} is editing`;
+    badge.append(document.createElement("i"), document.createElement("i"), document.createElement("i"));
+    cell.td.appendChild(badge);
+  }
   for (const u of users) {
     if (u.userId === client.userId || !u.cursor) continue;
     const cell = rows.get(u.cursor.recordId)?.cells.get(u.cursor.fieldId);
@@ -228,6 +272,7 @@ function paintPresence() {
   }
 }
 for (const ev of ["users", "joined", "left", "cursor", "selection"]) client.on(ev, paintPresence);
+table.on("editing", paintPresence);
 client.on("joined", (u) => u.userId !== client.userId && activity(`${u.userName} joined`));
 client.on("left", ({ userId }) => activity(`${userId} left`));
 

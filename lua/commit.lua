@@ -511,8 +511,18 @@ end
 -- the conflicts as JSON, within `budget` bytes of values, and whether some
 -- values were left out. A delete touches every field. A field the answer's
 -- reader may not read is listed without its value and takes none of the
--- budget.
-local function find_conflicts(state, change, changes, base, budget)
+-- budget. A readable field whose stored JSON text is byte-equal to the
+-- text this change writes (`values`; '' for null) is no conflict (v1.3):
+-- both writers agree. A hidden field keeps its conflict, so the answer is
+-- no oracle for a value the writer may not read.
+local function find_conflicts(state, change, changes, base, budget, values)
+  local same = {}
+  for i, c in ipairs(change.type == 'delete' and {} or changes or {}) do
+    if readable_by(change.reader, c.fieldId) then
+      local stored = call('HGET', state, 'd:' .. c.fieldId)
+      same[c.fieldId] = same[c.fieldId] ~= false and (stored or '') == values[i]
+    end
+  end
   local touched = {}
   if change.type == 'delete' then
     local flat = call('HGETALL', state)
@@ -523,7 +533,7 @@ local function find_conflicts(state, change, changes, base, budget)
     end
   else
     for _, c in ipairs(changes or {}) do
-      touched[#touched + 1] = c.fieldId
+      if not same[c.fieldId] then touched[#touched + 1] = c.fieldId end
     end
   end
   local conflicts, used, truncated = {}, 0, false
@@ -627,7 +637,7 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
     return reject('version_ahead')
   end
   if base ~= nil and base < cur_v then
-    conflicts, truncated = find_conflicts(state, change, changes, base, budget)
+    conflicts, truncated = find_conflicts(state, change, changes, base, budget, values)
     if #conflicts == 0 then
       status = 'merged'
     elseif metadata ~= nil and metadata.onConflict == 'reject' then

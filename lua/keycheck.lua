@@ -25,6 +25,7 @@ define('keycheck', { 'base' }, function(m)
     DEL = 'rest', EXISTS = 'rest',
     GET = { 2 }, SET = { 2 }, PEXPIRE = { 2 },
     HGET = { 2 }, HSET = { 2 }, HMGET = { 2 }, HDEL = { 2 }, HGETALL = { 2 }, HSTRLEN = { 2 },
+    HLEN = { 2 },
     ZADD = { 2 }, ZREM = { 2 }, ZRANGE = { 2 }, ZRANGEBYSCORE = { 2 },
     XADD = { 2 }, XRANGE = { 2 }, XREVRANGE = { 2 }, XLEN = { 2 },
     XGROUP = { 3 }, XINFO = { 3 },

@@ -6,7 +6,7 @@ KEYS (all functions)  1 presence `<p>:{T}:presence` (hash userId -> JSON)
                       3 colors   `<p>:{T}:colors`   (hash userId -> color)
 Notices go to the sharded channel given as ARGV (`<p>:{T}:presence`) as JSON
 {"event", "data", "origin"}: events user_joined, user_reconnected,
-user_left, cursor_position, selection. `origin` is the connection that
+user_left, cursor_position, selection, user_editing, user_viewport. `origin` is the connection that
 caused it (receivers skip it).
 
 rtsync_presence_join   ARGV channel, now, connId, user JSON {userId, userName,
@@ -17,8 +17,22 @@ rtsync_presence_leave  ARGV channel, now, connId, userId
 rtsync_presence_expire ARGV channel, now, userId, graceMs
   -> 1 if the user (no connections, left more than graceMs ago) was removed
 rtsync_presence_touch  ARGV channel, now, connId, userId, kind ("heartbeat"|
-                       "cursor"|"selection"), value JSON
+                       "cursor"|"selection"|"editing"|"viewport"), value JSON
   -> 1, or 0 when the user has no presence (the caller joins again)
+                       v1.3 editing: value {recordId, fieldId, state:
+                       "start"|"stop", ttlMs}; a start sets the user's one
+                       editing cell on the table (held by connId, until
+                       now + ttlMs), a stop clears it when it names that
+                       cell; either is published as user_editing {userId,
+                       color, tableId, recordId, fieldId, state}.
+                       viewport: value {viewId?, recordIds? | firstRecordId,
+                       lastRecordId}, kept and published as user_viewport
+                       {userId, tableId, viewport}. Neither is published
+                       while the user is alone on the table (one user, one
+                       connection): no one would receive it.
+rtsync_presence_editing_expire ARGV channel, now, userId
+  -> 1 when the user's editing cell was due (not renewed) and was ended,
+     with user_editing state "stop"; else 0
 rtsync_presence_sweep  ARGV channel, now, ttlMs, graceMs
   -> number of users removed (stale for ttlMs, or gone for graceMs)
 rtsync_presence_prune  ARGV channel, now, conns JSON array
@@ -37,11 +51,19 @@ local PALETTE = {
   '#808000', '#FFD8B1', '#AAFFC3', '#DCBEFF',
 }
 
-local function public_view(p)
+-- The editing cell as others see it (v1.3), or nil once it is due.
+local function editing_view(p, now)
+  local e = p.editing
+  if type(e) ~= 'table' or (tonumber(e.expiresAt) or 0) <= now then return nil end
+  return { recordId = e.recordId, fieldId = e.fieldId }
+end
+
+local function public_view(p, now)
   return {
     userId = p.userId, userName = p.userName, avatarUrl = p.avatarUrl,
     tableId = p.tableId, viewId = p.viewId, cursor = p.cursor,
     selection = p.selection, lastSeen = p.lastSeen, color = p.color,
+    editing = editing_view(p, now or 0), viewport = p.viewport,
   }
 end
 
@@ -84,14 +106,71 @@ local function pick_color(colors_key)
   return best
 end
 
-local function all_users(key)
+local function all_users(key, now)
   local users = {}
   local flat = call('HGETALL', key)
   for i = 2, #flat, 2 do
     local ok, p = pcall(cjson.decode, flat[i])
-    if ok and type(p) == 'table' then users[#users + 1] = public_view(p) end
+    if ok and type(p) == 'table' then users[#users + 1] = public_view(p, now) end
   end
   return users
+end
+
+-- Whether `p` is alone on the table: one user, at most one connection.
+local function alone(keys, p)
+  return #p.conns <= 1 and call('HLEN', keys[1]) <= 1
+end
+
+-- Publishes `p`'s editing of a cell in `state` (v1.3).
+local function notify_editing(channel, p, cell, state, origin)
+  notify(channel, 'user_editing', {
+    userId = p.userId, color = p.color, tableId = p.tableId,
+    recordId = cell.recordId, fieldId = cell.fieldId, state = state,
+  }, origin)
+end
+
+-- Ends `p`'s editing cell (not saved); published unless no one is left
+-- to receive it.
+local function end_editing(keys, channel, p, origin)
+  local cell = p.editing
+  p.editing = nil
+  if type(cell) == 'table' and call('HLEN', keys[1]) > 1 then
+    notify_editing(channel, p, cell, 'stop', origin)
+  end
+end
+
+-- v1.3: an editing start or stop of `conn`; false and an error text when
+-- the value is not one.
+local function touch_editing(keys, channel, now, conn, p, raw)
+  local ok, v = pcall(cjson.decode, raw)
+  if not ok or type(v) ~= 'table' or not is_id(v.recordId) or not is_id(v.fieldId) then
+    return false, 'editing value must be {recordId, fieldId, state, ttlMs}'
+  end
+  local cell = { recordId = v.recordId, fieldId = v.fieldId }
+  if v.state == 'start' then
+    local ttl = tonumber(v.ttlMs) or 5000
+    p.editing = { recordId = cell.recordId, fieldId = cell.fieldId, conn = conn, expiresAt = now + ttl }
+  elseif v.state == 'stop' then
+    local e = p.editing
+    if type(e) == 'table' and e.recordId == cell.recordId and e.fieldId == cell.fieldId then
+      p.editing = nil
+    end
+  else
+    return false, 'editing state must be start or stop'
+  end
+  if not alone(keys, p) then notify_editing(channel, p, cell, v.state, conn) end
+  return true
+end
+
+-- v1.3: the rows a user sees, kept for table_users and published.
+local function touch_viewport(keys, channel, conn, p, raw)
+  local ok, v = pcall(cjson.decode, raw)
+  if not ok or type(v) ~= 'table' then return false, 'viewport value must be a JSON object' end
+  p.viewport = v
+  if not alone(keys, p) then
+    notify(channel, 'user_viewport', { userId = p.userId, tableId = p.tableId, viewport = v }, conn)
+  end
+  return true
 end
 
 local function check_presence_keys(keys, args, n)
@@ -136,11 +215,11 @@ local function presence_join(keys, args)
   save_presence(keys, p)
   call('HSET', keys[3], p.userId, p.color)
   if status == 'joined' then
-    notify(channel, 'user_joined', public_view(p), conn)
+    notify(channel, 'user_joined', public_view(p, now), conn)
   elseif status == 'reconnected' then
-    notify(channel, 'user_reconnected', public_view(p), conn)
+    notify(channel, 'user_reconnected', public_view(p, now), conn)
   end
-  return cjson.encode({ status = status, color = p.color, users = all_users(keys[1]) })
+  return cjson.encode({ status = status, color = p.color, users = all_users(keys[1], now) })
 end
 
 local function presence_leave(keys, args)
@@ -153,6 +232,9 @@ local function presence_leave(keys, args)
   for _, c in ipairs(p.conns) do if c ~= conn then rest[#rest + 1] = c end end
   p.conns = rest
   if #rest == 0 then p.leftAt = now end
+  if type(p.editing) == 'table' and p.editing.conn == conn then
+    end_editing(keys, args[1], p, conn)
+  end
   call('HSET', keys[1], p.userId, cjson.encode(p))
   return #rest
 end
@@ -183,8 +265,25 @@ local function presence_touch(keys, args)
     local data = { userId = p.userId, tableId = p.tableId }
     data[kind] = value
     notify(channel, kind == 'cursor' and 'cursor_position' or 'selection', data, conn)
+  elseif kind == 'editing' then
+    local ok, why = touch_editing(keys, channel, now, conn, p, args[6])
+    if not ok then return presence_fail(why) end
+  elseif kind == 'viewport' then
+    local ok, why = touch_viewport(keys, channel, conn, p, args[6])
+    if not ok then return presence_fail(why) end
   end
   save_presence(keys, p)
+  return 1
+end
+
+local function presence_editing_expire(keys, args)
+  local err = check_presence_keys(keys, args, 3)
+  if err then return presence_fail(err) end
+  local channel, now, user = args[1], tonumber(args[2]), args[3]
+  local p = load_presence(keys[1], user)
+  if p == nil or type(p.editing) ~= 'table' or editing_view(p, now) ~= nil then return 0 end
+  end_editing(keys, channel, p, cjson.null)
+  call('HSET', keys[1], p.userId, cjson.encode(p))
   return 1
 end
 
@@ -208,6 +307,10 @@ local function presence_sweep(keys, args)
     elseif #p.conns == 0 and p.leftAt ~= nil and now - p.leftAt >= grace then
       remove_presence(keys, channel, p)
       removed = removed + 1
+    elseif type(p.editing) == 'table' and editing_view(p, now) == nil then
+      -- Its sidecar could not end it (gone): the sweeper does.
+      end_editing(keys, channel, p, cjson.null)
+      call('HSET', keys[1], p.userId, cjson.encode(p))
     end
   end
   return removed
@@ -218,6 +321,7 @@ register('rtsync_presence_leave', presence_leave)
 register('rtsync_presence_expire', presence_expire)
 register('rtsync_presence_touch', presence_touch)
 register('rtsync_presence_sweep', presence_sweep)
+register('rtsync_presence_editing_expire', presence_editing_expire)
 
 local function presence_prune(keys, args)
   local err = check_presence_keys(keys, args, 3)
@@ -241,6 +345,9 @@ local function presence_prune(keys, args)
           remove_presence(keys, channel, p)
         else
           p.conns = rest
+          if type(p.editing) == 'table' and dead[p.editing.conn] then
+            end_editing(keys, channel, p, cjson.null)
+          end
           call('HSET', keys[1], p.userId, cjson.encode(p))
         end
       end

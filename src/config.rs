@@ -134,6 +134,11 @@ pub struct Config {
     #[arg(long = "presence-grace-ms", value_name = "PRESENCE_GRACE_MS", env = "RTS_PRESENCE_GRACE_MS", default_value = "3000", value_parser = DurationIn::millis())]
     pub presence_grace: Duration,
 
+    /// v1.3: an editing indicator ends this long after its last start
+    /// unless renewed (a client renews before it runs out).
+    #[arg(long = "editing-ttl-ms", value_name = "EDITING_TTL_MS", env = "RTS_EDITING_TTL_MS", default_value = "5000", value_parser = DurationIn::millis().nonzero())]
+    pub editing_ttl: Duration,
+
     /// Larger frames close the connection with 4413.
     #[arg(long, env = "RTS_MAX_FRAME_BYTES", default_value = "1048576", value_parser = Positive::<NonZeroUsize>::new())]
     pub max_frame_bytes: NonZeroUsize,
@@ -554,7 +559,7 @@ mod tests {
 
     /// Every time setting: flag, environment variable, its getter, and
     /// its default as written in the docs (in the variable's unit).
-    const TIMES: [(&str, &str, Read, u64); 8] = [
+    const TIMES: [(&str, &str, Read, u64); 9] = [
         (
             "--durable-timeout-ms",
             "RTS_DURABLE_TIMEOUT_MS",
@@ -584,6 +589,12 @@ mod tests {
             "RTS_PRESENCE_GRACE_MS",
             |c| c.presence_grace,
             3_000,
+        ),
+        (
+            "--editing-ttl-ms",
+            "RTS_EDITING_TTL_MS",
+            |c| c.editing_ttl,
+            5_000,
         ),
         (
             "--write-timeout-ms",
@@ -713,10 +724,11 @@ mod tests {
     ];
 
     /// Time settings where 0 means nothing: a zero is refused at parse.
-    const NONZERO_TIMES: [&str; 3] = [
+    const NONZERO_TIMES: [&str; 4] = [
         "RTS_RETENTION_SECS",
         "RTS_PRESENCE_TTL_SECS",
         "RTS_WRITE_TIMEOUT_MS",
+        "RTS_EDITING_TTL_MS",
     ];
 
     #[test]

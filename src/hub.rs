@@ -35,6 +35,7 @@ use crate::grant::ReadMask;
 use crate::outbox::Outbox;
 use crate::protocol::event::{bounded_groups, ChangeEvent};
 use crate::protocol::framing::{Framing, SLOTS};
+use crate::protocol::messages::ViewportFilter;
 use crate::protocol::ServerEvent;
 use crate::store::events::EventHandler;
 use crate::store::events::Notice;
@@ -62,6 +63,40 @@ struct Subscriber {
     /// Frames held until the subscriber is activated (its ack and history
     /// are queued); `None` once live.
     pending: Option<Pending>,
+    /// v1.3 (3.4): what its cursor and editing relays are limited to.
+    relay: ViewportRelay,
+}
+
+/// A subscriber's viewport relay filter: with `relay: "viewport"` on
+/// subscribe, cursor and editing relays on records outside its last
+/// viewport are not sent (everything is, until it sends one).
+#[derive(Default)]
+struct ViewportRelay {
+    by_viewport: bool,
+    viewport: Option<Arc<ViewportFilter>>,
+}
+
+impl ViewportRelay {
+    /// False when a relay about `record` is to be skipped.
+    fn wants(&self, record: Option<&str>) -> bool {
+        match (self.by_viewport, &self.viewport, record) {
+            (true, Some(v), Some(r)) => v.holds(r),
+            _ => true,
+        }
+    }
+}
+
+/// The record a relayed notice is about, when viewports filter it: a
+/// cursor's, or a started editing indicator's (a stop always goes out, so
+/// no one is left with an indicator that scrolled out of view).
+fn relayed_record(event: ServerEvent, data: &serde_json::Value) -> Option<&str> {
+    match event {
+        ServerEvent::CursorPosition => data.get("cursor")?.get("recordId")?.as_str(),
+        ServerEvent::UserEditing if data.get("state")?.as_str() == Some("start") => {
+            data.get("recordId")?.as_str()
+        }
+        _ => None,
+    }
 }
 
 #[derive(Default)]
@@ -141,6 +176,7 @@ impl Hub {
                 outbox: outbox.clone(),
                 mask: mask.clone(),
                 pending: Some(Pending::default()),
+                relay: ViewportRelay::default(),
             },
         );
         Some(inner.cursor)
@@ -197,6 +233,29 @@ impl Hub {
         }
         crate::metrics::tables_tailed(read(&self.tables).len());
         self.lifecycle.stop(table).await;
+    }
+
+    /// v1.3: `conn_id`'s cursor and editing relays on `table` follow its
+    /// viewport from now on (`relay: "viewport"`).
+    pub fn relay_by_viewport(&self, table: &str, conn_id: &str) {
+        self.with_subscriber(table, conn_id, |r| r.by_viewport = true);
+    }
+
+    /// v1.3: the rows `conn_id` sees on `table`.
+    pub fn set_viewport(&self, table: &str, conn_id: &str, viewport: ViewportFilter) {
+        let viewport = Some(Arc::new(viewport));
+        self.with_subscriber(table, conn_id, |r| r.viewport = viewport);
+    }
+
+    fn with_subscriber(&self, table: &str, conn_id: &str, f: impl FnOnce(&mut ViewportRelay)) {
+        let tables = read(&self.tables);
+        let Some(entry) = tables.get(table) else {
+            return;
+        };
+        let mut inner = lock(&entry.inner);
+        if let Some(sub) = inner.subscribers.get_mut(conn_id) {
+            f(&mut sub.relay);
+        }
     }
 
     /// The last event id fanned out for `table`, if it is served.
@@ -263,10 +322,15 @@ impl Hub {
         };
         let mut inner = lock(&entry.inner);
         let mut frames: Audiences<Option<Bytes>> = Audiences::default();
-        let mut sent = 0;
+        let (mut sent, mut skipped) = (0, 0);
+        let record = relayed_record(event, &notice.data);
         for sub in inner.subscribers.values_mut() {
             let (conn, framing) = (&*sub.outbox.conn_id, sub.outbox.framing());
             if notice.origin.as_deref() == Some(conn) {
+                continue;
+            }
+            if !sub.relay.wants(record) {
+                skipped += 1;
                 continue;
             }
             let bytes = frames.slot(sub.mask.as_ref(), framing.slot(), || {
@@ -282,6 +346,7 @@ impl Hub {
             }
         }
         crate::metrics::messages_out(event, sent);
+        crate::metrics::relays_skipped_viewport(skipped);
     }
 }
 
@@ -535,6 +600,46 @@ mod tests {
             out.push(ids);
         }
         out
+    }
+
+    fn editing_notice(record: &str, state: &str) -> Notice {
+        serde_json::from_value(serde_json::json!({"event": "user_editing", "origin": "x",
+            "data": {"userId": "u", "color": "#000", "tableId": "t", "recordId": record,
+                "fieldId": "f", "state": state}}))
+        .expect("a notice")
+    }
+
+    #[tokio::test]
+    async fn a_viewport_subscriber_is_not_sent_editing_starts_outside_its_viewport() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob, None).await.expect("join");
+        hub.activate("t", "c1");
+        hub.relay_by_viewport("t", "c1");
+        hub.notify("t", editing_notice("r05", "start"));
+        assert!(
+            rx.try_next().is_some(),
+            "everything until it sends a viewport"
+        );
+        let range = ViewportFilter::Range("r10".into(), "r19".into());
+        hub.set_viewport("t", "c1", range);
+        hub.notify("t", editing_notice("r05", "start"));
+        assert!(rx.try_next().is_none(), "outside the viewport");
+        hub.notify("t", editing_notice("r12", "start"));
+        assert!(rx.try_next().is_some(), "inside the viewport");
+        hub.notify("t", editing_notice("r05", "stop"));
+        assert!(rx.try_next().is_some(), "a stop always goes out");
+    }
+
+    #[tokio::test]
+    async fn a_viewport_without_relay_viewport_filters_nothing() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob, None).await.expect("join");
+        hub.activate("t", "c1");
+        hub.set_viewport("t", "c1", ViewportFilter::Ids(["r1".to_owned()].into()));
+        hub.notify("t", editing_notice("r05", "start"));
+        assert!(rx.try_next().is_some());
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
-//! Presence rules that live in the sidecar: cursor and selection
-//! coalescing (latest wins, at most 20 per second per user and table), the
+//! Presence rules that live in the sidecar: cursor, selection, editing
+//! and viewport coalescing (latest wins, at most 20 per second per user,
+//! table and kind), the
 //! grace period before `user_left`, and the fleet-wide sweeper of stale
 //! presence. The state itself lives in Redis (see `store::presence`).
 
@@ -33,12 +34,17 @@ pub struct Coalescer {
 enum TouchKey {
     Cursor,
     Selection,
+    /// v1.3: editing starts and stops share one slot (the latest wins).
+    Editing,
+    Viewport,
 }
 
 fn key(kind: Touch) -> TouchKey {
     match kind {
         Touch::Selection => TouchKey::Selection,
-        _ => TouchKey::Cursor,
+        Touch::Editing => TouchKey::Editing,
+        Touch::Viewport => TouchKey::Viewport,
+        Touch::Cursor | Touch::Heartbeat => TouchKey::Cursor,
     }
 }
 
@@ -46,6 +52,8 @@ fn touch(key: TouchKey) -> Touch {
     match key {
         TouchKey::Cursor => Touch::Cursor,
         TouchKey::Selection => Touch::Selection,
+        TouchKey::Editing => Touch::Editing,
+        TouchKey::Viewport => Touch::Viewport,
     }
 }
 

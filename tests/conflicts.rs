@@ -670,3 +670,129 @@ async fn racing_writers_on_two_sidecars_leave_a_stream_that_replays_to_the_recor
         }
     }
 }
+
+// v1.3 (docs/protocol.md section 3): a stale write of the value stored
+// now is no conflict for that field.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_write_of_the_value_stored_now_is_merged_without_conflicts() {
+    for (_r, _s, mut a, mut b) in both_paths().await {
+        a.commit(update("r", &[("status", json!("Todo"))], None))
+            .await;
+        a.commit(update("r", &[("status", json!("Done"))], Some(1)))
+            .await;
+        let same = b
+            .commit(update("r", &[("status", json!("Done"))], Some(1)))
+            .await;
+        assert_eq!(same["status"], "merged", "{same}");
+        assert!(same.get("conflicts").is_none(), "{same}");
+        assert_eq!(same["version"], 3);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_equal_object_value_is_no_conflict_whatever_its_key_order() {
+    // The WebSocket path stores each value re-encoded (keys sorted), so two
+    // clients' equal objects are the same text.
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "c", &[]).await;
+    let mut a = Writer::Ws(Box::new(Client::connect(&side, "alice").await));
+    let mut b = Writer::Ws(Box::new(Client::connect(&side, "bob").await));
+    a.commit(update("r", &[("tag", json!(null))], None)).await;
+    let obj: Value = serde_json::from_str(r#"{"b": 1, "a": [true, "x"]}"#).unwrap();
+    a.commit(update("r", &[("tag", obj)], Some(1))).await;
+    let reordered: Value = serde_json::from_str(r#"{"a": [true, "x"], "b": 1}"#).unwrap();
+    let same = b.commit(update("r", &[("tag", reordered)], Some(1))).await;
+    assert_eq!(same["status"], "merged", "{same}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_fields_whose_values_differ_are_conflicts() {
+    for (_r, _s, mut a, mut b) in both_paths().await {
+        a.commit(update("r", &[("f1", json!(0)), ("f2", json!(0))], None))
+            .await;
+        a.commit(update(
+            "r",
+            &[("f1", json!("x")), ("f2", json!("y"))],
+            Some(1),
+        ))
+        .await;
+        let over = b
+            .commit(update(
+                "r",
+                &[("f1", json!("x")), ("f2", json!("z"))],
+                Some(1),
+            ))
+            .await;
+        assert_eq!(over["status"], "overwritten");
+        assert_eq!(
+            over["conflicts"],
+            json!([{"fieldId": "f2", "theirValue": "y"}])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reject_on_conflict_does_not_reject_a_stale_write_of_equal_values() {
+    for (_r, _s, mut a, mut b) in both_paths().await {
+        a.commit(update("r", &[("f1", json!(1))], None)).await;
+        a.commit(update("r", &[("f1", json!(2))], Some(1))).await;
+        let mut change = update("r", &[("f1", json!(2))], Some(1));
+        change["metadata"] = json!({"onConflict": "reject"});
+        let same = b.commit(change).await;
+        assert_eq!(same["status"], "merged", "{same}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_equal_write_is_still_a_duplicate() {
+    for (_r, _s, mut a, mut b) in both_paths().await {
+        a.commit(update("r", &[("f1", json!(1))], None)).await;
+        a.commit(update("r", &[("f1", json!(2))], Some(1))).await;
+        let mut change = update("r", &[("f1", json!(2))], Some(1));
+        change["clientChangeId"] = json!("cc-equal");
+        let first = b.commit(change.clone()).await;
+        assert_eq!(first["status"], "merged");
+        let again = b.commit(change).await;
+        assert_eq!(again["status"], "duplicate");
+        assert_eq!(again["originalStatus"], "merged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_racing_to_the_same_value_on_two_sidecars_see_no_conflicts() {
+    // The demo's seed: every pane writes the same rows at version 1.
+    let cluster = Cluster::start().await;
+    let mut first = Client::connect(&cluster.a, "seed").await;
+    for r in 0..10 {
+        let mut c = update(&format!("r{r}"), &[("status", json!("Todo"))], None);
+        c["tableId"] = json!("t");
+        first.request_ok("record_change", c).await;
+    }
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let side = if w % 2 == 0 { &cluster.a } else { &cluster.b };
+        let mut client = Client::connect(side, &format!("w{w}")).await;
+        handles.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for r in 0..10 {
+                let mut c = update(
+                    &format!("r{r}"),
+                    &[("status", json!("Done")), ("n", json!(r))],
+                    Some(1),
+                );
+                c["tableId"] = json!("t");
+                c["metadata"] = json!({"onConflict": "reject"});
+                acks.push(client.request_ok("record_change", c).await);
+            }
+            acks
+        }));
+    }
+    for h in handles {
+        for ack in h.await.unwrap() {
+            let status = ack["status"].as_str().unwrap();
+            assert!(status == "applied" || status == "merged", "{ack}");
+            assert!(ack.get("conflicts").is_none(), "{ack}");
+        }
+    }
+}

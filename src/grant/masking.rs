@@ -154,7 +154,7 @@ fn position_readable(position: &Value, mask: &ReadMask) -> bool {
 /// A UserPresence without a cursor or selection on a hidden field.
 pub fn presence_user(user: &mut Value, mask: &ReadMask) {
     let Value::Object(doc) = user else { return };
-    for key in ["cursor", "selection"] {
+    for key in ["cursor", "selection", "editing"] {
         if doc.get(key).is_some_and(|p| !position_readable(p, mask)) {
             doc.remove(key);
         }
@@ -173,6 +173,9 @@ pub fn notice(event: ServerEvent, data: &Value, mask: &ReadMask) -> Option<Value
             position_readable(data.get("selection").unwrap_or(&Value::Null), mask)
                 .then(|| data.clone())
         }
+        // v1.3: an editing indicator is `{userId, color, tableId, recordId,
+        // fieldId, state}`: dropped when the field is hidden.
+        ServerEvent::UserEditing => position_readable(data, mask).then(|| data.clone()),
         ServerEvent::UserJoined | ServerEvent::UserReconnected => {
             let mut user = data.clone();
             presence_user(&mut user, mask);

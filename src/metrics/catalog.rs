@@ -332,6 +332,12 @@ declare! {
             : "Audit records not written, by reason (rate limit per source, full queue, write failed)";
         counter AUDIT_WRITE_FAILURES = "rtsync_audit_write_failures_total"
             : "Failed appends to the audit stream (each retried, then dropped)";
+        counter RELAYS_SKIPPED_VIEWPORT = "rtsync_presence_relays_skipped_viewport_total"
+            : "Cursor/editing relays not sent to a connection whose viewport does not hold the record";
+        counter EDITING_EXPIRED = "rtsync_presence_editing_expired_total"
+            : "Editing indicators that ended because they were not renewed in RTS_EDITING_TTL_MS";
+        counter EDITING_EXPIRY_FAILURES = "rtsync_presence_editing_expiry_failures_total"
+            : "Editing expiry checks that failed in Redis (the sweeper ends the indicator later)";
     }
 }
 

@@ -209,6 +209,19 @@ pub fn slow_consumer_dropped() {
 pub fn relay_deferred() {
     catalog::RELAYS_DEFERRED.handle().increment(1);
 }
+/// Cursor or editing relays a connection with `relay: "viewport"` was
+/// not sent: the record was outside its viewport.
+pub fn relays_skipped_viewport(n: u64) {
+    if n > 0 {
+        catalog::RELAYS_SKIPPED_VIEWPORT.handle().increment(n);
+    }
+}
+pub fn editing_expired() {
+    catalog::EDITING_EXPIRED.handle().increment(1);
+}
+pub fn editing_expiry_failed() {
+    catalog::EDITING_EXPIRY_FAILURES.handle().increment(1);
+}
 pub fn rate_limited() {
     catalog::RATE_LIMITED.handle().increment(1);
 }

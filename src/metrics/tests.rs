@@ -187,6 +187,9 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
         Some(("reason", &["rate_limited", "queue_full", "write_failed"])),
     ),
     ("rtsync_audit_write_failures_total", None),
+    ("rtsync_presence_relays_skipped_viewport_total", None),
+    ("rtsync_presence_editing_expired_total", None),
+    ("rtsync_presence_editing_expiry_failures_total", None),
     ("rtsync_sink_lag_entries", None),
     ("rtsync_sink_lag_seconds", None),
     (

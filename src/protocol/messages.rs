@@ -24,10 +24,12 @@ pub enum ClientEvent {
     Heartbeat,
     LoadRecords,
     RecordHistory,
+    Editing,
+    Viewport,
 }
 
 impl ClientEvent {
-    pub const ALL: [ClientEvent; 11] = [
+    pub const ALL: [ClientEvent; 13] = [
         ClientEvent::Authenticate,
         ClientEvent::SubscribeToTable,
         ClientEvent::UnsubscribeFromTable,
@@ -39,6 +41,8 @@ impl ClientEvent {
         ClientEvent::Heartbeat,
         ClientEvent::LoadRecords,
         ClientEvent::RecordHistory,
+        ClientEvent::Editing,
+        ClientEvent::Viewport,
     ];
 
     /// Its name on the wire.
@@ -55,6 +59,8 @@ impl ClientEvent {
             ClientEvent::Heartbeat => "heartbeat",
             ClientEvent::LoadRecords => "load_records",
             ClientEvent::RecordHistory => "record_history",
+            ClientEvent::Editing => "editing",
+            ClientEvent::Viewport => "viewport",
         }
     }
 
@@ -99,6 +105,20 @@ pub struct SubscribeReq {
     pub last_event_id: Option<String>,
     /// v1.2: the last event received from the base's stream (3.2).
     pub base_last_event_id: Option<String>,
+    /// v1.3: which cursor and editing relays the connection gets (3.4).
+    #[serde(default)]
+    pub relay: RelayScope,
+}
+
+/// v1.3 (docs/protocol.md 3.4): `all` relays every cursor and editing
+/// indicator of the table; `viewport` only those on records inside the
+/// connection's last `viewport` (all of them until it sends one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayScope {
+    #[default]
+    All,
+    Viewport,
 }
 
 impl SubscribeReq {
@@ -188,6 +208,123 @@ impl CursorReq {
     }
 }
 
+/// `editing` (v1.3): a user starts or stops editing one cell.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EditingReq {
+    pub table_id: String,
+    pub record_id: String,
+    pub field_id: String,
+    pub state: EditingState,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EditingState {
+    Start,
+    Stop,
+}
+
+impl EditingReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        check_id("recordId", &self.record_id)?;
+        check_id("fieldId", &self.field_id)?;
+        Ok(())
+    }
+}
+
+/// Most record ids one `viewport` may list.
+pub const MAX_VIEWPORT_RECORDS: usize = 500;
+
+/// `viewport` (v1.3): the rows a user sees, as listed ids or as an
+/// inclusive range in record-id order (the order `load_records` pages in).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ViewportReq {
+    #[serde(skip_serializing)]
+    pub table_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub view_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_ids: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_record_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_record_id: Option<String>,
+}
+
+impl ViewportReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        if let Some(v) = &self.view_id {
+            check_id("viewId", v)?;
+        }
+        let range = (&self.first_record_id, &self.last_record_id);
+        match (&self.record_ids, range) {
+            (Some(ids), (None, None)) => {
+                if ids.is_empty() || ids.len() > MAX_VIEWPORT_RECORDS {
+                    return Err(RequestError::bad_request(format!(
+                        "recordIds holds 1..={MAX_VIEWPORT_RECORDS} ids"
+                    )));
+                }
+                for id in ids {
+                    check_id("recordIds[]", id)?;
+                }
+                Ok(())
+            }
+            (None, (Some(first), Some(last))) => {
+                check_id("firstRecordId", first)?;
+                check_id("lastRecordId", last)?;
+                if first > last {
+                    return Err(RequestError::bad_request(
+                        "firstRecordId must not come after lastRecordId",
+                    ));
+                }
+                Ok(())
+            }
+            _ => Err(RequestError::bad_request(
+                "viewport takes recordIds or both firstRecordId and lastRecordId",
+            )),
+        }
+    }
+
+    /// The rows it names, as the relay filter tests them.
+    pub fn filter(&self) -> ViewportFilter {
+        match (
+            &self.record_ids,
+            &self.first_record_id,
+            &self.last_record_id,
+        ) {
+            (Some(ids), _, _) => ViewportFilter::Ids(ids.iter().cloned().collect()),
+            (None, Some(first), Some(last)) => ViewportFilter::Range(first.clone(), last.clone()),
+            _ => ViewportFilter::Everything,
+        }
+    }
+}
+
+/// The rows of a connection's viewport, for relay filtering (3.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewportFilter {
+    Ids(std::collections::BTreeSet<String>),
+    /// Inclusive, in record-id (byte) order.
+    Range(String, String),
+    Everything,
+}
+
+impl ViewportFilter {
+    /// Whether the viewport holds `record`.
+    pub fn holds(&self, record: &str) -> bool {
+        match self {
+            ViewportFilter::Ids(ids) => ids.contains(record),
+            ViewportFilter::Range(first, last) => {
+                first.as_str() <= record && record <= last.as_str()
+            }
+            ViewportFilter::Everything => true,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Selection {
@@ -241,6 +378,7 @@ impl RecoverReq {
             base_id: self.base_id.clone(),
             last_event_id: self.last_event_id.clone(),
             base_last_event_id: self.base_last_event_id.clone(),
+            relay: RelayScope::All,
         }
     }
 }
@@ -328,4 +466,51 @@ pub struct OfflineCounts {
     pub merged: usize,
     pub rejected: usize,
     pub duplicates: usize,
+}
+
+#[cfg(test)]
+mod viewport_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn viewport(data: Value) -> ViewportReq {
+        serde_json::from_value(data).unwrap()
+    }
+
+    #[test]
+    fn a_range_viewport_holds_the_records_between_its_ends_in_id_order() {
+        let v = viewport(json!({"tableId": "t", "firstRecordId": "r10", "lastRecordId": "r19"}));
+        assert!(v.validate().is_ok());
+        let f = v.filter();
+        assert!(f.holds("r10") && f.holds("r15") && f.holds("r19"));
+        assert!(!f.holds("r09") && !f.holds("r2") && !f.holds("r20"));
+    }
+
+    #[test]
+    fn a_listed_viewport_holds_only_its_ids() {
+        let f = viewport(json!({"tableId": "t", "recordIds": ["a", "c"]})).filter();
+        assert!(f.holds("a") && f.holds("c") && !f.holds("b"));
+    }
+
+    #[test]
+    fn a_viewport_with_both_ids_and_a_range_is_refused() {
+        let v = viewport(json!({"tableId": "t", "recordIds": ["a"],
+            "firstRecordId": "a", "lastRecordId": "b"}));
+        assert!(v.validate().is_err());
+    }
+
+    #[test]
+    fn a_range_whose_first_comes_after_its_last_is_refused() {
+        let v = viewport(json!({"tableId": "t", "firstRecordId": "b", "lastRecordId": "a"}));
+        assert!(v.validate().is_err());
+    }
+
+    #[test]
+    fn a_viewport_is_relayed_without_its_table_id() {
+        let v = viewport(json!({"tableId": "t", "viewId": "g", "recordIds": ["a"]}));
+        assert_eq!(
+            serde_json::to_value(&v).unwrap(),
+            json!({"viewId": "g", "recordIds": ["a"]})
+        );
+    }
 }

@@ -23,10 +23,12 @@ pub enum ServerEvent {
     OfflineChanges,
     OfflineSyncComplete,
     HeartbeatAck,
+    UserEditing,
+    UserViewport,
 }
 
 impl ServerEvent {
-    pub const ALL: [ServerEvent; 18] = [
+    pub const ALL: [ServerEvent; 20] = [
         ServerEvent::Ack,
         ServerEvent::Error,
         ServerEvent::Authenticated,
@@ -45,16 +47,20 @@ impl ServerEvent {
         ServerEvent::OfflineChanges,
         ServerEvent::OfflineSyncComplete,
         ServerEvent::HeartbeatAck,
+        ServerEvent::UserEditing,
+        ServerEvent::UserViewport,
     ];
 
     /// The notices the presence functions publish on a table's channel
     /// (`lua/presence.lua`), relayed to the table's subscribers as they are.
-    pub const PRESENCE: [ServerEvent; 5] = [
+    pub const PRESENCE: [ServerEvent; 7] = [
         ServerEvent::UserJoined,
         ServerEvent::UserReconnected,
         ServerEvent::UserLeft,
         ServerEvent::CursorPosition,
         ServerEvent::Selection,
+        ServerEvent::UserEditing,
+        ServerEvent::UserViewport,
     ];
 
     /// Its name on the wire, and its `event` label in metrics.
@@ -78,6 +84,8 @@ impl ServerEvent {
             ServerEvent::OfflineChanges => "offline_changes",
             ServerEvent::OfflineSyncComplete => "offline_sync_complete",
             ServerEvent::HeartbeatAck => "heartbeat_ack",
+            ServerEvent::UserEditing => "user_editing",
+            ServerEvent::UserViewport => "user_viewport",
         }
     }
 

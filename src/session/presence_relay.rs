@@ -1,8 +1,12 @@
 //! Presence traffic of a subscribed table: `heartbeat` (refreshes the
-//! connection's presence, answered `heartbeat_ack`), and `cursor_position`
-//! and `selection`, coalesced per table (20 per second per connection)
-//! and gated per user over all of their connections before they are
-//! relayed to the table's other subscribers.
+//! connection's presence, answered `heartbeat_ack`), and `cursor_position`,
+//! `selection`, `editing` and `viewport` (v1.3), coalesced per table and
+//! kind (20 per second per connection) and gated per user over all of
+//! their connections before they are relayed to the table's other
+//! subscribers. A relayed editing start is checked again once
+//! `RTS_EDITING_TTL_MS` has passed: not renewed, it ends (a stop goes out).
+//! A `viewport` also sets this connection's relay filter in the hub, used
+//! when it subscribed with `relay: "viewport"`.
 //!
 //! Data flow: `route` → a handler → [`offer`] (the connection's
 //! [`crate::presence::Coalescer`]) → [`gated_relay`] (the app's relay
@@ -13,7 +17,9 @@ use serde_json::{json, Value};
 
 use super::reply::{identity, send, to_value, Reply};
 use super::Session;
-use crate::protocol::messages::{CursorReq, SelectionReq, TableReq, Timestamp};
+use crate::protocol::messages::{
+    CursorReq, EditingReq, RelayScope, SelectionReq, TableReq, Timestamp, ViewportReq,
+};
 use crate::protocol::{ErrorCode, RequestError, ServerEvent};
 use crate::store::presence::{self, Touch};
 
@@ -46,6 +52,40 @@ pub async fn selection(session: &mut Session, req: SelectionReq) -> Reply {
         .map_err(|e| RequestError::bad_request(e.to_string()))?;
     offer(session, &req.table_id, Touch::Selection, value).await?;
     Ok(json!({}).into())
+}
+
+/// `editing` (v1.3): relayed as `user_editing` like a cursor (one slot,
+/// the latest wins), ending by itself after `RTS_EDITING_TTL_MS` unless a
+/// later start renews it.
+pub async fn editing(session: &mut Session, req: EditingReq) -> Reply {
+    require_subscription(session, &req.table_id)?;
+    let ttl_ms = session.app.config.editing_ttl.as_millis() as u64;
+    let value = json!({"recordId": req.record_id, "fieldId": req.field_id,
+        "state": req.state, "ttlMs": ttl_ms});
+    offer(session, &req.table_id, Touch::Editing, value).await?;
+    Ok(json!({}).into())
+}
+
+/// `viewport` (v1.3): kept in presence (`table_users`), relayed as
+/// `user_viewport`, and this connection's relay filter from now on.
+pub async fn viewport(session: &mut Session, req: ViewportReq) -> Reply {
+    require_subscription(session, &req.table_id)?;
+    let conn = session.conn_id().to_owned();
+    session
+        .app
+        .hub
+        .set_viewport(&req.table_id, &conn, req.filter());
+    let value = serde_json::to_value(&req).map_err(|e| RequestError::bad_request(e.to_string()))?;
+    offer(session, &req.table_id, Touch::Viewport, value).await?;
+    Ok(json!({}).into())
+}
+
+/// After a subscribe: with `relay: "viewport"`, the connection's cursor
+/// and editing relays follow its viewport.
+pub fn relay_scope(session: &Session, table: &str, scope: RelayScope) {
+    if scope == RelayScope::Viewport {
+        session.app.hub.relay_by_viewport(table, session.conn_id());
+    }
 }
 
 /// Presence traffic is for a table the connection subscribed to.
@@ -126,5 +166,33 @@ async fn relay(
         presence::join(&app.store, table, session.conn_id(), &again).await?;
         presence::touch(&app.store, table, session.conn_id(), &user, kind, &value).await?;
     }
+    if kind == Touch::Editing && value["state"] == "start" {
+        expire_editing_later(session, table, user);
+    }
     Ok(())
+}
+
+/// Checks the user's editing indicator once its TTL has passed; one not
+/// renewed meanwhile ends there (`user_editing` "stop"). A failure is
+/// logged and counted: the sweeper ends it later.
+fn expire_editing_later(session: &Session, table: &str, user: String) {
+    let app = session.app.clone();
+    // A little past the TTL, so the check finds the start due.
+    let wait = app.config.editing_ttl + std::time::Duration::from_millis(20);
+    let table = table.to_owned();
+    let tasks = app.tasks.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = app.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match presence::expire_editing(&app.store, &table, &user).await {
+            Ok(true) => crate::metrics::editing_expired(),
+            Ok(false) => {}
+            Err(e) => {
+                crate::metrics::editing_expiry_failed();
+                tracing::warn!(table, error = %e, "could not end an editing indicator; the sweeper will");
+            }
+        }
+    });
 }

@@ -19,7 +19,7 @@ use crate::auth::Identity;
 use crate::change::{validate_batch, ChangeLimits, ChangeRequest, ValidChange};
 use crate::protocol::messages::{
     parse, AuthenticateReq, ClientEvent, CursorReq, HistoryPageReq, LoadRecordsReq,
-    RecordHistoryReq, RecoverReq, SelectionReq, SubscribeReq, TableReq,
+    RecordHistoryReq, RecoverReq, SelectionReq, SubscribeReq, TableReq, EditingReq, ViewportReq,
 };
 use crate::protocol::{ErrorCode, RequestError};
 
@@ -38,6 +38,8 @@ pub enum Request {
     Heartbeat(TableReq),
     LoadRecords(LoadRecordsReq),
     RecordHistory(HistoryPageReq),
+    Editing(EditingReq),
+    Viewport(ViewportReq),
 }
 
 /// Who sends a request, as far as checking its payload needs: a change
@@ -100,6 +102,16 @@ impl Request {
                 let req: RecordHistoryReq = parse(name, data)?;
                 Request::RecordHistory(req.validate()?)
             }
+            ClientEvent::Editing => {
+                let req: EditingReq = parse(name, data)?;
+                req.validate()?;
+                Request::Editing(req)
+            }
+            ClientEvent::Viewport => {
+                let req: ViewportReq = parse(name, data)?;
+                req.validate()?;
+                Request::Viewport(req)
+            }
             ClientEvent::RecordChange => {
                 Request::RecordChange(Box::new(change(name, data, caller)?))
             }
@@ -123,6 +135,8 @@ impl Request {
             Request::Heartbeat(_) => ClientEvent::Heartbeat,
             Request::LoadRecords(_) => ClientEvent::LoadRecords,
             Request::RecordHistory(_) => ClientEvent::RecordHistory,
+            Request::Editing(_) => ClientEvent::Editing,
+            Request::Viewport(_) => ClientEvent::Viewport,
         }
     }
 }
@@ -261,6 +275,14 @@ mod tests {
                 ClientEvent::RecordHistory,
                 json!({"tableId": "t1", "recordId": "r1"}),
             ),
+            (
+                ClientEvent::Editing,
+                json!({"tableId": "t1", "recordId": "r", "fieldId": "f", "state": "start"}),
+            ),
+            (
+                ClientEvent::Viewport,
+                json!({"tableId": "t1", "firstRecordId": "r1", "lastRecordId": "r9"}),
+            ),
         ];
         assert_eq!(valid.len(), ClientEvent::ALL.len());
         for (event, data) in valid {
@@ -378,6 +400,43 @@ mod tests {
             ClientEvent::RecordHistory,
             json!({"tableId": "t1", "recordId": "r", "limit": 1001}),
             "limit",
+        );
+    }
+
+    #[test]
+    fn an_editing_with_a_bad_field_id_names_field_id() {
+        assert_bad_request_naming(
+            ClientEvent::Editing,
+            json!({"tableId": "t1", "recordId": "r", "fieldId": "", "state": "start"}),
+            "fieldId",
+        );
+    }
+
+    #[test]
+    fn an_editing_with_an_unknown_state_is_a_bad_request() {
+        assert_bad_request_naming(
+            ClientEvent::Editing,
+            json!({"tableId": "t1", "recordId": "r", "fieldId": "f", "state": "typing"}),
+            "editing",
+        );
+    }
+
+    #[test]
+    fn a_viewport_listing_more_than_500_records_is_refused() {
+        let ids: Vec<String> = (0..501).map(|i| format!("r{i}")).collect();
+        assert_bad_request_naming(
+            ClientEvent::Viewport,
+            json!({"tableId": "t1", "recordIds": ids}),
+            "recordIds",
+        );
+    }
+
+    #[test]
+    fn a_viewport_needs_ids_or_a_whole_range() {
+        assert_bad_request_naming(
+            ClientEvent::Viewport,
+            json!({"tableId": "t1", "firstRecordId": "r1"}),
+            "lastRecordId",
         );
     }
 

@@ -85,7 +85,14 @@ fn admit(session: &Session, event: ClientEvent) -> Result<(), RequestError> {
 async fn handle(session: &mut Session, request: Request) -> Reply {
     match request {
         Request::Authenticate(req) => auth::authenticate(session, &req),
-        Request::SubscribeToTable(req) => tables::subscribe(session, req).await,
+        Request::SubscribeToTable(req) => {
+            let (table, scope) = (req.table_id.clone(), req.relay);
+            let reply = tables::subscribe(session, req).await;
+            if reply.is_ok() {
+                presence_relay::relay_scope(session, &table, scope);
+            }
+            reply
+        }
         Request::UnsubscribeFromTable(req) => tables::unsubscribe(session, req).await,
         Request::RecoverConnection(req) => tables::recover(session, req).await,
         Request::SyncOfflineChanges(changes) => offline::sync(session, changes).await,
@@ -95,6 +102,8 @@ async fn handle(session: &mut Session, request: Request) -> Reply {
         Request::RecordHistory(req) => record_history::history(session, req).await,
         Request::CursorPosition(req) => presence_relay::cursor_position(session, req).await,
         Request::Selection(req) => presence_relay::selection(session, req).await,
+        Request::Editing(req) => presence_relay::editing(session, req).await,
+        Request::Viewport(req) => presence_relay::viewport(session, req).await,
     }
 }
 

@@ -35,6 +35,10 @@ pub enum Touch {
     Heartbeat,
     Cursor,
     Selection,
+    /// v1.3: an editing start or stop `{recordId, fieldId, state, ttlMs}`.
+    Editing,
+    /// v1.3: the rows the user sees.
+    Viewport,
 }
 
 impl Touch {
@@ -43,6 +47,8 @@ impl Touch {
             Touch::Heartbeat => "heartbeat",
             Touch::Cursor => "cursor",
             Touch::Selection => "selection",
+            Touch::Editing => "editing",
+            Touch::Viewport => "viewport",
         }
     }
 }
@@ -120,6 +126,16 @@ pub async fn touch(
         .arg(value.to_string());
     let found: i64 = run(store, cmd).await?;
     Ok(found > 0)
+}
+
+/// Ends `user`'s editing indicator on `table` when it was not renewed in
+/// time (it is due); true when it ended (and `user_editing` "stop" went
+/// out).
+pub async fn expire_editing(store: &Store, table: &str, user: &str) -> Result<bool, StoreError> {
+    let mut cmd = presence_cmd(store, "rtsync_presence_editing_expire", table);
+    cmd.arg(user);
+    let ended: i64 = run(store, cmd).await?;
+    Ok(ended > 0)
 }
 
 /// Removes stale presence of every table that has some; returns how many

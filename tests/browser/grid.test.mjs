@@ -243,3 +243,74 @@ test("a user name is shown as text, never run as HTML", async () => {
   assert.equal(await alice.locator("#users img").count(), 0);
   assert.equal(await alice.evaluate(() => window.__xss), undefined);
 });
+
+// ---- v1.3: editing indicators, seeding once, the split view ----------------
+
+test("another user's typing badge shows in the cell they edit within 300 ms, and goes on blur", async () => {
+  const alice = await open(A, "alice", "t-typing");
+  const bob = await open(B, "bob", "t-typing");
+  await alice.waitForSelector('.user[data-user="bob"]', { timeout: WAIT });
+  await bob.waitForSelector('.user[data-user="alice"]', { timeout: WAIT });
+  const began = Date.now();
+  await cell(bob, "r06", "task").focus();
+  await alice.waitForSelector('td[data-editing-of="bob"] .typing', { state: "visible", timeout: 300 + (Date.now() - began) });
+  const took = Date.now() - began;
+  assert.ok(took <= 300, `badge after ${took} ms`);
+  const badge = alice.locator('td[data-editing-of="bob"] .typing');
+  assert.equal(await alice.locator('td[data-editing-of="bob"] [data-cell="r06|task"]').count(), 1, "in the edited cell");
+  assert.equal(await badge.locator("i").count(), 3, "three dots");
+  const bobColor = await alice.locator('.user[data-user="bob"]').evaluate((e) => getComputedStyle(e).backgroundColor);
+  assert.equal(await badge.evaluate((e) => getComputedStyle(e).backgroundColor), bobColor, "in bob's colour");
+  const shot = await badge.screenshot();
+  assert.ok(shot.length > 100, "the badge is painted");
+  if (SCREENSHOT) await alice.screenshot({ path: SCREENSHOT.replace(/(\.png)?$/, "-typing.png") });
+  await cell(bob, "r06", "task").blur();
+  await alice.waitForSelector('td[data-editing-of="bob"]', { state: "detached", timeout: WAIT });
+});
+
+test("the split view at 1,500 px: one pane seeds a fresh table, no conflict toasts, no clipped columns", async () => {
+  const context = await browser.newContext({ viewport: { width: 1500, height: 1000 } });
+  const page = await context.newPage();
+  watch(page, "split-1500");
+  await page.goto(`${A}/demo/split.html?table=t-fresh-split&left=ana&right=raj&intern=ivy`);
+  const frames = ["#left", "#right", "#intern"];
+  for (const f of frames) {
+    const frame = page.frameLocator(f);
+    await frame.locator("#status.online").waitFor({ timeout: WAIT });
+    await frame.locator('tr[data-record="r30"]').waitFor({ timeout: WAIT });
+  }
+  // Every pane has settled: all seeded rows at one version, nothing queued.
+  await page.waitForFunction((ids) => ids.every((f) => {
+    const w = document.querySelector(f).contentWindow;
+    return w.rtsync?.table.isSettled() && w.rtsync.client.outbox.pending().length === 0
+      && w.rtsync.table.records().length === 30;
+  }), frames, { timeout: WAIT });
+  const versions = await page.evaluate(() => document.querySelector("#left").contentWindow.rtsync.table.records()
+    .map((r) => r.version));
+  assert.ok(versions.every((v) => v === 1), `seeded once: versions ${[...new Set(versions)]}`);
+  for (const f of frames) {
+    const frame = page.frameLocator(f);
+    assert.equal(await frame.locator(".toast").count(), 0, `${f}: no toast`);
+    const clipped = await page.evaluate((id) => {
+      const doc = document.querySelector(id).contentDocument;
+      const width = doc.documentElement.clientWidth;
+      return [...doc.querySelectorAll("#grid tr#head th, #grid tr[data-record='r01'] td")]
+        .filter((e) => e.getBoundingClientRect().right > width + 0.5 || e.getBoundingClientRect().width < 20)
+        .map((e) => e.dataset.field ?? e.querySelector("[data-cell]")?.dataset.cell);
+    }, f);
+    assert.deepEqual(clipped, [], `${f}: every column fits`);
+  }
+  if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT.replace(/(\.png)?$/, "-split.png") });
+});
+
+test("the demo's glyphs need no emoji font", async () => {
+  await open(A, "alice", "t-glyphs");
+  const intern = await open(B, "ivy", "t-glyphs", "", "&role=intern");
+  const text = await intern.evaluate(() => document.body.innerText + document.title);
+  const emoji = [...text].filter((ch) => {
+    const c = ch.codePointAt(0);
+    return c >= 0x1f000 || (c >= 0x2600 && c <= 0x27bf) || (c >= 0xfe00 && c <= 0xfe0f);
+  });
+  assert.deepEqual(emoji, []);
+  assert.equal(await intern.locator('th[data-field="status"] .lock').count(), 1, "the lock is drawn in CSS");
+});

@@ -169,3 +169,26 @@ test("on resync_required a live table reloads by itself and ends equal to load_r
 });
 
 assert.ok(URLS.length >= 2, "RTSYNC_URLS names two sidecars");
+
+test("v1.3: another user's editing cell shows in table.editing across sidecars, comes back after their reconnect, and goes on stop", async () => {
+  const alice = client("alice", 0);
+  const bob = client("bob", 1, { editingRenewMs: 500 });
+  await Promise.all([alice.connect(), bob.connect()]);
+  const at = alice.table("sdk-editing");
+  const bt = bob.table("sdk-editing");
+  await Promise.all([at.ready, bt.ready]);
+  await until("alice sees bob", () => alice.users("sdk-editing").some((u) => u.userId === "bob"));
+  const seen = [];
+  at.on("editing", (e) => seen.push(e.state));
+  const h = bt.startEditing("r1", "name");
+  const bobEditing = () => at.editing.some((e) => e.userId === "bob" && e.recordId === "r1" && e.fieldId === "name");
+  await until("bob's cell in alice's table.editing", bobEditing);
+  assert.deepEqual(bt.editing, [], "not one's own");
+  bob.dropConnection();
+  await until("the stop of the dropped connection", () => seen.includes("stop"));
+  await until("bob's cell again after his reconnect", bobEditing);
+  h.stop();
+  await until("gone on stop", () => !at.editing.some((e) => e.userId === "bob"));
+  alice.disconnect();
+  bob.disconnect();
+});

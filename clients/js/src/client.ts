@@ -15,13 +15,16 @@ import { LiveTable, LiveTableOptions } from "./live-table.js";
 import { NewEdit, Outbox, Settled } from "./outbox.js";
 import { Presence } from "./presence.js";
 import { LatestWins } from "./latest-wins.js";
+import { EditingHandle, OwnEditing } from "./editing.js";
+import type { EditingCell } from "./presence.js";
 import { routeFrame } from "./router.js";
 import { defaultStorage, OutboxStorage, QueuedEdit } from "./storage.js";
 import { Subscription } from "./subscription.js";
 import { jwtSubject } from "./token.js";
 import { DevUser, Status, StatusChange, Transport, WebSocketClass } from "./transport.js";
 import {
-  ChangeEvent, CommitResult, Cursor, FieldChange, isCommitted, Json, Selection, SubscribeAck, UserPresence,
+  ChangeEvent, CommitResult, Cursor, FieldChange, isCommitted, Json, Selection, SubscribeAck, UserEditing, UserPresence,
+  Viewport,
 } from "./wire.js";
 
 export interface ClientOptions {
@@ -55,6 +58,12 @@ export interface ClientOptions {
   requestTimeoutMs?: number;
   /** Most cursor frames per second (default 20; the latest position wins). */
   cursorsPerSecond?: number;
+  /**
+   * How often a started editing indicator is renewed (default 2000 ms):
+   * under the server's `RTS_EDITING_TTL_MS` (5000), so it never lapses
+   * while the user edits.
+   */
+  editingRenewMs?: number;
   /** A WebSocket class where there is no global one: `import WebSocket from "ws"`. */
   WebSocket?: WebSocketClass;
 }
@@ -87,6 +96,10 @@ export interface ClientEvents {
   left: { userId: string; tableId: string };
   cursor: { userId: string; tableId: string; cursor: Cursor };
   selection: { userId: string; tableId: string; selection: Selection };
+  /** v1.3: another user started or stopped editing a cell. */
+  editing: UserEditing;
+  /** v1.3: another user's viewport (the rows they see). */
+  viewport: { userId: string; tableId: string; viewport: Viewport };
   /** An edit has its final answer. */
   settled: Settled;
   /** An edit was refused: roll it back (LiveTable does it by itself). */
@@ -106,10 +119,15 @@ export class RtsyncClient extends Emitter<ClientEvents> {
   private bases = new BaseFeeds();
   private onlineWaiters: (() => void)[] = [];
   private cursors: LatestWins<{ tableId: string; cursor: Cursor }>;
+  private own: OwnEditing;
+  /** v1.3: per table, `relay` of its subscribe and the last viewport sent. */
+  private relays = new Map<string, "all" | "viewport">();
+  private viewports = new Map<string, Viewport>();
 
   constructor(private options: ClientOptions) {
     super();
     this.cursors = new LatestWins(options.cursorsPerSecond ?? 20, (c) => this.transport.send("cursor_position", c));
+    this.own = new OwnEditing((event, data) => this.transport.send(event, data), options.editingRenewMs ?? 2000);
     this.transport = new Transport({
       url: options.url,
       token: options.token,
@@ -208,7 +226,11 @@ export class RtsyncClient extends Emitter<ClientEvents> {
    * Follows a table: its changes, presence and recovery. Resolves once
    * joined (which waits for the connection).
    */
-  async subscribe(tableId: string, options: { viewId?: string; baseId?: string } = {}): Promise<Subscription> {
+  async subscribe(
+    tableId: string,
+    options: { viewId?: string; baseId?: string; relay?: "all" | "viewport" } = {},
+  ): Promise<Subscription> {
+    if (options.relay) this.relays.set(tableId, options.relay);
     const sub = this.follow(tableId, options.viewId, options.baseId);
     await sub.first;
     return sub;
@@ -219,13 +241,20 @@ export class RtsyncClient extends Emitter<ClientEvents> {
     this.tables.delete(tableId);
     this.subs.delete(tableId);
     this.presence.forget(tableId);
+    this.own.forget(tableId);
+    this.relays.delete(tableId);
+    this.viewports.delete(tableId);
     if (this.status === "online") await this.transport.request("unsubscribe_from_table", { tableId });
   }
 
   /** The live table: records loaded, kept current, with the user's edits on top. */
-  table(tableId: string, options: LiveTableOptions & { viewId?: string; baseId?: string } = {}): LiveTable {
+  table(
+    tableId: string,
+    options: LiveTableOptions & { viewId?: string; baseId?: string; relay?: "all" | "viewport" } = {},
+  ): LiveTable {
     let t = this.tables.get(tableId);
     if (!t) {
+      if (options.relay) this.relays.set(tableId, options.relay);
       const sub = this.follow(tableId, options.viewId, options.baseId);
       t = new LiveTable(tableId, this, sub, options);
       this.tables.set(tableId, t);
@@ -258,6 +287,36 @@ export class RtsyncClient extends Emitter<ClientEvents> {
 
   select(tableId: string, selection: Selection): void {
     this.transport.send("selection", { tableId, selection });
+  }
+
+  /** v1.3: who edits which cell of a table now (other users). */
+  editing(tableId: string): EditingCell[] {
+    return this.presence.editing(tableId).filter((e) => e.userId !== this.userId);
+  }
+
+  /**
+   * v1.3: tells the table's other users that this user edits a cell, renewed
+   * every `editingRenewMs` until `stop` (or `stopEditing`, or another cell
+   * is started). Announced again after a reconnect.
+   */
+  startEditing(tableId: string, recordId: string, fieldId: string): EditingHandle {
+    return this.own.start(tableId, recordId, fieldId);
+  }
+
+  /** v1.3: ends this user's editing indicator (of that cell only, when named). */
+  stopEditing(tableId: string, recordId?: string, fieldId?: string): void {
+    this.own.stop(tableId, recordId, fieldId);
+  }
+
+  /**
+   * v1.3: the rows this user sees (at most 500 `recordIds`, or a range in
+   * record-id order). Others see it in `users()`; with `relay: "viewport"`
+   * the server sends this client only the cursors and editing indicators
+   * on those rows. Sent again after a reconnect.
+   */
+  viewport(tableId: string, viewport: Viewport): void {
+    this.viewports.set(tableId, viewport);
+    this.transport.send("viewport", { tableId, ...viewport });
   }
 
   heartbeat(tableId: string): void {
@@ -293,10 +352,16 @@ export class RtsyncClient extends Emitter<ClientEvents> {
   private async join(sub: Subscription) {
     if (sub.active || this.subs.get(sub.tableId) !== sub) return;
     try {
-      await this.transport.request<SubscribeAck>("subscribe_to_table", sub.joinRequest(), (ack) => {
+      const relay = this.relays.get(sub.tableId);
+      const req = relay ? { ...sub.joinRequest(), relay } : sub.joinRequest();
+      await this.transport.request<SubscribeAck>("subscribe_to_table", req, (ack) => {
         if (sub.base) this.bases.joined(sub.base.id, ack.baseLastEventId);
         sub.joined(ack);
       });
+      // The server forgot this connection's viewport and editing cell.
+      const viewport = this.viewports.get(sub.tableId);
+      if (viewport) this.transport.send("viewport", { tableId: sub.tableId, ...viewport });
+      this.own.resend(sub.tableId);
     } catch (e) {
       if (isTransient(e)) return; // joined again on the next connection
       const err = e instanceof RtsyncError ? e : new RtsyncError("internal", String(e));
@@ -360,6 +425,13 @@ export class RtsyncClient extends Emitter<ClientEvents> {
         break;
       case "selection":
         this.emit("selection", { userId: p.userId, tableId: p.tableId, selection: p.selection });
+        break;
+      case "editing":
+        this.emit("editing", p.editing);
+        this.tables.get(p.tableId)?.editingFrame(p.editing);
+        break;
+      case "viewport":
+        this.emit("viewport", { userId: p.userId, tableId: p.tableId, viewport: p.viewport });
         break;
     }
   }

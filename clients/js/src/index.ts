@@ -7,7 +7,8 @@
  * - `subscription.ts`: a table's events and recovery position
  * - `live-table.ts`: records, versions and pending edits for rendering
  * - `router.ts`: which part of the client a server frame is for, by its table
- * - `presence.ts`: who is on a table, with cursors
+ * - `presence.ts`: who is on a table, with cursors and editing cells
+ * - `editing.ts`: this user's editing indicator, renewed until stopped
  * - `wire.ts`: the protocol's types
  */
 export { RtsyncClient } from "./client.js";
@@ -28,6 +29,10 @@ export { Emitter } from "./emitter.js";
 export { compareIds } from "./stream-id.js";
 export { routeFrame, groupEvents } from "./router.js";
 export { LatestWins } from "./latest-wins.js";
+export { OwnEditing } from "./editing.js";
+export type { EditingHandle, SendFrame } from "./editing.js";
+export { Presence } from "./presence.js";
+export type { EditingCell, PresenceEvent } from "./presence.js";
 export { jwtSubject } from "./token.js";
 export type { Route } from "./router.js";
 export * from "./wire.js";

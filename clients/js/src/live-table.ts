@@ -27,9 +27,11 @@ import { Emitter } from "./emitter.js";
 import { isTransient } from "./errors.js";
 import type { Outbox, Settled } from "./outbox.js";
 import type { Subscription } from "./subscription.js";
+import type { EditingHandle } from "./editing.js";
+import type { EditingCell } from "./presence.js";
 import {
   ChangeEvent, CommitResult, FieldChange, fieldPermission, HistoryOptions, HistoryPage, isCommitted, isRejected, Json,
-  LoadRecordsAck, RecordState,
+  LoadRecordsAck, RecordState, UserEditing, Viewport,
 } from "./wire.js";
 
 /** A record as the app renders it. */
@@ -59,6 +61,8 @@ export interface LiveTableEvents {
   rollback: Settled;
   /** Another user's event was applied. */
   change: ChangeEvent;
+  /** v1.3: another user started or stopped editing a cell (see `editing`). */
+  editing: UserEditing;
   error: { error: unknown };
 }
 
@@ -74,6 +78,11 @@ export interface LiveTableHost {
   readonly outbox: Outbox;
   request<T>(event: string, data: unknown): Promise<T>;
   whenOnline(): Promise<void>;
+  /** v1.3 presence (the client provides it; optional for tests). */
+  editing?(tableId: string): EditingCell[];
+  startEditing?(tableId: string, recordId: string, fieldId: string): EditingHandle;
+  stopEditing?(tableId: string, recordId?: string, fieldId?: string): void;
+  viewport?(tableId: string, viewport: Viewport): void;
 }
 
 interface Delta {
@@ -192,6 +201,36 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     if (options.before !== undefined) data.before = options.before;
     if (options.limit !== undefined) data.limit = options.limit;
     return this.host.request<HistoryPage>("record_history", data);
+  }
+
+  /** v1.3: who edits which cell of this table now (other users; their colour for a badge). */
+  get editing(): EditingCell[] {
+    return this.host.editing?.(this.tableId) ?? [];
+  }
+
+  /**
+   * v1.3: shows the table's other users that this user edits a cell; renewed
+   * by itself until `stop()` (call it on blur), `stopEditing`, or another
+   * `startEditing`.
+   */
+  startEditing(recordId: string, fieldId: string): EditingHandle {
+    const none: EditingHandle = { recordId, fieldId, stop: () => undefined };
+    return this.host.startEditing?.(this.tableId, recordId, fieldId) ?? none;
+  }
+
+  /** v1.3: ends this user's editing indicator (of that cell only, when named). */
+  stopEditing(recordId?: string, fieldId?: string): void {
+    this.host.stopEditing?.(this.tableId, recordId, fieldId);
+  }
+
+  /** v1.3: the rows this user sees (`{recordIds}` or `{firstRecordId, lastRecordId}`). */
+  viewport(viewport: Viewport): void {
+    this.host.viewport?.(this.tableId, viewport);
+  }
+
+  /** A `user_editing` of this table (from the client). */
+  editingFrame(e: UserEditing): void {
+    this.emit("editing", e);
   }
 
   /** Stops following the table (the subscription stays with the client). */

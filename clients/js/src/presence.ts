@@ -1,22 +1,42 @@
 /**
- * Who is on each table, with their cursors and selections, kept from the
- * presence frames (`table_users`, `user_joined`, `user_reconnected`,
- * `user_left`, `cursor_position`, `selection`).
+ * Who is on each table, with their cursors, selections, editing cells and
+ * viewports, kept from the presence frames (`table_users`, `user_joined`,
+ * `user_reconnected`, `user_left`, `cursor_position`, `selection`, and
+ * v1.3 `user_editing`, `user_viewport`).
  */
-import { Cursor, Selection, UserPresence } from "./wire.js";
+import { Cursor, Selection, UserEditing, UserPresence, Viewport } from "./wire.js";
 
 export type PresenceEvent =
   | { kind: "users"; tableId: string; users: UserPresence[] }
   | { kind: "joined"; tableId: string; user: UserPresence }
   | { kind: "left"; tableId: string; userId: string }
   | { kind: "cursor"; tableId: string; userId: string; cursor: Cursor }
-  | { kind: "selection"; tableId: string; userId: string; selection: Selection };
+  | { kind: "selection"; tableId: string; userId: string; selection: Selection }
+  | { kind: "editing"; tableId: string; editing: UserEditing }
+  | { kind: "viewport"; tableId: string; userId: string; viewport: Viewport };
+
+/** A cell another user edits now. */
+export interface EditingCell {
+  userId: string;
+  color: string;
+  recordId: string;
+  fieldId: string;
+}
 
 export class Presence {
   private tables = new Map<string, Map<string, UserPresence>>();
 
   users(tableId: string): UserPresence[] {
     return [...(this.tables.get(tableId)?.values() ?? [])];
+  }
+
+  /** Who edits which cell of a table now (from `user_editing` and `table_users`). */
+  editing(tableId: string): EditingCell[] {
+    const out: EditingCell[] = [];
+    for (const u of this.tables.get(tableId)?.values() ?? []) {
+      if (u.editing) out.push({ userId: u.userId, color: u.color, recordId: u.editing.recordId, fieldId: u.editing.fieldId });
+    }
+    return out;
   }
 
   forget(tableId: string): void {
@@ -61,6 +81,22 @@ export class Presence {
         const u = this.tables.get(d.tableId)?.get(d.userId);
         if (u) u.selection = d.selection;
         return d.tableId ? { kind: "selection", tableId: d.tableId, userId: d.userId, selection: d.selection } : undefined;
+      }
+      case "user_editing": {
+        const d = (data ?? {}) as UserEditing;
+        if (!d.tableId) return undefined;
+        const u = this.tables.get(d.tableId)?.get(d.userId);
+        if (u && d.state === "start") u.editing = { recordId: d.recordId, fieldId: d.fieldId };
+        const same = u?.editing?.recordId === d.recordId && u?.editing?.fieldId === d.fieldId;
+        if (u && d.state === "stop" && same) u.editing = null;
+        return { kind: "editing", tableId: d.tableId, editing: d };
+      }
+      case "user_viewport": {
+        const d = (data ?? {}) as { userId: string; tableId: string; viewport: Viewport };
+        if (!d.tableId) return undefined;
+        const u = this.tables.get(d.tableId)?.get(d.userId);
+        if (u) u.viewport = d.viewport;
+        return { kind: "viewport", tableId: d.tableId, userId: d.userId, viewport: d.viewport };
       }
       default:
         return undefined;

@@ -27,7 +27,9 @@ export type Route =
   /** A frame that should name its table and does not. */
   | { kind: "unroutable"; event: string };
 
-const PRESENCE = new Set(["user_joined", "user_reconnected", "user_left", "cursor_position", "selection"]);
+const PRESENCE = new Set([
+  "user_joined", "user_reconnected", "user_left", "cursor_position", "selection", "user_editing", "user_viewport",
+]);
 const ANSWERED = new Set(["offline_changes", "offline_sync_complete", "authenticated", "heartbeat_ack"]);
 
 function obj(data: unknown): { [k: string]: unknown } {

@@ -95,6 +95,25 @@ export interface UserPresence {
   selection?: Selection | null;
   lastSeen: number;
   color: string;
+  /** v1.3: the cell the user edits now, if any. */
+  editing?: { recordId: string; fieldId: string } | null;
+  /** v1.3: the rows the user sees, if they said. */
+  viewport?: Viewport | null;
+}
+
+/** v1.3: the rows a user sees: listed ids (at most 500) or a range in record-id order. */
+export type Viewport =
+  | { viewId?: string; recordIds: string[] }
+  | { viewId?: string; firstRecordId: string; lastRecordId: string };
+
+/** v1.3: another user started or stopped editing a cell. */
+export interface UserEditing {
+  userId: string;
+  color: string;
+  tableId: string;
+  recordId: string;
+  fieldId: string;
+  state: "start" | "stop";
 }
 
 export interface SubscribeAck {

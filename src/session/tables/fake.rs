@@ -300,6 +300,7 @@ pub(super) fn subscribe_req(table: &str, last: Option<&str>) -> SubscribeReq {
         base_id: None,
         last_event_id: last.map(str::to_owned),
         base_last_event_id: None,
+        relay: crate::protocol::messages::RelayScope::All,
     }
 }
 
