@@ -475,12 +475,17 @@ end
 -- (v1.3) Appends the new entry's id to the record's history index (KEYS[7],
 -- a list of stream ids, newest first): at most `cap` ids, none older than
 -- what the stream's retention keeps (`min_id`, ms: the bound the XADD
--- trimmed by), expiring `ttl_ms` after the record's last change. Its cost
--- follows the record's own changes (an id is dropped at most once).
-local function index_append(index, id, cap, min_id, ttl_ms)
-  call('LPUSH', index, id)
-  call('LTRIM', index, 0, cap - 1)
-  local oldest = call('LINDEX', index, -1)
+-- trimmed by), expiring `ttl_ms` after the record's last change. `oldest`
+-- is the index's last id before the push (read before the first write,
+-- see commit_record). Its cost follows the record's own changes: three
+-- commands, a fourth when the index is full, and one RPOP per id dropped
+-- for its age (each id is dropped at most once).
+local function index_append(index, id, cap, min_id, ttl_ms, oldest)
+  local len = call('LPUSH', index, id)
+  if len > cap then
+    call('LTRIM', index, 0, cap - 1)
+    oldest = call('LINDEX', index, -1)
+  end
   while oldest and id_ms(oldest) < min_id do
     call('RPOP', index)
     oldest = call('LINDEX', index, -1)
@@ -643,13 +648,13 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   -- only one that could be refused.
   local prior, order = prior_state(state, change, changes, deleted)
   local stored = stored_changes(change, changes, values, prior, order, changes_raw)
-  -- The history index must be a list (LLEN refuses another type) before
-  -- the first write.
-  if keys[7] then call('LLEN', keys[7]) end
+  -- The history index's oldest id, read before the first write: LINDEX
+  -- also refuses a key that is not a list, so such a key writes nothing.
+  local oldest = keys[7] and call('LINDEX', keys[7], -1)
   local new_v = cur_v + 1
   local id, min_id, now_ms = append(keys, change, new_v, stored, metadata_raw, retention_ms)
   if keys[7] then
-    index_append(keys[7], id, change.recordHistory, min_id, math.max(now_ms - min_id, 1))
+    index_append(keys[7], id, change.recordHistory, min_id, math.max(now_ms - min_id, 1), oldest)
   end
   -- The record index for load_records (v1.1), in the table's slot.
   if keys[3] then
