@@ -57,6 +57,11 @@ ARGV
                answerBytes (v1.2, optional, default 1048576): the most bytes
                of field values the answer carries (`current`, the
                conflicts' `theirValue`); see "truncated" below
+               maxEventBytes (v1.3, optional): the most bytes a stream
+               entry's changes and metadata may take (plus 512 for the
+               rest), so every subscriber can be sent it; when the old
+               values would pass it they are left out (see "Stream entry
+               of a record change"). Absent: no bound
                recordHistory (v1.3, optional, default 100): the most ids
                the record's history index keeps, 1..10000
                hiddenFields / readableFields (v1.2, optional, at most one):
@@ -96,7 +101,9 @@ newValue the value written (its JSON text; absent when the value is
 removed). These come from the record state, never from the writer. A
 delete touches every field: its entry lists every field the record held,
 with its oldValue and oldVersion and no newValue. A create on a deleted
-record starts from nothing (no oldValue, oldVersion 0).
+record starts from nothing (no oldValue, oldVersion 0). When the entry
+with its old values would pass maxEventBytes, every entry's oldValue is left
+out and marked "oldValueOmitted": true (oldVersion stays).
 
 History index (v1.3, `<p>:{T}:rh:<recordId>`, a list): the stream ids of the
 record's changes, newest first, pushed by the same call that appends the
@@ -161,6 +168,9 @@ local call, register = m.base.call, m.base.register
 
 local DEDUP_TTL_SECS = 86400
 local DEFAULT_RECORD_HISTORY = 100
+-- Room for an event's own fields besides changes and metadata (as
+-- src/change/valid.rs counts it).
+local EVENT_OVERHEAD = 512
 local MAX_RECORD_HISTORY = 10000
 local MAX_VERSION = 9007199254740991 -- 2^53-1: exact in a double, and so is +1
 local DEFAULT_MAX_RECORD_BYTES = 4194304
@@ -401,12 +411,13 @@ end
 -- delete lists every field the record held, with its old value and no new
 -- one. `given` is the writer's text, kept for a change with no entries ("[]"
 -- stays "[]", none stays none).
-local function stored_changes(change, changes, values, prior, order, given)
+local function build_changes(change, changes, values, prior, order, given, omit_old)
   local parts = {}
   local function entry(f, new_text)
     local p = prior[f] or { version = 0 }
     local out = '{"fieldId":' .. jstr(f)
-    if p.text then out = out .. ',"oldValue":' .. p.text end
+    if p.text and omit_old then out = out .. ',"oldValueOmitted":true' end
+    if p.text and not omit_old then out = out .. ',"oldValue":' .. p.text end
     out = out .. ',"oldVersion":' .. jint(p.version)
     if new_text and new_text ~= '' then out = out .. ',"newValue":' .. new_text end
     parts[#parts + 1] = out .. '}'
@@ -421,6 +432,19 @@ local function stored_changes(change, changes, values, prior, order, given)
     return ''
   end
   return '[' .. table.concat(parts, ',') .. ']'
+end
+
+-- (v1.3) The entry's `changes` (see build_changes), within `room` bytes
+-- when given: an event must fit in one frame for every subscriber
+-- (maxEventBytes), and the writer's change was checked without the old
+-- values, so when they would not fit they are left out, each marked
+-- "oldValueOmitted": true (its oldVersion still says which value it was).
+local function stored_changes(change, changes, values, prior, order, given, room)
+  local text = build_changes(change, changes, values, prior, order, given, false)
+  if room ~= nil and #text > room then
+    return build_changes(change, changes, values, prior, order, given, true)
+  end
+  return text
 end
 
 -- XADD (trimming by retention) and the doorbell. The first write of every
@@ -647,7 +671,9 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   -- Decided. From here on only writes, the first of which (XADD) is the
   -- only one that could be refused.
   local prior, order = prior_state(state, change, changes, deleted)
-  local stored = stored_changes(change, changes, values, prior, order, changes_raw)
+  local room = nil
+  if change.maxEventBytes then room = change.maxEventBytes - EVENT_OVERHEAD - #(metadata_raw or '') end
+  local stored = stored_changes(change, changes, values, prior, order, changes_raw, room)
   -- The history index's oldest id, read before the first write: LINDEX
   -- also refuses a key that is not a list, so such a key writes nothing.
   local oldest = keys[7] and call('LINDEX', keys[7], -1)
@@ -831,6 +857,12 @@ local function check_change(keys, change, form)
   end
   if hide then change.reader = { hide = hide } end
   if only then change.reader = { only = only } end
+  local me = change.maxEventBytes
+  if is_null(me) then
+    change.maxEventBytes = nil
+  elseif type(me) ~= 'number' or me < 0 or me ~= math.floor(me) then
+    return fail('maxEventBytes must be a non-negative integer')
+  end
   local ierr = check_history(keys, change, form)
   if ierr then return ierr end
   return check_dedup_key(keys, change, form)

@@ -551,3 +551,30 @@ async fn a_history_index_of_another_type_refuses_the_commit_and_writes_nothing()
         .unwrap();
     assert!(!state, "no state was written");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_values_that_would_make_an_event_too_large_for_a_frame_are_left_out() {
+    let redis = RedisServer::start().await;
+    let a = Sidecar::start(&redis, "hist-big", &[("RTS_MAX_FRAME_BYTES", "65536")]).await;
+    let t = "hist-big";
+    let mut reader = Client::subscribed(&a, "reader", t).await;
+    let mut w = Client::connect(&a, "w").await;
+    let big = |c: &str| json!(c.repeat(40_000));
+    w.request_ok("record_change", edit(t, "r1", &[("doc", big("a"))]))
+        .await;
+    w.request_ok("record_change", edit(t, "r1", &[("doc", big("b"))]))
+        .await;
+    w.request_ok("record_change", edit(t, "r1", &[("doc", json!("small"))]))
+        .await;
+    let events = reader.changes(3, WAIT).await;
+    let second = &events[1]["changes"][0];
+    assert!(
+        second.get("oldValue").is_none(),
+        "two 40 kB values pass 64 kB"
+    );
+    assert_eq!(second["oldValueOmitted"], true);
+    assert_eq!(second["oldVersion"], 1);
+    assert_eq!(second["newValue"], big("b"));
+    let third = &events[2]["changes"][0];
+    assert_eq!(third["oldValue"], big("b"), "one fits");
+}
