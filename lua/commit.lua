@@ -360,7 +360,8 @@ end
 -- (v1.3) The record's state before a change: for each field the change
 -- touches (a delete: every field the record holds), in order,
 -- `prior[fieldId] = {text = <stored value as JSON text, or nil when
--- absent>, version = <v:fieldId, 0 when absent>}`, and `prior_order`, the
+-- absent>, version = <v:fieldId, 0 when absent>, len = <the stored
+-- value's bytes, for an update>}`, and `prior_order`, the
 -- field ids in the order the stream entry lists them. A create on a deleted
 -- record starts from nothing (its fields are gone). One HMGET per field
 -- (a delete: the HGETALL it reads anyway). Taken before anything is
@@ -395,9 +396,9 @@ local function prior_state(state, change, changes, deleted)
     local f = c.fieldId
     if not prior[f] then
       local got = call('HMGET', state, 'd:' .. f, 'v:' .. f)
-      local text = nil
-      if got[1] then text = value_json(got[1]) end
-      prior[f] = { text = text, version = tonumber(got[2]) or 0 }
+      local text, len = nil, 0
+      if got[1] then text, len = value_json(got[1]), #got[1] end
+      prior[f] = { text = text, version = tonumber(got[2]) or 0, len = len }
       order[#order + 1] = f
     end
   end
@@ -518,15 +519,17 @@ local function index_append(index, id, cap, min_id, ttl_ms, oldest)
 end
 
 -- The state's size after `changes` (with `values`), from `cur_b`; a
--- create on a deleted record starts from nothing.
-local function bytes_after(state, cur_b, changes, values)
+-- create on a deleted record starts from nothing. The stored values'
+-- sizes come from `prior` (read once, see prior_state).
+local function bytes_after(state, cur_b, changes, values, prior)
   local lens, new_b = {}, cur_b
   for i, c in ipairs(changes or {}) do
     local f = c.fieldId
     local old = lens[f]
     if old == nil then
       old = 0
-      if cur_b > 0 then old = call('HSTRLEN', state, 'd:' .. f) end
+      local known = prior[f] and prior[f].len
+      if cur_b > 0 then old = known or call('HSTRLEN', state, 'd:' .. f) end
     end
     if old > 0 then new_b = new_b - #f - old end
     local len = #values[i]
@@ -580,13 +583,13 @@ end
 -- under an older bound, is not refused). A delete keeps no size. The error
 -- names the bound only: the state's size counts fields the writer may not
 -- be allowed to read.
-local function checked_size(state, change, deleted, changes, values)
+local function checked_size(state, change, deleted, changes, values, prior)
   if change.type == 'delete' then return 0 end
   local cur_b = 0
   if not (change.type == 'create' and deleted) then
     cur_b = state_bytes(state)
   end
-  local new_b = bytes_after(state, cur_b, changes, values)
+  local new_b = bytes_after(state, cur_b, changes, values, prior)
   if new_b > change.maxRecordBytes and new_b > cur_b then
     return nil, too_large('record ' .. change.entityId .. ' would exceed the '
       .. jint(change.maxRecordBytes) .. ' bytes a record may hold (maxRecordBytes; RTS_MAX_RECORD_BYTES)')
@@ -665,12 +668,12 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
       status = 'overwritten'
     end
   end
-  local new_b, too_big = checked_size(state, change, deleted, changes, values)
+  local prior, order = prior_state(state, change, changes, deleted)
+  local new_b, too_big = checked_size(state, change, deleted, changes, values, prior)
   if new_b == nil then return too_big end
 
   -- Decided. From here on only writes, the first of which (XADD) is the
   -- only one that could be refused.
-  local prior, order = prior_state(state, change, changes, deleted)
   local room = nil
   if change.maxEventBytes then room = change.maxEventBytes - EVENT_OVERHEAD - #(metadata_raw or '') end
   local stored = stored_changes(change, changes, values, prior, order, changes_raw, room)
