@@ -57,6 +57,11 @@ ARGV
                answerBytes (v1.2, optional, default 1048576): the most bytes
                of field values the answer carries (`current`, the
                conflicts' `theirValue`); see "truncated" below
+               maxEventBytes (v1.3, optional): the most bytes a stream
+               entry's changes and metadata may take (plus 512 for the
+               rest), so every subscriber can be sent it; when the old
+               values would pass it they are left out (see "Stream entry
+               of a record change"). Absent: no bound
                recordHistory (v1.3, optional, default 100): the most ids
                the record's history index keeps, 1..10000
                hiddenFields / readableFields (v1.2, optional, at most one):
@@ -96,7 +101,9 @@ newValue the value written (its JSON text; absent when the value is
 removed). These come from the record state, never from the writer. A
 delete touches every field: its entry lists every field the record held,
 with its oldValue and oldVersion and no newValue. A create on a deleted
-record starts from nothing (no oldValue, oldVersion 0).
+record starts from nothing (no oldValue, oldVersion 0). When the entry
+with its old values would pass maxEventBytes, every entry's oldValue is left
+out and marked "oldValueOmitted": true (oldVersion stays).
 
 History index (v1.3, `<p>:{T}:rh:<recordId>`, a list): the stream ids of the
 record's changes, newest first, pushed by the same call that appends the
@@ -161,6 +168,9 @@ local call, register = m.base.call, m.base.register
 
 local DEDUP_TTL_SECS = 86400
 local DEFAULT_RECORD_HISTORY = 100
+-- Room for an event's own fields besides changes and metadata (as
+-- src/change/valid.rs counts it).
+local EVENT_OVERHEAD = 512
 local MAX_RECORD_HISTORY = 10000
 local MAX_VERSION = 9007199254740991 -- 2^53-1: exact in a double, and so is +1
 local DEFAULT_MAX_RECORD_BYTES = 4194304
@@ -350,7 +360,8 @@ end
 -- (v1.3) The record's state before a change: for each field the change
 -- touches (a delete: every field the record holds), in order,
 -- `prior[fieldId] = {text = <stored value as JSON text, or nil when
--- absent>, version = <v:fieldId, 0 when absent>}`, and `prior_order`, the
+-- absent>, version = <v:fieldId, 0 when absent>, len = <the stored
+-- value's bytes, for an update>}`, and `prior_order`, the
 -- field ids in the order the stream entry lists them. A create on a deleted
 -- record starts from nothing (its fields are gone). One HMGET per field
 -- (a delete: the HGETALL it reads anyway). Taken before anything is
@@ -385,9 +396,9 @@ local function prior_state(state, change, changes, deleted)
     local f = c.fieldId
     if not prior[f] then
       local got = call('HMGET', state, 'd:' .. f, 'v:' .. f)
-      local text = nil
-      if got[1] then text = value_json(got[1]) end
-      prior[f] = { text = text, version = tonumber(got[2]) or 0 }
+      local text, len = nil, 0
+      if got[1] then text, len = value_json(got[1]), #got[1] end
+      prior[f] = { text = text, version = tonumber(got[2]) or 0, len = len }
       order[#order + 1] = f
     end
   end
@@ -401,12 +412,13 @@ end
 -- delete lists every field the record held, with its old value and no new
 -- one. `given` is the writer's text, kept for a change with no entries ("[]"
 -- stays "[]", none stays none).
-local function stored_changes(change, changes, values, prior, order, given)
+local function build_changes(change, changes, values, prior, order, given, omit_old)
   local parts = {}
   local function entry(f, new_text)
     local p = prior[f] or { version = 0 }
     local out = '{"fieldId":' .. jstr(f)
-    if p.text then out = out .. ',"oldValue":' .. p.text end
+    if p.text and omit_old then out = out .. ',"oldValueOmitted":true' end
+    if p.text and not omit_old then out = out .. ',"oldValue":' .. p.text end
     out = out .. ',"oldVersion":' .. jint(p.version)
     if new_text and new_text ~= '' then out = out .. ',"newValue":' .. new_text end
     parts[#parts + 1] = out .. '}'
@@ -421,6 +433,19 @@ local function stored_changes(change, changes, values, prior, order, given)
     return ''
   end
   return '[' .. table.concat(parts, ',') .. ']'
+end
+
+-- (v1.3) The entry's `changes` (see build_changes), within `room` bytes
+-- when given: an event must fit in one frame for every subscriber
+-- (maxEventBytes), and the writer's change was checked without the old
+-- values, so when they would not fit they are left out, each marked
+-- "oldValueOmitted": true (its oldVersion still says which value it was).
+local function stored_changes(change, changes, values, prior, order, given, room)
+  local text = build_changes(change, changes, values, prior, order, given, false)
+  if room ~= nil and #text > room then
+    return build_changes(change, changes, values, prior, order, given, true)
+  end
+  return text
 end
 
 -- XADD (trimming by retention) and the doorbell. The first write of every
@@ -475,12 +500,17 @@ end
 -- (v1.3) Appends the new entry's id to the record's history index (KEYS[7],
 -- a list of stream ids, newest first): at most `cap` ids, none older than
 -- what the stream's retention keeps (`min_id`, ms: the bound the XADD
--- trimmed by), expiring `ttl_ms` after the record's last change. Its cost
--- follows the record's own changes (an id is dropped at most once).
-local function index_append(index, id, cap, min_id, ttl_ms)
-  call('LPUSH', index, id)
-  call('LTRIM', index, 0, cap - 1)
-  local oldest = call('LINDEX', index, -1)
+-- trimmed by), expiring `ttl_ms` after the record's last change. `oldest`
+-- is the index's last id before the push (read before the first write,
+-- see commit_record). Its cost follows the record's own changes: three
+-- commands, a fourth when the index is full, and one RPOP per id dropped
+-- for its age (each id is dropped at most once).
+local function index_append(index, id, cap, min_id, ttl_ms, oldest)
+  local len = call('LPUSH', index, id)
+  if len > cap then
+    call('LTRIM', index, 0, cap - 1)
+    oldest = call('LINDEX', index, -1)
+  end
   while oldest and id_ms(oldest) < min_id do
     call('RPOP', index)
     oldest = call('LINDEX', index, -1)
@@ -489,15 +519,17 @@ local function index_append(index, id, cap, min_id, ttl_ms)
 end
 
 -- The state's size after `changes` (with `values`), from `cur_b`; a
--- create on a deleted record starts from nothing.
-local function bytes_after(state, cur_b, changes, values)
+-- create on a deleted record starts from nothing. The stored values'
+-- sizes come from `prior` (read once, see prior_state).
+local function bytes_after(state, cur_b, changes, values, prior)
   local lens, new_b = {}, cur_b
   for i, c in ipairs(changes or {}) do
     local f = c.fieldId
     local old = lens[f]
     if old == nil then
       old = 0
-      if cur_b > 0 then old = call('HSTRLEN', state, 'd:' .. f) end
+      local known = prior[f] and prior[f].len
+      if cur_b > 0 then old = known or call('HSTRLEN', state, 'd:' .. f) end
     end
     if old > 0 then new_b = new_b - #f - old end
     local len = #values[i]
@@ -561,13 +593,13 @@ end
 -- under an older bound, is not refused). A delete keeps no size. The error
 -- names the bound only: the state's size counts fields the writer may not
 -- be allowed to read.
-local function checked_size(state, change, deleted, changes, values)
+local function checked_size(state, change, deleted, changes, values, prior)
   if change.type == 'delete' then return 0 end
   local cur_b = 0
   if not (change.type == 'create' and deleted) then
     cur_b = state_bytes(state)
   end
-  local new_b = bytes_after(state, cur_b, changes, values)
+  local new_b = bytes_after(state, cur_b, changes, values, prior)
   if new_b > change.maxRecordBytes and new_b > cur_b then
     return nil, too_large('record ' .. change.entityId .. ' would exceed the '
       .. jint(change.maxRecordBytes) .. ' bytes a record may hold (maxRecordBytes; RTS_MAX_RECORD_BYTES)')
@@ -646,20 +678,22 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
       status = 'overwritten'
     end
   end
-  local new_b, too_big = checked_size(state, change, deleted, changes, values)
+  local prior, order = prior_state(state, change, changes, deleted)
+  local new_b, too_big = checked_size(state, change, deleted, changes, values, prior)
   if new_b == nil then return too_big end
 
   -- Decided. From here on only writes, the first of which (XADD) is the
   -- only one that could be refused.
-  local prior, order = prior_state(state, change, changes, deleted)
-  local stored = stored_changes(change, changes, values, prior, order, changes_raw)
-  -- The history index must be a list (LLEN refuses another type) before
-  -- the first write.
-  if keys[7] then call('LLEN', keys[7]) end
+  local room = nil
+  if change.maxEventBytes then room = change.maxEventBytes - EVENT_OVERHEAD - #(metadata_raw or '') end
+  local stored = stored_changes(change, changes, values, prior, order, changes_raw, room)
+  -- The history index's oldest id, read before the first write: LINDEX
+  -- also refuses a key that is not a list, so such a key writes nothing.
+  local oldest = keys[7] and call('LINDEX', keys[7], -1)
   local new_v = cur_v + 1
   local id, min_id, now_ms = append(keys, change, new_v, stored, metadata_raw, retention_ms)
   if keys[7] then
-    index_append(keys[7], id, change.recordHistory, min_id, math.max(now_ms - min_id, 1))
+    index_append(keys[7], id, change.recordHistory, min_id, math.max(now_ms - min_id, 1), oldest)
   end
   -- The record index for load_records (v1.1), in the table's slot.
   if keys[3] then
@@ -836,6 +870,12 @@ local function check_change(keys, change, form)
   end
   if hide then change.reader = { hide = hide } end
   if only then change.reader = { only = only } end
+  local me = change.maxEventBytes
+  if is_null(me) then
+    change.maxEventBytes = nil
+  elseif type(me) ~= 'number' or me < 0 or me ~= math.floor(me) then
+    return fail('maxEventBytes must be a non-negative integer')
+  end
   local ierr = check_history(keys, change, form)
   if ierr then return ierr end
   return check_dedup_key(keys, change, form)

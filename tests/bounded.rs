@@ -364,10 +364,11 @@ async fn recent_changes_hold_at_most_a_page_of_bytes() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[]).await;
     let mut w = Client::connect(&side, "w").await;
+    // Each event holds its new value and the old one (150 KiB each).
     for n in 0..10 {
         w.request_ok(
             "record_change",
-            change("t", "r", "f", json!(big(&n.to_string(), 300))),
+            change("t", "r", "f", json!(big(&n.to_string(), 150))),
         )
         .await;
     }

@@ -491,3 +491,90 @@ async fn the_http_history_needs_the_api_token_and_sees_every_field() {
     let (status, _) = a.api("GET", &format!("{path}&before=nope"), &Value::Null);
     assert_eq!(status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ids_older_than_the_streams_retention_leave_the_index_on_the_next_change() {
+    let redis = RedisServer::start().await;
+    let a = Sidecar::start(&redis, "hist-age", &[]).await;
+    let t = "hist-age";
+    let mut conn = redis.conn().await;
+    let index = format!("rts:{{{t}}}:rh:r1");
+    // Ids of entries the retention trimmed long ago.
+    let _: () = redis::cmd("RPUSH")
+        .arg(&index)
+        .arg("2000-0")
+        .arg("1000-0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut w = Client::connect(&a, "w").await;
+    let ack = w
+        .request_ok("record_change", edit(t, "r1", &[("n", json!(1))]))
+        .await;
+    let ids: Vec<String> = redis::cmd("LRANGE")
+        .arg(&index)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ids, [ack["eventId"].as_str().unwrap()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_history_index_of_another_type_refuses_the_commit_and_writes_nothing() {
+    let redis = RedisServer::start().await;
+    let a = Sidecar::start(&redis, "hist-type", &[]).await;
+    let t = "hist-type";
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("rts:{{{t}}}:rh:r1"))
+        .arg("not a list")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut w = Client::connect(&a, "w").await;
+    let refused = w
+        .request("record_change", edit(t, "r1", &[("n", json!(1))]))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    let written: bool = redis::cmd("EXISTS")
+        .arg(format!("rts:{{{t}}}:events"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!written, "nothing was appended");
+    let state: bool = redis::cmd("EXISTS")
+        .arg(format!("rts:{{{t}}}:rec:r1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!state, "no state was written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_values_that_would_make_an_event_too_large_for_a_frame_are_left_out() {
+    let redis = RedisServer::start().await;
+    let a = Sidecar::start(&redis, "hist-big", &[("RTS_MAX_FRAME_BYTES", "65536")]).await;
+    let t = "hist-big";
+    let mut reader = Client::subscribed(&a, "reader", t).await;
+    let mut w = Client::connect(&a, "w").await;
+    let big = |c: &str| json!(c.repeat(40_000));
+    w.request_ok("record_change", edit(t, "r1", &[("doc", big("a"))]))
+        .await;
+    w.request_ok("record_change", edit(t, "r1", &[("doc", big("b"))]))
+        .await;
+    w.request_ok("record_change", edit(t, "r1", &[("doc", json!("small"))]))
+        .await;
+    let events = reader.changes(3, WAIT).await;
+    let second = &events[1]["changes"][0];
+    assert!(
+        second.get("oldValue").is_none(),
+        "two 40 kB values pass 64 kB"
+    );
+    assert_eq!(second["oldValueOmitted"], true);
+    assert_eq!(second["oldVersion"], 1);
+    assert_eq!(second["newValue"], big("b"));
+    let third = &events[2]["changes"][0];
+    assert_eq!(third["oldValue"], big("b"), "one fits");
+}

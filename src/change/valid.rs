@@ -138,6 +138,13 @@ impl ValidChange {
         Some(changes)
     }
 
+    /// The largest event it may make (`RTS_MAX_FRAME_BYTES`): the
+    /// function leaves the old values out of a stream entry that would pass
+    /// it (`lua/commit.lua`, maxEventBytes).
+    pub fn max_event_bytes(&self) -> usize {
+        self.limits.max_event_bytes
+    }
+
     /// The `metadata` as stored.
     pub fn metadata(&self) -> Option<Value> {
         serde_json::from_str(&self.metadata_json).ok()

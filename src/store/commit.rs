@@ -99,10 +99,14 @@ pub async fn commit(store: &Store, valid: &ValidChange) -> Result<CommitResult, 
 /// A record change's header with `recordHistory` (the cap of its history
 /// index, `RTS_RECORD_HISTORY`): the key list then carries the index
 /// (`Keys::commit_keys`), and the field is how `lua/commit.lua` tells that
-/// form. The header is a JSON object serde wrote, never empty.
-fn with_record_history(header: &str, cap: usize) -> std::borrow::Cow<'_, str> {
+/// form; and with `maxEventBytes`, the bound its stream entry keeps to
+/// once the function adds the old values. The header is a JSON object
+/// serde wrote, never empty.
+fn with_record_history(header: &str, cap: usize, max_event: usize) -> std::borrow::Cow<'_, str> {
     match header.strip_suffix('}') {
-        Some(open) => std::borrow::Cow::Owned(format!("{open},\"recordHistory\":{cap}}}")),
+        Some(open) => std::borrow::Cow::Owned(format!(
+            "{open},\"recordHistory\":{cap},\"maxEventBytes\":{max_event}}}"
+        )),
         None => std::borrow::Cow::Borrowed(header),
     }
 }
@@ -119,7 +123,9 @@ async fn call_commit(store: &Store, valid: &ValidChange) -> Result<CommitResult,
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("rtsync_commit").arg(keys.len()).arg(&keys);
     let header = match req.entity_type.as_str() {
-        "record" => with_record_history(&valid.header, store.record_history),
+        "record" => {
+            with_record_history(&valid.header, store.record_history, valid.max_event_bytes())
+        }
         _ => std::borrow::Cow::Borrowed(valid.header.as_str()),
     };
     cmd.arg(&*header)
@@ -140,8 +146,8 @@ mod tests {
     #[test]
     fn a_record_header_names_its_history_cap_last() {
         assert_eq!(
-            with_record_history(r#"{"type":"update"}"#, 7),
-            r#"{"type":"update","recordHistory":7}"#
+            with_record_history(r#"{"type":"update"}"#, 7, 1024),
+            r#"{"type":"update","recordHistory":7,"maxEventBytes":1024}"#
         );
     }
 }
