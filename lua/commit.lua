@@ -8,8 +8,8 @@ writes the entity state, appends the event to the stream (trimming by
 retention) and returns the CommitResult, atomically. The whole answer is
 decided before the first write, so the function never fails half-way.
 
-FCALL rtsync_commit <numkeys: 5 or 6> <stream> <state> <records> <sink-floor>
-                    <doorbell> [<dedup>]
+FCALL rtsync_commit <numkeys: 5 to 8> <stream> <state> <records> <sink-floor>
+                    <doorbell> [<dedup>] [<undo> <redo>]
                     <change> <changes> <metadata> [<retentionMs> [<value>...]]
 FCALL rtsync_commit <numkeys: 2 or 3> <stream> <state> [<dedup>] <same ARGV>
       (the first documented form, kept for compatibility: the other keys
@@ -31,6 +31,14 @@ KEYS (the full form; what the sidecar sends, built by src/store/keys.rs)
                a clientChangeId, omitted (numkeys 5; numkeys 2 in the
                compatibility form, where it is KEYS[3]) otherwise. A
                clientChangeId is scoped to its user and table.
+  7 undo       (v1.3, optional, with 8) the user's undo stack on the table
+               `<p>:{T}:undo:<len(userId)>:<userId>`; 8 its redo stack
+               `<p>:{T}:redo:<len(userId)>:<userId>` (lua/steps.lua). Given,
+               a committed record change is recorded as an undo step (or
+               joins the top one) and the redo stack is cleared. Without a
+               dedup key they are KEYS[6] and [7] (numkeys 7). The sidecar
+               passes them for changes made by a connection's user; the
+               HTTP API does not; a producer may opt in the same way.
 ARGV
   1 change     JSON object: {"type", "entityType", "entityId", "userId",
                "baseId"?, "tableId"?, "version"?, "clientChangeId"?, "origin"?}
@@ -45,6 +53,8 @@ ARGV
                answerBytes (v1.2, optional, default 1048576): the most bytes
                of field values the answer carries (`current`, the
                conflicts' `theirValue`); see "truncated" below
+               undoGroup (v1.3, optional): a string naming the undo group
+               the change joins (lua/steps.lua, "Grouping")
                hiddenFields / readableFields (v1.2, optional, at most one):
                the field ids the answer's reader may not read, or the only
                ones it may read. Those it may not read are left out of
@@ -74,6 +84,7 @@ Record state (`<p>:{T}:rec:<recordId>`):
   _b          (v1.2) the bytes the state holds: the sum of each field's id
               and stored value; computed from the fields when absent
   _del        "1" while the record is deleted
+  w:<fieldId> (v1.3) the user id of the field's last writer
   v:<fieldId> the version of the field's last change
   d:<fieldId> the field's value as JSON text, byte for byte as the writer
               gave it (v1.1). Values written by v1 were MessagePack; they are
@@ -115,7 +126,7 @@ Example (another service updating field f1 of record r1 in table t1):
         '[{"fieldId":"f1","newValue":42}]' '' 86400000 '42'
 ]==]
 
-define('commit', { 'base' }, function(m)
+define('commit', { 'base', 'steps' }, function(m)
 local INVALID, TOO_LARGE = m.base.INVALID, m.base.TOO_LARGE
 local is_id, is_null, jstr, jint = m.base.is_id, m.base.is_null, m.base.jstr, m.base.jint
 local call, register = m.base.call, m.base.register
@@ -443,6 +454,9 @@ local function write_record(state, change, changes, values, deleted, new_v, new_
     for i, c in ipairs(changes or {}) do
       writes[#writes + 1] = 'v:' .. c.fieldId
       writes[#writes + 1] = jint(new_v)
+      -- (v1.3) who wrote it: the `by` of an undo's skipped field.
+      writes[#writes + 1] = 'w:' .. c.fieldId
+      writes[#writes + 1] = change.userId
       if values[i] == '' then
         removed[#removed + 1] = 'd:' .. c.fieldId
       else
@@ -504,12 +518,17 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   -- Decided. From here on only writes, the first of which (XADD) is the
   -- only one that could be refused.
   local new_v = cur_v + 1
+  -- (v1.3) The undo step's old values, read before the write.
+  local before = keys[7] and m.steps.prior(state, change, changes)
   local id = append(keys, change, new_v, changes_raw, metadata_raw, retention_ms)
   -- The record index for load_records (v1.1), in the table's slot.
   if keys[3] then
     call('ZADD', keys[3], 0, change.entityId)
   end
   write_record(state, change, changes, values, deleted, new_v, new_b)
+  if keys[7] then
+    m.steps.record(keys[7], keys[8], change, new_v, before, changes, id, retention_ms)
+  end
   return committed(status, id, new_v, conflicts, truncated)
 end
 
@@ -751,11 +770,14 @@ end
 -- slot; a stream named otherwise has none of them (false). The full form
 -- (5 or 6 KEYS) is passed through as it is.
 local function adapt(keys)
-  if #keys == 5 or #keys == 6 then
+  if #keys == 5 or #keys == 6 or #keys == 8 then
     return keys, nil, { dedup_at = 6 }
   end
+  if #keys == 7 then
+    return { keys[1], keys[2], keys[3], keys[4], keys[5], false, keys[6], keys[7] }, nil, { dedup_at = 8 }
+  end
   if #keys ~= 2 and #keys ~= 3 then
-    return nil, fail('expects 2 or 3 keys: stream, state[, dedup] (or 5 or 6 in the full form: stream, state, records, sink floor, doorbell[, dedup])')
+    return nil, fail('expects 2 or 3 keys: stream, state[, dedup] (or 5 to 8 in the full form: stream, state, records, sink floor, doorbell[, dedup][, undo, redo])')
   end
   local scope, kind = keys[1]:match('^(.*):(base%-events)$')
   if not scope then scope, kind = keys[1]:match('^(.*):(events)$') end
@@ -777,6 +799,7 @@ register('rtsync_commit', commit, { adapt = adapt })
 
 return {
   is_array = is_array, value_json = value_json, readable_by = readable_by,
-  visible_bytes = visible_bytes,
+  visible_bytes = visible_bytes, field_set = field_set, append = append,
+  state_bytes = state_bytes, decode_json = decode_json, fail = fail,
 }
 end)

@@ -23,10 +23,12 @@ pub enum ClientEvent {
     RecoverConnection,
     Heartbeat,
     LoadRecords,
+    Undo,
+    Redo,
 }
 
 impl ClientEvent {
-    pub const ALL: [ClientEvent; 10] = [
+    pub const ALL: [ClientEvent; 12] = [
         ClientEvent::Authenticate,
         ClientEvent::SubscribeToTable,
         ClientEvent::UnsubscribeFromTable,
@@ -37,6 +39,8 @@ impl ClientEvent {
         ClientEvent::RecoverConnection,
         ClientEvent::Heartbeat,
         ClientEvent::LoadRecords,
+        ClientEvent::Undo,
+        ClientEvent::Redo,
     ];
 
     /// Its name on the wire.
@@ -52,6 +56,8 @@ impl ClientEvent {
             ClientEvent::RecoverConnection => "recover_connection",
             ClientEvent::Heartbeat => "heartbeat",
             ClientEvent::LoadRecords => "load_records",
+            ClientEvent::Undo => "undo",
+            ClientEvent::Redo => "redo",
         }
     }
 
@@ -135,6 +141,26 @@ pub struct TableReq {
 impl TableReq {
     pub fn validate(&self) -> Result<(), RequestError> {
         check_id("tableId", &self.table_id)?;
+        Ok(())
+    }
+}
+
+/// `undo` / `redo` (v1.3, docs/protocol.md 3.3): the table, and a
+/// clientChangeId that makes the request idempotent like a change's.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UndoReq {
+    pub table_id: String,
+    pub client_change_id: Option<String>,
+}
+
+impl UndoReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        if let Some(cc) = &self.client_change_id {
+            crate::change::rules::check_client_change_id(cc)
+                .map_err(|e| RequestError::bad_request(e.to_string()))?;
+        }
         Ok(())
     }
 }

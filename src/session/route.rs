@@ -7,17 +7,18 @@
 //!
 //! Data flow: `frame::handle_frame` → [`dispatch`] → [`Request::parse`] →
 //! [`handle`] → one handler module per idea (`auth`, `tables`, `commit`,
-//! `offline`, `presence_relay`, `records`) → [`steps::answer`].
+//! `offline`, `presence_relay`, `records`, `undo`) → [`steps::answer`].
 
 use serde_json::Value;
 
 use super::edge;
 use super::reply::Reply;
 use super::request::{Caller, Request};
-use super::{auth, commit, offline, presence_relay, records, steps, tables, Session};
+use super::{auth, commit, offline, presence_relay, records, steps, tables, undo, Session};
 use crate::protocol::framing::ClientFrame;
 use crate::protocol::messages::ClientEvent;
 use crate::protocol::{ErrorCode, RequestError};
+use crate::store::undo::Direction;
 
 /// Dispatches one decoded request (`size`: its message's bytes) and
 /// answers it.
@@ -91,6 +92,8 @@ async fn handle(session: &mut Session, request: Request) -> Reply {
         Request::LoadRecords(req) => records::load(session, req).await,
         Request::CursorPosition(req) => presence_relay::cursor_position(session, req).await,
         Request::Selection(req) => presence_relay::selection(session, req).await,
+        Request::Undo(req) => undo::undo(session, req, Direction::Undo).await,
+        Request::Redo(req) => undo::undo(session, req, Direction::Redo).await,
     }
 }
 

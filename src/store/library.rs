@@ -17,7 +17,9 @@ macro_rules! assemble {
         concat!(
             include_str!("../../lua/rtsync.lua"),
             $($check,)?
+            include_str!("../../lua/steps.lua"),
             include_str!("../../lua/commit.lua"),
+            include_str!("../../lua/undo.lua"),
             include_str!("../../lua/presence.lua"),
             include_str!("../../lua/streams.lua"),
             include_str!("../../lua/history.lua"),
@@ -131,7 +133,10 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["base", "keycheck", "commit", "presence", "streams", "history", "records", "sink"]
+            [
+                "base", "keycheck", "steps", "commit", "undo", "presence", "streams", "history",
+                "records", "sink"
+            ]
         );
     }
 
@@ -159,7 +164,7 @@ mod tests {
     #[test]
     fn only_base_and_keycheck_reach_redis_directly() {
         let texts = module_texts(LIBRARY);
-        assert_eq!(texts.len(), 7);
+        assert_eq!(texts.len(), 9);
         for module in &texts[1..] {
             for direct in ["redis.call", "redis.pcall", "redis.register_function"] {
                 assert!(
