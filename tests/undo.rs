@@ -495,3 +495,20 @@ async fn steps_undo_one_after_another_and_redo_in_turn() {
     }
     assert_eq!(redo(&mut ana).await["status"], "nothing");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_through_the_http_api_records_no_undo_step() {
+    let (redis, side) = one_sidecar().await;
+    let body = json!({"changes": [{"type": "create", "entityId": "r1", "entityType": "record",
+        "tableId": "t", "userId": "ana", "changes": [{"fieldId": "f", "newValue": 1}]}]});
+    let (status, answer) = side.http(
+        "POST",
+        "/api/v1/sync/batch-changes",
+        &[("Authorization", "Bearer test-api-token-0123")],
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let mut ana = Client::connect(&side, "ana").await;
+    assert_eq!(undo(&mut ana).await["status"], "nothing");
+    assert_eq!(stored(&redis, "r1", "f").await, Some(json!(1)));
+}

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::{Store, StoreError};
 
-/// The head of a step (`lua/steps.lua`): its id and, per record, the
-/// fields it wrote.
+/// The head of a step (`lua/steps.lua`): its id and, per change, the
+/// record and the fields it wrote.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 pub struct StepHead {
     pub id: String,
@@ -40,8 +40,15 @@ impl StepHead {
         serde_json::from_slice(head).unwrap_or_default()
     }
 
+    /// The step's records, each once, in order of first appearance (the
+    /// head has one item per change; the function folds them the same way).
     pub fn record_ids(&self) -> Vec<String> {
-        self.recs.iter().map(|r| r.r.clone()).collect()
+        let mut seen = std::collections::HashSet::new();
+        self.recs
+            .iter()
+            .filter(|r| seen.insert(r.r.as_str()))
+            .map(|r| r.r.clone())
+            .collect()
     }
 }
 
@@ -121,6 +128,14 @@ mod tests {
         assert_eq!(head.id, "1-0");
         assert_eq!(head.record_ids(), vec!["r1".to_owned()]);
         assert_eq!(head.recs[0].f, vec!["f1".to_owned()]);
+    }
+
+    #[test]
+    fn a_record_changed_twice_in_a_step_is_named_once_in_order_of_first_change() {
+        let head = StepHead::parse(
+            br#"{"id":"1-0","recs":[{"r":"b","f":[]},{"r":"a","f":[]},{"r":"b","f":[]}]}"#,
+        );
+        assert_eq!(head.record_ids(), vec!["b".to_owned(), "a".to_owned()]);
     }
 
     #[test]
