@@ -8,9 +8,16 @@ writes the entity state, appends the event to the stream (trimming by
 retention) and returns the CommitResult, atomically. The whole answer is
 decided before the first write, so the function never fails half-way.
 
-FCALL rtsync_commit <numkeys: 5 to 8> <stream> <state> <records> <sink-floor>
-                    <doorbell> [<dedup>] [<undo> <redo>]
+FCALL rtsync_commit <numkeys: 5 or 6> <stream> <state> <records> <sink-floor>
+                    <doorbell> [<dedup>]
                     <change> <changes> <metadata> [<retentionMs> [<value>...]]
+FCALL rtsync_commit <numkeys: 6 or 7> <stream> <state> <records> <sink-floor>
+                    <doorbell> <history> [<dedup>] <same ARGV>
+      (v1.3: what the sidecar sends for a record; the change's header then
+      has "recordHistory", which is how this form is told from the one
+      above)
+(v1.3: any form may end with <undo> <redo>, the user's stacks, when the
+change's header has "undo": true; see KEYS)
 FCALL rtsync_commit <numkeys: 2 or 3> <stream> <state> [<dedup>] <same ARGV>
       (the first documented form, kept for compatibility: the other keys
       are derived from the stream's name; see `adapt` at the end)
@@ -31,14 +38,22 @@ KEYS (the full form; what the sidecar sends, built by src/store/keys.rs)
                a clientChangeId, omitted (numkeys 5; numkeys 2 in the
                compatibility form, where it is KEYS[3]) otherwise. A
                clientChangeId is scoped to its user and table.
-  7 undo       (v1.3, optional, with 8) the user's undo stack on the table
-               `<p>:{T}:undo:<len(userId)>:<userId>`; 8 its redo stack
-               `<p>:{T}:redo:<len(userId)>:<userId>` (lua/steps.lua). Given,
-               a committed record change is recorded as an undo step (or
-               joins the top one) and the redo stack is cleared. Without a
-               dedup key they are KEYS[6] and [7] (numkeys 7). The sidecar
-               passes them for changes made by a connection's user; the
-               HTTP API does not; a producer may opt in the same way.
+  (v1.3, the form whose header has "recordHistory")
+  6 history    the record's history index `<p>:{T}:rh:<recordId>` (a list of
+               its stream ids, newest first; see "History index"), then
+  7 dedup      as 6 above.
+  Without "recordHistory" the history index of a record change is derived
+  from the stream's name (`<p>:{T}:events` -> `<p>:{T}:rh:<recordId>`, same
+  slot), so older callers keep every record's history too.
+  (v1.3, optional) undo, redo: the user's undo stack on the table
+               `<p>:{T}:undo:<len(userId)>:<userId>` and its redo stack
+               `<p>:{T}:redo:<len(userId)>:<userId>` (lua/steps.lua), as
+               the last two KEYS of any form above when the header has
+               "undo": true. A committed record change is then recorded as
+               an undo step (or joins the top one) and the redo stack is
+               cleared. The sidecar passes them for changes made by a
+               connection's user; the HTTP API does not; a producer may opt
+               in the same way.
 ARGV
   1 change     JSON object: {"type", "entityType", "entityId", "userId",
                "baseId"?, "tableId"?, "version"?, "clientChangeId"?, "origin"?}
@@ -53,8 +68,11 @@ ARGV
                answerBytes (v1.2, optional, default 1048576): the most bytes
                of field values the answer carries (`current`, the
                conflicts' `theirValue`); see "truncated" below
-               undoGroup (v1.3, optional): a string naming the undo group
-               the change joins (lua/steps.lua, "Grouping")
+               recordHistory (v1.3, optional, default 100): the most ids
+               the record's history index keeps, 1..10000
+               undo, undoGroup (v1.3, optional): true when the last two
+               KEYS are the user's undo and redo stacks (above); the undo
+               group the change joins (lua/steps.lua, "Grouping")
                hiddenFields / readableFields (v1.2, optional, at most one):
                the field ids the answer's reader may not read, or the only
                ones it may read. Those it may not read are left out of
@@ -62,8 +80,12 @@ ARGV
                answer's byte bound, so whether an answer is truncated never
                depends on fields its reader cannot see
   2 changes    JSON array of {"fieldId", "oldValue"?, "newValue"?}, or "" for none.
-               Written to the stream verbatim. (v1.2) Must be array text:
-               "{}" is refused.
+               (v1.2) Must be array text: "{}" is refused. For a field,
+               view, table or base change it is written to the stream
+               verbatim. (v1.3) For a record change the stream entry's
+               `changes` is built by the function instead (see "Stream
+               entry of a record change"); a writer's `oldValue` is
+               ignored (dropped, not kept).
   3 metadata   JSON object, or "". Written verbatim. (v1.2) Must be object
                text: "[]" is refused. {"onConflict": "reject"}
                turns a conflicting write into a rejection.
@@ -77,6 +99,27 @@ ARGV
 
 A record commit also adds the record id to the table's record index
 (KEYS[3]), in the same slot.
+
+Stream entry of a record change (v1.3): `changes` holds, per entry of the
+change, in order,
+  {"fieldId", "oldValue"?, "oldVersion", "newValue"?}
+where oldValue is the field's value the record held before the change (its
+stored JSON text, embedded as it is; absent when the field had no value),
+oldVersion the field's version before (`v:<fieldId>`, 0 when absent) and
+newValue the value written (its JSON text; absent when the value is
+removed). These come from the record state, never from the writer. A
+delete touches every field: its entry lists every field the record held,
+with its oldValue and oldVersion and no newValue. A create on a deleted
+record starts from nothing (no oldValue, oldVersion 0).
+
+History index (v1.3, `<p>:{T}:rh:<recordId>`, a list): the stream ids of the
+record's changes, newest first, pushed by the same call that appends the
+entry; at most recordHistory ids; ids older than the stream's retention
+bound (the MINID the XADD trims by) are dropped from its old end on every
+write, and the key expires that long after the record's last change, so a
+quiet record's index goes away with its entries. `rtsync_record_history`
+(lua/record_history.lua) reads it. A key of another type refuses the
+commit before anything is written.
 
 Record state (`<p>:{T}:rec:<recordId>`):
   _v          the record's version (an integer, +1 per commit, at most
@@ -132,6 +175,8 @@ local is_id, is_null, jstr, jint = m.base.is_id, m.base.is_null, m.base.jstr, m.
 local call, register = m.base.call, m.base.register
 
 local DEDUP_TTL_SECS = 86400
+local DEFAULT_RECORD_HISTORY = 100
+local MAX_RECORD_HISTORY = 10000
 local MAX_VERSION = 9007199254740991 -- 2^53-1: exact in a double, and so is +1
 local DEFAULT_MAX_RECORD_BYTES = 4194304
 local DEFAULT_ANSWER_BYTES = 1048576
@@ -317,6 +362,82 @@ local function touched_fields(changes)
   return out
 end
 
+-- (v1.3) The record's state before a change: for each field the change
+-- touches (a delete: every field the record holds), in order,
+-- `prior[fieldId] = {text = <stored value as JSON text, or nil when
+-- absent>, version = <v:fieldId, 0 when absent>}`, and `prior_order`, the
+-- field ids in the order the stream entry lists them. A create on a deleted
+-- record starts from nothing (its fields are gone). One HMGET per field
+-- (a delete: the HGETALL it reads anyway). Taken before anything is
+-- written; undo builds on it.
+local function prior_state(state, change, changes, deleted)
+  local prior, order = {}, {}
+  if change.type == 'create' and deleted then
+    for _, c in ipairs(changes or {}) do
+      if not prior[c.fieldId] then
+        prior[c.fieldId] = { version = 0 }
+        order[#order + 1] = c.fieldId
+      end
+    end
+    return prior, order
+  end
+  if change.type == 'delete' then
+    local flat = call('HGETALL', state)
+    for i = 1, #flat, 2 do
+      local kind, f = flat[i]:sub(1, 2), flat[i]:sub(3)
+      if kind == 'd:' or kind == 'v:' then
+        if not prior[f] then
+          prior[f] = { version = 0 }
+          order[#order + 1] = f
+        end
+        if kind == 'd:' then prior[f].text = value_json(flat[i + 1]) end
+        if kind == 'v:' then prior[f].version = tonumber(flat[i + 1]) or 0 end
+      end
+    end
+    return prior, order
+  end
+  for _, c in ipairs(changes or {}) do
+    local f = c.fieldId
+    if not prior[f] then
+      local got = call('HMGET', state, 'd:' .. f, 'v:' .. f)
+      local text = nil
+      if got[1] then text = value_json(got[1]) end
+      prior[f] = { text = text, version = tonumber(got[2]) or 0 }
+      order[#order + 1] = f
+    end
+  end
+  return prior, order
+end
+
+-- (v1.3) The stream entry's `changes`, built here from the store and the
+-- values: per entry {"fieldId", "oldValue"? (the stored JSON text, as it
+-- is), "oldVersion", "newValue"? (the value argument's JSON text, as it
+-- is)}. A writer's own `oldValue` is not kept: it is never trusted. A
+-- delete lists every field the record held, with its old value and no new
+-- one. `given` is the writer's text, kept for a change with no entries ("[]"
+-- stays "[]", none stays none).
+local function stored_changes(change, changes, values, prior, order, given)
+  local parts = {}
+  local function entry(f, new_text)
+    local p = prior[f] or { version = 0 }
+    local out = '{"fieldId":' .. jstr(f)
+    if p.text then out = out .. ',"oldValue":' .. p.text end
+    out = out .. ',"oldVersion":' .. jint(p.version)
+    if new_text and new_text ~= '' then out = out .. ',"newValue":' .. new_text end
+    parts[#parts + 1] = out .. '}'
+  end
+  if change.type == 'delete' then
+    for _, f in ipairs(order) do entry(f, nil) end
+  else
+    for i, c in ipairs(changes or {}) do entry(c.fieldId, values[i]) end
+  end
+  if #parts == 0 then
+    if given ~= nil and given ~= '' then return '[]' end
+    return ''
+  end
+  return '[' .. table.concat(parts, ',') .. ']'
+end
+
 -- XADD (trimming by retention) and the doorbell. The first write of every
 -- commit: the only one Redis could refuse (a key of the wrong type), so a
 -- refusal leaves nothing written.
@@ -358,7 +479,28 @@ local function append(keys, change, version, changes_raw, metadata_raw, retentio
   if keys[5] then
     call('SPUBLISH', keys[5], RING)
   end
-  return id
+  return id, min_id, now_ms
+end
+
+-- The time part (ms) of a stream id.
+local function id_ms(id)
+  return tonumber(id:match('^(%d+)')) or 0
+end
+
+-- (v1.3) Appends the new entry's id to the record's history index (KEYS[7],
+-- a list of stream ids, newest first): at most `cap` ids, none older than
+-- what the stream's retention keeps (`min_id`, ms: the bound the XADD
+-- trimmed by), expiring `ttl_ms` after the record's last change. Its cost
+-- follows the record's own changes (an id is dropped at most once).
+local function index_append(index, id, cap, min_id, ttl_ms)
+  call('LPUSH', index, id)
+  call('LTRIM', index, 0, cap - 1)
+  local oldest = call('LINDEX', index, -1)
+  while oldest and id_ms(oldest) < min_id do
+    call('RPOP', index)
+    oldest = call('LINDEX', index, -1)
+  end
+  call('PEXPIRE', index, ttl_ms)
 end
 
 -- The state's size after `changes` (with `values`), from `cur_b`; a
@@ -517,17 +659,25 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
 
   -- Decided. From here on only writes, the first of which (XADD) is the
   -- only one that could be refused.
+  local prior, order = prior_state(state, change, changes, deleted)
+  local stored = stored_changes(change, changes, values, prior, order, changes_raw)
+  -- The history index must be a list (LLEN refuses another type) before
+  -- the first write.
+  if keys[7] then call('LLEN', keys[7]) end
   local new_v = cur_v + 1
   -- (v1.3) The undo step's old values, read before the write.
-  local before = keys[7] and m.steps.prior(state, change, changes)
-  local id = append(keys, change, new_v, changes_raw, metadata_raw, retention_ms)
+  local before = keys[8] and m.steps.prior(state, change, changes)
+  local id, min_id, now_ms = append(keys, change, new_v, stored, metadata_raw, retention_ms)
+  if keys[7] then
+    index_append(keys[7], id, change.recordHistory, min_id, math.max(now_ms - min_id, 1))
+  end
   -- The record index for load_records (v1.1), in the table's slot.
   if keys[3] then
     call('ZADD', keys[3], 0, change.entityId)
   end
   write_record(state, change, changes, values, deleted, new_v, new_b)
-  if keys[7] then
-    m.steps.record(keys[7], keys[8], change, new_v, before, changes, id, retention_ms)
+  if keys[8] then
+    m.steps.record(keys[8], keys[9], change, new_v, before, changes, id, retention_ms)
   end
   return committed(status, id, new_v, conflicts, truncated)
 end
@@ -630,6 +780,28 @@ local function check_dedup_key(keys, change, form)
   return nil
 end
 
+-- (v1.3) recordHistory: the history index's cap, an integer in
+-- 1..MAX_RECORD_HISTORY (default DEFAULT_RECORD_HISTORY). A given index
+-- (KEYS[6] of the form with recordHistory) must be the record's,
+-- `...:rh:<entityId>`.
+local function check_history(keys, change, form)
+  local cap = change.recordHistory
+  if is_null(cap) then
+    change.recordHistory = DEFAULT_RECORD_HISTORY
+  elseif type(cap) ~= 'number' or cap < 1 or cap > MAX_RECORD_HISTORY or cap ~= math.floor(cap) then
+    return fail('recordHistory must be an integer in 1..' .. MAX_RECORD_HISTORY)
+  end
+  if change.entityType ~= 'record' then
+    keys[7] = false
+    return nil
+  end
+  local tail = ':rh:' .. change.entityId
+  if form.index_given and keys[7]:sub(-#tail) ~= tail then
+    return fail('the history index must end with ' .. tail)
+  end
+  return nil
+end
+
 -- The change header's rules and the keys it needs; nil, or the error.
 local function check_change(keys, change, form)
   if not ENTITY_TYPES[change.entityType] then
@@ -677,6 +849,8 @@ local function check_change(keys, change, form)
   end
   if hide then change.reader = { hide = hide } end
   if only then change.reader = { only = only } end
+  local ierr = check_history(keys, change, form)
+  if ierr then return ierr end
   return check_dedup_key(keys, change, form)
 end
 
@@ -732,7 +906,10 @@ local function commit(keys, args, form)
   if #args < 3 then
     return fail('expects arguments: change, changes, metadata[, retentionMs[, values...]]')
   end
-  local change, err = decode_json(args[1], 'change', 'object')
+  local change, err = form.change, nil
+  if change == nil then
+    change, err = decode_json(args[1], 'change', 'object')
+  end
   if change == nil then
     return fail(err or 'change is required')
   end
@@ -761,38 +938,87 @@ local function commit(keys, args, form)
   return result
 end
 
--- The compatibility adapter. The form of 2 or 3 KEYS (stream, state[,
--- dedup]) names the stream and the state only: the record index, the sink
--- floor and the doorbell are derived from the stream's name as
--- `<p>:{T}:events` (`<p>:{T}:records`, `<p>:{T}:sink-floor`,
--- `<p>:{T}:presence`) or `<p>:{B}:base-events` (no index,
--- `<p>:{B}:base-sink-floor`, `<p>:{B}:base-presence`), all in the stream's
--- slot; a stream named otherwise has none of them (false). The full form
--- (5 or 6 KEYS) is passed through as it is.
-local function adapt(keys)
-  if #keys == 5 or #keys == 6 or #keys == 8 then
-    return keys, nil, { dedup_at = 6 }
+-- (v1.3) The record's history index derived from the stream's name:
+-- `<p>:{T}:rh:<entityId>` for a record change to `<p>:{T}:events`; none
+-- (false) otherwise, or when the change cannot be read (the core then
+-- refuses it).
+local function derived_index(stream, change)
+  if type(change) ~= 'table' or change.entityType ~= 'record' or not is_id(change.entityId) then
+    return false
   end
-  if #keys == 7 then
-    return { keys[1], keys[2], keys[3], keys[4], keys[5], false, keys[6], keys[7] }, nil, { dedup_at = 8 }
+  if stream:match(':base%-events$') then return false end
+  local scope = stream:match('^(.*):events$')
+  if not scope then return false end
+  return scope .. ':rh:' .. change.entityId
+end
+
+-- The adapter: every form becomes the full list the core works on,
+-- { stream, state, records, sink floor, doorbell, dedup or false,
+--   history index or false[, undo stack, redo stack] }.
+--
+-- (v1.3) A change whose header has `recordHistory` comes with the full
+-- form plus its history index: 6 or 7 KEYS, stream, state, records, sink
+-- floor, doorbell, history index[, dedup]. Without it, the index is derived
+-- from the stream's name (see `derived_index`).
+--
+-- The compatibility form of 2 or 3 KEYS (stream, state[, dedup]) names the
+-- stream and the state only: the record index, the sink floor and the
+-- doorbell are derived from the stream's name as `<p>:{T}:events`
+-- (`<p>:{T}:records`, `<p>:{T}:sink-floor`, `<p>:{T}:presence`) or
+-- `<p>:{B}:base-events` (no index, `<p>:{B}:base-sink-floor`,
+-- `<p>:{B}:base-presence`), all in the stream's slot; a stream named
+-- otherwise has none of them (false). The full form (5 or 6 KEYS) is passed
+-- through as it is. The decoded header goes to the core with the form, so
+-- it is decoded once.
+local function adapt_form(keys, change)
+  if type(change) == 'table' and not is_null(change.recordHistory) then
+    if #keys ~= 6 and #keys ~= 7 then
+      return nil, fail('with recordHistory, expects 6 or 7 keys: stream, state, records, sink floor, doorbell, history index[, dedup]')
+    end
+    return { keys[1], keys[2], keys[3], keys[4], keys[5], keys[7] or false, keys[6] }, nil,
+      { dedup_at = 7, change = change, index_given = true }
+  end
+  if #keys == 5 or #keys == 6 then
+    return { keys[1], keys[2], keys[3], keys[4], keys[5], keys[6] or false, derived_index(keys[1], change) }, nil,
+      { dedup_at = 6, change = change }
   end
   if #keys ~= 2 and #keys ~= 3 then
-    return nil, fail('expects 2 or 3 keys: stream, state[, dedup] (or 5 to 8 in the full form: stream, state, records, sink floor, doorbell[, dedup][, undo, redo])')
+    return nil, fail('expects 2 or 3 keys: stream, state[, dedup] (or 5 or 6 in the full form: stream, state, records, sink floor, doorbell[, dedup])')
   end
   local scope, kind = keys[1]:match('^(.*):(base%-events)$')
   if not scope then scope, kind = keys[1]:match('^(.*):(events)$') end
   local extra = kind == 'base-events' and 'base-' or ''
-  local full = { keys[1], keys[2], false, false, false, keys[3] or false }
+  local full = { keys[1], keys[2], false, false, false, keys[3] or false, derived_index(keys[1], change) }
   if scope then
     if kind == 'events' then full[3] = scope .. ':records' end
     full[4] = scope .. ':' .. extra .. 'sink-floor'
     full[5] = scope .. ':' .. extra .. 'presence'
   end
-  if not keys[3] then full[6] = nil end
   local function dedup_name(tail)
     return (scope or '') .. tail, scope ~= nil
   end
-  return full, nil, { dedup_at = 3, dedup_name = dedup_name }
+  return full, nil, { dedup_at = 3, dedup_name = dedup_name, change = change }
+end
+
+-- (v1.3) A header with "undo": true ends any form with the user's undo
+-- and redo stacks: they become the full list's 8th and 9th keys.
+local function adapt(keys, args)
+  local change = decode_json(args[1], 'change', 'object')
+  local stacks
+  if type(change) == 'table' and change.undo == true then
+    if #keys < 4 then
+      return nil, fail('with undo, the last two keys must be the undo and redo stacks')
+    end
+    stacks = { keys[#keys - 1], keys[#keys] }
+    local rest = {}
+    for i = 1, #keys - 2 do rest[i] = keys[i] end
+    keys = rest
+  end
+  local full, err, form = adapt_form(keys, change)
+  if full and stacks then
+    full[8], full[9] = stacks[1], stacks[2]
+  end
+  return full, err, form
 end
 
 register('rtsync_commit', commit, { adapt = adapt })
@@ -800,6 +1026,6 @@ register('rtsync_commit', commit, { adapt = adapt })
 return {
   is_array = is_array, value_json = value_json, readable_by = readable_by,
   visible_bytes = visible_bytes, field_set = field_set, append = append,
-  state_bytes = state_bytes, decode_json = decode_json, fail = fail,
+  state_bytes = state_bytes, decode_json = decode_json, index_append = index_append,
 }
 end)

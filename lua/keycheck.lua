@@ -27,8 +27,9 @@ define('keycheck', { 'base' }, function(m)
     HGET = { 2 }, HSET = { 2 }, HMGET = { 2 }, HDEL = { 2 }, HGETALL = { 2 }, HSTRLEN = { 2 },
     ZADD = { 2 }, ZREM = { 2 }, ZRANGE = { 2 }, ZRANGEBYSCORE = { 2 },
     XADD = { 2 }, XRANGE = { 2 }, XREVRANGE = { 2 }, XLEN = { 2 },
-    LINDEX = { 2 }, LPUSH = { 2 }, LSET = { 2 }, LPOP = { 2 }, LTRIM = { 2 },
     XGROUP = { 3 }, XINFO = { 3 },
+    LPUSH = { 2 }, LTRIM = { 2 }, LINDEX = { 2 }, RPOP = { 2 }, LRANGE = { 2 }, LLEN = { 2 },
+    LSET = { 2 }, LPOP = { 2 },
     SPUBLISH = {}, TIME = {},
   }
 

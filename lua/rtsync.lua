@@ -15,6 +15,7 @@ from these files, in this order, into one library named `rtsync`:
   lua/streams.lua   rtsync_stream_release: a sidecar stops reading a stream
   lua/history.lua   rtsync_history: history reads bounded by bytes and count
   lua/records.lua   rtsync_load, rtsync_seed: the table's state with versions
+  lua/record_history.lua  rtsync_record_history: a record's changes, from its index
   lua/sink.lua      rtsync_sink_lease: which sink delivers a table
 
 Modules. Each file is one call `define(name, deps, function(m) ... end)`:

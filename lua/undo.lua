@@ -15,8 +15,10 @@ KEYS
                undo writes records that exist already)
   5 sink floor `<p>:{T}:sink-floor`, read only
   6 doorbell   the sharded channel `<p>:{T}:presence`
-  7..6+n       the hash of each record of the top step, in the step's order
-               (the head's `recs`, which the sidecar read first)
+  7..6+2n      per record of the top step, in the step's order (the head's
+               `recs`, each record once, which the sidecar read first): its
+               hash `<p>:{T}:rec:<recordId>`, then its history index
+               `<p>:{T}:rh:<recordId>` (lua/commit.lua, "History index")
   last         the dedup key `<p>:{T}:cc:<len(userId)>:<userId>:<clientChangeId>`
                when the header has a clientChangeId (the same key space as
                rtsync_commit's: one clientChangeId, one answer)
@@ -24,8 +26,9 @@ ARGV
   1 header     JSON object {"op": "undo"|"redo", "stepId": the id of the
                step the caller read ("" for an empty stack), "userId",
                "tableId", "baseId"?, "origin"?, "clientChangeId"?,
-               "maxRecordBytes"?, "answerBytes"?, "hiddenFields"? |
-               "readableFields"?} (the last four as in rtsync_commit)
+               "maxRecordBytes"?, "answerBytes"?, "recordHistory"?,
+               "hiddenFields"? | "readableFields"?} (the last five as in
+               rtsync_commit)
   2 retention  milliseconds of history to keep (the stacks expire with it)
 
 What it does. When the top of `from` is not the step `stepId` (another
@@ -44,7 +47,10 @@ Whether nobody changed a field or record since is decided by its origin
 undoes an undo exactly.
 Each record written is one commit: one stream entry (metadata
 {"undoOf": stepId}, or {"redoOf": stepId} for a redo), version +1, the
-doorbell rung; the record's writer per field (`w:`) is the user. The
+doorbell rung, its id pushed on the record's history index; the
+record's writer per field (`w:`) is the user. Its `changes` carry, like a
+commit's, the stored value before (`oldValue`) and the field's version
+before (`oldVersion`). The
 inverse of what was written becomes one (sealed) step on `to`, whose id is
 the id of its first event. A step that wrote nothing pushes nothing; it is
 popped all the same (its changes were overwritten by others).
@@ -100,6 +106,12 @@ local function check_header(h)
   if cc ~= nil and (type(cc) ~= 'string' or #cc < 1 or #cc > 128) then
     return 'clientChangeId must be a string of 1..128 bytes'
   end
+  local cap = h.recordHistory
+  if cap == nil or cap == cjson.null then
+    h.recordHistory = 100
+  elseif type(cap) ~= 'number' or cap < 1 or cap > 10000 or cap ~= math.floor(cap) then
+    return 'recordHistory must be an integer in 1..10000'
+  end
   for _, limit in ipairs({ { 'maxRecordBytes', 4194304 }, { 'answerBytes', 1048576 } }) do
     local n = h[limit[1]]
     if n == nil or n == cjson.null then
@@ -145,7 +157,9 @@ local function revertible(ctx, r, state)
   for _, fe in ipairs(r.f) do
     local got = call('HMGET', state, 'v:' .. fe.f, 'u:' .. fe.f, 'd:' .. fe.f)
     if S.origin(got[1], got[2]) == tonumber(fe.fv) then
-      todo[#todo + 1] = { f = fe.f, old = fe.old, cur = got[3] or nil, fv = fe.fv, ov = fe.ov or 0 }
+      todo[#todo + 1] = {
+        f = fe.f, old = fe.old, cur = got[3] or nil, fv = fe.fv, ov = fe.ov or 0, ver = tonumber(got[1]) or 0,
+      }
     else
       all = false
       skip(ctx, state, r.r, fe.f, 'changed')
@@ -171,6 +185,7 @@ local function changes_of(todo)
   for i, t in ipairs(todo) do
     local p = '{"fieldId":' .. jstr(t.f)
     if t.cur then p = p .. ',"oldValue":' .. value_json(t.cur) end
+    p = p .. ',"oldVersion":' .. jint(t.ver or 0)
     if t.old then p = p .. ',"newValue":' .. value_json(t.old) else p = p .. ',"newValue":null' end
     parts[i] = p .. '}'
   end
@@ -203,13 +218,15 @@ local function write_fields(ctx, state, todo, new_v, extra)
   return inverse
 end
 
--- One stream entry for record `r` (the first write of its commit).
+-- One stream entry for record `r` (the first write of its commit), and
+-- its id on the record's history index.
 local function emit(ctx, r, kind, new_v, changes, metadata)
   local change = {
     type = kind, entityType = 'record', entityId = r.r, userId = ctx.h.userId,
     baseId = ctx.h.baseId, tableId = ctx.h.tableId, origin = ctx.h.origin,
   }
-  local id = C.append(ctx.commit_keys, change, new_v, changes, metadata or ctx.metadata, ctx.retention_ms)
+  local id, min_id, now_ms = C.append(ctx.commit_keys, change, new_v, changes, metadata or ctx.metadata, ctx.retention_ms)
+  C.index_append(r.index, id, ctx.h.recordHistory, min_id, math.max(now_ms - min_id, 1))
   ctx.events[#ctx.events + 1] = { r = r.r, id = id, v = new_v }
   return id
 end
@@ -383,10 +400,14 @@ local function expected_step(keys, h, n)
     return nil, '{"status":"stale","stepId":' .. jstr(step.id) .. '}'
   end
   for i, r in ipairs(step.recs) do
-    local tail = ':rec:' .. r.r
-    if keys[FIXED_KEYS + i]:sub(-#tail) ~= tail then
-      return nil, fail('KEYS[' .. (FIXED_KEYS + i) .. '] must be the hash of record ' .. r.r)
+    local at = FIXED_KEYS + 2 * i - 1
+    local tail, itail = ':rec:' .. r.r, ':rh:' .. r.r
+    if keys[at]:sub(-#tail) ~= tail or keys[at + 1]:sub(-#itail) ~= itail then
+      return nil, fail('KEYS[' .. at .. '] and [' .. (at + 1) .. '] must be the hash and history index of record ' .. r.r)
     end
+    r.state, r.index = keys[at], keys[at + 1]
+    -- A history index of another type refuses the call before any write.
+    call('LLEN', r.index)
   end
   return step
 end
@@ -410,8 +431,11 @@ local function undo(keys, args)
       return '{"status":"duplicate","version":0}'
     end
   end
-  local n = #keys - FIXED_KEYS - (dedup and 1 or 0)
-  local step, early = expected_step(keys, h, n)
+  local per_record = #keys - FIXED_KEYS - (dedup and 1 or 0)
+  if per_record % 2 ~= 0 then
+    return fail('expects a hash and a history index per record of the step')
+  end
+  local step, early = expected_step(keys, h, per_record / 2)
   if step == nil then return early end
 
   local ctx = {
@@ -421,8 +445,8 @@ local function undo(keys, args)
     metadata = '{"' .. (h.op == 'undo' and 'undoOf' or 'redoOf') .. '":' .. jstr(step.id) .. '}',
     commit_keys = { keys[3], false, keys[4], keys[5], keys[6] },
   }
-  for i, r in ipairs(step.recs) do
-    revert(ctx, r, keys[FIXED_KEYS + i])
+  for _, r in ipairs(step.recs) do
+    revert(ctx, r, r.state)
   end
   call('LPOP', keys[1])
   if #ctx.inverse > 0 then

@@ -120,6 +120,12 @@ pub struct Config {
     #[arg(long = "retention-secs", value_name = "RETENTION_SECS", env = "RTS_RETENTION_SECS", default_value = "86400", value_parser = DurationIn::secs().nonzero())]
     pub retention: Duration,
 
+    /// Most changes a record's history (`record_history`) goes back: the
+    /// ids its history index keeps (1..=10000; older ones also go with the
+    /// stream's retention).
+    #[arg(long, env = "RTS_RECORD_HISTORY", default_value = "100", value_parser = Positive::<NonZeroUsize>::new())]
+    pub record_history: NonZeroUsize,
+
     /// Presence without heartbeat or activity for this long is removed.
     #[arg(long = "presence-ttl-secs", value_name = "PRESENCE_TTL_SECS", env = "RTS_PRESENCE_TTL_SECS", default_value = "300", value_parser = DurationIn::secs().nonzero())]
     pub presence_ttl: Duration,
@@ -299,6 +305,9 @@ pub struct SinkConfig {
 pub const MIN_HS256_SECRET: usize = 32;
 /// Shortest API token accepted: a guessable token opens the whole API.
 pub const MIN_API_TOKEN: usize = 16;
+/// The largest `RTS_RECORD_HISTORY`: the cap `rtsync_commit` accepts for a
+/// record's history index (`lua/commit.lua`).
+pub const MAX_RECORD_HISTORY: usize = 10_000;
 
 /// A setting that cannot work, found before anything starts.
 #[derive(Debug, thiserror::Error)]
@@ -317,6 +326,8 @@ pub enum ConfigError {
     BadInstanceId,
     #[error("RTS_API_TOKEN must be at least {MIN_API_TOKEN} bytes (it is {0})")]
     ShortApiToken(usize),
+    #[error("RTS_RECORD_HISTORY must be at most 10000 (the history index's largest cap, lua/commit.lua)")]
+    LongRecordHistory,
     #[error("RTS_MAX_PAGE_BYTES must be at least 1024")]
     SmallPage,
     #[error("RTS_SINK_URL must be an http:// or https:// URL ({0})")]
@@ -367,6 +378,9 @@ impl Config {
         }
         if self.max_page_bytes < 1024 {
             return Err(ConfigError::SmallPage);
+        }
+        if self.record_history.get() > MAX_RECORD_HISTORY {
+            return Err(ConfigError::LongRecordHistory);
         }
         if self.durable_writes != Durability::None && self.redis_cluster {
             return Err(ConfigError::DurableOnCluster);
@@ -573,7 +587,13 @@ mod tests {
     type Count = fn(&Config) -> usize;
 
     /// Every count that must not be 0: flag, variable, getter, default.
-    const COUNTS: [(&str, &str, Count, usize); 16] = [
+    const COUNTS: [(&str, &str, Count, usize); 17] = [
+        (
+            "--record-history",
+            "RTS_RECORD_HISTORY",
+            |c| c.record_history.get(),
+            100,
+        ),
         (
             "--max-frame-bytes",
             "RTS_MAX_FRAME_BYTES",
@@ -740,6 +760,20 @@ mod tests {
                 "{refused}"
             );
         }
+    }
+
+    #[test]
+    fn a_record_history_past_the_index_cap_is_refused_by_validate() {
+        let config = parse(&["--record-history", "10001"]).unwrap();
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::LongRecordHistory)
+        ));
+        let config = parse(&["--record-history", "10000"]).unwrap();
+        assert!(!matches!(
+            config.validate(),
+            Err(ConfigError::LongRecordHistory)
+        ));
     }
 
     #[test]

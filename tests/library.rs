@@ -115,6 +115,7 @@ async fn snapshot(conn: &mut Conn) -> BTreeMap<String, String> {
             "string" => conn.get(&key).await.unwrap(),
             "hash" => conn.hgetall(&key).await.unwrap(),
             "zset" => conn.zrange(&key, 0, -1).await.unwrap(),
+            "list" => conn.lrange(&key, 0, -1).await.unwrap(),
             "stream" => redis::cmd("XRANGE")
                 .arg(&key)
                 .arg("-")
@@ -199,10 +200,18 @@ fn calls(full: bool) -> Vec<Call> {
             v.extend(dedup);
             v
         };
+        // The sidecar's form of a record change names its history index
+        // and says so in the header (`recordHistory`, v1.3).
+        let header = match header.strip_suffix('}') {
+            Some(open) if full && entity_type == "record" => {
+                format!("{open},\"recordHistory\":100}}")
+            }
+            _ => header.to_owned(),
+        };
         Call {
             function: "rtsync_commit",
             keys,
-            args: strings(&[header, changes, "", "86400000"]),
+            args: strings(&[&header, changes, "", "86400000"]),
         }
     };
     let records = |ids: &[&str]| {

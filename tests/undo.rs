@@ -346,7 +346,7 @@ async fn the_undo_reaches_other_clients_as_a_change_with_undo_of() {
     assert_eq!(e["metadata"], json!({"undoOf": second["eventId"]}));
     assert_eq!(
         e["changes"],
-        json!([{"fieldId": "f", "oldValue": "b", "newValue": "a"}])
+        json!([{"fieldId": "f", "oldValue": "b", "oldVersion": 2, "newValue": "a"}])
     );
     assert_eq!(e["version"], 3);
     // Like any change, never sent back to the connection that made it.
@@ -511,4 +511,20 @@ async fn a_change_through_the_http_api_records_no_undo_step() {
     let mut ana = Client::connect(&side, "ana").await;
     assert_eq!(undo(&mut ana).await["status"], "nothing");
     assert_eq!(stored(&redis, "r1", "f").await, Some(json!(1)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undo_is_in_the_records_history() {
+    let (_redis, side) = one_sidecar().await;
+    let mut ana = Client::connect(&side, "ana").await;
+    commit(&mut ana, edit("create", "r1", &[("f", json!("a"))], "g1")).await;
+    commit(&mut ana, set("r1", "f", json!("b"), "g2")).await;
+    let answer = undo(&mut ana).await;
+    let history = ana
+        .request_ok("record_history", json!({"tableId": "t", "recordId": "r1"}))
+        .await;
+    let newest = &history["events"][0];
+    assert_eq!(newest["id"], answer["eventId"], "{history}");
+    assert_eq!(newest["metadata"]["undoOf"], answer["undone"]);
+    assert_eq!(history["events"].as_array().map(Vec::len), Some(3));
 }

@@ -64,6 +64,10 @@ struct Header<'a> {
     hidden_fields: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     readable_fields: Option<&'a [String]>,
+    /// (v1.3) The last two KEYS are the user's undo and redo stacks
+    /// (`lua/commit.lua`): the change is recorded as an undo step.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    undo: bool,
     /// (v1.3) The undo group the change joins (`lua/steps.lua`).
     #[serde(skip_serializing_if = "Option::is_none")]
     undo_group: Option<&'a str>,
@@ -78,6 +82,7 @@ impl Header<'_> {
     ) -> Result<String, ChangeError> {
         serde_json::to_string(&Header {
             req,
+            undo: undo.is_some(),
             undo_group: undo.and_then(|u| u.group.as_deref()),
             max_record_bytes: limits.max_record_bytes,
             answer_bytes: limits.answer_bytes,
@@ -181,9 +186,20 @@ impl ValidChange {
         Ok(())
     }
 
-    /// The `changes` as stored, for an answer that repeats them.
+    /// The `changes` as the writer gave them, without the writer's
+    /// `oldValue`s, for an answer that repeats them: a writer's old value is
+    /// never passed on (the stream entry holds the store's, see
+    /// `lua/commit.lua`).
     pub fn changes(&self) -> Option<Value> {
-        serde_json::from_str(&self.changes_json).ok()
+        let mut changes: Value = serde_json::from_str(&self.changes_json).ok()?;
+        if let Value::Array(items) = &mut changes {
+            for item in items {
+                if let Value::Object(entry) = item {
+                    entry.remove("oldValue");
+                }
+            }
+        }
+        Some(changes)
     }
 
     /// The `metadata` as stored.

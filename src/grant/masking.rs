@@ -23,6 +23,9 @@
 //!   reading, as the byte bound counts the masked events);
 //! - `missed_events`: `session::tables::replay::replay` (per page, before
 //!   frames are cut);
+//! - `record_history` (v1.3): `session::record_history::page` (while
+//!   reading, as the byte bound counts the masked events; `oldValue` goes
+//!   with its field change, like `newValue`);
 //! - `table_users`: `session::tables::join::masked_users`
 //!   ([`presence_user`]).
 

@@ -23,6 +23,16 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         return error_response(&e);
     }
     let path = req.uri().path().to_owned();
+    if let Some(ids) = super::history::route_of(&path) {
+        return match (ids, req.method()) {
+            (Err(e), _) => error_response(&e),
+            (Ok(ids), &Method::GET) => super::history::get(&app, ids, &req).await,
+            (Ok(_), _) => json_error(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this route",
+            ),
+        };
+    }
     if let Some(table) = super::records::table_of(&path) {
         let table = match table {
             Ok(t) => t,

@@ -23,12 +23,13 @@ pub enum ClientEvent {
     RecoverConnection,
     Heartbeat,
     LoadRecords,
+    RecordHistory,
     Undo,
     Redo,
 }
 
 impl ClientEvent {
-    pub const ALL: [ClientEvent; 12] = [
+    pub const ALL: [ClientEvent; 13] = [
         ClientEvent::Authenticate,
         ClientEvent::SubscribeToTable,
         ClientEvent::UnsubscribeFromTable,
@@ -39,6 +40,7 @@ impl ClientEvent {
         ClientEvent::RecoverConnection,
         ClientEvent::Heartbeat,
         ClientEvent::LoadRecords,
+        ClientEvent::RecordHistory,
         ClientEvent::Undo,
         ClientEvent::Redo,
     ];
@@ -56,6 +58,7 @@ impl ClientEvent {
             ClientEvent::RecoverConnection => "recover_connection",
             ClientEvent::Heartbeat => "heartbeat",
             ClientEvent::LoadRecords => "load_records",
+            ClientEvent::RecordHistory => "record_history",
             ClientEvent::Undo => "undo",
             ClientEvent::Redo => "redo",
         }
@@ -285,6 +288,58 @@ impl LoadRecordsReq {
     pub fn validate(&self) -> Result<(), RequestError> {
         check_id("tableId", &self.table_id)?;
         Ok(())
+    }
+}
+
+/// Most events in one `record_history` page.
+pub const MAX_HISTORY_PAGE: usize = 1000;
+/// Events in a `record_history` page when the client does not say.
+pub const DEFAULT_HISTORY_PAGE: usize = 100;
+
+/// `record_history` (v1.3): a page of one record's changes, newest first,
+/// older than `before` (the previous page's `next`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordHistoryReq {
+    pub table_id: String,
+    pub record_id: String,
+    pub before: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// A checked `record_history` request.
+#[derive(Debug, Clone)]
+pub struct HistoryPageReq {
+    pub table_id: String,
+    pub record_id: String,
+    pub before: Option<super::StreamId>,
+    pub limit: usize,
+}
+
+impl RecordHistoryReq {
+    /// The ids, `before` (a stream id) and `limit` (1..=1000, default 100)
+    /// checked; the same rules on every endpoint.
+    pub fn validate(self) -> Result<HistoryPageReq, RequestError> {
+        check_id("tableId", &self.table_id)?;
+        check_id("recordId", &self.record_id)?;
+        let before = match self.before.as_deref() {
+            None | Some("") => None,
+            Some(b) => Some(super::StreamId::parse(b).ok_or_else(|| {
+                RequestError::bad_request("before must be a stream id (<ms>-<seq>)")
+            })?),
+        };
+        let limit = self.limit.unwrap_or(DEFAULT_HISTORY_PAGE);
+        if limit == 0 || limit > MAX_HISTORY_PAGE {
+            return Err(RequestError::bad_request(format!(
+                "limit must be 1..={MAX_HISTORY_PAGE}"
+            )));
+        }
+        Ok(HistoryPageReq {
+            table_id: self.table_id,
+            record_id: self.record_id,
+            before,
+            limit,
+        })
     }
 }
 

@@ -21,6 +21,7 @@ pub mod liveness;
 pub mod offline;
 pub mod presence_relay;
 pub mod rate_limit;
+pub mod record_history;
 pub mod records;
 pub mod reply;
 pub mod request;

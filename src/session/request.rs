@@ -18,8 +18,8 @@ use serde_json::Value;
 use crate::auth::Identity;
 use crate::change::{validate_batch, ChangeLimits, ChangeRequest, ValidChange};
 use crate::protocol::messages::{
-    parse, AuthenticateReq, ClientEvent, CursorReq, LoadRecordsReq, RecoverReq, SelectionReq,
-    SubscribeReq, TableReq, UndoReq,
+    parse, AuthenticateReq, ClientEvent, CursorReq, HistoryPageReq, LoadRecordsReq,
+    RecordHistoryReq, RecoverReq, SelectionReq, SubscribeReq, TableReq, UndoReq,
 };
 use crate::protocol::{ErrorCode, RequestError};
 
@@ -37,6 +37,7 @@ pub enum Request {
     RecoverConnection(RecoverReq),
     Heartbeat(TableReq),
     LoadRecords(LoadRecordsReq),
+    RecordHistory(HistoryPageReq),
     /// v1.3: undo the user's latest step on a table.
     Undo(UndoReq),
     /// v1.3: redo the user's latest undone step on a table.
@@ -99,6 +100,10 @@ impl Request {
                 req.validate()?;
                 Request::LoadRecords(req)
             }
+            ClientEvent::RecordHistory => {
+                let req: RecordHistoryReq = parse(name, data)?;
+                Request::RecordHistory(req.validate()?)
+            }
             ClientEvent::RecordChange => {
                 Request::RecordChange(Box::new(change(name, data, caller)?))
             }
@@ -123,6 +128,7 @@ impl Request {
             Request::RecoverConnection(_) => ClientEvent::RecoverConnection,
             Request::Heartbeat(_) => ClientEvent::Heartbeat,
             Request::LoadRecords(_) => ClientEvent::LoadRecords,
+            Request::RecordHistory(_) => ClientEvent::RecordHistory,
             Request::Undo(_) => ClientEvent::Undo,
             Request::Redo(_) => ClientEvent::Redo,
         }
@@ -283,6 +289,10 @@ mod tests {
             ),
             (ClientEvent::Heartbeat, json!({"tableId": "t1"})),
             (ClientEvent::LoadRecords, json!({"tableId": "t1"})),
+            (
+                ClientEvent::RecordHistory,
+                json!({"tableId": "t1", "recordId": "r1"}),
+            ),
             (ClientEvent::Undo, json!({"tableId": "t1"})),
             (
                 ClientEvent::Redo,
@@ -379,6 +389,33 @@ mod tests {
     #[test]
     fn a_load_with_a_bad_table_id_names_table_id() {
         assert_bad_request_naming(ClientEvent::LoadRecords, json!({"tableId": ""}), "tableId");
+    }
+
+    #[test]
+    fn a_history_request_with_a_bad_record_id_names_record_id() {
+        assert_bad_request_naming(
+            ClientEvent::RecordHistory,
+            json!({"tableId": "t1", "recordId": ""}),
+            "recordId",
+        );
+    }
+
+    #[test]
+    fn a_history_request_with_a_bad_before_names_before() {
+        assert_bad_request_naming(
+            ClientEvent::RecordHistory,
+            json!({"tableId": "t1", "recordId": "r", "before": "x"}),
+            "before",
+        );
+    }
+
+    #[test]
+    fn a_history_request_past_the_page_limit_names_limit() {
+        assert_bad_request_naming(
+            ClientEvent::RecordHistory,
+            json!({"tableId": "t1", "recordId": "r", "limit": 1001}),
+            "limit",
+        );
     }
 
     #[test]

@@ -7,14 +7,17 @@
 //!
 //! Data flow: `frame::handle_frame` → [`dispatch`] → [`Request::parse`] →
 //! [`handle`] → one handler module per idea (`auth`, `tables`, `commit`,
-//! `offline`, `presence_relay`, `records`, `undo`) → [`steps::answer`].
+//! `offline`, `presence_relay`, `records`, `record_history`, `undo`) →
+//! [`steps::answer`].
 
 use serde_json::Value;
 
 use super::edge;
 use super::reply::Reply;
 use super::request::{Caller, Request};
-use super::{auth, commit, offline, presence_relay, records, steps, tables, undo, Session};
+use super::{
+    auth, commit, offline, presence_relay, record_history, records, steps, tables, undo, Session,
+};
 use crate::protocol::framing::ClientFrame;
 use crate::protocol::messages::ClientEvent;
 use crate::protocol::{ErrorCode, RequestError};
@@ -90,6 +93,7 @@ async fn handle(session: &mut Session, request: Request) -> Reply {
         Request::RecordChange(change) => commit::record_change(session, *change).await,
         Request::Heartbeat(req) => presence_relay::heartbeat(session, req).await,
         Request::LoadRecords(req) => records::load(session, req).await,
+        Request::RecordHistory(req) => record_history::history(session, req).await,
         Request::CursorPosition(req) => presence_relay::cursor_position(session, req).await,
         Request::Selection(req) => presence_relay::selection(session, req).await,
         Request::Undo(req) => undo::undo(session, req, Direction::Undo).await,

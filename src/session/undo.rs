@@ -95,6 +95,10 @@ fn header(session: &Session, user: &Identity, req: &UndoReq, way: Direction) -> 
     header.insert("origin".into(), Value::from(session.conn_id()));
     header.insert("maxRecordBytes".into(), json!(limits.max_record_bytes));
     header.insert("answerBytes".into(), json!(limits.answer_bytes));
+    header.insert(
+        "recordHistory".into(),
+        json!(session.app.store.record_history),
+    );
     if let Some(cc) = &req.client_change_id {
         header.insert("clientChangeId".into(), Value::from(cc.as_str()));
     }

@@ -96,6 +96,17 @@ pub async fn commit(store: &Store, valid: &ValidChange) -> Result<CommitResult, 
     result
 }
 
+/// A record change's header with `recordHistory` (the cap of its history
+/// index, `RTS_RECORD_HISTORY`): the key list then carries the index
+/// (`Keys::commit_keys`), and the field is how `lua/commit.lua` tells that
+/// form. The header is a JSON object serde wrote, never empty.
+fn with_record_history(header: &str, cap: usize) -> std::borrow::Cow<'_, str> {
+    match header.strip_suffix('}') {
+        Some(open) => std::borrow::Cow::Owned(format!("{open},\"recordHistory\":{cap}}}")),
+        None => std::borrow::Cow::Borrowed(header),
+    }
+}
+
 async fn call_commit(store: &Store, valid: &ValidChange) -> Result<CommitResult, StoreError> {
     let req = &valid.req;
     let dedup = req
@@ -105,12 +116,16 @@ async fn call_commit(store: &Store, valid: &ValidChange) -> Result<CommitResult,
     let mut keys = store
         .keys
         .commit_keys(req.scope(), &req.entity_type, &req.entity_id, dedup);
-    if valid.undo.is_some() && req.entity_type == "record" {
+    if valid.undo.is_some() {
         keys.extend(store.keys.commit_undo_keys(req.scope(), &req.user_id));
     }
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("rtsync_commit").arg(keys.len()).arg(&keys);
-    cmd.arg(&valid.header)
+    let header = match req.entity_type.as_str() {
+        "record" => with_record_history(&valid.header, store.record_history),
+        _ => std::borrow::Cow::Borrowed(valid.header.as_str()),
+    };
+    cmd.arg(&*header)
         .arg(&valid.changes_json)
         .arg(&valid.metadata_json)
         .arg(store.retention_ms);
@@ -119,4 +134,17 @@ async fn call_commit(store: &Store, valid: &ValidChange) -> Result<CommitResult,
     }
     let reply: String = store.fcall_durable(&cmd).await?;
     serde_json::from_str(&reply).map_err(|e| StoreError::Reply(format!("{e}: {reply}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_header_names_its_history_cap_last() {
+        assert_eq!(
+            with_record_history(r#"{"type":"update"}"#, 7),
+            r#"{"type":"update","recordHistory":7}"#
+        );
+    }
 }

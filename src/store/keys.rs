@@ -47,6 +47,12 @@ impl Keys {
         format!("{}:{{{table}}}:rec:{record}", self.prefix)
     }
 
+    /// A record's history index (v1.3): a list of the stream ids of its
+    /// changes, newest first, kept by `rtsync_commit` in the table's slot.
+    pub fn record_history(&self, table: &str, record: &str) -> String {
+        format!("{}:{{{table}}}:rh:{record}", self.prefix)
+    }
+
     /// The table's record index (sorted set of record ids, score 0).
     pub fn records(&self, table: &str) -> String {
         format!("{}:{{{table}}}:records", self.prefix)
@@ -154,7 +160,8 @@ impl Keys {
     }
 
     /// KEYS of `rtsync_commit` (full form, `lua/commit.lua`): stream,
-    /// state, record index, sink floor, doorbell channel[, dedup]. A
+    /// state, record index, sink floor, doorbell channel, (a record's)
+    /// history index[, dedup]. A
     /// change to a base (`entity_type` "base") goes to the base's stream
     /// `{B}`; a record's state is its hash, any other entity's the scope's
     /// versions. `dedup` is the change's user and clientChangeId.
@@ -182,6 +189,11 @@ impl Keys {
             self.sink_floor(&stream),
             self.presence_channel(&stream),
         ];
+        // A record's history index (v1.3): the form whose header carries
+        // `recordHistory` (`store::commit`).
+        if entity_type == "record" {
+            keys.push(self.record_history(scope, entity_id));
+        }
         if let Some((user, client_change_id)) = dedup {
             keys.push(self.dedup(scope, user, client_change_id));
         }
@@ -198,7 +210,8 @@ impl Keys {
     /// KEYS of `rtsync_undo` (`lua/undo.lua`): the stack the step is taken
     /// from and the other one (`redo` swaps them), the table's stream,
     /// record index, sink floor and doorbell, each record of the step in
-    /// order, then the dedup key of the request's clientChangeId.
+    /// order (its hash, then its history index), then the dedup key of the
+    /// request's clientChangeId.
     pub fn undo_keys(
         &self,
         table: &str,
@@ -213,7 +226,7 @@ impl Keys {
         } else {
             (undo, redo_stack)
         };
-        let mut keys = Vec::with_capacity(7 + record_ids.len());
+        let mut keys = Vec::with_capacity(7 + 2 * record_ids.len());
         keys.extend([
             from,
             to,
@@ -222,7 +235,10 @@ impl Keys {
             self.sink_floor(table),
             self.presence_channel(table),
         ]);
-        keys.extend(record_ids.iter().map(|id| self.record(table, id)));
+        for id in record_ids {
+            keys.push(self.record(table, id));
+            keys.push(self.record_history(table, id));
+        }
         if let Some(cc) = client_change_id {
             keys.push(self.dedup(table, user, cc));
         }
@@ -253,6 +269,12 @@ impl Keys {
     /// KEYS of `rtsync_history` (`lua/history.lua`): the stream.
     pub fn history_keys(&self, name: &str) -> [String; 1] {
         [self.events(name)]
+    }
+
+    /// KEYS of `rtsync_record_history` (`lua/record_history.lua`): the
+    /// table's stream and the record's history index.
+    pub fn record_history_keys(&self, table: &str, record: &str) -> [String; 2] {
+        [self.events(table), self.record_history(table, record)]
     }
 
     /// KEYS of `rtsync_stream_release` (`lua/streams.lua`): the stream.
@@ -343,6 +365,7 @@ mod tests {
                 "rts:{t}:records",
                 "rts:{t}:sink-floor",
                 "rts:{t}:presence",
+                "rts:{t}:rh:r",
                 "rts:{t}:cc:3:u:1:c",
             ]
         );
@@ -372,6 +395,7 @@ mod tests {
                 "rts:{t}:sink-floor",
                 "rts:{t}:presence",
                 "rts:{t}:rec:r1",
+                "rts:{t}:rh:r1",
                 "rts:{t}:cc:3:u:1:cc",
             ]
         );

@@ -24,6 +24,7 @@ macro_rules! assemble {
             include_str!("../../lua/streams.lua"),
             include_str!("../../lua/history.lua"),
             include_str!("../../lua/records.lua"),
+            include_str!("../../lua/record_history.lua"),
             include_str!("../../lua/sink.lua"),
         )
     };
@@ -134,8 +135,17 @@ mod tests {
         assert_eq!(
             names,
             [
-                "base", "keycheck", "steps", "commit", "undo", "presence", "streams", "history",
-                "records", "sink"
+                "base",
+                "keycheck",
+                "steps",
+                "commit",
+                "undo",
+                "presence",
+                "streams",
+                "history",
+                "records",
+                "record_history",
+                "sink"
             ]
         );
     }
@@ -164,7 +174,7 @@ mod tests {
     #[test]
     fn only_base_and_keycheck_reach_redis_directly() {
         let texts = module_texts(LIBRARY);
-        assert_eq!(texts.len(), 9);
+        assert_eq!(texts.len(), 10);
         for module in &texts[1..] {
             for direct in ["redis.call", "redis.pcall", "redis.register_function"] {
                 assert!(

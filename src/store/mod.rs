@@ -30,6 +30,7 @@ pub mod keys;
 pub mod library;
 pub mod presence;
 pub mod presence_bus;
+pub mod record_history;
 pub mod records;
 pub mod reply;
 pub mod sentinel;
@@ -58,6 +59,9 @@ pub use keys::Keys;
 pub use library::{LIBRARY, LIBRARY_KEY_CHECK};
 
 /// How long a command may wait for its reply before it counts as a fault.
+/// Ids a record's history index keeps unless configured
+/// (`RTS_RECORD_HISTORY`'s default).
+const DEFAULT_RECORD_HISTORY: usize = 100;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -75,6 +79,8 @@ pub struct Store {
     pub keys: Keys,
     pub instance_id: String,
     pub retention_ms: u64,
+    /// Most ids a record's history index keeps (`RTS_RECORD_HISTORY`).
+    pub record_history: usize,
     /// Load the library with its key check (`RTS_LUA_KEY_CHECK`).
     key_check: bool,
 }
@@ -173,6 +179,7 @@ impl Store {
             keys,
             instance_id,
             retention_ms,
+            record_history: DEFAULT_RECORD_HISTORY,
             key_check: false,
         })
     }
@@ -181,6 +188,13 @@ impl Store {
     /// `on` (a test aid: every key a call touches must be in its KEYS).
     pub fn with_key_check(mut self, on: bool) -> Store {
         self.key_check = on;
+        self
+    }
+
+    /// The store, keeping at most `n` ids in each record's history index
+    /// (`RTS_RECORD_HISTORY`).
+    pub fn with_record_history(mut self, n: usize) -> Store {
+        self.record_history = n;
         self
     }
 
@@ -211,7 +225,11 @@ impl Store {
             shutdown,
         )
         .await
-        .map(|store| store.with_key_check(config.lua_key_check))
+        .map(|store| {
+            store
+                .with_key_check(config.lua_key_check)
+                .with_record_history(config.record_history.get())
+        })
     }
 
     /// Points every command connection at a new primary (a Sentinel

@@ -37,8 +37,8 @@ import { isTransient } from "./errors.js";
 import type { Outbox, Settled } from "./outbox.js";
 import type { Subscription } from "./subscription.js";
 import {
-  ChangeEvent, CommitResult, FieldChange, fieldPermission, isCommitted, isRejected, Json, LoadRecordsAck, RecordState,
-  UndoResult,
+  ChangeEvent, CommitResult, FieldChange, fieldPermission, HistoryOptions, HistoryPage, isCommitted, isRejected, Json,
+  LoadRecordsAck, RecordState, UndoResult,
 } from "./wire.js";
 
 /** Most steps the server keeps per user and table. */
@@ -212,6 +212,22 @@ export class LiveTable extends Emitter<LiveTableEvents> {
   /** Reapplies the step the latest undo reverted. */
   redo(): Promise<UndoResult> {
     return this.revert("redo");
+  }
+
+  /**
+   * (v1.3) A page of the record's history from the server: its changes,
+   * newest first, each with who (`userId`), when (`timestamp`) and, per
+   * field, `oldValue` → `newValue` (fields the user may not read are left
+   * out). `page.next`, passed as `before`, reads the older page. History
+   * goes back `RTS_RECORD_HISTORY` changes and the stream's retention.
+   */
+  history(recordId: string, options: HistoryOptions = {}): Promise<HistoryPage> {
+    const data: { tableId: string; recordId: string; before?: string; limit?: number } = {
+      tableId: this.tableId, recordId,
+    };
+    if (options.before !== undefined) data.before = options.before;
+    if (options.limit !== undefined) data.limit = options.limit;
+    return this.host.request<HistoryPage>("record_history", data);
   }
 
   /** Stops following the table (the subscription stays with the client). */

@@ -7,7 +7,14 @@ export type Json = null | boolean | number | string | Json[] | { [k: string]: Js
 
 export interface FieldChange {
   fieldId: string;
+  /**
+   * The value before the change. (v1.3) In events from the server it is the
+   * value the store held, never the writer's claim; absent when the field
+   * had none.
+   */
   oldValue?: Json;
+  /** (v1.3) The field's version before the change (0: it had none). */
+  oldVersion?: number;
   /** `null` or absent: the field is cleared (the record state then has no such field). */
   newValue?: Json;
 }
@@ -177,4 +184,19 @@ export function isRejected(r: CommitResult): boolean {
 /** Whether a commit result wrote the edit into the stream (now or before). */
 export function isCommitted(r: CommitResult): boolean {
   return !isRejected(r) && typeof r.eventId === "string";
+}
+
+/** (v1.3) The options of `record_history`: a page older than `before`. */
+export interface HistoryOptions {
+  /** The previous page's `next`: only changes older than it. */
+  before?: string;
+  /** Most events in the page, 1..=1000 (server default 100). */
+  limit?: number;
+}
+
+/** (v1.3) A page of a record's history: its changes, newest first. */
+export interface HistoryPage {
+  events: ChangeEvent[];
+  /** Pass as `before` for the next (older) page; absent on the last. */
+  next?: string | null;
 }

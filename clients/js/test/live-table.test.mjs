@@ -113,3 +113,28 @@ test("an event whose changes were all hidden moves the record's version and noth
   assert.deepEqual(table.get("r1"), { recordId: "r1", version: 3, deleted: false, fields: { name: "b" }, pending: 0 });
   assert.equal(table.isSettled(), true, "no event waits for a base");
 });
+
+test("history asks the server for a page of the record's changes, newest first", async () => {
+  const { link, table } = await setup([{ recordId: "r1", version: 3, deleted: false, fields: { a: 3 } }]);
+  const first = table.history("r1", { limit: 2 });
+  const req = await link.next();
+  assert.equal(req.event, "record_history");
+  assert.deepEqual(req.data, { tableId: "t", recordId: "r1", limit: 2 });
+  const newest = [
+    event("3-0", 3, [{ fieldId: "a", oldValue: 2, oldVersion: 2, newValue: 3 }]),
+    event("2-0", 2, [{ fieldId: "a", oldValue: 1, oldVersion: 1, newValue: 2 }]),
+  ];
+  req.resolve({ events: newest, next: "2-0" });
+  const page = await first;
+  assert.deepEqual(page.events.map((e) => e.changes[0].oldValue), [2, 1]);
+  assert.equal(page.next, "2-0");
+
+  const older = table.history("r1", { before: page.next });
+  const req2 = await link.next();
+  assert.deepEqual(req2.data, { tableId: "t", recordId: "r1", before: "2-0" }, "no limit: the server's default");
+  req2.resolve({ events: [event("1-0", 1, [{ fieldId: "a", oldVersion: 0, newValue: 1 }], "create")] });
+  const last = await older;
+  assert.equal(last.events.length, 1);
+  assert.equal(last.next, undefined, "the oldest page has no next");
+  assert.deepEqual(table.get("r1").fields, { a: 3 }, "reading history changes nothing");
+});

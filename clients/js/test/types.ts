@@ -10,3 +10,5 @@ const done: Promise<CommitResult> = table.set("r1", { name: "x" });
 client.on("status", (s) => s.status === "unauthorized" && console.log(s.closeCode, s.error?.message));
 void rec;
 void done;
+const history: Promise<import("../src/index.js").HistoryPage> = table.history("r1", { before: "1-0", limit: 10 });
+void history;
