@@ -528,3 +528,25 @@ async fn an_undo_is_in_the_records_history() {
     assert_eq!(newest["metadata"]["undoOf"], answer["undone"]);
     assert_eq!(history["events"].as_array().map(Vec::len), Some(3));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undo_that_would_write_a_field_the_user_may_no_longer_write_is_forbidden() {
+    let (redis, side) = one_sidecar().await;
+    let mut ana = Client::connect(&side, "ana").await;
+    commit(
+        &mut ana,
+        edit("create", "r1", &[("status", json!("todo"))], "g1"),
+    )
+    .await;
+    commit(&mut ana, set("r1", "status", json!("done"), "g2")).await;
+    let demoted = json!({"sub": "ana", "exp": now_secs() + 3600,
+        "tables": {"*": {"access": "rw", "fields": {"status": "r"}}}});
+    let mut later = Client::connect_claims(&side, &demoted, Enc::Json).await;
+    let err = later
+        .request("undo", json!({"tableId": "t"}))
+        .await
+        .unwrap_err();
+    assert_eq!(err["code"], "forbidden", "{err}");
+    assert_eq!(stored(&redis, "r1", "status").await, Some(json!("done")));
+    assert_eq!(undo(&mut ana).await["status"], "applied", "the step stayed");
+}
