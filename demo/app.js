@@ -280,7 +280,12 @@ function toast(parts) {
 
 document.addEventListener("keydown", (e) => {
   if (!(e.ctrlKey || e.metaKey) || e.key.toLowerCase() !== "z") return;
+  // Text being typed into a cell (not saved yet): the browser's own undo.
+  const [recordId, fieldId] = (e.target.dataset?.cell ?? "").split("|");
+  if (fieldId && e.target.tagName === "INPUT" && e.target.type !== "checkbox"
+    && e.target.value !== String(table.get(recordId)?.fields[fieldId] ?? "")) return;
   e.preventDefault();
+  document.activeElement?.blur(); // a focused cell is not repainted
   const way = e.shiftKey ? "redo" : "undo";
   (e.shiftKey ? table.redo() : table.undo()).catch((err) => toast([`Could not ${way}: `, [err.message]]));
 });
