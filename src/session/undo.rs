@@ -27,19 +27,28 @@ pub const ATTEMPTS: usize = 5;
 
 /// Undoes (or redoes) the user's latest step on the request's table.
 pub async fn undo(session: &mut Session, req: UndoReq, way: Direction) -> Reply {
-    let result = attempt(session, &req, way).await;
-    let outcome = match &result {
-        Ok(answer) => outcome_of(&answer.result),
-        Err(e) if e.code == ErrorCode::Unavailable && e.message.contains("kept changing") => {
-            UndoOutcome::Busy
+    let (outcome, result) = match attempt(session, &req, way).await {
+        Ok(Some(answer)) => (outcome_of(&answer.result), Ok(answer)),
+        Ok(None) => {
+            tracing::warn!(table = %req.table_id, way = way.as_str(), "undo stack kept changing; gave up");
+            let busy = RequestError::new(
+                ErrorCode::Unavailable,
+                "the undo stack kept changing; retry",
+            );
+            (UndoOutcome::Busy, Err(busy))
         }
-        Err(_) => UndoOutcome::Error,
+        Err(e) => (UndoOutcome::Error, Err(e)),
     };
     crate::metrics::undo_done(outcome);
     result
 }
 
-async fn attempt(session: &Session, req: &UndoReq, way: Direction) -> Reply {
+/// The answer, or `None` when the stack moved under every attempt.
+async fn attempt(
+    session: &Session,
+    req: &UndoReq,
+    way: Direction,
+) -> Result<Option<Answer>, RequestError> {
     let user = identity(session)?;
     let table = req.table_id.as_str();
     if !user.grants.can_write(table) {
@@ -66,7 +75,7 @@ async fn attempt(session: &Session, req: &UndoReq, way: Direction) -> Reply {
         };
         let answer = revert(&session.app.store, &call).await?;
         if answer.get("status").and_then(Value::as_str) != Some("stale") {
-            return Ok(Answer::from(answer));
+            return Ok(Some(Answer::from(answer)));
         }
         tracing::debug!(
             table,
@@ -74,15 +83,7 @@ async fn attempt(session: &Session, req: &UndoReq, way: Direction) -> Reply {
             "undo stack moved; reading it again"
         );
     }
-    tracing::warn!(
-        table,
-        way = way.as_str(),
-        "undo stack kept changing; gave up"
-    );
-    Err(RequestError::new(
-        ErrorCode::Unavailable,
-        "the undo stack kept changing; retry",
-    ))
+    Ok(None)
 }
 
 /// The function's header (`lua/undo.lua`, ARGV 1) without the step id.
