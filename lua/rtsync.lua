@@ -17,6 +17,7 @@ from these files, in this order, into one library named `rtsync`:
   lua/records.lua   rtsync_load, rtsync_seed: the table's state with versions
   lua/record_history.lua  rtsync_record_history: a record's changes, from its index
   lua/sink.lua      rtsync_sink_lease: which sink delivers a table
+  lua/audit.lua     rtsync_audit: the audit log's hash-chained appends
 
 Modules. Each file is one call `define(name, deps, function(m) ... end)`:
 `deps` lists the modules it uses, which must be defined before it (the

@@ -60,7 +60,8 @@ RETURNS a JSON string:
    skipped) | "nothing" (empty stack) | "stale" | "duplicate",
    "undone" | "redone": stepId, "eventId"?: the last event written,
    "version": that record's new version (or the record's current one),
-   "events": [{"recordId", "eventId", "version"}],
+   "events": [{"recordId", "eventId", "version", "type": "update" |
+               "delete" | "create" (an undelete)}],
    "skipped": [{"recordId", "fieldId"?, "reason": "changed" | "deleted" |
                 "exists" | "too_large", "theirValue"?, "by"?}],
    "truncated"?: true}
@@ -227,7 +228,7 @@ local function emit(ctx, r, kind, new_v, changes, metadata)
   }
   local id, min_id, now_ms = C.append(ctx.commit_keys, change, new_v, changes, metadata or ctx.metadata, ctx.retention_ms)
   C.index_append(r.index, id, ctx.h.recordHistory, min_id, math.max(now_ms - min_id, 1))
-  ctx.events[#ctx.events + 1] = { r = r.r, id = id, v = new_v }
+  ctx.events[#ctx.events + 1] = { r = r.r, id = id, v = new_v, kind = kind }
   return id
 end
 
@@ -367,7 +368,8 @@ local function answer(ctx, step_id)
   local short = out .. '}'
   local events = {}
   for i, e in ipairs(ctx.events) do
-    events[i] = '{"recordId":' .. jstr(e.r) .. ',"eventId":' .. jstr(e.id) .. ',"version":' .. jint(e.v) .. '}'
+    events[i] = '{"recordId":' .. jstr(e.r) .. ',"eventId":' .. jstr(e.id) .. ',"version":' .. jint(e.v)
+      .. ',"type":"' .. e.kind .. '"}'
   end
   out = out .. ',"events":[' .. table.concat(events, ',') .. '],"skipped":[' .. table.concat(ctx.skipped, ',') .. ']'
   if ctx.truncated then out = out .. ',"truncated":true' end

@@ -50,6 +50,8 @@ pub struct App {
     pub relay_gate: crate::presence::UserRelayGate,
     /// Tables known to have a base already (see `store::bases`).
     pub known_bound: crate::store::bases::KnownBound,
+    /// The audit log (see [`crate::audit`]).
+    pub audit: crate::audit::Audit,
 }
 
 impl App {
@@ -62,6 +64,7 @@ impl App {
         metrics: PrometheusHandle,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+        audit: crate::audit::Audit,
     ) -> App {
         // Connection ids travel in stream entries (`origin`) and presence,
         // and are compared on every sidecar, so they must be unique across
@@ -95,6 +98,7 @@ impl App {
             subscriptions_per_user: Mutex::new(HashMap::new()),
             relay_gate: crate::presence::UserRelayGate::default(),
             known_bound: Default::default(),
+            audit,
         }
     }
 

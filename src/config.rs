@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub mod parsers;
 
-use parsers::{DurationIn, Positive};
+use parsers::{DurationIn, Positive, Span};
 
 /// How connections prove who they are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -255,6 +255,16 @@ pub struct Config {
     #[arg(long, env = "RTS_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// How long the audit log keeps entries (`30d`, `12h`, `90m`, `3600s`).
+    #[arg(long, env = "RTS_AUDIT_RETENTION", default_value = "30d", value_parser = Span)]
+    pub audit_retention: Duration,
+
+    /// Audit entries per minute one source (address or user) may cause
+    /// by failing (refused logins and requests, abuse closes); a burst of
+    /// as many, then one every 60/N s. The rest are dropped and counted.
+    #[arg(long, env = "RTS_AUDIT_RATE_PER_MIN", default_value = "60", value_parser = Positive::<NonZeroU32>::new())]
+    pub audit_rate_per_min: NonZeroU32,
+
     /// Test aid, off by default: load the function library with its key
     /// check (`lua/keycheck.lua`): a call touching a key that is not one
     /// of its KEYS fails with `RTSYNC_KEYCHECK`. The test harness turns it
@@ -275,6 +285,19 @@ pub enum Mode {
     /// RTS_REDIS_CLUSTER, RTS_KEY_PREFIX, RTS_INSTANCE_ID, RTS_LISTEN (health
     /// and metrics), RTS_LOG and RTS_RETENTION_SECS; no JWT settings.
     Sink(SinkConfig),
+    /// The audit log (docs/protocol.md section 12). Uses the shared
+    /// RTS_REDIS_URL, RTS_REDIS_CLUSTER and RTS_KEY_PREFIX.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `rtsync audit ...`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walks the audit stream oldest first and checks every entry's hash
+    /// and its link to the one before: "ok, N entries, ..." and exit code
+    /// 0, or the first break and exit code 1.
+    Verify,
 }
 
 /// Settings of `rtsync sink`.
@@ -295,6 +318,11 @@ pub struct SinkConfig {
     /// Events per POST.
     #[arg(long, env = "RTS_SINK_BATCH", default_value = "100", value_parser = Positive::<NonZeroUsize>::new())]
     pub batch: NonZeroUsize,
+
+    /// Also deliver the audit log (docs/protocol.md 12) as
+    /// `{"audit": [...]}` batches.
+    #[arg(long, env = "RTS_SINK_AUDIT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub audit: bool,
 
     /// Milliseconds a POST may take before it is retried.
     #[arg(long = "timeout-ms", value_name = "TIMEOUT_MS", env = "RTS_SINK_TIMEOUT_MS", default_value = "10000", value_parser = DurationIn::millis().nonzero())]
@@ -353,8 +381,10 @@ impl Config {
 
     /// Checks what clap cannot: combinations and ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(Mode::Sink(sink)) = &self.mode {
-            return self.validate_sink(sink);
+        match &self.mode {
+            Some(Mode::Sink(sink)) => return self.validate_sink(sink),
+            Some(Mode::Audit(_)) => return self.validate_shared(),
+            None => {}
         }
         for (name, value) in [
             ("RTS_JWT_SECRET", &self.jwt_secret),
@@ -516,7 +546,7 @@ mod tests {
     fn sink_of(config: &Config) -> &SinkConfig {
         match &config.mode {
             Some(Mode::Sink(sink)) => sink,
-            None => panic!("not the sink"),
+            _ => panic!("not the sink"),
         }
     }
 

@@ -26,6 +26,8 @@
 //! - [`delta`]: `calculate_delta` for producers that hold whole records.
 //! - [`presence`]: presence rules: cursor coalescing, sweep settings.
 //! - [`janitor`]: fleet upkeep: stale presence, groups of gone sidecars.
+//! - [`audit`]: the hash-chained audit log of sensitive operations, its
+//!   writer task, its reads and its verification.
 //! - [`metrics`]: every metric name; [`gauges`]: gauges sampled from Redis.
 //! - [`backoff`]: the capped exponential backoff of every retry loop.
 //!
@@ -35,6 +37,7 @@
 //! history, then live events) is `session::tables` (its `join`).
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod change;
@@ -120,6 +123,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let store = Arc::new(Store::from_config(&config, config.redis_pool.get(), &shutdown).await?);
     check_durability(&store, &config, &shutdown).await?;
     let tasks = TaskTracker::new();
+    // Stopped after the connections are gone, so what they record on
+    // their way out is still written.
+    let (audit, audit_stop) = audit::start(&store, &config, &tasks);
     if let Some(sentinels) = store::sentinel::Sentinels::from_config(&config) {
         tasks.spawn(store::sentinel::follow(
             store.clone(),
@@ -139,6 +145,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         metrics,
         shutdown.clone(),
         tasks.clone(),
+        audit,
     ));
     tasks.spawn(load_library(
         store.clone(),
@@ -161,6 +168,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     tracing::info!(%addr, instance_id, "listening");
 
     http::serve(app, listener).await;
+    audit_stop.cancel();
     tasks.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
         .await

@@ -43,6 +43,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(rtsync::config::Mode::Audit(rtsync::config::AuditCommand::Verify)) = &config.mode {
+        return audit_verify(&config, &runtime);
+    }
     let result: anyhow::Result<()> = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -52,6 +55,8 @@ fn main() -> ExitCode {
                     .await
                     .map_err(Into::into)
             }
+            // Answered before the runtime's main task (see `audit_verify`).
+            Some(rtsync::config::Mode::Audit(_)) => Ok(()),
             None => rtsync::run(config, shutdown.clone())
                 .await
                 .map_err(Into::into),
@@ -65,6 +70,26 @@ fn main() -> ExitCode {
             tracing::error!(error = %e, "rtsync failed");
             eprintln!("rtsync: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `rtsync audit verify`: the report on stdout and exit code 0, the first
+/// break on stdout and 1, or 3 when the log cannot be read.
+fn audit_verify(config: &Config, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    use rtsync::audit::verify::VerifyError;
+    match runtime.block_on(rtsync::audit::verify::run(config)) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(VerifyError::Broken(b)) => {
+            println!("broken: {b}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("rtsync: {e}");
+            ExitCode::from(3)
         }
     }
 }

@@ -550,3 +550,25 @@ async fn an_undo_that_would_write_a_field_the_user_may_no_longer_write_is_forbid
     assert_eq!(stored(&redis, "r1", "status").await, Some(json!("done")));
     assert_eq!(undo(&mut ana).await["status"], "applied", "the step stayed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undo_that_brings_a_record_back_is_audited_as_an_undelete() {
+    let (_redis, side) = one_sidecar().await;
+    let mut ana = Client::connect(&side, "ana").await;
+    commit(&mut ana, edit("create", "r1", &[("f", json!(1))], "g1")).await;
+    let delete = json!({"type": "delete", "recordId": "r1", "tableId": "t", "baseId": "b1",
+        "metadata": {"undoGroup": "g2"}});
+    commit(&mut ana, delete).await;
+    assert_eq!(undo(&mut ana).await["events"][0]["type"], "create");
+    let entry = support::wait_for("the undelete's audit entry", LONG, || async {
+        let (_, v) = side.api("GET", "/api/v1/audit?action=record_undeleted", &Value::Null);
+        v["data"]["entries"]
+            .as_array()
+            .and_then(|e| e.first().cloned())
+    })
+    .await;
+    assert_eq!(
+        (&entry["actor"], &entry["tableId"], &entry["recordId"]),
+        (&json!("ana"), &json!("t"), &json!("r1"))
+    );
+}

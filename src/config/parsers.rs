@@ -109,6 +109,51 @@ impl TypedValueParser for DurationIn {
     }
 }
 
+/// Parses a long, non-zero duration whose variable names no unit
+/// (`RTS_AUDIT_RETENTION`): a whole number with its unit, `30d`, `12h`,
+/// `90m` or `3600s`; a bare number is seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Span;
+
+impl Span {
+    /// The duration `text` means, or why it is refused.
+    fn read(text: &str) -> Result<Duration, String> {
+        let text = text.trim();
+        let (digits, secs_per_unit) = match text.char_indices().last() {
+            Some((i, 'd')) => (&text[..i], 86_400),
+            Some((i, 'h')) => (&text[..i], 3_600),
+            Some((i, 'm')) => (&text[..i], 60),
+            Some((i, 's')) => (&text[..i], 1),
+            _ => (text, 1),
+        };
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| "must be a whole number with a unit: 30d, 12h, 90m or 3600s".to_owned())?;
+        if n == 0 {
+            return Err(ZERO.to_owned());
+        }
+        n.checked_mul(secs_per_unit)
+            .map(Duration::from_secs)
+            .ok_or_else(|| "is too large".to_owned())
+    }
+}
+
+impl TypedValueParser for Span {
+    type Value = Duration;
+
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<Duration, clap::Error> {
+        let text = value
+            .to_str()
+            .ok_or_else(|| refused(cmd, arg, value, NOT_TEXT))?;
+        Self::read(text).map_err(|why| refused(cmd, arg, value, &why))
+    }
+}
+
 /// Parses a count that must not be 0 into its `NonZero*` type (`T`), so
 /// the type itself says the count is at least 1.
 #[derive(Clone, Copy, Debug)]
@@ -179,6 +224,16 @@ mod tests {
     use std::num::{NonZeroU32, NonZeroUsize};
 
     use super::*;
+
+    #[test]
+    fn a_span_reads_its_unit_and_a_bare_number_as_seconds() {
+        assert_eq!(Span::read("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(Span::read("12h"), Ok(Duration::from_secs(12 * 3_600)));
+        assert_eq!(Span::read("90m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(Span::read("45"), Ok(Duration::from_secs(45)));
+        assert!(Span::read("0d").is_err());
+        assert!(Span::read("1w").is_err());
+    }
 
     #[test]
     fn millis_read_the_number_as_milliseconds() {

@@ -2,6 +2,7 @@
 //! JSON bodies with a size limit, and errors as
 //! `{"success": false, "error": {code, message}}`.
 
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -18,8 +19,13 @@ use crate::protocol::{ErrorCode, RequestError};
 use crate::store::bases::{self, Bind};
 use crate::store::commit::commit_batch;
 
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
     if let Err(e) = check_token(&app, &req) {
+        let reason = match e.code {
+            ErrorCode::Forbidden => "api_disabled",
+            _ => "api_token",
+        };
+        app.audit.auth_failed(peer, reason);
         return error_response(&e);
     }
     let path = req.uri().path().to_owned();
@@ -40,7 +46,7 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         };
         return match *req.method() {
             Method::GET => super::records::get(&app, &table, &req).await,
-            Method::POST => super::records::seed(&app, &table, req).await,
+            Method::POST => super::records::seed(&app, &table, req, peer).await,
             _ => json_error(
                 ErrorCode::MethodNotAllowed,
                 "method not allowed on this route",
@@ -49,14 +55,19 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/api/v1/sync/stats") => stats(&app).await,
-        (Method::POST, "/api/v1/sync/batch-changes") => batch_changes(&app, req).await,
-        (Method::POST, "/api/v1/sync/cleanup") => cleanup(&app).await,
-        (_, "/api/v1/sync/stats" | "/api/v1/sync/batch-changes" | "/api/v1/sync/cleanup") => {
-            json_error(
-                ErrorCode::MethodNotAllowed,
-                "method not allowed on this route",
-            )
-        }
+        (Method::POST, "/api/v1/sync/batch-changes") => batch_changes(&app, req, peer).await,
+        (Method::POST, "/api/v1/sync/cleanup") => cleanup(&app, peer).await,
+        (Method::GET, "/api/v1/audit") => audit_log(&app, &req).await,
+        (
+            _,
+            "/api/v1/sync/stats"
+            | "/api/v1/sync/batch-changes"
+            | "/api/v1/sync/cleanup"
+            | "/api/v1/audit",
+        ) => json_error(
+            ErrorCode::MethodNotAllowed,
+            "method not allowed on this route",
+        ),
         _ => json_error(ErrorCode::NotFound, "no such route"),
     }
 }
@@ -108,17 +119,83 @@ async fn stats(app: &App) -> Response<Body> {
     )
 }
 
-async fn cleanup(app: &App) -> Response<Body> {
+async fn cleanup(app: &App, peer: IpAddr) -> Response<Body> {
+    use crate::audit::AuditAction::ApiCleanup;
     let settings = crate::presence::SweepSettings::from_config(&app.config);
     let mut liveness = crate::store::groups::Liveness::default();
     match crate::presence::sweep(&app.store, settings, &mut liveness).await {
-        Ok(removed) => json(
-            StatusCode::OK,
-            &json!({"success": true, "message": "Stale presence data cleaned up successfully",
-                    "data": {"removed": removed}}),
-        ),
-        Err(e) => error_response(&RequestError::from(e)),
+        Ok(removed) => {
+            let detail = format!("removed {removed}");
+            app.audit.api(ApiCleanup, peer, None, "ok", &detail);
+            json(
+                StatusCode::OK,
+                &json!({"success": true, "message": "Stale presence data cleaned up successfully",
+                        "data": {"removed": removed}}),
+            )
+        }
+        Err(e) => {
+            let e = RequestError::from(e);
+            app.audit
+                .api(ApiCleanup, peer, None, e.code.as_str(), "cleanup failed");
+            error_response(&e)
+        }
     }
+}
+
+/// `GET /api/v1/audit?since=&action=&user=&limit=` (docs/protocol.md 12).
+async fn audit_log(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    let query = crate::audit::read::Query::parse(req.uri().query().unwrap_or(""));
+    let page = match query {
+        Ok(q) => crate::audit::read::read(&app.store, &q).await,
+        Err(e) => Err(e),
+    };
+    match page {
+        Ok(data) => json(StatusCode::OK, &json!({"success": true, "data": data})),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The audit entry of a batch: how many changes, of how many tables, how
+/// many deletes, and where it stopped if it failed (the table when there
+/// is one).
+fn audit_batch<R>(
+    app: &App,
+    peer: IpAddr,
+    commits: &[ValidChange],
+    results: &[R],
+    failed_at: Option<usize>,
+) {
+    let mut tables: Vec<&str> = commits
+        .iter()
+        .filter_map(|c| c.req.table_id.as_deref())
+        .collect();
+    tables.sort_unstable();
+    tables.dedup();
+    let deletes = commits.iter().filter(|c| c.req.kind == "delete").count();
+    let mut detail = format!(
+        "{} changes ({deletes} deletes) over {} tables, {} committed",
+        commits.len(),
+        tables.len(),
+        results.len()
+    );
+    let outcome = match failed_at {
+        Some(i) => {
+            detail.push_str(&format!(", failed at changes[{i}]"));
+            "failed"
+        }
+        None => "ok",
+    };
+    let table = match tables.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    };
+    app.audit.api(
+        crate::audit::AuditAction::ApiBatchChanges,
+        peer,
+        table,
+        outcome,
+        &detail,
+    );
 }
 
 /// Binds each table a batch's changes name to the base they name.
@@ -136,7 +213,7 @@ async fn bind_bases(app: &App, commits: &[ValidChange]) -> Result<(), RequestErr
     Ok(())
 }
 
-async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
+async fn batch_changes(app: &App, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
     let body = match read_json(app, req).await {
         Ok(v) => v,
         Err(e) => return error_response(&e),
@@ -168,6 +245,13 @@ async fn batch_changes(app: &App, req: Request<Incoming>) -> Response<Body> {
         return error_response(&e);
     }
     let (results, failed) = commit_batch(&app.store, &commits).await;
+    audit_batch(
+        app,
+        peer,
+        &commits,
+        &results,
+        failed.as_ref().map(|(i, _)| *i),
+    );
     if let Some((i, e)) = failed {
         let e = RequestError::from(e);
         e.trace();

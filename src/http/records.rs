@@ -74,8 +74,30 @@ struct SeedBody {
     base_id: Option<String>,
 }
 
-pub async fn seed(app: &App, table: &str, req: Request<Incoming>) -> Response<Body> {
-    match seed_records(app, table, req).await {
+pub async fn seed(
+    app: &App,
+    table: &str,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Response<Body> {
+    let result = seed_records(app, table, req).await;
+    let (outcome, detail) = match &result {
+        Ok(r) => (
+            "ok",
+            format!("written {}, skipped {}", r.written, r.skipped),
+        ),
+        // The code only: a message may quote the body.
+        Err(e) => (e.code.as_str(), String::new()),
+    };
+    let table = crate::change::ids::is_valid_id(table).then_some(table);
+    app.audit.api(
+        crate::audit::AuditAction::ApiSeed,
+        peer,
+        table,
+        outcome,
+        &detail,
+    );
+    match result {
         Ok(r) => json(StatusCode::OK, &json!({"success": true, "data": r})),
         Err(e) => error_response(&e),
     }

@@ -45,7 +45,7 @@ pub async fn route(
             );
             r
         }
-        (_, p) if p.starts_with("/api/v1/") => super::api::handle(app, req).await,
+        (_, p) if p.starts_with("/api/v1/") => super::api::handle(app, req, peer).await,
         (&Method::GET, p) if app.config.demo && (p == "/demo" || p.starts_with("/demo/")) => {
             super::demo::serve(&app.config.demo_dir, p).await
         }

@@ -18,8 +18,8 @@ use std::marker::PhantomData;
 use metrics::Unit;
 
 use super::labels::{
-    Audience, AuthFailure, CommitOutcome, ConnectionRefused, ConnectionState, EventIn,
-    FrameRejected, Label, RedisErrorKind, SinkOutcome, UndoOutcome, WriterError,
+    Audience, AuditDropped, AuthFailure, CommitOutcome, ConnectionRefused, ConnectionState,
+    EventIn, FrameRejected, Label, RedisErrorKind, SinkOutcome, UndoOutcome, WriterError,
 };
 use crate::protocol::ServerEvent;
 
@@ -328,6 +328,12 @@ declare! {
             : "Pipelines of commits whose durability was not confirmed in time (answered timeout)";
         counter REDIS_FAILOVERS = "rtsync_redis_failovers_total"
             : "Times the Redis primary changed and the connections moved to the new one (Sentinel)";
+        counter AUDIT_WRITTEN = "rtsync_audit_written_total"
+            : "Audit entries appended to the audit stream";
+        counter AUDIT_DROPPED = "rtsync_audit_dropped_total" ["reason" => AuditDropped]
+            : "Audit records not written, by reason (rate limit per source, full queue, write failed)";
+        counter AUDIT_WRITE_FAILURES = "rtsync_audit_write_failures_total"
+            : "Failed appends to the audit stream (each retried, then dropped)";
     }
 }
 

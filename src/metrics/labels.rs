@@ -139,6 +139,19 @@ label_enum! {
 }
 
 label_enum! {
+    /// `rtsync_audit_dropped_total{reason}`: why an audit record was not
+    /// written.
+    AuditDropped {
+        /// Its source (address or user) was over `RTS_AUDIT_RATE_PER_MIN`.
+        RateLimited => "rate_limited",
+        /// The writer's queue was full.
+        QueueFull => "queue_full",
+        /// Redis refused or did not answer, after the retries.
+        WriteFailed => "write_failed",
+    }
+}
+
+label_enum! {
     /// `rtsync_connections_refused_total{reason}`: which connection limit.
     ConnectionRefused {
         SidecarFull => "sidecar_full",

@@ -32,8 +32,8 @@ use crate::protocol::ServerEvent;
 use catalog::{Declared, Handles, Kind};
 pub use catalog::{ALL, SINK_ALL};
 pub use labels::{
-    Audience, AuthFailure, CommitOutcome, ConnectionRefused, ConnectionState, EventIn,
-    FrameRejected, Label, RedisErrorKind, SinkOutcome, UndoOutcome, WriterError,
+    Audience, AuditDropped, AuthFailure, CommitOutcome, ConnectionRefused, ConnectionState,
+    EventIn, FrameRejected, Label, RedisErrorKind, SinkOutcome, UndoOutcome, WriterError,
 };
 
 /// Installs the Prometheus recorder with every histogram's buckets, then
@@ -251,6 +251,19 @@ pub fn writer_error(kind: WriterError) {
 }
 pub fn connection_refused(reason: ConnectionRefused) {
     catalog::CONNECTIONS_REFUSED.at(reason).increment(1);
+}
+
+/// Audit entries appended.
+pub fn audit_written(n: usize) {
+    catalog::AUDIT_WRITTEN.handle().increment(n as u64);
+}
+/// Audit records not written, and why.
+pub fn audit_dropped(reason: AuditDropped, n: usize) {
+    catalog::AUDIT_DROPPED.at(reason).increment(n as u64);
+}
+/// A failed append to the audit stream.
+pub fn audit_write_failed() {
+    catalog::AUDIT_WRITE_FAILURES.handle().increment(1);
 }
 
 /// A POST of the sink and how it ended.

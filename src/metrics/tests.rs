@@ -196,6 +196,12 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
     ("rtsync_durable_wait_seconds", None),
     ("rtsync_durable_unconfirmed_total", None),
     ("rtsync_redis_failovers_total", None),
+    ("rtsync_audit_written_total", None),
+    (
+        "rtsync_audit_dropped_total",
+        Some(("reason", &["rate_limited", "queue_full", "write_failed"])),
+    ),
+    ("rtsync_audit_write_failures_total", None),
     ("rtsync_sink_lag_entries", None),
     ("rtsync_sink_lag_seconds", None),
     (

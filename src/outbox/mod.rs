@@ -281,6 +281,14 @@ impl Outbox {
         self.closing.cancel();
     }
 
+    /// The close code asked for, if any (the first one wins).
+    pub fn close_code(&self) -> Option<u16> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            c => Some(c),
+        }
+    }
+
     /// Resolves once a close was asked for.
     pub async fn closed(&self) {
         self.closing.cancelled().await;

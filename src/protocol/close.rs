@@ -94,6 +94,15 @@ impl CloseCode {
         }
     }
 
+    /// Whether the server closes with it for abuse (the audit log records
+    /// these closes): 4408, 4413, 4429.
+    pub fn for_abuse(self) -> bool {
+        matches!(
+            self,
+            CloseCode::AuthTimeout | CloseCode::FrameTooLarge | CloseCode::RateLimited
+        )
+    }
+
     /// What the client should do after this close, where the protocol
     /// says: after a shutdown or a slow-consumer close it reconnects and
     /// recovers.

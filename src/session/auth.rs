@@ -34,7 +34,7 @@ pub fn token_request(token: &str) -> AuthenticateReq {
 pub fn authenticate_with_token(session: &mut Session, token: &str) {
     let result = session.app.auth.authenticate(&token_request(token));
     if let Err(e) = finish_auth(session, result) {
-        edge::fail_unanswered(&session.outbox, &e);
+        edge::fail_unanswered(session, &e);
     }
 }
 

@@ -20,6 +20,10 @@ pub async fn record_change(session: &mut Session, mut valid: ValidChange) -> Rep
     let mask = read_mask(session, valid.req.scope());
     valid.answered_to(mask.as_deref().map(ReadMask::visible))?;
     let mut result = commit(&session.app.store, &valid).await?;
+    session
+        .app
+        .audit
+        .committed(session.peer, &user.user_id, &valid, result.status);
     super::base_access::bind_by_write(session, &valid).await;
     masking::commit_result(&mut result, mask.as_deref());
     to_value(&result)

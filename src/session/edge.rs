@@ -8,12 +8,16 @@
 //! frame that does not decode, refused attachments) → [`fail`] → the
 //! connection's outbox. Failures answered otherwise (a token from the
 //! upgrade, a Socket.IO CONNECT's `auth`) go through [`fail_answered_by`].
+//! Each failure is also offered to the audit log here (it keeps
+//! authentication failures and refusals, see `audit::Audit::refused`).
 
 use crate::auth::AuthError;
 use crate::metrics::{AuthFailure, ConnectionRefused, EventIn, FrameRejected, Label};
 use crate::outbox::{CloseCode, Outbox};
 use crate::protocol::error::{Cause, ErrorBody};
 use crate::protocol::{ErrorCode, RequestError, ServerEvent};
+
+use super::Session;
 
 /// Where a failure was met, for its metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,9 +34,23 @@ pub enum Stage {
     Unanswered,
 }
 
-/// Answers a failure: counts and logs it, sends its error frame (naming
-/// `event` when known), then closes the connection if the error says so.
+/// Answers a session's failure: audits, counts and logs it, sends its
+/// error frame (naming `event` when known), then closes the connection if
+/// the error says so.
 pub fn fail(
+    session: &Session,
+    e: &RequestError,
+    stage: Stage,
+    event: Option<&str>,
+    rid: Option<u64>,
+) {
+    audit(session, e);
+    answer(&session.outbox, e, stage, event, rid);
+}
+
+/// [`fail`] without the audit log: counts, logs, sends the error frame
+/// and closes.
+pub fn answer(
     outbox: &Outbox,
     e: &RequestError,
     stage: Stage,
@@ -45,18 +63,32 @@ pub fn fail(
 }
 
 /// A failure without an error frame (the token from the upgrade, a
-/// CONNECT accepted before the user's cap refused it): counted, logged,
-/// and the close it asks for.
-pub fn fail_unanswered(outbox: &Outbox, e: &RequestError) {
-    fail_answered_by(outbox, e, || {});
+/// CONNECT accepted before the user's cap refused it): audited, counted,
+/// logged, and the close it asks for.
+pub fn fail_unanswered(session: &Session, e: &RequestError) {
+    fail_answered_by(session, e, || {});
 }
 
 /// A failure answered otherwise than by an error frame (`answer`, e.g. a
-/// Socket.IO CONNECT_ERROR): counted, logged, answered, then closed.
-pub fn fail_answered_by(outbox: &Outbox, e: &RequestError, answer: impl FnOnce()) {
+/// Socket.IO CONNECT_ERROR): audited, counted, logged, answered, then
+/// closed.
+pub fn fail_answered_by(session: &Session, e: &RequestError, answer: impl FnOnce()) {
+    audit(session, e);
+    answer_otherwise(&session.outbox, e, answer);
+}
+
+/// [`fail_answered_by`] without the audit log.
+fn answer_otherwise(outbox: &Outbox, e: &RequestError, answer: impl FnOnce()) {
     report(e, Stage::Unanswered);
     answer();
     close_for(outbox, e);
+}
+
+/// Offers the failure to the audit log, as the connection's address and
+/// user.
+fn audit(session: &Session, e: &RequestError) {
+    let user = session.identity.as_ref().map(|i| i.user_id.as_str());
+    session.app.audit.refused(session.peer, user, e);
 }
 
 fn close_for(outbox: &Outbox, e: &RequestError) {
@@ -163,7 +195,7 @@ mod tests {
     #[test]
     fn a_request_before_authenticate_is_answered_then_closed_4401() {
         let (outbox, mut rx) = connection();
-        fail(
+        answer(
             &outbox,
             &not_authenticated(),
             Stage::Request,
@@ -197,7 +229,7 @@ mod tests {
     fn a_bad_request_is_answered_and_the_connection_stays() {
         let (outbox, mut rx) = connection();
         let e = RequestError::bad_request("no");
-        fail(&outbox, &e, Stage::Request, None, None);
+        answer(&outbox, &e, Stage::Request, None, None);
         assert_eq!(sent(&mut rx)[1]["message"], "no");
         assert_eq!(rx.close_code(), None);
     }
@@ -206,7 +238,7 @@ mod tests {
     fn a_storage_failure_is_answered_and_the_connection_stays() {
         let (outbox, mut rx) = connection();
         let e = RequestError::from(StoreError::Reply("odd".into()));
-        fail(&outbox, &e, Stage::Request, None, None);
+        answer(&outbox, &e, Stage::Request, None, None);
         assert_eq!(sent(&mut rx)[1]["code"], "internal");
         assert_eq!(rx.close_code(), None);
     }
@@ -214,7 +246,7 @@ mod tests {
     #[test]
     fn an_unanswered_failure_sends_no_frame_but_closes() {
         let (outbox, mut rx) = connection();
-        fail_unanswered(&outbox, &auth_refused(&AuthError::Missing));
+        answer_otherwise(&outbox, &auth_refused(&AuthError::Missing), || {});
         assert!(rx.try_next().is_none());
         assert_eq!(rx.close_code(), Some(4401));
     }

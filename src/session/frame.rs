@@ -27,6 +27,13 @@ pub fn count_ping(session: &mut Session) {
 }
 
 fn abuse(session: &Session) {
+    let user = session.identity.as_ref().map(|i| i.user_id.as_str());
+    session.app.audit.closed(
+        session.peer,
+        user,
+        CloseCode::RateLimited,
+        "sustained rate-limit abuse",
+    );
     crate::metrics::rate_limited();
     tracing::warn!("sustained rate-limit abuse: closing 4429");
     session.outbox.close(CloseCode::RateLimited);
@@ -60,12 +67,12 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
             let (partial, refused) = Partial::new(frame, attachments, authenticated, due);
             session.partial = Some(partial);
             if let Some(e) = refused {
-                edge::fail(&session.outbox, &e, Stage::Attachments, None, rid);
+                edge::fail(session, &e, Stage::Attachments, None, rid);
             }
         }
         Err(bad) => {
             let stage = Stage::Decode { size: bytes.len() };
-            edge::fail(&session.outbox, &bad.error, stage, None, bad.rid);
+            edge::fail(session, &bad.error, stage, None, bad.rid);
         }
     }
     None
@@ -83,7 +90,7 @@ fn within_rate(session: &mut Session, bytes: &[u8], text: bool) -> bool {
                 Ok(Inbound::Control(_)) => None,
                 Err(b) => b.rid,
             };
-            edge::fail(&session.outbox, &e, Stage::RateLimited, None, rid);
+            edge::fail(session, &e, Stage::RateLimited, None, rid);
             false
         }
         Verdict::Close => {
@@ -109,7 +116,7 @@ async fn attachment(session: &mut Session, bytes: &[u8], text: bool) -> bool {
             return false;
         }
         Attach::Refused(e, rid) => {
-            edge::fail(&session.outbox, &e, Stage::Attachments, None, rid);
+            edge::fail(session, &e, Stage::Attachments, None, rid);
         }
         Attach::Dropped => {}
     }
@@ -131,7 +138,7 @@ pub fn expire_partial(session: &mut Session) {
     };
     tracing::info!("binary attachments did not arrive in time");
     match partial.expired() {
-        Some((e, rid)) => edge::fail(&session.outbox, &e, Stage::Attachments, None, rid),
+        Some((e, rid)) => edge::fail(session, &e, Stage::Attachments, None, rid),
         None => crate::metrics::frame_rejected(crate::metrics::FrameRejected::Attachments),
     }
 }

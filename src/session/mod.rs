@@ -85,6 +85,8 @@ pub struct Session {
     pub held: Option<reply::Held>,
     /// A Socket.IO request waiting for its binary attachments.
     pub partial: Option<attachments::Partial>,
+    /// The client's address (what the audit log records and limits by).
+    pub peer: std::net::IpAddr,
 }
 
 impl Session {
@@ -237,6 +239,7 @@ pub async fn run_opened(
             limiter: rate_limit::RateLimiter::new(app.config.rate_limit.get(), Instant::now()),
             held: None,
             partial: None,
+            peer,
         };
         // A token from the upgrade is verified before the connection could
         // take a place among those waiting to authenticate.
@@ -260,6 +263,9 @@ pub async fn run_opened(
             app.polling
                 .remove_unless(sid, crate::socketio::polling::Link::closed_by_client);
         }
+        let user = session.identity.as_ref().map(|i| i.user_id.clone());
+        app.audit
+            .session_ended(peer, user.as_deref(), end, session.outbox.close_code());
         let authenticated = finish(session, waiting).await;
         if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
             tracing::debug!("writer did not finish in time");

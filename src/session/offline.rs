@@ -82,6 +82,8 @@ async fn commit_all(
             .map_err(RequestError::from)?;
         match commit(&app.store, valid).await {
             Ok(r) => {
+                app.audit
+                    .committed(session.peer, &user.user_id, valid, r.status);
                 super::base_access::bind_by_write(session, valid).await;
                 results.push(Ok(r));
             }

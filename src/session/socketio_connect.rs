@@ -72,14 +72,14 @@ fn connect(session: &mut Session, nsp: &str, auth: Option<&Value>) {
         Ok(identity) => {
             push(session, framing.connected(nsp, session.conn_id()));
             if let Err(e) = auth::finish_auth(session, Ok(identity)) {
-                edge::fail_unanswered(&session.outbox, &e);
+                edge::fail_unanswered(session, &e);
             }
         }
         Err(e) => {
             let refused = edge::auth_refused(&e);
             let code = ErrorCode::Unauthenticated.as_str();
             // Counted and logged, answered CONNECT_ERROR, then closed.
-            edge::fail_answered_by(&session.outbox, &refused, || {
+            edge::fail_answered_by(session, &refused, || {
                 push(
                     session,
                     framing.connect_error(nsp, &e.to_string(), Some(code)),

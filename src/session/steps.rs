@@ -46,7 +46,7 @@ pub async fn answer(
             if let Some(h) = superseded {
                 follow(session, h.then).await;
             }
-            edge::fail(&session.outbox, &e, Stage::Request, Some(event), rid);
+            edge::fail(session, &e, Stage::Request, Some(event), rid);
         }
     }
 }

@@ -8,18 +8,21 @@
 //! connection of the same user moved the stack between the read and the
 //! call, the function answers `stale` and the step is read again, at most
 //! [`ATTEMPTS`] times. Subscribers get the undo's events from the stream,
-//! like any change.
+//! like any change; the records it deleted or undeleted go to the audit
+//! log.
 
 use serde_json::{json, Map, Value};
 
 use super::reply::{forbidden, identity, read_mask, Answer, Reply};
 use super::Session;
+use crate::audit::AuditAction;
 use crate::auth::Identity;
 use crate::change::Visible;
 use crate::grant::{Access, ReadMask};
 use crate::metrics::UndoOutcome;
 use crate::protocol::messages::UndoReq;
 use crate::protocol::{ErrorCode, RequestError};
+use crate::store::commit::CommitStatus;
 use crate::store::undo::{revert, top_step, Direction, RevertCall, StepHead};
 
 /// How many times a step is read again when the stack moved under it.
@@ -75,6 +78,7 @@ async fn attempt(
         };
         let answer = revert(&session.app.store, &call).await?;
         if answer.get("status").and_then(Value::as_str) != Some("stale") {
+            audit(session, &user.user_id, table, &answer);
             return Ok(Some(Answer::from(answer)));
         }
         tracing::debug!(
@@ -135,6 +139,31 @@ fn check_fields(user: &Identity, table: &str, step: &StepHead) -> Result<(), Req
             format!("no write access to field {field} of table {table}"),
         )),
         None => Ok(()),
+    }
+}
+
+/// The records the undo deleted (undoing a create) or undeleted (undoing
+/// a delete) go to the audit log, as a delete of the user would.
+fn audit(session: &Session, user: &str, table: &str, answer: &Value) {
+    let events = answer.get("events").and_then(Value::as_array);
+    for e in events.into_iter().flatten() {
+        let action = match e.get("type").and_then(Value::as_str) {
+            Some("delete") => AuditAction::RecordDeleted,
+            Some("create") => AuditAction::RecordUndeleted,
+            _ => continue,
+        };
+        let record = e
+            .get("recordId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        session.app.audit.record_changed(
+            action,
+            Some(session.peer),
+            user,
+            table,
+            record,
+            CommitStatus::Applied,
+        );
     }
 }
 

@@ -11,8 +11,10 @@
 //! stream order. A sink that dies stops renewing; its leases expire after
 //! `LEASE_TTL` and the others take its tables and its unacknowledged entries.
 //! On shutdown the workers finish the POST in flight, the leases are given
-//! up, and the process exits.
+//! up, and the process exits. With `RTS_SINK_AUDIT=true` the audit stream
+//! is one more leased stream, delivered by [`audit`].
 
+pub mod audit;
 pub mod deliver;
 pub mod worker;
 
@@ -113,6 +115,8 @@ pub async fn run(
         tasks: tasks.clone(),
         library_loaded: false,
         max_lag_ms: u64::try_from(sink.max_lag.as_millis()).unwrap_or(u64::MAX),
+        audit_enabled: sink.audit,
+        audit: None,
     };
     loop {
         match coordinator.pass().await {
@@ -140,6 +144,10 @@ struct Coordinator {
     tasks: TaskTracker,
     library_loaded: bool,
     max_lag_ms: u64,
+    /// `RTS_SINK_AUDIT`: the audit stream is delivered too.
+    audit_enabled: bool,
+    /// Stops the audit stream's worker while this sink holds its lease.
+    audit: Option<CancellationToken>,
 }
 
 impl Coordinator {
@@ -202,7 +210,35 @@ impl Coordinator {
             }
             self.lease(&table, Duration::ZERO).await?;
         }
+        self.audit_pass().await?;
         self.upkeep().await;
+        Ok(())
+    }
+
+    /// Takes or renews the audit stream's lease (`RTS_SINK_AUDIT`), and
+    /// runs its worker while it holds it.
+    async fn audit_pass(&mut self) -> Result<(), StoreError> {
+        if !self.audit_enabled {
+            return Ok(());
+        }
+        let keys = self.store().keys.audit_lease_keys();
+        let ttl = LEASE_TTL.as_millis() as u64;
+        let held = sink_group::lease_at(self.store(), &keys, &self.shared.consumer, ttl).await?;
+        match (held, &self.audit) {
+            (true, None) => {
+                tracing::info!("sink delivers the audit stream");
+                let stop = CancellationToken::new();
+                self.tasks
+                    .spawn(audit::run(self.shared.clone(), stop.clone()));
+                self.audit = Some(stop);
+            }
+            (false, Some(stop)) => {
+                tracing::info!("sink no longer delivers the audit stream");
+                stop.cancel();
+                self.audit = None;
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -295,12 +331,23 @@ impl Coordinator {
         for o in self.owned.values() {
             o.stop.cancel();
         }
+        let audit = self.audit.take();
+        if let Some(stop) = &audit {
+            stop.cancel();
+        }
         let tables: Vec<String> = self.owned.drain().map(|(t, _)| t).collect();
         self.tasks.close();
         self.tasks.wait().await;
         for table in tables {
             if let Err(e) = self.lease(&table, Duration::ZERO).await {
                 tracing::warn!(table, error = %e, "cannot give the lease up; it expires by itself");
+            }
+        }
+        if audit.is_some() {
+            let keys = self.store().keys.audit_lease_keys();
+            let given = sink_group::lease_at(self.store(), &keys, &self.shared.consumer, 0).await;
+            if let Err(e) = given {
+                tracing::warn!(error = %e, "cannot give the audit lease up; it expires by itself");
             }
         }
     }

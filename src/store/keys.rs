@@ -159,6 +159,33 @@ impl Keys {
         format!("{}:streams", self.prefix)
     }
 
+    /// The deployment's audit stream (docs/protocol.md 12): one key, no
+    /// hash tag (in a cluster it lives on one node).
+    pub fn audit(&self) -> String {
+        format!("{}:audit", self.prefix)
+    }
+
+    /// The hash of the audit chain's last entry. Its hash tag is the
+    /// stream's whole name, so it shares the stream's slot.
+    pub fn audit_head(&self) -> String {
+        format!("{{{}:audit}}:head", self.prefix)
+    }
+
+    /// The sink's dead letters of the audit stream (its slot).
+    pub fn audit_dead(&self) -> String {
+        format!("{{{}:audit}}:dead", self.prefix)
+    }
+
+    /// KEYS of `rtsync_sink_lease` for the audit stream's delivery.
+    pub fn audit_lease_keys(&self) -> [String; 1] {
+        [format!("{{{}:audit}}:sink-lease", self.prefix)]
+    }
+
+    /// KEYS of `rtsync_audit` (`lua/audit.lua`): the stream, its head.
+    pub fn audit_keys(&self) -> [String; 2] {
+        [self.audit(), self.audit_head()]
+    }
+
     /// KEYS of `rtsync_commit` (full form, `lua/commit.lua`): stream,
     /// state, record index, sink floor, doorbell channel, (a record's)
     /// history index[, dedup]. A
@@ -334,6 +361,12 @@ mod tests {
         assert_eq!(k.table_base("t"), "rts:{t}:base");
         assert_eq!(k.table_of_events("rts:{t1}:events").as_deref(), Some("t1"));
         assert_eq!(k.table_of_events("other:{t1}:events"), None);
+    }
+
+    #[test]
+    fn the_audit_head_hashes_to_the_audit_streams_slot() {
+        let k = Keys::new("rts");
+        assert_eq!(k.audit_keys(), ["rts:audit", "{rts:audit}:head"]);
     }
 
     #[test]

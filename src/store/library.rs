@@ -26,6 +26,7 @@ macro_rules! assemble {
             include_str!("../../lua/records.lua"),
             include_str!("../../lua/record_history.lua"),
             include_str!("../../lua/sink.lua"),
+            include_str!("../../lua/audit.lua"),
         )
     };
 }
@@ -145,7 +146,8 @@ mod tests {
                 "history",
                 "records",
                 "record_history",
-                "sink"
+                "sink",
+                "audit"
             ]
         );
     }

@@ -16,6 +16,7 @@
 // disallowed-methods keeps `redis::cmd`/`redis::pipe` out of the rest).
 #![allow(clippy::disallowed_methods)]
 
+pub mod audit;
 pub mod bases;
 pub mod commit;
 pub mod conn;
@@ -346,6 +347,16 @@ impl Store {
     ) -> Result<T, StoreError> {
         let first = cmd.query_async(&mut self.conn()).await;
         self.retry_if_library_missing(cmd, first).await
+    }
+
+    /// Runs an `FCALL` that writes off the commit path (the audit log's
+    /// appends) on a pooled connection, like [`Store::fcall_read`]: it
+    /// never waits in, or holds up, the commit pipeline.
+    pub async fn fcall_aside<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        self.fcall_read(cmd).await
     }
 
     /// A call that found the library missing (nothing ran) is made again

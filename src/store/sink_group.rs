@@ -52,13 +52,22 @@ pub async fn announce(
 /// Creates the group at the stream's start (so every entry still held is
 /// delivered); true when it was created now.
 pub async fn create_group(store: &Store, table: &str) -> Result<bool, StoreError> {
-    let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(store.keys.events(table))
-        .arg(GROUP)
-        .arg("0")
-        .query_async(&mut store.conn())
-        .await;
+    create_group_at(store, &store.keys.events(table), false).await
+}
+
+/// [`create_group`] of the stream at `stream` (a key); with `mkstream`, an
+/// empty stream is made when there is none yet.
+pub async fn create_group_at(
+    store: &Store,
+    stream: &str,
+    mkstream: bool,
+) -> Result<bool, StoreError> {
+    let mut cmd = redis::cmd("XGROUP");
+    cmd.arg("CREATE").arg(stream).arg(GROUP).arg("0");
+    if mkstream {
+        cmd.arg("MKSTREAM");
+    }
+    let created: Result<(), redis::RedisError> = cmd.query_async(&mut store.conn()).await;
     match created {
         Ok(()) => Ok(true),
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(false),
@@ -74,7 +83,16 @@ pub async fn lease(
     consumer: &str,
     ttl_ms: u64,
 ) -> Result<bool, StoreError> {
-    let keys = store.keys.lease_keys(table);
+    lease_at(store, &store.keys.lease_keys(table), consumer, ttl_ms).await
+}
+
+/// [`lease`] of the lease at `keys` (`rtsync_sink_lease`'s KEYS).
+pub async fn lease_at(
+    store: &Store,
+    keys: &[String; 1],
+    consumer: &str,
+    ttl_ms: u64,
+) -> Result<bool, StoreError> {
     let held: i64 = store
         .fcall(
             redis::cmd("FCALL")
@@ -216,11 +234,20 @@ pub async fn claim_all(
     consumer: &str,
     count: usize,
 ) -> Result<(), StoreError> {
-    let stream = store.keys.events(table);
+    claim_all_at(store, &store.keys.events(table), consumer, count).await
+}
+
+/// [`claim_all`] on the stream at `stream` (a key).
+pub async fn claim_all_at(
+    store: &Store,
+    stream: &str,
+    consumer: &str,
+    count: usize,
+) -> Result<(), StoreError> {
     let mut start = StreamId::ZERO;
     loop {
         let reply: Value = redis::cmd("XAUTOCLAIM")
-            .arg(&stream)
+            .arg(stream)
             .arg(GROUP)
             .arg(consumer)
             .arg(0)
@@ -251,6 +278,17 @@ pub async fn read(
     count: usize,
     pending: bool,
 ) -> Result<Vec<HeldEntry>, StoreError> {
+    read_at(store, &store.keys.events(table), consumer, count, pending).await
+}
+
+/// [`read`] of the stream at `stream` (a key).
+pub async fn read_at(
+    store: &Store,
+    stream: &str,
+    consumer: &str,
+    count: usize,
+    pending: bool,
+) -> Result<Vec<HeldEntry>, StoreError> {
     let reply: Value = redis::cmd("XREADGROUP")
         .arg("GROUP")
         .arg(GROUP)
@@ -258,7 +296,7 @@ pub async fn read(
         .arg("COUNT")
         .arg(count)
         .arg("STREAMS")
-        .arg(store.keys.events(table))
+        .arg(stream)
         .arg(if pending { "0" } else { ">" })
         .query_async(&mut store.conn())
         .await
@@ -277,9 +315,14 @@ fn stream_pairs_held(reply: Value) -> Vec<HeldEntry> {
 
 /// Acknowledges delivered entries.
 pub async fn ack(store: &Store, table: &str, ids: &[StreamId]) -> Result<(), StoreError> {
+    ack_at(store, &store.keys.events(table), ids).await
+}
+
+/// [`ack`] on the stream at `stream` (a key).
+pub async fn ack_at(store: &Store, stream: &str, ids: &[StreamId]) -> Result<(), StoreError> {
     let ids: Vec<String> = ids.iter().map(StreamId::to_string).collect();
     let _: usize = redis::cmd("XACK")
-        .arg(store.keys.events(table))
+        .arg(stream)
         .arg(GROUP)
         .arg(&ids)
         .query_async(&mut store.conn())
@@ -297,13 +340,23 @@ pub async fn dead_letter(
     status: u16,
     reason: &str,
 ) -> Result<(), StoreError> {
-    let dead = store.keys.dead(table);
+    dead_letter_at(store, &store.keys.dead(table), entries, status, reason).await
+}
+
+/// [`dead_letter`] into the stream at `dead` (a key).
+pub async fn dead_letter_at(
+    store: &Store,
+    dead: &str,
+    entries: &[HeldEntry],
+    status: u16,
+    reason: &str,
+) -> Result<(), StoreError> {
     let cut = crate::clock::now_ms().saturating_sub(store.retention_ms);
     let mut pipe = redis::pipe();
     for e in entries {
         let cmd = pipe
             .cmd("XADD")
-            .arg(&dead)
+            .arg(dead)
             .arg("MINID")
             .arg("~")
             .arg(cut)

@@ -58,7 +58,7 @@ export interface UndoResult {
   eventId?: string;
   version?: number;
   /** One event per record written. */
-  events?: { recordId: string; eventId: string; version: number }[];
+  events?: { recordId: string; eventId: string; version: number; type: "update" | "delete" | "create" }[];
   /** What was left as it is: `by` changed it since (both left out for a field the user may not read). */
   skipped?: UndoSkip[];
   truncated?: boolean;
