@@ -321,4 +321,27 @@ function toast(parts) {
   setTimeout(() => div.remove(), 6000);
 }
 
+// ---- undo and redo: Ctrl+Z / Ctrl+Shift+Z (Cmd on a Mac) ------------------------
+
+document.addEventListener("keydown", (e) => {
+  if (!(e.ctrlKey || e.metaKey) || e.key.toLowerCase() !== "z") return;
+  // Text being typed into a cell (not saved yet): the browser's own undo.
+  const [recordId, fieldId] = (e.target.dataset?.cell ?? "").split("|");
+  if (fieldId && e.target.tagName === "INPUT" && e.target.type !== "checkbox"
+    && e.target.value !== String(table.get(recordId)?.fields[fieldId] ?? "")) return;
+  e.preventDefault();
+  document.activeElement?.blur(); // a focused cell is not repainted
+  const way = e.shiftKey ? "redo" : "undo";
+  (e.shiftKey ? table.redo() : table.undo()).catch((err) => toast([`Could not ${way}: `, [err.message]]));
+});
+table.on("undo", ({ way, result }) => {
+  if (result.status === "nothing") return toast([`Nothing to ${way}`]);
+  activity(`you ${way === "undo" ? "undid" : "redid"} ${result.events?.length ?? 0} record(s) (${result.status})`);
+  for (const s of result.skipped ?? []) {
+    const what = s.fieldId ? `${s.recordId}.${s.fieldId}` : s.recordId;
+    toast([`Not ${way === "undo" ? "undone" : "redone"}: `, [what], s.by ? ` was changed by ${s.by} since` : " was changed since",
+      "theirValue" in s ? [` (${fmt(s.theirValue)})`] : ""]);
+  }
+});
+
 client.connect().catch((e) => toast(["Not connected: ", [e.message]]));

@@ -16,6 +16,8 @@ FCALL rtsync_commit <numkeys: 6 or 7> <stream> <state> <records> <sink-floor>
       (v1.3: what the sidecar sends for a record; the change's header then
       has "recordHistory", which is how this form is told from the one
       above)
+(v1.3: any form may end with <undo> <redo>, the user's stacks, when the
+change's header has "undo": true; see KEYS)
 FCALL rtsync_commit <numkeys: 2 or 3> <stream> <state> [<dedup>] <same ARGV>
       (the first documented form, kept for compatibility: the other keys
       are derived from the stream's name; see `adapt` at the end)
@@ -43,6 +45,15 @@ KEYS (the full form; what the sidecar sends, built by src/store/keys.rs)
   Without "recordHistory" the history index of a record change is derived
   from the stream's name (`<p>:{T}:events` -> `<p>:{T}:rh:<recordId>`, same
   slot), so older callers keep every record's history too.
+  (v1.3, optional) undo, redo: the user's undo stack on the table
+               `<p>:{T}:undo:<len(userId)>:<userId>` and its redo stack
+               `<p>:{T}:redo:<len(userId)>:<userId>` (lua/steps.lua), as
+               the last two KEYS of any form above when the header has
+               "undo": true. A committed record change is then recorded as
+               an undo step (or joins the top one) and the redo stack is
+               cleared. The sidecar passes them for changes made by a
+               connection's user; the HTTP API does not; a producer may opt
+               in the same way.
 ARGV
   1 change     JSON object: {"type", "entityType", "entityId", "userId",
                "baseId"?, "tableId"?, "version"?, "clientChangeId"?, "origin"?}
@@ -64,6 +75,9 @@ ARGV
                of a record change"). Absent: no bound
                recordHistory (v1.3, optional, default 100): the most ids
                the record's history index keeps, 1..10000
+               undo, undoGroup (v1.3, optional): true when the last two
+               KEYS are the user's undo and redo stacks (above); the undo
+               group the change joins (lua/steps.lua, "Grouping")
                hiddenFields / readableFields (v1.2, optional, at most one):
                the field ids the answer's reader may not read, or the only
                ones it may read. Those it may not read are left out of
@@ -120,6 +134,7 @@ Record state (`<p>:{T}:rec:<recordId>`):
   _b          (v1.2) the bytes the state holds: the sum of each field's id
               and stored value; computed from the fields when absent
   _del        "1" while the record is deleted
+  w:<fieldId> (v1.3) the user id of the field's last writer
   v:<fieldId> the version of the field's last change
   d:<fieldId> the field's value as JSON text, byte for byte as the writer
               gave it (v1.1). Values written by v1 were MessagePack; they are
@@ -161,7 +176,7 @@ Example (another service updating field f1 of record r1 in table t1):
         '[{"fieldId":"f1","newValue":42}]' '' 86400000 '42'
 ]==]
 
-define('commit', { 'base' }, function(m)
+define('commit', { 'base', 'steps' }, function(m)
 local INVALID, TOO_LARGE = m.base.INVALID, m.base.TOO_LARGE
 local is_id, is_null, jstr, jint = m.base.is_id, m.base.is_null, m.base.jstr, m.base.jint
 local call, register = m.base.call, m.base.register
@@ -623,6 +638,9 @@ local function write_record(state, change, changes, values, deleted, new_v, new_
     for i, c in ipairs(changes or {}) do
       writes[#writes + 1] = 'v:' .. c.fieldId
       writes[#writes + 1] = jint(new_v)
+      -- (v1.3) who wrote it: the `by` of an undo's skipped field.
+      writes[#writes + 1] = 'w:' .. c.fieldId
+      writes[#writes + 1] = change.userId
       if values[i] == '' then
         removed[#removed + 1] = 'd:' .. c.fieldId
       else
@@ -691,6 +709,8 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   -- also refuses a key that is not a list, so such a key writes nothing.
   local oldest = keys[7] and call('LINDEX', keys[7], -1)
   local new_v = cur_v + 1
+  -- (v1.3) The undo step's old values, read before the write.
+  local before = keys[8] and m.steps.prior(state, change, changes)
   local id, min_id, now_ms = append(keys, change, new_v, stored, metadata_raw, retention_ms)
   if keys[7] then
     index_append(keys[7], id, change.recordHistory, min_id, math.max(now_ms - min_id, 1), oldest)
@@ -700,6 +720,9 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
     call('ZADD', keys[3], 0, change.entityId)
   end
   write_record(state, change, changes, values, deleted, new_v, new_b)
+  if keys[8] then
+    m.steps.record(keys[8], keys[9], change, new_v, before, changes, id, retention_ms)
+  end
   return committed(status, id, new_v, conflicts, truncated)
 end
 
@@ -981,7 +1004,7 @@ end
 
 -- The adapter: every form becomes the full list the core works on,
 -- { stream, state, records, sink floor, doorbell, dedup or false,
---   history index or false }.
+--   history index or false[, undo stack, redo stack] }.
 --
 -- (v1.3) A change whose header has `recordHistory` comes with the full
 -- form plus its history index: 6 or 7 KEYS, stream, state, records, sink
@@ -997,8 +1020,7 @@ end
 -- otherwise has none of them (false). The full form (5 or 6 KEYS) is passed
 -- through as it is. The decoded header goes to the core with the form, so
 -- it is decoded once.
-local function adapt(keys, args)
-  local change = decode_json(args[1], 'change', 'object')
+local function adapt_form(keys, change)
   if type(change) == 'table' and not is_null(change.recordHistory) then
     if #keys ~= 6 and #keys ~= 7 then
       return nil, fail('with recordHistory, expects 6 or 7 keys: stream, state, records, sink floor, doorbell, history index[, dedup]')
@@ -1028,10 +1050,32 @@ local function adapt(keys, args)
   return full, nil, { dedup_at = 3, dedup_name = dedup_name, change = change }
 end
 
+-- (v1.3) A header with "undo": true ends any form with the user's undo
+-- and redo stacks: they become the full list's 8th and 9th keys.
+local function adapt(keys, args)
+  local change = decode_json(args[1], 'change', 'object')
+  local stacks
+  if type(change) == 'table' and change.undo == true then
+    if #keys < 4 then
+      return nil, fail('with undo, the last two keys must be the undo and redo stacks')
+    end
+    stacks = { keys[#keys - 1], keys[#keys] }
+    local rest = {}
+    for i = 1, #keys - 2 do rest[i] = keys[i] end
+    keys = rest
+  end
+  local full, err, form = adapt_form(keys, change)
+  if full and stacks then
+    full[8], full[9] = stacks[1], stacks[2]
+  end
+  return full, err, form
+end
+
 register('rtsync_commit', commit, { adapt = adapt })
 
 return {
   is_array = is_array, value_json = value_json, readable_by = readable_by,
-  visible_bytes = visible_bytes,
+  visible_bytes = visible_bytes, field_set = field_set, append = append,
+  state_bytes = state_bytes, decode_json = decode_json, index_append = index_append,
 }
 end)

@@ -30,6 +30,7 @@ define('keycheck', { 'base' }, function(m)
     XADD = { 2 }, XRANGE = { 2 }, XREVRANGE = { 2 }, XLEN = { 2 },
     XGROUP = { 3 }, XINFO = { 3 },
     LPUSH = { 2 }, LTRIM = { 2 }, LINDEX = { 2 }, RPOP = { 2 }, LRANGE = { 2 }, LLEN = { 2 },
+    LSET = { 2 }, LPOP = { 2 },
     SPUBLISH = {}, TIME = {},
   }
 

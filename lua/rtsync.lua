@@ -8,7 +8,9 @@ from these files, in this order, into one library named `rtsync`:
                     (the helpers the others use, and the way to Redis)
   lua/keycheck.lua  only when the sidecar runs with RTS_LUA_KEY_CHECK=1 (a
                     test aid): checks every key a call touches is in KEYS
+  lua/steps.lua     the undo and redo stacks: how rtsync_commit records a step
   lua/commit.lua    rtsync_commit: the atomic version check, state write and append
+  lua/undo.lua      rtsync_undo: undo or redo a user's latest step on a table
   lua/presence.lua  rtsync_presence_*: who is on a table, cursors, colors
   lua/streams.lua   rtsync_stream_release: a sidecar stops reading a stream
   lua/history.lua   rtsync_history: history reads bounded by bytes and count

@@ -3,12 +3,14 @@
 //! writers keep writing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// The undo check reads the stream directly, as an operator would.
+#![allow(clippy::disallowed_methods)]
 
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
@@ -335,8 +337,15 @@ fn events_of(event: &str, data: &Value) -> Vec<Value> {
 }
 
 /// Random edits of `records` records: creates, updates (blind and with a
-/// version), deletes; some are rejected, which is fine.
-async fn random_writer(mut w: Client, seed: u64, stop: Arc<AtomicBool>) -> usize {
+/// version), deletes, undos and redos; some are rejected or skipped, which
+/// is fine. The ids of the events of each acknowledged undo or redo go to
+/// `undone`.
+async fn random_writer(
+    mut w: Client,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    undone: Arc<Mutex<Vec<String>>>,
+) -> usize {
     let mut x = seed
         .wrapping_mul(6364136223846793005)
         .wrapping_add(1442695040888963407);
@@ -356,6 +365,17 @@ async fn random_writer(mut w: Client, seed: u64, stop: Arc<AtomicBool>) -> usize
             2 => json!(format!("v{}", next() % 1000)),
             _ => json!(next() % 1_000_000),
         };
+        if next() % 8 == 0 {
+            let way = if next() % 3 == 0 { "redo" } else { "undo" };
+            let ack = w.request_ok(way, json!({"tableId": "conv"})).await;
+            let ids = ack["events"].as_array().cloned().unwrap_or_default();
+            let ids = ids
+                .iter()
+                .map(|e| e["eventId"].as_str().unwrap().to_owned());
+            undone.lock().unwrap().extend(ids);
+            n += 1;
+            continue;
+        }
         let mut c = change("conv", &r, &field, value);
         match next() % 10 {
             0 => c["type"] = json!("delete"),
@@ -374,11 +394,17 @@ async fn random_writer(mut w: Client, seed: u64, stop: Arc<AtomicBool>) -> usize
 async fn a_client_that_subscribes_then_pages_while_four_writers_write_ends_equal_to_the_state() {
     let cluster = Cluster::start().await;
     let stop = Arc::new(AtomicBool::new(false));
+    let undone = Arc::new(Mutex::new(Vec::new()));
     let mut writers = Vec::new();
     for i in 0..4u64 {
         let side = if i % 2 == 0 { &cluster.a } else { &cluster.b };
         let w = Client::connect(side, &format!("writer{i}")).await;
-        writers.push(tokio::spawn(random_writer(w, i + 1, stop.clone())));
+        writers.push(tokio::spawn(random_writer(
+            w,
+            i + 1,
+            stop.clone(),
+            undone.clone(),
+        )));
     }
     // Let a state build up, then a late joiner on the other sidecar.
     support::wait_for("some history", LONG, || async {
@@ -474,4 +500,33 @@ async fn a_client_that_subscribes_then_pages_while_four_writers_write_ends_equal
     for (id, state) in &truth {
         assert_eq!(mine.get(id), Some(state), "record {id}");
     }
+    let mut acked = undone.lock().unwrap().clone();
+    acked.sort();
+    assert!(!acked.is_empty(), "some undo wrote something");
+    assert_eq!(undo_entries(&cluster.redis, "conv").await, acked);
+}
+
+/// The ids of a table's stream entries made by an undo or redo (their
+/// metadata names the step), in order.
+async fn undo_entries(redis: &RedisServer, table: &str) -> Vec<String> {
+    let reply: redis::Value = redis::cmd("XRANGE")
+        .arg(format!("rts:{{{table}}}:events"))
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = rtsync::store::tailer::entries(reply)
+        .into_iter()
+        .filter(|(_, fields)| {
+            fields.iter().any(|(k, v)| {
+                k == "metadata"
+                    && serde_json::from_slice::<Value>(v)
+                        .is_ok_and(|m| m.get("undoOf").is_some() || m.get("redoOf").is_some())
+            })
+        })
+        .map(|(id, _)| id.to_string())
+        .collect();
+    ids.sort();
+    ids
 }

@@ -33,5 +33,5 @@ pub use event::ChangeEvent;
 pub use field::FieldChange;
 pub use request::ChangeRequest;
 pub use stream_id::StreamId;
-pub use valid::{validate_batch, ChangeLimits, ValidChange};
+pub use valid::{validate_batch, ChangeLimits, UndoStep, ValidChange};
 pub use visible::Visible;

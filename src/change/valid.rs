@@ -64,6 +64,13 @@ struct Header<'a> {
     hidden_fields: Option<&'a [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]
     readable_fields: Option<&'a [String]>,
+    /// (v1.3) The last two KEYS are the user's undo and redo stacks
+    /// (`lua/commit.lua`): the change is recorded as an undo step.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    undo: bool,
+    /// (v1.3) The undo group the change joins (`lua/steps.lua`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    undo_group: Option<&'a str>,
 }
 
 impl Header<'_> {
@@ -71,9 +78,12 @@ impl Header<'_> {
         req: &ChangeRequest,
         limits: ChangeLimits,
         reader: Option<Visible<'_>>,
+        undo: Option<&UndoStep>,
     ) -> Result<String, ChangeError> {
         serde_json::to_string(&Header {
             req,
+            undo: undo.is_some(),
+            undo_group: undo.and_then(|u| u.group.as_deref()),
             max_record_bytes: limits.max_record_bytes,
             answer_bytes: limits.answer_bytes,
             hidden_fields: match reader {
@@ -108,7 +118,22 @@ pub struct ValidChange {
     pub values: Vec<String>,
     /// The limits it was validated against (its header carries them).
     limits: ChangeLimits,
+    /// (v1.3) Recorded as an undo step of its user ([`ValidChange::undoable`]).
+    pub undo: Option<UndoStep>,
+    /// Who reads the answer, as [`ValidChange::answered_to`] named it.
+    reader: Option<(bool, Vec<String>)>,
 }
+
+/// How a change is recorded on its user's undo stack (docs/protocol.md 3.3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UndoStep {
+    /// The group it joins: the client's `metadata.undoGroup`, or one
+    /// offline batch; `None` joins by time (500 ms).
+    pub group: Option<String>,
+}
+
+/// Longest `metadata.undoGroup`, in bytes.
+pub const MAX_UNDO_GROUP: usize = 128;
 
 impl ValidChange {
     /// Names who reads the answer: the function leaves the fields `mask`
@@ -116,9 +141,48 @@ impl ValidChange {
     /// answer's byte bound, so whether an answer is `truncated` never
     /// depends on fields its reader cannot see (docs/protocol.md 2.1).
     pub fn answered_to(&mut self, mask: Option<Visible<'_>>) -> Result<(), ChangeError> {
+        self.reader = match mask {
+            Some(Visible::AllBut(hidden)) => Some((false, hidden.to_vec())),
+            Some(Visible::Only(only)) => Some((true, only.to_vec())),
+            None => None,
+        };
         if mask.is_some() {
-            self.header = Header::encode(&self.req, self.limits, mask)?;
+            self.reencode()?;
         }
+        Ok(())
+    }
+
+    /// Records this change as an undo step of its user (v1.3): in the
+    /// group `group` when given, else in `metadata.undoGroup` when the
+    /// client named one (a string of 1..=128 bytes, else refused).
+    pub fn undoable(&mut self, group: Option<String>) -> Result<(), ChangeError> {
+        let group = match group {
+            Some(g) => Some(g),
+            None => match self.metadata().as_ref().and_then(|m| m.get("undoGroup")) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(g)) if !g.is_empty() && g.len() <= MAX_UNDO_GROUP => {
+                    Some(g.clone())
+                }
+                Some(_) => {
+                    return Err(ChangeError::Invalid(format!(
+                        "metadata.undoGroup must be a string of 1..={MAX_UNDO_GROUP} bytes"
+                    )))
+                }
+            },
+        };
+        self.undo = Some(UndoStep { group });
+        self.reencode()
+    }
+
+    fn reencode(&mut self) -> Result<(), ChangeError> {
+        let reader = self.reader.as_ref().map(|(only, fields)| {
+            if *only {
+                Visible::Only(fields)
+            } else {
+                Visible::AllBut(fields)
+            }
+        });
+        self.header = Header::encode(&self.req, self.limits, reader, self.undo.as_ref())?;
         Ok(())
     }
 
@@ -164,7 +228,7 @@ impl ChangeRequest {
     /// limits, before anything is sent; encodes the function's arguments.
     pub fn validate(mut self, limits: ChangeLimits) -> Result<ValidChange, ChangeError> {
         self.check()?;
-        let header = Header::encode(&self, limits, None)?;
+        let header = Header::encode(&self, limits, None, None)?;
         let changes_json = json_or_empty(&self.changes)?;
         let metadata_json = json_or_empty(&self.metadata)?;
         let changes = self.changes.take();
@@ -196,6 +260,8 @@ impl ChangeRequest {
             metadata_json,
             values,
             limits,
+            undo: None,
+            reader: None,
         })
     }
 

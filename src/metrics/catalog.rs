@@ -19,7 +19,7 @@ use metrics::Unit;
 
 use super::labels::{
     Audience, AuditDropped, AuthFailure, CommitOutcome, ConnectionRefused, ConnectionState,
-    EventIn, FrameRejected, Label, RedisErrorKind, SinkOutcome, WriterError,
+    EventIn, FrameRejected, Label, RedisErrorKind, SinkOutcome, UndoOutcome, WriterError,
 };
 use crate::protocol::ServerEvent;
 
@@ -280,6 +280,8 @@ declare! {
             : "FCALL rtsync_commit round trip";
         counter COMMITS = "rtsync_commits_total" ["status" => CommitOutcome]
             : "Commits by result status";
+        counter UNDOS = "rtsync_undo_total" ["status" => UndoOutcome]
+            : "Undo and redo requests by result status";
         histogram FANOUT_LATENCY = "rtsync_fanout_latency_seconds" in Seconds buckets LATENCY
             : "Stream entry time to frame written";
         counter EVENTS_DELIVERED = "rtsync_events_delivered_total"

@@ -84,6 +84,21 @@ label_enum! {
 }
 
 label_enum! {
+    /// `rtsync_undo_total{status}`: an undo's or redo's answer
+    /// (docs/protocol.md 3.3); `busy` when the stack kept changing under
+    /// it, `error` when Redis failed it.
+    UndoOutcome {
+        Applied => "applied",
+        Partial => "partial",
+        Conflict => "conflict",
+        Nothing => "nothing",
+        Duplicate => "duplicate",
+        Busy => "busy",
+        Error => "error",
+    }
+}
+
+label_enum! {
     /// `rtsync_redis_errors_total{kind}` (see `store::StoreError::label`).
     RedisErrorKind {
         Unavailable => "unavailable",

@@ -33,7 +33,7 @@ use catalog::{Declared, Handles, Kind};
 pub use catalog::{ALL, SINK_ALL};
 pub use labels::{
     Audience, AuditDropped, AuthFailure, CommitOutcome, ConnectionRefused, ConnectionState,
-    EventIn, FrameRejected, Label, RedisErrorKind, SinkOutcome, WriterError,
+    EventIn, FrameRejected, Label, RedisErrorKind, SinkOutcome, UndoOutcome, WriterError,
 };
 
 /// Installs the Prometheus recorder with every histogram's buckets, then
@@ -187,6 +187,10 @@ pub fn frame_out(bytes: usize, event_ms: Option<u64>) {
 pub fn commit_done(elapsed: Duration, outcome: CommitOutcome) {
     COMMIT_DURATION.record(elapsed.as_secs_f64());
     COMMITS.get(outcome).increment(1);
+}
+/// An undo or redo was answered (or failed: `Error`, `Busy`).
+pub fn undo_done(outcome: UndoOutcome) {
+    catalog::UNDOS.at(outcome).increment(1);
 }
 pub fn events_delivered(events: usize, subscribers: usize) {
     EVENTS_DELIVERED.increment((events * subscribers) as u64);

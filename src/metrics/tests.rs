@@ -116,6 +116,21 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
             ],
         )),
     ),
+    (
+        "rtsync_undo_total",
+        Some((
+            "status",
+            &[
+                "applied",
+                "partial",
+                "conflict",
+                "nothing",
+                "duplicate",
+                "busy",
+                "error",
+            ],
+        )),
+    ),
     ("rtsync_fanout_latency_seconds", None),
     ("rtsync_events_delivered_total", None),
     (

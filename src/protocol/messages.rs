@@ -26,10 +26,12 @@ pub enum ClientEvent {
     RecordHistory,
     Editing,
     Viewport,
+    Undo,
+    Redo,
 }
 
 impl ClientEvent {
-    pub const ALL: [ClientEvent; 13] = [
+    pub const ALL: [ClientEvent; 15] = [
         ClientEvent::Authenticate,
         ClientEvent::SubscribeToTable,
         ClientEvent::UnsubscribeFromTable,
@@ -43,6 +45,8 @@ impl ClientEvent {
         ClientEvent::RecordHistory,
         ClientEvent::Editing,
         ClientEvent::Viewport,
+        ClientEvent::Undo,
+        ClientEvent::Redo,
     ];
 
     /// Its name on the wire.
@@ -61,6 +65,8 @@ impl ClientEvent {
             ClientEvent::RecordHistory => "record_history",
             ClientEvent::Editing => "editing",
             ClientEvent::Viewport => "viewport",
+            ClientEvent::Undo => "undo",
+            ClientEvent::Redo => "redo",
         }
     }
 
@@ -158,6 +164,26 @@ pub struct TableReq {
 impl TableReq {
     pub fn validate(&self) -> Result<(), RequestError> {
         check_id("tableId", &self.table_id)?;
+        Ok(())
+    }
+}
+
+/// `undo` / `redo` (v1.3, docs/protocol.md 3.3): the table, and a
+/// clientChangeId that makes the request idempotent like a change's.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UndoReq {
+    pub table_id: String,
+    pub client_change_id: Option<String>,
+}
+
+impl UndoReq {
+    pub fn validate(&self) -> Result<(), RequestError> {
+        check_id("tableId", &self.table_id)?;
+        if let Some(cc) = &self.client_change_id {
+            crate::change::rules::check_client_change_id(cc)
+                .map_err(|e| RequestError::bad_request(e.to_string()))?;
+        }
         Ok(())
     }
 }

@@ -29,6 +29,7 @@ pub mod route;
 pub mod socketio_connect;
 pub mod steps;
 pub mod tables;
+pub mod undo;
 
 /// The transport types live in [`crate::transport`] (the standalone
 /// Engine.IO layer runs on them too); these paths keep naming them.

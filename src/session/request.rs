@@ -20,6 +20,7 @@ use crate::change::{validate_batch, ChangeLimits, ChangeRequest, ValidChange};
 use crate::protocol::messages::{
     parse, AuthenticateReq, ClientEvent, CursorReq, HistoryPageReq, LoadRecordsReq,
     RecordHistoryReq, RecoverReq, SelectionReq, SubscribeReq, TableReq, EditingReq, ViewportReq,
+    UndoReq,
 };
 use crate::protocol::{ErrorCode, RequestError};
 
@@ -40,6 +41,10 @@ pub enum Request {
     RecordHistory(HistoryPageReq),
     Editing(EditingReq),
     Viewport(ViewportReq),
+    /// v1.3: undo the user's latest step on a table.
+    Undo(UndoReq),
+    /// v1.3: redo the user's latest undone step on a table.
+    Redo(UndoReq),
 }
 
 /// Who sends a request, as far as checking its payload needs: a change
@@ -118,6 +123,8 @@ impl Request {
             ClientEvent::SyncOfflineChanges => {
                 Request::SyncOfflineChanges(offline_batch(name, data, caller)?)
             }
+            ClientEvent::Undo => Request::Undo(undo(name, data)?),
+            ClientEvent::Redo => Request::Redo(undo(name, data)?),
         })
     }
 
@@ -137,6 +144,8 @@ impl Request {
             Request::RecordHistory(_) => ClientEvent::RecordHistory,
             Request::Editing(_) => ClientEvent::Editing,
             Request::Viewport(_) => ClientEvent::Viewport,
+            Request::Undo(_) => ClientEvent::Undo,
+            Request::Redo(_) => ClientEvent::Redo,
         }
     }
 }
@@ -147,13 +156,23 @@ fn table(name: &str, data: Value) -> Result<TableReq, RequestError> {
     Ok(req)
 }
 
+fn undo(name: &str, data: Value) -> Result<UndoReq, RequestError> {
+    let req: UndoReq = parse(name, data)?;
+    req.validate()?;
+    Ok(req)
+}
+
 /// A record change, as the caller's on its connection, within the limits.
 fn change(name: &str, data: Value, caller: &Caller) -> Result<ValidChange, RequestError> {
     let req: ChangeRequest = parse(name, data)?;
     let user = caller.user()?;
-    Ok(req
+    let mut valid = req
         .by_client(&user.user_id, caller.conn_id)
-        .validate(caller.limits)?)
+        .validate(caller.limits)?;
+    if valid.req.entity_type == "record" {
+        valid.undoable(None)?;
+    }
+    Ok(valid)
 }
 
 /// An offline batch: an array of changes, each with its `clientChangeId`,
@@ -186,6 +205,20 @@ fn offline_batch(
         }
         Ok(valid)
     })
+    .and_then(one_undo_step)
+}
+
+/// One offline batch is one undo step (docs/protocol.md 3.3): its group is
+/// named by the batch's first clientChangeId.
+fn one_undo_step(mut batch: Vec<ValidChange>) -> Result<Vec<ValidChange>, RequestError> {
+    let group = batch
+        .first()
+        .and_then(|c| c.req.client_change_id.as_deref())
+        .map(|cc| format!("offline:{cc}"));
+    for valid in batch.iter_mut().filter(|v| v.req.entity_type == "record") {
+        valid.undoable(group.clone())?;
+    }
+    Ok(batch)
 }
 
 #[cfg(test)]
@@ -282,6 +315,11 @@ mod tests {
             (
                 ClientEvent::Viewport,
                 json!({"tableId": "t1", "firstRecordId": "r1", "lastRecordId": "r9"}),
+            ),
+            (ClientEvent::Undo, json!({"tableId": "t1"})),
+            (
+                ClientEvent::Redo,
+                json!({"tableId": "t1", "clientChangeId": "u1"}),
             ),
         ];
         assert_eq!(valid.len(), ClientEvent::ALL.len());

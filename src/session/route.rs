@@ -7,7 +7,7 @@
 //!
 //! Data flow: `frame::handle_frame` → [`dispatch`] → [`Request::parse`] →
 //! [`handle`] → one handler module per idea (`auth`, `tables`, `commit`,
-//! `offline`, `presence_relay`, `records`, `record_history`) →
+//! `offline`, `presence_relay`, `records`, `record_history`, `undo`) →
 //! [`steps::answer`].
 
 use serde_json::Value;
@@ -16,11 +16,12 @@ use super::edge;
 use super::reply::Reply;
 use super::request::{Caller, Request};
 use super::{
-    auth, commit, offline, presence_relay, record_history, records, steps, tables, Session,
+    auth, commit, offline, presence_relay, record_history, records, steps, tables, undo, Session,
 };
 use crate::protocol::framing::ClientFrame;
 use crate::protocol::messages::ClientEvent;
 use crate::protocol::{ErrorCode, RequestError};
+use crate::store::undo::Direction;
 
 /// Dispatches one decoded request (`size`: its message's bytes) and
 /// answers it.
@@ -104,6 +105,8 @@ async fn handle(session: &mut Session, request: Request) -> Reply {
         Request::Selection(req) => presence_relay::selection(session, req).await,
         Request::Editing(req) => presence_relay::editing(session, req).await,
         Request::Viewport(req) => presence_relay::viewport(session, req).await,
+        Request::Undo(req) => undo::undo(session, req, Direction::Undo).await,
+        Request::Redo(req) => undo::undo(session, req, Direction::Redo).await,
     }
 }
 

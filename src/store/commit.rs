@@ -117,9 +117,12 @@ async fn call_commit(store: &Store, valid: &ValidChange) -> Result<CommitResult,
         .client_change_id
         .as_deref()
         .map(|cc| (req.user_id.as_str(), cc));
-    let keys = store
+    let mut keys = store
         .keys
         .commit_keys(req.scope(), &req.entity_type, &req.entity_id, dedup);
+    if valid.undo.is_some() {
+        keys.extend(store.keys.commit_undo_keys(req.scope(), &req.user_id));
+    }
     let mut cmd = redis::cmd("FCALL");
     cmd.arg("rtsync_commit").arg(keys.len()).arg(&keys);
     let header = match req.entity_type.as_str() {

@@ -79,6 +79,18 @@ impl Keys {
         )
     }
 
+    /// A user's undo stack on a table (a list, newest step first;
+    /// `lua/steps.lua`), in the table's slot; the user id's length keeps
+    /// the key unambiguous, as in [`Keys::dedup`].
+    pub fn undo_stack(&self, table: &str, user: &str) -> String {
+        format!("{}:{{{table}}}:undo:{}:{user}", self.prefix, user.len())
+    }
+
+    /// A user's redo stack on a table (see [`Keys::undo_stack`]).
+    pub fn redo_stack(&self, table: &str, user: &str) -> String {
+        format!("{}:{{{table}}}:redo:{}:{user}", self.prefix, user.len())
+    }
+
     /// The sink's dead-letter stream of a table (docs/protocol.md section 9).
     pub fn dead(&self, name: &str) -> String {
         self.stream_key(name, "dead")
@@ -211,6 +223,51 @@ impl Keys {
         }
         if let Some((user, client_change_id)) = dedup {
             keys.push(self.dedup(scope, user, client_change_id));
+        }
+        keys
+    }
+
+    /// The keys a commit appends to [`Keys::commit_keys`] to record an undo
+    /// step for its user (`lua/commit.lua`, KEYS 7 and 8): the undo stack,
+    /// then the redo stack.
+    pub fn commit_undo_keys(&self, table: &str, user: &str) -> [String; 2] {
+        [self.undo_stack(table, user), self.redo_stack(table, user)]
+    }
+
+    /// KEYS of `rtsync_undo` (`lua/undo.lua`): the stack the step is taken
+    /// from and the other one (`redo` swaps them), the table's stream,
+    /// record index, sink floor and doorbell, each record of the step in
+    /// order (its hash, then its history index), then the dedup key of the
+    /// request's clientChangeId.
+    pub fn undo_keys(
+        &self,
+        table: &str,
+        user: &str,
+        redo: bool,
+        record_ids: &[String],
+        client_change_id: Option<&str>,
+    ) -> Vec<String> {
+        let [undo, redo_stack] = self.commit_undo_keys(table, user);
+        let (from, to) = if redo {
+            (redo_stack, undo)
+        } else {
+            (undo, redo_stack)
+        };
+        let mut keys = Vec::with_capacity(7 + 2 * record_ids.len());
+        keys.extend([
+            from,
+            to,
+            self.events(table),
+            self.records(table),
+            self.sink_floor(table),
+            self.presence_channel(table),
+        ]);
+        for id in record_ids {
+            keys.push(self.record(table, id));
+            keys.push(self.record_history(table, id));
+        }
+        if let Some(cc) = client_change_id {
+            keys.push(self.dedup(table, user, cc));
         }
         keys
     }
@@ -353,6 +410,26 @@ mod tests {
                 "rts:{b}:base-records",
                 "rts:{b}:base-sink-floor",
                 "rts:{b}:base-presence",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_undo_names_both_stacks_the_table_and_each_record_of_the_step_in_its_slot() {
+        let k = Keys::new("rts");
+        let keys = k.undo_keys("t", "u:1", true, &["r1".to_owned()], Some("cc"));
+        assert_eq!(
+            keys,
+            [
+                "rts:{t}:redo:3:u:1",
+                "rts:{t}:undo:3:u:1",
+                "rts:{t}:events",
+                "rts:{t}:records",
+                "rts:{t}:sink-floor",
+                "rts:{t}:presence",
+                "rts:{t}:rec:r1",
+                "rts:{t}:rh:r1",
+                "rts:{t}:cc:3:u:1:cc",
             ]
         );
     }

@@ -17,7 +17,9 @@ macro_rules! assemble {
         concat!(
             include_str!("../../lua/rtsync.lua"),
             $($check,)?
+            include_str!("../../lua/steps.lua"),
             include_str!("../../lua/commit.lua"),
+            include_str!("../../lua/undo.lua"),
             include_str!("../../lua/presence.lua"),
             include_str!("../../lua/streams.lua"),
             include_str!("../../lua/history.lua"),
@@ -136,7 +138,9 @@ mod tests {
             [
                 "base",
                 "keycheck",
+                "steps",
                 "commit",
+                "undo",
                 "presence",
                 "streams",
                 "history",
@@ -172,7 +176,7 @@ mod tests {
     #[test]
     fn only_base_and_keycheck_reach_redis_directly() {
         let texts = module_texts(LIBRARY);
-        assert_eq!(texts.len(), 8);
+        assert_eq!(texts.len(), 11);
         for module in &texts[1..] {
             for direct in ["redis.call", "redis.pcall", "redis.register_function"] {
                 assert!(

@@ -39,6 +39,7 @@ pub mod serving;
 pub mod session_port;
 pub mod sink_group;
 pub mod tailer;
+pub mod undo;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};

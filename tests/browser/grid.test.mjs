@@ -314,3 +314,23 @@ test("the demo's glyphs need no emoji font", async () => {
   assert.deepEqual(emoji, []);
   assert.equal(await intern.locator('th[data-field="status"] .lock').count(), 1, "the lock is drawn in CSS");
 });
+
+test("Ctrl+Z undoes the user's own edit; an undo that meets a colleague's later edit leaves it and says who", async () => {
+  const alice = await open(A, "alice", "t-undo");
+  const bob = await open(B, "bob", "t-undo");
+  const before = await cell(alice, "r03", "owner").inputValue();
+  await edit(alice, "r03", "owner", "alice was here");
+  await settled(alice);
+  await alice.keyboard.press("Control+z");
+  await expectValue(alice, "r03", "owner", before);
+  await expectValue(bob, "r03", "owner", before);
+  await edit(alice, "r04", "task", "mine");
+  await expectValue(bob, "r04", "task", "mine");
+  await edit(bob, "r04", "task", "theirs");
+  await expectValue(alice, "r04", "task", "theirs");
+  await settled(alice);
+  await alice.keyboard.press("Control+z");
+  await alice.waitForFunction(() => [...document.querySelectorAll(".toast")]
+    .some((t) => t.textContent.includes("r04.task was changed by bob since")), null, { timeout: WAIT });
+  await expectValue(alice, "r04", "task", "theirs");
+});

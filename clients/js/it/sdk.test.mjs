@@ -168,6 +168,34 @@ test("on resync_required a live table reloads by itself and ends equal to load_r
   b.disconnect();
 });
 
+test("undo reverts the user's own edit, leaves a colleague's, and redo brings it back", async () => {
+  const a = client("alice", 0);
+  const b = client("bob", 1);
+  await a.connect();
+  await b.connect();
+  const table = a.table("t-undo");
+  await table.ready;
+  await b.change("t-undo", "r1", [{ fieldId: "f", newValue: "a" }, { fieldId: "g", newValue: "a" }], { type: "create" });
+  await until("bob's record", () => table.get("r1")?.fields.f === "a");
+  assert.equal(table.canUndo, false);
+  await table.set("r1", { f: "b", g: "b" });
+  assert.equal(table.canUndo, true);
+  await b.change("t-undo", "r1", [{ fieldId: "g", newValue: "bob's" }]);
+  await until("bob's edit", () => table.get("r1")?.fields.g === "bob's");
+  const undone = await table.undo();
+  assert.equal(undone.status, "partial");
+  assert.deepEqual(undone.skipped, [{ recordId: "r1", fieldId: "g", reason: "changed", by: "bob", theirValue: "bob's" }]);
+  assert.deepEqual(table.get("r1").fields, { f: "a", g: "bob's" });
+  assert.equal(table.canRedo, true);
+  const redone = await table.redo();
+  assert.equal(redone.status, "applied");
+  assert.deepEqual(table.get("r1").fields, { f: "b", g: "bob's" });
+  const expected = (await loadAll(a, "t-undo")).map(plain);
+  assert.deepEqual(table.snapshot().map(plain), expected);
+  a.disconnect();
+  b.disconnect();
+});
+
 assert.ok(URLS.length >= 2, "RTSYNC_URLS names two sidecars");
 
 test("v1.3: another user's editing cell shows in table.editing across sidecars, comes back after their reconnect, and goes on stop", async () => {

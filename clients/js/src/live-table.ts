@@ -16,6 +16,15 @@
  * itself (to the server's `current` when the answer carries it), and
  * `rollback` fires. `resync` reloads the table.
  *
+ * Undo and redo (protocol 3.3) revert the user's own latest step on the
+ * table, on the server, never over a colleague's later change. The server
+ * does not send the undo's events back to this connection (as for any own
+ * change), so the records it wrote are read again with `load_records`.
+ * `canUndo` / `canRedo` are tracked from this connection's answers: a
+ * hint for enabling buttons. Another connection of the same user (another
+ * tab) shares the stacks and may empty them; the next answer (`nothing`)
+ * corrects the hint.
+ *
  * With a field-level grant (docs/protocol.md 2.1) the server leaves out the
  * fields the user may not read: records simply lack them, and an event that
  * changed only hidden fields arrives with no changes and still moves the
@@ -31,8 +40,11 @@ import type { EditingHandle } from "./editing.js";
 import type { EditingCell } from "./presence.js";
 import {
   ChangeEvent, CommitResult, FieldChange, fieldPermission, HistoryOptions, HistoryPage, isCommitted, isRejected, Json,
-  LoadRecordsAck, RecordState, UserEditing, Viewport,
+  LoadRecordsAck, RecordState, UndoResult, UserEditing, Viewport,
 } from "./wire.js";
+
+/** Most steps the server keeps per user and table. */
+const MAX_STEPS = 100;
 
 /** A record as the app renders it. */
 export interface LiveRecord extends RecordState {
@@ -63,6 +75,8 @@ export interface LiveTableEvents {
   change: ChangeEvent;
   /** v1.3: another user started or stopped editing a cell (see `editing`). */
   editing: UserEditing;
+  /** An undo or redo was answered (`result.skipped` lists what a colleague changed since). */
+  undo: { way: "undo" | "redo"; result: UndoResult };
   error: { error: unknown };
 }
 
@@ -106,6 +120,8 @@ export class LiveTable extends Emitter<LiveTableEvents> {
   private offs: (() => void)[] = [];
   private resolveReady!: () => void;
   private closed = false;
+  private undoDepth = 0;
+  private redoDepth = 0;
 
   constructor(
     readonly tableId: string,
@@ -187,6 +203,26 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     return this.edit(recordId, "delete", []);
   }
 
+  /** Whether `undo()` is likely to revert something (see the class doc). */
+  get canUndo(): boolean {
+    return this.undoDepth > 0;
+  }
+
+  /** Whether `redo()` is likely to reapply something (see the class doc). */
+  get canRedo(): boolean {
+    return this.redoDepth > 0;
+  }
+
+  /** Reverts the user's latest step on this table (after the user's pending edits of it are answered). */
+  undo(): Promise<UndoResult> {
+    return this.revert("undo");
+  }
+
+  /** Reapplies the step the latest undo reverted. */
+  redo(): Promise<UndoResult> {
+    return this.revert("redo");
+  }
+
   /**
    * (v1.3) A page of the record's history from the server: its changes,
    * newest first, each with who (`userId`), when (`timestamp`) and, per
@@ -258,6 +294,52 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     return result;
   }
 
+  private async revert(way: "undo" | "redo"): Promise<UndoResult> {
+    await this.editsAnswered();
+    const result = await this.host.request<UndoResult>(way, { tableId: this.tableId });
+    const wrote = result.events ?? [];
+    if (result.status === "nothing") {
+      if (way === "undo") this.undoDepth = 0;
+      else this.redoDepth = 0;
+    } else if (result.status !== "duplicate") {
+      const [from, to] = way === "undo" ? ["undoDepth", "redoDepth"] as const : ["redoDepth", "undoDepth"] as const;
+      this[from] = Math.max(0, this[from] - 1);
+      if (wrote.length) this[to] = Math.min(MAX_STEPS, this[to] + 1);
+    }
+    for (const e of wrote) this.subscription.acked(e.eventId);
+    await this.refresh(wrote.map((e) => e.recordId));
+    this.emit("undo", { way, result });
+    return result;
+  }
+
+  /** Resolves once none of the user's edits of this table awaits the server. */
+  private editsAnswered(): Promise<void> {
+    const pending = () => this.host.outbox.pending().some((e) => e.tableId === this.tableId);
+    if (!pending()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const off = this.host.outbox.on("settled", () => {
+        if (!pending()) {
+          off();
+          resolve();
+        }
+      });
+    });
+  }
+
+  /** Reads records again (written by this connection's undo) and applies their states. */
+  private async refresh(recordIds: string[]) {
+    const ids = [...new Set(recordIds)];
+    for (let i = 0; i < ids.length; i += 1000) {
+      const ack = await this.host.request<LoadRecordsAck>("load_records", {
+        tableId: this.tableId, recordIds: ids.slice(i, i + 1000),
+      });
+      for (const st of ack.records ?? []) {
+        this.applyState(st);
+        this.changed(st.recordId, "commit");
+      }
+    }
+  }
+
   private ids(): string[] {
     const ids = new Set<string>([...this.confirmed.keys(), ...this.buffered.keys()]);
     for (const e of this.host.outbox.pending()) if (e.tableId === this.tableId) ids.add(e.recordId);
@@ -273,6 +355,10 @@ export class LiveTable extends Emitter<LiveTableEvents> {
 
   private onSettled({ edit, result }: Settled) {
     if (isCommitted(result)) {
+      if (result.status !== "duplicate") {
+        this.undoDepth = Math.min(MAX_STEPS, this.undoDepth + 1);
+        this.redoDepth = 0;
+      }
       this.offer(edit.recordId, { version: result.version, type: edit.type, changes: edit.changes });
       if (result.status === "overwritten" && result.conflicts?.length) {
         this.emit("conflict", {

@@ -45,6 +45,33 @@ export interface RecordState {
   fields: { [fieldId: string]: Json };
 }
 
+/** The answer to `undo` / `redo` (protocol 3.3). */
+export interface UndoResult {
+  /** `applied`; `partial`: some fields were left (someone changed them since); `conflict`: all were; `nothing`: the stack is empty. */
+  status: "applied" | "partial" | "conflict" | "nothing" | "duplicate";
+  originalStatus?: string;
+  /** The step undone (its first event's id). */
+  undone?: string;
+  /** The step redone. */
+  redone?: string;
+  /** The last event written, and its record's new version. */
+  eventId?: string;
+  version?: number;
+  /** One event per record written. */
+  events?: { recordId: string; eventId: string; version: number; type: "update" | "delete" | "create" }[];
+  /** What was left as it is: `by` changed it since (both left out for a field the user may not read). */
+  skipped?: UndoSkip[];
+  truncated?: boolean;
+}
+
+export interface UndoSkip {
+  recordId: string;
+  fieldId?: string;
+  reason: "changed" | "deleted" | "exists" | "too_large";
+  theirValue?: Json;
+  by?: string;
+}
+
 export interface CommitResult {
   status: CommitStatus;
   /** For a `duplicate`: the status of the first answer. */
