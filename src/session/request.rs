@@ -18,9 +18,8 @@ use serde_json::Value;
 use crate::auth::Identity;
 use crate::change::{validate_batch, ChangeLimits, ChangeRequest, ValidChange};
 use crate::protocol::messages::{
-    parse, AuthenticateReq, ClientEvent, CursorReq, HistoryPageReq, LoadRecordsReq,
-    RecordHistoryReq, RecoverReq, SelectionReq, SubscribeReq, TableReq, EditingReq, ViewportReq,
-    UndoReq,
+    parse, AuthenticateReq, ClientEvent, CursorReq, EditingReq, HistoryPageReq, LoadRecordsReq,
+    RecordHistoryReq, RecoverReq, SelectionReq, SubscribeReq, TableReq, UndoReq, ViewportReq,
 };
 use crate::protocol::{ErrorCode, RequestError};
 
