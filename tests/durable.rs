@@ -153,6 +153,11 @@ async fn aof_mode_refuses_to_start_on_a_redis_without_waitaof_naming_its_version
         let mut p = version.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
         (p.next().unwrap_or(0), p.next().unwrap_or(0))
     };
+    if (major, minor) >= (7, 2) {
+        // A newer server has WAITAOF (the sidecar would start and run);
+        // this check is for older ones.
+        return;
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rtsync"))
         .env_clear()
         .env("RTS_LISTEN", "127.0.0.1:0")
@@ -162,14 +167,115 @@ async fn aof_mode_refuses_to_start_on_a_redis_without_waitaof_naming_its_version
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if (major, minor) >= (7, 2) {
-        // A newer server has WAITAOF; this check is for older ones.
-        return;
-    }
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr.contains("Redis 7.2 or newer"), "{stderr}");
     assert!(
         stderr.contains(&version),
         "names the server's version: {stderr}"
     );
+}
+
+/// A primary persisting every write to its AOF before answering
+/// (`appendonly yes`, `appendfsync always`) and a sidecar with
+/// `RTS_DURABLE_WRITES=aof`; `None` (the test is skipped, saying why) on a
+/// server without `WAITAOF`: the Valkey pass of scripts/test.sh has one.
+async fn aof_primary(name: &str) -> Option<(RedisServer, Sidecar)> {
+    let primary = RedisServer::start_with(true).await;
+    if !primary.has_waitaof().await {
+        eprintln!(
+            "SKIPPED: RTS_DURABLE_WRITES=aof needs WAITAOF (Redis 7.2+ or Valkey); this server is {:?}. \
+             Run with RTS_TEST_REDIS_SERVER=$(scripts/ensure-valkey.sh)",
+            primary.version().await
+        );
+        return None;
+    }
+    let side = Sidecar::start_url(
+        &primary.url(),
+        name,
+        &[
+            ("RTS_DURABLE_WRITES", "aof"),
+            ("RTS_DURABLE_TIMEOUT_MS", "500"),
+        ],
+    )
+    .await;
+    Some((primary, side))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aof_mode_acknowledged_changes_and_their_dedup_keys_survive_a_sigkill_and_restart() {
+    let Some((mut primary, side)) = aof_primary("dur-aof").await else {
+        return;
+    };
+    let mut c = Client::connect(&side, "alice").await;
+    let mut acked = Vec::new();
+    for i in 0..30 {
+        let id = format!("a{i}");
+        let r = c
+            .request_ok(
+                "record_change",
+                with_id(change("aof", &format!("r{}", i % 4), "f", json!(i)), &id),
+            )
+            .await;
+        assert_eq!(r["status"], "applied", "{r}");
+        acked.push((id, r["eventId"].as_str().unwrap().to_owned()));
+    }
+    // SIGKILL right after the last acknowledgement, then start again from
+    // the AOF on the same directory and port.
+    primary.restart().await;
+    let mut conn = primary.conn().await;
+    let ids = stream_ids(&mut conn, "aof").await;
+    for (cc, event) in &acked {
+        assert!(ids.contains(event), "{cc} acknowledged as {event} but lost");
+    }
+    assert_eq!(ids.len(), acked.len(), "nothing more, nothing less");
+    // The dedup keys survived too: each resend is a duplicate of its event.
+    for (cc, event) in &acked {
+        let i: usize = cc[1..].parse().unwrap();
+        let body = with_id(change("aof", &format!("r{}", i % 4), "f", json!(i)), cc);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let r = loop {
+            match c.request("record_change", body.clone()).await {
+                Ok(r) => break r,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "no answer after the restart: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        assert_eq!(r["status"], "duplicate", "{cc}: {r}");
+        assert_eq!(r["eventId"].as_str(), Some(event.as_str()), "{cc}: {r}");
+    }
+    assert_eq!(stream_ids(&mut conn, "aof").await.len(), acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aof_mode_with_the_aof_turned_off_at_runtime_answers_timeout_never_applied() {
+    let Some((primary, side)) = aof_primary("dur-aof-off").await else {
+        return;
+    };
+    let mut c = Client::connect(&side, "alice").await;
+    let r = c
+        .request_ok("record_change", change("aof", "r1", "f", json!(0)))
+        .await;
+    assert_eq!(r["status"], "applied");
+    let mut conn = primary.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg("no")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for i in 1..6 {
+        let err = c
+            .request("record_change", change("aof", "r1", "f", json!(i)))
+            .await
+            .expect_err("no AOF confirms the write");
+        assert_eq!(err["code"], "timeout", "commit {i}: {err}");
+    }
+    let text = side.get("/metrics").1;
+    assert!(metric(&text, "rtsync_durable_unconfirmed_total") >= 5.0);
 }

@@ -164,7 +164,7 @@ async fn spawn_node(dir: &std::path::Path) -> (u16, Child) {
         let port = free_node_port();
         let node_dir = dir.join(port.to_string());
         std::fs::create_dir_all(&node_dir).expect("node dir");
-        let mut child = Command::new("redis-server")
+        let mut child = Command::new(super::redis_server::server_binary())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args([
                 "--cluster-enabled",
