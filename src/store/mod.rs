@@ -297,6 +297,9 @@ impl Store {
     ) -> Result<T, StoreError> {
         let backend = self.backend();
         let Some(pipe) = &backend.pipe else {
+            if durable && self.durable.mode != crate::config::Durability::None {
+                return self.fcall_durable_on_cluster(cmd).await;
+            }
             let first = cmd.query_async(&mut self.conn()).await;
             return self.retry_if_library_missing(cmd, first).await;
         };
@@ -308,6 +311,29 @@ impl Store {
         };
         // The retry goes through the pipeline too, so a commit made then
         // still waits for its durability.
+        match call().await {
+            Err(e) if e.is_missing_function() => {
+                tracing::warn!("rtsync function library missing; loading it again");
+                self.load_library().await?;
+                call().await
+            }
+            other => other,
+        }
+    }
+
+    /// A commit on a cluster with `RTS_DURABLE_WRITES`: the commit and its
+    /// wait go to the commit's node together (`durable::call_on_cluster`);
+    /// a missing library is loaded again and the pair sent once more.
+    async fn fcall_durable_on_cluster<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let call = || async {
+            durable::call_on_cluster(&mut self.conn(), cmd, self.durable)
+                .await
+                .and_then(|v| T::from_redis_value(v).map_err(redis::RedisError::from))
+                .map_err(StoreError::from_redis)
+        };
         match call().await {
             Err(e) if e.is_missing_function() => {
                 tracing::warn!("rtsync function library missing; loading it again");
