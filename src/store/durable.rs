@@ -8,17 +8,17 @@
 //! if it did not.
 //!
 //! On a Redis Cluster the wait must reach the node that ran the commit, on
-//! the connection that carried it: [`call_on_cluster`] sends the commit and
-//! its wait as one two-command pipeline, which the cluster connection routes
-//! whole to the primary of the commit's slot (`WAIT` has no key, so it
-//! follows the `FCALL`) over its one connection to that node. That is one
-//! wait per commit: a cluster's commits do not go through `group_pipe`.
+//! the connection that carried it: a pipeline on the cluster connection is
+//! routed whole to the primary of its slot (`WAIT` has no key, so it
+//! follows the `FCALL`s) over its one connection to that node, so
+//! `group_pipe` groups a cluster's commits per slot, one wait per group;
+//! [`call_on_cluster`] sends one commit with its wait (a commit sent again
+//! after a `MOVED`/`ASK`).
 //!
 //! Data flow: `commit` marks its call durable; `group_pipe` appends
 //! [`Durable::wait_cmd`] to a pipeline holding a durable call and turns the
 //! durable replies into [`not_confirmed`] when [`Durable::confirmed`] says
-//! no; on a cluster `Store::fcall_durable` calls [`call_on_cluster`]
-//! instead. [`check_server`] runs once at start.
+//! no. [`check_server`] runs once at start.
 
 use std::time::Duration;
 
