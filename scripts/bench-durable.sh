@@ -21,6 +21,7 @@ cargo build --release --locked --bins >&2
 . scripts/bench-lib.sh
 target="${CARGO_TARGET_DIR:-target}"
 bin="$target/release/rtsync"
+pinged() { redis-cli -p "$1" ping >/dev/null 2>&1; }
 synced() { redis-cli -p "$1" info replication 2>/dev/null | grep -q "$2"; }
 wait_until() { for _ in $(seq 1 400); do "$@" && return 0; sleep 0.05; done; echo "timed out: $*" >&2; return 1; }
 # node PORT AOF [args...]: one server in its own directory.
@@ -30,7 +31,7 @@ node() {
   "$server" --port "$port" --bind 127.0.0.1 --save "" --appendonly "$aof" --appendfsync always \
     --repl-diskless-sync-delay 0 --dir "$work/$port" "$@" >/dev/null &
   pids+=($!)
-  wait_until redis-cli -p "$port" ping
+  wait_until pinged "$port"
 }
 # A primary and a replica -> $ports, $redis_url.
 start_pair() {
