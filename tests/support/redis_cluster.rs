@@ -72,6 +72,12 @@ impl RedisCluster {
         cluster
     }
 
+    /// The ports of the primaries the cluster was created with (the first
+    /// three: `redis-cli --cluster create` makes them primaries).
+    pub fn primaries(&self) -> &[u16] {
+        &self.ports[..self.ports.len().min(3)]
+    }
+
     /// Comma-separated seed URLs (`RTS_REDIS_URL` with `RTS_REDIS_CLUSTER=true`).
     pub fn urls(&self) -> String {
         self.ports
