@@ -367,8 +367,6 @@ pub enum ConfigError {
     BadSinkUrl(String),
     #[error("RTS_REDIS_SENTINELS needs RTS_REDIS_MASTER_NAME, and cannot be used with RTS_REDIS_CLUSTER")]
     BadSentinels,
-    #[error("RTS_DURABLE_WRITES other than none is not supported on a Redis Cluster yet")]
-    DurableOnCluster,
     #[error("RTS_DURABLE_TIMEOUT_MS must be 1..=1500 (the wait must end within the 2 s command timeout)")]
     DurableTimeout,
 }
@@ -416,9 +414,6 @@ impl Config {
         }
         if self.record_history.get() > MAX_RECORD_HISTORY {
             return Err(ConfigError::LongRecordHistory);
-        }
-        if self.durable_writes != Durability::None && self.redis_cluster {
-            return Err(ConfigError::DurableOnCluster);
         }
         if !(Duration::from_millis(1)..=Duration::from_millis(1500)).contains(&self.durable_timeout)
         {

@@ -7,6 +7,14 @@
 //! `clientChangeId` and gets `duplicate` if it survived, or commits it once
 //! if it did not.
 //!
+//! On a Redis Cluster the wait must reach the node that ran the commit, on
+//! the connection that carried it: a pipeline on the cluster connection is
+//! routed whole to the primary of its slot (`WAIT` has no key, so it
+//! follows the `FCALL`s) over its one connection to that node, so
+//! `group_pipe` groups a cluster's commits per slot, one wait per group;
+//! [`call_on_cluster`] sends one commit with its wait (a commit sent again
+//! after a `MOVED`/`ASK`).
+//!
 //! Data flow: `commit` marks its call durable; `group_pipe` appends
 //! [`Durable::wait_cmd`] to a pipeline holding a durable call and turns the
 //! durable replies into [`not_confirmed`] when [`Durable::confirmed`] says
@@ -14,9 +22,9 @@
 
 use std::time::Duration;
 
-use redis::{Cmd, Value};
+use redis::{Cmd, RedisResult, Value};
 
-use super::{Store, StoreError};
+use super::{Conn, Store, StoreError};
 use crate::config::Durability;
 
 /// The durability every commit waits for.
@@ -87,6 +95,33 @@ pub fn not_confirmed(mode: Durability) -> redis::RedisError {
     ))
 }
 
+/// Runs `cmd` (a commit) on a cluster connection followed by the wait of
+/// `durable` on the same node and connection; the commit's own reply, or
+/// [`not_confirmed`] when the wait does not confirm it. Without a wait
+/// (`none`) it is a plain call.
+pub async fn call_on_cluster(conn: &mut Conn, cmd: &Cmd, durable: Durable) -> RedisResult<Value> {
+    let Some(wait) = durable.wait_cmd() else {
+        return cmd.query_async(conn).await;
+    };
+    let mut pipe = redis::pipe();
+    pipe.add_command(cmd.clone()).add_command(wait);
+    let started = std::time::Instant::now();
+    let mut values: Vec<Value> = pipe.query_async(conn).await?;
+    let (Some(wait_reply), Some(reply), None) = (values.pop(), values.pop(), values.pop()) else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "a commit and its wait did not answer two replies",
+        )));
+    };
+    let confirmed = durable.confirmed(&wait_reply);
+    crate::metrics::durable_wait(started.elapsed(), confirmed);
+    if !confirmed {
+        tracing::warn!(reply = ?wait_reply, "a commit on the cluster was not confirmed durable in time; answering timeout");
+        return Err(not_confirmed(durable.mode));
+    }
+    Ok(reply)
+}
+
 /// Why the server cannot give the durability asked for.
 #[derive(Debug, thiserror::Error)]
 pub enum DurabilityError {
@@ -104,11 +139,7 @@ pub async fn check_server(store: &Store, durable: Durable) -> Result<(), Durabil
     if durable.mode == Durability::None {
         return Ok(());
     }
-    let mut conn = store.conn();
-    let info: String = redis::cmd("INFO")
-        .query_async(&mut conn)
-        .await
-        .map_err(StoreError::from_redis)?;
+    let info = server_info(store).await?;
     let field = |name: &str| {
         info.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
@@ -124,6 +155,24 @@ pub async fn check_server(store: &Store, durable: Durable) -> Result<(), Durabil
         );
     }
     Ok(())
+}
+
+/// `INFO` of the primary; on a cluster, of one primary (asked at random:
+/// the nodes of one cluster run one version, and a primary without a
+/// replica is worth the warning whichever it is).
+async fn server_info(store: &Store) -> Result<String, StoreError> {
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("server").arg("replication");
+    let reply = match store.conn() {
+        Conn::Cluster(mut c) => {
+            let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+            c.route_command(cmd, to).await
+        }
+        mut single => cmd.query_async(&mut single).await,
+    };
+    let value = reply.map_err(StoreError::from_redis)?;
+    redis::from_redis_value(value).map_err(|e| StoreError::from_redis(e.into()))
 }
 
 /// Whether `version` (`major.minor.patch`) is at least `(major, minor)`.

@@ -20,15 +20,27 @@
 //! ends with the wait of [`Durable`]: one per pipeline, on the same
 //! connection, so it covers every write before it. Unconfirmed, the
 //! durable calls are answered with a timeout (see `durable`).
+//!
+//! On a Redis Cluster with `RTS_DURABLE_WRITES`, commits go through one
+//! group pipe per slot ([`SlotPipes`]): a pipeline must stay in one slot
+//! (the cluster connection routes it whole to that slot's primary), so
+//! commits of one table group together and end with one wait on the node
+//! that ran them. A commit answered `MOVED`/`ASK` inside a pipeline (a slot
+//! moving or failing over) is sent again on its own with its wait
+//! (`durable::call_on_cluster`), which follows the redirect.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
-use redis::{Cmd, RedisResult, Value};
+use redis::cluster_routing::{Route, SlotAddr};
+use redis::{Arg, Cmd, RedisResult, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::durable::{not_confirmed, Durable};
+use super::durable::{call_on_cluster, not_confirmed, Durable};
+use super::Conn;
 
 /// Pipelines in flight at once.
 const MAX_IN_FLIGHT: usize = 2;
@@ -51,7 +63,7 @@ pub struct GroupPipe {
 }
 
 impl GroupPipe {
-    pub fn new(conn: ConnectionManager, durable: Durable) -> GroupPipe {
+    pub fn new(conn: Conn, durable: Durable) -> GroupPipe {
         let (tx, rx) = mpsc::channel(QUEUE);
         let driver = tokio::spawn(drive(conn, rx, durable));
         GroupPipe {
@@ -80,7 +92,7 @@ fn gone() -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Io, "the command pipeline stopped"))
 }
 
-async fn drive(conn: ConnectionManager, mut rx: mpsc::Receiver<Call>, durable: Durable) {
+async fn drive(conn: Conn, mut rx: mpsc::Receiver<Call>, durable: Durable) {
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -102,7 +114,7 @@ async fn drive(conn: ConnectionManager, mut rx: mpsc::Receiver<Call>, durable: D
     while in_flight.next().await.is_some() {}
 }
 
-async fn send(mut conn: ConnectionManager, group: Vec<Call>, durable: Durable) {
+async fn send(mut conn: Conn, group: Vec<Call>, durable: Durable) {
     crate::metrics::redis_pipeline(group.len());
     let wait = match group.iter().any(|c| c.durable) {
         true => durable.wait_cmd(),
@@ -118,9 +130,16 @@ async fn send(mut conn: ConnectionManager, group: Vec<Call>, durable: Durable) {
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
     let mut replies = Vec::with_capacity(group.len());
+    let on_cluster = matches!(conn, Conn::Cluster(_));
     for call in group {
+        // A cluster's commit is kept to be sent again after a redirect.
+        let again = on_cluster.then(|| call.cmd.clone());
         pipe.add_command(call.cmd);
-        replies.push((call.reply, call.durable));
+        replies.push(Pending {
+            reply: call.reply,
+            durable: call.durable,
+            again,
+        });
     }
     let waits = wait.is_some();
     if let Some(w) = wait {
@@ -141,12 +160,8 @@ async fn send(mut conn: ConnectionManager, group: Vec<Call>, durable: Durable) {
                 }
                 None => true,
             };
-            for ((reply, is_durable), value) in replies.into_iter().zip(values) {
-                let answer = match value.extract_error() {
-                    Ok(_) if is_durable && !confirmed => Err(not_confirmed(durable.mode)),
-                    other => other,
-                };
-                let _ = reply.send(answer);
+            for (pending, value) in replies.into_iter().zip(values) {
+                answer(&mut conn, pending, value, confirmed, durable).await;
             }
         }
         Ok(values) => {
@@ -155,14 +170,74 @@ async fn send(mut conn: ConnectionManager, group: Vec<Call>, durable: Durable) {
                 "pipeline reply count mismatch",
                 format!("{} replies for {} calls", values.len(), expected),
             ));
-            for (reply, _) in replies {
-                let _ = reply.send(Err(e.clone()));
+            for p in replies {
+                let _ = p.reply.send(Err(e.clone()));
             }
         }
         Err(e) => {
-            for (reply, _) in replies {
-                let _ = reply.send(Err(e.clone()));
+            for p in replies {
+                let _ = p.reply.send(Err(e.clone()));
             }
         }
+    }
+}
+
+/// A call of a sent pipeline, waiting for its reply.
+struct Pending {
+    reply: oneshot::Sender<RedisResult<Value>>,
+    durable: bool,
+    /// The command, kept on a cluster to send again after a redirect.
+    again: Option<Cmd>,
+}
+
+/// Answers one call of a pipeline with its `value`: unconfirmed durable
+/// writes are a timeout; on a cluster a `MOVED`/`ASK` reply (its slot moved
+/// meanwhile) sends the call again on its own, with its wait.
+async fn answer(conn: &mut Conn, p: Pending, value: Value, confirmed: bool, durable: Durable) {
+    let result = match value.extract_error() {
+        Err(e) if e.redirect_node().is_some() => match p.again {
+            Some(cmd) => {
+                tracing::info!(error = %e, "a grouped commit's slot moved; sending it again");
+                let d = if p.durable { durable } else { Durable::none() };
+                call_on_cluster(conn, &cmd, d).await
+            }
+            None => Err(e),
+        },
+        Ok(_) if p.durable && !confirmed => Err(not_confirmed(durable.mode)),
+        other => other,
+    };
+    let _ = p.reply.send(result);
+}
+
+/// One [`GroupPipe`] per cluster slot that commits (see the module doc):
+/// made on a slot's first commit, kept for the store's life (at most one
+/// per slot, 16,384).
+pub struct SlotPipes {
+    conn: Conn,
+    durable: Durable,
+    pipes: Mutex<HashMap<Route, Arc<GroupPipe>>>,
+}
+
+impl SlotPipes {
+    pub fn new(conn: Conn, durable: Durable) -> SlotPipes {
+        SlotPipes {
+            conn,
+            durable,
+            pipes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pipe of the slot of `cmd`'s first key (an `FCALL name numkeys
+    /// key ...`); `None` for a call without one.
+    pub fn for_call(&self, cmd: &Cmd) -> Option<Arc<GroupPipe>> {
+        let Arg::Simple(key) = cmd.args_iter().nth(3)? else {
+            return None;
+        };
+        let route = Route::with_key(key, SlotAddr::Master);
+        let mut pipes = crate::locks::lock(&self.pipes);
+        let pipe = pipes
+            .entry(route)
+            .or_insert_with(|| Arc::new(GroupPipe::new(self.conn.clone(), self.durable)));
+        Some(pipe.clone())
     }
 }

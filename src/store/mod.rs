@@ -91,7 +91,22 @@ struct Backend {
     conns: Vec<Conn>,
     /// Function calls on one Redis go out in groups (see `group_pipe`);
     /// a cluster's calls go one by one on the cluster connection.
-    pipe: Option<group_pipe::GroupPipe>,
+    pipe: Option<Arc<group_pipe::GroupPipe>>,
+    /// On a cluster with durable writes: commits grouped per slot, each
+    /// group ending with its wait on the slot's node (see `group_pipe`).
+    slot_pipes: Option<group_pipe::SlotPipes>,
+}
+
+impl Backend {
+    /// The group pipe a function call goes through, if any: on one Redis
+    /// the one pipe; on a cluster, a durable call's slot's pipe.
+    fn pipe_for(&self, cmd: &redis::Cmd, durable: bool) -> Option<Arc<group_pipe::GroupPipe>> {
+        match (&self.pipe, &self.slot_pipes) {
+            (Some(pipe), _) => Some(pipe.clone()),
+            (None, Some(slots)) if durable => slots.for_call(cmd),
+            _ => None,
+        }
+    }
 }
 
 impl Backend {
@@ -111,11 +126,14 @@ impl Backend {
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(StoreError::Config)?;
-        let pipe = match conns.first() {
-            Some(Conn::Single(c)) => Some(group_pipe::GroupPipe::new(c.clone(), durable)),
-            _ => None,
-        };
-        Ok(Backend { conns, pipe })
+        let pipe = conns
+            .first()
+            .map(|c| Arc::new(group_pipe::GroupPipe::new(c.clone(), durable)));
+        Ok(Backend {
+            conns,
+            pipe,
+            slot_pipes: None,
+        })
     }
 }
 
@@ -162,9 +180,13 @@ impl Store {
                     return Err(StoreError::Reply("shut down before Redis answered".into()));
                 }
             };
+            let conn = Conn::Cluster(conn);
+            let slot_pipes = (pool.durable.mode != crate::config::Durability::None)
+                .then(|| group_pipe::SlotPipes::new(conn.clone(), pool.durable));
             Backend {
-                conns: vec![Conn::Cluster(conn)],
+                conns: vec![conn],
                 pipe: None,
+                slot_pipes,
             }
         } else {
             let url = urls.first().cloned().unwrap_or_default();
@@ -316,7 +338,10 @@ impl Store {
         durable: bool,
     ) -> Result<T, StoreError> {
         let backend = self.backend();
-        let Some(pipe) = &backend.pipe else {
+        let Some(pipe) = backend.pipe_for(cmd, durable) else {
+            if durable && self.durable.mode != crate::config::Durability::None {
+                return self.fcall_durable_on_cluster(cmd).await;
+            }
             let first = cmd.query_async(&mut self.conn()).await;
             return self.retry_if_library_missing(cmd, first).await;
         };
@@ -328,6 +353,29 @@ impl Store {
         };
         // The retry goes through the pipeline too, so a commit made then
         // still waits for its durability.
+        match call().await {
+            Err(e) if e.is_missing_function() => {
+                tracing::warn!("rtsync function library missing; loading it again");
+                self.load_library().await?;
+                call().await
+            }
+            other => other,
+        }
+    }
+
+    /// A commit on a cluster with `RTS_DURABLE_WRITES`: the commit and its
+    /// wait go to the commit's node together (`durable::call_on_cluster`);
+    /// a missing library is loaded again and the pair sent once more.
+    async fn fcall_durable_on_cluster<T: redis::FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let call = || async {
+            durable::call_on_cluster(&mut self.conn(), cmd, self.durable)
+                .await
+                .and_then(|v| T::from_redis_value(v).map_err(redis::RedisError::from))
+                .map_err(StoreError::from_redis)
+        };
         match call().await {
             Err(e) if e.is_missing_function() => {
                 tracing::warn!("rtsync function library missing; loading it again");

@@ -72,6 +72,12 @@ impl RedisCluster {
         cluster
     }
 
+    /// The ports of the primaries the cluster was created with (the first
+    /// three: `redis-cli --cluster create` makes them primaries).
+    pub fn primaries(&self) -> &[u16] {
+        &self.ports[..self.ports.len().min(3)]
+    }
+
     /// Comma-separated seed URLs (`RTS_REDIS_URL` with `RTS_REDIS_CLUSTER=true`).
     pub fn urls(&self) -> String {
         self.ports
@@ -100,6 +106,48 @@ impl RedisCluster {
             let _ = self.children[i].kill();
             let _ = self.children[i].wait();
         }
+    }
+
+    /// Sends `sig` (`STOP`, `CONT`) to the node on `port`: a stopped node
+    /// keeps its connections but answers nothing.
+    pub fn signal_node(&self, port: u16, sig: &str) {
+        if let Some(i) = self.ports.iter().position(|p| *p == port) {
+            let _ = Command::new("kill")
+                .args([format!("-{sig}"), self.children[i].id().to_string()])
+                .status();
+        }
+    }
+
+    /// The port of the replica of the primary on `port`.
+    pub async fn replica_of(&self, port: u16) -> Option<u16> {
+        let info = super::redis_text(port, &["INFO", "replication"]).await?;
+        info.lines()
+            .find(|l| l.starts_with("slave0:"))?
+            .split(',')
+            .find_map(|kv| kv.strip_prefix("port="))?
+            .parse()
+            .ok()
+    }
+
+    /// Starts the (killed) node on `port` again from its directory: it
+    /// rejoins the cluster, as a replica of whichever node took its slots,
+    /// and is back once it has synced.
+    pub async fn restart_node(&mut self, port: u16) {
+        let Some(i) = self.ports.iter().position(|p| *p == port) else {
+            return;
+        };
+        let _ = self.children[i].kill();
+        let _ = self.children[i].wait();
+        self.children[i] = node_process(&self.dir.join(port.to_string()), port);
+        super::wait_for(
+            "the restarted node synced as a replica",
+            Duration::from_secs(30),
+            || async move {
+                let info = super::redis_text(port, &["INFO", "replication"]).await?;
+                info.contains("master_link_status:up").then_some(())
+            },
+        )
+        .await;
     }
 
     /// The port of the primary that serves `slot` now, asked of `via`.
@@ -164,24 +212,7 @@ async fn spawn_node(dir: &std::path::Path) -> (u16, Child) {
         let port = free_node_port();
         let node_dir = dir.join(port.to_string());
         std::fs::create_dir_all(&node_dir).expect("node dir");
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-            ])
-            .args(["--cluster-node-timeout", "2000"])
-            // Replicas sync at once (the default waits 5 s for more).
-            .args(["--repl-diskless-sync-delay", "0"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&node_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
+        let mut child = node_process(&node_dir, port);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             if matches!(child.try_wait(), Ok(Some(_))) {
@@ -198,8 +229,34 @@ async fn spawn_node(dir: &std::path::Path) -> (u16, Child) {
     panic!("no cluster node started after 5 tries (is redis-server installed?)");
 }
 
+/// The process of the cluster node on `port` with its files (its
+/// `nodes.conf`) in `node_dir`: started again there, it rejoins the cluster.
+fn node_process(node_dir: &std::path::Path, port: u16) -> Child {
+    Command::new(super::redis_server::server_binary())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ])
+        .args(["--cluster-node-timeout", "2000"])
+        // Replicas sync at once (the default waits 5 s for more).
+        .args(["--repl-diskless-sync-delay", "0"])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(node_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server")
+}
+
 impl Drop for RedisCluster {
     fn drop(&mut self) {
+        for port in self.ports.clone() {
+            self.signal_node(port, "CONT");
+        }
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();

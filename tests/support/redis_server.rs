@@ -18,6 +18,16 @@ pub struct RedisServer {
     replica_of: Option<u16>,
 }
 
+/// The server binary every test starts: `RTS_TEST_REDIS_SERVER` (e.g. the
+/// path `scripts/ensure-valkey.sh` prints, for the Valkey pass), else
+/// `redis-server` from `PATH`. Sentinels run as `<binary> --sentinel`.
+pub fn server_binary() -> String {
+    std::env::var("RTS_TEST_REDIS_SERVER")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .unwrap_or_else(|| "redis-server".to_owned())
+}
+
 /// True when the suite runs against Redis Cluster (`RTSYNC_TEST_CLUSTER=1`).
 pub fn cluster_mode() -> bool {
     std::env::var_os("RTSYNC_TEST_CLUSTER").is_some_and(|v| v == "1")
@@ -116,7 +126,7 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let child = Command::new(server_binary())
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
@@ -138,7 +148,12 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("spawn redis-server: install it with `apt-get install redis-server`");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "spawn {}: {e} (install redis-server, or set RTS_TEST_REDIS_SERVER)",
+                    server_binary()
+                )
+            });
         self.child = Some(child);
     }
 
@@ -183,6 +198,29 @@ impl RedisServer {
                 .await
                 .expect("connect to test redis"),
         )
+    }
+
+    /// The server's `(major, minor)` Redis-compatible version (`INFO
+    /// server`'s `redis_version`; Valkey reports the Redis version it
+    /// matches, 7.2 for Valkey 8 and 9).
+    pub async fn version(&self) -> (u32, u32) {
+        let info = super::redis_text(self.port, &["INFO", "server"])
+            .await
+            .expect("INFO server");
+        let version = info
+            .lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("0.0")
+            .trim()
+            .to_owned();
+        let mut parts = version.split('.').map(|x| x.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+
+    /// Whether the server has `WAITAOF` (Redis 7.2+, Valkey 8+), which
+    /// `RTS_DURABLE_WRITES=aof` needs.
+    pub async fn has_waitaof(&self) -> bool {
+        self.version().await >= (7, 2)
     }
 
     /// Kills the server (SIGKILL). Single-server tests only.

@@ -50,7 +50,7 @@ impl SentinelSet {
                 ),
             )
             .expect("sentinel config");
-            let child = Command::new("redis-server")
+            let child = Command::new(super::redis_server::server_binary())
                 .arg(&conf)
                 .arg("--sentinel")
                 .stdout(Stdio::null())

@@ -287,4 +287,16 @@ impl Sidecar {
         let instance = self.instance_id.clone();
         *self = Sidecar::start(redis, &instance, &env).await;
     }
+
+    /// [`Sidecar::kill_and_restart`] for a sidecar started with
+    /// [`Sidecar::start_url`] (Sentinel, a cluster with replicas).
+    pub async fn kill_and_restart_url(&mut self, redis_url: &str, env: &[(&str, &str)]) {
+        self.signal("KILL");
+        let _ = self.wait_exit(Duration::from_secs(10)).await;
+        let addr = self.addr.to_string();
+        let mut env = env.to_vec();
+        env.push(("RTS_LISTEN", addr.as_str()));
+        let instance = self.instance_id.clone();
+        *self = Sidecar::start_url(redis_url, &instance, &env).await;
+    }
 }
