@@ -233,10 +233,13 @@ local function emit(ctx, r, kind, new_v, changes, metadata)
 end
 
 -- The record's marker after a revert: its origin is the step's `ov` when
--- every field of the step was written back, else the new version.
-local function record_marker(all, r, new_v)
+-- every field of the step was written back and nobody changed the record
+-- since the step (its origin `cur_o` is still the one the step produced),
+-- else the new version: a colleague's change of another field must keep
+-- an older step of the record (an undo of its create) from reverting.
+local function record_marker(all, r, new_v, cur_o)
   local o = new_v
-  if all then o = tonumber(r.ov) or 0 end
+  if all and cur_o == tonumber(r.v) then o = tonumber(r.ov) or 0 end
   return { '_u', jint(new_v) .. ':' .. jint(o) }, o
 end
 
@@ -251,7 +254,7 @@ local function revert_update(ctx, r, state, cur_v, cur_o)
   end
   local new_v = cur_v + 1
   emit(ctx, r, 'update', new_v, changes_of(todo), nil)
-  local marker, o = record_marker(all, r, new_v)
+  local marker, o = record_marker(all, r, new_v, cur_o)
   marker[#marker + 1] = '_b'
   marker[#marker + 1] = jint(new_b)
   local inverse = write_fields(ctx, state, todo, new_v, marker)
@@ -317,7 +320,7 @@ local function revert_delete(ctx, r, state, cur_v, cur_o)
   local metadata = ctx.metadata:sub(1, -2) .. ',"undelete":true}'
   emit(ctx, r, 'create', new_v, undeleted_changes(state, todo), metadata)
   call('HDEL', state, '_del')
-  local marker, o = record_marker(all, r, new_v)
+  local marker, o = record_marker(all, r, new_v, cur_o)
   marker[#marker + 1] = '_b'
   marker[#marker + 1] = jint(size_after(state, todo))
   write_fields(ctx, state, todo, new_v, marker)

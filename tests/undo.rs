@@ -572,3 +572,23 @@ async fn an_undo_that_brings_a_record_back_is_audited_as_an_undelete() {
         (&json!("ana"), &json!("t"), &json!("r1"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_of_a_create_keeps_a_record_a_colleague_changed_after_the_users_later_edit_was_undone()
+{
+    let (redis, side) = one_sidecar().await;
+    let mut ana = Client::connect(&side, "ana").await;
+    let mut bob = Client::connect(&side, "bob").await;
+    commit(&mut ana, edit("create", "r1", &[("f", json!(1))], "g1")).await;
+    commit(&mut ana, set("r1", "f", json!(2), "g2")).await;
+    commit(&mut bob, set("r1", "g", json!(5), "b1")).await;
+    assert_eq!(undo(&mut ana).await["status"], "applied");
+    let answer = undo(&mut ana).await;
+    assert_eq!(answer["status"], "conflict", "{answer}");
+    assert_eq!(
+        answer["skipped"],
+        json!([{"recordId": "r1", "fieldId": "g", "reason": "changed", "by": "bob", "theirValue": 5}])
+    );
+    assert!(!deleted(&redis, "r1").await, "bob's record is kept");
+    assert_eq!(stored(&redis, "r1", "g").await, Some(json!(5)));
+}
