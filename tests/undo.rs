@@ -592,3 +592,21 @@ async fn undo_of_a_create_keeps_a_record_a_colleague_changed_after_the_users_lat
     assert!(!deleted(&redis, "r1").await, "bob's record is kept");
     assert_eq!(stored(&redis, "r1", "g").await, Some(json!(5)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_past_64_kib_of_old_values_starts_a_new_step_so_joining_stays_cheap() {
+    let (redis, side) = one_sidecar().await;
+    let mut ana = Client::connect(&side, "ana").await;
+    let big = json!("x".repeat(100_000));
+    commit(&mut ana, edit("create", "r1", &[("f", big)], "g0")).await;
+    commit(&mut ana, set("r1", "f", json!("y"), "G")).await;
+    commit(&mut ana, set("r1", "g", json!(1), "G")).await;
+    assert_eq!(undo(&mut ana).await["status"], "applied");
+    assert_eq!(
+        stored(&redis, "r1", "g").await,
+        None,
+        "g's change is undone"
+    );
+    let f = stored(&redis, "r1", "f").await;
+    assert!(f == Some(json!("y")), "f's change is a step of its own");
+}
