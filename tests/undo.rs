@@ -610,3 +610,42 @@ async fn a_group_past_64_kib_of_old_values_starts_a_new_step_so_joining_stays_ch
     let f = stored(&redis, "r1", "f").await;
     assert!(f == Some(json!("y")), "f's change is a step of its own");
 }
+
+/// The `changes` of the table's last stream entry, as stored.
+async fn last_changes(redis: &RedisServer) -> String {
+    let reply: redis::Value = redis::cmd("XREVRANGE")
+        .arg("rts:{t}:events")
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut redis.conn().await)
+        .await
+        .expect("XREVRANGE");
+    let entries = rtsync::store::tailer::entries(reply);
+    let (_, fields) = entries.into_iter().next().expect("an entry");
+    let raw = fields
+        .into_iter()
+        .find(|(k, _)| k == "changes")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    String::from_utf8(raw).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undo_leaves_old_values_out_of_its_event_when_they_would_pass_the_frame_limit() {
+    let (redis, side) = one_sidecar().await;
+    let mut ana = Client::connect(&side, "ana").await;
+    let a = "a".repeat(600_000);
+    let b = "b".repeat(600_000);
+    commit(&mut ana, edit("create", "r1", &[("f", json!(a))], "g1")).await;
+    commit(&mut ana, set("r1", "f", json!(b), "g2")).await;
+    assert_eq!(undo(&mut ana).await["status"], "applied");
+    let changes = last_changes(&redis).await;
+    assert!(changes.len() <= 1 << 20, "{} bytes", changes.len());
+    let changes: Value = serde_json::from_str(&changes).expect("json");
+    let c = &changes[0];
+    assert!(c.get("oldValue").is_none() && c["oldValueOmitted"] == true);
+    assert!(c["newValue"] == json!(a), "the value written back is in it");
+    assert_eq!(c["oldVersion"], 2);
+}
