@@ -52,7 +52,9 @@ same group (`undoGroup` in the change header: the client's
 metadata.undoGroup, or one offline batch) or neither names one and the
 top step started at most JOIN_MS (500 ms) ago. A joined step stays within
 MAX_STEP_CHANGES changes and MAX_STEP_BYTES bytes; a commit that would
-pass either starts a new step.
+pass either starts a new step. Joining copies the whole element, so
+MAX_STEP_BYTES is small (64 KiB): a small change never costs a copy of a
+large step (a group whose old values pass it becomes several steps).
 ]==]
 
 define('steps', { 'base' }, function(m)
@@ -61,7 +63,7 @@ local call, jstr = m.base.call, m.base.jstr
 local MAX_STEPS = 100
 local JOIN_MS = 500
 local MAX_STEP_CHANGES = 1000
-local MAX_STEP_BYTES = 1048576
+local MAX_STEP_BYTES = 65536
 local MAX_GROUP = 128
 
 local function now_ms()

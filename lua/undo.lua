@@ -27,8 +27,10 @@ ARGV
                step the caller read ("" for an empty stack), "userId",
                "tableId", "baseId"?, "origin"?, "clientChangeId"?,
                "maxRecordBytes"?, "answerBytes"?, "recordHistory"?,
-               "hiddenFields"? | "readableFields"?} (the last five as in
-               rtsync_commit)
+               "maxEventBytes"?, "hiddenFields"? | "readableFields"?} (the
+               last six as in rtsync_commit: an update's event whose old
+               values would pass maxEventBytes leaves them out, each
+               marked "oldValueOmitted": true)
   2 retention  milliseconds of history to keep (the stacks expire with it)
 
 What it does. When the top of `from` is not the step `stepId` (another
@@ -81,6 +83,8 @@ local value_json, readable_by, field_set = C.value_json, C.readable_by, C.field_
 local DEDUP_TTL_SECS = 86400
 local MAX_VERSION = 9007199254740991
 local FIXED_KEYS = 6
+-- A stream entry's bytes besides its changes and metadata (lua/commit.lua).
+local EVENT_OVERHEAD = 512
 
 local function fail(msg)
   return redis.error_reply(INVALID .. 'rtsync_undo: ' .. msg)
@@ -112,6 +116,11 @@ local function check_header(h)
     h.recordHistory = 100
   elseif type(cap) ~= 'number' or cap < 1 or cap > 10000 or cap ~= math.floor(cap) then
     return 'recordHistory must be an integer in 1..10000'
+  end
+  local me = h.maxEventBytes
+  if me == cjson.null then h.maxEventBytes, me = nil, nil end
+  if me ~= nil and (type(me) ~= 'number' or me < 1 or me ~= math.floor(me)) then
+    return 'maxEventBytes must be a positive integer'
   end
   for _, limit in ipairs({ { 'maxRecordBytes', 4194304 }, { 'answerBytes', 1048576 } }) do
     local n = h[limit[1]]
@@ -180,17 +189,31 @@ local function size_after(state, todo)
 end
 
 -- The event's `changes` for `todo`: the stored value now as oldValue, the
--- value written back as newValue (null: the field's value is removed).
-local function changes_of(todo)
+-- value written back as newValue (null: the field's value is removed);
+-- with `omit`, each oldValue left out and marked "oldValueOmitted".
+local function changes_text(todo, omit)
   local parts = {}
   for i, t in ipairs(todo) do
     local p = '{"fieldId":' .. jstr(t.f)
-    if t.cur then p = p .. ',"oldValue":' .. value_json(t.cur) end
+    if t.cur and omit then p = p .. ',"oldValueOmitted":true' end
+    if t.cur and not omit then p = p .. ',"oldValue":' .. value_json(t.cur) end
     p = p .. ',"oldVersion":' .. jint(t.ver or 0)
     if t.old then p = p .. ',"newValue":' .. value_json(t.old) else p = p .. ',"newValue":null' end
     parts[i] = p .. '}'
   end
   return '[' .. table.concat(parts, ',') .. ']'
+end
+
+-- changes_text within the header's maxEventBytes (less the rest of
+-- the entry, as rtsync_commit counts it): old values are left out when
+-- they would not fit, so every subscriber can be sent the event.
+local function changes_of(ctx, todo)
+  local text = changes_text(todo, false)
+  local me = ctx.h.maxEventBytes
+  if me and #text > me - EVENT_OVERHEAD - #ctx.metadata then
+    return changes_text(todo, true)
+  end
+  return text
 end
 
 -- Writes `todo` back at version `new_v`, each field marked as holding
@@ -233,10 +256,13 @@ local function emit(ctx, r, kind, new_v, changes, metadata)
 end
 
 -- The record's marker after a revert: its origin is the step's `ov` when
--- every field of the step was written back, else the new version.
-local function record_marker(all, r, new_v)
+-- every field of the step was written back and nobody changed the record
+-- since the step (its origin `cur_o` is still the one the step produced),
+-- else the new version: a colleague's change of another field must keep
+-- an older step of the record (an undo of its create) from reverting.
+local function record_marker(all, r, new_v, cur_o)
   local o = new_v
-  if all then o = tonumber(r.ov) or 0 end
+  if all and cur_o == tonumber(r.v) then o = tonumber(r.ov) or 0 end
   return { '_u', jint(new_v) .. ':' .. jint(o) }, o
 end
 
@@ -250,8 +276,8 @@ local function revert_update(ctx, r, state, cur_v, cur_o)
     return
   end
   local new_v = cur_v + 1
-  emit(ctx, r, 'update', new_v, changes_of(todo), nil)
-  local marker, o = record_marker(all, r, new_v)
+  emit(ctx, r, 'update', new_v, changes_of(ctx, todo), nil)
+  local marker, o = record_marker(all, r, new_v, cur_o)
   marker[#marker + 1] = '_b'
   marker[#marker + 1] = jint(new_b)
   local inverse = write_fields(ctx, state, todo, new_v, marker)
@@ -317,7 +343,7 @@ local function revert_delete(ctx, r, state, cur_v, cur_o)
   local metadata = ctx.metadata:sub(1, -2) .. ',"undelete":true}'
   emit(ctx, r, 'create', new_v, undeleted_changes(state, todo), metadata)
   call('HDEL', state, '_del')
-  local marker, o = record_marker(all, r, new_v)
+  local marker, o = record_marker(all, r, new_v, cur_o)
   marker[#marker + 1] = '_b'
   marker[#marker + 1] = jint(size_after(state, todo))
   write_fields(ctx, state, todo, new_v, marker)

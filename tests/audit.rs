@@ -472,6 +472,39 @@ async fn a_flood_of_failed_logins_from_one_address_is_bounded_by_the_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn failures_from_many_sources_together_are_bounded_by_the_sidecars_share() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[("RTS_AUDIT_RATE_PER_MIN", "1")]).await;
+    let started = Instant::now();
+    let users = 60;
+    for i in 0..users {
+        let claims =
+            json!({"sub": format!("u{i}"), "exp": now_secs() + 3600, "tables": {"t": "r"}});
+        let mut c = Client::connect_claims(&side, &claims, support::client::Enc::Json).await;
+        let err = c
+            .request("record_change", change("t", "r1", "f", json!(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err["code"], "forbidden");
+    }
+    let share = 16 + started.elapsed().as_secs() as usize / 4 + 1;
+    let dropped = support::wait_for("the dropped records counted", WAIT, || async {
+        let (_, metrics) = side.get("/metrics");
+        let n = support::metric(
+            &metrics,
+            "rtsync_audit_dropped_total{reason=\"rate_limited\"}",
+        );
+        (n >= (users - share) as f64).then_some(n)
+    })
+    .await;
+    let written = entries(&side, "action=request_refused&limit=1000").len();
+    assert!(
+        written <= share,
+        "{written} entries (share {share}), {dropped} dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_audit_api_filters_by_action_and_user_and_pages_with_next() {
     let redis = RedisServer::start().await;
     let side = Sidecar::start(&redis, "a", &[]).await;

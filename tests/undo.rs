@@ -572,3 +572,80 @@ async fn an_undo_that_brings_a_record_back_is_audited_as_an_undelete() {
         (&json!("ana"), &json!("t"), &json!("r1"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn undo_of_a_create_keeps_a_record_a_colleague_changed_after_the_users_later_edit_was_undone()
+{
+    let (redis, side) = one_sidecar().await;
+    let mut ana = Client::connect(&side, "ana").await;
+    let mut bob = Client::connect(&side, "bob").await;
+    commit(&mut ana, edit("create", "r1", &[("f", json!(1))], "g1")).await;
+    commit(&mut ana, set("r1", "f", json!(2), "g2")).await;
+    commit(&mut bob, set("r1", "g", json!(5), "b1")).await;
+    assert_eq!(undo(&mut ana).await["status"], "applied");
+    let answer = undo(&mut ana).await;
+    assert_eq!(answer["status"], "conflict", "{answer}");
+    assert_eq!(
+        answer["skipped"],
+        json!([{"recordId": "r1", "fieldId": "g", "reason": "changed", "by": "bob", "theirValue": 5}])
+    );
+    assert!(!deleted(&redis, "r1").await, "bob's record is kept");
+    assert_eq!(stored(&redis, "r1", "g").await, Some(json!(5)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_past_64_kib_of_old_values_starts_a_new_step_so_joining_stays_cheap() {
+    let (redis, side) = one_sidecar().await;
+    let mut ana = Client::connect(&side, "ana").await;
+    let big = json!("x".repeat(100_000));
+    commit(&mut ana, edit("create", "r1", &[("f", big)], "g0")).await;
+    commit(&mut ana, set("r1", "f", json!("y"), "G")).await;
+    commit(&mut ana, set("r1", "g", json!(1), "G")).await;
+    assert_eq!(undo(&mut ana).await["status"], "applied");
+    assert_eq!(
+        stored(&redis, "r1", "g").await,
+        None,
+        "g's change is undone"
+    );
+    let f = stored(&redis, "r1", "f").await;
+    assert!(f == Some(json!("y")), "f's change is a step of its own");
+}
+
+/// The `changes` of the table's last stream entry, as stored.
+async fn last_changes(redis: &RedisServer) -> String {
+    let reply: redis::Value = redis::cmd("XREVRANGE")
+        .arg("rts:{t}:events")
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(&mut redis.conn().await)
+        .await
+        .expect("XREVRANGE");
+    let entries = rtsync::store::tailer::entries(reply);
+    let (_, fields) = entries.into_iter().next().expect("an entry");
+    let raw = fields
+        .into_iter()
+        .find(|(k, _)| k == "changes")
+        .map(|(_, v)| v)
+        .unwrap_or_default();
+    String::from_utf8(raw).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undo_leaves_old_values_out_of_its_event_when_they_would_pass_the_frame_limit() {
+    let (redis, side) = one_sidecar().await;
+    let mut ana = Client::connect(&side, "ana").await;
+    let a = "a".repeat(600_000);
+    let b = "b".repeat(600_000);
+    commit(&mut ana, edit("create", "r1", &[("f", json!(a))], "g1")).await;
+    commit(&mut ana, set("r1", "f", json!(b), "g2")).await;
+    assert_eq!(undo(&mut ana).await["status"], "applied");
+    let changes = last_changes(&redis).await;
+    assert!(changes.len() <= 1 << 20, "{} bytes", changes.len());
+    let changes: Value = serde_json::from_str(&changes).expect("json");
+    let c = &changes[0];
+    assert!(c.get("oldValue").is_none() && c["oldValueOmitted"] == true);
+    assert!(c["newValue"] == json!(a), "the value written back is in it");
+    assert_eq!(c["oldVersion"], 2);
+}

@@ -5,11 +5,24 @@
 //! The table is bounded too: at [`Sources::new`]'s `max_sources`, buckets
 //! that have refilled (idle sources) are forgotten; if every one is still
 //! in use, new sources share one overflow bucket, so a flood from many
-//! addresses stays bounded in memory and in entries.
+//! addresses stays bounded in memory and in entries. And all sources
+//! together record at most [`ALL_SOURCES`] sources' worth (one shared
+//! bucket every record also takes from), so a flood spread over many
+//! addresses (an IPv6 range) or many users grows the audit stream no
+//! faster than that, however many sources it uses. Idle buckets are swept
+//! at most once a [`SWEEP`] interval, so a spray of new sources costs no
+//! scan of the table per record.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How many sources' rate all sources of a sidecar share: past it, records
+/// are dropped (counted) whatever their source.
+pub const ALL_SOURCES: u32 = 16;
+
+/// The least time between two sweeps of idle buckets.
+pub const SWEEP: Duration = Duration::from_secs(1);
 
 /// One source's tokens, refilled continuously up to the burst.
 #[derive(Clone, Copy, Debug)]
@@ -48,6 +61,10 @@ impl Bucket {
 pub struct Sources {
     buckets: HashMap<String, Bucket>,
     overflow: Option<Bucket>,
+    /// Every source's records also take from it (see [`ALL_SOURCES`]).
+    all: Option<Bucket>,
+    /// When idle buckets were last swept.
+    swept: Option<Instant>,
     burst: f64,
     per_sec: f64,
     max_sources: usize,
@@ -60,14 +77,29 @@ impl Sources {
         Sources {
             buckets: HashMap::new(),
             overflow: None,
+            all: None,
+            swept: None,
             burst,
             per_sec: burst / 60.0,
             max_sources: max_sources.max(1),
         }
     }
 
-    /// Whether `source` may record one more now (and takes its token).
+    /// Whether `source` may record one more now (and takes its token),
+    /// within the share of all sources.
     pub fn allow(&mut self, source: &str, now: Instant) -> bool {
+        if !self.allow_source(source, now) {
+            return false;
+        }
+        let share = f64::from(ALL_SOURCES);
+        let (burst, per_sec) = (self.burst * share, self.per_sec * share);
+        self.all
+            .get_or_insert_with(|| Bucket::full(burst, now))
+            .take(now, burst, per_sec)
+    }
+
+    /// Whether `source`'s own bucket (or the overflow) has a token.
+    fn allow_source(&mut self, source: &str, now: Instant) -> bool {
         let (burst, per_sec) = (self.burst, self.per_sec);
         if !self.buckets.contains_key(source) && self.buckets.len() >= self.max_sources {
             self.forget_idle(now);
@@ -89,6 +121,13 @@ impl Sources {
     /// Forgets the sources whose bucket is full again: forgetting them
     /// changes nothing (a new bucket starts full).
     fn forget_idle(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|at| now.saturating_duration_since(at) < SWEEP)
+        {
+            return;
+        }
+        self.swept = Some(now);
         let (burst, per_sec) = (self.burst, self.per_sec);
         self.buckets.retain(|_, b| {
             b.refill(now, burst, per_sec);
@@ -156,5 +195,27 @@ mod tests {
         assert!(s.allow("a", t0));
         assert!(s.allow("b", t0 + Duration::from_secs(5)));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn all_sources_together_get_the_share_of_all_sources() {
+        let mut s = sources(1, 1000);
+        let t0 = Instant::now();
+        let allowed = (0..500).filter(|i| s.allow(&format!("u{i}"), t0)).count();
+        assert_eq!(allowed, ALL_SOURCES as usize);
+    }
+
+    #[test]
+    fn a_spray_of_new_sources_sweeps_the_table_at_most_once_an_interval() {
+        let mut s = sources(60, 1);
+        let t0 = Instant::now();
+        assert!(s.allow("a", t0));
+        let later = t0 + Duration::from_secs(5);
+        assert!(s.allow("b", later), "the sweep forgot a");
+        assert!(
+            s.allow("c", later + Duration::from_millis(10)),
+            "c shares the overflow"
+        );
+        assert_eq!(s.len(), 1, "b is kept until the next sweep");
     }
 }

@@ -101,6 +101,10 @@ fn header(session: &Session, user: &Identity, req: &UndoReq, way: Direction) -> 
     header.insert("maxRecordBytes".into(), json!(limits.max_record_bytes));
     header.insert("answerBytes".into(), json!(limits.answer_bytes));
     header.insert(
+        "maxEventBytes".into(),
+        json!(session.app.config.max_frame_bytes.get()),
+    );
+    header.insert(
         "recordHistory".into(),
         json!(session.app.store.record_history),
     );
