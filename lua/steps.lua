@@ -54,7 +54,11 @@ top step started at most JOIN_MS (500 ms) ago. A joined step stays within
 MAX_STEP_CHANGES changes and MAX_STEP_BYTES bytes; a commit that would
 pass either starts a new step. Joining copies the whole element, so
 MAX_STEP_BYTES is small (64 KiB): a small change never costs a copy of a
-large step (a group whose old values pass it becomes several steps).
+large step (a group whose old values pass it becomes several steps). A
+step joined by time alone (no group named) stays within
+MAX_WINDOW_STEP_BYTES (4 KiB): interactive edits within 500 ms fit many
+times over, and a writer committing hundreds of changes a second pays a
+copy of at most 4 KiB per commit instead of 64 KiB.
 ]==]
 
 define('steps', { 'base' }, function(m)
@@ -64,6 +68,10 @@ local MAX_STEPS = 100
 local JOIN_MS = 500
 local MAX_STEP_CHANGES = 1000
 local MAX_STEP_BYTES = 65536
+-- A step joined only by time (no group named) stays smaller: a writer
+-- committing hundreds of changes a second would otherwise copy a growing
+-- element on every commit.
+local MAX_WINDOW_STEP_BYTES = 4096
 local MAX_GROUP = 128
 
 local function now_ms()
@@ -224,7 +232,9 @@ local function joined(undo, group, now, entry)
   if n == nil or nl == nil or tonumber(n) >= MAX_STEP_CHANGES then return nil end
   local text = head_prefix(id, at, false, group, tonumber(n) + 1) .. raw:sub(rpos, nl - 3)
     .. ',' .. head_item(entry) .. ']}\n' .. raw:sub(nl + 1) .. cmsgpack.pack(entry)
-  if #text > MAX_STEP_BYTES then return nil end
+  local most = MAX_STEP_BYTES
+  if group == nil then most = MAX_WINDOW_STEP_BYTES end
+  if #text > most then return nil end
   return text
 end
 
