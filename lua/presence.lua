@@ -12,6 +12,8 @@ caused it (receivers skip it).
 rtsync_presence_join   ARGV channel, now, connId, user JSON {userId, userName,
                        avatarUrl?, tableId, viewId}
   -> JSON {status: "joined"|"reconnected"|"present", color, users: [UserPresence]}
+                       (v1.3: viewports only while the users' stored
+                       presence stays within 256 KiB, see all_users)
 rtsync_presence_leave  ARGV channel, now, connId, userId
   -> remaining connection count; at 0 the presence stays for the grace period
 rtsync_presence_expire ARGV channel, now, userId, graceMs
@@ -106,12 +108,23 @@ local function pick_color(colors_key)
   return best
 end
 
+-- Bytes of stored presence whose viewports table_users carries (v1.3).
+-- A viewport is up to 16 KiB of ids: with a thousand users every join
+-- would answer (and this function build) megabytes. Past the budget a
+-- user is listed without `viewport`; their next user_viewport brings it.
+local USERS_VIEWPORT_BUDGET = 256 * 1024
+
 local function all_users(key, now)
-  local users = {}
+  local users, used = {}, 0
   local flat = call('HGETALL', key)
   for i = 2, #flat, 2 do
     local ok, p = pcall(cjson.decode, flat[i])
-    if ok and type(p) == 'table' then users[#users + 1] = public_view(p, now) end
+    if ok and type(p) == 'table' then
+      local view = public_view(p, now)
+      used = used + #flat[i]
+      if used > USERS_VIEWPORT_BUDGET then view.viewport = nil end
+      users[#users + 1] = view
+    end
   end
   return users
 end

@@ -613,3 +613,62 @@ async fn measure_editing_relay_cost_with_200_users() {
     );
     assert!(vp_frames < all_frames);
 }
+
+/// `count` distinct record ids of `bytes` bytes each.
+fn ids(count: usize, bytes: usize) -> Vec<String> {
+    (0..count).map(|n| format!("{n:0>bytes$}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewport_listing_more_than_16_kib_of_ids_is_refused() {
+    let t = two(&[]).await;
+    let mut c = Client::subscribed(&t.a, "wide", "t").await;
+    let err = c
+        .request(
+            "viewport",
+            json!({"tableId": "t", "recordIds": ids(500, 40)}),
+        )
+        .await
+        .expect_err("20,000 bytes of ids");
+    assert_eq!(err["code"], "bad_request", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("16384 bytes"),
+        "{err}"
+    );
+    c.request_ok(
+        "viewport",
+        json!({"tableId": "t", "recordIds": ids(500, 32)}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn table_users_carries_viewports_only_within_its_byte_budget() {
+    let t = two(&[]).await;
+    let mut users = Vec::new();
+    for n in 0..24 {
+        let side = if n % 2 == 0 { &t.a } else { &t.b };
+        let mut c = Client::subscribed(side, &format!("u{n}"), "t").await;
+        c.request_ok(
+            "viewport",
+            json!({"tableId": "t", "recordIds": ids(500, 32)}),
+        )
+        .await;
+        users.push(c);
+    }
+    let mut late = Client::subscribed(&t.a, "late", "t").await;
+    let listed = late.expect_event("table_users").await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 25, "every user is listed");
+    let with_viewport = listed
+        .iter()
+        .filter(|u| u.get("viewport").is_some())
+        .count();
+    assert!(with_viewport > 0, "viewports while the budget lasts");
+    assert!(with_viewport < 24, "not all 24 x 16 KiB of them");
+    let bytes = serde_json::to_string(listed).unwrap().len();
+    assert!(
+        bytes <= 256 * 1024 + 25 * 1024,
+        "table_users is {bytes} bytes"
+    );
+}
