@@ -402,15 +402,21 @@ struct ChannelTap {
 
 impl ChannelTap {
     async fn start(redis: &RedisServer) -> ChannelTap {
+        ChannelTap::run(redis, &["SSUBSCRIBE", "rts:{t}:presence"], "ssubscribe").await
+    }
+
+    /// Every command Redis runs, from now on.
+    async fn monitor(redis: &RedisServer) -> ChannelTap {
+        ChannelTap::run(redis, &["MONITOR"], "OK").await
+    }
+
+    /// `redis-cli` running `args`, once its output shows `ready`.
+    async fn run(redis: &RedisServer, args: &[&str], ready: &str) -> ChannelTap {
         use std::io::BufRead;
+        let port = redis.port.to_string();
         let mut child = std::process::Command::new("redis-cli")
-            .args([
-                "-c",
-                "-p",
-                &redis.port.to_string(),
-                "SSUBSCRIBE",
-                "rts:{t}:presence",
-            ])
+            .args(["-c", "-p", &port])
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("redis-cli");
@@ -423,7 +429,7 @@ impl ChannelTap {
             }
         });
         let deadline = std::time::Instant::now() + WAIT;
-        while !seen.lock().unwrap().contains("ssubscribe") {
+        while !seen.lock().unwrap().contains(ready) {
             assert!(std::time::Instant::now() < deadline, "redis-cli subscribed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -671,4 +677,22 @@ async fn table_users_carries_viewports_only_within_its_byte_budget() {
         bytes <= 256 * 1024 + 25 * 1024,
         "table_users is {bytes} bytes"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewing_an_editing_indicator_keeps_one_expiry_check_per_user_and_table() {
+    let t = two(&[("RTS_EDITING_TTL_MS", "1000")]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut bob = Client::subscribed(&t.a, "bob", "t").await;
+    let tap = ChannelTap::monitor(&t.redis).await;
+    // Twenty renewals, each past the 50 ms relay slot, so each is relayed.
+    for _ in 0..20 {
+        bob.request_ok("editing", editing("r1", "f", "start")).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    editing_of(&mut alice, "bob", "stop", WAIT)
+        .await
+        .expect("the indicator expires once the renewals stop");
+    let checks = tap.text().matches("rtsync_presence_editing_expire").count();
+    assert!(checks <= 2, "{checks} expiry checks for one indicator");
 }

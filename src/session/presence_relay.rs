@@ -173,18 +173,27 @@ async fn relay(
 }
 
 /// Checks the user's editing indicator once its TTL has passed; one not
-/// renewed meanwhile ends there (`user_editing` "stop"). A failure is
-/// logged and counted: the sweeper ends it later.
+/// renewed meanwhile ends there (`user_editing` "stop"). One check waits
+/// per user and table ([`crate::presence::EditingExpiries`]): a renewal
+/// moves its deadline instead of starting another. A failure is logged
+/// and counted: the sweeper ends it later.
 fn expire_editing_later(session: &Session, table: &str, user: String) {
     let app = session.app.clone();
     // A little past the TTL, so the check finds the start due.
     let wait = app.config.editing_ttl + std::time::Duration::from_millis(20);
+    let at = tokio::time::Instant::now() + wait;
+    if !app.editing_expiries.schedule(&user, table, at) {
+        return;
+    }
     let table = table.to_owned();
     let tasks = app.tasks.clone();
     tasks.spawn(async move {
-        tokio::select! {
-            _ = app.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+        let now = tokio::time::Instant::now;
+        while let Some(at) = app.editing_expiries.next_wake(&user, &table, now()) {
+            tokio::select! {
+                _ = app.shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(at) => {}
+            }
         }
         match presence::expire_editing(&app.store, &table, &user).await {
             Ok(true) => crate::metrics::editing_expired(),
