@@ -24,7 +24,8 @@ rtsync_presence_touch  ARGV channel, now, connId, userId, kind ("heartbeat"|
                        v1.3 editing: value {recordId, fieldId, state:
                        "start"|"stop", ttlMs}; a start sets the user's one
                        editing cell on the table (held by connId, until
-                       now + ttlMs), a stop clears it when it names that
+                       now + ttlMs), publishing a stop of the cell it
+                       replaces first; a stop clears it when it names that
                        cell; either is published as user_editing {userId,
                        color, tableId, recordId, fieldId, state}.
                        viewport: value {viewId?, recordIds? | firstRecordId,
@@ -160,8 +161,16 @@ local function touch_editing(keys, channel, now, conn, p, raw)
     return false, 'editing value must be {recordId, fieldId, state, ttlMs}'
   end
   local cell = { recordId = v.recordId, fieldId = v.fieldId }
+  local quiet = alone(keys, p)
   if v.state == 'start' then
     local ttl = tonumber(v.ttlMs) or 5000
+    local e = p.editing
+    -- Moving to another cell first ends the previous one: a receiver the
+    -- new start is masked or viewport-filtered from would otherwise keep
+    -- showing the old cell (a stop always reaches it, a start may not).
+    if not quiet and type(e) == 'table' and (e.recordId ~= cell.recordId or e.fieldId ~= cell.fieldId) then
+      notify_editing(channel, p, e, 'stop', conn)
+    end
     p.editing = { recordId = cell.recordId, fieldId = cell.fieldId, conn = conn, expiresAt = now + ttl }
   elseif v.state == 'stop' then
     local e = p.editing
@@ -171,7 +180,7 @@ local function touch_editing(keys, channel, now, conn, p, raw)
   else
     return false, 'editing state must be start or stop'
   end
-  if not alone(keys, p) then notify_editing(channel, p, cell, v.state, conn) end
+  if not quiet then notify_editing(channel, p, cell, v.state, conn) end
   return true
 end
 

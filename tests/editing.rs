@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use support::client::{Client, Enc};
 use support::sio::Sio;
 use support::tokens::{now_secs, token};
-use support::{metric, RedisServer, Sidecar};
+use support::{metric, wait_for, RedisServer, Sidecar};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -108,8 +108,13 @@ async fn an_editing_indicator_not_renewed_expires_with_a_stop() {
     let after = began.elapsed();
     assert_eq!(stop["recordId"], "r1");
     assert!(after < Duration::from_secs(3), "expired after {after:?}");
-    let (_, text) = t.b.get("/metrics");
-    assert!(metric(&text, "rtsync_presence_editing_expired_total") >= 1.0);
+    // Counted once the expiring call returned, which may be after the stop
+    // it published reached alice.
+    wait_for("the expiry counted", WAIT, || async {
+        let (_, text) = t.b.get("/metrics");
+        (metric(&text, "rtsync_presence_editing_expired_total") >= 1.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -695,4 +700,42 @@ async fn renewing_an_editing_indicator_keeps_one_expiry_check_per_user_and_table
         .expect("the indicator expires once the renewals stop");
     let checks = tap.text().matches("rtsync_presence_editing_expire").count();
     assert!(checks <= 2, "{checks} expiry checks for one indicator");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moving_to_a_cell_outside_a_viewport_ends_the_indicator_the_watcher_saw() {
+    let t = two(&[]).await;
+    let mut near = viewport_watcher(&t.a, "near").await;
+    let mut bob = Client::subscribed(&t.b, "bob", "t").await;
+    bob.request_ok("editing", editing("r12", "f", "start"))
+        .await;
+    editing_of(&mut near, "bob", "start", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    bob.request_ok("editing", editing("r50", "f", "start"))
+        .await;
+    let stop = editing_of(&mut near, "bob", "stop", WAIT)
+        .await
+        .expect("r12 ends for the watcher who cannot see r50");
+    assert_eq!(stop["recordId"], "r12");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moving_to_a_hidden_field_ends_the_indicator_its_non_readers_saw() {
+    let t = two(&[]).await;
+    let intern = json!({"sub": "intern", "exp": now_secs() + 3600,
+        "tables": {"*": {"access": "rw", "fields": {"salary": "none"}}}});
+    let mut c = Client::connect_claims(&t.b, &intern, Enc::Json).await;
+    c.request_ok("subscribe_to_table", json!({"tableId": "t"}))
+        .await;
+    let mut hr = Client::subscribed(&t.a, "hr", "t").await;
+    hr.request_ok("editing", editing("r1", "name", "start"))
+        .await;
+    editing_of(&mut c, "hr", "start", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    hr.request_ok("editing", editing("r1", "salary", "start"))
+        .await;
+    let stop = editing_of(&mut c, "hr", "stop", WAIT)
+        .await
+        .expect("name ends for the intern, who cannot see salary");
+    assert_eq!(stop["fieldId"], "name");
 }
