@@ -739,3 +739,25 @@ async fn moving_to_a_hidden_field_ends_the_indicator_its_non_readers_saw() {
         .expect("name ends for the intern, who cannot see salary");
     assert_eq!(stop["fieldId"], "name");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_editing_start_on_a_field_the_user_may_not_write_is_forbidden() {
+    let t = two(&[]).await;
+    let viewer = json!({"sub": "viewer", "exp": now_secs() + 3600,
+        "tables": {"*": {"access": "rw", "fields": {"salary": "none", "name": "r"}}}});
+    let mut c = Client::connect_claims(&t.b, &viewer, Enc::Json).await;
+    c.request_ok("subscribe_to_table", json!({"tableId": "t"}))
+        .await;
+    let mut hr = Client::subscribed(&t.a, "hr", "t").await;
+    for field in ["salary", "name"] {
+        let err = c
+            .request("editing", editing("r1", field, "start"))
+            .await
+            .expect_err("no indicator on a cell one cannot edit");
+        assert_eq!(err["code"], "forbidden", "{err}");
+    }
+    c.request_ok("editing", editing("r1", "status", "start"))
+        .await;
+    let seen = editing_of(&mut hr, "viewer", "start", WAIT).await.unwrap();
+    assert_eq!(seen["fieldId"], "status", "only the writable field's start");
+}
