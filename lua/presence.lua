@@ -12,6 +12,8 @@ caused it (receivers skip it).
 rtsync_presence_join   ARGV channel, now, connId, user JSON {userId, userName,
                        avatarUrl?, tableId, viewId}
   -> JSON {status: "joined"|"reconnected"|"present", color, users: [UserPresence]}
+                       (v1.3: viewports only while the users' stored
+                       presence stays within 256 KiB, see all_users)
 rtsync_presence_leave  ARGV channel, now, connId, userId
   -> remaining connection count; at 0 the presence stays for the grace period
 rtsync_presence_expire ARGV channel, now, userId, graceMs
@@ -22,7 +24,8 @@ rtsync_presence_touch  ARGV channel, now, connId, userId, kind ("heartbeat"|
                        v1.3 editing: value {recordId, fieldId, state:
                        "start"|"stop", ttlMs}; a start sets the user's one
                        editing cell on the table (held by connId, until
-                       now + ttlMs), a stop clears it when it names that
+                       now + ttlMs), publishing a stop of the cell it
+                       replaces first; a stop clears it when it names that
                        cell; either is published as user_editing {userId,
                        color, tableId, recordId, fieldId, state}.
                        viewport: value {viewId?, recordIds? | firstRecordId,
@@ -106,12 +109,23 @@ local function pick_color(colors_key)
   return best
 end
 
+-- Bytes of stored presence whose viewports table_users carries (v1.3).
+-- A viewport is up to 16 KiB of ids: with a thousand users every join
+-- would answer (and this function build) megabytes. Past the budget a
+-- user is listed without `viewport`; their next user_viewport brings it.
+local USERS_VIEWPORT_BUDGET = 256 * 1024
+
 local function all_users(key, now)
-  local users = {}
+  local users, used = {}, 0
   local flat = call('HGETALL', key)
   for i = 2, #flat, 2 do
     local ok, p = pcall(cjson.decode, flat[i])
-    if ok and type(p) == 'table' then users[#users + 1] = public_view(p, now) end
+    if ok and type(p) == 'table' then
+      local view = public_view(p, now)
+      used = used + #flat[i]
+      if used > USERS_VIEWPORT_BUDGET then view.viewport = nil end
+      users[#users + 1] = view
+    end
   end
   return users
 end
@@ -147,8 +161,16 @@ local function touch_editing(keys, channel, now, conn, p, raw)
     return false, 'editing value must be {recordId, fieldId, state, ttlMs}'
   end
   local cell = { recordId = v.recordId, fieldId = v.fieldId }
+  local quiet = alone(keys, p)
   if v.state == 'start' then
     local ttl = tonumber(v.ttlMs) or 5000
+    local e = p.editing
+    -- Moving to another cell first ends the previous one: a receiver the
+    -- new start is masked or viewport-filtered from would otherwise keep
+    -- showing the old cell (a stop always reaches it, a start may not).
+    if not quiet and type(e) == 'table' and (e.recordId ~= cell.recordId or e.fieldId ~= cell.fieldId) then
+      notify_editing(channel, p, e, 'stop', conn)
+    end
     p.editing = { recordId = cell.recordId, fieldId = cell.fieldId, conn = conn, expiresAt = now + ttl }
   elseif v.state == 'stop' then
     local e = p.editing
@@ -158,7 +180,7 @@ local function touch_editing(keys, channel, now, conn, p, raw)
   else
     return false, 'editing state must be start or stop'
   end
-  if not alone(keys, p) then notify_editing(channel, p, cell, v.state, conn) end
+  if not quiet then notify_editing(channel, p, cell, v.state, conn) end
   return true
 end
 

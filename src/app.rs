@@ -48,6 +48,8 @@ pub struct App {
     subscriptions_per_user: Mutex<HashMap<String, usize>>,
     /// The cursor/selection relay rate per user and table.
     pub relay_gate: crate::presence::UserRelayGate,
+    /// v1.3: one pending editing-expiry check per user and table.
+    pub editing_expiries: crate::presence::EditingExpiries,
     /// Tables known to have a base already (see `store::bases`).
     pub known_bound: crate::store::bases::KnownBound,
     /// The audit log (see [`crate::audit`]).
@@ -97,6 +99,7 @@ impl App {
             per_user: Mutex::new(HashMap::new()),
             subscriptions_per_user: Mutex::new(HashMap::new()),
             relay_gate: crate::presence::UserRelayGate::default(),
+            editing_expiries: Default::default(),
             known_bound: Default::default(),
             audit,
         }

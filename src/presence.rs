@@ -146,6 +146,41 @@ impl UserRelayGate {
     }
 }
 
+/// The pending editing-expiry checks of this sidecar (v1.3): one per user
+/// and table, however often the indicator is renewed. Each relayed start
+/// moves its check's deadline; the one task waiting on it sleeps again
+/// until the last deadline passes, then checks once. A task per start
+/// would keep 100 tasks per user and table alive at 20 renewals a second
+/// and make each renewal cost a second Redis call.
+#[derive(Default)]
+pub struct EditingExpiries {
+    due: std::sync::Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl EditingExpiries {
+    /// Sets the check of `user`'s indicator on `table` to `at`; true when
+    /// none was pending (the caller starts the task that waits for it).
+    pub fn schedule(&self, user: &str, table: &str, at: Instant) -> bool {
+        let mut due = crate::locks::lock(&self.due);
+        due.insert((user.to_owned(), table.to_owned()), at)
+            .is_none()
+    }
+
+    /// When to wake next, or `None` when the check is due now (it is no
+    /// longer pending: a later start schedules a new one).
+    pub fn next_wake(&self, user: &str, table: &str, now: Instant) -> Option<Instant> {
+        let mut due = crate::locks::lock(&self.due);
+        let key = (user.to_owned(), table.to_owned());
+        match due.get(&key) {
+            Some(at) if *at > now => Some(*at),
+            _ => {
+                due.remove(&key);
+                None
+            }
+        }
+    }
+}
+
 /// How the sweeper runs.
 #[derive(Clone, Copy, Debug)]
 pub struct SweepSettings {
@@ -217,6 +252,24 @@ mod tests {
         assert!(c.offer("t", Touch::Cursor, json!(1), t0).is_some());
         assert!(c.offer("t", Touch::Selection, json!(1), t0).is_some());
         assert!(c.offer("u", Touch::Cursor, json!(1), t0).is_some());
+    }
+
+    #[test]
+    fn a_renewed_editing_check_keeps_one_waiter_that_wakes_at_the_last_deadline() {
+        let e = EditingExpiries::default();
+        let t0 = Instant::now();
+        let (first, later) = (t0 + Duration::from_secs(5), t0 + Duration::from_secs(6));
+        assert!(
+            e.schedule("u", "t", first),
+            "the first start starts a waiter"
+        );
+        assert!(!e.schedule("u", "t", later), "a renewal moves it");
+        assert_eq!(e.next_wake("u", "t", first), Some(later));
+        assert_eq!(e.next_wake("u", "t", later), None, "due: checked once");
+        assert!(
+            e.schedule("u", "t", later),
+            "a start after the check waits anew"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use support::client::{Client, Enc};
 use support::sio::Sio;
 use support::tokens::{now_secs, token};
-use support::{metric, RedisServer, Sidecar};
+use support::{metric, wait_for, RedisServer, Sidecar};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -108,8 +108,13 @@ async fn an_editing_indicator_not_renewed_expires_with_a_stop() {
     let after = began.elapsed();
     assert_eq!(stop["recordId"], "r1");
     assert!(after < Duration::from_secs(3), "expired after {after:?}");
-    let (_, text) = t.b.get("/metrics");
-    assert!(metric(&text, "rtsync_presence_editing_expired_total") >= 1.0);
+    // Counted once the expiring call returned, which may be after the stop
+    // it published reached alice.
+    wait_for("the expiry counted", WAIT, || async {
+        let (_, text) = t.b.get("/metrics");
+        (metric(&text, "rtsync_presence_editing_expired_total") >= 1.0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -402,15 +407,21 @@ struct ChannelTap {
 
 impl ChannelTap {
     async fn start(redis: &RedisServer) -> ChannelTap {
+        ChannelTap::run(redis, &["SSUBSCRIBE", "rts:{t}:presence"], "ssubscribe").await
+    }
+
+    /// Every command Redis runs, from now on.
+    async fn monitor(redis: &RedisServer) -> ChannelTap {
+        ChannelTap::run(redis, &["MONITOR"], "OK").await
+    }
+
+    /// `redis-cli` running `args`, once its output shows `ready`.
+    async fn run(redis: &RedisServer, args: &[&str], ready: &str) -> ChannelTap {
         use std::io::BufRead;
+        let port = redis.port.to_string();
         let mut child = std::process::Command::new("redis-cli")
-            .args([
-                "-c",
-                "-p",
-                &redis.port.to_string(),
-                "SSUBSCRIBE",
-                "rts:{t}:presence",
-            ])
+            .args(["-c", "-p", &port])
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("redis-cli");
@@ -423,7 +434,7 @@ impl ChannelTap {
             }
         });
         let deadline = std::time::Instant::now() + WAIT;
-        while !seen.lock().unwrap().contains("ssubscribe") {
+        while !seen.lock().unwrap().contains(ready) {
             assert!(std::time::Instant::now() < deadline, "redis-cli subscribed");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -612,4 +623,141 @@ async fn measure_editing_relay_cost_with_200_users() {
         vp_cpu * 100.0
     );
     assert!(vp_frames < all_frames);
+}
+
+/// `count` distinct record ids of `bytes` bytes each.
+fn ids(count: usize, bytes: usize) -> Vec<String> {
+    (0..count).map(|n| format!("{n:0>bytes$}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewport_listing_more_than_16_kib_of_ids_is_refused() {
+    let t = two(&[]).await;
+    let mut c = Client::subscribed(&t.a, "wide", "t").await;
+    let err = c
+        .request(
+            "viewport",
+            json!({"tableId": "t", "recordIds": ids(500, 40)}),
+        )
+        .await
+        .expect_err("20,000 bytes of ids");
+    assert_eq!(err["code"], "bad_request", "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("16384 bytes"),
+        "{err}"
+    );
+    c.request_ok(
+        "viewport",
+        json!({"tableId": "t", "recordIds": ids(500, 32)}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn table_users_carries_viewports_only_within_its_byte_budget() {
+    let t = two(&[]).await;
+    let mut users = Vec::new();
+    for n in 0..24 {
+        let side = if n % 2 == 0 { &t.a } else { &t.b };
+        let mut c = Client::subscribed(side, &format!("u{n}"), "t").await;
+        c.request_ok(
+            "viewport",
+            json!({"tableId": "t", "recordIds": ids(500, 32)}),
+        )
+        .await;
+        users.push(c);
+    }
+    let mut late = Client::subscribed(&t.a, "late", "t").await;
+    let listed = late.expect_event("table_users").await;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 25, "every user is listed");
+    let with_viewport = listed
+        .iter()
+        .filter(|u| u.get("viewport").is_some())
+        .count();
+    assert!(with_viewport > 0, "viewports while the budget lasts");
+    assert!(with_viewport < 24, "not all 24 x 16 KiB of them");
+    let bytes = serde_json::to_string(listed).unwrap().len();
+    assert!(
+        bytes <= 256 * 1024 + 25 * 1024,
+        "table_users is {bytes} bytes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renewing_an_editing_indicator_keeps_one_expiry_check_per_user_and_table() {
+    let t = two(&[("RTS_EDITING_TTL_MS", "1000")]).await;
+    let mut alice = Client::subscribed(&t.a, "alice", "t").await;
+    let mut bob = Client::subscribed(&t.a, "bob", "t").await;
+    let tap = ChannelTap::monitor(&t.redis).await;
+    // Twenty renewals, each past the 50 ms relay slot, so each is relayed.
+    for _ in 0..20 {
+        bob.request_ok("editing", editing("r1", "f", "start")).await;
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    editing_of(&mut alice, "bob", "stop", WAIT)
+        .await
+        .expect("the indicator expires once the renewals stop");
+    let checks = tap.text().matches("rtsync_presence_editing_expire").count();
+    assert!(checks <= 2, "{checks} expiry checks for one indicator");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moving_to_a_cell_outside_a_viewport_ends_the_indicator_the_watcher_saw() {
+    let t = two(&[]).await;
+    let mut near = viewport_watcher(&t.a, "near").await;
+    let mut bob = Client::subscribed(&t.b, "bob", "t").await;
+    bob.request_ok("editing", editing("r12", "f", "start"))
+        .await;
+    editing_of(&mut near, "bob", "start", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    bob.request_ok("editing", editing("r50", "f", "start"))
+        .await;
+    let stop = editing_of(&mut near, "bob", "stop", WAIT)
+        .await
+        .expect("r12 ends for the watcher who cannot see r50");
+    assert_eq!(stop["recordId"], "r12");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn moving_to_a_hidden_field_ends_the_indicator_its_non_readers_saw() {
+    let t = two(&[]).await;
+    let intern = json!({"sub": "intern", "exp": now_secs() + 3600,
+        "tables": {"*": {"access": "rw", "fields": {"salary": "none"}}}});
+    let mut c = Client::connect_claims(&t.b, &intern, Enc::Json).await;
+    c.request_ok("subscribe_to_table", json!({"tableId": "t"}))
+        .await;
+    let mut hr = Client::subscribed(&t.a, "hr", "t").await;
+    hr.request_ok("editing", editing("r1", "name", "start"))
+        .await;
+    editing_of(&mut c, "hr", "start", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    hr.request_ok("editing", editing("r1", "salary", "start"))
+        .await;
+    let stop = editing_of(&mut c, "hr", "stop", WAIT)
+        .await
+        .expect("name ends for the intern, who cannot see salary");
+    assert_eq!(stop["fieldId"], "name");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_editing_start_on_a_field_the_user_may_not_write_is_forbidden() {
+    let t = two(&[]).await;
+    let viewer = json!({"sub": "viewer", "exp": now_secs() + 3600,
+        "tables": {"*": {"access": "rw", "fields": {"salary": "none", "name": "r"}}}});
+    let mut c = Client::connect_claims(&t.b, &viewer, Enc::Json).await;
+    c.request_ok("subscribe_to_table", json!({"tableId": "t"}))
+        .await;
+    let mut hr = Client::subscribed(&t.a, "hr", "t").await;
+    for field in ["salary", "name"] {
+        let err = c
+            .request("editing", editing("r1", field, "start"))
+            .await
+            .expect_err("no indicator on a cell one cannot edit");
+        assert_eq!(err["code"], "forbidden", "{err}");
+    }
+    c.request_ok("editing", editing("r1", "status", "start"))
+        .await;
+    let seen = editing_of(&mut hr, "viewer", "start", WAIT).await.unwrap();
+    assert_eq!(seen["fieldId"], "status", "only the writable field's start");
 }

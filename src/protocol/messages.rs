@@ -263,6 +263,14 @@ impl EditingReq {
 /// Most record ids one `viewport` may list.
 pub const MAX_VIEWPORT_RECORDS: usize = 500;
 
+/// Most bytes of ids one `viewport` may list (their sum). A viewport is
+/// kept per connection in the hub, per user in Redis presence, sent in
+/// every `table_users` and relayed to every subscriber up to 20 times a
+/// second: 500 ids of 128 bytes (64 KiB) would make each of those 64 KiB
+/// per user. 16 KiB holds 500 ids of 32 bytes (or 455 UUIDs); a larger
+/// view sends a range.
+pub const MAX_VIEWPORT_ID_BYTES: usize = 16 * 1024;
+
 /// `viewport` (v1.3): the rows a user sees, as listed ids or as an
 /// inclusive range in record-id order (the order `load_records` pages in).
 #[derive(Debug, Deserialize, Serialize)]
@@ -296,6 +304,11 @@ impl ViewportReq {
                 }
                 for id in ids {
                     check_id("recordIds[]", id)?;
+                }
+                if ids.iter().map(String::len).sum::<usize>() > MAX_VIEWPORT_ID_BYTES {
+                    return Err(RequestError::bad_request(format!(
+                        "recordIds holds at most {MAX_VIEWPORT_ID_BYTES} bytes of ids; send a range"
+                    )));
                 }
                 Ok(())
             }

@@ -17,8 +17,9 @@ use serde_json::{json, Value};
 
 use super::reply::{identity, send, to_value, Reply};
 use super::Session;
+use crate::grant::{Access, FieldAccess};
 use crate::protocol::messages::{
-    CursorReq, EditingReq, RelayScope, SelectionReq, TableReq, Timestamp, ViewportReq,
+    CursorReq, EditingReq, EditingState, RelayScope, SelectionReq, TableReq, Timestamp, ViewportReq,
 };
 use crate::protocol::{ErrorCode, RequestError, ServerEvent};
 use crate::store::presence::{self, Touch};
@@ -59,6 +60,9 @@ pub async fn selection(session: &mut Session, req: SelectionReq) -> Reply {
 /// later start renews it.
 pub async fn editing(session: &mut Session, req: EditingReq) -> Reply {
     require_subscription(session, &req.table_id)?;
+    if req.state == EditingState::Start {
+        require_writable(session, &req.table_id, &req.field_id)?;
+    }
     let ttl_ms = session.app.config.editing_ttl.as_millis() as u64;
     let value = json!({"recordId": req.record_id, "fieldId": req.field_id,
         "state": req.state, "ttlMs": ttl_ms});
@@ -86,6 +90,28 @@ pub fn relay_scope(session: &Session, table: &str, scope: RelayScope) {
     if scope == RelayScope::Viewport {
         session.app.hub.relay_by_viewport(table, session.conn_id());
     }
+}
+
+/// An editing start names a cell the user may write: a reader (or a user
+/// the field is hidden from) would otherwise show others an indicator of
+/// an edit that cannot happen. A stop is always accepted, so it can end
+/// one started before the grant changed.
+fn require_writable(session: &Session, table: &str, field: &str) -> Result<(), RequestError> {
+    let grant = identity(session)?.grants.table(table);
+    if grant
+        .is_some_and(|g| g.access == Access::ReadWrite && g.field(field) == FieldAccess::ReadWrite)
+    {
+        return Ok(());
+    }
+    tracing::debug!(
+        table,
+        field,
+        "editing start refused: the field is not writable"
+    );
+    Err(RequestError::new(
+        ErrorCode::Forbidden,
+        format!("no write access to field {field} of table {table}"),
+    ))
 }
 
 /// Presence traffic is for a table the connection subscribed to.
@@ -173,18 +199,27 @@ async fn relay(
 }
 
 /// Checks the user's editing indicator once its TTL has passed; one not
-/// renewed meanwhile ends there (`user_editing` "stop"). A failure is
-/// logged and counted: the sweeper ends it later.
+/// renewed meanwhile ends there (`user_editing` "stop"). One check waits
+/// per user and table ([`crate::presence::EditingExpiries`]): a renewal
+/// moves its deadline instead of starting another. A failure is logged
+/// and counted: the sweeper ends it later.
 fn expire_editing_later(session: &Session, table: &str, user: String) {
     let app = session.app.clone();
     // A little past the TTL, so the check finds the start due.
     let wait = app.config.editing_ttl + std::time::Duration::from_millis(20);
+    let at = tokio::time::Instant::now() + wait;
+    if !app.editing_expiries.schedule(&user, table, at) {
+        return;
+    }
     let table = table.to_owned();
     let tasks = app.tasks.clone();
     tasks.spawn(async move {
-        tokio::select! {
-            _ = app.shutdown.cancelled() => return,
-            _ = tokio::time::sleep(wait) => {}
+        let now = tokio::time::Instant::now;
+        while let Some(at) = app.editing_expiries.next_wake(&user, &table, now()) {
+            tokio::select! {
+                _ = app.shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(at) => {}
+            }
         }
         match presence::expire_editing(&app.store, &table, &user).await {
             Ok(true) => crate::metrics::editing_expired(),
