@@ -109,6 +109,9 @@ function row(recordId) {
   tr.dataset.record = recordId;
   const th = document.createElement("th");
   th.textContent = recordId;
+  th.className = "rowhead";
+  th.title = "show this record's history";
+  th.addEventListener("click", () => void showHistory(recordId));
   tr.appendChild(th);
   const cells = new Map();
   for (const f of columns()) {
@@ -343,5 +346,59 @@ table.on("undo", ({ way, result }) => {
       "theirValue" in s ? [` (${fmt(s.theirValue)})`] : ""]);
   }
 });
+
+// ---- a record's history: click its row header --------------------------------
+// Read from the server (record_history), newest first, masked like
+// everything else: "alice changed Status: Todo → Done, 2 min ago".
+
+const fieldLabel = (fieldId) => FIELDS.find((f) => f.id === fieldId)?.label ?? fieldId;
+const asText = (v) => (v === undefined || v === null || v === "" ? "(empty)" : typeof v === "string" ? v : JSON.stringify(v));
+
+function ago(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
+
+function historyLine(e) {
+  if (e.type === "create") return `${e.userId} created it, ${ago(e.timestamp)}`;
+  if (e.type === "delete") return `${e.userId} deleted it, ${ago(e.timestamp)}`;
+  const what = (e.changes ?? []).map((c) => `${fieldLabel(c.fieldId)}: ${asText(c.oldValue)} → ${asText(c.newValue)}`);
+  const undo = e.metadata?.undoOf ? " (undo)" : e.metadata?.redoOf ? " (redo)" : "";
+  return `${e.userId} changed ${what.join("; ")}${undo}, ${ago(e.timestamp)}`;
+}
+
+async function showHistory(recordId) {
+  const panel = document.getElementById("history");
+  panel.hidden = false;
+  panel.dataset.record = recordId;
+  panel.querySelector("h3 span").textContent = recordId;
+  try {
+    const page = await table.history(recordId, { limit: 50 });
+    if (panel.dataset.record !== recordId) return; // another record was asked for since
+    const items = page.events.map((e) => {
+      const li = document.createElement("li");
+      li.textContent = historyLine(e);
+      return li;
+    });
+    panel.querySelector("ol").replaceChildren(...items);
+  } catch (err) {
+    toast(["Could not read the history: ", [err.message]]);
+  }
+}
+document.getElementById("history-close").addEventListener("click", () => {
+  const panel = document.getElementById("history");
+  panel.hidden = true;
+  delete panel.dataset.record;
+});
+// The open panel follows the record's later changes (anyone's, the user's own included).
+const followHistory = (recordId) => {
+  const panel = document.getElementById("history");
+  if (!panel.hidden && panel.dataset.record === recordId) void showHistory(recordId);
+};
+table.on("change", (e) => followHistory(e.entityId));
+client.outbox.on("settled", (s) => s.edit.tableId === tableId && followHistory(s.edit.recordId));
+table.on("undo", ({ result }) => (result.events ?? []).forEach((e) => followHistory(e.recordId)));
 
 client.connect().catch((e) => toast(["Not connected: ", [e.message]]));

@@ -334,3 +334,26 @@ test("Ctrl+Z undoes the user's own edit; an undo that meets a colleague's later 
     .some((t) => t.textContent.includes("r04.task was changed by bob since")), null, { timeout: WAIT });
   await expectValue(alice, "r04", "task", "theirs");
 });
+
+test("a record's history panel says who changed which field from what to what, and follows later changes", async () => {
+  const alice = await open(A, "alice", "t-history");
+  const bob = await open(B, "bob", "t-history");
+  const before = await cell(alice, "r05", "status").inputValue();
+  await cell(alice, "r05", "status").selectOption("Done");
+  await expectValue(bob, "r05", "status", "Done");
+  await bob.locator('tr[data-record="r05"] th.rowhead').click();
+  const line = `alice changed Status: ${before} → Done`;
+  await bob.waitForFunction((l) => document.querySelector("#history li")?.textContent.startsWith(l), line, { timeout: WAIT });
+  assert.match(await bob.locator("#history li").first().textContent(), / s ago$/);
+  // The open panel follows the record: bob's own edit comes first, newest first.
+  await edit(bob, "r05", "owner", "Zoe");
+  await bob.waitForFunction(() => document.querySelector("#history li")?.textContent.startsWith("bob changed Owner:")
+    && document.querySelectorAll("#history li")[1]?.textContent.startsWith("alice changed Status:"), null, { timeout: WAIT });
+  // The intern never sees a hidden field in history (Days is hidden from interns).
+  await edit(alice, "r05", "estimate", "9");
+  const intern = await open(B, "ivy", "t-history", "", "&role=intern");
+  await intern.locator('tr[data-record="r05"] th.rowhead').click();
+  await intern.waitForFunction(() => document.querySelectorAll("#history li").length >= 2, null, { timeout: WAIT });
+  const lines = await intern.locator("#history li").allTextContents();
+  assert.ok(lines.every((l) => !l.includes("Days")), `no hidden field: ${lines}`);
+});
