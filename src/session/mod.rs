@@ -209,6 +209,7 @@ pub async fn run_opened(
         mut input,
         output,
         engine_sid,
+        deflate,
     } = transport;
     let span = tracing::info_span!("conn", id = %opened.conn_id);
     async move {
@@ -224,7 +225,7 @@ pub async fn run_opened(
         let writer = start_writer(
             &app,
             output,
-            receiver,
+            receiver.deflate(deflate),
             engine_sid.as_deref(),
             &outbox,
             !opening_sent,

@@ -137,6 +137,7 @@ pub fn polling_transport(started: Started, sid: String, max_payload: usize) -> T
             },
         },
         engine_sid: Some(sid),
+        deflate: None,
     }
 }
 
@@ -317,7 +318,7 @@ fn upgrade_session<H: Host>(host: &H, req: Request<Incoming>, sid: &str) -> Resp
         // (or is upgrading) already and closes it at once; the session is
         // not disturbed.
         tracing::debug!("a second WebSocket for an upgraded session; closed");
-        return accept(tasks, max, req, &key, None, refuse_socket);
+        return accept(tasks, max, req, &key, None, false, refuse_socket);
     }
     let shutdown = host.shutdown().clone();
     accept(
@@ -326,6 +327,7 @@ fn upgrade_session<H: Host>(host: &H, req: Request<Incoming>, sid: &str) -> Resp
         req,
         &key,
         None,
+        false,
         move |stream, sink| async move {
             match tokio::time::timeout(UPGRADE_TIMEOUT, probe(&link, stream, sink)).await {
                 Ok(Ok(stream)) => return forward(&shutdown, &link, stream).await,
@@ -340,13 +342,18 @@ fn upgrade_session<H: Host>(host: &H, req: Request<Incoming>, sid: &str) -> Resp
 /// Answers `101 Switching Protocols` to a checked upgrade request (its
 /// `Sec-WebSocket-Accept` and subprotocol given) and runs `then` on the
 /// upgraded socket (tungstenite's reading side, with `max_message` as its
-/// message limit, and the write half), as a task of `tasks`.
+/// message limit, and the write half), as a task of `tasks`. With
+/// `deflate`, the answer accepts `permessage-deflate` (see
+/// [`crate::compression`]) and compressed client messages are inflated
+/// within `max_message`.
+#[allow(clippy::too_many_arguments)]
 pub fn accept<F, Fut>(
     tasks: &TaskTracker,
     max_message: usize,
     mut req: Request<Incoming>,
     accept_key: &str,
     protocol: Option<&'static str>,
+    deflate: bool,
     then: F,
 ) -> Response<Body>
 where
@@ -363,7 +370,9 @@ where
     tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let (stream, sink) = crate::transport::socket::split(upgraded, config).await;
+                let inflate = deflate.then_some(max_message);
+                let (stream, sink) =
+                    crate::transport::socket::split(upgraded, config, inflate).await;
                 then(stream, sink).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -379,6 +388,12 @@ where
     }
     if let Some(p) = protocol {
         h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    if deflate {
+        h.insert(
+            hyper::header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(crate::compression::ANSWER),
+        );
     }
     response
 }

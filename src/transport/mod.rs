@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+pub mod inflate;
 pub mod socket;
 
 use crate::outbox::long_poll::{PollCmd, PollFormat};
@@ -41,6 +42,8 @@ pub struct Transport {
     pub input: Input,
     pub output: Output,
     pub engine_sid: Option<String>,
+    /// Outbound compression, when the WebSocket negotiated it.
+    pub deflate: Option<crate::compression::Deflate>,
 }
 
 impl Input {
