@@ -328,3 +328,98 @@ async fn a_deflate_bomb_is_closed_4413_without_the_sidecar_growing() {
     eprintln!("five 64 MiB deflate bombs: peak growth {grown} bytes");
     assert!(grown < 48 << 20, "the sidecar grew {grown} bytes");
 }
+
+/// An HTTP/1.0 request with a byte body: (status, headers, body bytes).
+fn http(side: &Sidecar, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(side.addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let req = format!(
+        "{head}\r\nHost: x\r\nAuthorization: Bearer test-api-token-0123\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(body).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let at = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("headers");
+    let headers = String::from_utf8_lossy(&out[..at]).to_ascii_lowercase();
+    let status = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, headers, out[at + 4..].to_vec())
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .expect("gunzips");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gzip_body_is_read_and_a_large_api_response_is_gzipped_when_accepted() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let text = long_text(200);
+    let seed = json!({"records": [{"recordId": "r1", "version": 1, "fields": {"f1": text}}]});
+    let (status, _, body) = http(
+        &side,
+        "POST /api/v1/sync/tables/t/records HTTP/1.0\r\nContent-Type: application/json\r\nContent-Encoding: gzip",
+        &gzip(seed.to_string().as_bytes()),
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let get = "GET /api/v1/sync/tables/t/records HTTP/1.0";
+    let (status, headers, body) = http(&side, &format!("{get}\r\nAccept-Encoding: gzip, br"), b"");
+    assert_eq!(status, 200);
+    assert!(headers.contains("content-encoding: gzip"), "{headers}");
+    let page: Value = serde_json::from_slice(&gunzip(&body)).expect("json");
+    assert_eq!(page["data"]["records"][0]["fields"]["f1"], json!(text));
+    let (_, headers, body) = http(&side, get, b"");
+    assert!(!headers.contains("content-encoding"), "{headers}");
+    assert!(serde_json::from_slice::<Value>(&body).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gzip_body_inflating_past_the_body_limit_is_413() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut bomb = b"{\"records\": [], \"x\": \"".to_vec();
+    bomb.resize(64 << 20, b'a');
+    let packed = gzip(&bomb);
+    let (status, _, _) = http(
+        &side,
+        "POST /api/v1/sync/tables/t/records HTTP/1.0\r\nContent-Type: application/json\r\nContent-Encoding: gzip",
+        &packed,
+    );
+    assert_eq!(status, 413);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_polling_response_is_deflated_when_accepted() {
+    use std::io::Read;
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[("RTS_COMPRESSION_THRESHOLD", "1")]).await;
+    let (status, headers, body) = http(
+        &side,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.0\r\nAccept-Encoding: deflate",
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert!(headers.contains("content-encoding: deflate"), "{headers}");
+    let mut open = String::new();
+    flate2::read::ZlibDecoder::new(&body[..])
+        .read_to_string(&mut open)
+        .expect("inflates");
+    assert!(open.starts_with("0{"), "{open}");
+}

@@ -298,6 +298,12 @@ declare! {
             : "Outbound messages compression would not shrink, sent plain";
         counter COMPRESSION_BYTES_SAVED = "rtsync_compression_bytes_saved_total"
             : "Bytes compression took off outbound messages (once per compression, not per subscriber)";
+        counter HTTP_BODIES_COMPRESSED = "rtsync_http_bodies_compressed_total"
+            : "HTTP responses (API, long-polling) sent gzip- or deflate-compressed";
+        counter HTTP_BYTES_SAVED = "rtsync_http_compression_bytes_saved_total"
+            : "Bytes compression took off HTTP responses";
+        counter HTTP_BODIES_REFUSED = "rtsync_http_bodies_refused_total"
+            : "Request bodies refused for their Content-Encoding (unknown, malformed, or over the limit once inflated)";
         counter RATE_LIMITED = "rtsync_rate_limited_total"
             : "Requests refused by the rate limit";
         counter FRAMES_REJECTED = "rtsync_frames_rejected_total" ["reason" => FrameRejected]

@@ -218,6 +218,15 @@ pub fn frame_compressed(shrunk: bool, saved: usize) {
         catalog::FRAMES_NOT_SHRUNK.handle().increment(1);
     }
 }
+/// One HTTP response compressed, saving `saved` bytes.
+pub fn http_body_compressed(saved: usize) {
+    catalog::HTTP_BODIES_COMPRESSED.handle().increment(1);
+    catalog::HTTP_BYTES_SAVED.handle().increment(saved as u64);
+}
+/// One request body refused for its content coding.
+pub fn http_body_refused() {
+    catalog::HTTP_BODIES_REFUSED.handle().increment(1);
+}
 pub fn slow_consumer_dropped() {
     catalog::SLOW_CONSUMER_DISCONNECTS.handle().increment(1);
 }
