@@ -423,3 +423,49 @@ async fn a_long_polling_response_is_deflated_when_accepted() {
         .expect("inflates");
     assert!(open.starts_with("0{"), "{open}");
 }
+
+/// BENCHMARKS.md: bytes on the wire of a 500-record `load_records` page of
+/// a 30-field table (numbers, short strings, a long text), compressed and
+/// plain. Run with `--ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_a_500_record_page_compressed_and_plain() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let records: Vec<Value> = (0..500)
+        .map(|i| {
+            let mut fields = serde_json::Map::new();
+            for f in 0..30 {
+                let value = match f % 5 {
+                    0 => json!(i * 31 + f),
+                    1 => json!(format!("status-{}", (i + f) % 7)),
+                    2 => json!(f64::from(i) * 1.5 + f64::from(f)),
+                    3 => json!(f % 2 == 0),
+                    _ => json!(format!(
+                        "Notes for row {i}: customer asked about delivery {f}, follow up next week."
+                    )),
+                };
+                fields.insert(format!("fld{f:02}"), value);
+            }
+            json!({"recordId": format!("rec{i:04}"), "version": 1, "fields": fields})
+        })
+        .collect();
+    let (status, _, _) = http(
+        &side,
+        "POST /api/v1/sync/tables/t/records HTTP/1.0\r\nContent-Type: application/json",
+        json!({"records": records}).to_string().as_bytes(),
+    );
+    assert_eq!(status, 200);
+    let mut raw = Raw::open(&side, "u1", Some(OFFER)).await;
+    let rid = raw
+        .request("load_records", json!({"tableId": "t", "limit": 500}), false)
+        .await;
+    let page = raw.reply(rid).await;
+    assert_eq!(page.json()[1]["records"].as_array().unwrap().len(), 500);
+    eprintln!(
+        "500-record page (JSON): plain {} bytes, compressed {} bytes ({:.1}x)",
+        page.message().len(),
+        page.payload.len(),
+        page.message().len() as f64 / page.payload.len() as f64
+    );
+}

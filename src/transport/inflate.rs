@@ -488,6 +488,13 @@ mod tests {
         assert!(matches!(err, Some(Error::Capacity(_))), "{err:?}");
     }
 
+    #[test]
+    fn an_idle_connection_holds_no_inflater_only_a_small_header_state() {
+        let idle = Inflater::new(1 << 20);
+        assert!(idle.message.is_none() && idle.out.capacity() == 0);
+        assert!(std::mem::size_of::<Inflater>() <= 96);
+    }
+
     #[tokio::test]
     async fn compressed_bytes_that_do_not_inflate_are_a_protocol_error() {
         let (_, err) = read(
