@@ -469,3 +469,22 @@ async fn measure_a_500_record_page_compressed_and_plain() {
         page.message().len() as f64 / page.payload.len() as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn node_ws_and_socketio_client_with_per_message_deflate_converge() {
+    let dir = support::node::dir("tests/socketio");
+    if !support::node::ready(
+        &dir.join("node_modules/socket.io-client"),
+        "run scripts/ensure-browser.sh",
+    ) {
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let env = vec![
+        ("RTSYNC_URL", side.http_url()),
+        ("RTSYNC_TOKEN", tokens::token("u1")),
+    ];
+    let passed = support::node::run_tests(dir, &["compression.test.mjs"], env).await;
+    assert!(passed, "tests/socketio/compression.test.mjs failed");
+}
