@@ -85,6 +85,11 @@ pub trait Host: Send + Sync + Sized + 'static {
     ) -> Bytes;
     /// A new WebSocket with no sid: its own session (see [`accept`]).
     fn accept_websocket(self: &Arc<Self>, req: Request<Incoming>, peer: IpAddr) -> Response<Body>;
+    /// The compression of a WebSocket that offered `permessage-deflate`
+    /// (none: the offer is declined).
+    fn deflate(&self) -> Option<crate::compression::Deflate> {
+        None
+    }
 }
 
 /// Answers one request of the endpoint, with CORS headers.
@@ -313,6 +318,14 @@ fn upgrade_session<H: Host>(host: &H, req: Request<Incoming>, sid: &str) -> Resp
         }
     };
     let (tasks, max) = (host.tasks(), host.max_payload());
+    let offers = req
+        .headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let deflate = host
+        .deflate()
+        .filter(|_| crate::compression::negotiate(offers));
     if !link.begin_upgrade() {
         // Engine.IO accepts a WebSocket naming a session that upgraded
         // (or is upgrading) already and closes it at once; the session is
@@ -327,9 +340,10 @@ fn upgrade_session<H: Host>(host: &H, req: Request<Incoming>, sid: &str) -> Resp
         req,
         &key,
         None,
-        false,
+        deflate.is_some(),
         move |stream, sink| async move {
-            match tokio::time::timeout(UPGRADE_TIMEOUT, probe(&link, stream, sink)).await {
+            let probed = probe(&link, stream, sink, deflate);
+            match tokio::time::timeout(UPGRADE_TIMEOUT, probed).await {
                 Ok(Ok(stream)) => return forward(&shutdown, &link, stream).await,
                 Ok(Err(why)) => tracing::debug!(why, "the upgrade did not complete"),
                 Err(_) => tracing::debug!("the upgrade timed out"),
@@ -427,6 +441,7 @@ async fn probe(
     link: &Link,
     mut stream: Socket,
     mut sink: WriteHalf,
+    deflate: Option<crate::compression::Deflate>,
 ) -> Result<Socket, &'static str> {
     read_probe(&mut stream).await?;
     let mut burst = Burst::default();
@@ -446,7 +461,7 @@ async fn probe(
     }
     link.channels()
         .cmds
-        .send(PollCmd::Upgrade(sink))
+        .send(PollCmd::Upgrade(sink, deflate))
         .await
         .map_err(|_| "session gone")?;
     Ok(stream)

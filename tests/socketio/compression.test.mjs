@@ -54,3 +54,22 @@ test("socket.io-client with perMessageDeflate exchanges compressed frames and co
     s.close();
   }
 });
+
+test("socket.io-client upgrading from long-polling negotiates compression on its WebSocket", async () => {
+  const s = io(URL, { perMessageDeflate: { threshold: 0 }, reconnection: false, forceNew: true });
+  await new Promise((resolve, reject) => { s.on("connect", resolve); s.on("connect_error", reject); });
+  try {
+    await new Promise((resolve) => {
+      if (s.io.engine.transport.name === "websocket") resolve();
+      else s.io.engine.once("upgrade", resolve);
+    });
+    assert.ok(s.io.engine.transport.ws._extensions["permessage-deflate"], "negotiated");
+    await s.emitWithAck("authenticate", { token: TOKEN });
+    const ack = await s.emitWithAck("record_change", change("sio2"));
+    assert.equal(ack.status, "applied");
+    const page = await s.emitWithAck("load_records", { tableId: "t", recordIds: ["sio2"] });
+    assert.equal(page.records[0].fields.f1, big);
+  } finally {
+    s.close();
+  }
+});
