@@ -138,6 +138,9 @@ fn compress_with(c: &mut Compress, message: &[u8]) -> Option<Bytes> {
         }
     }
     out.truncate(out.len() - TAIL.len());
+    // The buffer was sized for the whole message; a shared frame must not
+    // pin that while it waits in subscribers' queues.
+    out.shrink_to_fit();
     (out.len() < message.len()).then(|| Bytes::from(out))
 }
 
