@@ -339,6 +339,12 @@ async fn serve(
         let relay_due = session.coalescer.next_due();
         let held_until = session.held.as_ref().map(|h| h.until);
         let attachments_due = session.partial.as_ref().map(|p| p.due);
+        // Before authenticate a frame may be small: a compressed one must
+        // not inflate further than that (past it, closed 4413).
+        input.set_inflate_bound(match session.identity {
+            Some(_) => usize::MAX,
+            None => PRE_AUTH_MAX_FRAME,
+        });
         tokio::select! {
             _ = app.shutdown.cancelled() => return end(session, SessionEnd::ShuttingDown),
             _ = session.outbox.closed() => return SessionEnd::ClosedByServer,

@@ -32,7 +32,11 @@ pub const CHUNK: usize = 16 * 1024;
 
 /// The inbound rewriter of one connection (see the module docs).
 pub struct Inflater {
+    /// `RTS_MAX_FRAME_BYTES`: the length a refusal announces is past it.
     limit: usize,
+    /// The most a message may inflate to now: the limit, or less before
+    /// the connection authenticates (see [`Inflater::set_bound`]).
+    bound: usize,
     header: [u8; 14],
     have: usize,
     /// Payload bytes of the current plain frame still to pass through.
@@ -86,6 +90,7 @@ impl Inflater {
     pub fn new(limit: usize) -> Inflater {
         Inflater {
             limit,
+            bound: limit,
             header: [0; 14],
             have: 0,
             passthrough: 0,
@@ -94,6 +99,13 @@ impl Inflater {
             out_pos: 0,
             done: false,
         }
+    }
+
+    /// Lowers (or restores, up to the limit) what a message may inflate to:
+    /// an unauthenticated connection may send no more than a small frame,
+    /// so it must not make the sidecar inflate a large one either.
+    pub fn set_bound(&mut self, bound: usize) {
+        self.bound = bound.min(self.limit);
     }
 
     /// Bytes ready for tungstenite (taken with [`Inflater::consume`]).
@@ -160,12 +172,15 @@ impl Inflater {
             message.remaining -= n as u64;
             message.compressed += n;
             raw = &raw[n..];
-            if message.compressed > self.limit {
+            if message.compressed > self.bound {
                 self.too_large();
                 return;
             }
         }
         for &b in raw {
+            if self.done {
+                return;
+            }
             self.header[self.have] = b;
             self.have += 1;
             if self.have == header_len(&self.header[..self.have]) {
@@ -186,8 +201,23 @@ impl Inflater {
         let (first, masked) = (h[0], h[1] & 0x80 != 0);
         let (rsv1, opcode, fin) = (first & 0x40 != 0, first & 0x0f, first & 0x80 != 0);
         let len = payload_len(h);
-        let continues = self.message.is_some() && opcode == 0 && !rsv1;
-        let starts = self.message.is_none() && rsv1 && masked && (opcode == 1 || opcode == 2);
+        let in_message = self.message.is_some();
+        let continues = in_message && opcode == 0 && !rsv1 && masked;
+        let starts = !in_message && rsv1 && masked && (opcode == 1 || opcode == 2);
+        if in_message && opcode < 8 && !continues {
+            // Not the message's next fragment (a new message, RSV1 on a
+            // continuation, no mask): tungstenite, which may not have seen
+            // the message start yet, could not tell, so it is refused here.
+            self.have = 0;
+            tracing::debug!(
+                opcode,
+                rsv1,
+                masked,
+                "bad fragment inside a compressed message"
+            );
+            self.malformed();
+            return;
+        }
         if continues || starts {
             let mut key = [0; 4];
             key.copy_from_slice(&h[self.have - 4..self.have]);
@@ -232,7 +262,7 @@ impl Inflater {
         if result.is_err() {
             return self.malformed();
         }
-        if message.inflated > self.limit {
+        if message.inflated > self.bound {
             return self.too_large_need();
         }
         // A message may end with a final block (RFC 7692 7.2.3.4): what
@@ -274,7 +304,7 @@ impl Inflater {
         Need::Output
     }
 
-    /// Past the limit: a header announcing more than the limit, which
+    /// Past the bound: a header announcing more than the limit, which
     /// tungstenite refuses as too long (4413); then nothing more is read.
     fn too_large(&mut self) {
         let opcode = match self.message.as_ref() {
@@ -386,7 +416,10 @@ mod tests {
 
     /// What the rewriter hands on for `input`, given in `step`-byte reads.
     fn rewrite(input: &[u8], limit: usize, step: usize) -> Vec<u8> {
-        let mut inflater = Inflater::new(limit);
+        rewrite_with(Inflater::new(limit), input, step)
+    }
+
+    fn rewrite_with(mut inflater: Inflater, input: &[u8], step: usize) -> Vec<u8> {
         let (mut at, mut out) = (0, Vec::new());
         loop {
             match inflater.need() {
@@ -493,6 +526,69 @@ mod tests {
         let idle = Inflater::new(1 << 20);
         assert!(idle.message.is_none() && idle.out.capacity() == 0);
         assert!(std::mem::size_of::<Inflater>() <= 96);
+    }
+
+    /// The start of a compressed message that needs more fragments (small:
+    /// nothing of it has been handed on yet).
+    fn unfinished_message() -> Vec<u8> {
+        let packed = Deflate::compress(text(300).as_bytes()).expect("shrinks");
+        frame(false, true, 1, &packed[..packed.len() / 2])
+    }
+
+    #[tokio::test]
+    async fn an_unmasked_continuation_of_a_compressed_message_is_a_protocol_error() {
+        let mut input = unfinished_message();
+        // Unmasked: no key in the header, which ends after two bytes.
+        input.extend_from_slice(&[0x80, 3, b'a', b'b', b'c']);
+        let (_, err) = read(rewrite(&input, 1 << 20, 64), 1 << 20).await;
+        assert!(matches!(err, Some(Error::Protocol(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_continuation_with_rsv1_inside_a_compressed_message_is_a_protocol_error() {
+        let mut input = unfinished_message();
+        input.extend(frame(true, true, 0, b"abc"));
+        let (_, err) = read(rewrite(&input, 1 << 20, 64), 1 << 20).await;
+        assert!(matches!(err, Some(Error::Protocol(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_data_message_inside_a_compressed_message_is_a_protocol_error() {
+        let mut input = unfinished_message();
+        input.extend(frame(true, false, 1, b"plain"));
+        let (got, err) = read(rewrite(&input, 1 << 20, 64), 1 << 20).await;
+        assert!(got.is_empty(), "{got:?}");
+        assert!(matches!(err, Some(Error::Protocol(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_compressed_control_frame_is_a_protocol_error() {
+        let (_, err) = read(rewrite(&frame(true, true, 9, b"p"), 1 << 20, 64), 1 << 20).await;
+        assert!(matches!(err, Some(Error::Protocol(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_message_inflating_exactly_to_the_limit_is_read() {
+        let message = text(2000);
+        let limit = message.len();
+        let packed = Deflate::compress(message.as_bytes()).expect("shrinks");
+        let (got, err) = read(rewrite(&frame(true, true, 1, &packed), limit, 7), limit).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(got, vec![WsMessage::text(message)]);
+    }
+
+    #[tokio::test]
+    async fn a_lowered_bound_refuses_a_message_inflating_past_it_as_too_long() {
+        let message = text(5000);
+        let packed = Deflate::compress(message.as_bytes()).expect("shrinks");
+        let bound = packed.len() * 2;
+        assert!(bound < message.len());
+        let mut inflater = Inflater::new(1 << 20);
+        inflater.set_bound(bound);
+        let out = rewrite_with(inflater, &frame(true, true, 1, &packed), 1 << 20);
+        assert!(out.len() <= bound + CHUNK + 64, "handed on {}", out.len());
+        let (_, err) = read(out, 1 << 20).await;
+        assert!(matches!(err, Some(Error::Capacity(_))), "{err:?}");
     }
 
     #[tokio::test]

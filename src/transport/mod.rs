@@ -55,6 +55,14 @@ impl Input {
         }
     }
 
+    /// Bounds what a compressed message may inflate to before tungstenite
+    /// reads it (a channel's messages were bounded by their requests).
+    pub fn set_inflate_bound(&mut self, bound: usize) {
+        if let Input::Ws(socket) = self {
+            socket.get_mut().set_inflate_bound(bound);
+        }
+    }
+
     /// Reads and drops what the client still sends, until it closes its
     /// side or `limit` passes. Unread input at close makes the kernel
     /// answer with a reset, which can destroy the close frame before the

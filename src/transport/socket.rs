@@ -59,6 +59,15 @@ impl ReadOnly {
         Pin::new(&mut self.read).poll_read(cx, buf)
     }
 
+    /// Bounds what a compressed message may inflate to (see
+    /// [`Inflater::set_bound`]); nothing when the connection did not
+    /// negotiate compression.
+    pub fn set_inflate_bound(&mut self, bound: usize) {
+        if let Some(inflater) = self.inflate.as_mut() {
+            inflater.set_bound(bound);
+        }
+    }
+
     /// Reads through the inflater: what it has ready, else the raw bytes
     /// it asks for (see [`super::inflate`]).
     fn poll_inflated(
