@@ -58,15 +58,22 @@ struct Raw {
 
 impl Raw {
     async fn open(side: &Sidecar, user: &str, extensions: Option<&str>) -> Raw {
+        let query = format!("?token={}", tokens::token(user));
+        let mut raw = Raw::upgrade(side, &query, extensions).await;
+        raw.until("authenticated").await;
+        raw
+    }
+
+    /// A connection that has not authenticated (no token in the URL).
+    async fn upgrade(side: &Sidecar, query: &str, extensions: Option<&str>) -> Raw {
         let mut tcp = TcpStream::connect(side.addr).await.expect("connect");
         let offer = extensions
             .map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n"))
             .unwrap_or_default();
         let request = format!(
-            "GET /ws?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET /ws{query} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Protocol: rtsync.v1.json\r\n{offer}\r\n",
-            tokens::token(user)
+             Sec-WebSocket-Protocol: rtsync.v1.json\r\n{offer}\r\n"
         );
         tcp.write_all(request.as_bytes()).await.expect("write");
         let mut head = Vec::new();
@@ -80,13 +87,11 @@ impl Raw {
             k.eq_ignore_ascii_case("sec-websocket-extensions")
                 .then(|| v.trim().to_owned())
         });
-        let mut raw = Raw {
+        Raw {
             tcp,
             extensions,
             rid: 0,
-        };
-        raw.until("authenticated").await;
-        raw
+        }
     }
 
     /// Sends a message, compressed when `compress`.
@@ -327,6 +332,41 @@ async fn a_deflate_bomb_is_closed_4413_without_the_sidecar_growing() {
     let grown = support::peak_rss_bytes(side.pid()).saturating_sub(before);
     eprintln!("five 64 MiB deflate bombs: peak growth {grown} bytes");
     assert!(grown < 48 << 20, "the sidecar grew {grown} bytes");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn before_authenticate_a_compressed_frame_inflating_past_16_kib_is_closed_4413() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut raw = Raw::upgrade(&side, "", Some(OFFER)).await;
+    assert_eq!(raw.extensions.as_deref(), Some(ANSWER));
+    let mut message = b"[\"authenticate\",{\"token\":\"".to_vec();
+    message.resize(64 << 10, b'a');
+    message.extend_from_slice(b"\"},1]");
+    raw.send(&message, true).await;
+    assert_eq!(raw.close_code().await, Some(4413));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unmasked_continuation_of_a_compressed_message_ends_only_its_connection() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut bad = Raw::open(&side, "u1", Some(OFFER)).await;
+    let packed = deflate(long_text(2000).as_bytes());
+    let first = &packed[..packed.len() / 2];
+    let mut out = vec![0x41, 0x80 | 126];
+    out.extend_from_slice(&(first.len() as u16).to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(first);
+    out.extend_from_slice(&[0x80, 3, b'a', b'b', b'c']);
+    bad.tcp.write_all(&out).await.expect("write");
+    // Closed by the session (a panicking reader would only drop it).
+    assert!(bad.close_code().await.is_some());
+    let mut good = Raw::open(&side, "u1", Some(OFFER)).await;
+    let rid = good
+        .request("load_records", json!({"tableId": "t"}), false)
+        .await;
+    assert_eq!(good.reply(rid).await.json()[1]["records"], json!([]));
 }
 
 /// An HTTP/1.0 request with a byte body: (status, headers, body bytes).
