@@ -13,7 +13,7 @@
 use std::io::{Read, Write};
 
 use bytes::Bytes;
-use flate2::read::{GzDecoder, ZlibDecoder};
+use flate2::read::{MultiGzDecoder, ZlibDecoder};
 use flate2::write::{GzEncoder, ZlibEncoder};
 use flate2::Compression;
 use http_body_util::{BodyExt, Full};
@@ -74,12 +74,21 @@ impl Coding {
     }
 
     /// The coding a body was sent with: `Ok(None)` for none (or
-    /// `identity`), `Err` naming one rtsync does not read.
+    /// `identity`), `Err` naming one rtsync does not read. Codings applied
+    /// one over another (in one header or in several) are refused, not
+    /// partly undone: rtsync inflates once.
     pub fn of_body(headers: &HeaderMap) -> Result<Option<Coding>, String> {
-        let Some(value) = headers.get(CONTENT_ENCODING) else {
+        let mut values = headers.get_all(CONTENT_ENCODING).iter();
+        let Some(value) = values.next() else {
             return Ok(None);
         };
-        let value = value.to_str().unwrap_or_default().trim();
+        if values.next().is_some() {
+            return Err("several Content-Encoding headers; send one coding".to_owned());
+        }
+        let value = value
+            .to_str()
+            .map_err(|_| "Content-Encoding is not ASCII".to_owned())?
+            .trim();
         match value.to_ascii_lowercase().as_str() {
             "" | "identity" => Ok(None),
             "gzip" | "x-gzip" => Ok(Some(Coding::Gzip)),
@@ -164,7 +173,8 @@ pub enum InflateError {
 /// ever held (one more is read to tell that the limit was passed).
 pub fn inflate(body: &[u8], coding: Coding, max: usize) -> Result<Bytes, InflateError> {
     let reader: Box<dyn Read + '_> = match coding {
-        Coding::Gzip => Box::new(GzDecoder::new(body)),
+        // A gzip body may be several members (RFC 1952 2.2): all are read.
+        Coding::Gzip => Box::new(MultiGzDecoder::new(body)),
         Coding::Deflate => Box::new(ZlibDecoder::new(body)),
     };
     let mut out = Vec::new();
@@ -202,6 +212,27 @@ mod tests {
         assert_eq!(Coding::accepted(&accept("*")), Some(Coding::Gzip));
         assert_eq!(Coding::accepted(&accept("br, identity")), None);
         assert_eq!(Coding::accepted(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn stacked_content_codings_are_refused_in_one_header_or_in_several() {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip, gzip"));
+        assert!(Coding::of_body(&h).is_err());
+        let mut h = HeaderMap::new();
+        h.append(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.append(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(Coding::of_body(&h).is_err());
+        h.insert(CONTENT_ENCODING, HeaderValue::from_static("identity"));
+        assert_eq!(Coding::of_body(&h).ok(), Some(None));
+    }
+
+    #[test]
+    fn a_gzip_body_of_several_members_inflates_to_all_of_them() {
+        let mut body = encode(b"{\"a\":", Coding::Gzip).expect("encodes").to_vec();
+        body.extend_from_slice(&encode(b"1}", Coding::Gzip).expect("encodes"));
+        let got = inflate(&body, Coding::Gzip, 1 << 20).expect("inflates");
+        assert_eq!(&got[..], b"{\"a\":1}");
     }
 
     #[test]
