@@ -200,13 +200,16 @@ impl Inflater {
         let h = &self.header[..self.have];
         let (first, masked) = (h[0], h[1] & 0x80 != 0);
         let (rsv1, opcode, fin) = (first & 0x40 != 0, first & 0x0f, first & 0x80 != 0);
+        // RSV2 and RSV3 mean nothing here: a frame with either goes to
+        // tungstenite as it came (which refuses it), never rewritten.
+        let other_rsv = first & 0x30 != 0;
         let len = payload_len(h);
         let in_message = self.message.is_some();
-        let continues = in_message && opcode == 0 && !rsv1 && masked;
-        let starts = !in_message && rsv1 && masked && (opcode == 1 || opcode == 2);
+        let continues = in_message && opcode == 0 && !rsv1 && !other_rsv && masked;
+        let starts = !in_message && rsv1 && !other_rsv && masked && (opcode == 1 || opcode == 2);
         if in_message && opcode < 8 && !continues {
-            // Not the message's next fragment (a new message, RSV1 on a
-            // continuation, no mask): tungstenite, which may not have seen
+            // Not the message's next fragment (a new message, RSV bits on
+            // a continuation, no mask): tungstenite, which may not have seen
             // the message start yet, could not tell, so it is refused here.
             self.have = 0;
             tracing::debug!(
@@ -559,6 +562,26 @@ mod tests {
         let (got, err) = read(rewrite(&input, 1 << 20, 64), 1 << 20).await;
         assert!(got.is_empty(), "{got:?}");
         assert!(matches!(err, Some(Error::Protocol(_))), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn rsv2_or_rsv3_on_a_compressed_message_or_its_continuation_is_a_protocol_error() {
+        let packed = Deflate::compress(text(300).as_bytes()).expect("shrinks");
+        for bit in [0x20, 0x10] {
+            let mut start = frame(true, true, 1, &packed);
+            start[0] |= bit;
+            let (got, err) = read(rewrite(&start, 1 << 20, 64), 1 << 20).await;
+            assert!(got.is_empty(), "{got:?}");
+            assert!(matches!(err, Some(Error::Protocol(_))), "{err:?}");
+            let (a, b) = packed.split_at(packed.len() / 2);
+            let mut input = frame(false, true, 1, a);
+            let mut rest = frame(true, false, 0, b);
+            rest[0] |= bit;
+            input.extend(rest);
+            let (got, err) = read(rewrite(&input, 1 << 20, 64), 1 << 20).await;
+            assert!(got.is_empty(), "{got:?}");
+            assert!(matches!(err, Some(Error::Protocol(_))), "{err:?}");
+        }
     }
 
     #[tokio::test]
