@@ -6,7 +6,8 @@
 //!
 //! Data flow: the router reads the request's `Accept-Encoding` before
 //! dispatching ([`Coding::accepted`]) and hands the finished response to
-//! [`compress`]; `json_io::read_json` hands a received body to [`inflate`].
+//! [`compress`]; `json_io::read_json` hands a received body to
+//! [`inflate_off_runtime`] (a blocking thread runs [`inflate`]).
 //! Each call uses its own short-lived compressor: nothing is held between
 //! requests.
 
@@ -167,6 +168,22 @@ pub enum InflateError {
     TooLarge(usize),
     #[error("body does not inflate: {0}")]
     Malformed(std::io::Error),
+    /// The blocking task inflating it did not finish (shutdown).
+    #[error("inflating the body was interrupted")]
+    Interrupted,
+}
+
+/// [`inflate`] on a blocking thread: a body of a few KiB may inflate to
+/// `RTS_MAX_BODY_BYTES` (4 MiB), milliseconds of work the runtime's
+/// threads must not spend.
+pub async fn inflate_off_runtime(
+    body: Bytes,
+    coding: Coding,
+    max: usize,
+) -> Result<Bytes, InflateError> {
+    tokio::task::spawn_blocking(move || inflate(&body, coding, max))
+        .await
+        .unwrap_or(Err(InflateError::Interrupted))
 }
 
 /// A body sent with `coding`, inflated; at most `max` inflated bytes are
@@ -212,6 +229,27 @@ mod tests {
         assert_eq!(Coding::accepted(&accept("*")), Some(Coding::Gzip));
         assert_eq!(Coding::accepted(&accept("br, identity")), None);
         assert_eq!(Coding::accepted(&HeaderMap::new()), None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_large_body_is_inflated_off_the_runtime_thread() {
+        let bomb = encode(&vec![b' '; 8 << 20], Coding::Gzip).expect("encodes");
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = ticks.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        });
+        let result = inflate_off_runtime(bomb, Coding::Gzip, 4 << 20).await;
+        let seen = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        ticker.abort();
+        assert!(matches!(result, Err(InflateError::TooLarge(_))));
+        assert!(
+            seen > 0,
+            "the runtime's only thread was held while inflating"
+        );
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, Reque
     };
     let bytes = match coding {
         None => bytes,
-        Some(c) => inflated(&bytes, c, app.config.max_body_bytes.get())?,
+        Some(c) => inflated(bytes, c, app.config.max_body_bytes.get()).await?,
     };
     serde_json::from_slice(&bytes)
         .map_err(|e| RequestError::bad_request(format!("invalid JSON: {e}")))
@@ -91,13 +91,14 @@ pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, Reque
 
 /// A compressed body inflated within `max` bytes (`payload_too_large` past
 /// it, `bad_request` when it does not inflate); counted and logged.
-fn inflated(
-    body: &[u8],
+async fn inflated(
+    body: Bytes,
     coding: super::encoding::Coding,
     max: usize,
 ) -> Result<Bytes, RequestError> {
     use super::encoding::InflateError;
-    super::encoding::inflate(body, coding, max).map_err(|e| {
+    let result = super::encoding::inflate_off_runtime(body, coding, max).await;
+    result.map_err(|e| {
         crate::metrics::http_body_refused();
         tracing::warn!(error = %e, "request body refused");
         match e {
@@ -105,6 +106,7 @@ fn inflated(
                 RequestError::new(ErrorCode::PayloadTooLarge, e.to_string())
             }
             InflateError::Malformed(_) => RequestError::bad_request(e.to_string()),
+            InflateError::Interrupted => RequestError::new(ErrorCode::Internal, e.to_string()),
         }
     })
 }
