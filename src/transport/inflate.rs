@@ -231,6 +231,13 @@ impl Inflater {
             message.key = key;
             message.offset = 0;
             message.fin = fin;
+            // Refused at the header, as tungstenite refuses a plain frame
+            // announcing more than the limit, before any payload is read.
+            if (message.compressed as u64).saturating_add(len) > self.bound as u64 {
+                self.have = 0;
+                self.too_large();
+                return;
+            }
         } else {
             // Plain frames and control frames (which may come between a
             // message's fragments), and anything malformed, go to
@@ -581,6 +588,18 @@ mod tests {
             let (got, err) = read(rewrite(&input, 1 << 20, 64), 1 << 20).await;
             assert!(got.is_empty(), "{got:?}");
             assert!(matches!(err, Some(Error::Protocol(_))), "{err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_compressed_frame_announcing_more_than_the_limit_is_refused_at_its_header() {
+        let limit = 64 << 10;
+        for len in [limit as u64 + 1, u64::MAX] {
+            let mut header = Vec::new();
+            push_header(&mut header, true, 2, len);
+            header[0] |= 0x40;
+            let (_, err) = read(rewrite(&header, limit, 64), limit).await;
+            assert!(matches!(err, Some(Error::Capacity(_))), "{len}: {err:?}");
         }
     }
 
