@@ -28,6 +28,13 @@ pub enum AuthMode {
     None,
 }
 
+/// A feature turned on or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
 /// What an applied change must reach before it is acknowledged
 /// (docs/protocol.md 11).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -142,6 +149,16 @@ pub struct Config {
     /// Larger frames close the connection with 4413.
     #[arg(long, env = "RTS_MAX_FRAME_BYTES", default_value = "1048576", value_parser = Positive::<NonZeroUsize>::new())]
     pub max_frame_bytes: NonZeroUsize,
+
+    /// v1.3: `permessage-deflate` on WebSockets that offer it, and
+    /// compressed long-polling and API responses (`on` or `off`).
+    #[arg(long, env = "RTS_COMPRESSION", value_enum, default_value = "on")]
+    pub compression: Switch,
+
+    /// v1.3: messages and responses of at least this many bytes are
+    /// compressed; smaller ones are not worth the CPU.
+    #[arg(long, env = "RTS_COMPRESSION_THRESHOLD", default_value = "1024")]
+    pub compression_threshold: usize,
 
     /// Messages per second per connection (burst twice that).
     #[arg(long, env = "RTS_RATE_LIMIT", default_value = "200", value_parser = Positive::<NonZeroU32>::new())]
@@ -372,6 +389,14 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The outbound compression of a connection whose upgrade offered
+    /// `permessage-deflate` (`offered`), if it is on.
+    pub fn deflate(&self, offered: bool) -> Option<crate::compression::Deflate> {
+        (offered && self.compression == Switch::On).then_some(crate::compression::Deflate {
+            threshold: self.compression_threshold,
+        })
+    }
+
     /// The bounds every change is validated against.
     pub fn change_limits(&self) -> crate::change::ChangeLimits {
         crate::change::ChangeLimits {

@@ -27,12 +27,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use bytes::Bytes;
-
 use crate::change::StreamId;
 use crate::grant::masking::{self, Masked};
 use crate::grant::ReadMask;
-use crate::outbox::Outbox;
+use crate::outbox::{Frame, Outbox};
 use crate::protocol::event::{bounded_groups, ChangeEvent};
 use crate::protocol::framing::{Framing, SLOTS};
 use crate::protocol::messages::ViewportFilter;
@@ -101,7 +99,7 @@ fn relayed_record(event: ServerEvent, data: &serde_json::Value) -> Option<&str> 
 
 #[derive(Default)]
 struct Pending {
-    frames: Vec<(Bytes, Option<u64>)>,
+    frames: Vec<(Frame, Option<u64>)>,
     bytes: usize,
 }
 
@@ -109,7 +107,7 @@ impl Subscriber {
     /// Queues a frame, or holds it while the subscriber is pending. A
     /// pending subscriber that would hold more than its queue's byte limit
     /// is a slow consumer (4503).
-    fn push(&mut self, bytes: Bytes, event_ms: Option<u64>) {
+    fn push(&mut self, bytes: Frame, event_ms: Option<u64>) {
         let Some(pending) = &mut self.pending else {
             self.outbox.push(bytes, event_ms);
             return;
@@ -321,7 +319,7 @@ impl Hub {
             return;
         };
         let mut inner = lock(&entry.inner);
-        let mut frames: Audiences<Option<Bytes>> = Audiences::default();
+        let mut frames: Audiences<Option<Frame>> = Audiences::default();
         let (mut sent, mut skipped) = (0, 0);
         let record = relayed_record(event, &notice.data);
         for sub in inner.subscribers.values_mut() {
@@ -335,9 +333,9 @@ impl Hub {
             }
             let bytes = frames.slot(sub.mask.as_ref(), framing.slot(), || {
                 match sub.mask.as_deref() {
-                    None => Some(framing.frame(event, &notice.data, None)),
+                    None => Some(Frame::shared(framing.frame(event, &notice.data, None))),
                     Some(mask) => masking::notice(event, &notice.data, mask)
-                        .map(|data| framing.frame(event, &data, None)),
+                        .map(|data| Frame::shared(framing.frame(event, &data, None))),
                 }
             });
             if let Some(bytes) = bytes {
@@ -446,7 +444,7 @@ struct FrameCache<'a> {
     events: Vec<&'a ChangeEvent>,
     origins: HashSet<&'a str>,
     classes: Vec<ClassEvents<'a>>,
-    frames: Audiences<Option<Bytes>>,
+    frames: Audiences<Option<Frame>>,
 }
 
 impl<'a> FrameCache<'a> {
@@ -459,7 +457,7 @@ impl<'a> FrameCache<'a> {
         }
     }
 
-    fn frame_for(&mut self, sub: &Outbox, mask: Option<&Arc<ReadMask>>) -> Option<Bytes> {
+    fn frame_for(&mut self, sub: &Outbox, mask: Option<&Arc<ReadMask>>) -> Option<Frame> {
         let conn: &str = &sub.conn_id;
         let framing = sub.framing();
         // A class that masking leaves untouched shares the full frames.
@@ -518,11 +516,15 @@ fn class_events<'c, 'a>(
 
 /// `record_change` for one event, `batch_changes` for several; none for
 /// none (a class that sees none of the events).
-fn frame(events: &[&ChangeEvent], framing: &dyn Framing) -> Option<Bytes> {
+fn frame(events: &[&ChangeEvent], framing: &dyn Framing) -> Option<Frame> {
     match events {
         [] => None,
-        [one] => Some(framing.event_frame(ServerEvent::RecordChange, one)),
-        _ => Some(framing.events_frame(ServerEvent::BatchChanges, events)),
+        [one] => Some(Frame::shared(
+            framing.event_frame(ServerEvent::RecordChange, one),
+        )),
+        _ => Some(Frame::shared(
+            framing.events_frame(ServerEvent::BatchChanges, events),
+        )),
     }
 }
 

@@ -42,6 +42,7 @@ pub mod auth;
 pub mod backoff;
 pub mod change;
 pub mod clock;
+pub mod compression;
 pub mod config;
 pub mod delta;
 pub mod gauges;

@@ -60,6 +60,11 @@ pub fn json_error(code: ErrorCode, message: &str) -> Response<Body> {
 pub const BODY_READ_TIMEOUT: std::time::Duration = crate::socketio::endpoint::BODY_READ_TIMEOUT;
 
 pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, RequestError> {
+    let coding = super::encoding::Coding::of_body(req.headers()).map_err(|message| {
+        crate::metrics::http_body_refused();
+        tracing::warn!(%message, "request body refused");
+        RequestError::bad_request(message)
+    })?;
     let limited = Limited::new(req.into_body(), app.config.max_body_bytes.get());
     let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, limited.collect()).await else {
         tracing::warn!("request body not received in time");
@@ -76,6 +81,32 @@ pub async fn read_json(app: &App, req: Request<Incoming>) -> Result<Value, Reque
             ))
         }
     };
+    let bytes = match coding {
+        None => bytes,
+        Some(c) => inflated(bytes, c, app.config.max_body_bytes.get()).await?,
+    };
     serde_json::from_slice(&bytes)
         .map_err(|e| RequestError::bad_request(format!("invalid JSON: {e}")))
+}
+
+/// A compressed body inflated within `max` bytes (`payload_too_large` past
+/// it, `bad_request` when it does not inflate); counted and logged.
+async fn inflated(
+    body: Bytes,
+    coding: super::encoding::Coding,
+    max: usize,
+) -> Result<Bytes, RequestError> {
+    use super::encoding::InflateError;
+    let result = super::encoding::inflate_off_runtime(body, coding, max).await;
+    result.map_err(|e| {
+        crate::metrics::http_body_refused();
+        tracing::warn!(error = %e, "request body refused");
+        match e {
+            InflateError::TooLarge(_) => {
+                RequestError::new(ErrorCode::PayloadTooLarge, e.to_string())
+            }
+            InflateError::Malformed(_) => RequestError::bad_request(e.to_string()),
+            InflateError::Interrupted => RequestError::new(ErrorCode::Internal, e.to_string()),
+        }
+    })
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod demo;
+pub mod encoding;
 pub mod history;
 pub mod json_io;
 pub mod records;

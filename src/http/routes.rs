@@ -20,6 +20,10 @@ pub async fn route(
     peer: std::net::IpAddr,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
+    let coding = compressible(&app, &req, &path)
+        .then(|| super::encoding::Coding::accepted(req.headers()))
+        .flatten();
+    let (threshold, app) = (app.config.compression_threshold, app);
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/ws") => super::ws::upgrade(app, req, peer, Endpoint::Ws),
         (_, "/socket.io/" | "/socket.io") if app.config.socketio => {
@@ -51,5 +55,19 @@ pub async fn route(
         }
         _ => json_error(ErrorCode::NotFound, "no such route"),
     };
-    Ok(response)
+    Ok(match coding {
+        Some(c) if response.status() != StatusCode::SWITCHING_PROTOCOLS => {
+            super::encoding::compress(response, c, threshold).await
+        }
+        _ => response,
+    })
+}
+
+/// Whether the response may be compressed (docs/protocol.md 1.1): the
+/// API's, and Engine.IO long-polling GETs (not upgrades), when on.
+fn compressible(app: &App, req: &Request<Incoming>, path: &str) -> bool {
+    let polling = matches!(path, "/socket.io/" | "/socket.io")
+        && req.method() == Method::GET
+        && !req.headers().contains_key(hyper::header::UPGRADE);
+    app.config.compression == crate::config::Switch::On && (path.starts_with("/api/v1/") || polling)
 }

@@ -79,6 +79,10 @@ impl Host for App {
     fn accept_websocket(self: &Arc<Self>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
         upgrade(self.clone(), req, peer, Endpoint::SocketIo)
     }
+
+    fn deflate(&self) -> Option<crate::compression::Deflate> {
+        self.config.deflate(true)
+    }
 }
 
 /// A polling session's task: waits for its first poll, then runs it.

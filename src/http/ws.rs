@@ -47,27 +47,37 @@ pub fn upgrade(
         Err(message) => return json_error(ErrorCode::BadRequest, message),
     };
     let (encoding, token) = (hs.encoding, hs.token.clone());
-    accept(&app, req, &hs, move |app, stream, sink| async move {
-        let framing: &'static dyn Framing = match endpoint {
-            Endpoint::Ws => WsFraming::of(encoding),
-            Endpoint::SocketIo => &crate::socketio::framing::SOCKETIO_JSON,
-        };
-        let transport = crate::transport::Transport {
-            input: crate::transport::Input::Ws(Box::new(stream)),
-            output: crate::transport::Output::Ws(sink),
-            engine_sid: None,
-        };
-        crate::session::run(app, transport, framing, token, peer).await;
-    })
+    let deflate = app.config.deflate(hs.deflate_offered);
+    accept(
+        &app,
+        req,
+        &hs,
+        deflate.is_some(),
+        move |app, stream, sink| async move {
+            let framing: &'static dyn Framing = match endpoint {
+                Endpoint::Ws => WsFraming::of(encoding),
+                Endpoint::SocketIo => &crate::socketio::framing::SOCKETIO_JSON,
+            };
+            let transport = crate::transport::Transport {
+                input: crate::transport::Input::Ws(Box::new(stream)),
+                output: crate::transport::Output::Ws(sink),
+                engine_sid: None,
+                deflate,
+            };
+            crate::session::run(app, transport, framing, token, peer).await;
+        },
+    )
 }
 
 /// Answers `101 Switching Protocols` to a checked upgrade request and runs
 /// `then` on the upgraded socket (tungstenite's reading side, and the write
-/// half), as a task of the app (see [`crate::socketio::endpoint::accept`]).
+/// half), as a task of the app (see [`crate::socketio::endpoint::accept`]);
+/// with `deflate`, `permessage-deflate` is accepted.
 pub fn accept<F, Fut>(
     app: &Arc<App>,
     req: Request<Incoming>,
     hs: &Handshake,
+    deflate: bool,
     then: F,
 ) -> Response<Body>
 where
@@ -81,6 +91,7 @@ where
         req,
         &hs.accept,
         hs.protocol,
+        deflate,
         move |stream, sink| then(task_app, stream, sink),
     )
 }
@@ -94,6 +105,9 @@ pub struct Handshake {
     protocol: Option<&'static str>,
     /// A JWT in `Authorization`, `?token=` or a `rtsync.token.` subprotocol.
     token: Option<String>,
+    /// Whether `Sec-WebSocket-Extensions` offers a `permessage-deflate`
+    /// rtsync can accept ([`crate::compression::negotiate`]).
+    pub deflate_offered: bool,
 }
 
 impl Handshake {
@@ -127,11 +141,18 @@ impl Handshake {
         let token = bearer(headers.get(AUTHORIZATION))
             .or_else(|| query_token(req.uri().query()))
             .or(protocol_token);
+        let deflate_offered = crate::compression::negotiate(
+            headers
+                .get_all(hyper::header::SEC_WEBSOCKET_EXTENSIONS)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        );
         Ok(Handshake {
             accept,
             encoding,
             protocol,
             token,
+            deflate_offered,
         })
     }
 }

@@ -292,6 +292,18 @@ declare! {
             : "Events per fan-out of one table";
         counter SLOW_CONSUMER_DISCONNECTS = "rtsync_slow_consumer_disconnects_total"
             : "Connections closed 4503 for a full queue";
+        counter FRAMES_COMPRESSED = "rtsync_frames_compressed_total"
+            : "Outbound messages compressed (permessage-deflate): one per audience of a fan-out, one per reply";
+        counter FRAMES_NOT_SHRUNK = "rtsync_frames_not_shrunk_total"
+            : "Outbound messages compression would not shrink, sent plain";
+        counter COMPRESSION_BYTES_SAVED = "rtsync_compression_bytes_saved_total"
+            : "Bytes compression took off outbound messages (once per compression, not per subscriber)";
+        counter HTTP_BODIES_COMPRESSED = "rtsync_http_bodies_compressed_total"
+            : "HTTP responses (API, long-polling) sent gzip- or deflate-compressed";
+        counter HTTP_BYTES_SAVED = "rtsync_http_compression_bytes_saved_total"
+            : "Bytes compression took off HTTP responses";
+        counter HTTP_BODIES_REFUSED = "rtsync_http_bodies_refused_total"
+            : "Request bodies refused for their Content-Encoding (unknown, malformed, or over the limit once inflated)";
         counter RATE_LIMITED = "rtsync_rate_limited_total"
             : "Requests refused by the rate limit";
         counter FRAMES_REJECTED = "rtsync_frames_rejected_total" ["reason" => FrameRejected]

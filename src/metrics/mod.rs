@@ -207,6 +207,26 @@ pub fn fanout_frame_built(masked: bool) {
     };
     FANOUT_FRAMES_BUILT.get(audience).increment(1);
 }
+/// One outbound message compressed (`shrunk`), or tried and sent plain.
+pub fn frame_compressed(shrunk: bool, saved: usize) {
+    if shrunk {
+        catalog::FRAMES_COMPRESSED.handle().increment(1);
+        catalog::COMPRESSION_BYTES_SAVED
+            .handle()
+            .increment(saved as u64);
+    } else {
+        catalog::FRAMES_NOT_SHRUNK.handle().increment(1);
+    }
+}
+/// One HTTP response compressed, saving `saved` bytes.
+pub fn http_body_compressed(saved: usize) {
+    catalog::HTTP_BODIES_COMPRESSED.handle().increment(1);
+    catalog::HTTP_BYTES_SAVED.handle().increment(saved as u64);
+}
+/// One request body refused for its content coding.
+pub fn http_body_refused() {
+    catalog::HTTP_BODIES_REFUSED.handle().increment(1);
+}
 pub fn slow_consumer_dropped() {
     catalog::SLOW_CONSUMER_DISCONNECTS.handle().increment(1);
 }

@@ -139,6 +139,12 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
     ),
     ("rtsync_delivery_batch_size", None),
     ("rtsync_slow_consumer_disconnects_total", None),
+    ("rtsync_frames_compressed_total", None),
+    ("rtsync_frames_not_shrunk_total", None),
+    ("rtsync_compression_bytes_saved_total", None),
+    ("rtsync_http_bodies_compressed_total", None),
+    ("rtsync_http_compression_bytes_saved_total", None),
+    ("rtsync_http_bodies_refused_total", None),
     ("rtsync_rate_limited_total", None),
     (
         "rtsync_frames_rejected_total",

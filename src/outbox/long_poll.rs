@@ -27,8 +27,9 @@ pub enum PollCmd {
     Get(oneshot::Sender<Bytes>),
     /// The client probed a WebSocket: answer GETs with a no-op from now on.
     Probe,
-    /// The client upgraded: write to this from now on.
-    Upgrade(Upgraded),
+    /// The client upgraded: write to this from now on, compressed as the
+    /// WebSocket negotiated.
+    Upgrade(Upgraded, Option<crate::compression::Deflate>),
     /// The client broke the transport's rules: close the connection.
     Close,
     /// The client closed the session (Engine.IO's `1` in a POST): a parked
@@ -100,10 +101,11 @@ impl OutboxReceiver {
                         );
                         self.closing.cancel();
                     }
-                    Some(PollCmd::Upgrade(io)) => {
+                    Some(PollCmd::Upgrade(io, deflate)) => {
                         if let Some(get) = parked.take() {
                             let _ = get.send(format.noop.clone());
                         }
+                        self.deflate = deflate;
                         return self.run(io, write_timeout).await;
                     }
                 },
@@ -136,10 +138,11 @@ impl OutboxReceiver {
                     }
                 }
                 PollCmd::ClientClosed => client_closed = true,
-                PollCmd::Upgrade(io) => {
+                PollCmd::Upgrade(io, deflate) => {
                     if let Some(get) = parked.take() {
                         let _ = get.send(format.noop.clone());
                     }
+                    self.deflate = deflate;
                     return self.run(io, write_timeout).await;
                 }
                 PollCmd::Probe | PollCmd::Close => {}
@@ -178,7 +181,10 @@ impl OutboxReceiver {
             Some(PollCmd::Get(get)) => get,
             // The client upgraded meanwhile: the rest and the close go
             // over its WebSocket.
-            Some(PollCmd::Upgrade(io)) => return self.run(io, write_timeout).await,
+            Some(PollCmd::Upgrade(io, deflate)) => {
+                self.deflate = deflate;
+                return self.run(io, write_timeout).await;
+            }
             _ => return,
         };
         let slow = self.close_code.load(Ordering::Acquire) == super::CloseCode::SlowConsumer.code();

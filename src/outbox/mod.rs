@@ -24,6 +24,7 @@ pub mod frame_queue;
 pub mod long_poll;
 pub mod wire_writer;
 
+use crate::compression::Deflate;
 use crate::protocol::Framing;
 use frame_queue::{FrameQueue, PushError};
 use wire_writer::{close_payload, Burst, Opcode};
@@ -38,6 +39,50 @@ pub struct Outbound {
     bytes: Bytes,
     event_ms: Option<u64>,
     kind: Kind,
+    /// Where the compressed form of a frame shared by an audience is kept.
+    deflated: Option<DeflatedCell>,
+}
+
+/// The compressed form of a shared frame, made once by the first
+/// connection that compresses it (`None` inside: it would not shrink).
+type DeflatedCell = Arc<std::sync::OnceLock<Option<Bytes>>>;
+
+/// A frame for [`Outbox::push`]: its bytes and, when one frame goes to a
+/// whole audience (the hub's fan-out), the cell its compressed form is
+/// kept in, so the audience's frame is compressed at most once however
+/// many subscribers get it.
+#[derive(Clone)]
+pub struct Frame {
+    bytes: Bytes,
+    deflated: Option<DeflatedCell>,
+}
+
+impl Frame {
+    /// A frame shared by an audience (compressed once on first need).
+    pub fn shared(bytes: Bytes) -> Frame {
+        Frame {
+            bytes,
+            deflated: Some(DeflatedCell::default()),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+impl From<Bytes> for Frame {
+    /// A frame for one connection (compressed for it alone, if at all).
+    fn from(bytes: Bytes) -> Frame {
+        Frame {
+            bytes,
+            deflated: None,
+        }
+    }
 }
 
 /// What a queued frame is on the wire.
@@ -93,6 +138,8 @@ pub struct OutboxReceiver {
     /// A pause after each message written, if any (see
     /// [`OutboxReceiver::pace`]).
     pace: Option<Duration>,
+    /// Outbound compression, when the connection negotiated it.
+    deflate: Option<Deflate>,
 }
 
 /// A queue of at most `capacity` frames and `max_bytes` bytes.
@@ -127,6 +174,7 @@ pub fn outbox(
             queued,
             framing,
             pace: None,
+            deflate: None,
         },
     )
 }
@@ -149,6 +197,7 @@ impl Outbox {
             bytes,
             event_ms: None,
             kind: Kind::Text,
+            deflated: None,
         })
     }
 
@@ -159,16 +208,19 @@ impl Outbox {
             bytes,
             event_ms: None,
             kind: Kind::Binary,
+            deflated: None,
         })
     }
 
     /// Queues a frame; a full queue drops the connection as a slow consumer.
     /// Returns false when the frame was not queued.
-    pub fn push(&self, bytes: Bytes, event_ms: Option<u64>) -> bool {
+    pub fn push(&self, frame: impl Into<Frame>, event_ms: Option<u64>) -> bool {
+        let frame = frame.into();
         self.enqueue(Outbound {
-            bytes,
+            bytes: frame.bytes,
             event_ms,
             kind: Kind::Data,
+            deflated: frame.deflated,
         })
     }
 
@@ -180,6 +232,7 @@ impl Outbox {
             bytes,
             event_ms: None,
             kind: Kind::Data,
+            deflated: None,
         };
         self.queued.fetch_add(len, Ordering::AcqRel);
         let sent = tokio::select! {
@@ -220,6 +273,7 @@ impl Outbox {
             bytes: Bytes::new(),
             event_ms: None,
             kind: Kind::Ping,
+            deflated: None,
         })
     }
 
@@ -229,6 +283,7 @@ impl Outbox {
             bytes: payload,
             event_ms: None,
             kind: Kind::Pong,
+            deflated: None,
         })
     }
 
@@ -310,6 +365,13 @@ impl OutboxReceiver {
     /// pace.
     pub fn pace(mut self, pause: Option<Duration>) -> OutboxReceiver {
         self.pace = pause;
+        self
+    }
+
+    /// Compresses the data frames at or above the threshold (a connection
+    /// that negotiated `permessage-deflate`); `None` sends all plain.
+    pub fn deflate(mut self, deflate: Option<Deflate>) -> OutboxReceiver {
+        self.deflate = deflate;
         self
     }
 
@@ -431,6 +493,7 @@ impl OutboxReceiver {
             Opcode::Text
         };
         let most = if self.pace.is_some() { 1 } else { BURST_FRAMES };
+        let deflate = self.deflate;
         self.queue.take(most, |out| {
             let len = out.bytes.len();
             queued.fetch_sub(len, Ordering::AcqRel);
@@ -441,7 +504,14 @@ impl OutboxReceiver {
                 Kind::Ping => Opcode::Ping,
                 Kind::Pong => Opcode::Pong,
             };
-            burst.push(op, out.bytes);
+            let data = matches!(out.kind, Kind::Data | Kind::Text | Kind::Binary);
+            match deflate.filter(|d| data && d.wants(len)) {
+                Some(_) => match compressed(&out.bytes, out.deflated.as_ref()) {
+                    Some(packed) => burst.push_compressed(op, packed),
+                    None => burst.push(op, out.bytes),
+                },
+                None => burst.push(op, out.bytes),
+            }
             crate::metrics::frame_out(len, out.event_ms);
         })
     }
@@ -450,6 +520,23 @@ impl OutboxReceiver {
 impl Drop for OutboxReceiver {
     fn drop(&mut self) {
         self.queue.close_receiver();
+    }
+}
+
+/// The compressed form of a message, if it shrinks: from the audience's
+/// cell when the frame is shared (made there by the first connection that
+/// needs it), else made for this connection. Each compression is counted
+/// once, with the bytes it saved.
+fn compressed(bytes: &Bytes, cell: Option<&DeflatedCell>) -> Option<Bytes> {
+    let make = || {
+        let packed = Deflate::compress(bytes);
+        let saved = packed.as_ref().map_or(0, |p| bytes.len() - p.len());
+        crate::metrics::frame_compressed(packed.is_some(), saved);
+        packed
+    };
+    match cell {
+        Some(cell) => cell.get_or_init(make).clone(),
+        None => make(),
     }
 }
 

@@ -33,8 +33,18 @@ pub struct Burst {
 
 impl Burst {
     pub fn push(&mut self, opcode: Opcode, payload: Bytes) {
+        self.push_with(0x80 | opcode as u8, payload);
+    }
+
+    /// A message compressed by `permessage-deflate`: RSV1 set (RFC 7692
+    /// 6), the payload as [`crate::compression::Deflate::compress`] made it.
+    pub fn push_compressed(&mut self, opcode: Opcode, payload: Bytes) {
+        self.push_with(0x80 | 0x40 | opcode as u8, payload);
+    }
+
+    fn push_with(&mut self, first: u8, payload: Bytes) {
         let len = payload.len();
-        self.headers.push(0x80 | opcode as u8);
+        self.headers.push(first);
         if len < 126 {
             self.headers.push(len as u8);
         } else if len <= u16::MAX as usize {

@@ -209,6 +209,7 @@ pub async fn run_opened(
         mut input,
         output,
         engine_sid,
+        deflate,
     } = transport;
     let span = tracing::info_span!("conn", id = %opened.conn_id);
     async move {
@@ -224,7 +225,7 @@ pub async fn run_opened(
         let writer = start_writer(
             &app,
             output,
-            receiver,
+            receiver.deflate(deflate),
             engine_sid.as_deref(),
             &outbox,
             !opening_sent,
@@ -338,6 +339,12 @@ async fn serve(
         let relay_due = session.coalescer.next_due();
         let held_until = session.held.as_ref().map(|h| h.until);
         let attachments_due = session.partial.as_ref().map(|p| p.due);
+        // Before authenticate a frame may be small: a compressed one must
+        // not inflate further than that (past it, closed 4413).
+        input.set_inflate_bound(match session.identity {
+            Some(_) => usize::MAX,
+            None => PRE_AUTH_MAX_FRAME,
+        });
         tokio::select! {
             _ = app.shutdown.cancelled() => return end(session, SessionEnd::ShuttingDown),
             _ = session.outbox.closed() => return SessionEnd::ClosedByServer,

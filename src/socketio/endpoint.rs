@@ -85,6 +85,11 @@ pub trait Host: Send + Sync + Sized + 'static {
     ) -> Bytes;
     /// A new WebSocket with no sid: its own session (see [`accept`]).
     fn accept_websocket(self: &Arc<Self>, req: Request<Incoming>, peer: IpAddr) -> Response<Body>;
+    /// The compression of a WebSocket that offered `permessage-deflate`
+    /// (none: the offer is declined).
+    fn deflate(&self) -> Option<crate::compression::Deflate> {
+        None
+    }
 }
 
 /// Answers one request of the endpoint, with CORS headers.
@@ -137,6 +142,7 @@ pub fn polling_transport(started: Started, sid: String, max_payload: usize) -> T
             },
         },
         engine_sid: Some(sid),
+        deflate: None,
     }
 }
 
@@ -312,12 +318,20 @@ fn upgrade_session<H: Host>(host: &H, req: Request<Incoming>, sid: &str) -> Resp
         }
     };
     let (tasks, max) = (host.tasks(), host.max_payload());
+    let offers = req
+        .headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let deflate = host
+        .deflate()
+        .filter(|_| crate::compression::negotiate(offers));
     if !link.begin_upgrade() {
         // Engine.IO accepts a WebSocket naming a session that upgraded
         // (or is upgrading) already and closes it at once; the session is
         // not disturbed.
         tracing::debug!("a second WebSocket for an upgraded session; closed");
-        return accept(tasks, max, req, &key, None, refuse_socket);
+        return accept(tasks, max, req, &key, None, false, refuse_socket);
     }
     let shutdown = host.shutdown().clone();
     accept(
@@ -326,8 +340,10 @@ fn upgrade_session<H: Host>(host: &H, req: Request<Incoming>, sid: &str) -> Resp
         req,
         &key,
         None,
+        deflate.is_some(),
         move |stream, sink| async move {
-            match tokio::time::timeout(UPGRADE_TIMEOUT, probe(&link, stream, sink)).await {
+            let probed = probe(&link, stream, sink, deflate);
+            match tokio::time::timeout(UPGRADE_TIMEOUT, probed).await {
                 Ok(Ok(stream)) => return forward(&shutdown, &link, stream).await,
                 Ok(Err(why)) => tracing::debug!(why, "the upgrade did not complete"),
                 Err(_) => tracing::debug!("the upgrade timed out"),
@@ -340,13 +356,18 @@ fn upgrade_session<H: Host>(host: &H, req: Request<Incoming>, sid: &str) -> Resp
 /// Answers `101 Switching Protocols` to a checked upgrade request (its
 /// `Sec-WebSocket-Accept` and subprotocol given) and runs `then` on the
 /// upgraded socket (tungstenite's reading side, with `max_message` as its
-/// message limit, and the write half), as a task of `tasks`.
+/// message limit, and the write half), as a task of `tasks`. With
+/// `deflate`, the answer accepts `permessage-deflate` (see
+/// [`crate::compression`]) and compressed client messages are inflated
+/// within `max_message`.
+#[allow(clippy::too_many_arguments)]
 pub fn accept<F, Fut>(
     tasks: &TaskTracker,
     max_message: usize,
     mut req: Request<Incoming>,
     accept_key: &str,
     protocol: Option<&'static str>,
+    deflate: bool,
     then: F,
 ) -> Response<Body>
 where
@@ -363,7 +384,9 @@ where
     tasks.spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let (stream, sink) = crate::transport::socket::split(upgraded, config).await;
+                let inflate = deflate.then_some(max_message);
+                let (stream, sink) =
+                    crate::transport::socket::split(upgraded, config, inflate).await;
                 then(stream, sink).await;
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
@@ -379,6 +402,12 @@ where
     }
     if let Some(p) = protocol {
         h.insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
+    if deflate {
+        h.insert(
+            hyper::header::SEC_WEBSOCKET_EXTENSIONS,
+            HeaderValue::from_static(crate::compression::ANSWER),
+        );
     }
     response
 }
@@ -412,6 +441,7 @@ async fn probe(
     link: &Link,
     mut stream: Socket,
     mut sink: WriteHalf,
+    deflate: Option<crate::compression::Deflate>,
 ) -> Result<Socket, &'static str> {
     read_probe(&mut stream).await?;
     let mut burst = Burst::default();
@@ -431,7 +461,7 @@ async fn probe(
     }
     link.channels()
         .cmds
-        .send(PollCmd::Upgrade(sink))
+        .send(PollCmd::Upgrade(sink, deflate))
         .await
         .map_err(|_| "session gone")?;
     Ok(stream)

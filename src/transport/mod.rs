@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+pub mod inflate;
 pub mod socket;
 
 use crate::outbox::long_poll::{PollCmd, PollFormat};
@@ -41,6 +42,8 @@ pub struct Transport {
     pub input: Input,
     pub output: Output,
     pub engine_sid: Option<String>,
+    /// Outbound compression, when the WebSocket negotiated it.
+    pub deflate: Option<crate::compression::Deflate>,
 }
 
 impl Input {
@@ -49,6 +52,14 @@ impl Input {
         match self {
             Input::Ws(socket) => socket.next().await,
             Input::Channel(rx) => rx.recv().await,
+        }
+    }
+
+    /// Bounds what a compressed message may inflate to before tungstenite
+    /// reads it (a channel's messages were bounded by their requests).
+    pub fn set_inflate_bound(&mut self, bound: usize) {
+        if let Input::Ws(socket) = self {
+            socket.get_mut().set_inflate_bound(bound);
         }
     }
 

@@ -231,20 +231,29 @@ impl Host for Server {
         };
         let server = self.clone();
         let max = self.config.max_payload;
-        endpoint::accept(&self.tasks, max, req, &key, None, move |stream, sink| {
-            server.open.fetch_add(1, Ordering::AcqRel);
-            async move {
-                let sid = server.polling.new_sid();
-                let transport = Transport {
-                    input: Input::Ws(Box::new(stream)),
-                    output: Output::Ws(sink),
-                    engine_sid: None,
-                };
-                // A WebSocket-only session's `open` is its first message.
-                let open = server.open_packet(&sid, false);
-                server.run(sid, transport, Instant::now(), Some(open)).await;
-                server.open.fetch_sub(1, Ordering::AcqRel);
-            }
-        })
+        endpoint::accept(
+            &self.tasks,
+            max,
+            req,
+            &key,
+            None,
+            false,
+            move |stream, sink| {
+                server.open.fetch_add(1, Ordering::AcqRel);
+                async move {
+                    let sid = server.polling.new_sid();
+                    let transport = Transport {
+                        input: Input::Ws(Box::new(stream)),
+                        output: Output::Ws(sink),
+                        engine_sid: None,
+                        deflate: None,
+                    };
+                    // A WebSocket-only session's `open` is its first message.
+                    let open = server.open_packet(&sid, false);
+                    server.run(sid, transport, Instant::now(), Some(open)).await;
+                    server.open.fetch_sub(1, Ordering::AcqRel);
+                }
+            },
+        )
     }
 }

@@ -147,6 +147,7 @@ impl Session {
             mut input,
             output,
             engine_sid,
+            ..
         } = transport;
         // Its Engine.IO packets are written as they come; the ping timeout
         // bounds a write (a client that reads nothing is given up).
