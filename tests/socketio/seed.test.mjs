@@ -129,7 +129,7 @@ test("a record change reaches a subscriber on the other sidecar; the ack is the 
     assert.ok(k in e, `ChangeEvent has ${k}`);
   }
   assert.equal(e.id, result.eventId);
-  assert.deepEqual(e.changes, [{ fieldId: "f1", newValue: "hello" }]);
+  assert.deepEqual(e.changes, [{ fieldId: "f1", newValue: "hello", oldVersion: 0 }]);
 });
 
 test("a failed request with a callback gets {error}; without one an error event", async () => {
@@ -280,7 +280,7 @@ test("the msgpack parser is recognised per connection, over polling and WebSocke
     // a gets b's change in the msgpack parser's form.
     const ea = await seenByA;
     assert.equal(ea.id, r.eventId, transports.join(","));
-    assert.deepEqual(ea.changes, [{ fieldId: "f", newValue: { deep: [1.5, "x"] } }]);
+    assert.deepEqual(ea.changes, [{ fieldId: "f", newValue: { deep: [1.5, "x"] }, oldVersion: 0 }]);
     const answer = await ask(a, "subscribe_to_table", { tableId: "bad{id}" });
     assert.equal(answer.error?.code, "bad_request");
     a.close();
@@ -326,7 +326,7 @@ test("field grants hold over Socket.IO: hidden fields masked in both parsers, fo
     });
     assert.equal(r.status, "applied");
     await until("the masked event", () => seen.length === 1);
-    assert.deepEqual(seen[0].changes, [{ fieldId: "name", newValue: "Ann" }]);
+    assert.deepEqual(seen[0].changes, [{ fieldId: "name", newValue: "Ann", oldVersion: 0 }]);
     assert.ok(!JSON.stringify(seen).includes(SECRET));
     const refused = await ask(intern, "record_change", {
       type: "update", recordId: "r1", tableId: table, baseId: "b", changes: [{ fieldId: "status", newValue: "done" }],
@@ -356,7 +356,7 @@ test("binary arguments of the default parser arrive as their bytes (attachments)
     });
     assert.equal(r.status, "applied", transports[0]);
     const e = await seenByB;
-    assert.deepEqual(e.changes, [{ fieldId: "blob", newValue: [1, 2, 255] }, { fieldId: "n", newValue: 1 }]);
+    assert.deepEqual(e.changes, [{ fieldId: "blob", newValue: [1, 2, 255], oldVersion: 0 }, { fieldId: "n", newValue: 1, oldVersion: 0 }]);
     a.close();
     b.close();
   }
