@@ -398,7 +398,9 @@ async fn on_a_cluster_the_wait_goes_to_the_node_that_ran_the_commit() {
         &[
             ("RTS_REDIS_CLUSTER", "true"),
             ("RTS_DURABLE_WRITES", "replica"),
-            ("RTS_DURABLE_TIMEOUT_MS", "300"),
+            // The longest wait allowed: the running replica must confirm
+            // within it even on a loaded machine; the stopped one never does.
+            ("RTS_DURABLE_TIMEOUT_MS", "1500"),
         ],
     )
     .await;
