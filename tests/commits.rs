@@ -340,3 +340,23 @@ async fn a_commit_redis_does_not_answer_in_time_is_timeout_and_a_resend_is_a_dup
     assert_eq!(again["originalStatus"], "applied");
     assert_eq!(xlen(&redis, "t").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_after_redis_lost_the_function_library_loads_it_again_and_applies() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut w = Client::connect(&side, "w").await;
+    w.request_ok("record_change", change("t", "r", "f", json!(1)))
+        .await;
+    let _: () = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query_async(&mut redis.conn().await)
+        .await
+        .expect("FUNCTION FLUSH");
+    let ack = w
+        .request_ok("record_change", change("t", "r", "f", json!(2)))
+        .await;
+    assert_eq!(ack["status"], "applied");
+    assert_eq!(stored(&redis, "t", "r", "f").await, Some(json!(2)));
+    assert_eq!(xlen(&redis, "t").await, 2);
+}

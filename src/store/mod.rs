@@ -353,6 +353,17 @@ impl Store {
         };
         // The retry goes through the pipeline too, so a commit made then
         // still waits for its durability.
+        self.reloading_library(call).await
+    }
+
+    /// Runs `call`; when Redis lost the function library (a restart
+    /// without persistence, a `FUNCTION FLUSH`), loads it again and runs
+    /// `call` once more, the same way for every path that calls it.
+    async fn reloading_library<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
         match call().await {
             Err(e) if e.is_missing_function() => {
                 tracing::warn!("rtsync function library missing; loading it again");
@@ -376,14 +387,7 @@ impl Store {
                 .and_then(|v| T::from_redis_value(v).map_err(redis::RedisError::from))
                 .map_err(StoreError::from_redis)
         };
-        match call().await {
-            Err(e) if e.is_missing_function() => {
-                tracing::warn!("rtsync function library missing; loading it again");
-                self.load_library().await?;
-                call().await
-            }
-            other => other,
-        }
+        self.reloading_library(call).await
     }
 
     /// Runs a read-only `FCALL` (`rtsync_load`, `rtsync_history`) on a
