@@ -12,6 +12,8 @@
 //          and the ack {status, eventId, version}
 //   cursor_position {tableId, cursor} -> relayed to the room
 // Usage: PORT=0 REDIS_URL=redis://127.0.0.1:6379 node server.mjs
+// PER_MESSAGE_DEFLATE=1 turns on Socket.IO's `perMessageDeflate` (threshold
+// 1024 bytes, its default), the per-connection deflate rtsync is compared with.
 // Prints "listening <port>" once it accepts connections.
 import { createServer } from "node:http";
 import { createClient } from "redis";
@@ -31,7 +33,10 @@ await redis.connect();
 const sha = await redis.scriptLoad(COMMIT);
 
 const http = createServer();
-const io = new Server(http, { adapter: createAdapter(redis), serveClient: false, transports: ["websocket"] });
+const perMessageDeflate = process.env.PER_MESSAGE_DEFLATE === "1" ? { threshold: 1024 } : false;
+const io = new Server(http, {
+  adapter: createAdapter(redis), serveClient: false, transports: ["websocket"], perMessageDeflate,
+});
 
 const fail = (ack, code, message) => typeof ack === "function" && ack({ error: { code, message } });
 const isId = (s) => typeof s === "string" && s.length > 0 && s.length <= 128;

@@ -8,11 +8,33 @@ use futures_util::{SinkExt, StreamExt};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws = tokio_tungstenite::WebSocketStream<crate::wire::Conn>;
+
+/// How every connection of this run is made (the global flags).
+#[derive(Clone, Copy, Default)]
+pub struct WireOptions {
+    /// Offer `permessage-deflate` (and inflate what comes compressed).
+    pub deflate: bool,
+    /// Pad each stamped change with text so its event is about this many
+    /// bytes (0: no padding).
+    pub event_bytes: usize,
+}
+
+static OPTIONS: std::sync::OnceLock<WireOptions> = std::sync::OnceLock::new();
+
+/// Sets the options once, before the first connection.
+pub fn set_options(options: WireOptions) {
+    let _ = OPTIONS.set(options);
+}
+
+pub fn options() -> WireOptions {
+    OPTIONS.get().copied().unwrap_or_default()
+}
 
 pub fn now_us() -> u64 {
     SystemTime::now()
@@ -59,14 +81,39 @@ fn token(secret: &str, user: &str, grant: &Value) -> Result<String> {
 }
 
 /// Opens a WebSocket with small buffers: the idle scenario opens thousands.
+/// With `--deflate` it offers `permessage-deflate` as a browser does.
 pub async fn open(url: &str) -> Result<Ws> {
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_write_buffer_size(1 << 20);
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true)
+    let mut request = url
+        .into_client_request()
+        .with_context(|| format!("url {url}"))?;
+    let deflate = options().deflate;
+    if deflate {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Extensions",
+            HeaderValue::from_static(crate::wire::OFFER),
+        );
+    }
+    let uri = request.uri();
+    let addr = format!(
+        "{}:{}",
+        uri.host().unwrap_or("127.0.0.1"),
+        uri.port_u16().unwrap_or(80)
+    );
+    let tcp = tokio::net::TcpStream::connect(&addr)
         .await
         .with_context(|| format!("connect {url}"))?;
+    tcp.set_nodelay(true)?;
+    let (ws, _) = tokio_tungstenite::client_async_with_config(
+        request,
+        crate::wire::Conn::new(tcp, deflate),
+        Some(config),
+    )
+    .await
+    .with_context(|| format!("handshake {url}"))?;
     Ok(ws)
 }
 

@@ -6,6 +6,9 @@
 //!
 //! Scenarios: `commit`, `fanout`, `ramp`, `presence`, `idle`, `tables`,
 //! `records` (see `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
+//! `--deflate` makes every connection offer `permessage-deflate` (and
+//! inflate what comes compressed, see `wire`); `--event-bytes` pads the
+//! changes of the fan-out loads to a given event size.
 
 mod client;
 mod load;
@@ -13,6 +16,7 @@ mod proto;
 mod ramp;
 mod report;
 mod scenarios;
+mod wire;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -39,6 +43,14 @@ pub struct Args {
     /// generator shares the machine's cores with the servers it measures.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Offer `permessage-deflate` on every connection (as a browser does)
+    /// and inflate the compressed frames that come back.
+    #[arg(long, global = true)]
+    pub deflate: bool,
+    /// Pad the stamped changes of `fanout`/`ramp` with text so each event
+    /// is about this many bytes (0: the bare stamp, about 200 bytes).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub event_bytes: usize,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -74,6 +86,10 @@ enum Scenario {
         /// it, today's one-field changes.
         #[arg(long)]
         classes: Option<usize>,
+        /// `socketio`: the Socket.IO peer of `bench/socketio-peer` (or a
+        /// sidecar's /socket.io/) with the same load.
+        #[arg(long, value_enum, default_value_t = proto::Proto::Rtsync)]
+        proto: proto::Proto,
     },
     /// The fan-out load at a rising rate until p99 passes the target or a
     /// delivery is lost: the capacity. `--proto socketio` drives the
@@ -138,6 +154,10 @@ enum Scenario {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    client::set_options(client::WireOptions {
+        deflate: args.deflate,
+        event_bytes: args.event_bytes,
+    });
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .enable_all()
@@ -147,20 +167,49 @@ fn main() -> Result<()> {
 
 async fn run(args: Args) -> Result<()> {
     let before: Vec<_> = args.pid.iter().map(|p| report::proc_stats(*p)).collect();
-    let mut out = match args.scenario.clone() {
+    let mut out = scenario(&args).await?;
+    out["seconds"] = args.duration.into();
+    out["deflate"] = args.deflate.into();
+    out["eventBytes"] = args.event_bytes.into();
+    if !args.pid.is_empty() {
+        out["processes"] = report::proc_delta(&args.pid, &before);
+    }
+    if !args.json {
+        if let Some(obj) = out.as_object() {
+            for (k, v) in obj {
+                println!("{k:<24} {v}");
+            }
+        }
+    }
+    println!("{out}");
+    Ok(())
+}
+
+/// Runs the scenario the command line names; its JSON report.
+async fn scenario(args: &Args) -> Result<serde_json::Value> {
+    Ok(match args.scenario.clone() {
         Scenario::Commit {
             writers,
             records,
             readers,
             reader_kb,
-        } => scenarios::commit(&args, writers, records, readers, reader_kb).await?,
+        } => scenarios::commit(args, writers, records, readers, reader_kb).await?,
         Scenario::Fanout {
             tables,
             subscribers,
             writers,
             rate,
             classes,
-        } => scenarios::fanout(&args, tables, subscribers, writers, rate, classes).await?,
+            proto,
+        } => {
+            let shape = scenarios::Shape {
+                tables,
+                subscribers,
+                writers,
+                classes,
+            };
+            scenarios::fanout(args, proto, &shape, rate).await?
+        }
         Scenario::Ramp {
             proto,
             tables,
@@ -184,39 +233,26 @@ async fn run(args: Args) -> Result<()> {
                 max,
                 p99_ms,
             };
-            ramp::ramp(&args, &r).await?
+            ramp::ramp(args, &r).await?
         }
         Scenario::Presence {
             tables,
             subscribers,
             rate,
-        } => scenarios::presence(&args, tables, subscribers, rate).await?,
+        } => scenarios::presence(args, tables, subscribers, rate).await?,
         Scenario::Idle {
             connections,
             tables,
             proto,
         } => {
             let pid = args.pid.first().copied();
-            scenarios::idle(&args, proto, connections, tables, pid).await?
+            scenarios::idle(args, proto, connections, tables, pid).await?
         }
-        Scenario::Tables { tables, writers } => scenarios::tables(&args, tables, writers).await?,
+        Scenario::Tables { tables, writers } => scenarios::tables(args, tables, writers).await?,
         Scenario::Records {
             records,
             fields,
             page,
-        } => scenarios::records(&args, records, fields, page).await?,
-    };
-    out["seconds"] = args.duration.into();
-    if !args.pid.is_empty() {
-        out["processes"] = report::proc_delta(&args.pid, &before);
-    }
-    if !args.json {
-        if let Some(obj) = out.as_object() {
-            for (k, v) in obj {
-                println!("{k:<24} {v}");
-            }
-        }
-    }
-    println!("{out}");
-    Ok(())
+        } => scenarios::records(args, records, fields, page).await?,
+    })
 }

@@ -145,7 +145,12 @@ impl Proto {
         rid: u64,
         wide: bool,
     ) -> Result<Message> {
-        let mut changes = vec![json!({"fieldId": "f", "newValue": {"sentUs": now_us()}})];
+        let mut stamp = json!({"sentUs": now_us()});
+        let pad = client::options().event_bytes;
+        if pad > 0 {
+            stamp["text"] = json!(prose(now_us() ^ rid, pad.saturating_sub(EVENT_OVERHEAD)));
+        }
+        let mut changes = vec![json!({"fieldId": "f", "newValue": stamp})];
         if wide {
             changes.extend(
                 client::HIDDEN_FIELDS
@@ -185,6 +190,65 @@ impl Proto {
             _ => Frame::Other,
         }
     }
+}
+
+/// Bytes of an event beside its padding text (id, table, record, user,
+/// version, field names), so `--event-bytes` is about the event's size.
+const EVENT_OVERHEAD: usize = 220;
+
+/// `len` bytes of text that differs from change to change, with the word
+/// repetition of real prose (so it compresses as a typed cell would, not
+/// as one repeated byte).
+fn prose(seed: u64, len: usize) -> String {
+    const WORDS: [&str; 32] = [
+        "the",
+        "customer",
+        "asked",
+        "about",
+        "delivery",
+        "of",
+        "order",
+        "next",
+        "week",
+        "and",
+        "whether",
+        "invoice",
+        "was",
+        "sent",
+        "to",
+        "accounting",
+        "team",
+        "before",
+        "review",
+        "meeting",
+        "on",
+        "Tuesday",
+        "please",
+        "check",
+        "status",
+        "with",
+        "warehouse",
+        "supplier",
+        "contract",
+        "renewal",
+        "notes",
+        "follow-up",
+    ];
+    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+    let mut out = String::with_capacity(len + 16);
+    while out.len() < len {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        out.push_str(WORDS[(state >> 59) as usize]);
+        out.push(if (state >> 20).is_multiple_of(11) {
+            '.'
+        } else {
+            ' '
+        });
+    }
+    out.truncate(len);
+    out
 }
 
 /// Engine.IO packet types: 2 ping (answered 3), 4 message; Socket.IO packet

@@ -134,29 +134,26 @@ async fn big_readers(
     Ok(handles)
 }
 
-pub async fn fanout(
-    args: &Args,
-    tables: usize,
-    subscribers: usize,
-    writers: usize,
-    rate: u64,
-    classes: Option<usize>,
-) -> Result<Value> {
-    let shape = Shape {
-        tables,
-        subscribers,
-        writers,
-        classes,
-    };
-    let r = fanout_run(args, Proto::Rtsync, &shape, rate, args.duration).await?;
+pub async fn fanout(args: &Args, proto: Proto, shape: &Shape, rate: u64) -> Result<Value> {
+    let read_before = crate::wire::bytes_read();
+    let inflated_before = crate::wire::bytes_inflated();
+    let r = fanout_run(args, proto, shape, rate, args.duration).await?;
+    let read = crate::wire::bytes_read() - read_before;
+    let inflated = crate::wire::bytes_inflated() - inflated_before;
     let secs = args.duration as f64;
+    let per_delivery = |bytes: u64| (bytes as f64 / r.tally.delivered.max(1) as f64).round();
     Ok(
-        json!({"scenario": "fanout", "tables": tables, "subscribersPerTable": subscribers,
-        "writersPerTable": writers, "ratePerWriter": rate, "sidecars": args.url.len(),
-        "permissionClasses": classes,
+        json!({"scenario": "fanout", "proto": format!("{proto:?}").to_lowercase(),
+        "tables": shape.tables, "subscribersPerTable": shape.subscribers,
+        "writersPerTable": shape.writers, "ratePerWriter": rate, "sidecars": args.url.len(),
+        "permissionClasses": shape.classes,
         "changesSent": r.committed, "changesPerSec": (r.committed as f64 / secs).round(),
         "deliveries": r.tally.delivered, "deliveriesPerSec": (r.tally.delivered as f64 / secs).round(),
-        "lost": r.tally.lost, "duplicates": r.tally.duplicates, "latencyMs": latency(r.tally.latencies_us)}),
+        "lost": r.tally.lost, "duplicates": r.tally.duplicates, "latencyMs": latency(r.tally.latencies_us),
+        // Every byte the bench's sockets read in the run (events, acks,
+        // handshakes), per delivery; and what compressed frames inflated to.
+        "wireBytesRead": read, "wireBytesPerDelivery": per_delivery(read),
+        "inflatedBytes": inflated}),
     )
 }
 
