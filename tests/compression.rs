@@ -510,6 +510,130 @@ async fn measure_a_500_record_page_compressed_and_plain() {
     );
 }
 
+/// A cell edit as a spreadsheet sends it: event `i` of a table changes a
+/// status, a number and a note of about `note` bytes of prose.
+fn edit(i: usize, note: usize) -> Value {
+    const WORDS: [&str; 16] = [
+        "customer",
+        "asked",
+        "about",
+        "delivery",
+        "of",
+        "order",
+        "next",
+        "week",
+        "invoice",
+        "sent",
+        "to",
+        "accounting",
+        "before",
+        "review",
+        "please",
+        "check",
+    ];
+    let mut text = format!("Row {i}: ");
+    let mut k = i.wrapping_mul(2_654_435_761);
+    while text.len() < note {
+        k = k
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        text.push_str(WORDS[(k >> 60) % 16]);
+        text.push(' ');
+    }
+    json!({"type": "update", "recordId": format!("rec{:04}", i % 500), "tableId": "t",
+    "changes": [
+        {"fieldId": "status", "newValue": format!("status-{}", i % 7)},
+        {"fieldId": "amount", "newValue": i * 37 % 10_000},
+        {"fieldId": "note", "newValue": text},
+    ]})
+}
+
+/// Bytes a compressing connection read (payloads as sent) and what they
+/// stand for (plain), over every frame up to the first carrying `last`.
+async fn wire_bytes_until(raw: &mut Raw, last: &str) -> (usize, usize) {
+    let (mut wire, mut plain) = (0, 0);
+    loop {
+        let f = raw.frame().await.expect("open");
+        wire += f.payload.len();
+        plain += f.message().len();
+        if f.opcode == 1 && f.json()[0] == last {
+            return (wire, plain);
+        }
+    }
+}
+
+/// BENCHMARKS.md: bytes on the wire of a 1,000-event recovery (edits of a
+/// status, a number and a 100-byte note), compressed and plain. Run with
+/// `--ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_a_1000_event_recovery_compressed_and_plain() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut writer = Client::connect_json(&side, "w").await;
+    for i in 0..1000 {
+        writer.request_ok("record_change", edit(i, 100)).await;
+    }
+    let mut raw = Raw::open(&side, "u1", Some(OFFER)).await;
+    let rid = raw
+        .request(
+            "recover_connection",
+            json!({"tableId": "t", "lastEventId": "0-0"}),
+            false,
+        )
+        .await;
+    let ack = raw.reply(rid).await;
+    assert_eq!(ack.json()[1]["missedEventsCount"], 1000, "{}", ack.json());
+    let (wire, plain) = wire_bytes_until(&mut raw, "connection_recovered").await;
+    eprintln!(
+        "1,000-event recovery (JSON): plain {plain} bytes, compressed {wire} bytes ({:.1}x)",
+        plain as f64 / wire as f64
+    );
+}
+
+/// BENCHMARKS.md: bytes on the wire per live event of 2 KB edits (a note of
+/// about 1,900 bytes of prose), compressed and plain, 100 events. Run with
+/// `--ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn measure_live_fan_out_of_2_kb_edits_compressed_and_plain() {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut raw = Raw::open(&side, "u1", Some(OFFER)).await;
+    let rid = raw
+        .request("subscribe_to_table", json!({"tableId": "t"}), false)
+        .await;
+    raw.reply(rid).await;
+    let mut writer = Client::connect_json(&side, "w").await;
+    for i in 0..100 {
+        writer.request_ok("record_change", edit(i, 1900)).await;
+    }
+    // Events written back to back may come batched (`batch_changes`).
+    let (mut wire, mut plain, mut events, mut frames) = (0, 0, 0, 0);
+    while events < 100 {
+        let f = raw.frame().await.expect("open");
+        if f.opcode != 1 {
+            continue;
+        }
+        let message = f.json();
+        events += match message[0].as_str() {
+            Some("record_change") => 1,
+            Some("batch_changes") => message[1].as_array().map_or(0, Vec::len),
+            _ => continue,
+        };
+        frames += 1;
+        wire += f.payload.len();
+        plain += f.message().len();
+    }
+    eprintln!("live 2 KB edits: 100 events in {frames} frames");
+    eprintln!(
+        "live 2 KB edits (JSON), per event: plain {} bytes, compressed {} bytes ({:.1}x)",
+        plain / 100,
+        wire / 100,
+        plain as f64 / wire as f64
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn node_ws_and_socketio_client_with_per_message_deflate_converge() {
     let dir = support::node::dir("tests/socketio");
