@@ -464,6 +464,70 @@ async fn a_long_polling_response_is_deflated_when_accepted() {
     assert!(open.starts_with("0{"), "{open}");
 }
 
+/// A polling session's sid, from its `open` packet.
+fn polling_sid(side: &Sidecar) -> String {
+    let (status, _, body) = http(
+        side,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.0",
+        b"",
+    );
+    assert_eq!(status, 200);
+    let open: Value = serde_json::from_slice(&body[1..]).expect("open packet");
+    open["sid"].as_str().expect("sid").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gzip_or_deflate_polling_post_is_inflated_and_its_packets_are_read() {
+    use std::io::Write;
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let connect = format!("40{}", json!({"token": tokens::token("u1")}));
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+    zlib.write_all(connect.as_bytes()).unwrap();
+    for (coding, body) in [
+        ("gzip", gzip(connect.as_bytes())),
+        ("deflate", zlib.finish().unwrap()),
+    ] {
+        let sid = polling_sid(&side);
+        let post = format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.0\r\nContent-Type: text/plain\r\nContent-Encoding: {coding}"
+        );
+        let (status, _, answer) = http(&side, &post, &body);
+        assert_eq!((status, &answer[..]), (200, &b"ok"[..]), "{coding}");
+        let get = format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.0");
+        let (_, _, poll) = http(&side, &get, b"");
+        let poll = String::from_utf8_lossy(&poll);
+        assert!(poll.starts_with("40{\"sid\""), "{coding}: {poll}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gzip_polling_post_inflating_past_the_frame_limit_is_refused_too_large_and_ends_the_session(
+) {
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let mut bomb = b"4".to_vec();
+    bomb.resize(64 << 20, b'a');
+    let packed = gzip(&bomb);
+    drop(bomb);
+    let sid = polling_sid(&side);
+    let before = support::rss_bytes(side.pid());
+    let post = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.0\r\nContent-Type: text/plain\r\nContent-Encoding: gzip"
+    );
+    let (status, _, answer) = http(&side, &post, &packed);
+    // Engine.IO answers its errors 400 with a code and message.
+    assert_eq!(status, 400);
+    let answer: Value = serde_json::from_slice(&answer).expect("json");
+    assert_eq!(answer["message"], "Payload too large");
+    let metrics = side.get("/metrics").1;
+    assert_eq!(metric(&metrics, "rtsync_http_bodies_refused_total"), 1.0);
+    let grown = support::peak_rss_bytes(side.pid()).saturating_sub(before);
+    assert!(grown < 32 << 20, "the sidecar grew {grown} bytes");
+    let get = format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.0");
+    assert_eq!(http(&side, &get, b"").0, 400, "the session is gone");
+}
+
 /// BENCHMARKS.md: bytes on the wire of a 500-record `load_records` page of
 /// a 30-field table (numbers, short strings, a long text), compressed and
 /// plain. Run with `--ignored --nocapture`.

@@ -19,7 +19,7 @@ use super::ws::{at_capacity, upgrade, Endpoint};
 use crate::app::App;
 use crate::protocol::SessionEnd;
 use crate::session::Opened;
-use crate::socketio::endpoint::{self, polling_transport, Host};
+use crate::socketio::endpoint::{self, polling_transport, BodyRefused, Host};
 use crate::socketio::framing::SOCKETIO_JSON;
 use crate::socketio::polling::{Registry, Started};
 
@@ -38,6 +38,29 @@ impl Host for App {
 
     fn max_payload(&self) -> usize {
         self.config.max_frame_bytes.get()
+    }
+
+    /// gzip or deflate, as `/api` bodies ([`super::encoding`]), inflated
+    /// off the runtime within `RTS_MAX_FRAME_BYTES`.
+    fn decode_body(
+        &self,
+        headers: &hyper::HeaderMap,
+        body: Bytes,
+    ) -> impl std::future::Future<Output = Result<Bytes, BodyRefused>> + Send {
+        use super::encoding::{inflate_off_runtime, Coding, InflateError};
+        let coding = Coding::of_body(headers);
+        let max = self.max_payload();
+        async move {
+            match coding.map_err(BodyRefused::Malformed)? {
+                None => Ok(body),
+                Some(c) => inflate_off_runtime(body, c, max)
+                    .await
+                    .map_err(|e| match e {
+                        InflateError::TooLarge(n) => BodyRefused::TooLarge(n),
+                        other => BodyRefused::Malformed(other.to_string()),
+                    }),
+            }
+        }
     }
 
     fn tasks(&self) -> &TaskTracker {

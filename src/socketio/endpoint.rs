@@ -28,7 +28,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
+    HeaderMap, HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, UPGRADE,
 };
 use hyper::{Request, Response, StatusCode};
 use tokio::sync::oneshot;
@@ -90,6 +90,35 @@ pub trait Host: Send + Sync + Sized + 'static {
     fn deflate(&self) -> Option<crate::compression::Deflate> {
         None
     }
+    /// A polling POST's body as the client meant it: inflated when it came
+    /// with a `Content-Encoding`, never past [`Host::max_payload`] inflated
+    /// bytes. By default only a body without a coding is taken.
+    fn decode_body(
+        &self,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> impl std::future::Future<Output = Result<Bytes, BodyRefused>> + Send {
+        let coded = headers.contains_key(hyper::header::CONTENT_ENCODING);
+        async move {
+            if coded {
+                return Err(BodyRefused::Malformed(
+                    "Content-Encoding is not supported here".to_owned(),
+                ));
+            }
+            Ok(body)
+        }
+    }
+}
+
+/// Why a polling POST's encoded body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyRefused {
+    /// It inflates past the largest payload.
+    #[error("the body inflates past {0} bytes")]
+    TooLarge(usize),
+    /// An unknown coding, or bytes that do not inflate.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 /// Answers one request of the endpoint, with CORS headers.
@@ -239,7 +268,8 @@ async fn read_body<H: Host>(
     req: Request<Incoming>,
 ) -> Result<Bytes, Response<Body>> {
     let max = host.max_payload();
-    let collect = Limited::new(req.into_body(), max).collect();
+    let (parts, body) = req.into_parts();
+    let collect = Limited::new(body, max).collect();
     let Ok(collected) = tokio::time::timeout(BODY_READ_TIMEOUT, collect).await else {
         crate::metrics::frame_rejected(crate::metrics::FrameRejected::Timeout);
         tracing::warn!(
@@ -250,7 +280,7 @@ async fn read_body<H: Host>(
         return Err(engine_error(BAD_REQUEST));
     };
     match collected {
-        Ok(b) => Ok(b.to_bytes()),
+        Ok(b) => decoded(host, sid, &parts.headers, b.to_bytes()).await,
         Err(_) => {
             // Over maxPayload: the session is closed, as Engine.IO does.
             crate::metrics::frame_rejected(crate::metrics::FrameRejected::TooLarge);
@@ -260,6 +290,32 @@ async fn read_body<H: Host>(
             );
             close(host, sid);
             Err(engine_error(PAYLOAD_TOO_LARGE))
+        }
+    }
+}
+
+/// A POST's body inflated as its `Content-Encoding` says (see
+/// [`Host::decode_body`]); a body refused closes the session, as one over
+/// maxPayload does.
+async fn decoded<H: Host>(
+    host: &H,
+    sid: &str,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Bytes, Response<Body>> {
+    if !headers.contains_key(hyper::header::CONTENT_ENCODING) {
+        return Ok(body);
+    }
+    match host.decode_body(headers, body).await {
+        Ok(body) => Ok(body),
+        Err(e) => {
+            crate::metrics::http_body_refused();
+            tracing::warn!(error = %e, "a long-polling payload refused for its Content-Encoding; closing the session");
+            close(host, sid);
+            Err(engine_error(match e {
+                BodyRefused::TooLarge(_) => PAYLOAD_TOO_LARGE,
+                BodyRefused::Malformed(_) => BAD_REQUEST,
+            }))
         }
     }
 }
