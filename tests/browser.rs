@@ -15,9 +15,29 @@ use support::{RedisServer, Sidecar};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn demo_grid_in_a_real_browser() {
+    assert!(
+        browser_tests(&["grid.test.mjs", "socketio.test.mjs"]).await,
+        "browser tests failed"
+    );
+}
+
+/// tests/browser/compression.test.mjs: the demo's WebSocket negotiates
+/// permessage-deflate in Chromium (its handshake answer, seen through the
+/// DevTools protocol) and a long edit converges.
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_negotiates_permessage_deflate_in_chromium_and_converges() {
+    assert!(
+        browser_tests(&["compression.test.mjs"]).await,
+        "browser compression test failed"
+    );
+}
+
+/// Runs `files` of tests/browser against two demo sidecars on one Redis;
+/// whether they passed (true when skipped).
+async fn browser_tests(files: &[&str]) -> bool {
     if std::env::var_os("RTSYNC_SKIP_BROWSER").is_some() {
         eprintln!("RTSYNC_SKIP_BROWSER set: skipping the browser tests");
-        return;
+        return true;
     }
     let root = env!("CARGO_MANIFEST_DIR");
     let demo_dir = format!("{root}/demo");
@@ -37,15 +57,12 @@ async fn demo_grid_in_a_real_browser() {
     ];
     let a = Sidecar::start(&redis, "browser-a", &env).await;
     let b = Sidecar::start(&redis, "browser-b", &env).await;
+    let mut args = vec!["--test", "--test-concurrency=1", "--test-force-exit"];
+    args.extend_from_slice(files);
+    let args: Vec<String> = args.into_iter().map(str::to_owned).collect();
     let status = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .args([
-                "--test",
-                "--test-concurrency=1",
-                "--test-force-exit",
-                "grid.test.mjs",
-                "socketio.test.mjs",
-            ])
+            .args(&args)
             .current_dir(format!("{root}/tests/browser"))
             .env("RTSYNC_DEMO_A", format!("http://{}", a.addr))
             .env("RTSYNC_DEMO_B", format!("http://{}", b.addr))
@@ -55,5 +72,5 @@ async fn demo_grid_in_a_real_browser() {
     .await
     .expect("join");
     let (status, _a, _b) = status.expect("run node (is Node.js installed?)");
-    assert!(status.success(), "browser tests failed");
+    status.success()
 }
