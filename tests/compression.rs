@@ -716,3 +716,39 @@ async fn node_ws_and_socketio_client_with_per_message_deflate_converge() {
     let passed = support::node::run_tests(dir, &["compression.test.mjs"], env).await;
     assert!(passed, "tests/socketio/compression.test.mjs failed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_websockets_exchanges_compressed_frames_and_converges() {
+    let python_ok = std::process::Command::new("python3")
+        .args(["-c", "import websockets.asyncio.client"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !python_ok {
+        assert!(
+            std::env::var_os("RTSYNC_SKIP_BROWSER").is_some(),
+            "python3 with websockets >= 13 is missing: pip install websockets"
+        );
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let side = Sidecar::start(&redis, "a", &[]).await;
+    let before = metric(&side.get("/metrics").1, "rtsync_frames_compressed_total");
+    let tokens = json!({"u1": tokens::token("u1"), "u2": tokens::token("u2")});
+    let script = support::node::dir("tests/socketio/websockets_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .env("RTSYNC_WS_URL", format!("ws://{}/ws", side.addr))
+        .env("RTSYNC_TOKENS", tokens.to_string())
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("in time")
+        .expect("run python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python websockets client failed: {stderr}"
+    );
+    let after = metric(&side.get("/metrics").1, "rtsync_frames_compressed_total");
+    assert!(after > before, "the sidecar sent compressed frames");
+}
