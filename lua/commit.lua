@@ -413,7 +413,7 @@ local function prior_state(state, change, changes, deleted, head)
   for _, c in ipairs(changes or {}) do
     local f = c.fieldId
     if not prior[f] then
-      local got = head.fields[f]
+      local got = head.fields and head.fields[f] or call('HMGET', state, 'd:' .. f, 'v:' .. f)
       local text, len = nil, 0
       if got[1] then text, len = value_json(got[1]), #got[1] end
       prior[f] = { text = text, version = tonumber(got[2]) or 0, len = len }
@@ -675,9 +675,11 @@ local HMGET_CHUNK = 3000
 -- change of thousands of fields): `{v, del, b, u, fields = {[fieldId] =
 -- {d:, v:, u:}}}`. Everything the commit path reads of the record before
 -- writing, read once: the version check, the state's size (`_b`), the old
--- values (prior_state) and the undo step's origins (steps.prior).
-local function read_head(state, change, changes)
-  local names, at = { '_v', '_del', '_b', '_u' }, {}
+-- values (prior_state) and the undo step's origins (steps.prior). The
+-- origin markers (`_u`, `u:<f>`) only when `origins` (an undo step is
+-- recorded); otherwise they read as absent.
+local function read_head(state, change, changes, origins)
+  local names, at = { '_v', '_del', '_b', origins and '_u' or '_v' }, {}
   if change.type ~= 'delete' then
     for _, c in ipairs(changes or {}) do
       local f = c.fieldId
@@ -685,25 +687,39 @@ local function read_head(state, change, changes)
         at[f] = #names + 1
         names[#names + 1] = 'd:' .. f
         names[#names + 1] = 'v:' .. f
-        names[#names + 1] = 'u:' .. f
+        if origins then names[#names + 1] = 'u:' .. f end
       end
     end
   end
-  local got = {}
-  for from = 1, #names, HMGET_CHUNK do
-    local part = call('HMGET', state, unpack(names, from, math.min(from + HMGET_CHUNK - 1, #names)))
-    for i = 1, #part do got[from + i - 1] = part[i] end
+  local got
+  if #names <= HMGET_CHUNK then
+    got = call('HMGET', state, unpack(names))
+  else
+    got = {}
+    for from = 1, #names, HMGET_CHUNK do
+      local part = call('HMGET', state, unpack(names, from, math.min(from + HMGET_CHUNK - 1, #names)))
+      for i = 1, #part do got[from + i - 1] = part[i] end
+    end
   end
   local fields = {}
   for f, i in pairs(at) do
-    fields[f] = { got[i], got[i + 1], got[i + 2] }
+    fields[f] = { got[i], got[i + 1], origins and got[i + 2] or false }
   end
-  return { v = got[1], del = got[2], b = got[3] or false, u = got[4], fields = fields }
+  return { v = got[1], del = got[2], b = got[3] or false, u = origins and got[4] or false, fields = fields }
 end
 
 local function commit_record(keys, change, changes, values, metadata, changes_raw, metadata_raw, retention_ms)
   local state = keys[2]
-  local head = read_head(state, change, changes)
+  -- With an undo step to record, one HMGET for everything (read_head);
+  -- without, the head only (measured cheaper: the old values are read per
+  -- field, as few as the change has).
+  local head
+  if keys[8] then
+    head = read_head(state, change, changes, true)
+  else
+    local h = call('HMGET', state, '_v', '_del')
+    head = { v = h[1], del = h[2] }
+  end
   local cur_v = tonumber(head.v) or 0
   local deleted = head.del == '1'
   local exists = cur_v > 0 and not deleted
