@@ -382,8 +382,9 @@ end
 -- value's bytes, for an update>}`, and `prior_order`, the
 -- field ids in the order the stream entry lists them. A create on a deleted
 -- record starts from nothing (its fields are gone). The fields come from
--- `head.fields` (read_head's one HMGET; a delete: the HGETALL it reads
--- anyway). Taken before anything is written; undo builds on it.
+-- `head.fields` when read_head read them (a commit recording an undo
+-- step), else one HMGET per field (a delete: the HGETALL it reads anyway).
+-- Taken before anything is written; undo builds on it.
 local function prior_state(state, change, changes, deleted, head)
   local prior, order = {}, {}
   if change.type == 'create' and deleted then
