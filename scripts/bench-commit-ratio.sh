@@ -9,7 +9,8 @@
 # the writers' commits between them); then `rtsync-bench commit` with
 # `writers` writers through one sidecar (one runtime thread, as
 # bench-lib.sh starts it). Runs alternate between the builds given; a fresh
-# Redis per run. One JSON line per run, then the medians per build:
+# Redis per run. The FCALL rate is taken just before and just after the
+# sidecar's run and averaged. One JSON line per run, then the medians per build:
 # FCALL/s, commits/s, their ratio, the ack p99, and the CPU microseconds
 # per commit of Redis and of the sidecar while the sidecar ran.
 # Run it under `flock /work/bench.lock` on a shared machine.
@@ -49,17 +50,24 @@ for run in $(seq 1 "$runs"); do
   for bin in "${bins[@]}"; do
     start_redis
     start_sidecar "ratio-$run" "$bin"
-    # FCALL alone: as many calls as about `secs` seconds take. (The CSV
-    # line's first column is the command, commas and all: rps is the 7th
-    # column from the end.)
-    calls=$((secs * ${FCALL_RATE_GUESS:-10000}))
-    fps=$(redis-benchmark -p "$rport" -c "$clients" -P "$pipeline" -n "$calls" --csv "${fcall[@]}" |
-      tail -1 | awk -F, '{print $(NF-6)}' | tr -d '"')
+    # FCALL alone, just before and just after the sidecar's run (so load
+    # that comes and goes on a shared machine weighs on both sides alike),
+    # each about secs/2 seconds of calls; their mean is the run's rate. (The
+    # CSV line's first column is the command, commas and all: rps is the
+    # 7th column from the end.)
+    calls=$((secs * ${FCALL_RATE_GUESS:-10000} / 2))
+    fcall_rate() {
+      redis-benchmark -p "$rport" -c "$clients" -P "$pipeline" -n "$calls" --csv "${fcall[@]}" |
+        tail -1 | awk -F, '{print $(NF-6)}' | tr -d '"'
+    }
+    fps1=$(fcall_rate)
     cpu0=$(redis_cpu)
     commit=$("$bench" --duration "$secs" --json --pid "$sidecar_pid" --url "$sidecar_url" \
       commit --writers "$writers" --records 16)
     cpu1=$(redis_cpu)
-    line="{\"bin\": \"$bin\", \"run\": $run, \"writers\": $writers, \"fcallClients\": $clients, \"fcallPipeline\": $pipeline, \"fcallPerSec\": $fps, \"redisCpuSeconds\": $(python3 -c "print(round($cpu1 - $cpu0, 3))"), \"commit\": $commit}"
+    fps2=$(fcall_rate)
+    fps=$(python3 -c "print(round(($fps1 + $fps2) / 2, 1))")
+    line="{\"bin\": \"$bin\", \"run\": $run, \"writers\": $writers, \"fcallClients\": $clients, \"fcallPipeline\": $pipeline, \"fcallPerSec\": $fps, \"fcallBeforeAfter\": [$fps1, $fps2], \"redisCpuSeconds\": $(python3 -c "print(round($cpu1 - $cpu0, 3))"), \"commit\": $commit}"
     echo "$line" | tee -a "$out"
     kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null || true
     redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
