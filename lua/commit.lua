@@ -253,8 +253,11 @@ end
 
 -- The bytes a record's state holds (see "Record state"): `_b`, or the sum
 -- over its fields when a commit of an older library wrote the record.
-local function state_bytes(state)
-  local b = tonumber(call('HGET', state, '_b'))
+-- `known`, when given, is `_b` as already read (false when absent), so
+-- the commit path reads it with the rest of the record's head.
+local function state_bytes(state, known)
+  if known == nil then known = call('HGET', state, '_b') end
+  local b = tonumber(known)
   if b then return b end
   local total = 0
   local flat = call('HGETALL', state)
@@ -378,10 +381,11 @@ end
 -- absent>, version = <v:fieldId, 0 when absent>, len = <the stored
 -- value's bytes, for an update>}`, and `prior_order`, the
 -- field ids in the order the stream entry lists them. A create on a deleted
--- record starts from nothing (its fields are gone). One HMGET per field
--- (a delete: the HGETALL it reads anyway). Taken before anything is
--- written; undo builds on it.
-local function prior_state(state, change, changes, deleted)
+-- record starts from nothing (its fields are gone). The fields come from
+-- `head.fields` when read_head read them (a commit recording an undo
+-- step), else one HMGET per field (a delete: the HGETALL it reads anyway).
+-- Taken before anything is written; undo builds on it.
+local function prior_state(state, change, changes, deleted, head)
   local prior, order = {}, {}
   if change.type == 'create' and deleted then
     for _, c in ipairs(changes or {}) do
@@ -410,7 +414,7 @@ local function prior_state(state, change, changes, deleted)
   for _, c in ipairs(changes or {}) do
     local f = c.fieldId
     if not prior[f] then
-      local got = call('HMGET', state, 'd:' .. f, 'v:' .. f)
+      local got = head.fields and head.fields[f] or call('HMGET', state, 'd:' .. f, 'v:' .. f)
       local text, len = nil, 0
       if got[1] then text, len = value_json(got[1]), #got[1] end
       prior[f] = { text = text, version = tonumber(got[2]) or 0, len = len }
@@ -517,12 +521,17 @@ end
 -- what the stream's retention keeps (`min_id`, ms: the bound the XADD
 -- trimmed by), expiring `ttl_ms` after the record's last change. `oldest`
 -- is the index's last id before the push (read before the first write,
--- see commit_record). Its cost follows the record's own changes: three
--- commands, a fourth when the index is full, and one RPOP per id dropped
--- for its age (each id is dropped at most once).
-local function index_append(index, id, cap, min_id, ttl_ms, oldest)
+-- see commit_record), and `next_oldest` the one before it (false when the
+-- index held only `oldest`; nil when not read): a full index then drops
+-- its oldest id with one RPOP instead of LTRIM and LINDEX. Its cost follows
+-- the record's own changes: three commands (a full index: the RPOP too),
+-- and one RPOP per id dropped for its age (each id is dropped at most once).
+local function index_append(index, id, cap, min_id, ttl_ms, oldest, next_oldest)
   local len = call('LPUSH', index, id)
-  if len > cap then
+  if len == cap + 1 and oldest and next_oldest ~= nil then
+    call('RPOP', index)
+    oldest = next_oldest or id
+  elseif len > cap then
     call('LTRIM', index, 0, cap - 1)
     oldest = call('LINDEX', index, -1)
   end
@@ -608,11 +617,11 @@ end
 -- under an older bound, is not refused). A delete keeps no size. The error
 -- names the bound only: the state's size counts fields the writer may not
 -- be allowed to read.
-local function checked_size(state, change, deleted, changes, values, prior)
+local function checked_size(state, change, deleted, changes, values, prior, known_b)
   if change.type == 'delete' then return 0 end
   local cur_b = 0
   if not (change.type == 'create' and deleted) then
-    cur_b = state_bytes(state)
+    cur_b = state_bytes(state, known_b)
   end
   local new_b = bytes_after(state, cur_b, changes, values, prior)
   if new_b > change.maxRecordBytes and new_b > cur_b then
@@ -658,11 +667,62 @@ local function write_record(state, change, changes, values, deleted, new_v, new_
   end
 end
 
+-- HMGET's arguments per call at most: Lua's unpack is bounded by its C
+-- stack (about 8000 values).
+local HMGET_CHUNK = 3000
+
+-- The record's head and, for a create or update, each touched field's
+-- stored text, version and origin marker, in one HMGET (chunked only for a
+-- change of thousands of fields): `{v, del, b, u, fields = {[fieldId] =
+-- {d:, v:, u:}}}`. Everything the commit path reads of the record before
+-- writing, read once: the version check, the state's size (`_b`), the old
+-- values (prior_state) and the undo step's origins (steps.prior). The
+-- origin markers (`_u`, `u:<f>`) only when `origins` (an undo step is
+-- recorded); otherwise they read as absent.
+local function read_head(state, change, changes, origins)
+  local names, at = { '_v', '_del', '_b', origins and '_u' or '_v' }, {}
+  if change.type ~= 'delete' then
+    for _, c in ipairs(changes or {}) do
+      local f = c.fieldId
+      if at[f] == nil then
+        at[f] = #names + 1
+        names[#names + 1] = 'd:' .. f
+        names[#names + 1] = 'v:' .. f
+        if origins then names[#names + 1] = 'u:' .. f end
+      end
+    end
+  end
+  local got
+  if #names <= HMGET_CHUNK then
+    got = call('HMGET', state, unpack(names))
+  else
+    got = {}
+    for from = 1, #names, HMGET_CHUNK do
+      local part = call('HMGET', state, unpack(names, from, math.min(from + HMGET_CHUNK - 1, #names)))
+      for i = 1, #part do got[from + i - 1] = part[i] end
+    end
+  end
+  local fields = {}
+  for f, i in pairs(at) do
+    fields[f] = { got[i], got[i + 1], origins and got[i + 2] or false }
+  end
+  return { v = got[1], del = got[2], b = got[3] or false, u = origins and got[4] or false, fields = fields }
+end
+
 local function commit_record(keys, change, changes, values, metadata, changes_raw, metadata_raw, retention_ms)
   local state = keys[2]
-  local head = call('HMGET', state, '_v', '_del')
-  local cur_v = tonumber(head[1]) or 0
-  local deleted = head[2] == '1'
+  -- With an undo step to record, one HMGET for everything (read_head);
+  -- without, the head only (measured cheaper: the old values are read per
+  -- field, as few as the change has).
+  local head
+  if keys[8] then
+    head = read_head(state, change, changes, true)
+  else
+    local h = call('HMGET', state, '_v', '_del')
+    head = { v = h[1], del = h[2] }
+  end
+  local cur_v = tonumber(head.v) or 0
+  local deleted = head.del == '1'
   local exists = cur_v > 0 and not deleted
   local budget = change.answerBytes
   local function reject(reason)
@@ -696,8 +756,8 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
       status = 'overwritten'
     end
   end
-  local prior, order = prior_state(state, change, changes, deleted)
-  local new_b, too_big = checked_size(state, change, deleted, changes, values, prior)
+  local prior, order = prior_state(state, change, changes, deleted, head)
+  local new_b, too_big = checked_size(state, change, deleted, changes, values, prior, head.b)
   if new_b == nil then return too_big end
 
   -- Decided. From here on only writes, the first of which (XADD) is the
@@ -705,15 +765,17 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   local room = nil
   if change.maxEventBytes then room = change.maxEventBytes - EVENT_OVERHEAD - #(metadata_raw or '') end
   local stored = stored_changes(change, changes, values, prior, order, changes_raw, room)
-  -- The history index's oldest id, read before the first write: LINDEX
-  -- also refuses a key that is not a list, so such a key writes nothing.
-  local oldest = keys[7] and call('LINDEX', keys[7], -1)
+  -- The history index's two oldest ids, read before the first write:
+  -- LRANGE also refuses a key that is not a list, so such a key writes
+  -- nothing.
+  local tail = keys[7] and call('LRANGE', keys[7], -2, -1)
   local new_v = cur_v + 1
-  -- (v1.3) The undo step's old values, read before the write.
-  local before = keys[8] and m.steps.prior(state, change, changes)
+  -- (v1.3) The undo step's old values, from the head read above.
+  local before = keys[8] and m.steps.prior(state, change, changes, head)
   local id, min_id, now_ms = append(keys, change, new_v, stored, metadata_raw, retention_ms)
   if keys[7] then
-    index_append(keys[7], id, change.recordHistory, min_id, math.max(now_ms - min_id, 1), oldest)
+    index_append(keys[7], id, change.recordHistory, min_id, math.max(now_ms - min_id, 1),
+      tail[#tail], tail[#tail - 1] or false)
   end
   -- The record index for load_records (v1.1), in the table's slot.
   if keys[3] then
@@ -721,7 +783,7 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
   end
   write_record(state, change, changes, values, deleted, new_v, new_b)
   if keys[8] then
-    m.steps.record(keys[8], keys[9], change, new_v, before, changes, id, retention_ms)
+    m.steps.record(keys[8], keys[9], change, new_v, before, changes, id, retention_ms, now_ms)
   end
   return committed(status, id, new_v, conflicts, truncated)
 end

@@ -182,14 +182,17 @@ end
 -- What a change's record and (for an update) fields held before it:
 -- {origin = the record's origin, fields = {[fieldId] = {text = the
 -- stored text or false, version = the field's version or 0, origin}}}.
-local function prior(state, change, changes)
-  local head = call('HMGET', state, '_v', '_u')
+-- `read`, when given, is what the commit already read of the record
+-- (`{v, u, fields = {[fieldId] = {d:, v:, u:}}}`, see commit.lua read_head),
+-- so nothing is read twice.
+local function prior(state, change, changes, read)
+  local head = read and { read.v, read.u } or call('HMGET', state, '_v', '_u')
   local out = { origin = origin(head[1], head[2]), fields = {} }
   if change.type ~= 'update' then return out end
   for _, c in ipairs(changes or {}) do
     local f = c.fieldId
     if out.fields[f] == nil then
-      local got = call('HMGET', state, 'd:' .. f, 'v:' .. f, 'u:' .. f)
+      local got = read and read.fields[f] or call('HMGET', state, 'd:' .. f, 'v:' .. f, 'u:' .. f)
       out.fields[f] = { text = got[1], version = tonumber(got[2]) or 0, origin = origin(got[2], got[3]) }
     end
   end
@@ -240,9 +243,9 @@ end
 
 -- Records a committed record change (event `id`, new version `new_v`) as
 -- a step of its user: joins the top step or pushes a new one; clears the
--- redo stack.
-local function record(undo, redo, change, new_v, before, changes, id, retention_ms)
-  local now = now_ms()
+-- redo stack. `now` (ms) is the commit's time when the caller has it.
+local function record(undo, redo, change, new_v, before, changes, id, retention_ms, now)
+  now = now or now_ms()
   local group = change.undoGroup
   if type(group) ~= 'string' or #group == 0 or #group > MAX_GROUP then group = nil end
   local entry = change_entry(change, new_v, before, changes)
