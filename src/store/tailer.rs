@@ -13,9 +13,13 @@
 //! Tables are spread over a few readers by hash. `NOACK` keeps no
 //! pending-entries list: the group is only a cursor; clients get durability
 //! from `recover_connection`. A reader that got a full page of a stream
-//! reads it again at once; after any other read that returned entries it
-//! pauses briefly (longer the more entries its busiest table had, up to
-//! 20 ms) so that, under load, each read and each frame carries more events.
+//! reads it again at once. Batching is adaptive: a read whose busiest
+//! table had at most one entry is followed by no pause at all (a quiet
+//! table's event goes out as soon as it is read: there is nothing to batch
+//! it with); a read that found entries piling up (two or more in one
+//! table) pauses in proportion to how many arrived since the last read, up
+//! to 20 ms, so that under load each read and each frame carries more
+//! events.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashSet};
@@ -41,21 +45,24 @@ const COUNT: usize = 512;
 const KEYS_PER_READ: usize = 500;
 /// How often every table is read, rung or not.
 const SWEEP: Duration = Duration::from_secs(1);
-/// Pause after a read that returned entries (see the module doc): the
-/// base, what each entry of the busiest table read adds, and the most. A
-/// quiet table's event is read at once (the reader waits on the doorbell,
-/// not on this pause); under load the pause grows with how many entries
-/// one table had in the last read, so each frame and each socket write of
-/// a busy table carries more events. Many quiet tables (one entry each)
-/// keep the pause short: their reads are batched across tables anyway.
-const GATHER_MIN: Duration = Duration::from_millis(2);
+/// Pause after a read (see the module doc): what each entry of the busiest
+/// table beyond the first adds, and the most. The entries one table had in
+/// a read are the ones that arrived since the previous read, so they
+/// measure its arrival rate over that interval: a quiet table (one entry,
+/// or none) is read again as soon as its doorbell rings, with no pause, so
+/// its events wait for nothing; a table whose entries pile up (two or more
+/// per read) gets a pause that grows with the pile, so each read and each
+/// frame of a busy table carries more events, up to [`GATHER_MAX`] (which
+/// bounds what batching adds to latency under load).
 const GATHER_PER_ENTRY: Duration = Duration::from_micros(1250);
 const GATHER_MAX: Duration = Duration::from_millis(20);
 
-/// The pause after a read whose busiest table had `entries` entries.
+/// The pause after a read whose busiest table had `entries` entries:
+/// nothing for at most one (nothing to batch with), then
+/// [`GATHER_PER_ENTRY`] for each entry beyond the first, capped.
 fn gather_pause(entries: usize) -> Duration {
-    let per = GATHER_PER_ENTRY.saturating_mul(entries.min(1000) as u32);
-    (GATHER_MIN + per).min(GATHER_MAX)
+    let beyond = entries.saturating_sub(1).min(1000) as u32;
+    GATHER_PER_ENTRY.saturating_mul(beyond).min(GATHER_MAX)
 }
 /// Delays between failed reads of one reader: 50 ms doubling to 2 s,
 /// back to 50 ms once a read works.
@@ -195,11 +202,13 @@ impl Reader {
                     }
                     backoff.reset();
                     // A full page is read again at once (catching up);
-                    // otherwise entries mean load: gather more first.
-                    if busiest > 0 && !full {
+                    // otherwise entries piling up mean load: gather more
+                    // first. One entry (a quiet table) means no pause.
+                    let pause = gather_pause(busiest);
+                    if !pause.is_zero() && !full {
                         tokio::select! {
                             _ = self.cancel.cancelled() => return,
-                            _ = tokio::time::sleep(gather_pause(busiest)) => {}
+                            _ = tokio::time::sleep(pause) => {}
                         }
                     }
                 }
@@ -471,11 +480,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_pause_after_a_read_grows_with_its_busiest_tables_entries_and_is_capped() {
-        assert_eq!(gather_pause(1), Duration::from_micros(3250));
-        assert!(gather_pause(8) > gather_pause(1));
-        assert_eq!(gather_pause(8), Duration::from_millis(12));
-        assert_eq!(gather_pause(15), GATHER_MAX);
+    fn a_read_of_at_most_one_entry_per_table_is_followed_by_no_pause() {
+        assert_eq!(gather_pause(0), Duration::ZERO);
+        assert_eq!(gather_pause(1), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_pause_grows_with_the_entries_beyond_the_first_and_is_capped() {
+        assert_eq!(gather_pause(2), Duration::from_micros(1250));
+        assert_eq!(gather_pause(9), Duration::from_millis(10));
+        assert!(gather_pause(9) > gather_pause(2));
+        assert_eq!(gather_pause(17), GATHER_MAX);
         assert_eq!(gather_pause(usize::MAX), GATHER_MAX);
     }
 }

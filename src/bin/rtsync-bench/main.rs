@@ -5,12 +5,13 @@
 //! as one JSON line.
 //!
 //! Scenarios: `commit`, `fanout`, `ramp`, `presence`, `idle`, `tables`,
-//! `records` (see `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
+//! `records`, `edit-latency` (see `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
 //! `--deflate` makes every connection offer `permessage-deflate` (and
 //! inflate what comes compressed, see `wire`); `--event-bytes` pads the
 //! changes of the fan-out loads to a given event size.
 
 mod client;
+mod edit_latency;
 mod load;
 mod proto;
 mod ramp;
@@ -150,6 +151,15 @@ enum Scenario {
         #[arg(long, default_value_t = 500)]
         page: usize,
     },
+    /// Edit-to-screen latency on a quiet table: one writer on the first
+    /// server at R edits/s, one reader on the second; p50/p99 from
+    /// `record_change` sent to the event received.
+    EditLatency {
+        #[arg(long, value_enum, default_value_t = proto::Proto::Rtsync)]
+        proto: proto::Proto,
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+    },
 }
 
 fn main() -> Result<()> {
@@ -254,5 +264,8 @@ async fn scenario(args: &Args) -> Result<serde_json::Value> {
             fields,
             page,
         } => scenarios::records(args, records, fields, page).await?,
+        Scenario::EditLatency { proto, rate } => {
+            edit_latency::edit_latency(args, proto, rate).await?
+        }
     })
 }

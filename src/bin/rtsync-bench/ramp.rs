@@ -1,7 +1,11 @@
 //! Ramp mode: the fan-out load at a rising change rate, step by step, until
 //! a step misses the latency target or loses a delivery. The capacity is
 //! the last step that held, in deliveries per second, with the servers' CPU
-//! per delivery at that step (from /proc of the `--pid` processes).
+//! per delivery at that step (from /proc of the `--pid` processes). Each
+//! step also says how much CPU the load generator itself used (its own
+//! /proc/self/stat) and what share of one core that was over the step's
+//! wall time: a generator near a full core (it runs one thread by default)
+//! is the limit, not the servers.
 //!
 //! Each step is a fresh fan-out run (new tables, new connections), so a
 //! step that fell behind leaves no backlog to the next. A first step at the
@@ -13,7 +17,7 @@ use anyhow::Result;
 use serde_json::{json, Value};
 
 use crate::proto::Proto;
-use crate::report::{latency, proc_stats};
+use crate::report::{latency, own_cpu_secs, proc_stats};
 use crate::scenarios::{fanout_run, Shape};
 use crate::Args;
 
@@ -43,7 +47,10 @@ pub async fn ramp(args: &Args, ramp: &Ramp) -> Result<Value> {
     while rate <= ramp.max {
         let r = rate.round() as u64;
         let before: Vec<_> = args.pid.iter().map(|p| proc_stats(*p)).collect();
+        let (own_before, started) = (own_cpu_secs(), std::time::Instant::now());
         let run = fanout_run(args, ramp.proto, &ramp.shape, r, args.duration).await?;
+        let own = own_cpu_secs() - own_before;
+        let wall = started.elapsed().as_secs_f64().max(1e-3);
         let cpu: f64 = args
             .pid
             .iter()
@@ -66,6 +73,8 @@ pub async fn ramp(args: &Args, ramp: &Ramp) -> Result<Value> {
             "lost": t.lost, "duplicates": t.duplicates, "latencyMs": lat,
             "serverCpuSeconds": (cpu * 100.0).round() / 100.0,
             "cpuUsPerDelivery": if t.delivered > 0 { (cpu * 1e6 / t.delivered as f64 * 100.0).round() / 100.0 } else { 0.0 },
+            "generatorCpuSeconds": (own * 100.0).round() / 100.0,
+            "generatorCoreShare": (own / wall * 100.0).round() / 100.0,
             "holds": holds,
         });
         if !args.json {
@@ -94,6 +103,7 @@ pub async fn ramp(args: &Args, ramp: &Ramp) -> Result<Value> {
         "capacityDeliveriesPerSec": held.as_ref().map(|h| h["deliveriesPerSec"].clone()).unwrap_or(json!(0)),
         "cpuUsPerDeliveryAtCapacity": held.as_ref().map(|h| h["cpuUsPerDelivery"].clone()).unwrap_or(Value::Null),
         "p99MsAtCapacity": held.as_ref().map(|h| h["latencyMs"]["p99"].clone()).unwrap_or(Value::Null),
+        "generatorCoreShareAtCapacity": held.as_ref().map(|h| h["generatorCoreShare"].clone()).unwrap_or(Value::Null),
         "steps": steps,
     }))
 }

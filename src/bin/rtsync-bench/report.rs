@@ -27,13 +27,23 @@ pub struct ProcStats {
 }
 
 pub fn proc_stats(pid: u32) -> Option<ProcStats> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stats_at(&format!("/proc/{pid}"))
+}
+
+/// The load generator's own CPU seconds (user + system, all its threads),
+/// so a report can tell the servers' limit from the generator's.
+pub fn own_cpu_secs() -> f64 {
+    stats_at("/proc/self").map_or(0.0, |s| s.cpu_secs)
+}
+
+fn stats_at(dir: &str) -> Option<ProcStats> {
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) in parentheses.
     let after = stat.rsplit_once(')')?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
     let kb = |name: &str| -> u64 {
         status
             .lines()
