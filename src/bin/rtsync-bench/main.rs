@@ -9,6 +9,7 @@
 
 mod client;
 mod load;
+mod polling;
 mod proto;
 mod ramp;
 mod report;
@@ -117,6 +118,10 @@ enum Scenario {
         /// `socketio`: the connections use the sidecar's /socket.io/.
         #[arg(long, value_enum, default_value_t = proto::Proto::Rtsync)]
         proto: proto::Proto,
+        /// Engine.IO long-polling sessions on /socket.io/ (one pending GET
+        /// each, pings answered) instead of WebSockets.
+        #[arg(long)]
+        polling: bool,
     },
     /// One subscriber on each of T tables of the first sidecar, one change per second each.
     Tables {
@@ -195,8 +200,10 @@ async fn run(args: Args) -> Result<()> {
             connections,
             tables,
             proto,
+            polling,
         } => {
             let pid = args.pid.first().copied();
+            let proto = (!polling).then_some(proto);
             scenarios::idle(&args, proto, connections, tables, pid).await?
         }
         Scenario::Tables { tables, writers } => scenarios::tables(&args, tables, writers).await?,
