@@ -11,6 +11,12 @@ cd "$(dirname "$0")/.."
 bin="$1"; conns="${2:-10000}"; tables="${3:-100}"; shift $(( $# < 3 ? $# : 3 ))
 protos=("$@"); [ ${#protos[@]} -ge 1 ] || protos=(rtsync socketio polling)
 bench="${BENCH:-${CARGO_TARGET_DIR:-target}/release/rtsync-bench}"
+# The idle WebSocket clients read nothing, so they answer no Engine.IO ping:
+# with the default 25 s + 20 s, a connect phase longer than 45 s (10,000
+# connections on a loaded machine) would lose the first sessions before the
+# measurement. A long ping interval keeps them (the polling clients answer
+# pings either way).
+export RTS_SOCKETIO_PING_INTERVAL_MS="${RTS_SOCKETIO_PING_INTERVAL_MS:-600000}"
 . scripts/bench-lib.sh
 for proto in "${protos[@]}"; do
   start_redis
