@@ -53,7 +53,9 @@ pub fn upgrade(
         req,
         &hs,
         deflate.is_some(),
-        move |app, stream, sink| async move {
+        // Not an `async` block: the socket goes into the session's box at
+        // once, so the connection's task does not keep a copy of it.
+        move |app, stream, sink| {
             let framing: &'static dyn Framing = match endpoint {
                 Endpoint::Ws => WsFraming::of(encoding),
                 Endpoint::SocketIo => &crate::socketio::framing::SOCKETIO_JSON,
@@ -64,7 +66,7 @@ pub fn upgrade(
                 engine_sid: None,
                 deflate,
             };
-            crate::session::run(app, transport, framing, token, peer).await;
+            crate::session::run(app, transport, framing, token, peer)
         },
     )
 }

@@ -12,7 +12,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-/// Capacity kept by an emptied queue; more is released.
+/// Capacity kept by a queue emptied by a burst; more is released. A queue
+/// emptied by a lone frame keeps nothing: its connection is not busy, and
+/// an idle connection then holds only the queue's header.
 const KEEP: usize = 16;
 
 pub struct FrameQueue<T> {
@@ -98,7 +100,7 @@ impl<T> FrameQueue<T> {
         for item in items.drain(..n) {
             out(item);
         }
-        if items.is_empty() && items.capacity() > KEEP {
+        if items.is_empty() && (items.capacity() > KEEP || n <= 1) {
             *items = VecDeque::new();
         }
         drop(items);
@@ -153,6 +155,24 @@ mod tests {
         }
         assert_eq!(drain(&q).len(), 1000);
         assert!(q.lock().capacity() <= KEEP);
+    }
+
+    #[test]
+    fn a_queue_emptied_by_a_lone_frame_keeps_no_memory() {
+        let q = FrameQueue::new(10);
+        assert!(q.try_push(1).is_ok());
+        assert_eq!(drain(&q), vec![1]);
+        assert_eq!(q.lock().capacity(), 0);
+    }
+
+    #[test]
+    fn a_queue_emptied_by_a_small_burst_keeps_its_memory() {
+        let q = FrameQueue::new(10);
+        for i in 0..3 {
+            assert!(q.try_push(i).is_ok());
+        }
+        assert_eq!(drain(&q).len(), 3);
+        assert!(q.lock().capacity() >= 3);
     }
 
     #[test]

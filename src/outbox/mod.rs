@@ -460,14 +460,21 @@ impl OutboxReceiver {
         W: AsyncWrite + Unpin,
     {
         let mut burst = Burst::default();
+        let mut last = 0;
         while !self.closing.is_cancelled() {
-            if self.take(&mut burst) == 0 {
+            let taken = self.take(&mut burst);
+            if taken == 0 {
+                if last <= 1 {
+                    burst.release();
+                }
+                last = 0;
                 tokio::select! {
                     biased;
                     _ = self.closing.cancelled() => break,
                     _ = self.queue.ready() => continue,
                 }
             }
+            last = taken;
             // One deadline per burst (not a timer per frame).
             bounded(limit, burst.write_to(io)).await?;
             if let Some(pause) = self.pace {

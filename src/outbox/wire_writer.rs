@@ -92,6 +92,12 @@ impl Burst {
         Ok(())
     }
 
+    /// Gives the vectors' memory back: the writer of a connection that is
+    /// not busy (its last burst was a lone frame) holds none while it waits.
+    pub fn release(&mut self) {
+        *self = Burst::default();
+    }
+
     fn clear(&mut self) {
         self.headers.clear();
         self.ends.clear();

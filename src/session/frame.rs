@@ -65,7 +65,7 @@ pub async fn handle_frame(session: &mut Session, bytes: &[u8], text: bool) -> Op
             let due = tokio::time::Instant::now() + attachment_deadline(session);
             let authenticated = session.identity.is_some();
             let (partial, refused) = Partial::new(frame, attachments, authenticated, due);
-            session.partial = Some(partial);
+            session.partial = Some(Box::new(partial));
             if let Some(e) = refused {
                 edge::fail(session, &e, Stage::Attachments, None, rid);
             }
@@ -108,7 +108,7 @@ async fn attachment(session: &mut Session, bytes: &[u8], text: bool) -> bool {
         return true;
     };
     let (waiting, step) = partial.add(bytes, text, session.app.config.max_frame_bytes.get());
-    session.partial = waiting;
+    session.partial = waiting.map(Box::new);
     match step {
         Attach::Wait => return false,
         Attach::Complete(frame) => {

@@ -82,9 +82,9 @@ pub struct Session {
     pub limiter: rate_limit::RateLimiter,
     /// A fresh subscription's steps after its ack, waiting briefly for a
     /// recovery of the same table (see [`reply::Held`]).
-    pub held: Option<reply::Held>,
+    pub held: Option<Box<reply::Held>>,
     /// A Socket.IO request waiting for its binary attachments.
-    pub partial: Option<attachments::Partial>,
+    pub partial: Option<Box<attachments::Partial>>,
     /// The client's address (what the audit log records and limits by).
     pub peer: std::net::IpAddr,
 }
@@ -186,100 +186,143 @@ impl Opened {
 
 /// Runs a connection to its end: its input is read here, its output
 /// belongs to the writer task. `token` is a JWT from the upgrade request.
-pub async fn run(
+pub fn run(
     app: Arc<App>,
     transport: Transport,
     framing: &'static dyn Framing,
     token: Option<String>,
     peer: std::net::IpAddr,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let opened = Opened::open(&app, framing);
-    run_opened(app, opened, transport, token, peer).await;
+    run_opened(app, opened, transport, token, peer)
 }
 
 /// Runs a connection already counted open ([`Opened`]) to its end.
-pub async fn run_opened(
+///
+/// The setup (the writer, the session, a token from the upgrade) runs
+/// here, before the returned future: that future is what an idle
+/// connection's task holds, so it keeps only a [`Running`] (the session
+/// boxed), not the arguments and the session side by side.
+pub fn run_opened(
     app: Arc<App>,
     opened: Opened,
     transport: Transport,
     token: Option<String>,
     peer: std::net::IpAddr,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let Transport {
-        mut input,
+        input,
         output,
         engine_sid,
         deflate,
     } = transport;
     let span = tracing::info_span!("conn", id = %opened.conn_id);
-    async move {
-        let Opened {
-            outbox,
-            receiver,
-            waiting,
-            at,
-            opening_sent,
-            ..
-        } = opened;
-        tracing::info!(encoding = ?outbox.framing().encoding(), "connection opened");
-        let writer = start_writer(
-            &app,
-            output,
-            receiver.deflate(deflate),
-            engine_sid.as_deref(),
-            &outbox,
-            !opening_sent,
-        );
-        let mut session = Session {
-            app: app.clone(),
-            outbox,
-            identity: None,
-            tables: HashMap::new(),
-            bases: HashMap::new(),
-            coalescer: Coalescer::default(),
-            limiter: rate_limit::RateLimiter::new(app.config.rate_limit.get(), Instant::now()),
-            held: None,
-            partial: None,
+    let entered = span.enter();
+    let Opened {
+        outbox,
+        receiver,
+        waiting,
+        at,
+        opening_sent,
+        ..
+    } = opened;
+    tracing::info!(encoding = ?outbox.framing().encoding(), "connection opened");
+    let writer = start_writer(
+        &app,
+        output,
+        receiver.deflate(deflate),
+        engine_sid.as_deref(),
+        &outbox,
+        !opening_sent,
+    );
+    let mut session = Box::new(Session {
+        app: app.clone(),
+        outbox,
+        identity: None,
+        tables: HashMap::new(),
+        bases: HashMap::new(),
+        coalescer: Coalescer::default(),
+        limiter: rate_limit::RateLimiter::new(app.config.rate_limit.get(), Instant::now()),
+        held: None,
+        partial: None,
+        peer,
+    });
+    // A token from the upgrade is verified before the connection could
+    // take a place among those waiting to authenticate.
+    if let Some(token) = token {
+        auth::authenticate_with_token(&mut session, &token);
+    }
+    let waiting = match waiting {
+        Some(ticket) => Some(ticket),
+        None => session
+            .identity
+            .is_none()
+            .then(|| app.waiting.admit(peer, session.outbox.clone())),
+    };
+    drop(entered);
+    let running = Running {
+        session,
+        input,
+        waiting,
+        at,
+        engine_sid,
+        writer,
+    };
+    running.run().instrument(span)
+}
+
+/// A connection's state while it runs, kept small: an idle connection's
+/// task holds this and the read loop's wait, nothing else.
+struct Running {
+    session: Box<Session>,
+    input: Input,
+    waiting: Option<crate::waiting::Ticket>,
+    /// When it opened (its deadlines run from here).
+    at: Instant,
+    engine_sid: Option<String>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// The read loop, then the connection's end: what it held is left,
+    /// the writer gets its grace, unread input is drained.
+    async fn run(mut self) {
+        let app = self.session.app.clone();
+        let peer = self.session.peer;
+        let end = serve(
+            &mut self.session,
+            &mut self.input,
+            &mut self.waiting,
+            self.at,
             peer,
-        };
-        // A token from the upgrade is verified before the connection could
-        // take a place among those waiting to authenticate.
-        if let Some(token) = token {
-            auth::authenticate_with_token(&mut session, &token);
-        }
-        let mut waiting = match waiting {
-            Some(ticket) => Some(ticket),
-            None => session
-                .identity
-                .is_none()
-                .then(|| app.waiting.admit(peer, session.outbox.clone())),
-        };
-        let end = serve(&mut session, &mut input, &mut waiting, at, peer).await;
+        )
+        .await;
         // A client that closed or stopped answering is gone: its Engine.IO
         // sid is forgotten at once (a request naming it is refused), not
         // after the writer's grace. A session the server closed keeps it
         // until its next GET has collected the close; one the client closed
         // by a POST, until the poll its close ended was answered.
-        if let Some(sid) = engine_sid.as_deref().filter(|_| end.client_gone()) {
+        if let Some(sid) = self.engine_sid.as_deref().filter(|_| end.client_gone()) {
             app.polling
                 .remove_unless(sid, crate::socketio::polling::Link::closed_by_client);
         }
-        let user = session.identity.as_ref().map(|i| i.user_id.clone());
+        let user = self.session.identity.as_ref().map(|i| i.user_id.clone());
         app.audit
-            .session_ended(peer, user.as_deref(), end, session.outbox.close_code());
-        let authenticated = finish(session, waiting).await;
-        if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
+            .session_ended(peer, user.as_deref(), end, self.session.outbox.close_code());
+        let authenticated = finish(&mut self.session, self.waiting.take()).await;
+        if tokio::time::timeout(WRITER_GRACE, &mut self.writer)
+            .await
+            .is_err()
+        {
             tracing::debug!("writer did not finish in time");
         }
         if end.server_closed() {
-            input.drain(CLOSE_DRAIN).await;
+            Box::pin(self.input.drain(CLOSE_DRAIN)).await;
         }
         app.connections.fetch_sub(1, Ordering::Relaxed);
         crate::metrics::connection_closed(authenticated);
         tracing::info!(reason = end.message(), end = end.label(), reconnect = ?end.reconnect(), "connection closed");
     }
-    .instrument(span)
-    .await;
 }
 
 /// Spawns the connection's writer (owned by the app's task tracker:
@@ -330,15 +373,9 @@ async fn serve(
     let mut live = liveness::Liveness::new(session.framing(), &app.config, opened);
     let mut auth_deadline = opened + AUTH_TIMEOUT;
     loop {
-        let beat_due = live.deadline();
-        let expiry = session
-            .identity
-            .as_ref()
-            .and_then(|i| i.expires_at)
-            .map(deadline_of);
-        let relay_due = session.coalescer.next_due();
-        let held_until = session.held.as_ref().map(|h| h.until);
-        let attachments_due = session.partial.as_ref().map(|p| p.due);
+        // One timer for all of the session's deadlines (the earliest): an
+        // idle connection's future holds one `Sleep`, not one per deadline.
+        let due = next_due(session, &live, auth_deadline);
         // Before authenticate a frame may be small: a compressed one must
         // not inflate further than that (past it, closed 4413).
         input.set_inflate_bound(match session.identity {
@@ -348,25 +385,9 @@ async fn serve(
         tokio::select! {
             _ = app.shutdown.cancelled() => return end(session, SessionEnd::ShuttingDown),
             _ = session.outbox.closed() => return SessionEnd::ClosedByServer,
-            _ = tokio::time::sleep_until(auth_deadline), if session.identity.is_none() => {
-                crate::metrics::auth_failure(crate::metrics::AuthFailure::Timeout);
-                return end(session, SessionEnd::AuthTimeout);
-            }
-            _ = sleep_until_opt(expiry), if expiry.is_some() => {
-                return end(session, SessionEnd::TokenExpired);
-            }
-            _ = sleep_until_opt(held_until), if held_until.is_some() => {
-                Box::pin(steps::release_held(session)).await;
-            }
-            _ = sleep_until_opt(attachments_due), if attachments_due.is_some() => {
-                frame::expire_partial(session);
-            }
-            _ = sleep_until_opt(relay_due), if relay_due.is_some() => {
-                Box::pin(presence_relay::flush_due(session)).await;
-            }
-            _ = tokio::time::sleep_until(beat_due) => {
-                if let Some(ended) = live.on_deadline(session) {
-                    return end(session, ended);
+            _ = tokio::time::sleep_until(due) => {
+                if let Some(ended) = Box::pin(on_due(session, &mut live, auth_deadline)).await {
+                    return ended;
                 }
             }
             msg = input.next() => {
@@ -383,6 +404,79 @@ async fn serve(
             }
         }
     }
+}
+
+/// The session's deadlines, each when it applies: authentication (until
+/// authenticated), the token's expiry, held steps, awaited attachments,
+/// coalesced relays; and the heartbeat's, always.
+struct Deadlines {
+    auth: Option<Instant>,
+    expiry: Option<Instant>,
+    held: Option<Instant>,
+    attachments: Option<Instant>,
+    relay: Option<Instant>,
+    beat: Instant,
+}
+
+impl Deadlines {
+    fn of(session: &Session, live: &liveness::Liveness, auth_deadline: Instant) -> Deadlines {
+        Deadlines {
+            auth: session.identity.is_none().then_some(auth_deadline),
+            expiry: session
+                .identity
+                .as_ref()
+                .and_then(|i| i.expires_at)
+                .map(deadline_of),
+            held: session.held.as_ref().map(|h| h.until),
+            attachments: session.partial.as_ref().map(|p| p.due),
+            relay: session.coalescer.next_due(),
+            beat: live.deadline(),
+        }
+    }
+}
+
+/// The earliest of the session's deadlines.
+fn next_due(session: &Session, live: &liveness::Liveness, auth_deadline: Instant) -> Instant {
+    let d = Deadlines::of(session, live, auth_deadline);
+    [d.auth, d.expiry, d.held, d.attachments, d.relay]
+        .into_iter()
+        .flatten()
+        .fold(d.beat, Instant::min)
+}
+
+/// Acts on every deadline that has passed, in this order: authentication
+/// (4408), the token's expiry (4401), held steps, awaited attachments,
+/// coalesced relays, the heartbeat; how the connection ends, if it does.
+async fn on_due(
+    session: &mut Session,
+    live: &mut liveness::Liveness,
+    auth_deadline: Instant,
+) -> Option<SessionEnd> {
+    let d = Deadlines::of(session, live, auth_deadline);
+    let now = Instant::now();
+    let passed = |at: Option<Instant>| at.is_some_and(|at| at <= now);
+    if passed(d.auth) {
+        crate::metrics::auth_failure(crate::metrics::AuthFailure::Timeout);
+        return Some(end(session, SessionEnd::AuthTimeout));
+    }
+    if passed(d.expiry) {
+        return Some(end(session, SessionEnd::TokenExpired));
+    }
+    if passed(d.held) {
+        steps::release_held(session).await;
+    }
+    if passed(d.attachments) {
+        frame::expire_partial(session);
+    }
+    if passed(d.relay) {
+        presence_relay::flush_due(session).await;
+    }
+    if d.beat <= now {
+        if let Some(ended) = live.on_deadline(session) {
+            return Some(end(session, ended));
+        }
+    }
+    None
 }
 
 /// Asks the outbox for `end`'s close code (when it has one); `end`.
@@ -444,12 +538,12 @@ async fn on_message(
 /// Leaves everything the connection held (its waiting place, tables,
 /// presence, its user's count) and asks the writer to close; whether it
 /// had authenticated.
-async fn finish(mut session: Session, waiting: Option<crate::waiting::Ticket>) -> bool {
+async fn finish(session: &mut Session, waiting: Option<crate::waiting::Ticket>) -> bool {
     let app = session.app.clone();
     if let Some(ticket) = waiting {
         app.waiting.leave(ticket);
     }
-    leave_tables(&mut session).await;
+    leave_tables(session).await;
     session.outbox.close(CloseCode::Normal);
     let authenticated = session.identity.is_some();
     if let Some(identity) = &session.identity {
@@ -512,11 +606,4 @@ fn deadline_of(exp_secs: u64) -> Instant {
     let now_ms = crate::now_ms();
     let in_ms = (exp_secs.saturating_mul(1000)).saturating_sub(now_ms);
     Instant::now() + Duration::from_millis(in_ms)
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

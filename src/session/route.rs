@@ -37,7 +37,7 @@ pub async fn dispatch(session: &mut Session, frame: ClientFrame, size: usize) {
     // Steps held after a fresh subscription: a recovery of its table
     // supersedes them; any other request releases them first.
     let superseded = match session.held.take() {
-        Some(h) if h.recovered_by(&frame) => Some(h),
+        Some(h) if h.recovered_by(&frame) => Some(*h),
         Some(h) => {
             steps::follow(session, h.then).await;
             None

@@ -33,11 +33,11 @@ pub async fn answer(
             }
             match answer.supersedable.take() {
                 Some(table) => {
-                    session.held = Some(Held {
+                    session.held = Some(Box::new(Held {
                         table,
                         then: answer.then,
                         until: tokio::time::Instant::now() + HOLD,
-                    });
+                    }));
                 }
                 None => follow(session, answer.then).await,
             }

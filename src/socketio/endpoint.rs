@@ -55,9 +55,10 @@ pub type Body = Full<Bytes>;
 /// How long a POST's body may take to arrive.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Per-socket read buffer: enough for typical frames (larger ones grow it
-/// as needed); kept small because idle connections each hold one.
-const READ_BUFFER: usize = 1024;
+/// Per-socket read buffer: enough for typical client frames (larger ones
+/// grow it as needed, read this much per call); kept small because idle
+/// connections each hold one.
+const READ_BUFFER: usize = 512;
 
 /// What a server gives its Engine.IO endpoint.
 pub trait Host: Send + Sync + Sized + 'static {

@@ -13,6 +13,7 @@
 mod client;
 mod edit_latency;
 mod load;
+mod polling;
 mod proto;
 mod ramp;
 mod report;
@@ -134,6 +135,10 @@ enum Scenario {
         /// `socketio`: the connections use the sidecar's /socket.io/.
         #[arg(long, value_enum, default_value_t = proto::Proto::Rtsync)]
         proto: proto::Proto,
+        /// Engine.IO long-polling sessions on /socket.io/ (one pending GET
+        /// each, pings answered) instead of WebSockets.
+        #[arg(long)]
+        polling: bool,
     },
     /// One subscriber on each of T tables of the first sidecar, one change per second each.
     Tables {
@@ -254,8 +259,10 @@ async fn scenario(args: &Args) -> Result<serde_json::Value> {
             connections,
             tables,
             proto,
+            polling,
         } => {
             let pid = args.pid.first().copied();
+            let proto = (!polling).then_some(proto);
             scenarios::idle(args, proto, connections, tables, pid).await?
         }
         Scenario::Tables { tables, writers } => scenarios::tables(args, tables, writers).await?,

@@ -302,9 +302,11 @@ pub async fn tables(args: &Args, tables: usize, writers: usize) -> Result<Value>
     )
 }
 
+/// N idle subscribed connections (`proto`), or long-polling sessions
+/// (`None`, see [`crate::polling`]); the sidecar's RSS growth per connection.
 pub async fn idle(
     args: &Args,
-    proto: crate::proto::Proto,
+    proto: Option<crate::proto::Proto>,
     connections: usize,
     tables: usize,
     pid: Option<u32>,
@@ -312,15 +314,23 @@ pub async fn idle(
     let run = run_id();
     let before = pid.and_then(crate::report::proc_stats);
     let mut held = Vec::with_capacity(connections);
+    let mut polls = Vec::new();
+    let host = crate::polling::host_of(&args.url[0]);
     let started = Instant::now();
     for i in 0..connections {
         let table = format!("bench-idle-{run}-{}", i % tables.max(1));
+        let user = format!("idle{i}");
+        let Some(proto) = proto else {
+            let host = host.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+            polls.push(crate::polling::subscriber(host, &user, &table).await?);
+            continue;
+        };
         held.push(
             proto
                 .subscriber(
                     &args.url[0],
                     args.secret.as_deref(),
-                    &format!("idle{i}"),
+                    &user,
                     &table,
                     &crate::client::all_tables(),
                 )
@@ -342,8 +352,12 @@ pub async fn idle(
     for mut ws in held {
         let _ = ws.close(None).await;
     }
+    for poll in polls {
+        poll.abort();
+    }
     Ok(
         json!({"scenario": "idle", "connections": connections, "tables": tables,
+        "polling": proto.is_none(),
         "connectSeconds": (connect_secs * 10.0).round() / 10.0, "memory": report}),
     )
 }
