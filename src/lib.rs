@@ -24,6 +24,8 @@
 //! - [`socketio`]: Engine.IO/Socket.IO packets, and the session's framing
 //!   over them for `/socket.io/`.
 //! - [`delta`]: `calculate_delta` for producers that hold whole records.
+//! - [`filter`]: the filter language of views and row grants: parse,
+//!   evaluate on a record, index keys for cohorts. A leaf.
 //! - [`presence`]: presence rules: cursor coalescing, sweep settings.
 //! - [`janitor`]: fleet upkeep: stale presence, groups of gone sidecars.
 //! - [`audit`]: the hash-chained audit log of sensitive operations, its
@@ -45,6 +47,7 @@ pub mod clock;
 pub mod compression;
 pub mod config;
 pub mod delta;
+pub mod filter;
 pub mod gauges;
 pub mod grant;
 pub mod http;
