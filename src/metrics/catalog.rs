@@ -352,6 +352,12 @@ declare! {
             : "Editing indicators that ended because they were not renewed in RTS_EDITING_TTL_MS";
         counter EDITING_EXPIRY_FAILURES = "rtsync_presence_editing_expiry_failures_total"
             : "Editing expiry checks that failed in Redis (the sweeper ends the indicator later)";
+        counter FILTER_EVALUATIONS = "rtsync_filter_evaluations_total"
+            : "Row-grant and view filters evaluated on a record (load_records pages, fan-out)";
+        counter ROWS_WITHHELD = "rtsync_rows_withheld_total"
+            : "Records left out of a reply because they are outside the reader's row grant";
+        counter ROW_GRANT_REFUSED = "rtsync_row_grant_refused_total"
+            : "Requests refused because their path does not apply row grants yet";
     }
 }
 

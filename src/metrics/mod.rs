@@ -240,6 +240,19 @@ pub fn relays_skipped_viewport(n: u64) {
         catalog::RELAYS_SKIPPED_VIEWPORT.handle().increment(n);
     }
 }
+/// v1.3 (2.2): `n` filters evaluated, `withheld` records left out.
+pub fn rows_filtered(n: u64, withheld: u64) {
+    if n > 0 {
+        catalog::FILTER_EVALUATIONS.handle().increment(n);
+    }
+    if withheld > 0 {
+        catalog::ROWS_WITHHELD.handle().increment(withheld);
+    }
+}
+/// A request refused because its path does not apply row grants yet.
+pub fn row_grant_refused() {
+    catalog::ROW_GRANT_REFUSED.handle().increment(1);
+}
 pub fn editing_expired() {
     catalog::EDITING_EXPIRED.handle().increment(1);
 }

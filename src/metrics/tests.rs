@@ -211,6 +211,9 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
     ("rtsync_presence_relays_skipped_viewport_total", None),
     ("rtsync_presence_editing_expired_total", None),
     ("rtsync_presence_editing_expiry_failures_total", None),
+    ("rtsync_filter_evaluations_total", None),
+    ("rtsync_rows_withheld_total", None),
+    ("rtsync_row_grant_refused_total", None),
     ("rtsync_sink_lag_entries", None),
     ("rtsync_sink_lag_seconds", None),
     (

@@ -38,6 +38,7 @@ pub async fn history(session: &mut Session, req: HistoryPageReq) -> Reply {
     if !identity(session)?.grants.can_read(&req.table_id) {
         return Err(forbidden("read", &req.table_id));
     }
+    super::reply::rows_unserved(identity(session)?, &req.table_id, "record_history")?;
     let mask = read_mask(session, &req.table_id);
     let page = page(
         &session.app.store,

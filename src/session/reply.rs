@@ -169,6 +169,7 @@ pub fn check_write(user: &Identity, valid: &ValidChange) -> Result<(), RequestEr
         .table(table)
         .filter(|g| g.access == Access::ReadWrite)
         .ok_or_else(|| forbidden("write", table))?;
+    rows_unserved(user, table, "writing")?;
     match grant.unwritable(&valid.fields) {
         Some(field) => Err(RequestError::new(
             ErrorCode::Forbidden,
@@ -176,6 +177,26 @@ pub fn check_write(user: &Identity, valid: &ValidChange) -> Result<(), RequestEr
         )),
         None => Ok(()),
     }
+}
+
+/// v1.3 (2.2): refuses a path that does not apply row grants yet, when
+/// `user`'s grant on `table` carries `rows`. Such a path would show or
+/// touch records outside the user's rows, so it is `forbidden` rather than
+/// served whole; `load_records` applies them (`session::records`).
+pub fn rows_unserved(user: &Identity, table: &str, path: &str) -> Result<(), RequestError> {
+    if user.grants.rows(table).is_none() {
+        return Ok(());
+    }
+    crate::metrics::row_grant_refused();
+    tracing::debug!(
+        table,
+        path,
+        "refused: row grants are not applied on this path yet"
+    );
+    Err(RequestError::new(
+        ErrorCode::Forbidden,
+        format!("{path} on table {table} is not available under a row grant"),
+    ))
 }
 
 pub fn forbidden(what: &str, table: &str) -> RequestError {

@@ -212,6 +212,7 @@ fn admit<C: Conn>(session: &C, table: &str) -> Result<Option<StreamId>, RequestE
     if !user.grants.can_read(table) {
         return Err(forbidden("read", table));
     }
+    super::super::reply::rows_unserved(user, table, "subscribing")?;
     let existing = session.tables().get(table).cloned();
     if existing.is_some() {
         return Ok(existing);

@@ -1,0 +1,187 @@
+//! Row-level grants (docs/protocol.md 2.2): a table grant's `rows` filter
+//! decides which records a user sees. `load_records` holds only those
+//! records; the paths that do not apply row grants yet refuse a user who
+//! has one, so no record outside the rows ever leaves the sidecar, and
+//! nothing is written. Two sidecars, both encodings.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(clippy::disallowed_methods)]
+
+mod support;
+
+use serde_json::{json, Value};
+use support::client::{Client, Enc};
+use support::tokens::now_secs;
+use support::{RedisServer, Sidecar};
+
+/// Every record not owned by the intern carries this in its `note`, so a
+/// test can look for it in raw frames.
+const OTHERS: &str = "NOT-YOURS-5521";
+
+fn own_rows() -> Value {
+    json!({"access": "rw", "rows": {"field": "owner", "op": "eq", "value": "$user"}})
+}
+
+async fn intern(side: &Sidecar, user: &str, enc: Enc) -> Client {
+    let claims = json!({"sub": user, "exp": now_secs() + 3600, "tables": {"*": own_rows()}});
+    Client::connect_claims(side, &claims, enc).await
+}
+
+async fn two_sidecars(prefix: &str) -> (RedisServer, Sidecar, Sidecar) {
+    let redis = RedisServer::start().await;
+    let a = Sidecar::start(&redis, &format!("{prefix}-a"), &[]).await;
+    let b = Sidecar::start(&redis, &format!("{prefix}-b"), &[]).await;
+    (redis, a, b)
+}
+
+fn create(table: &str, record: &str, owner: &str, note: &str) -> Value {
+    json!({"type": "create", "recordId": record, "tableId": table, "baseId": "b1",
+        "changes": [{"fieldId": "owner", "newValue": owner}, {"fieldId": "note", "newValue": note}]})
+}
+
+/// Ten records: r0, r2, r4... owned by `ann`, the others by `bob`.
+async fn seed_records(writer: &mut Client, table: &str) {
+    for i in 0..10 {
+        let (owner, note) = if i % 2 == 0 {
+            ("ann", "mine")
+        } else {
+            ("bob", OTHERS)
+        };
+        writer
+            .request_ok(
+                "record_change",
+                create(table, &format!("r{i}"), owner, note),
+            )
+            .await;
+    }
+}
+
+async fn xlen(redis: &RedisServer, table: &str) -> u64 {
+    redis::cmd("XLEN")
+        .arg(format!("rts:{{{table}}}:events"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap()
+}
+
+fn ids(page: &Value) -> Vec<String> {
+    page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["recordId"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Pages through `load_records` with `limit`, returning every id seen.
+async fn all_pages(c: &mut Client, table: &str, limit: u64) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..50 {
+        let mut req = json!({"tableId": table, "limit": limit});
+        if let Some(a) = &after {
+            req["after"] = json!(a);
+        }
+        let page = c.request_ok("load_records", req).await;
+        seen.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => return seen,
+        }
+    }
+    panic!("load_records never ended");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_records_pages_only_the_records_of_the_users_rows() {
+    let (_redis, a, b) = two_sidecars("rg-load").await;
+    let t = "rg-load";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    for (side, enc) in [(&a, Enc::MsgPack), (&b, Enc::Json)] {
+        let mut ann = intern(side, "ann", enc).await;
+        for limit in [1, 2, 3, 500] {
+            let seen = all_pages(&mut ann, t, limit).await;
+            assert_eq!(seen, ["r0", "r2", "r4", "r6", "r8"], "limit {limit}");
+        }
+        assert!(
+            !ann.received_bytes(OTHERS.as_bytes()),
+            "ann received a row of bob"
+        );
+        assert!(
+            !ann.received_bytes(b"r1"),
+            "a page cursor named a hidden record"
+        );
+    }
+    let all = all_pages(&mut writer, t, 500).await;
+    assert_eq!(
+        all.len(),
+        10,
+        "a user without a row grant sees every record"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_records_by_ids_leaves_out_the_records_outside_the_rows() {
+    let (_redis, a, _b) = two_sidecars("rg-ids").await;
+    let t = "rg-ids";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    let mut ann = intern(&a, "ann", Enc::MsgPack).await;
+    let page = ann
+        .request_ok(
+            "load_records",
+            json!({"tableId": t, "recordIds": ["r1", "r2", "r3"]}),
+        )
+        .await;
+    assert_eq!(ids(&page), ["r2"]);
+    assert_eq!(page["records"][0]["fields"]["owner"], "ann");
+    assert!(!ann.received_bytes(OTHERS.as_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_paths_that_do_not_apply_row_grants_yet_are_forbidden_and_write_nothing() {
+    let (redis, a, b) = two_sidecars("rg-refuse").await;
+    let t = "rg-refuse";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    let before = xlen(&redis, t).await;
+    for (side, enc) in [(&a, Enc::MsgPack), (&b, Enc::Json)] {
+        let mut ann = intern(side, "ann", enc).await;
+        let requests = [
+            ("subscribe_to_table", json!({"tableId": t, "viewId": "v"})),
+            (
+                "recover_connection",
+                json!({"tableId": t, "lastEventId": "0-0"}),
+            ),
+            ("record_history", json!({"tableId": t, "recordId": "r1"})),
+            ("record_change", create(t, "r20", "ann", "mine")),
+            ("undo", json!({"tableId": t})),
+        ];
+        for (event, data) in requests {
+            let e = ann.request(event, data).await.unwrap_err();
+            assert_eq!(e["code"], "forbidden", "{event}: {e}");
+            assert!(
+                e["message"].as_str().unwrap().contains("row grant"),
+                "{event}: {e}"
+            );
+        }
+        assert!(!ann.received_bytes(OTHERS.as_bytes()));
+    }
+    assert_eq!(xlen(&redis, t).await, before, "nothing was written");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_row_grant_refuses_the_token_naming_the_part() {
+    let (_redis, a, _b) = two_sidecars("rg-bad").await;
+    let claims = json!({"sub": "ann", "exp": now_secs() + 3600,
+        "tables": {"t": {"access": "r", "rows": {"field": "owner", "op": "like", "value": 1}}}});
+    let mut c = Client::open(&a, None, &[], "").await;
+    let token = support::tokens::hs256(&claims);
+    let e = c
+        .request("authenticate", json!({"token": token}))
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "unauthenticated", "{e}");
+    assert_eq!(c.closed().await, Some(4401));
+}
