@@ -1,8 +1,9 @@
 //! Row-level grants (docs/protocol.md 2.2): a table grant's `rows` filter
-//! decides which records a user sees. `load_records` holds only those
-//! records; the paths that do not apply row grants yet refuse a user who
-//! has one, so no record outside the rows ever leaves the sidecar, and
-//! nothing is written. Two sidecars, both encodings.
+//! decides which records a user sees and writes. `load_records` holds only
+//! those records; `record_change` writes only records that match before
+//! and after the change; the paths that do not apply row grants yet refuse
+//! a user who has one, so no record outside the rows ever leaves the
+//! sidecar, and nothing is written. Two sidecars, both encodings.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods)]
@@ -155,7 +156,6 @@ async fn the_paths_that_do_not_apply_row_grants_yet_are_forbidden_and_write_noth
                 json!({"tableId": t, "lastEventId": "0-0"}),
             ),
             ("record_history", json!({"tableId": t, "recordId": "r1"})),
-            ("record_change", create(t, "r20", "ann", "mine")),
             ("undo", json!({"tableId": t})),
         ];
         for (event, data) in requests {
@@ -166,6 +166,10 @@ async fn the_paths_that_do_not_apply_row_grants_yet_are_forbidden_and_write_noth
                 "{event}: {e}"
             );
         }
+        let offline = json!([{"type": "update", "entityId": "r0", "tableId": t, "baseId": "b1",
+            "changes": [{"fieldId": "note", "newValue": "x"}], "clientChangeId": "o1"}]);
+        let ack = ann.request_ok("sync_offline_changes", offline).await;
+        assert_eq!(ack["rejected"], 1, "{ack}");
         assert!(!ann.received_bytes(OTHERS.as_bytes()));
     }
     assert_eq!(xlen(&redis, t).await, before, "nothing was written");
@@ -184,4 +188,179 @@ async fn a_malformed_row_grant_refuses_the_token_naming_the_part() {
         .unwrap_err();
     assert_eq!(e["code"], "unauthenticated", "{e}");
     assert_eq!(c.closed().await, Some(4401));
+}
+
+fn update(table: &str, record: &str, field: &str, value: Value) -> Value {
+    json!({"type": "update", "recordId": record, "tableId": table, "baseId": "b1",
+        "changes": [{"fieldId": field, "newValue": value}]})
+}
+
+/// Asserts `change` is `forbidden` with `needle` in its message and left
+/// the stream as it was.
+async fn assert_refused(c: &mut Client, redis: &RedisServer, t: &str, change: Value, needle: &str) {
+    let before = xlen(redis, t).await;
+    let e = c
+        .request("record_change", change.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e["code"], "forbidden", "{change}: {e}");
+    assert!(
+        e["message"].as_str().unwrap().contains(needle),
+        "{change}: {e}"
+    );
+    assert_eq!(xlen(redis, t).await, before, "{change} wrote nothing");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_inside_the_rows_commit() {
+    let (_redis, a, b) = two_sidecars("rg-write-in").await;
+    let t = "rg-write-in";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    let mut ann = intern(&b, "ann", Enc::Json).await;
+    let created = ann
+        .request_ok("record_change", create(t, "r20", "ann", "new"))
+        .await;
+    assert_eq!(created["status"], "applied");
+    let edited = ann
+        .request_ok("record_change", update(t, "r2", "note", json!("edited")))
+        .await;
+    assert_eq!(edited["status"], "applied");
+    let deleted = ann
+        .request_ok(
+            "record_change",
+            json!({"type": "delete", "recordId": "r4", "tableId": t, "baseId": "b1"}),
+        )
+        .await;
+    assert_eq!(deleted["status"], "applied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_outside_the_rows_or_leaving_them_are_forbidden_and_write_nothing() {
+    let (redis, a, b) = two_sidecars("rg-write-out").await;
+    let t = "rg-write-out";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    for (side, enc) in [(&a, Enc::MsgPack), (&b, Enc::Json)] {
+        let mut ann = intern(side, "ann", enc).await;
+        let cases = [
+            (update(t, "r1", "note", json!("x")), "outside your rows"),
+            (update(t, "r1", "owner", json!("ann")), "outside your rows"),
+            (
+                json!({"type": "delete", "recordId": "r3", "tableId": t, "baseId": "b1"}),
+                "outside your rows",
+            ),
+            (
+                update(t, "r2", "owner", json!("bob")),
+                "would leave record r2",
+            ),
+            (
+                update(t, "r2", "owner", Value::Null),
+                "would leave record r2",
+            ),
+            (create(t, "r30", "bob", "x"), "would leave record r30"),
+            (create(t, "r1", "ann", "x"), "outside your rows"),
+        ];
+        for (change, needle) in cases {
+            assert_refused(&mut ann, &redis, t, change, needle).await;
+        }
+        assert!(
+            !ann.received_bytes(OTHERS.as_bytes()),
+            "a refusal carried a row of bob"
+        );
+    }
+    let page = writer
+        .request_ok(
+            "load_records",
+            json!({"tableId": t, "recordIds": ["r2", "r30"]}),
+        )
+        .await;
+    assert_eq!(ids(&page), ["r2"]);
+    assert_eq!(page["records"][0]["fields"]["owner"], "ann");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_racing_a_move_out_of_the_rows_is_checked_against_the_new_state() {
+    let (redis, a, b) = two_sidecars("rg-race").await;
+    let t = "rg-race";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    let mut ann = intern(&b, "ann", Enc::MsgPack).await;
+    // Many edits by ann while hr moves r6 to bob: once moved, every write
+    // of ann to r6 is forbidden, and none lands after the move.
+    let mover = tokio::spawn(async move {
+        writer
+            .request_ok("record_change", update(t, "r6", "owner", json!("bob")))
+            .await;
+        writer
+    });
+    let mut refused = false;
+    for i in 0..40 {
+        match ann
+            .request("record_change", update(t, "r6", "note", json!(i)))
+            .await
+        {
+            Ok(r) => assert!(!refused, "a write landed after a refusal: {r}"),
+            Err(e) => {
+                assert_eq!(e["code"], "forbidden", "{e}");
+                refused = true;
+            }
+        }
+    }
+    let mut writer = mover.await.unwrap();
+    assert!(refused, "the move happened during the edits");
+    let history = writer
+        .request_ok(
+            "record_history",
+            json!({"tableId": t, "recordId": "r6", "limit": 100}),
+        )
+        .await;
+    let events = history["events"].as_array().unwrap();
+    let owner_change = events
+        .iter()
+        .position(|e| e["changes"][0]["fieldId"] == "owner" && e["changes"][0]["newValue"] == "bob")
+        .unwrap();
+    assert_eq!(
+        owner_change, 0,
+        "nothing of ann's was written after the move"
+    );
+    let _ = redis;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_whose_required_version_moved_writes_nothing_and_is_not_remembered() {
+    let (redis, a, _b) = two_sidecars("rg-moved").await;
+    let t = "rg-moved";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    let keys =
+        rtsync::store::keys::Keys::new("rts").commit_keys(t, "record", "r0", Some(("u", "cc1")));
+    let call = |version: u64| {
+        let header = format!(
+            r#"{{"type":"update","entityType":"record","entityId":"r0","userId":"u","clientChangeId":"cc1","recordHistory":100,"requireVersion":{version}}}"#
+        );
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg("rtsync_commit")
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(header)
+            .arg(r#"[{"fieldId":"note","newValue":"y"}]"#)
+            .arg("")
+            .arg("86400000");
+        cmd
+    };
+    let before = xlen(&redis, t).await;
+    let moved: String = call(7).query_async(&mut redis.conn().await).await.unwrap();
+    let moved: Value = serde_json::from_str(&moved).unwrap();
+    assert_eq!(
+        moved,
+        json!({"status": "rejected", "version": 1, "reason": "moved"})
+    );
+    assert_eq!(xlen(&redis, t).await, before);
+    let applied: String = call(1).query_async(&mut redis.conn().await).await.unwrap();
+    assert!(
+        applied.contains(r#""status":"applied""#),
+        "{applied}: the moved answer was not kept for cc1"
+    );
+    assert_eq!(xlen(&redis, t).await, before + 1);
 }

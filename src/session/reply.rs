@@ -169,7 +169,6 @@ pub fn check_write(user: &Identity, valid: &ValidChange) -> Result<(), RequestEr
         .table(table)
         .filter(|g| g.access == Access::ReadWrite)
         .ok_or_else(|| forbidden("write", table))?;
-    rows_unserved(user, table, "writing")?;
     match grant.unwritable(&valid.fields) {
         Some(field) => Err(RequestError::new(
             ErrorCode::Forbidden,
@@ -182,7 +181,8 @@ pub fn check_write(user: &Identity, valid: &ValidChange) -> Result<(), RequestEr
 /// v1.3 (2.2): refuses a path that does not apply row grants yet, when
 /// `user`'s grant on `table` carries `rows`. Such a path would show or
 /// touch records outside the user's rows, so it is `forbidden` rather than
-/// served whole; `load_records` applies them (`session::records`).
+/// served whole; `load_records` (`session::records`) and `record_change`
+/// (`session::row_write`) apply them.
 pub fn rows_unserved(user: &Identity, table: &str, path: &str) -> Result<(), RequestError> {
     if user.grants.rows(table).is_none() {
         return Ok(());
