@@ -155,7 +155,6 @@ async fn the_paths_that_do_not_apply_row_grants_yet_are_forbidden_and_write_noth
                 "recover_connection",
                 json!({"tableId": t, "lastEventId": "0-0"}),
             ),
-            ("record_history", json!({"tableId": t, "recordId": "r1"})),
             ("undo", json!({"tableId": t})),
         ];
         for (event, data) in requests {
@@ -363,4 +362,25 @@ async fn a_commit_whose_required_version_moved_writes_nothing_and_is_not_remembe
         "{applied}: the moved answer was not kept for cc1"
     );
     assert_eq!(xlen(&redis, t).await, before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn record_history_shows_only_records_inside_the_rows() {
+    let (_redis, a, b) = two_sidecars("rg-history").await;
+    let t = "rg-history";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    writer
+        .request_ok("record_change", update(t, "r1", "note", json!(OTHERS)))
+        .await;
+    let mut ann = intern(&b, "ann", Enc::MsgPack).await;
+    let hidden = ann
+        .request_ok("record_history", json!({"tableId": t, "recordId": "r1"}))
+        .await;
+    assert_eq!(hidden, json!({"events": []}), "as if r1 did not exist");
+    let own = ann
+        .request_ok("record_history", json!({"tableId": t, "recordId": "r2"}))
+        .await;
+    assert_eq!(own["events"].as_array().unwrap().len(), 1);
+    assert!(!ann.received_bytes(OTHERS.as_bytes()));
 }

@@ -96,3 +96,29 @@ async fn rows_page(
     }
     Ok(page)
 }
+
+/// Whether `record` of `table` is in `user`'s `rows` now (judged on its
+/// stored state, every field; a record with no state is not).
+pub async fn in_rows(
+    session: &Session,
+    table: &str,
+    record: &str,
+    rows: &Filter,
+    user: &str,
+) -> Result<bool, StoreError> {
+    let what = Load::Ids(vec![record.to_owned()]);
+    let page = load_page(
+        &session.app.store,
+        table,
+        &what,
+        session.app.config.max_page_bytes,
+        None,
+    )
+    .await?;
+    let visible = page
+        .records
+        .iter()
+        .any(|r| r.record_id == record && rows.matches(&r.fields, user));
+    crate::metrics::rows_filtered(1, u64::from(!visible));
+    Ok(visible)
+}
