@@ -12,6 +12,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::client::{Client, Enc};
+use support::sio::Sio;
 use support::tokens::now_secs;
 use support::{RedisServer, Sidecar};
 
@@ -383,4 +384,33 @@ async fn record_history_shows_only_records_inside_the_rows() {
         .await;
     assert_eq!(own["events"].as_array().unwrap().len(), 1);
     assert!(!ann.received_bytes(OTHERS.as_bytes()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_socketio_reads_and_writes_keep_to_the_rows() {
+    let (redis, a, b) = two_sidecars("rg-sio").await;
+    let t = "rg-sio";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    let claims = json!({"sub": "ann", "exp": now_secs() + 3600, "tables": {"*": own_rows()}});
+    let token = support::tokens::hs256(&claims);
+    let mut sio = Sio::connect(&b, &json!({ "token": token })).await;
+    let page = sio
+        .request(1, "load_records", &json!({"tableId": t}))
+        .await
+        .expect("an ack");
+    assert_eq!(ids(&page), ["r0", "r2", "r4", "r6", "r8"]);
+    assert!(!page.to_string().contains(OTHERS));
+    let before = xlen(&redis, t).await;
+    let refused = sio
+        .request(2, "record_change", &update(t, "r1", "note", json!("x")))
+        .await
+        .expect("an ack");
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+    assert_eq!(xlen(&redis, t).await, before);
+    let applied = sio
+        .request(3, "record_change", &update(t, "r2", "note", json!("y")))
+        .await
+        .expect("an ack");
+    assert_eq!(applied["status"], "applied", "{applied}");
 }
