@@ -106,3 +106,114 @@ fn check(
 fn refused(message: String) -> RequestError {
     RequestError::new(ErrorCode::Forbidden, message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{ChangeLimits, ChangeRequest};
+    use serde_json::json;
+
+    fn change(kind: &str, fields: Value) -> ValidChange {
+        let req: ChangeRequest = serde_json::from_value(json!({
+            "type": kind, "recordId": "r1", "tableId": "t", "baseId": "b", "changes": fields
+        }))
+        .unwrap();
+        let limits = ChangeLimits {
+            max_changes: 100,
+            max_event_bytes: 1 << 20,
+            max_record_bytes: 1 << 20,
+            answer_bytes: 1 << 20,
+        };
+        req.by_client("ann", "c1").validate(limits).unwrap()
+    }
+
+    fn state(owner: &str, deleted: bool) -> RecordState {
+        RecordState {
+            record_id: "r1".into(),
+            version: 3,
+            deleted,
+            fields: json!({"owner": owner, "note": "n"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        }
+    }
+
+    fn mine() -> Filter {
+        Filter::parse(
+            &json!({"field": "owner", "op": "eq", "value": "$user"}),
+            "rows",
+        )
+        .unwrap()
+    }
+
+    fn note() -> Value {
+        json!([{"fieldId": "note", "newValue": "x"}])
+    }
+
+    #[test]
+    fn an_edit_of_a_record_inside_the_rows_that_stays_inside_passes() {
+        assert!(check(
+            &mine(),
+            "ann",
+            Some(&state("ann", false)),
+            &change("update", note())
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn using_refuses_a_record_outside_the_rows_whatever_the_change() {
+        let give = json!([{"fieldId": "owner", "newValue": "ann"}]);
+        let e = check(
+            &mine(),
+            "ann",
+            Some(&state("bob", false)),
+            &change("update", give),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("outside your rows"), "{}", e.message);
+        assert!(check(
+            &mine(),
+            "ann",
+            Some(&state("bob", false)),
+            &change("delete", json!([]))
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn with_check_refuses_a_change_taking_the_record_out() {
+        let away = json!([{"fieldId": "owner", "newValue": "bob"}]);
+        let e = check(
+            &mine(),
+            "ann",
+            Some(&state("ann", false)),
+            &change("update", away),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("would leave"), "{}", e.message);
+        let cleared = json!([{"fieldId": "owner", "newValue": null}]);
+        assert!(check(
+            &mine(),
+            "ann",
+            Some(&state("ann", false)),
+            &change("update", cleared)
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_create_must_match_and_starts_fresh_over_a_deleted_record() {
+        let own = json!([{"fieldId": "owner", "newValue": "ann"}]);
+        assert!(check(&mine(), "ann", None, &change("create", own.clone())).is_ok());
+        assert!(check(
+            &mine(),
+            "ann",
+            Some(&state("bob", true)),
+            &change("create", own)
+        )
+        .is_ok());
+        assert!(check(&mine(), "ann", None, &change("create", note())).is_err());
+    }
+}
