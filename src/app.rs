@@ -54,6 +54,8 @@ pub struct App {
     pub known_bound: crate::store::bases::KnownBound,
     /// The audit log (see [`crate::audit`]).
     pub audit: crate::audit::Audit,
+    /// v1.3: view filters by table and view (see [`crate::view`]).
+    pub views: crate::view::Views,
 }
 
 impl App {
@@ -102,6 +104,7 @@ impl App {
             editing_expiries: Default::default(),
             known_bound: Default::default(),
             audit,
+            views: crate::view::Views::new(),
         }
     }
 

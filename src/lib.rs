@@ -64,6 +64,7 @@ pub mod socketio;
 pub mod store;
 pub mod transport;
 pub mod upgrade;
+pub mod view;
 pub mod waiting;
 
 use std::sync::Arc;
