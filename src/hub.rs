@@ -24,8 +24,13 @@
 //! hub keeps subscribers, cursors and frames, and needs no Redis: the store
 //! calls it through [`EventHandler`].
 
+mod filtered;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
+
+use crate::cohort::{Cohorts, SubFilter};
+use crate::store::records::RecordState;
 
 use crate::change::StreamId;
 use crate::grant::masking::{self, Masked};
@@ -52,6 +57,8 @@ struct Table {
 struct TableInner {
     cursor: StreamId,
     subscribers: HashMap<Arc<str>, Subscriber>,
+    /// v1.3: the filtered subscribers' cohorts (`src/hub/filtered.rs`).
+    cohorts: Cohorts,
 }
 
 struct Subscriber {
@@ -63,6 +70,8 @@ struct Subscriber {
     pending: Option<Pending>,
     /// v1.3 (3.4): what its cursor and editing relays are limited to.
     relay: ViewportRelay,
+    /// v1.3 (2.2, 3.5): its cohort, when a row grant or a view filters it.
+    cohort: Option<u64>,
 }
 
 /// A subscriber's viewport relay filter: with `relay: "viewport"` on
@@ -138,9 +147,10 @@ impl Hub {
         table: &str,
         outbox: Outbox,
         mask: Option<Arc<ReadMask>>,
+        filter: Option<SubFilter>,
     ) -> Result<StreamId, StoreError> {
         loop {
-            if let Some(start) = self.try_join(table, &outbox, &mask) {
+            if let Some(start) = self.try_join(table, &outbox, &mask, &filter) {
                 return Ok(start);
             }
             let _serial = self.lifecycle.lock(table).await;
@@ -152,6 +162,7 @@ impl Hub {
                 inner: Mutex::new(TableInner {
                     cursor,
                     subscribers: HashMap::new(),
+                    cohorts: Cohorts::default(),
                 }),
             });
             write(&self.tables).insert(Arc::from(table), entry);
@@ -164,10 +175,19 @@ impl Hub {
         table: &str,
         outbox: &Outbox,
         mask: &Option<Arc<ReadMask>>,
+        filter: &Option<SubFilter>,
     ) -> Option<StreamId> {
         let tables = read(&self.tables);
         let entry = tables.get(table)?;
         let mut inner = lock(&entry.inner);
+        let conn = &outbox.conn_id;
+        leave_cohort(&mut inner, conn);
+        let cohort = filter.as_ref().map(|f| {
+            let before = inner.cohorts.len();
+            let id = inner.cohorts.add(conn.clone(), f, mask.clone());
+            crate::metrics::filter_cohorts(inner.cohorts.len() as f64 - before as f64);
+            id
+        });
         inner.subscribers.insert(
             outbox.conn_id.clone(),
             Subscriber {
@@ -175,6 +195,7 @@ impl Hub {
                 mask: mask.clone(),
                 pending: Some(Pending::default()),
                 relay: ViewportRelay::default(),
+                cohort,
             },
         );
         Some(inner.cursor)
@@ -209,6 +230,7 @@ impl Hub {
                 return;
             };
             let mut inner = lock(&entry.inner);
+            leave_cohort(&mut inner, conn_id);
             inner.subscribers.remove(conn_id);
             inner.subscribers.is_empty()
         };
@@ -284,6 +306,25 @@ impl Hub {
 
     /// Fans out events read from `table`'s stream, in stream order.
     pub fn deliver(&self, table: &str, events: Vec<ChangeEvent>) {
+        self.deliver_with_states(table, events, &HashMap::new());
+    }
+
+    /// v1.3: whether `table` has filtered subscribers.
+    pub fn wants_states(&self, table: &str) -> bool {
+        let tables = read(&self.tables);
+        tables
+            .get(table)
+            .is_some_and(|t| !lock(&t.inner).cohorts.is_empty())
+    }
+
+    /// [`Hub::deliver`], with the touched records' states for the
+    /// filtered subscribers (`src/hub/filtered.rs`).
+    pub fn deliver_with_states(
+        &self,
+        table: &str,
+        events: Vec<ChangeEvent>,
+        states: &HashMap<String, RecordState>,
+    ) {
         let tables = read(&self.tables);
         let Some(entry) = tables.get(table) else {
             return;
@@ -302,6 +343,7 @@ impl Hub {
         for group in bounded_groups(&events) {
             fan_out(&mut inner, group);
         }
+        filtered::fan_out(&mut inner, table, &events, states);
         crate::metrics::events_delivered(events.len(), subscribers);
     }
 }
@@ -325,6 +367,12 @@ impl Hub {
         for sub in inner.subscribers.values_mut() {
             let (conn, framing) = (&*sub.outbox.conn_id, sub.outbox.framing());
             if notice.origin.as_deref() == Some(conn) {
+                continue;
+            }
+            // v1.3 (2.2): a filtered subscriber is not told where others
+            // point or edit: the record may be outside its rows.
+            if sub.cohort.is_some() && names_record(event) {
+                skipped += 1;
                 continue;
             }
             if !sub.relay.wants(record) {
@@ -353,6 +401,19 @@ impl EventHandler for Hub {
         Hub::deliver(self, table, events);
     }
 
+    fn wants_states(&self, table: &str) -> bool {
+        Hub::wants_states(self, table)
+    }
+
+    fn deliver_with_states(
+        &self,
+        table: &str,
+        events: Vec<ChangeEvent>,
+        states: HashMap<String, RecordState>,
+    ) {
+        Hub::deliver_with_states(self, table, events, &states);
+    }
+
     fn notify(&self, table: &str, notice: Notice) {
         Hub::notify(self, table, notice);
     }
@@ -362,14 +423,38 @@ impl EventHandler for Hub {
     }
 }
 
-/// Queues one group of events to every subscriber of the table.
+/// Takes `conn` out of its cohort, if it is in one.
+fn leave_cohort(inner: &mut TableInner, conn: &str) {
+    let Some(id) = inner.subscribers.get(conn).and_then(|s| s.cohort) else {
+        return;
+    };
+    let before = inner.cohorts.len();
+    inner.cohorts.remove(id, conn);
+    crate::metrics::filter_cohorts(inner.cohorts.len() as f64 - before as f64);
+}
+
+/// Presence relays that name a record (v1.3, 2.2: not sent to filtered
+/// subscribers).
+fn names_record(event: ServerEvent) -> bool {
+    matches!(
+        event,
+        ServerEvent::CursorPosition | ServerEvent::Selection | ServerEvent::UserEditing
+    )
+}
+
+/// Queues one group of events to every unfiltered subscriber of the table
+/// (filtered ones get theirs from `filtered::fan_out`).
 fn fan_out(inner: &mut TableInner, events: &[ChangeEvent]) {
     let Some(first) = events.first() else {
         return;
     };
     let event_ms = Some(first.timestamp);
     let mut frames = FrameCache::new(events);
-    for sub in inner.subscribers.values_mut() {
+    for sub in inner
+        .subscribers
+        .values_mut()
+        .filter(|s| s.cohort.is_none())
+    {
         if let Some(bytes) = frames.frame_for(&sub.outbox, sub.mask.as_ref()) {
             sub.push(bytes, event_ms);
         }
@@ -615,7 +700,7 @@ mod tests {
     async fn a_viewport_subscriber_is_not_sent_editing_starts_outside_its_viewport() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob, None).await.expect("join");
+        hub.join("t", ob, None, None).await.expect("join");
         hub.activate("t", "c1");
         hub.relay_by_viewport("t", "c1");
         hub.notify("t", editing_notice("r05", "start"));
@@ -637,7 +722,7 @@ mod tests {
     async fn a_viewport_without_relay_viewport_filters_nothing() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob, None).await.expect("join");
+        hub.join("t", ob, None, None).await.expect("join");
         hub.activate("t", "c1");
         hub.set_viewport("t", "c1", ViewportFilter::Ids(["r1".to_owned()].into()));
         hub.notify("t", editing_notice("r05", "start"));
@@ -648,7 +733,7 @@ mod tests {
     async fn a_pending_subscriber_gets_live_events_only_once_activated_in_order() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
-        let start = hub.join("t", ob, None).await.expect("join");
+        let start = hub.join("t", ob, None, None).await.expect("join");
         assert_eq!(start, id("5-0"));
         hub.deliver("t", vec![event("6-0", None)]);
         hub.deliver("t", vec![event("7-0", None), event("8-0", None)]);
@@ -663,7 +748,7 @@ mod tests {
     async fn events_at_or_before_the_cursor_are_never_delivered() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob, None).await.expect("join");
+        hub.join("t", ob, None, None).await.expect("join");
         hub.activate("t", "c1");
         hub.deliver(
             "t",
@@ -681,7 +766,7 @@ mod tests {
         let (c, mut rx_c) = subscriber("c", 1 << 20);
         for ob in [a, b, c] {
             let id = ob.conn_id.clone();
-            hub.join("t", ob, None).await.expect("join");
+            hub.join("t", ob, None, None).await.expect("join");
             hub.activate("t", &id);
         }
         hub.deliver("t", vec![event("6-0", Some("a")), event("7-0", Some("z"))]);
@@ -695,7 +780,7 @@ mod tests {
     async fn a_pending_subscriber_that_would_hold_too_much_is_closed_as_slow() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 200);
-        hub.join("t", ob, None).await.expect("join");
+        hub.join("t", ob, None, None).await.expect("join");
         for n in 6..20 {
             hub.deliver("t", vec![event(&format!("{n}-0"), None)]);
         }
@@ -708,9 +793,9 @@ mod tests {
         let hub = hub();
         let (a, mut rx_a) = subscriber("a", 1 << 20);
         let (b, mut rx_b) = subscriber("b", 1 << 20);
-        hub.join("t", a, None).await.expect("join");
+        hub.join("t", a, None, None).await.expect("join");
         hub.activate("t", "a");
-        hub.join("t", b, None).await.expect("join");
+        hub.join("t", b, None, None).await.expect("join");
         let notice = |origin: &str| Notice {
             event: "cursor_position".to_owned(),
             data: serde_json::json!({"userId": "u"}),
@@ -742,7 +827,7 @@ mod tests {
 
     async fn live(hub: &Hub, id: &str, mask: Option<Arc<ReadMask>>) -> OutboxReceiver {
         let (ob, rx) = subscriber(id, 1 << 20);
-        hub.join("t", ob, mask).await.expect("join");
+        hub.join("t", ob, mask, None).await.expect("join");
         hub.activate("t", id);
         rx
     }

@@ -26,6 +26,9 @@
 //! - [`delta`]: `calculate_delta` for producers that hold whole records.
 //! - [`filter`]: the filter language of views and row grants: parse,
 //!   evaluate on a record, index keys for cohorts. A leaf.
+//! - [`cohort`]: filtered subscribers grouped into cohorts, indexed by
+//!   value; each record event's before/after states and the enter/leave
+//!   decision of the live fan-out (used by the hub).
 //! - [`presence`]: presence rules: cursor coalescing, sweep settings.
 //! - [`janitor`]: fleet upkeep: stale presence, groups of gone sidecars.
 //! - [`audit`]: the hash-chained audit log of sensitive operations, its
@@ -44,6 +47,7 @@ pub mod auth;
 pub mod backoff;
 pub mod change;
 pub mod clock;
+pub mod cohort;
 pub mod compression;
 pub mod config;
 pub mod delta;

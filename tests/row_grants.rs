@@ -1,9 +1,10 @@
 //! Row-level grants (docs/protocol.md 2.2): a table grant's `rows` filter
 //! decides which records a user sees and writes. `load_records` holds only
 //! those records; `record_change` writes only records that match before
-//! and after the change; the paths that do not apply row grants yet refuse
-//! a user who has one, so no record outside the rows ever leaves the
-//! sidecar, and nothing is written. Two sidecars, both encodings.
+//! and after the change; live subscriptions get only the user's rows, with
+//! `record_entered_view` / `record_left_view` when others move a record in
+//! or out; undo and offline changes refuse a user who has one, writing
+//! nothing. Two sidecars, both encodings.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(clippy::disallowed_methods)]
@@ -142,7 +143,7 @@ async fn load_records_by_ids_leaves_out_the_records_outside_the_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_paths_that_do_not_apply_row_grants_yet_are_forbidden_and_write_nothing() {
+async fn undo_and_offline_changes_under_a_row_grant_are_refused_and_write_nothing() {
     let (redis, a, b) = two_sidecars("rg-refuse").await;
     let t = "rg-refuse";
     let mut writer = Client::connect(&a, "hr").await;
@@ -150,22 +151,12 @@ async fn the_paths_that_do_not_apply_row_grants_yet_are_forbidden_and_write_noth
     let before = xlen(&redis, t).await;
     for (side, enc) in [(&a, Enc::MsgPack), (&b, Enc::Json)] {
         let mut ann = intern(side, "ann", enc).await;
-        let requests = [
-            ("subscribe_to_table", json!({"tableId": t, "viewId": "v"})),
-            (
-                "recover_connection",
-                json!({"tableId": t, "lastEventId": "0-0"}),
-            ),
-            ("undo", json!({"tableId": t})),
-        ];
-        for (event, data) in requests {
-            let e = ann.request(event, data).await.unwrap_err();
-            assert_eq!(e["code"], "forbidden", "{event}: {e}");
-            assert!(
-                e["message"].as_str().unwrap().contains("row grant"),
-                "{event}: {e}"
-            );
-        }
+        let e = ann
+            .request("undo", json!({"tableId": t}))
+            .await
+            .unwrap_err();
+        assert_eq!(e["code"], "forbidden", "{e}");
+        assert!(e["message"].as_str().unwrap().contains("row grant"), "{e}");
         let offline = json!([{"type": "update", "entityId": "r0", "tableId": t, "baseId": "b1",
             "changes": [{"fieldId": "note", "newValue": "x"}], "clientChangeId": "o1"}]);
         let ack = ann.request_ok("sync_offline_changes", offline).await;
@@ -413,4 +404,156 @@ async fn over_socketio_reads_and_writes_keep_to_the_rows() {
         .await
         .expect("an ack");
     assert_eq!(applied["status"], "applied", "{applied}");
+}
+
+/// The next frame named one of `names`, within the support's wait.
+async fn next_of(c: &mut Client, names: &[&str]) -> (String, Value) {
+    let (name, data, _) = c
+        .take(|(e, _, _)| names.contains(&e.as_str()))
+        .await
+        .unwrap_or_else(|| panic!("none of {names:?} arrived"));
+    (name, data)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_changes_reach_an_intern_only_for_records_of_their_rows_on_both_sidecars() {
+    let (_redis, a, b) = two_sidecars("rg-live").await;
+    let t = "rg-live";
+    let mut hr = Client::subscribed(&a, "hr", t).await;
+    seed_records(&mut hr, t).await;
+    let mut interns = Vec::new();
+    for (side, enc) in [(&a, Enc::MsgPack), (&b, Enc::Json)] {
+        let mut ann = intern(side, "ann", enc).await;
+        ann.request_ok(
+            "subscribe_to_table",
+            json!({"tableId": t, "viewId": "grid"}),
+        )
+        .await;
+        interns.push(ann);
+    }
+    for i in 0..10 {
+        let note = if i % 2 == 0 {
+            "mine-2".to_owned()
+        } else {
+            format!("{OTHERS}-2")
+        };
+        hr.request_ok(
+            "record_change",
+            update(t, &format!("r{i}"), "note", json!(note)),
+        )
+        .await;
+    }
+    for ann in &mut interns {
+        let got = ann.changes(5, std::time::Duration::from_secs(5)).await;
+        let ids: Vec<&str> = got
+            .iter()
+            .map(|e| e["entityId"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["r0", "r2", "r4", "r6", "r8"]);
+        // One more event in the stream after them: had anything of the
+        // others' records been sent, it would have arrived by now.
+        hr.request_ok("record_change", update(t, "r0", "note", json!("last")))
+            .await;
+        let last = ann.changes(1, std::time::Duration::from_secs(5)).await;
+        assert_eq!(last[0]["entityId"], "r0");
+        assert!(
+            !ann.received_bytes(OTHERS.as_bytes()),
+            "a byte of another's record"
+        );
+        assert!(!ann.received_bytes(b"r1\""), "not even another's record id");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_given_to_the_intern_enters_with_its_masked_state_and_leaves_when_taken_away() {
+    let (_redis, a, b) = two_sidecars("rg-move").await;
+    let t = "rg-move";
+    let mut hr = Client::connect(&a, "hr").await;
+    seed_records(&mut hr, t).await;
+    hr.request_ok("record_change", update(t, "r1", "salary", json!(91234)))
+        .await;
+    let grant = json!({"access": "rw", "rows": {"field": "owner", "op": "eq", "value": "$user"},
+        "fields": {"salary": "none"}});
+    let claims = json!({"sub": "ann", "exp": now_secs() + 3600, "tables": {"*": grant}});
+    let mut ann = Client::connect_claims(&b, &claims, Enc::Json).await;
+    ann.request_ok(
+        "subscribe_to_table",
+        json!({"tableId": t, "viewId": "grid"}),
+    )
+    .await;
+    let given = hr
+        .request_ok("record_change", update(t, "r1", "owner", json!("ann")))
+        .await;
+    let (name, entered) = next_of(&mut ann, &["record_entered_view", "record_left_view"]).await;
+    assert_eq!(name, "record_entered_view");
+    assert_eq!(entered["tableId"], t);
+    assert_eq!(entered["viewId"], Value::Null, "only the row grant filters");
+    assert_eq!(entered["eventId"], given["eventId"]);
+    let record = &entered["record"];
+    assert_eq!(record["recordId"], "r1");
+    assert_eq!(record["version"], given["version"]);
+    assert_eq!(record["deleted"], false);
+    assert_eq!(
+        record["fields"],
+        json!({"owner": "ann", "note": OTHERS}),
+        "salary masked"
+    );
+    assert!(!ann.received_bytes(b"91234"));
+    let taken = hr
+        .request_ok("record_change", update(t, "r1", "owner", json!("bob")))
+        .await;
+    let (name, left) = next_of(&mut ann, &["record_entered_view", "record_left_view"]).await;
+    assert_eq!(name, "record_left_view");
+    assert_eq!(
+        left,
+        json!({"tableId": t, "viewId": null, "recordId": "r1", "eventId": taken["eventId"]})
+    );
+    hr.request_ok(
+        "record_change",
+        update(t, "r1", "note", json!("after-leave")),
+    )
+    .await;
+    hr.request_ok("record_change", update(t, "r0", "note", json!("sentinel")))
+        .await;
+    let last = ann.changes(1, std::time::Duration::from_secs(5)).await;
+    assert_eq!(last[0]["entityId"], "r0", "nothing of r1 once it left");
+    assert!(!ann.received_bytes(b"after-leave"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_filtered_subscriber_gets_no_recent_changes_and_recovers_by_reloading() {
+    let (_redis, a, b) = two_sidecars("rg-recover").await;
+    let t = "rg-recover";
+    let mut hr = Client::connect(&a, "hr").await;
+    seed_records(&mut hr, t).await;
+    let mut ann = intern(&b, "ann", Enc::Json).await;
+    let ack = ann
+        .request_ok(
+            "subscribe_to_table",
+            json!({"tableId": t, "viewId": "grid", "lastEventId": "0-0"}),
+        )
+        .await;
+    assert_eq!(ack["resyncRequired"], "filtered", "{ack}");
+    let resync = ann.expect_event("resync_required").await;
+    assert_eq!(resync["reason"], "filtered");
+    let recovered = ann
+        .request(
+            "recover_connection",
+            json!({"tableId": t, "lastEventId": "0-0"}),
+        )
+        .await;
+    assert!(recovered.is_ok(), "{recovered:?}");
+    let mut fresh = intern(&a, "ann", Enc::MsgPack).await;
+    fresh
+        .request_ok(
+            "subscribe_to_table",
+            json!({"tableId": t, "viewId": "grid"}),
+        )
+        .await;
+    assert!(!ann.received_bytes(OTHERS.as_bytes()));
+    assert!(!fresh.received_bytes(OTHERS.as_bytes()));
+    assert!(
+        !fresh.received_bytes(b"mine"),
+        "no recent_changes under a filter"
+    );
 }

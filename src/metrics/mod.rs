@@ -249,6 +249,23 @@ pub fn rows_filtered(n: u64, withheld: u64) {
         catalog::ROWS_WITHHELD.handle().increment(withheld);
     }
 }
+/// A read of record states for the filtered fan-out failed.
+pub fn filter_state_read_failed() {
+    catalog::FILTER_STATE_READ_FAILURES.handle().increment(1);
+}
+/// One fan-out's filter evaluations and enter/leave decisions.
+pub fn filtered_fanout(evaluations: u64, moves: u64) {
+    if evaluations > 0 {
+        catalog::FILTER_EVALUATIONS.handle().increment(evaluations);
+    }
+    if moves > 0 {
+        catalog::VIEW_MOVES.handle().increment(moves);
+    }
+}
+/// Cohorts of filtered subscribers on this sidecar, by change.
+pub fn filter_cohorts(delta: f64) {
+    catalog::FILTER_COHORTS.handle().increment(delta);
+}
 /// A request refused because its path does not apply row grants yet.
 pub fn row_grant_refused() {
     catalog::ROW_GRANT_REFUSED.handle().increment(1);

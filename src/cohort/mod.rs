@@ -1,0 +1,296 @@
+//! Cohorts of filtered subscribers (docs/protocol.md 2.2 and 3.5): the
+//! subscribers of a table whose (filter, bound `$user`, field mask, viewId)
+//! are equal form one cohort, evaluated and encoded once per event.
+//!
+//! Data flow: the hub adds a subscriber with a [`SubFilter`] (its row grant
+//! ∧ its view's filter) to its table's [`Cohorts`] at join and removes it
+//! at leave. For each record event the hub asks [`Cohorts::candidates`] for
+//! the cohorts the record's before- or after-state may match: equality and
+//! `in` predicates (`Filter::index_key`, e.g. `owner eq $user`) index
+//! cohorts by value, so a change reaches its owner's cohort in O(1)
+//! whatever the number of users; cohorts whose filter has no such predicate
+//! are always candidates. Each candidate evaluates its filter on both
+//! states and [`decide`]s what its members get.
+
+pub mod steps;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::filter::{value_key, Filter};
+use crate::grant::ReadMask;
+
+/// What a subscription filters by: its row grant ∧ its view's filter.
+#[derive(Clone, Debug)]
+pub struct SubFilter {
+    pub filter: Arc<Filter>,
+    /// The subscriber's user id (`$user`).
+    pub user: Arc<str>,
+    /// The view named on subscribe when its filter is part of `filter`;
+    /// `None` (`viewId: null` on the wire) when only the row grant filters.
+    pub view_id: Option<Arc<str>>,
+}
+
+impl SubFilter {
+    /// A subscription's filter from its row grant and its view's filter
+    /// (either may be absent); `None` when neither is.
+    pub fn of(
+        rows: Option<Arc<Filter>>,
+        view: Option<(Arc<Filter>, &str)>,
+        user: &str,
+    ) -> Option<SubFilter> {
+        let (filter, view_id) = match (rows, view) {
+            (None, None) => return None,
+            (Some(r), None) => (r, None),
+            (None, Some((v, id))) => (v, Some(Arc::from(id))),
+            (Some(r), Some((v, id))) => (
+                Arc::new(Filter::And(vec![(*r).clone(), (*v).clone()])),
+                Some(Arc::from(id)),
+            ),
+        };
+        Some(SubFilter {
+            filter,
+            user: Arc::from(user),
+            view_id,
+        })
+    }
+}
+
+/// One cohort: the subscribers sharing a filter, a bound user, a mask and
+/// a viewId.
+pub struct Cohort {
+    pub filter: Arc<Filter>,
+    pub user: Arc<str>,
+    pub view_id: Option<Arc<str>>,
+    pub mask: Option<Arc<ReadMask>>,
+    /// Connection ids.
+    pub members: BTreeSet<Arc<str>>,
+    key: String,
+    index: Vec<(String, String)>,
+}
+
+/// A table's cohorts, indexed by the values their filters require.
+#[derive(Default)]
+pub struct Cohorts {
+    next: u64,
+    list: HashMap<u64, Cohort>,
+    by_key: HashMap<String, u64>,
+    /// (field, value key) → cohorts requiring that value.
+    index: HashMap<(String, String), Vec<u64>>,
+    /// Indexed fields, with how many cohorts use each.
+    fields: HashMap<String, usize>,
+    /// Cohorts evaluated on every event of the table.
+    unindexed: BTreeSet<u64>,
+}
+
+impl Cohorts {
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn get(&self, id: u64) -> Option<&Cohort> {
+        self.list.get(&id)
+    }
+
+    /// All cohort ids (events that are not about a record reach them all).
+    pub fn ids(&self) -> Vec<u64> {
+        self.list.keys().copied().collect()
+    }
+
+    /// Adds `conn` to its cohort (made on first need); the cohort's id.
+    pub fn add(&mut self, conn: Arc<str>, f: &SubFilter, mask: Option<Arc<ReadMask>>) -> u64 {
+        let bound = if f.filter.uses_user() { &*f.user } else { "" };
+        let key = format!(
+            "{}\u{0}{bound}\u{0}{:?}\u{0}{:?}",
+            f.filter.to_json(),
+            mask.as_deref(),
+            f.view_id.as_deref()
+        );
+        if let Some(&id) = self.by_key.get(&key) {
+            if let Some(c) = self.list.get_mut(&id) {
+                c.members.insert(conn);
+                return id;
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        let index: Vec<(String, String)> = match f.filter.index_key() {
+            Some(k) => {
+                let keys: BTreeSet<String> = k.keys(&f.user).into_iter().collect();
+                keys.into_iter().map(|v| (k.field.clone(), v)).collect()
+            }
+            None => Vec::new(),
+        };
+        if index.is_empty() {
+            self.unindexed.insert(id);
+        } else if let Some((field, _)) = index.first() {
+            *self.fields.entry(field.clone()).or_default() += 1;
+        }
+        for k in &index {
+            self.index.entry(k.clone()).or_default().push(id);
+        }
+        self.by_key.insert(key.clone(), id);
+        self.list.insert(
+            id,
+            Cohort {
+                filter: f.filter.clone(),
+                user: f.user.clone(),
+                view_id: f.view_id.clone(),
+                mask,
+                members: BTreeSet::from([conn]),
+                key,
+                index,
+            },
+        );
+        id
+    }
+
+    /// Removes `conn` from cohort `id`, and the cohort once empty.
+    pub fn remove(&mut self, id: u64, conn: &str) {
+        let Some(c) = self.list.get_mut(&id) else {
+            return;
+        };
+        c.members.remove(conn);
+        if !c.members.is_empty() {
+            return;
+        }
+        let Some(c) = self.list.remove(&id) else {
+            return;
+        };
+        self.by_key.remove(&c.key);
+        self.unindexed.remove(&id);
+        if let Some((field, _)) = c.index.first() {
+            if let Some(n) = self.fields.get_mut(field) {
+                *n -= 1;
+                if *n == 0 {
+                    self.fields.remove(field);
+                }
+            }
+        }
+        for k in c.index {
+            if let Some(ids) = self.index.get_mut(&k) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.index.remove(&k);
+                }
+            }
+        }
+    }
+
+    /// The cohorts `before` or `after` may match: those indexed under one
+    /// of their values, and the unindexed ones. Sorted, each once.
+    pub fn candidates(
+        &self,
+        before: Option<&Map<String, Value>>,
+        after: Option<&Map<String, Value>>,
+    ) -> Vec<u64> {
+        let mut out: BTreeSet<u64> = self.unindexed.clone();
+        for field in self.fields.keys() {
+            for state in [before, after].into_iter().flatten() {
+                let v = state.get(field).unwrap_or(&Value::Null);
+                if let Some(ids) = self.index.get(&(field.clone(), value_key(v))) {
+                    out.extend(ids.iter().copied());
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+/// What a cohort's members get for one record event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// The change, masked (the record stays in their rows).
+    Change,
+    /// `record_entered_view` with the record's masked state.
+    Enter,
+    /// `record_left_view`.
+    Leave,
+    Nothing,
+}
+
+/// The decision for a cohort whose filter matched the record before the
+/// event (`before`) and after it (`after`). A step that is not exact (the
+/// record moved again since) sends the state rather than the change, so a
+/// member never applies a change to a record it may not hold.
+pub fn decide(before: bool, after: bool, exact: bool) -> Move {
+    match (before, after) {
+        (true, true) if exact => Move::Change,
+        (_, true) => Move::Enter,
+        (true, false) => Move::Leave,
+        (false, false) => Move::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mine() -> Arc<Filter> {
+        let f = json!({"field": "owner", "op": "eq", "value": "$user"});
+        Arc::new(Filter::parse(&f, "rows").expect("a filter"))
+    }
+
+    fn sub(user: &str) -> SubFilter {
+        SubFilter::of(Some(mine()), None, user).expect("a filter")
+    }
+
+    fn rec(owner: &str) -> Map<String, Value> {
+        json!({"owner": owner})
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn subscribers_with_equal_filter_user_and_mask_share_one_cohort() {
+        let mut c = Cohorts::default();
+        let a = c.add(Arc::from("c1"), &sub("ann"), None);
+        let b = c.add(Arc::from("c2"), &sub("ann"), None);
+        let other = c.add(Arc::from("c3"), &sub("bob"), None);
+        assert_eq!(a, b);
+        assert_ne!(a, other);
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn a_change_finds_only_the_owners_cohorts_by_index_whatever_the_number_of_users() {
+        let mut c = Cohorts::default();
+        for n in 0..1000 {
+            c.add(Arc::from(format!("c{n}")), &sub(&format!("u{n}")), None);
+        }
+        let cands = c.candidates(Some(&rec("u7")), Some(&rec("u9")));
+        assert_eq!(cands.len(), 2);
+        let users: BTreeSet<&str> = cands
+            .iter()
+            .filter_map(|i| c.get(*i))
+            .map(|c| &*c.user)
+            .collect();
+        assert_eq!(users, BTreeSet::from(["u7", "u9"]));
+    }
+
+    #[test]
+    fn a_cohort_goes_when_its_last_member_leaves() {
+        let mut c = Cohorts::default();
+        let id = c.add(Arc::from("c1"), &sub("ann"), None);
+        c.remove(id, "c1");
+        assert!(c.is_empty());
+        assert!(c.candidates(Some(&rec("ann")), None).is_empty());
+    }
+
+    #[test]
+    fn before_and_after_decide_change_enter_leave_or_nothing() {
+        assert_eq!(decide(true, true, true), Move::Change);
+        assert_eq!(decide(true, true, false), Move::Enter);
+        assert_eq!(decide(false, true, true), Move::Enter);
+        assert_eq!(decide(true, false, true), Move::Leave);
+        assert_eq!(decide(false, false, true), Move::Nothing);
+    }
+}
