@@ -59,6 +59,9 @@ struct TableInner {
     subscribers: HashMap<Arc<str>, Subscriber>,
     /// v1.3: the filtered subscribers' cohorts (`src/hub/filtered.rs`).
     cohorts: Cohorts,
+    /// v1.3: records whose filtered subscribers hold a newer state than
+    /// the events still to come (`src/hub/filtered.rs`).
+    jumps: filtered::Jumps,
 }
 
 struct Subscriber {
@@ -163,6 +166,7 @@ impl Hub {
                     cursor,
                     subscribers: HashMap::new(),
                     cohorts: Cohorts::default(),
+                    jumps: Default::default(),
                 }),
             });
             write(&self.tables).insert(Arc::from(table), entry);

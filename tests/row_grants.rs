@@ -557,3 +557,146 @@ async fn a_filtered_subscriber_gets_no_recent_changes_and_recovers_by_reloading(
         "no recent_changes under a filter"
     );
 }
+
+/// A subscriber's copy of the table, kept by the version rule: record id
+/// → (version, fields).
+#[derive(Default, Debug, PartialEq)]
+struct Copy(std::collections::BTreeMap<String, (u64, Value)>);
+
+impl Copy {
+    fn apply(&mut self, name: &str, data: &Value) {
+        match name {
+            "record_change" => self.change(data),
+            "batch_changes" => data.as_array().unwrap().iter().for_each(|e| self.change(e)),
+            "record_entered_view" => self.state(&data["record"]),
+            "record_left_view" => {
+                self.0.remove(data["recordId"].as_str().unwrap());
+            }
+            _ => {}
+        }
+    }
+
+    fn state(&mut self, r: &Value) {
+        let (id, v) = (
+            r["recordId"].as_str().unwrap(),
+            r["version"].as_u64().unwrap(),
+        );
+        if self.0.get(id).is_none_or(|held| v > held.0) {
+            self.0.insert(id.to_owned(), (v, r["fields"].clone()));
+        }
+    }
+
+    fn change(&mut self, e: &Value) {
+        let (id, v) = (
+            e["entityId"].as_str().unwrap(),
+            e["version"].as_u64().unwrap(),
+        );
+        let Some(held) = self.0.get_mut(id) else {
+            panic!("a change of {id}, a record this subscriber does not hold: {e}");
+        };
+        if v <= held.0 {
+            return;
+        }
+        if e["type"] == "delete" {
+            self.0.remove(id);
+            return;
+        }
+        held.0 = v;
+        for c in e["changes"].as_array().unwrap() {
+            let f = c["fieldId"].as_str().unwrap();
+            match &c["newValue"] {
+                Value::Null => held.1.as_object_mut().unwrap().remove(f),
+                nv => held
+                    .1
+                    .as_object_mut()
+                    .unwrap()
+                    .insert(f.to_owned(), nv.clone()),
+            };
+        }
+    }
+
+    async fn loaded(c: &mut Client, table: &str) -> Copy {
+        let page = c
+            .request_ok("load_records", json!({"tableId": table, "limit": 1000}))
+            .await;
+        let mut copy = Copy::default();
+        page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .for_each(|r| copy.state(r));
+        copy
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn four_writers_moving_records_in_and_out_leave_every_subscriber_equal_to_its_load_records() {
+    let (_redis, a, b) = two_sidecars("rg-conv").await;
+    let t = "rg-conv";
+    let mut hr = Client::connect(&a, "hr").await;
+    seed_records(&mut hr, t).await;
+    let users = ["ann", "bob", "cy"];
+    let mut subs = Vec::new();
+    for (n, user) in users.iter().chain(["ann"].iter()).enumerate() {
+        let (side, enc) = if n % 2 == 0 {
+            (&a, Enc::MsgPack)
+        } else {
+            (&b, Enc::Json)
+        };
+        let mut c = intern(side, user, enc).await;
+        c.request_ok(
+            "subscribe_to_table",
+            json!({"tableId": t, "viewId": "grid"}),
+        )
+        .await;
+        let copy = Copy::loaded(&mut c, t).await;
+        subs.push((user.to_owned(), c, copy));
+    }
+    let writer = |w: u64| {
+        let side = if w % 2 == 0 { &a } else { &b };
+        async move {
+            let mut c = Client::connect(side, &format!("hr{w}")).await;
+            let mut seed = 7919 * (w + 1);
+            for n in 0..40 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let record = format!("r{}", (seed >> 33) % 10);
+                let change = match (seed >> 20) % 3 {
+                    0 => update(t, &record, "note", json!(format!("w{w}-{n}"))),
+                    _ => update(
+                        t,
+                        &record,
+                        "owner",
+                        json!(users[((seed >> 40) % 3) as usize]),
+                    ),
+                };
+                c.request_ok("record_change", change).await;
+            }
+        }
+    };
+    futures_util::future::join_all((0..4).map(writer)).await;
+    for user in users {
+        hr.request_ok(
+            "record_change",
+            create(t, &format!("s-{user}"), user, "sentinel"),
+        )
+        .await;
+    }
+    for (user, c, copy) in &mut subs {
+        let sentinel = format!("s-{user}");
+        loop {
+            let (name, data, _) = c
+                .next(std::time::Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("{user}: no sentinel"));
+            copy.apply(&name, &data);
+            if name == "record_entered_view" && data["record"]["recordId"] == sentinel.as_str() {
+                break;
+            }
+        }
+        let expected = Copy::loaded(c, t).await;
+        assert_eq!(*copy, expected, "{user}'s copy against its load_records");
+        assert!(expected.0.values().all(|(_, f)| f["owner"] == **user));
+    }
+}

@@ -215,16 +215,34 @@ pub enum Move {
     Nothing,
 }
 
+/// How a record event's states are known (`steps`, and the hub's jumps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Known {
+    /// Exactly, before and after the event; members hold the before-state.
+    Exact,
+    /// The record moved again since: the after-state is the newer stored
+    /// one (the fan-out jumps its members there), the before-state is a
+    /// guess.
+    Stale,
+    /// The event is at or before a version its members were already
+    /// jumped to: they hold that newer state.
+    Shadowed,
+}
+
 /// The decision for a cohort whose filter matched the record before the
-/// event (`before`) and after it (`after`). A step that is not exact (the
-/// record moved again since) sends the state rather than the change, so a
-/// member never applies a change to a record it may not hold.
-pub fn decide(before: bool, after: bool, exact: bool) -> Move {
-    match (before, after) {
-        (true, true) if exact => Move::Change,
-        (_, true) => Move::Enter,
-        (true, false) => Move::Leave,
-        (false, false) => Move::Nothing,
+/// event (`before`) and after it (`after`). A stale step sends the state
+/// (enter) rather than the change, so a member never applies a change to a
+/// record it may not hold, and a leave to every candidate the after-state
+/// does not match, as its before-state is only a guess (a leave of a record
+/// a member does not hold is harmless and carries no field). A shadowed
+/// event changes nothing for members that hold the newer state, and leaves
+/// the others, for the same reason.
+pub fn decide(before: bool, after: bool, known: Known) -> Move {
+    match (known, before, after) {
+        (Known::Exact, true, true) => Move::Change,
+        (Known::Exact, false, true) | (Known::Stale, _, true) => Move::Enter,
+        (Known::Exact, true, false) | (Known::Stale | Known::Shadowed, _, false) => Move::Leave,
+        (Known::Exact, false, false) | (Known::Shadowed, _, true) => Move::Nothing,
     }
 }
 
@@ -286,11 +304,18 @@ mod tests {
     }
 
     #[test]
-    fn before_and_after_decide_change_enter_leave_or_nothing() {
-        assert_eq!(decide(true, true, true), Move::Change);
-        assert_eq!(decide(true, true, false), Move::Enter);
-        assert_eq!(decide(false, true, true), Move::Enter);
-        assert_eq!(decide(true, false, true), Move::Leave);
-        assert_eq!(decide(false, false, true), Move::Nothing);
+    fn exact_states_decide_change_enter_leave_or_nothing() {
+        assert_eq!(decide(true, true, Known::Exact), Move::Change);
+        assert_eq!(decide(false, true, Known::Exact), Move::Enter);
+        assert_eq!(decide(true, false, Known::Exact), Move::Leave);
+        assert_eq!(decide(false, false, Known::Exact), Move::Nothing);
+    }
+
+    #[test]
+    fn a_stale_step_jumps_to_the_stored_state_and_a_shadowed_one_only_leaves() {
+        assert_eq!(decide(true, true, Known::Stale), Move::Enter);
+        assert_eq!(decide(false, false, Known::Stale), Move::Leave);
+        assert_eq!(decide(true, true, Known::Shadowed), Move::Nothing);
+        assert_eq!(decide(false, false, Known::Shadowed), Move::Leave);
     }
 }

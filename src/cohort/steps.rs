@@ -95,7 +95,7 @@ fn from_event_only(e: &ChangeEvent) -> Step {
 }
 
 /// The state before `e`, from the state after it.
-fn undo(after: Fields, e: &ChangeEvent) -> Fields {
+pub fn undo(after: Fields, e: &ChangeEvent) -> Fields {
     match e.kind.as_str() {
         "create" => None,
         "delete" => Some(values(e, "oldValue")),

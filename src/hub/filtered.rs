@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::TableInner;
-use crate::cohort::steps::{steps, Step};
-use crate::cohort::{decide, Cohort, Move};
+use crate::cohort::steps::{steps, undo, Fields, Step};
+use crate::cohort::{decide, Cohort, Known, Move};
 use crate::grant::masking;
 use crate::outbox::Frame;
 use crate::protocol::event::ChangeEvent;
@@ -38,10 +38,11 @@ pub(super) fn fan_out(
     }
     let steps = steps(events, states);
     let (mut evaluations, mut moves) = (0u64, 0u64);
-    for (e, step) in events.iter().zip(&steps) {
-        let ids = match step {
+    for (e, step) in events.iter().zip(steps) {
+        let step = step.map(|s| inner.jumps.known(e, s));
+        let ids = match &step {
             None => inner.cohorts.ids(),
-            Some(s) => inner
+            Some((s, _)) => inner
                 .cohorts
                 .candidates(s.before.as_ref(), s.after.as_ref()),
         };
@@ -49,12 +50,12 @@ pub(super) fn fan_out(
             let Some(c) = inner.cohorts.get(id) else {
                 continue;
             };
-            let mv = match step {
+            let mv = match &step {
                 // Not about a record (a field, the table, a view): as is.
                 None => Move::Change,
-                Some(s) => {
+                Some((s, known)) => {
                     evaluations += 2;
-                    decide(holds(c, &s.before), holds(c, &s.after), s.exact)
+                    decide(holds(c, &s.before), holds(c, &s.after), *known)
                 }
             };
             if mv == Move::Nothing {
@@ -73,7 +74,9 @@ pub(super) fn fan_out(
                 };
                 let framing = sub.outbox.framing();
                 let frame = frames[framing.slot()]
-                    .get_or_insert_with(|| build(mv, c, table, e, step.as_ref(), framing))
+                    .get_or_insert_with(|| {
+                        build(mv, c, table, e, step.as_ref().map(|s| &s.0), framing)
+                    })
                     .clone();
                 if let Some(bytes) = frame {
                     sub.push(bytes, Some(e.timestamp));
@@ -82,6 +85,65 @@ pub(super) fn fan_out(
         }
     }
     crate::metrics::filtered_fanout(evaluations, moves);
+}
+
+/// Records whose filtered members were jumped to a newer state than their
+/// event's (a stale step): record id → (version, state). Kept in stream
+/// order under the table's lock; an entry goes when the event of its
+/// version is fanned out. Bounded: past [`MAX_JUMPS`] the oldest half is
+/// forgotten (their later events are then judged as if not jumped).
+#[derive(Default)]
+pub(super) struct Jumps {
+    by_record: HashMap<String, (u64, Fields)>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// Jumped records a table keeps (each lives until its version's event is
+/// fanned out, normally within a batch or two).
+const MAX_JUMPS: usize = 10_000;
+
+impl Jumps {
+    /// How the members know `e`'s record, and the states to judge it on.
+    fn known(&mut self, e: &ChangeEvent, s: Step) -> (Step, Known) {
+        if let Some((version, state)) = self.by_record.get(&e.entity_id) {
+            if e.version <= *version {
+                let step = Step {
+                    before: undo(state.clone(), e),
+                    after: state.clone(),
+                    version: *version,
+                    exact: false,
+                };
+                if e.version == *version {
+                    self.by_record.remove(&e.entity_id);
+                }
+                return (step, Known::Shadowed);
+            }
+            self.by_record.remove(&e.entity_id);
+        }
+        if s.exact {
+            return (s, Known::Exact);
+        }
+        if self.order.len() >= MAX_JUMPS {
+            let live = &self.by_record;
+            self.order.retain(|r| live.contains_key(r));
+        }
+        if self.order.len() >= MAX_JUMPS {
+            tracing::warn!(
+                kept = MAX_JUMPS,
+                "too many jumped records; forgetting the oldest"
+            );
+            crate::metrics::filter_state_read_failed();
+            while self.order.len() >= MAX_JUMPS / 2 {
+                if let Some(old) = self.order.pop_front() {
+                    self.by_record.remove(&old);
+                }
+            }
+        }
+        self.order.push_back(e.entity_id.clone());
+        self.by_record
+            .insert(e.entity_id.clone(), (s.version, s.after.clone()));
+        (s, Known::Stale)
+    }
 }
 
 fn holds(c: &Cohort, state: &Option<Map<String, Value>>) -> bool {
