@@ -638,7 +638,7 @@ async fn four_writers_moving_records_in_and_out_leave_every_subscriber_equal_to_
     let users = ["ann", "bob", "cy"];
     let mut subs = Vec::new();
     for (n, user) in users.iter().chain(["ann"].iter()).enumerate() {
-        let (side, enc) = if n % 2 == 0 {
+        let (side, enc) = if n.is_multiple_of(2) {
             (&a, Enc::MsgPack)
         } else {
             (&b, Enc::Json)
@@ -653,7 +653,7 @@ async fn four_writers_moving_records_in_and_out_leave_every_subscriber_equal_to_
         subs.push((user.to_owned(), c, copy));
     }
     let writer = |w: u64| {
-        let side = if w % 2 == 0 { &a } else { &b };
+        let side = if w.is_multiple_of(2) { &a } else { &b };
         async move {
             let mut c = Client::connect(side, &format!("hr{w}")).await;
             let mut seed = 7919 * (w + 1);
