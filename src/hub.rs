@@ -910,4 +910,100 @@ mod tests {
         assert_eq!(seen.len(), 1);
         assert!(String::from_utf8_lossy(&seen[0]).contains("name"));
     }
+
+    fn open_tasks() -> Option<SubFilter> {
+        let f = serde_json::json!({"field": "status", "op": "eq", "value": "open"});
+        let view = Arc::new(crate::filter::Filter::parse(&f, "filter").expect("a filter"));
+        SubFilter::of(None, Some((view, "open-tasks")), "ann")
+    }
+
+    fn status_event(event_id: &str, version: u64, old: &str, new: &str) -> ChangeEvent {
+        let changes = format!(r#"[{{"fieldId":"status","oldValue":"{old}","newValue":"{new}"}}]"#);
+        let fields = vec![
+            ("type".to_owned(), b"update".to_vec()),
+            ("entityType".to_owned(), b"record".to_vec()),
+            ("entityId".to_owned(), b"r".to_vec()),
+            ("userId".to_owned(), b"u".to_vec()),
+            ("version".to_owned(), version.to_string().into_bytes()),
+            ("changes".to_owned(), changes.into_bytes()),
+        ];
+        ChangeEvent::from_entry(id(event_id), &fields, Some("t")).expect("a valid entry")
+    }
+
+    fn stored(version: u64, status: &str) -> HashMap<String, RecordState> {
+        let fields = serde_json::json!({"status": status, "title": "T"});
+        let state = RecordState {
+            record_id: "r".into(),
+            version,
+            deleted: false,
+            fields: fields.as_object().cloned().unwrap_or_default(),
+        };
+        HashMap::from([("r".to_owned(), state)])
+    }
+
+    fn frame_of(rx: &mut OutboxReceiver) -> Value {
+        serde_json::from_slice(&rx.try_next().expect("a frame")).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn a_view_subscriber_gets_enter_change_and_leave_as_a_record_moves_through_its_view() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob, None, open_tasks()).await.expect("join");
+        hub.activate("t", "c1");
+        assert!(hub.wants_states("t"));
+        hub.deliver_with_states(
+            "t",
+            vec![status_event("6-0", 2, "done", "open")],
+            &stored(2, "open"),
+        );
+        let entered = frame_of(&mut rx);
+        assert_eq!(entered[0], "record_entered_view");
+        assert_eq!(
+            entered[1],
+            serde_json::json!({"tableId": "t", "viewId": "open-tasks", "eventId": "6-0",
+                "record": {"recordId": "r", "version": 2, "deleted": false,
+                    "fields": {"status": "open", "title": "T"}}})
+        );
+        hub.deliver_with_states(
+            "t",
+            vec![status_event("7-0", 3, "open", "open")],
+            &stored(3, "open"),
+        );
+        assert_eq!(frame_of(&mut rx)[0], "record_change");
+        hub.deliver_with_states(
+            "t",
+            vec![status_event("8-0", 4, "open", "done")],
+            &stored(4, "done"),
+        );
+        assert_eq!(
+            frame_of(&mut rx),
+            serde_json::json!(["record_left_view", {"tableId": "t", "viewId": "open-tasks",
+                "recordId": "r", "eventId": "8-0"}])
+        );
+        hub.deliver_with_states(
+            "t",
+            vec![status_event("9-0", 5, "done", "later")],
+            &stored(5, "later"),
+        );
+        assert!(rx.try_next().is_none(), "nothing while outside the view");
+    }
+
+    #[tokio::test]
+    async fn an_unfiltered_subscriber_beside_a_view_keeps_the_plain_change() {
+        let hub = hub();
+        let mut all = live(&hub, "all", None).await;
+        let (ob, mut view) = subscriber("v", 1 << 20);
+        hub.join("t", ob, None, open_tasks()).await.expect("join");
+        hub.activate("t", "v");
+        hub.deliver_with_states(
+            "t",
+            vec![status_event("6-0", 2, "open", "done")],
+            &stored(2, "done"),
+        );
+        assert_eq!(frame_of(&mut all)[0], "record_change");
+        assert_eq!(frame_of(&mut view)[0], "record_left_view");
+        hub.unsubscribe("t", "v").await;
+        assert!(!hub.wants_states("t"), "no filtered cohort left");
+    }
 }

@@ -214,6 +214,9 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
     ("rtsync_filter_evaluations_total", None),
     ("rtsync_rows_withheld_total", None),
     ("rtsync_row_grant_refused_total", None),
+    ("rtsync_filter_state_read_failures_total", None),
+    ("rtsync_view_moves_total", None),
+    ("rtsync_filter_cohorts", None),
     ("rtsync_sink_lag_entries", None),
     ("rtsync_sink_lag_seconds", None),
     (
