@@ -1006,4 +1006,71 @@ mod tests {
         hub.unsubscribe("t", "v").await;
         assert!(!hub.wants_states("t"), "no filtered cohort left");
     }
+
+    fn owner_event(event_id: &str, version: u64, field: &str, old: &str, new: &str) -> ChangeEvent {
+        let changes = format!(r#"[{{"fieldId":"{field}","oldValue":"{old}","newValue":"{new}"}}]"#);
+        let fields = vec![
+            ("type".to_owned(), b"update".to_vec()),
+            ("entityType".to_owned(), b"record".to_vec()),
+            ("entityId".to_owned(), b"r".to_vec()),
+            ("userId".to_owned(), b"u".to_vec()),
+            ("version".to_owned(), version.to_string().into_bytes()),
+            ("changes".to_owned(), changes.into_bytes()),
+        ];
+        ChangeEvent::from_entry(id(event_id), &fields, Some("t")).expect("a valid entry")
+    }
+
+    async fn owner_of_rows(hub: &Hub, user: &str) -> OutboxReceiver {
+        let f = serde_json::json!({"field": "owner", "op": "eq", "value": "$user"});
+        let rows = Arc::new(crate::filter::Filter::parse(&f, "rows").expect("a filter"));
+        let (ob, rx) = subscriber(user, 1 << 20);
+        hub.join("t", ob, None, SubFilter::of(Some(rows), None, user))
+            .await
+            .expect("join");
+        hub.activate("t", user);
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_record_moved_again_before_its_state_was_read_still_leaves_its_old_owner() {
+        let hub = hub();
+        let mut ann = owner_of_rows(&hub, "ann").await;
+        let mut bob = owner_of_rows(&hub, "bob").await;
+        let now = |owner: &str| {
+            let fields = serde_json::json!({"owner": owner, "note": "b"});
+            let state = RecordState {
+                record_id: "r".into(),
+                version: 3,
+                deleted: false,
+                fields: fields.as_object().cloned().unwrap_or_default(),
+            };
+            HashMap::from([("r".to_owned(), state)])
+        };
+        // v2 edits the note of ann's record; v3 gives it to bob before the
+        // tailer read v2's batch's state.
+        hub.deliver_with_states(
+            "t",
+            vec![owner_event("6-0", 2, "note", "a", "b")],
+            &now("bob"),
+        );
+        let entered = frame_of(&mut bob);
+        assert_eq!(entered[0], "record_entered_view");
+        assert_eq!(entered[1]["record"]["version"], 3, "the stored state");
+        hub.deliver_with_states(
+            "t",
+            vec![owner_event("7-0", 3, "owner", "ann", "bob")],
+            &now("bob"),
+        );
+        assert_eq!(frame_of(&mut ann)[0], "record_left_view");
+        assert!(bob.try_next().is_none(), "bob already holds version 3");
+        hub.deliver_with_states("t", vec![owner_event("8-0", 4, "note", "b", "c")], &{
+            let mut s = now("bob");
+            if let Some(r) = s.get_mut("r") {
+                r.version = 4;
+            }
+            s
+        });
+        assert_eq!(frame_of(&mut bob)[0], "record_change", "exact again");
+        assert!(ann.try_next().is_none());
+    }
 }

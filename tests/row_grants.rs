@@ -700,3 +700,60 @@ async fn four_writers_moving_records_in_and_out_leave_every_subscriber_equal_to_
         assert!(expected.0.values().all(|(_, f)| f["owner"] == **user));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_socketio_live_events_keep_to_the_rows_and_a_given_record_enters() {
+    let (_redis, a, b) = two_sidecars("rg-sio-live").await;
+    let t = "rg-sio-live";
+    let mut hr = Client::connect(&a, "hr").await;
+    seed_records(&mut hr, t).await;
+    let claims = json!({"sub": "ann", "exp": now_secs() + 3600, "tables": {"*": own_rows()}});
+    let token = support::tokens::hs256(&claims);
+    let mut sio = Sio::connect(&b, &json!({ "token": token })).await;
+    let ack = sio
+        .request(
+            1,
+            "subscribe_to_table",
+            &json!({"tableId": t, "viewId": "grid"}),
+        )
+        .await
+        .expect("an ack");
+    assert_eq!(ack["tableId"], t, "{ack}");
+    for i in 0..10 {
+        let note = format!("HIDDEN-{i}");
+        hr.request_ok(
+            "record_change",
+            update(t, &format!("r{i}"), "note", json!(note)),
+        )
+        .await;
+    }
+    hr.request_ok("record_change", update(t, "r1", "owner", json!("ann")))
+        .await;
+    let (mut raw, mut entered) = (String::new(), None);
+    while entered.is_none() {
+        let text = sio
+            .text(std::time::Duration::from_secs(10))
+            .await
+            .expect("the entered record");
+        raw.push_str(&text);
+        let Some(body) = text.strip_prefix("42") else {
+            continue;
+        };
+        let frame: Value = serde_json::from_str(body).unwrap();
+        if frame[0] == "record_entered_view" {
+            entered = Some(frame[1].clone());
+        }
+    }
+    let entered = entered.unwrap();
+    assert_eq!(entered["record"]["recordId"], "r1");
+    assert_eq!(entered["record"]["fields"]["note"], "HIDDEN-1");
+    for i in [0, 2, 4, 6, 8] {
+        assert!(raw.contains(&format!("HIDDEN-{i}")), "own record r{i}");
+    }
+    for i in [3, 5, 7, 9] {
+        assert!(
+            !raw.contains(&format!("HIDDEN-{i}")),
+            "another's record r{i}"
+        );
+    }
+}
