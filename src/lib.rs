@@ -141,6 +141,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let tailer = TailerHandle::new(store.clone(), config.tailer_readers.get());
     let bus = PresenceBus::new(store.clone(), tailer.clone())?;
     let serving = Arc::new(Serving::new(store.clone(), tailer.clone(), bus.clone()));
+    // v1.3 views follow each table's start and stop and its `view` events.
+    let views = Arc::new(view::Views::new());
+    let serving = Arc::new(view::follow::ViewServing::new(serving, views.clone()));
     let hub = Arc::new(Hub::new(serving));
     let app = Arc::new(App::new(
         config.clone(),
@@ -151,13 +154,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         shutdown.clone(),
         tasks.clone(),
         audit,
+        views.clone(),
     ));
     tasks.spawn(load_library(
         store.clone(),
         app.library_loaded.clone(),
         shutdown.clone(),
     ));
-    tailer.spawn(hub.clone(), &tasks, shutdown.clone());
+    let tailed = Arc::new(view::follow::ViewEvents::new(hub.clone(), views));
+    tailer.spawn(tailed, &tasks, shutdown.clone());
     tasks.spawn(gauges::run(
         store.clone(),
         hub.clone(),

@@ -249,6 +249,22 @@ pub fn rows_filtered(n: u64, withheld: u64) {
         catalog::ROWS_WITHHELD.handle().increment(withheld);
     }
 }
+/// A `view` event applied to this sidecar's view filters.
+pub fn view_applied() {
+    catalog::VIEW_EVENTS_APPLIED.handle().increment(1);
+}
+/// A view filter that could not be read (taken as no filter).
+pub fn view_unreadable() {
+    catalog::VIEW_FILTERS_UNREADABLE.handle().increment(1);
+}
+/// A view filter not kept: the registry is full.
+pub fn view_not_kept() {
+    catalog::VIEWS_NOT_KEPT.handle().increment(1);
+}
+/// A PUT of a view's filter refused or failed.
+pub fn view_write_failed() {
+    catalog::VIEW_WRITE_FAILURES.handle().increment(1);
+}
 /// A request refused because its path does not apply row grants yet.
 pub fn row_grant_refused() {
     catalog::ROW_GRANT_REFUSED.handle().increment(1);

@@ -1,0 +1,98 @@
+use serde_json::{json, Value};
+
+use super::*;
+use crate::change::StreamId;
+
+fn view_event(view: &str, version: u64, filter: Option<Value>) -> ChangeEvent {
+    let mut change = json!({"fieldId": "filter"});
+    if let Some(f) = filter {
+        change["newValue"] = f;
+    }
+    let fields: Vec<(String, Vec<u8>)> = [
+        ("type", FILTER_EVENT.to_owned()),
+        ("entityType", "view".to_owned()),
+        ("entityId", view.to_owned()),
+        ("userId", "api".to_owned()),
+        ("version", version.to_string()),
+        ("changes", json!([change]).to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+    .collect();
+    let id = StreamId::parse(&format!("{version}-0")).unwrap();
+    ChangeEvent::from_stream_entry(id, &fields, "t").unwrap()
+}
+
+fn mine() -> Value {
+    json!({"field": "owner", "op": "eq", "value": "$user"})
+}
+
+#[test]
+fn a_view_event_of_a_served_table_sets_its_filter() {
+    let views = Views::new();
+    views.serving("t", true);
+    views.apply("t", &[view_event("v", 1, Some(mine()))]);
+    let f = views.filter("t", "v").unwrap();
+    assert_eq!(f.to_json(), mine());
+}
+
+#[test]
+fn a_view_event_without_a_new_value_makes_the_view_the_whole_table() {
+    let views = Views::new();
+    views.serving("t", true);
+    views.apply("t", &[view_event("v", 1, Some(mine()))]);
+    views.apply("t", &[view_event("v", 2, None)]);
+    assert!(views.filter("t", "v").is_none());
+}
+
+#[test]
+fn an_older_view_event_changes_nothing() {
+    let views = Views::new();
+    views.serving("t", true);
+    views.apply("t", &[view_event("v", 2, Some(mine()))]);
+    views.apply("t", &[view_event("v", 1, None)]);
+    assert!(views.filter("t", "v").is_some());
+}
+
+#[test]
+fn events_of_a_table_not_served_are_not_kept() {
+    let views = Views::new();
+    views.apply("t", &[view_event("v", 1, Some(mine()))]);
+    assert!(views.filter("t", "v").is_none());
+}
+
+#[test]
+fn stopping_to_serve_a_table_forgets_its_views() {
+    let views = Views::new();
+    views.serving("t", true);
+    views.apply("t", &[view_event("v", 1, Some(mine()))]);
+    views.serving("t", false);
+    views.serving("t", true);
+    assert!(views.filter("t", "v").is_none());
+}
+
+#[test]
+fn an_unreadable_filter_in_an_event_is_taken_as_no_filter() {
+    let views = Views::new();
+    views.serving("t", true);
+    views.apply("t", &[view_event("v", 1, Some(mine()))]);
+    views.apply(
+        "t",
+        &[view_event(
+            "v",
+            2,
+            Some(json!({"field": "a", "op": "like"})),
+        )],
+    );
+    assert!(views.filter("t", "v").is_none());
+}
+
+#[test]
+fn other_events_of_a_view_change_no_filter() {
+    let views = Views::new();
+    views.serving("t", true);
+    let mut e = view_event("v", 1, Some(mine()));
+    e.kind = "update".into();
+    views.apply("t", &[e]);
+    assert!(views.filter("t", "v").is_none());
+}
