@@ -372,3 +372,28 @@ async fn over_socketio_load_records_with_a_view_pages_only_its_records() {
         .expect("an ack");
     assert_eq!(bad["error"]["code"], "bad_request", "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_put_is_audited_with_its_outcome() {
+    let (_redis, a, _b) = two_sidecars("vw-audit").await;
+    let t = "vw-audit";
+    assert_eq!(put(&a, t, "open", &json!({"filter": open_only()})).0, 200);
+    assert_eq!(put(&a, t, "open", &json!({"filter": {"op": 1}})).0, 400);
+    let audited = |outcome: &'static str| {
+        let a = &a;
+        support::wait_for(outcome, Duration::from_secs(10), move || async move {
+            let (_, v) = a.api("GET", "/api/v1/audit?action=api_view", &Value::Null);
+            v["data"]["entries"]
+                .as_array()?
+                .iter()
+                .find(|e| e["outcome"] == outcome)
+                .cloned()
+        })
+    };
+    let ok = audited("ok").await;
+    assert_eq!(ok["tableId"], t);
+    assert_eq!(ok["actor"], "api");
+    assert_eq!(ok["detail"], "view open version 1");
+    let refused = audited("bad_request").await;
+    assert_eq!(refused["tableId"], t);
+}

@@ -96,3 +96,65 @@ fn other_events_of_a_view_change_no_filter() {
     views.apply("t", &[e]);
     assert!(views.filter("t", "v").is_none());
 }
+
+/// Records, per delivery, the events handed on and the filter of view
+/// `v` at that moment.
+struct Recorder {
+    views: Arc<Views>,
+    seen: Mutex<Vec<(Vec<String>, bool)>>,
+}
+
+impl crate::store::events::EventHandler for Recorder {
+    fn deliver(&self, table: &str, events: Vec<ChangeEvent>) {
+        let kinds = events.iter().map(|e| e.entity_type.clone()).collect();
+        let filtered = self.views.filter(table, "v").is_some();
+        crate::locks::lock(&self.seen).push((kinds, filtered));
+    }
+    fn notify(&self, _: &str, _: crate::store::events::Notice) {}
+    fn cursor(&self, _: &str) -> Option<StreamId> {
+        None
+    }
+}
+
+fn record_event(version: u64) -> ChangeEvent {
+    let fields: Vec<(String, Vec<u8>)> = [
+        ("type", "update"),
+        ("entityType", "record"),
+        ("entityId", "r1"),
+        ("userId", "u"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.as_bytes().to_vec()))
+    .collect();
+    let id = StreamId::parse(&format!("{version}-1")).unwrap();
+    ChangeEvent::from_stream_entry(id, &fields, "t").unwrap()
+}
+
+#[test]
+fn events_after_a_view_event_are_handed_on_under_its_filter_and_those_before_it_are_not() {
+    use crate::store::events::EventHandler;
+    let views = Arc::new(Views::new());
+    views.serving("t", true);
+    let recorder = Arc::new(Recorder {
+        views: views.clone(),
+        seen: Mutex::new(Vec::new()),
+    });
+    let tailed = follow::ViewEvents::new(recorder.clone(), views);
+    tailed.deliver(
+        "t",
+        vec![
+            record_event(1),
+            record_event(2),
+            view_event("v", 1, Some(mine())),
+            record_event(3),
+        ],
+    );
+    let seen = crate::locks::lock(&recorder.seen).clone();
+    assert_eq!(
+        seen,
+        [
+            (vec!["record".to_owned(), "record".to_owned()], false),
+            (vec!["view".to_owned(), "record".to_owned()], true),
+        ]
+    );
+}
