@@ -397,3 +397,26 @@ async fn a_put_is_audited_with_its_outcome() {
     let refused = audited("bad_request").await;
     assert_eq!(refused["tableId"], t);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_http_records_route_pages_a_views_records_for_the_user_named() {
+    let (_redis, a, _b) = two_sidecars("vw-http").await;
+    let t = "vw-http";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    let mine = json!({"and": [open_only(), {"field": "owner", "op": "eq", "value": "$user"}]});
+    assert_eq!(put(&a, t, "mine", &json!({"filter": mine})).0, 200);
+    let get = |query: &str| {
+        let (status, v) = a.api(
+            "GET",
+            &format!("/api/v1/sync/tables/{t}/records?{query}"),
+            &Value::Null,
+        );
+        assert_eq!(status, 200, "{v}");
+        ids(&v["data"])
+    };
+    assert_eq!(get("viewId=mine&userId=bob"), ["r1", "r3"]);
+    assert_eq!(get("viewId=mine&userId=ann&limit=1"), ["r0"]);
+    assert!(get("viewId=mine").is_empty(), "$user is nobody");
+    assert_eq!(get("viewId=unknown").len(), 10);
+}

@@ -7,7 +7,7 @@
 //! the grant's filter, evaluated on the stored values of every field (the
 //! records are read unmasked, filtered, then masked, so a hidden field can
 //! still decide a row). A page read that finds no visible record reads the
-//! next one, at most [`MAX_SCANS`] per request (see [`rows_page`]).
+//! next one, at most [`MAX_SCANS`] per request (see [`filtered_page`]).
 //!
 //! v1.3 (3.5): `load_records {viewId}` holds only the view's records, the
 //! same way (the view's filter and the row grant must both match); the
@@ -23,7 +23,7 @@ use crate::filter::Filter;
 use crate::grant::masking;
 use crate::protocol::messages::LoadRecordsReq;
 use crate::store::records::{load as load_page, Load, RecordPage};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// A page of records (the request's `tableId` is checked already).
 pub async fn load(session: &mut Session, req: LoadRecordsReq) -> Reply {
@@ -51,7 +51,8 @@ pub async fn load(session: &mut Session, req: LoadRecordsReq) -> Reply {
     let mut page = match filters.is_empty() {
         false => {
             let user = user.user_id.clone();
-            rows_page(session, &req.table_id, what, &filters, &user).await?
+            let (store, max) = (&session.app.store, session.app.config.max_page_bytes);
+            filtered_page(store, max, &req.table_id, what, &filters, &user).await?
         }
         true => {
             load_page(
@@ -83,17 +84,16 @@ pub const MAX_SCANS: usize = 16;
 /// page's last record is hidden, so a cursor never names a hidden record,
 /// except when [`MAX_SCANS`] reads in a row found none (the cursor must
 /// then move past them, and names the last record read).
-async fn rows_page(
-    session: &Session,
+pub async fn filtered_page(
+    store: &Store,
+    max_page_bytes: usize,
     table: &str,
     what: Load,
     filters: &[Arc<Filter>],
     user: &str,
 ) -> Result<RecordPage, StoreError> {
-    let read = |what: Load| async move {
-        let store = &session.app.store;
-        load_page(store, table, &what, session.app.config.max_page_bytes, None).await
-    };
+    let read =
+        |what: Load| async move { load_page(store, table, &what, max_page_bytes, None).await };
     let keep = |page: &mut RecordPage| {
         let before = page.records.len();
         page.records
