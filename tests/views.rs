@@ -420,3 +420,71 @@ async fn the_http_records_route_pages_a_views_records_for_the_user_named() {
     assert!(get("viewId=mine").is_empty(), "$user is nobody");
     assert_eq!(get("viewId=unknown").len(), 10);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_socketio_a_subscriber_receives_the_view_event() {
+    let (_redis, a, b) = two_sidecars("vw-sio-ev").await;
+    let t = "vw-sio-ev";
+    let claims = json!({"sub": "sam", "exp": now_secs() + 3600, "tables": {"*": {"access": "r"}}});
+    let token = support::tokens::hs256(&claims);
+    let mut sio = Sio::connect(&b, &json!({ "token": token })).await;
+    let ack = sio
+        .request(1, "subscribe_to_table", &json!({"tableId": t}))
+        .await
+        .expect("an ack");
+    assert!(ack.get("error").is_none(), "{ack}");
+    assert_eq!(put(&a, t, "open", &json!({"filter": open_only()})).0, 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut got = None;
+    while got.is_none() && tokio::time::Instant::now() < deadline {
+        for (name, data) in sio.events(Duration::from_millis(500)).await {
+            let list = match name.as_str() {
+                "record_change" => vec![data],
+                "batch_changes" => data.as_array().cloned().unwrap_or_default(),
+                _ => continue,
+            };
+            got = got.or(list.into_iter().find(|e| e["entityType"] == "view"));
+        }
+    }
+    let e = got.expect("the view event");
+    assert_eq!(e["entityId"], "open");
+    assert_eq!(e["type"], "filter");
+    assert_eq!(e["userId"], "api");
+    assert_eq!(e["changes"][0]["newValue"], open_only());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rtsync_view_set_refuses_a_filter_that_is_not_an_object_and_writes_nothing() {
+    let (redis, _a, _b) = two_sidecars("vw-lua").await;
+    let t = "vw-lua";
+    let keys = [
+        format!("rts:{{{t}}}:events"),
+        format!("rts:{{{t}}}:view:v"),
+        format!("rts:{{{t}}}:ver"),
+        format!("rts:{{{t}}}:sink-floor"),
+        format!("rts:{{{t}}}:presence"),
+    ];
+    let header = json!({"viewId": "v", "userId": "svc", "tableId": t}).to_string();
+    let refused: redis::RedisResult<redis::Value> = redis::cmd("FCALL")
+        .arg("rtsync_view_set")
+        .arg(5)
+        .arg(&keys[..])
+        .arg(&header)
+        .arg("[1]")
+        .query_async(&mut redis.conn().await)
+        .await;
+    let e = refused.expect_err("refused");
+    assert_eq!(e.code(), Some("RTSYNC_INVALID"), "{e}");
+    assert_eq!(xlen(&redis, t).await, 0);
+    let applied: Vec<redis::Value> = redis::cmd("FCALL")
+        .arg("rtsync_view_set")
+        .arg(5)
+        .arg(&keys[..])
+        .arg(&header)
+        .arg(open_only().to_string())
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(applied.len(), 2);
+    assert_eq!(xlen(&redis, t).await, 1);
+}
