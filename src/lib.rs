@@ -26,6 +26,9 @@
 //! - [`delta`]: `calculate_delta` for producers that hold whole records.
 //! - [`filter`]: the filter language of views and row grants: parse,
 //!   evaluate on a record, index keys for cohorts. A leaf.
+//! - [`view`]: each table's view filters as this sidecar knows them, kept
+//!   in stream order from `view` events (wrapping the tailer's handler and
+//!   the tables' start and stop) or read from their keys on first use.
 //! - [`presence`]: presence rules: cursor coalescing, sweep settings.
 //! - [`janitor`]: fleet upkeep: stale presence, groups of gone sidecars.
 //! - [`audit`]: the hash-chained audit log of sensitive operations, its

@@ -55,7 +55,11 @@ pub async fn handle(
     match *req.method() {
         Method::GET => match get(app, &table, &view).await {
             Ok(data) => json(StatusCode::OK, &json!({"success": true, "data": data})),
-            Err(e) => error_response(&e),
+            Err(e) => {
+                crate::metrics::view_api_failed();
+                tracing::warn!(table, view, code = e.code.as_str(), message = %e.message, "view filter not read");
+                error_response(&e)
+            }
         },
         Method::PUT => put(app, &table, &view, req, peer).await,
         _ => json_error(
@@ -89,7 +93,7 @@ async fn put(
     let (outcome, detail) = match &result {
         Ok(data) => ("ok", format!("view {view} version {}", data["version"])),
         Err(e) => {
-            crate::metrics::view_write_failed();
+            crate::metrics::view_api_failed();
             tracing::warn!(table, view, code = e.code.as_str(), message = %e.message, "view filter not stored");
             // The code only: a message may quote the body.
             (e.code.as_str(), String::new())

@@ -310,8 +310,8 @@ declare! {
             : "Stored or announced view filters that could not be read, taken as no filter";
         counter VIEWS_NOT_KEPT = "rtsync_views_not_kept_total"
             : "View filters read from Redis but not kept because the registry was full";
-        counter VIEW_WRITE_FAILURES = "rtsync_view_write_failures_total"
-            : "PUT of a view's filter refused or failed";
+        counter VIEW_API_FAILURES = "rtsync_view_api_failures_total"
+            : "PUT or GET of a view's filter (HTTP API) refused or failed";
         counter RATE_LIMITED = "rtsync_rate_limited_total"
             : "Requests refused by the rate limit";
         counter FRAMES_REJECTED = "rtsync_frames_rejected_total" ["reason" => FrameRejected]

@@ -261,9 +261,9 @@ pub fn view_unreadable() {
 pub fn view_not_kept() {
     catalog::VIEWS_NOT_KEPT.handle().increment(1);
 }
-/// A PUT of a view's filter refused or failed.
-pub fn view_write_failed() {
-    catalog::VIEW_WRITE_FAILURES.handle().increment(1);
+/// A PUT or GET of a view's filter refused or failed.
+pub fn view_api_failed() {
+    catalog::VIEW_API_FAILURES.handle().increment(1);
 }
 /// A request refused because its path does not apply row grants yet.
 pub fn row_grant_refused() {

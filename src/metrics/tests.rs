@@ -148,7 +148,7 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
     ("rtsync_view_events_applied_total", None),
     ("rtsync_view_filters_unreadable_total", None),
     ("rtsync_views_not_kept_total", None),
-    ("rtsync_view_write_failures_total", None),
+    ("rtsync_view_api_failures_total", None),
     ("rtsync_rate_limited_total", None),
     (
         "rtsync_frames_rejected_total",
