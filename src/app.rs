@@ -55,7 +55,7 @@ pub struct App {
     /// The audit log (see [`crate::audit`]).
     pub audit: crate::audit::Audit,
     /// v1.3: view filters by table and view (see [`crate::view`]).
-    pub views: crate::view::Views,
+    pub views: Arc<crate::view::Views>,
 }
 
 impl App {
@@ -69,6 +69,7 @@ impl App {
         shutdown: CancellationToken,
         tasks: TaskTracker,
         audit: crate::audit::Audit,
+        views: Arc<crate::view::Views>,
     ) -> App {
         // Connection ids travel in stream entries (`origin`) and presence,
         // and are compared on every sidecar, so they must be unique across
@@ -104,7 +105,7 @@ impl App {
             editing_expiries: Default::default(),
             known_bound: Default::default(),
             audit,
-            views: crate::view::Views::new(),
+            views,
         }
     }
 

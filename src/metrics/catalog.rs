@@ -304,6 +304,14 @@ declare! {
             : "Bytes compression took off HTTP responses";
         counter HTTP_BODIES_REFUSED = "rtsync_http_bodies_refused_total"
             : "Request bodies refused for their Content-Encoding (unknown, malformed, or over the limit once inflated)";
+        counter VIEW_EVENTS_APPLIED = "rtsync_view_events_applied_total"
+            : "View filter events applied from a table's stream (v1.3 views)";
+        counter VIEW_FILTERS_UNREADABLE = "rtsync_view_filters_unreadable_total"
+            : "Stored or announced view filters that could not be read, taken as no filter";
+        counter VIEWS_NOT_KEPT = "rtsync_views_not_kept_total"
+            : "View filters read from Redis but not kept because the registry was full";
+        counter VIEW_API_FAILURES = "rtsync_view_api_failures_total"
+            : "PUT or GET of a view's filter (HTTP API) refused or failed";
         counter RATE_LIMITED = "rtsync_rate_limited_total"
             : "Requests refused by the rate limit";
         counter FRAMES_REJECTED = "rtsync_frames_rejected_total" ["reason" => FrameRejected]

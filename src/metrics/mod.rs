@@ -266,6 +266,22 @@ pub fn filtered_fanout(evaluations: u64, moves: u64) {
 pub fn filter_cohorts(delta: f64) {
     catalog::FILTER_COHORTS.handle().increment(delta);
 }
+/// A `view` event applied to this sidecar's view filters.
+pub fn view_applied() {
+    catalog::VIEW_EVENTS_APPLIED.handle().increment(1);
+}
+/// A view filter that could not be read (taken as no filter).
+pub fn view_unreadable() {
+    catalog::VIEW_FILTERS_UNREADABLE.handle().increment(1);
+}
+/// A view filter not kept: the registry is full.
+pub fn view_not_kept() {
+    catalog::VIEWS_NOT_KEPT.handle().increment(1);
+}
+/// A PUT or GET of a view's filter refused or failed.
+pub fn view_api_failed() {
+    catalog::VIEW_API_FAILURES.handle().increment(1);
+}
 /// A request refused because its path does not apply row grants yet.
 pub fn row_grant_refused() {
     catalog::ROW_GRANT_REFUSED.handle().increment(1);

@@ -145,6 +145,10 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
     ("rtsync_http_bodies_compressed_total", None),
     ("rtsync_http_compression_bytes_saved_total", None),
     ("rtsync_http_bodies_refused_total", None),
+    ("rtsync_view_events_applied_total", None),
+    ("rtsync_view_filters_unreadable_total", None),
+    ("rtsync_views_not_kept_total", None),
+    ("rtsync_view_api_failures_total", None),
     ("rtsync_rate_limited_total", None),
     (
         "rtsync_frames_rejected_total",

@@ -7,7 +7,15 @@
 //! the grant's filter, evaluated on the stored values of every field (the
 //! records are read unmasked, filtered, then masked, so a hidden field can
 //! still decide a row). A page read that finds no visible record reads the
-//! next one, at most [`MAX_SCANS`] per request (see [`rows_page`]).
+//! next one, at most [`MAX_SCANS`] per request (see [`filtered_page`]).
+//!
+//! v1.3 (3.5): `load_records {viewId}` holds only the view's records, the
+//! same way (the view's filter and the row grant must both match); the
+//! view's filter comes from `App::views` (`Views::load`: kept, or read
+//! from its key once). An unknown view, or one without a filter, is the
+//! whole table.
+
+use std::sync::Arc;
 
 use super::reply::{forbidden, identity, read_mask, to_value, Reply};
 use super::Session;
@@ -15,7 +23,7 @@ use crate::filter::Filter;
 use crate::grant::masking;
 use crate::protocol::messages::LoadRecordsReq;
 use crate::store::records::{load as load_page, Load, RecordPage};
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// A page of records (the request's `tableId` is checked already).
 pub async fn load(session: &mut Session, req: LoadRecordsReq) -> Reply {
@@ -26,10 +34,27 @@ pub async fn load(session: &mut Session, req: LoadRecordsReq) -> Reply {
     // The function leaves the hidden fields out and cuts the page by the
     // bytes the reader receives; masked here again all the same.
     let mask = read_mask(session, &req.table_id);
+    let view = match &req.view_id {
+        Some(v) => {
+            let app = &session.app;
+            app.views.load(&app.store, &req.table_id, v).await?
+        }
+        None => None,
+    };
     let user = identity(session)?;
-    let mut page = match user.grants.rows(&req.table_id) {
-        Some(rows) => rows_page(session, &req.table_id, what, &rows, &user.user_id.clone()).await?,
-        None => {
+    let filters: Vec<Arc<Filter>> = user
+        .grants
+        .rows(&req.table_id)
+        .into_iter()
+        .chain(view)
+        .collect();
+    let mut page = match filters.is_empty() {
+        false => {
+            let user = user.user_id.clone();
+            let (store, max) = (&session.app.store, session.app.config.max_page_bytes);
+            filtered_page(store, max, &req.table_id, what, &filters, &user).await?
+        }
+        true => {
             load_page(
                 &session.app.store,
                 &req.table_id,
@@ -52,26 +77,27 @@ pub async fn load(session: &mut Session, req: LoadRecordsReq) -> Reply {
 /// while they find no visible record.
 pub const MAX_SCANS: usize = 16;
 
-/// A page of the records `rows` shows `user`. Listed ids: those that match.
+/// A page of the records every one of `filters` (the row grant, the view)
+/// shows `user`. Listed ids: those that match.
 /// A page: underlying pages are read until one holds a visible record (at
 /// most [`MAX_SCANS`]); its `next` is the last visible record's id when the
 /// page's last record is hidden, so a cursor never names a hidden record,
 /// except when [`MAX_SCANS`] reads in a row found none (the cursor must
 /// then move past them, and names the last record read).
-async fn rows_page(
-    session: &Session,
+pub async fn filtered_page(
+    store: &Store,
+    max_page_bytes: usize,
     table: &str,
     what: Load,
-    rows: &Filter,
+    filters: &[Arc<Filter>],
     user: &str,
 ) -> Result<RecordPage, StoreError> {
-    let read = |what: Load| async move {
-        let store = &session.app.store;
-        load_page(store, table, &what, session.app.config.max_page_bytes, None).await
-    };
+    let read =
+        |what: Load| async move { load_page(store, table, &what, max_page_bytes, None).await };
     let keep = |page: &mut RecordPage| {
         let before = page.records.len();
-        page.records.retain(|r| rows.matches(&r.fields, user));
+        page.records
+            .retain(|r| filters.iter().all(|f| f.matches(&r.fields, user)));
         let withheld = (before - page.records.len()) as u64;
         crate::metrics::rows_filtered(before as u64, withheld);
     };

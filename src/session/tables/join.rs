@@ -91,7 +91,7 @@ pub(super) async fn join<C: Conn>(
         "tableId": table, "viewId": req.view_id,
     });
     let mask = read_mask(session, table);
-    let filter = sub_filter(session, req)?;
+    let filter = sub_filter(session, req).await?;
     let filtered = filter.is_some();
     let start = match existing {
         Some(start) => start,
@@ -197,13 +197,16 @@ fn masked_users(mut users: Vec<Value>, mask: Option<&ReadMask>) -> Vec<Value> {
 /// v1.3 (2.2, 3.5): the subscription's filter, its row grant ∧ the filter
 /// of the view it names (either may be absent; an unknown view or one
 /// without a filter is the whole table).
-fn sub_filter<C: Conn>(session: &C, req: &SubscribeReq) -> Result<Option<SubFilter>, RequestError> {
-    let user = user_of(session)?;
+async fn sub_filter<C: Conn>(
+    session: &C,
+    req: &SubscribeReq,
+) -> Result<Option<SubFilter>, RequestError> {
     let table = req.table_id.as_str();
-    let view = req
-        .view_id
-        .as_deref()
-        .and_then(|v| Some((session.view_filter(table, v)?, v)));
+    let view = match req.view_id.as_deref() {
+        Some(v) => session.view_filter(table, v).await?.map(|f| (f, v)),
+        None => None,
+    };
+    let user = user_of(session)?;
     Ok(SubFilter::of(user.grants.rows(table), view, &user.user_id))
 }
 

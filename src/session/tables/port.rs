@@ -68,8 +68,12 @@ pub trait Conn: Send + Sync {
     ) -> impl Future<Output = Result<StreamId, StoreError>> + Send;
     /// v1.3 (3.5): the filter of `table`'s view `view` as this sidecar
     /// knows it; `None` is the whole table.
-    fn view_filter(&self, _table: &str, _view: &str) -> Option<Arc<Filter>> {
-        None
+    fn view_filter(
+        &self,
+        _table: &str,
+        _view: &str,
+    ) -> impl Future<Output = Result<Option<Arc<Filter>>, StoreError>> + Send {
+        async { Ok(None) }
     }
     /// Removes the connection from `stream` in the hub.
     fn hub_leave(&self, stream: &str) -> impl Future<Output = ()> + Send;
@@ -152,8 +156,12 @@ impl Conn for Session {
             .await
     }
 
-    fn view_filter(&self, table: &str, view: &str) -> Option<Arc<Filter>> {
-        self.app.views.filter(table, view)
+    async fn view_filter(
+        &self,
+        table: &str,
+        view: &str,
+    ) -> Result<Option<Arc<Filter>>, StoreError> {
+        self.app.views.load(&self.app.store, table, view).await
     }
 
     async fn hub_leave(&self, stream: &str) {
