@@ -29,7 +29,7 @@ mod filtered;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::cohort::{Cohorts, SubFilter};
+use crate::cohort::{view_change, Cohorts, Scope};
 use crate::store::records::RecordState;
 
 use crate::change::StreamId;
@@ -75,6 +75,8 @@ struct Subscriber {
     relay: ViewportRelay,
     /// v1.3 (2.2, 3.5): its cohort, when a row grant or a view filters it.
     cohort: Option<u64>,
+    /// v1.3: its row grant and view, so its filter follows `view` events.
+    scope: Option<Scope>,
 }
 
 /// A subscriber's viewport relay filter: with `relay: "viewport"` on
@@ -150,10 +152,10 @@ impl Hub {
         table: &str,
         outbox: Outbox,
         mask: Option<Arc<ReadMask>>,
-        filter: Option<SubFilter>,
+        scope: Option<Scope>,
     ) -> Result<StreamId, StoreError> {
         loop {
-            if let Some(start) = self.try_join(table, &outbox, &mask, &filter) {
+            if let Some(start) = self.try_join(table, &outbox, &mask, &scope) {
                 return Ok(start);
             }
             let _serial = self.lifecycle.lock(table).await;
@@ -179,19 +181,14 @@ impl Hub {
         table: &str,
         outbox: &Outbox,
         mask: &Option<Arc<ReadMask>>,
-        filter: &Option<SubFilter>,
+        scope: &Option<Scope>,
     ) -> Option<StreamId> {
         let tables = read(&self.tables);
         let entry = tables.get(table)?;
         let mut inner = lock(&entry.inner);
         let conn = &outbox.conn_id;
         leave_cohort(&mut inner, conn);
-        let cohort = filter.as_ref().map(|f| {
-            let before = inner.cohorts.len();
-            let id = inner.cohorts.add(conn.clone(), f, mask.clone());
-            crate::metrics::filter_cohorts(inner.cohorts.len() as f64 - before as f64);
-            id
-        });
+        let cohort = join_cohort(&mut inner, conn, scope.as_ref(), mask);
         inner.subscribers.insert(
             outbox.conn_id.clone(),
             Subscriber {
@@ -200,6 +197,7 @@ impl Hub {
                 pending: Some(Pending::default()),
                 relay: ViewportRelay::default(),
                 cohort,
+                scope: scope.clone(),
             },
         );
         Some(inner.cursor)
@@ -344,10 +342,25 @@ impl Hub {
         inner.cursor = last.id;
         let subscribers = inner.subscribers.len();
         // Bounded frames: a burst of large events goes out as several.
-        for group in bounded_groups(&events) {
-            fan_out(&mut inner, group);
+        // A view's new filter applies from its event on: the events before
+        // it are fanned out first.
+        let mut rest: &[ChangeEvent] = &events;
+        while !rest.is_empty() {
+            let cut = rest
+                .iter()
+                .skip(1)
+                .position(|e| view_change(e).is_some())
+                .map_or(rest.len(), |i| i + 1);
+            let (part, after) = rest.split_at(cut);
+            if let Some((view, filter)) = part.first().and_then(view_change) {
+                refilter(&mut inner, view, filter);
+            }
+            for group in bounded_groups(part) {
+                fan_out(&mut inner, group);
+            }
+            filtered::fan_out(&mut inner, table, part, states);
+            rest = after;
         }
-        filtered::fan_out(&mut inner, table, &events, states);
         crate::metrics::events_delivered(events.len(), subscribers);
     }
 }
@@ -424,6 +437,54 @@ impl EventHandler for Hub {
 
     fn cursor(&self, table: &str) -> Option<StreamId> {
         Hub::cursor(self, table)
+    }
+}
+
+/// Puts `conn` in the cohort of its scope's filter, if it has one.
+fn join_cohort(
+    inner: &mut TableInner,
+    conn: &Arc<str>,
+    scope: Option<&Scope>,
+    mask: &Option<Arc<ReadMask>>,
+) -> Option<u64> {
+    let filter = scope?.filter()?;
+    let before = inner.cohorts.len();
+    let id = inner.cohorts.add(conn.clone(), &filter, mask.clone());
+    crate::metrics::filter_cohorts(inner.cohorts.len() as f64 - before as f64);
+    Some(id)
+}
+
+/// v1.3 (3.5): `view`'s filter is now `filter`: its subscribers move to
+/// the cohort of their new filter (or to the unfiltered path). Their
+/// clients reload the view on its `view` event (`load_records {viewId}`).
+fn refilter(inner: &mut TableInner, view: &str, filter: Option<Arc<crate::filter::Filter>>) {
+    let conns: Vec<Arc<str>> = inner
+        .subscribers
+        .iter()
+        .filter(|(_, s)| {
+            s.scope
+                .as_ref()
+                .and_then(|sc| sc.view.as_ref())
+                .is_some_and(|(v, _)| &**v == view)
+        })
+        .map(|(c, _)| c.clone())
+        .collect();
+    for conn in conns {
+        leave_cohort(inner, &conn);
+        let Some(sub) = inner.subscribers.get_mut(&conn) else {
+            continue;
+        };
+        let mask = sub.mask.clone();
+        let scope = sub.scope.as_mut().map(|sc| {
+            if let Some((_, f)) = sc.view.as_mut() {
+                *f = filter.clone();
+            }
+            sc.clone()
+        });
+        let cohort = join_cohort(inner, &conn, scope.as_ref(), &mask);
+        if let Some(sub) = inner.subscribers.get_mut(&conn) {
+            sub.cohort = cohort;
+        }
     }
 }
 
@@ -911,10 +972,10 @@ mod tests {
         assert!(String::from_utf8_lossy(&seen[0]).contains("name"));
     }
 
-    fn open_tasks() -> Option<SubFilter> {
+    fn open_tasks() -> Option<Scope> {
         let f = serde_json::json!({"field": "status", "op": "eq", "value": "open"});
         let view = Arc::new(crate::filter::Filter::parse(&f, "filter").expect("a filter"));
-        SubFilter::of(None, Some((view, "open-tasks")), "ann")
+        Scope::of(None, Some(("open-tasks", Some(view))), "ann")
     }
 
     fn status_event(event_id: &str, version: u64, old: &str, new: &str) -> ChangeEvent {
@@ -1024,7 +1085,7 @@ mod tests {
         let f = serde_json::json!({"field": "owner", "op": "eq", "value": "$user"});
         let rows = Arc::new(crate::filter::Filter::parse(&f, "rows").expect("a filter"));
         let (ob, rx) = subscriber(user, 1 << 20);
-        hub.join("t", ob, None, SubFilter::of(Some(rows), None, user))
+        hub.join("t", ob, None, Scope::of(Some(rows), None, user))
             .await
             .expect("join");
         hub.activate("t", user);

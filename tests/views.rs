@@ -500,7 +500,7 @@ async fn record_frames(c: &mut Client, last: &str) -> Vec<(String, String)> {
             .await
             .unwrap_or_else(|| panic!("no frame about {last}; got {out:?}"));
         let record = match name.as_str() {
-            "record_change" => data["entityId"].clone(),
+            "record_change" if data["entityType"] == "record" => data["entityId"].clone(),
             "record_entered_view" => data["record"]["recordId"].clone(),
             "record_left_view" => data["recordId"].clone(),
             _ => continue,
@@ -574,4 +574,43 @@ async fn a_view_subscriber_gets_its_records_live_with_enter_and_leave_intersecte
         .request_ok("load_records", json!({"tableId": t, "viewId": "open"}))
         .await;
     assert_eq!(ids(&sam_page), ["r1", "r2", "r3", "r4", "r5"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_views_filter_changed_while_subscribed_filters_the_events_after_its_view_event() {
+    let (_redis, a, b) = two_sidecars("vw-switch").await;
+    let t = "vw-switch";
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    assert_eq!(put(&a, t, "open", &json!({"filter": open_only()})).0, 200);
+    let mut sam = Client::connect(&b, "sam").await;
+    sam.request_ok(
+        "subscribe_to_table",
+        json!({"tableId": t, "viewId": "open"}),
+    )
+    .await;
+    let done = json!({"field": "status", "op": "eq", "value": "done"});
+    assert_eq!(put(&a, t, "open", &json!({"filter": done})).0, 200);
+    let view_event = sam
+        .take(|(e, d, _)| e == "record_change" && d["entityType"] == "view")
+        .await
+        .expect("the view event");
+    assert_eq!(view_event.1["changes"][0]["newValue"]["value"], "done");
+    let note = |r: &str, v: &str| {
+        json!({"type": "update", "recordId": r, "tableId": t,
+            "changes": [{"fieldId": "note", "newValue": v}]})
+    };
+    for (r, v) in [("r1", "a"), ("r5", "b"), ("r6", "last")] {
+        writer.request_ok("record_change", note(r, v)).await;
+    }
+    let name = |n: &str, r: &str| (n.to_owned(), r.to_owned());
+    assert_eq!(
+        record_frames(&mut sam, "r6").await,
+        [name("record_change", "r5"), name("record_change", "r6")],
+        "the new filter: done records only"
+    );
+    let page = sam
+        .request_ok("load_records", json!({"tableId": t, "viewId": "open"}))
+        .await;
+    assert_eq!(ids(&page), ["r4", "r5", "r6", "r7", "r8", "r9"]);
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::change::ChangeEvent;
 use crate::filter::{value_key, Filter};
 use crate::grant::ReadMask;
 
@@ -56,6 +57,66 @@ impl SubFilter {
             view_id,
         })
     }
+}
+
+/// What a subscription is scoped by, kept so its filter can follow a
+/// view's changes: the row grant, the view it names (with that view's
+/// filter as last known), the user.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub rows: Option<Arc<Filter>>,
+    pub view: Option<(Arc<str>, Option<Arc<Filter>>)>,
+    pub user: Arc<str>,
+}
+
+impl Scope {
+    /// The scope of a subscription; `None` when nothing may ever filter
+    /// it (no row grant, no view named).
+    pub fn of(
+        rows: Option<Arc<Filter>>,
+        view: Option<(&str, Option<Arc<Filter>>)>,
+        user: &str,
+    ) -> Option<Scope> {
+        if rows.is_none() && view.is_none() {
+            return None;
+        }
+        Some(Scope {
+            rows,
+            view: view.map(|(id, f)| (Arc::from(id), f)),
+            user: Arc::from(user),
+        })
+    }
+
+    /// The filter in force now.
+    pub fn filter(&self) -> Option<SubFilter> {
+        let view = self
+            .view
+            .as_ref()
+            .and_then(|(id, f)| Some((f.clone()?, &**id)));
+        SubFilter::of(self.rows.clone(), view, &self.user)
+    }
+}
+
+/// A `view` event setting a view's filter: the view and its new filter
+/// (`None`: the whole table; a filter that does not parse is logged and
+/// taken as none, as the sidecar's view registry does).
+pub fn view_change(e: &ChangeEvent) -> Option<(&str, Option<Arc<Filter>>)> {
+    if e.entity_type != "view" || e.kind != "filter" {
+        return None;
+    }
+    let new = e
+        .changes
+        .as_ref()
+        .and_then(|c| c.as_array()?.first()?.get("newValue").cloned())
+        .filter(|v| !v.is_null());
+    let filter = new.and_then(|v| match Filter::parse(&v, "filter") {
+        Ok(f) => Some(Arc::new(f)),
+        Err(err) => {
+            tracing::warn!(view = %e.entity_id, error = %err, "a view event's filter does not parse");
+            None
+        }
+    });
+    Some((&e.entity_id, filter))
 }
 
 /// One cohort: the subscribers sharing a filter, a bound user, a mask and

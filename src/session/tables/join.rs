@@ -17,7 +17,7 @@ use super::history::{after_ack, plan_history, History, HistoryPlan};
 use super::leave::leave_table;
 use super::places::{release_place, take_place};
 use super::port::{read_mask, user_of, Conn};
-use crate::cohort::SubFilter;
+use crate::cohort::Scope;
 use crate::grant::{masking, ReadMask};
 use crate::protocol::messages::SubscribeReq;
 use crate::protocol::{RequestError, StreamId};
@@ -91,11 +91,11 @@ pub(super) async fn join<C: Conn>(
         "tableId": table, "viewId": req.view_id,
     });
     let mask = read_mask(session, table);
-    let filter = sub_filter(session, req).await?;
-    let filtered = filter.is_some();
+    let scope = scope(session, req).await?;
+    let filtered = scope.as_ref().and_then(Scope::filter).is_some();
     let start = match existing {
         Some(start) => start,
-        None => enter(session, table, mask.clone(), filter).await?,
+        None => enter(session, table, mask.clone(), scope).await?,
     };
     let (color, users, plan) =
         match read(session, table, &presence_doc, &history, start, filtered).await {
@@ -151,9 +151,9 @@ async fn enter<C: Conn>(
     session: &mut C,
     table: &str,
     mask: Option<Arc<ReadMask>>,
-    filter: Option<SubFilter>,
+    scope: Option<Scope>,
 ) -> Result<StreamId, RequestError> {
-    match session.hub_join(table, mask, filter).await {
+    match session.hub_join(table, mask, scope).await {
         Ok(start) => Ok(start),
         Err(e) => {
             undo_join(session, table, Reached::Counted).await;
@@ -194,20 +194,18 @@ fn masked_users(mut users: Vec<Value>, mask: Option<&ReadMask>) -> Vec<Value> {
     users
 }
 
-/// v1.3 (2.2, 3.5): the subscription's filter, its row grant ∧ the filter
-/// of the view it names (either may be absent; an unknown view or one
-/// without a filter is the whole table).
-async fn sub_filter<C: Conn>(
-    session: &C,
-    req: &SubscribeReq,
-) -> Result<Option<SubFilter>, RequestError> {
+/// v1.3 (2.2, 3.5): the subscription's scope: its row grant and the view
+/// it names with that view's filter now (an unknown view or one without a
+/// filter is the whole table, until a `view` event gives it one). Its
+/// filter is the row grant ∧ the view's filter.
+async fn scope<C: Conn>(session: &C, req: &SubscribeReq) -> Result<Option<Scope>, RequestError> {
     let table = req.table_id.as_str();
     let view = match req.view_id.as_deref() {
-        Some(v) => session.view_filter(table, v).await?.map(|f| (f, v)),
+        Some(v) => Some((v, session.view_filter(table, v).await?)),
         None => None,
     };
     let user = user_of(session)?;
-    Ok(SubFilter::of(user.grants.rows(table), view, &user.user_id))
+    Ok(Scope::of(user.grants.rows(table), view, &user.user_id))
 }
 
 /// A user's presence without where they point, select or edit: a filtered

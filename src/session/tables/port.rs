@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use super::BaseSubscription;
 use crate::auth::Identity;
-use crate::cohort::SubFilter;
+use crate::cohort::Scope;
 use crate::filter::Filter;
 use crate::grant::ReadMask;
 use crate::protocol::{Framing, RequestError, StreamId};
@@ -64,7 +64,7 @@ pub trait Conn: Send + Sync {
         &self,
         stream: &str,
         mask: Option<Arc<ReadMask>>,
-        filter: Option<SubFilter>,
+        scope: Option<Scope>,
     ) -> impl Future<Output = Result<StreamId, StoreError>> + Send;
     /// v1.3 (3.5): the filter of `table`'s view `view` as this sidecar
     /// knows it; `None` is the whole table.
@@ -148,11 +148,11 @@ impl Conn for Session {
         &self,
         stream: &str,
         mask: Option<Arc<ReadMask>>,
-        filter: Option<SubFilter>,
+        scope: Option<Scope>,
     ) -> Result<StreamId, StoreError> {
         self.app
             .hub
-            .join(stream, self.outbox.clone(), mask, filter)
+            .join(stream, self.outbox.clone(), mask, scope)
             .await
     }
 
