@@ -78,6 +78,12 @@ ARGV
                undo, undoGroup (v1.3, optional): true when the last two
                KEYS are the user's undo and redo stacks (above); the undo
                group the change joins (lua/steps.lua, "Grouping")
+               requireVersion (v1.3, optional): the record version a
+               row-grant check read (0: no state). When the record's
+               version is another one, nothing is written and the answer
+               is {"status":"rejected","reason":"moved","version"} (not
+               kept for the clientChangeId): the writer reads and checks
+               again (docs/protocol.md 2.2)
                hiddenFields / readableFields (v1.2, optional, at most one):
                the field ids the answer's reader may not read, or the only
                ones it may read. Those it may not read are left out of
@@ -731,6 +737,9 @@ local function commit_record(keys, change, changes, values, metadata, changes_ra
     return rejected(reason, cur_v, current, partial)
   end
 
+  if change.requireVersion ~= nil and change.requireVersion ~= cur_v then
+    return short_answer('rejected', nil, cur_v, 'moved'), nil
+  end
   if change.type == 'create' and exists then
     return reject('exists')
   end
@@ -961,6 +970,12 @@ local function check_change(keys, change, form)
   elseif type(me) ~= 'number' or me < 0 or me ~= math.floor(me) then
     return fail('maxEventBytes must be a non-negative integer')
   end
+  local rv = change.requireVersion
+  if is_null(rv) then
+    change.requireVersion = nil
+  elseif type(rv) ~= 'number' or rv < 0 or rv > MAX_VERSION or rv ~= math.floor(rv) then
+    return fail('requireVersion must be a non-negative integer')
+  end
   local ierr = check_history(keys, change, form)
   if ierr then return ierr end
   return check_dedup_key(keys, change, form)
@@ -1044,7 +1059,7 @@ local function commit(keys, args, form)
   if type(result) ~= 'string' then
     return result -- an error reply: nothing was written
   end
-  if cc ~= nil then
+  if cc ~= nil and short ~= nil then
     call('SET', keys[6], short, 'EX', DEDUP_TTL_SECS)
   end
   return result

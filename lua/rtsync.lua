@@ -18,6 +18,7 @@ from these files, in this order, into one library named `rtsync`:
   lua/record_history.lua  rtsync_record_history: a record's changes, from its index
   lua/sink.lua      rtsync_sink_lease: which sink delivers a table
   lua/audit.lua     rtsync_audit: the audit log's hash-chained appends
+  lua/views.lua     rtsync_view_set, rtsync_view_get: a view's filter (v1.3)
 
 Modules. Each file is one call `define(name, deps, function(m) ... end)`:
 `deps` lists the modules it uses, which must be defined before it (the

@@ -54,6 +54,8 @@ pub struct App {
     pub known_bound: crate::store::bases::KnownBound,
     /// The audit log (see [`crate::audit`]).
     pub audit: crate::audit::Audit,
+    /// v1.3: view filters by table and view (see [`crate::view`]).
+    pub views: Arc<crate::view::Views>,
 }
 
 impl App {
@@ -67,6 +69,7 @@ impl App {
         shutdown: CancellationToken,
         tasks: TaskTracker,
         audit: crate::audit::Audit,
+        views: Arc<crate::view::Views>,
     ) -> App {
         // Connection ids travel in stream entries (`origin`) and presence,
         // and are compared on every sidecar, so they must be unique across
@@ -102,6 +105,7 @@ impl App {
             editing_expiries: Default::default(),
             known_bound: Default::default(),
             audit,
+            views,
         }
     }
 

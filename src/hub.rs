@@ -24,8 +24,13 @@
 //! hub keeps subscribers, cursors and frames, and needs no Redis: the store
 //! calls it through [`EventHandler`].
 
+mod filtered;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
+
+use crate::cohort::{view_change, Cohorts, Scope};
+use crate::store::records::RecordState;
 
 use crate::change::StreamId;
 use crate::grant::masking::{self, Masked};
@@ -52,6 +57,11 @@ struct Table {
 struct TableInner {
     cursor: StreamId,
     subscribers: HashMap<Arc<str>, Subscriber>,
+    /// v1.3: the filtered subscribers' cohorts (`src/hub/filtered.rs`).
+    cohorts: Cohorts,
+    /// v1.3: records whose filtered subscribers hold a newer state than
+    /// the events still to come (`src/hub/filtered.rs`).
+    jumps: filtered::Jumps,
 }
 
 struct Subscriber {
@@ -63,6 +73,10 @@ struct Subscriber {
     pending: Option<Pending>,
     /// v1.3 (3.4): what its cursor and editing relays are limited to.
     relay: ViewportRelay,
+    /// v1.3 (2.2, 3.5): its cohort, when a row grant or a view filters it.
+    cohort: Option<u64>,
+    /// v1.3: its row grant and view, so its filter follows `view` events.
+    scope: Option<Scope>,
 }
 
 /// A subscriber's viewport relay filter: with `relay: "viewport"` on
@@ -138,9 +152,10 @@ impl Hub {
         table: &str,
         outbox: Outbox,
         mask: Option<Arc<ReadMask>>,
+        scope: Option<Scope>,
     ) -> Result<StreamId, StoreError> {
         loop {
-            if let Some(start) = self.try_join(table, &outbox, &mask) {
+            if let Some(start) = self.try_join(table, &outbox, &mask, &scope) {
                 return Ok(start);
             }
             let _serial = self.lifecycle.lock(table).await;
@@ -152,6 +167,8 @@ impl Hub {
                 inner: Mutex::new(TableInner {
                     cursor,
                     subscribers: HashMap::new(),
+                    cohorts: Cohorts::default(),
+                    jumps: Default::default(),
                 }),
             });
             write(&self.tables).insert(Arc::from(table), entry);
@@ -164,10 +181,14 @@ impl Hub {
         table: &str,
         outbox: &Outbox,
         mask: &Option<Arc<ReadMask>>,
+        scope: &Option<Scope>,
     ) -> Option<StreamId> {
         let tables = read(&self.tables);
         let entry = tables.get(table)?;
         let mut inner = lock(&entry.inner);
+        let conn = &outbox.conn_id;
+        leave_cohort(&mut inner, conn);
+        let cohort = join_cohort(&mut inner, conn, scope.as_ref(), mask);
         inner.subscribers.insert(
             outbox.conn_id.clone(),
             Subscriber {
@@ -175,6 +196,8 @@ impl Hub {
                 mask: mask.clone(),
                 pending: Some(Pending::default()),
                 relay: ViewportRelay::default(),
+                cohort,
+                scope: scope.clone(),
             },
         );
         Some(inner.cursor)
@@ -209,6 +232,7 @@ impl Hub {
                 return;
             };
             let mut inner = lock(&entry.inner);
+            leave_cohort(&mut inner, conn_id);
             inner.subscribers.remove(conn_id);
             inner.subscribers.is_empty()
         };
@@ -284,6 +308,25 @@ impl Hub {
 
     /// Fans out events read from `table`'s stream, in stream order.
     pub fn deliver(&self, table: &str, events: Vec<ChangeEvent>) {
+        self.deliver_with_states(table, events, &HashMap::new());
+    }
+
+    /// v1.3: whether `table` has filtered subscribers.
+    pub fn wants_states(&self, table: &str) -> bool {
+        let tables = read(&self.tables);
+        tables
+            .get(table)
+            .is_some_and(|t| !lock(&t.inner).cohorts.is_empty())
+    }
+
+    /// [`Hub::deliver`], with the touched records' states for the
+    /// filtered subscribers (`src/hub/filtered.rs`).
+    pub fn deliver_with_states(
+        &self,
+        table: &str,
+        events: Vec<ChangeEvent>,
+        states: &HashMap<String, RecordState>,
+    ) {
         let tables = read(&self.tables);
         let Some(entry) = tables.get(table) else {
             return;
@@ -299,8 +342,24 @@ impl Hub {
         inner.cursor = last.id;
         let subscribers = inner.subscribers.len();
         // Bounded frames: a burst of large events goes out as several.
-        for group in bounded_groups(&events) {
-            fan_out(&mut inner, group);
+        // A view's new filter applies from its event on: the events before
+        // it are fanned out first.
+        let mut rest: &[ChangeEvent] = &events;
+        while !rest.is_empty() {
+            let cut = rest
+                .iter()
+                .skip(1)
+                .position(|e| view_change(e).is_some())
+                .map_or(rest.len(), |i| i + 1);
+            let (part, after) = rest.split_at(cut);
+            if let Some((view, filter)) = part.first().and_then(view_change) {
+                refilter(&mut inner, view, filter);
+            }
+            for group in bounded_groups(part) {
+                fan_out(&mut inner, group);
+            }
+            filtered::fan_out(&mut inner, table, part, states);
+            rest = after;
         }
         crate::metrics::events_delivered(events.len(), subscribers);
     }
@@ -325,6 +384,12 @@ impl Hub {
         for sub in inner.subscribers.values_mut() {
             let (conn, framing) = (&*sub.outbox.conn_id, sub.outbox.framing());
             if notice.origin.as_deref() == Some(conn) {
+                continue;
+            }
+            // v1.3 (2.2): a filtered subscriber is not told where others
+            // point or edit: the record may be outside its rows.
+            if sub.cohort.is_some() && names_record(event) {
+                skipped += 1;
                 continue;
             }
             if !sub.relay.wants(record) {
@@ -353,6 +418,19 @@ impl EventHandler for Hub {
         Hub::deliver(self, table, events);
     }
 
+    fn wants_states(&self, table: &str) -> bool {
+        Hub::wants_states(self, table)
+    }
+
+    fn deliver_with_states(
+        &self,
+        table: &str,
+        events: Vec<ChangeEvent>,
+        states: HashMap<String, RecordState>,
+    ) {
+        Hub::deliver_with_states(self, table, events, &states);
+    }
+
     fn notify(&self, table: &str, notice: Notice) {
         Hub::notify(self, table, notice);
     }
@@ -362,14 +440,86 @@ impl EventHandler for Hub {
     }
 }
 
-/// Queues one group of events to every subscriber of the table.
+/// Puts `conn` in the cohort of its scope's filter, if it has one.
+fn join_cohort(
+    inner: &mut TableInner,
+    conn: &Arc<str>,
+    scope: Option<&Scope>,
+    mask: &Option<Arc<ReadMask>>,
+) -> Option<u64> {
+    let filter = scope?.filter()?;
+    let before = inner.cohorts.len();
+    let id = inner.cohorts.add(conn.clone(), &filter, mask.clone());
+    crate::metrics::filter_cohorts(inner.cohorts.len() as f64 - before as f64);
+    Some(id)
+}
+
+/// v1.3 (3.5): `view`'s filter is now `filter`: its subscribers move to
+/// the cohort of their new filter (or to the unfiltered path). Their
+/// clients reload the view on its `view` event (`load_records {viewId}`).
+fn refilter(inner: &mut TableInner, view: &str, filter: Option<Arc<crate::filter::Filter>>) {
+    let conns: Vec<Arc<str>> = inner
+        .subscribers
+        .iter()
+        .filter(|(_, s)| {
+            s.scope
+                .as_ref()
+                .and_then(|sc| sc.view.as_ref())
+                .is_some_and(|(v, _)| &**v == view)
+        })
+        .map(|(c, _)| c.clone())
+        .collect();
+    for conn in conns {
+        leave_cohort(inner, &conn);
+        let Some(sub) = inner.subscribers.get_mut(&conn) else {
+            continue;
+        };
+        let mask = sub.mask.clone();
+        let scope = sub.scope.as_mut().map(|sc| {
+            if let Some((_, f)) = sc.view.as_mut() {
+                *f = filter.clone();
+            }
+            sc.clone()
+        });
+        let cohort = join_cohort(inner, &conn, scope.as_ref(), &mask);
+        if let Some(sub) = inner.subscribers.get_mut(&conn) {
+            sub.cohort = cohort;
+        }
+    }
+}
+
+/// Takes `conn` out of its cohort, if it is in one.
+fn leave_cohort(inner: &mut TableInner, conn: &str) {
+    let Some(id) = inner.subscribers.get(conn).and_then(|s| s.cohort) else {
+        return;
+    };
+    let before = inner.cohorts.len();
+    inner.cohorts.remove(id, conn);
+    crate::metrics::filter_cohorts(inner.cohorts.len() as f64 - before as f64);
+}
+
+/// Presence relays that name a record (v1.3, 2.2: not sent to filtered
+/// subscribers).
+fn names_record(event: ServerEvent) -> bool {
+    matches!(
+        event,
+        ServerEvent::CursorPosition | ServerEvent::Selection | ServerEvent::UserEditing
+    )
+}
+
+/// Queues one group of events to every unfiltered subscriber of the table
+/// (filtered ones get theirs from `filtered::fan_out`).
 fn fan_out(inner: &mut TableInner, events: &[ChangeEvent]) {
     let Some(first) = events.first() else {
         return;
     };
     let event_ms = Some(first.timestamp);
     let mut frames = FrameCache::new(events);
-    for sub in inner.subscribers.values_mut() {
+    for sub in inner
+        .subscribers
+        .values_mut()
+        .filter(|s| s.cohort.is_none())
+    {
         if let Some(bytes) = frames.frame_for(&sub.outbox, sub.mask.as_ref()) {
             sub.push(bytes, event_ms);
         }
@@ -615,7 +765,7 @@ mod tests {
     async fn a_viewport_subscriber_is_not_sent_editing_starts_outside_its_viewport() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob, None).await.expect("join");
+        hub.join("t", ob, None, None).await.expect("join");
         hub.activate("t", "c1");
         hub.relay_by_viewport("t", "c1");
         hub.notify("t", editing_notice("r05", "start"));
@@ -637,7 +787,7 @@ mod tests {
     async fn a_viewport_without_relay_viewport_filters_nothing() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob, None).await.expect("join");
+        hub.join("t", ob, None, None).await.expect("join");
         hub.activate("t", "c1");
         hub.set_viewport("t", "c1", ViewportFilter::Ids(["r1".to_owned()].into()));
         hub.notify("t", editing_notice("r05", "start"));
@@ -648,7 +798,7 @@ mod tests {
     async fn a_pending_subscriber_gets_live_events_only_once_activated_in_order() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
-        let start = hub.join("t", ob, None).await.expect("join");
+        let start = hub.join("t", ob, None, None).await.expect("join");
         assert_eq!(start, id("5-0"));
         hub.deliver("t", vec![event("6-0", None)]);
         hub.deliver("t", vec![event("7-0", None), event("8-0", None)]);
@@ -663,7 +813,7 @@ mod tests {
     async fn events_at_or_before_the_cursor_are_never_delivered() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob, None).await.expect("join");
+        hub.join("t", ob, None, None).await.expect("join");
         hub.activate("t", "c1");
         hub.deliver(
             "t",
@@ -681,7 +831,7 @@ mod tests {
         let (c, mut rx_c) = subscriber("c", 1 << 20);
         for ob in [a, b, c] {
             let id = ob.conn_id.clone();
-            hub.join("t", ob, None).await.expect("join");
+            hub.join("t", ob, None, None).await.expect("join");
             hub.activate("t", &id);
         }
         hub.deliver("t", vec![event("6-0", Some("a")), event("7-0", Some("z"))]);
@@ -695,7 +845,7 @@ mod tests {
     async fn a_pending_subscriber_that_would_hold_too_much_is_closed_as_slow() {
         let hub = hub();
         let (ob, mut rx) = subscriber("c1", 200);
-        hub.join("t", ob, None).await.expect("join");
+        hub.join("t", ob, None, None).await.expect("join");
         for n in 6..20 {
             hub.deliver("t", vec![event(&format!("{n}-0"), None)]);
         }
@@ -708,9 +858,9 @@ mod tests {
         let hub = hub();
         let (a, mut rx_a) = subscriber("a", 1 << 20);
         let (b, mut rx_b) = subscriber("b", 1 << 20);
-        hub.join("t", a, None).await.expect("join");
+        hub.join("t", a, None, None).await.expect("join");
         hub.activate("t", "a");
-        hub.join("t", b, None).await.expect("join");
+        hub.join("t", b, None, None).await.expect("join");
         let notice = |origin: &str| Notice {
             event: "cursor_position".to_owned(),
             data: serde_json::json!({"userId": "u"}),
@@ -742,7 +892,7 @@ mod tests {
 
     async fn live(hub: &Hub, id: &str, mask: Option<Arc<ReadMask>>) -> OutboxReceiver {
         let (ob, rx) = subscriber(id, 1 << 20);
-        hub.join("t", ob, mask).await.expect("join");
+        hub.join("t", ob, mask, None).await.expect("join");
         hub.activate("t", id);
         rx
     }
@@ -820,5 +970,168 @@ mod tests {
         let seen: Vec<_> = std::iter::from_fn(|| intern.try_next()).collect();
         assert_eq!(seen.len(), 1);
         assert!(String::from_utf8_lossy(&seen[0]).contains("name"));
+    }
+
+    fn open_tasks() -> Option<Scope> {
+        let f = serde_json::json!({"field": "status", "op": "eq", "value": "open"});
+        let view = Arc::new(crate::filter::Filter::parse(&f, "filter").expect("a filter"));
+        Scope::of(None, Some(("open-tasks", Some(view))), "ann")
+    }
+
+    fn status_event(event_id: &str, version: u64, old: &str, new: &str) -> ChangeEvent {
+        let changes = format!(r#"[{{"fieldId":"status","oldValue":"{old}","newValue":"{new}"}}]"#);
+        let fields = vec![
+            ("type".to_owned(), b"update".to_vec()),
+            ("entityType".to_owned(), b"record".to_vec()),
+            ("entityId".to_owned(), b"r".to_vec()),
+            ("userId".to_owned(), b"u".to_vec()),
+            ("version".to_owned(), version.to_string().into_bytes()),
+            ("changes".to_owned(), changes.into_bytes()),
+        ];
+        ChangeEvent::from_entry(id(event_id), &fields, Some("t")).expect("a valid entry")
+    }
+
+    fn stored(version: u64, status: &str) -> HashMap<String, RecordState> {
+        let fields = serde_json::json!({"status": status, "title": "T"});
+        let state = RecordState {
+            record_id: "r".into(),
+            version,
+            deleted: false,
+            fields: fields.as_object().cloned().unwrap_or_default(),
+        };
+        HashMap::from([("r".to_owned(), state)])
+    }
+
+    fn frame_of(rx: &mut OutboxReceiver) -> Value {
+        serde_json::from_slice(&rx.try_next().expect("a frame")).expect("JSON")
+    }
+
+    #[tokio::test]
+    async fn a_view_subscriber_gets_enter_change_and_leave_as_a_record_moves_through_its_view() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob, None, open_tasks()).await.expect("join");
+        hub.activate("t", "c1");
+        assert!(hub.wants_states("t"));
+        hub.deliver_with_states(
+            "t",
+            vec![status_event("6-0", 2, "done", "open")],
+            &stored(2, "open"),
+        );
+        let entered = frame_of(&mut rx);
+        assert_eq!(entered[0], "record_entered_view");
+        assert_eq!(
+            entered[1],
+            serde_json::json!({"tableId": "t", "viewId": "open-tasks", "eventId": "6-0",
+                "record": {"recordId": "r", "version": 2, "deleted": false,
+                    "fields": {"status": "open", "title": "T"}}})
+        );
+        hub.deliver_with_states(
+            "t",
+            vec![status_event("7-0", 3, "open", "open")],
+            &stored(3, "open"),
+        );
+        assert_eq!(frame_of(&mut rx)[0], "record_change");
+        hub.deliver_with_states(
+            "t",
+            vec![status_event("8-0", 4, "open", "done")],
+            &stored(4, "done"),
+        );
+        assert_eq!(
+            frame_of(&mut rx),
+            serde_json::json!(["record_left_view", {"tableId": "t", "viewId": "open-tasks",
+                "recordId": "r", "eventId": "8-0"}])
+        );
+        hub.deliver_with_states(
+            "t",
+            vec![status_event("9-0", 5, "done", "later")],
+            &stored(5, "later"),
+        );
+        assert!(rx.try_next().is_none(), "nothing while outside the view");
+    }
+
+    #[tokio::test]
+    async fn an_unfiltered_subscriber_beside_a_view_keeps_the_plain_change() {
+        let hub = hub();
+        let mut all = live(&hub, "all", None).await;
+        let (ob, mut view) = subscriber("v", 1 << 20);
+        hub.join("t", ob, None, open_tasks()).await.expect("join");
+        hub.activate("t", "v");
+        hub.deliver_with_states(
+            "t",
+            vec![status_event("6-0", 2, "open", "done")],
+            &stored(2, "done"),
+        );
+        assert_eq!(frame_of(&mut all)[0], "record_change");
+        assert_eq!(frame_of(&mut view)[0], "record_left_view");
+        hub.unsubscribe("t", "v").await;
+        assert!(!hub.wants_states("t"), "no filtered cohort left");
+    }
+
+    fn owner_event(event_id: &str, version: u64, field: &str, old: &str, new: &str) -> ChangeEvent {
+        let changes = format!(r#"[{{"fieldId":"{field}","oldValue":"{old}","newValue":"{new}"}}]"#);
+        let fields = vec![
+            ("type".to_owned(), b"update".to_vec()),
+            ("entityType".to_owned(), b"record".to_vec()),
+            ("entityId".to_owned(), b"r".to_vec()),
+            ("userId".to_owned(), b"u".to_vec()),
+            ("version".to_owned(), version.to_string().into_bytes()),
+            ("changes".to_owned(), changes.into_bytes()),
+        ];
+        ChangeEvent::from_entry(id(event_id), &fields, Some("t")).expect("a valid entry")
+    }
+
+    async fn owner_of_rows(hub: &Hub, user: &str) -> OutboxReceiver {
+        let f = serde_json::json!({"field": "owner", "op": "eq", "value": "$user"});
+        let rows = Arc::new(crate::filter::Filter::parse(&f, "rows").expect("a filter"));
+        let (ob, rx) = subscriber(user, 1 << 20);
+        hub.join("t", ob, None, Scope::of(Some(rows), None, user))
+            .await
+            .expect("join");
+        hub.activate("t", user);
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_record_moved_again_before_its_state_was_read_still_leaves_its_old_owner() {
+        let hub = hub();
+        let mut ann = owner_of_rows(&hub, "ann").await;
+        let mut bob = owner_of_rows(&hub, "bob").await;
+        let now = |owner: &str| {
+            let fields = serde_json::json!({"owner": owner, "note": "b"});
+            let state = RecordState {
+                record_id: "r".into(),
+                version: 3,
+                deleted: false,
+                fields: fields.as_object().cloned().unwrap_or_default(),
+            };
+            HashMap::from([("r".to_owned(), state)])
+        };
+        // v2 edits the note of ann's record; v3 gives it to bob before the
+        // tailer read v2's batch's state.
+        hub.deliver_with_states(
+            "t",
+            vec![owner_event("6-0", 2, "note", "a", "b")],
+            &now("bob"),
+        );
+        let entered = frame_of(&mut bob);
+        assert_eq!(entered[0], "record_entered_view");
+        assert_eq!(entered[1]["record"]["version"], 3, "the stored state");
+        hub.deliver_with_states(
+            "t",
+            vec![owner_event("7-0", 3, "owner", "ann", "bob")],
+            &now("bob"),
+        );
+        assert_eq!(frame_of(&mut ann)[0], "record_left_view");
+        assert!(bob.try_next().is_none(), "bob already holds version 3");
+        hub.deliver_with_states("t", vec![owner_event("8-0", 4, "note", "b", "c")], &{
+            let mut s = now("bob");
+            if let Some(r) = s.get_mut("r") {
+                r.version = 4;
+            }
+            s
+        });
+        assert_eq!(frame_of(&mut bob)[0], "record_change", "exact again");
+        assert!(ann.try_next().is_none());
     }
 }

@@ -24,6 +24,14 @@
 //! - [`socketio`]: Engine.IO/Socket.IO packets, and the session's framing
 //!   over them for `/socket.io/`.
 //! - [`delta`]: `calculate_delta` for producers that hold whole records.
+//! - [`filter`]: the filter language of views and row grants: parse,
+//!   evaluate on a record, index keys for cohorts. A leaf.
+//! - [`cohort`]: filtered subscribers grouped into cohorts, indexed by
+//!   value; each record event's before/after states and the enter/leave
+//!   decision of the live fan-out (used by the hub).
+//! - [`view`]: each table's view filters as this sidecar knows them, kept
+//!   in stream order from `view` events (wrapping the tailer's handler and
+//!   the tables' start and stop) or read from their keys on first use.
 //! - [`presence`]: presence rules: cursor coalescing, sweep settings.
 //! - [`janitor`]: fleet upkeep: stale presence, groups of gone sidecars.
 //! - [`audit`]: the hash-chained audit log of sensitive operations, its
@@ -42,9 +50,11 @@ pub mod auth;
 pub mod backoff;
 pub mod change;
 pub mod clock;
+pub mod cohort;
 pub mod compression;
 pub mod config;
 pub mod delta;
+pub mod filter;
 pub mod gauges;
 pub mod grant;
 pub mod http;
@@ -61,6 +71,7 @@ pub mod socketio;
 pub mod store;
 pub mod transport;
 pub mod upgrade;
+pub mod view;
 pub mod waiting;
 
 use std::sync::Arc;
@@ -137,6 +148,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let tailer = TailerHandle::new(store.clone(), config.tailer_readers.get());
     let bus = PresenceBus::new(store.clone(), tailer.clone())?;
     let serving = Arc::new(Serving::new(store.clone(), tailer.clone(), bus.clone()));
+    // v1.3 views follow each table's start and stop and its `view` events.
+    let views = Arc::new(view::Views::new());
+    let serving = Arc::new(view::follow::ViewServing::new(serving, views.clone()));
     let hub = Arc::new(Hub::new(serving));
     let app = Arc::new(App::new(
         config.clone(),
@@ -147,13 +161,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         shutdown.clone(),
         tasks.clone(),
         audit,
+        views.clone(),
     ));
     tasks.spawn(load_library(
         store.clone(),
         app.library_loaded.clone(),
         shutdown.clone(),
     ));
-    tailer.spawn(hub.clone(), &tasks, shutdown.clone());
+    let tailed = Arc::new(view::follow::ViewEvents::new(hub.clone(), views));
+    tailer.spawn(tailed, &tasks, shutdown.clone());
     tasks.spawn(gauges::run(
         store.clone(),
         hub.clone(),

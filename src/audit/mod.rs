@@ -63,11 +63,13 @@ pub enum AuditAction {
     ApiSeed,
     /// At start: a setting that widens access (`RTS_AUTH=none`, CORS `*`).
     AccessWidened,
+    /// `PUT /api/v1/sync/tables/:t/views/:v` (v1.3: a view's filter).
+    ApiView,
 }
 
 impl AuditAction {
     /// Every action, for the API's filter.
-    pub const ALL: [AuditAction; 9] = [
+    pub const ALL: [AuditAction; 10] = [
         AuditAction::AuthFailed,
         AuditAction::RequestRefused,
         AuditAction::ConnectionClosed,
@@ -77,6 +79,7 @@ impl AuditAction {
         AuditAction::ApiCleanup,
         AuditAction::ApiSeed,
         AuditAction::AccessWidened,
+        AuditAction::ApiView,
     ];
 
     /// Its name in an entry.
@@ -91,6 +94,7 @@ impl AuditAction {
             AuditAction::ApiCleanup => "api_cleanup",
             AuditAction::ApiSeed => "api_seed",
             AuditAction::AccessWidened => "access_widened",
+            AuditAction::ApiView => "api_view",
         }
     }
 

@@ -152,6 +152,17 @@ impl ValidChange {
         Ok(())
     }
 
+    /// v1.3 (2.2): the commit writes only when the record's version is
+    /// still `version` (what a row-grant check read; 0 for no state),
+    /// else answers `rejected` with reason `moved` and writes nothing.
+    /// Call last, after [`ValidChange::answered_to`].
+    pub fn require_version(&mut self, version: u64) {
+        if let Some(open) = self.header.strip_suffix('}') {
+            let sep = if open.ends_with('{') { "" } else { "," };
+            self.header = format!("{open}{sep}\"requireVersion\":{version}}}");
+        }
+    }
+
     /// Records this change as an undo step of its user (v1.3): in the
     /// group `group` when given, else in `metadata.undoGroup` when the
     /// client named one (a string of 1..=128 bytes, else refused).

@@ -7,6 +7,10 @@
 //!
 //! A field's permission is `fields[fieldId]`, else `fields["*"]`, else
 //! `access`, and never more than `access`.
+//!
+//! v1.3 (2.2): a table grant may also carry `rows`, a filter (`crate::filter`)
+//! of the records the user may see and write; it is parsed here with the
+//! rest of the claim, so a malformed one refuses the token.
 
 pub mod bases;
 pub mod mask;
@@ -19,6 +23,7 @@ use serde_json::{json, Map, Value};
 
 use crate::change::ids::is_valid_id;
 use crate::change::FieldChange;
+use crate::filter::Filter;
 pub use bases::BaseGrants;
 pub use mask::ReadMask;
 
@@ -94,6 +99,10 @@ pub struct TableGrant {
     /// The readable fields when some are hidden; shared by every
     /// connection of this identity, compared by value in the hub.
     mask: Option<Arc<ReadMask>>,
+    /// v1.3: the records the user may see and write; `None` for all.
+    /// Shared by every connection of this identity, so a fan-out can
+    /// group them by pointer first.
+    rows: Option<Arc<Filter>>,
 }
 
 impl TableGrant {
@@ -104,6 +113,7 @@ impl TableGrant {
             default: access.into(),
             fields: BTreeMap::new(),
             mask: None,
+            rows: None,
         }
     }
 
@@ -128,7 +138,13 @@ impl TableGrant {
             default,
             fields,
             mask,
+            rows: None,
         }
+    }
+
+    /// v1.3: the records this grant shows, `None` when it shows every one.
+    pub fn rows(&self) -> Option<&Arc<Filter>> {
+        self.rows.as_ref()
     }
 
     /// The permission on one field.
@@ -163,6 +179,9 @@ impl TableGrant {
                 fields.insert(f.clone(), json!(a.as_str()));
             }
             out["fields"] = Value::Object(fields);
+        }
+        if let Some(rows) = &self.rows {
+            out["rows"] = rows.to_json();
         }
         out
     }
@@ -227,6 +246,11 @@ impl Grants {
             .is_some_and(|g| g.access == Access::ReadWrite)
     }
 
+    /// v1.3: the row filter of `table`'s grant, if it has one.
+    pub fn rows(&self, table: &str) -> Option<Arc<Filter>> {
+        self.table(table).and_then(|g| g.rows().cloned())
+    }
+
     /// The mask of `table`'s reads; `None` when every field is readable
     /// (or the table is not granted at all: reads are refused before).
     pub fn read_mask(&self, table: &str) -> Option<Arc<ReadMask>> {
@@ -242,9 +266,9 @@ fn table_grant(table: &str, value: &Value) -> Result<TableGrant, GrantError> {
             .ok_or_else(|| GrantError(format!("{} must be \"r\", \"rw\" or an object", at("")))),
         Value::Object(obj) => {
             for key in obj.keys() {
-                if key != "access" && key != "fields" {
+                if key != "access" && key != "fields" && key != "rows" {
                     return Err(GrantError(format!(
-                        "{}: unknown key {:?} (only \"access\" and \"fields\")",
+                        "{}: unknown key {:?} (only \"access\", \"fields\" and \"rows\")",
                         at(""),
                         shorten(key)
                     )));
@@ -289,7 +313,12 @@ fn table_grant(table: &str, value: &Value) -> Result<TableGrant, GrantError> {
                     explicit.insert(field.clone(), perm);
                 }
             }
-            Ok(TableGrant::new(access, default, explicit))
+            let mut grant = TableGrant::new(access, default, explicit);
+            if let Some(rows) = obj.get("rows") {
+                let filter = Filter::parse(rows, &at(".rows")).map_err(|e| GrantError(e.0))?;
+                grant.rows = Some(Arc::new(filter));
+            }
+            Ok(grant)
         }
         _ => Err(GrantError(format!(
             "{} must be \"r\", \"rw\" or an object",
@@ -378,6 +407,20 @@ mod tests {
     }
 
     #[test]
+    fn a_rows_filter_is_parsed_and_described() {
+        let rows = json!({"field": "owner", "op": "eq", "value": "$user"});
+        let g = grants(json!({"t": {"access": "rw", "rows": rows.clone()}, "u": "r"})).unwrap();
+        let f = g.rows("t").unwrap();
+        assert!(f.uses_user());
+        assert!(g.rows("u").is_none());
+        assert!(g.read_mask("t").is_none(), "rows hide no field");
+        assert_eq!(
+            g.table("t").unwrap().describe(),
+            json!({"access": "rw", "rows": rows})
+        );
+    }
+
+    #[test]
     fn malformed_grants_are_refused_naming_the_part() {
         let cases = [
             (json!({"t": "w"}), "tables.t must be"),
@@ -400,6 +443,10 @@ mod tests {
                 "unknown key \"feilds\"",
             ),
             (json!({"a}b": "r"}), "neither a table id"),
+            (
+                json!({"t": {"access": "r", "rows": {"field": "o", "op": "is"}}}),
+                "tables.t.rows.op: unknown op",
+            ),
         ];
         for (claim, needle) in cases {
             let e = grants(claim.clone()).unwrap_err();

@@ -39,6 +39,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>, peer: IpAddr) -> Resp
             ),
         };
     }
+    if let Some(ids) = super::views::route_of(&path) {
+        return match ids {
+            Err(e) => error_response(&e),
+            Ok(ids) => super::views::handle(&app, ids, req, peer).await,
+        };
+    }
     if let Some(table) = super::records::table_of(&path) {
         let table = match table {
             Ok(t) => t,

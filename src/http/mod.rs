@@ -14,6 +14,7 @@ pub mod records;
 pub mod routes;
 pub mod server;
 pub mod socketio;
+pub mod views;
 pub mod ws;
 
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The table-state routes for backends (docs/protocol.md section 6, v1.1):
 //! `GET /api/v1/sync/tables/{tableId}/records?after=&limit=` (or
-//! `?recordId=a&recordId=b`) reads the same pages as `load_records`;
+//! `?recordId=a&recordId=b`) reads the same pages as `load_records` (v1.3:
+//! `&viewId=v` only the view's records, `$user` bound to `&userId=`);
 //! `POST` of `{"records": [{recordId, version, fields, deleted?}]}` seeds
 //! record states from the app's database (written only when newer, no
 //! event appended).
@@ -14,6 +15,7 @@ use super::json_io::{error_response, json, read_json, Body};
 use crate::app::App;
 use crate::change::ids::check_id;
 use crate::protocol::{ErrorCode, RequestError};
+use crate::session::records::filtered_page;
 use crate::store::bases::{self, Bind};
 use crate::store::records::{self, Load, SeedRecord};
 
@@ -47,9 +49,12 @@ async fn load(app: &App, table: &str, query: &str) -> Result<records::RecordPage
     let mut ids = Vec::new();
     let mut after = None;
     let mut limit = None;
+    let (mut view, mut user) = (None, None);
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         match &*k {
             "recordId" => ids.push(v.into_owned()),
+            "viewId" => view = Some(v.into_owned()),
+            "userId" => user = Some(v.into_owned()),
             "after" => after = Some(v.into_owned()).filter(|a| !a.is_empty()),
             "limit" => {
                 limit = Some(
@@ -61,7 +66,31 @@ async fn load(app: &App, table: &str, query: &str) -> Result<records::RecordPage
         }
     }
     let what = Load::new((!ids.is_empty()).then_some(ids), after, limit)?;
+    if let Some(filter) = view_filter(app, table, view.as_deref(), user.as_deref()).await? {
+        let max = app.config.max_page_bytes;
+        let user = user.unwrap_or_default();
+        let page = filtered_page(&app.store, max, table, what, &[filter], &user).await?;
+        return Ok(page);
+    }
     Ok(records::load(&app.store, table, &what, app.config.max_page_bytes, None).await?)
+}
+
+/// v1.3 (3.5): the filter of `?viewId=` (none: the whole table), with
+/// `?userId=` as the `$user` it is evaluated for.
+async fn view_filter(
+    app: &App,
+    table: &str,
+    view: Option<&str>,
+    user: Option<&str>,
+) -> Result<Option<std::sync::Arc<crate::filter::Filter>>, RequestError> {
+    if let Some(u) = user {
+        check_id("userId", u)?;
+    }
+    let Some(view) = view else {
+        return Ok(None);
+    };
+    check_id("viewId", view)?;
+    Ok(app.views.load(&app.store, table, view).await?)
 }
 
 #[derive(Deserialize)]

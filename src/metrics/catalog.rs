@@ -304,6 +304,14 @@ declare! {
             : "Bytes compression took off HTTP responses";
         counter HTTP_BODIES_REFUSED = "rtsync_http_bodies_refused_total"
             : "Request bodies refused for their Content-Encoding (unknown, malformed, or over the limit once inflated)";
+        counter VIEW_EVENTS_APPLIED = "rtsync_view_events_applied_total"
+            : "View filter events applied from a table's stream (v1.3 views)";
+        counter VIEW_FILTERS_UNREADABLE = "rtsync_view_filters_unreadable_total"
+            : "Stored or announced view filters that could not be read, taken as no filter";
+        counter VIEWS_NOT_KEPT = "rtsync_views_not_kept_total"
+            : "View filters read from Redis but not kept because the registry was full";
+        counter VIEW_API_FAILURES = "rtsync_view_api_failures_total"
+            : "PUT or GET of a view's filter (HTTP API) refused or failed";
         counter RATE_LIMITED = "rtsync_rate_limited_total"
             : "Requests refused by the rate limit";
         counter FRAMES_REJECTED = "rtsync_frames_rejected_total" ["reason" => FrameRejected]
@@ -352,6 +360,18 @@ declare! {
             : "Editing indicators that ended because they were not renewed in RTS_EDITING_TTL_MS";
         counter EDITING_EXPIRY_FAILURES = "rtsync_presence_editing_expiry_failures_total"
             : "Editing expiry checks that failed in Redis (the sweeper ends the indicator later)";
+        counter FILTER_EVALUATIONS = "rtsync_filter_evaluations_total"
+            : "Row-grant and view filters evaluated on a record (load_records pages, fan-out)";
+        counter ROWS_WITHHELD = "rtsync_rows_withheld_total"
+            : "Records left out of a reply because they are outside the reader's row grant";
+        counter ROW_GRANT_REFUSED = "rtsync_row_grant_refused_total"
+            : "Requests refused because their path does not apply row grants yet";
+        counter FILTER_STATE_READ_FAILURES = "rtsync_filter_state_read_failures_total"
+            : "Reads of record states for filtered subscribers' fan-out that failed (their events were judged on what they carry)";
+        counter VIEW_MOVES = "rtsync_view_moves_total"
+            : "record_entered_view / record_left_view decisions of the live fan-out, per cohort";
+        gauge FILTER_COHORTS = "rtsync_filter_cohorts"
+            : "Cohorts of filtered subscribers (equal filter, bound user, mask, view) on this sidecar's tables";
     }
 }
 

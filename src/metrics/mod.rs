@@ -240,6 +240,52 @@ pub fn relays_skipped_viewport(n: u64) {
         catalog::RELAYS_SKIPPED_VIEWPORT.handle().increment(n);
     }
 }
+/// v1.3 (2.2): `n` filters evaluated, `withheld` records left out.
+pub fn rows_filtered(n: u64, withheld: u64) {
+    if n > 0 {
+        catalog::FILTER_EVALUATIONS.handle().increment(n);
+    }
+    if withheld > 0 {
+        catalog::ROWS_WITHHELD.handle().increment(withheld);
+    }
+}
+/// A read of record states for the filtered fan-out failed.
+pub fn filter_state_read_failed() {
+    catalog::FILTER_STATE_READ_FAILURES.handle().increment(1);
+}
+/// One fan-out's filter evaluations and enter/leave decisions.
+pub fn filtered_fanout(evaluations: u64, moves: u64) {
+    if evaluations > 0 {
+        catalog::FILTER_EVALUATIONS.handle().increment(evaluations);
+    }
+    if moves > 0 {
+        catalog::VIEW_MOVES.handle().increment(moves);
+    }
+}
+/// Cohorts of filtered subscribers on this sidecar, by change.
+pub fn filter_cohorts(delta: f64) {
+    catalog::FILTER_COHORTS.handle().increment(delta);
+}
+/// A `view` event applied to this sidecar's view filters.
+pub fn view_applied() {
+    catalog::VIEW_EVENTS_APPLIED.handle().increment(1);
+}
+/// A view filter that could not be read (taken as no filter).
+pub fn view_unreadable() {
+    catalog::VIEW_FILTERS_UNREADABLE.handle().increment(1);
+}
+/// A view filter not kept: the registry is full.
+pub fn view_not_kept() {
+    catalog::VIEWS_NOT_KEPT.handle().increment(1);
+}
+/// A PUT or GET of a view's filter refused or failed.
+pub fn view_api_failed() {
+    catalog::VIEW_API_FAILURES.handle().increment(1);
+}
+/// A request refused because its path does not apply row grants yet.
+pub fn row_grant_refused() {
+    catalog::ROW_GRANT_REFUSED.handle().increment(1);
+}
 pub fn editing_expired() {
     catalog::EDITING_EXPIRED.handle().increment(1);
 }

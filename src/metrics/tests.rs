@@ -145,6 +145,10 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
     ("rtsync_http_bodies_compressed_total", None),
     ("rtsync_http_compression_bytes_saved_total", None),
     ("rtsync_http_bodies_refused_total", None),
+    ("rtsync_view_events_applied_total", None),
+    ("rtsync_view_filters_unreadable_total", None),
+    ("rtsync_views_not_kept_total", None),
+    ("rtsync_view_api_failures_total", None),
     ("rtsync_rate_limited_total", None),
     (
         "rtsync_frames_rejected_total",
@@ -211,6 +215,12 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
     ("rtsync_presence_relays_skipped_viewport_total", None),
     ("rtsync_presence_editing_expired_total", None),
     ("rtsync_presence_editing_expiry_failures_total", None),
+    ("rtsync_filter_evaluations_total", None),
+    ("rtsync_rows_withheld_total", None),
+    ("rtsync_row_grant_refused_total", None),
+    ("rtsync_filter_state_read_failures_total", None),
+    ("rtsync_view_moves_total", None),
+    ("rtsync_filter_cohorts", None),
     ("rtsync_sink_lag_entries", None),
     ("rtsync_sink_lag_seconds", None),
     (

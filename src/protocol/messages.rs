@@ -433,11 +433,18 @@ pub struct LoadRecordsReq {
     pub record_ids: Option<Vec<String>>,
     pub after: Option<String>,
     pub limit: Option<usize>,
+    /// v1.3 (3.5): only the records in this view (an unknown view, or one
+    /// without a filter, is the whole table).
+    #[serde(default)]
+    pub view_id: Option<String>,
 }
 
 impl LoadRecordsReq {
     pub fn validate(&self) -> Result<(), RequestError> {
         check_id("tableId", &self.table_id)?;
+        if let Some(v) = &self.view_id {
+            check_id("viewId", v)?;
+        }
         Ok(())
     }
 }

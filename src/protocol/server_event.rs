@@ -25,10 +25,12 @@ pub enum ServerEvent {
     HeartbeatAck,
     UserEditing,
     UserViewport,
+    RecordEnteredView,
+    RecordLeftView,
 }
 
 impl ServerEvent {
-    pub const ALL: [ServerEvent; 20] = [
+    pub const ALL: [ServerEvent; 22] = [
         ServerEvent::Ack,
         ServerEvent::Error,
         ServerEvent::Authenticated,
@@ -49,6 +51,8 @@ impl ServerEvent {
         ServerEvent::HeartbeatAck,
         ServerEvent::UserEditing,
         ServerEvent::UserViewport,
+        ServerEvent::RecordEnteredView,
+        ServerEvent::RecordLeftView,
     ];
 
     /// The notices the presence functions publish on a table's channel
@@ -86,6 +90,8 @@ impl ServerEvent {
             ServerEvent::HeartbeatAck => "heartbeat_ack",
             ServerEvent::UserEditing => "user_editing",
             ServerEvent::UserViewport => "user_viewport",
+            ServerEvent::RecordEnteredView => "record_entered_view",
+            ServerEvent::RecordLeftView => "record_left_view",
         }
     }
 

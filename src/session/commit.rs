@@ -19,7 +19,10 @@ pub async fn record_change(session: &mut Session, mut valid: ValidChange) -> Rep
     check_write(user, &valid)?;
     let mask = read_mask(session, valid.req.scope());
     valid.answered_to(mask.as_deref().map(ReadMask::visible))?;
-    let mut result = commit(&session.app.store, &valid).await?;
+    let mut result = match user.grants.rows(valid.req.scope()) {
+        Some(rows) => super::row_write::commit_in_rows(session, &rows, &valid).await?,
+        None => commit(&session.app.store, &valid).await?,
+    };
     session
         .app
         .audit

@@ -26,6 +26,7 @@ pub mod records;
 pub mod reply;
 pub mod request;
 pub mod route;
+pub mod row_write;
 pub mod socketio_connect;
 pub mod steps;
 pub mod tables;

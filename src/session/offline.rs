@@ -72,7 +72,10 @@ async fn commit_all(
     let user = super::reply::identity(session)?;
     let mut results = Vec::with_capacity(commits.len());
     for (i, valid) in commits.iter_mut().enumerate() {
-        if let Err(e) = check_write(user, valid) {
+        let checked = check_write(user, valid).and_then(|()| {
+            super::reply::rows_unserved(user, valid.req.scope(), "sync_offline_changes")
+        });
+        if let Err(e) = checked {
             results.push(Err(e));
             continue;
         }

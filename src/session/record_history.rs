@@ -6,6 +6,10 @@
 //! remain. Needs read access, not a subscription. The HTTP route
 //! (`http::history`, API token) reads the same pages unmasked.
 //!
+//! v1.3 (2.2): under a row grant, a record outside the user's rows (judged
+//! on its state now) has no history (`{events: []}`, as an unknown record);
+//! one inside shows its whole history.
+//!
 //! Data flow: route → [`history`] (access, the reader's mask) → [`page`]
 //! → `store::record_history::read` (one call per chunk) → decoded, masked,
 //! cut by bytes → `{events, next?}`.
@@ -37,6 +41,17 @@ pub struct HistoryPage {
 pub async fn history(session: &mut Session, req: HistoryPageReq) -> Reply {
     if !identity(session)?.grants.can_read(&req.table_id) {
         return Err(forbidden("read", &req.table_id));
+    }
+    let user = identity(session)?;
+    if let Some(rows) = user.grants.rows(&req.table_id) {
+        let user_id = user.user_id.clone();
+        if !super::records::in_rows(session, &req.table_id, &req.record_id, &rows, &user_id).await?
+        {
+            return to_value(&HistoryPage {
+                events: Vec::new(),
+                next: None,
+            });
+        }
     }
     let mask = read_mask(session, &req.table_id);
     let page = page(

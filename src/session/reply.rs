@@ -178,6 +178,27 @@ pub fn check_write(user: &Identity, valid: &ValidChange) -> Result<(), RequestEr
     }
 }
 
+/// v1.3 (2.2): refuses a path that does not apply row grants yet, when
+/// `user`'s grant on `table` carries `rows`. Such a path would show or
+/// touch records outside the user's rows, so it is `forbidden` rather than
+/// served whole; `load_records` (`session::records`) and `record_change`
+/// (`session::row_write`) apply them.
+pub fn rows_unserved(user: &Identity, table: &str, path: &str) -> Result<(), RequestError> {
+    if user.grants.rows(table).is_none() {
+        return Ok(());
+    }
+    crate::metrics::row_grant_refused();
+    tracing::debug!(
+        table,
+        path,
+        "refused: row grants are not applied on this path yet"
+    );
+    Err(RequestError::new(
+        ErrorCode::Forbidden,
+        format!("{path} on table {table} is not available under a row grant"),
+    ))
+}
+
 pub fn forbidden(what: &str, table: &str) -> RequestError {
     RequestError::new(
         ErrorCode::Forbidden,

@@ -57,6 +57,7 @@ async fn attempt(
     if !user.grants.can_write(table) {
         return Err(forbidden("write", table));
     }
+    super::reply::rows_unserved(user, table, "undo")?;
     let mut header = header(session, user, req, way);
     for _ in 0..ATTEMPTS {
         let step = top_step(&session.app.store, table, &user.user_id, way).await?;

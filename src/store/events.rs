@@ -19,6 +19,24 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Events read from `table`'s stream, in stream order.
     fn deliver(&self, table: &str, events: Vec<ChangeEvent>);
 
+    /// v1.3: whether `table` has filtered subscribers (row grants, views),
+    /// so the tailer reads the touched records' states for
+    /// [`EventHandler::deliver_with_states`].
+    fn wants_states(&self, _table: &str) -> bool {
+        false
+    }
+
+    /// [`EventHandler::deliver`] with the current states of the records
+    /// the events touch (read after the events, one read per batch).
+    fn deliver_with_states(
+        &self,
+        table: &str,
+        events: Vec<ChangeEvent>,
+        _states: std::collections::HashMap<String, crate::store::records::RecordState>,
+    ) {
+        self.deliver(table, events);
+    }
+
     /// A presence notice published on `table`'s channel.
     fn notify(&self, table: &str, notice: Notice);
 

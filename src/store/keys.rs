@@ -309,6 +309,30 @@ impl Keys {
         keys
     }
 
+    /// A view's filter (v1.3, docs/protocol.md 3.5): a string holding the
+    /// filter's JSON, in the table's slot; absent when the view has none.
+    pub fn view(&self, table: &str, view: &str) -> String {
+        format!("{}:{{{table}}}:view:{view}", self.prefix)
+    }
+
+    /// KEYS of `rtsync_view_set` (`lua/views.lua`): the stream, the view's
+    /// key, the table's versions, sink floor and doorbell.
+    pub fn view_set_keys(&self, table: &str, view: &str) -> [String; 5] {
+        [
+            self.events(table),
+            self.view(table, view),
+            self.versions(table),
+            self.sink_floor(table),
+            self.presence_channel(table),
+        ]
+    }
+
+    /// KEYS of `rtsync_view_get` (`lua/views.lua`): the view's key and the
+    /// table's versions.
+    pub fn view_get_keys(&self, table: &str, view: &str) -> [String; 2] {
+        [self.view(table, view), self.versions(table)]
+    }
+
     /// KEYS of `rtsync_history` (`lua/history.lua`): the stream.
     pub fn history_keys(&self, name: &str) -> [String; 1] {
         [self.events(name)]
@@ -448,6 +472,22 @@ mod tests {
                 "rts:{t}:cc:3:u:1:cc",
             ]
         );
+    }
+
+    #[test]
+    fn a_views_calls_name_the_view_key_in_the_tables_slot() {
+        let k = Keys::new("rts");
+        assert_eq!(
+            k.view_set_keys("t", "v"),
+            [
+                "rts:{t}:events",
+                "rts:{t}:view:v",
+                "rts:{t}:ver",
+                "rts:{t}:sink-floor",
+                "rts:{t}:presence",
+            ]
+        );
+        assert_eq!(k.view_get_keys("t", "v"), ["rts:{t}:view:v", "rts:{t}:ver"]);
     }
 
     #[test]

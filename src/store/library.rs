@@ -27,6 +27,7 @@ macro_rules! assemble {
             include_str!("../../lua/record_history.lua"),
             include_str!("../../lua/sink.lua"),
             include_str!("../../lua/audit.lua"),
+            include_str!("../../lua/views.lua"),
         )
     };
 }
@@ -147,7 +148,8 @@ mod tests {
                 "records",
                 "record_history",
                 "sink",
-                "audit"
+                "audit",
+                "views"
             ]
         );
     }
@@ -176,7 +178,7 @@ mod tests {
     #[test]
     fn only_base_and_keycheck_reach_redis_directly() {
         let texts = module_texts(LIBRARY);
-        assert_eq!(texts.len(), 11);
+        assert_eq!(texts.len(), 12);
         for module in &texts[1..] {
             for direct in ["redis.call", "redis.pcall", "redis.register_function"] {
                 assert!(

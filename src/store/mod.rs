@@ -40,6 +40,7 @@ pub mod session_port;
 pub mod sink_group;
 pub mod tailer;
 pub mod undo;
+pub mod views;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};

@@ -22,7 +22,7 @@
 //! events.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::events::EventHandler;
+use super::records::{self, RecordState};
 use super::{groups, Store, StoreError};
 use crate::backoff::{Backoff, RECONNECT_MAX};
 use crate::change::StreamId;
@@ -43,6 +44,10 @@ use crate::protocol::event::ChangeEvent;
 const COUNT: usize = 512;
 /// Streams per multi-key read.
 const KEYS_PER_READ: usize = 500;
+/// Byte bound of one read of record states for filtered subscribers
+/// (records are bounded by `RTS_MAX_RECORD_BYTES`; the bound only caps
+/// a batch of very large ones, whose rest then goes without a state).
+const STATE_BYTES: usize = 64 << 20;
 /// How often every table is read, rung or not.
 const SWEEP: Duration = Duration::from_secs(1);
 /// Pause after a read (see the module doc): what each entry of the busiest
@@ -280,7 +285,7 @@ impl Reader {
                     full.push(Arc::<str>::from(table.as_str()));
                 }
                 busiest = busiest.max(entries.len());
-                self.deliver(&table, entries);
+                self.deliver(&table, entries).await;
             }
         }
         let any_full = !full.is_empty();
@@ -304,12 +309,46 @@ impl Reader {
         Ok(())
     }
 
-    fn deliver(&self, table: &str, entries: Vec<Entry>) {
+    async fn deliver(&self, table: &str, entries: Vec<Entry>) {
         let events = decode_events(&entries, table);
         drop(entries);
-        if !events.is_empty() {
-            self.hub.deliver(table, events);
+        if events.is_empty() {
+            return;
         }
+        if !self.hub.wants_states(table) {
+            self.hub.deliver(table, events);
+            return;
+        }
+        let states = self.states(table, &events).await;
+        self.hub.deliver_with_states(table, events, states);
+    }
+
+    /// v1.3: the current states of the records `events` touch, for the
+    /// filters of the live fan-out: one `rtsync_load` per batch (of at most
+    /// [`records::MAX_PAGE`] records), read after the events, so each
+    /// state is at least as new as the batch's last event of its record
+    /// (`cohort::steps`). A failed read leaves those records without a
+    /// state; their events are then judged on what they carry.
+    async fn states(&self, table: &str, events: &[ChangeEvent]) -> HashMap<String, RecordState> {
+        let mut ids: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for e in events.iter().filter(|e| e.entity_type == "record") {
+            if seen.insert(e.entity_id.as_str()) {
+                ids.push(e.entity_id.clone());
+            }
+        }
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(records::MAX_PAGE) {
+            let what = records::Load::Ids(chunk.to_vec());
+            match records::load(&self.shared.store, table, &what, STATE_BYTES, None).await {
+                Ok(page) => out.extend(page.records.into_iter().map(|r| (r.record_id.clone(), r))),
+                Err(e) => {
+                    crate::metrics::filter_state_read_failed();
+                    tracing::warn!(table, error = %e, "reading record states for filtered subscribers failed");
+                }
+            }
+        }
+        out
     }
 
     /// A group vanished (Redis restarted without persistence, or it was

@@ -90,7 +90,7 @@ async fn enter_base<C: Conn>(
     }
     admit_base(session)?;
     let name = base_stream_name(base);
-    let start = match session.hub_join(&name, None).await {
+    let start = match session.hub_join(&name, None, None).await {
         Ok(start) => start,
         Err(e) => {
             release_place(session);
@@ -124,7 +124,7 @@ async fn base_history<C: Conn>(
     }
     let name = base_stream_name(base);
     let history = History::Since(StreamId::parse_or_zero(last));
-    let plan = plan_history(session, &name, &history, start).await?;
+    let plan = plan_history(session, &name, &history, start, false).await?;
     if let Some(reason) = plan.resync {
         tracing::info!(base, reason, "base recovery needs a resync");
         then.push(Then::Frame(resync_frame(session.framing(), &name, reason)));

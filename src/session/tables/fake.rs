@@ -255,6 +255,7 @@ impl Conn for FakeConn {
         &self,
         stream: &str,
         _: Option<Arc<ReadMask>>,
+        _: Option<crate::cohort::Scope>,
     ) -> Result<StreamId, StoreError> {
         self.store.check(Call::HubJoin, stream)?;
         lock(&self.in_hub).insert(stream.to_owned());

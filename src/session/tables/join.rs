@@ -17,6 +17,7 @@ use super::history::{after_ack, plan_history, History, HistoryPlan};
 use super::leave::leave_table;
 use super::places::{release_place, take_place};
 use super::port::{read_mask, user_of, Conn};
+use crate::cohort::Scope;
 use crate::grant::{masking, ReadMask};
 use crate::protocol::messages::SubscribeReq;
 use crate::protocol::{RequestError, StreamId};
@@ -90,23 +91,29 @@ pub(super) async fn join<C: Conn>(
         "tableId": table, "viewId": req.view_id,
     });
     let mask = read_mask(session, table);
+    let scope = scope(session, req).await?;
+    let filtered = scope.as_ref().and_then(Scope::filter).is_some();
     let start = match existing {
         Some(start) => start,
-        None => enter(session, table, mask.clone()).await?,
+        None => enter(session, table, mask.clone(), scope).await?,
     };
-    let (color, users, plan) = match read(session, table, &presence_doc, &history, start).await {
-        Ok(r) => r,
-        Err((reached, e)) => {
-            if fresh {
-                undo_join(session, table, reached).await;
+    let (color, users, plan) =
+        match read(session, table, &presence_doc, &history, start, filtered).await {
+            Ok(r) => r,
+            Err((reached, e)) => {
+                if fresh {
+                    undo_join(session, table, reached).await;
+                }
+                return Err(e.into());
             }
-            return Err(e.into());
-        }
-    };
+        };
     session.tables_mut().insert(table.to_owned(), start);
     let missed = plan.replay.as_ref().map(|(_, n)| *n).unwrap_or(0);
     let resync = plan.resync;
-    let users = masked_users(users, mask.as_deref());
+    let mut users = masked_users(users, mask.as_deref());
+    if filtered {
+        users.iter_mut().for_each(unplaced);
+    }
     let mut then = after_ack(session.framing(), table, start, users, plan, recovery);
     if fresh {
         then.push(Then::Activate(table.to_owned()));
@@ -144,8 +151,9 @@ async fn enter<C: Conn>(
     session: &mut C,
     table: &str,
     mask: Option<Arc<ReadMask>>,
+    scope: Option<Scope>,
 ) -> Result<StreamId, RequestError> {
-    match session.hub_join(table, mask).await {
+    match session.hub_join(table, mask, scope).await {
         Ok(start) => Ok(start),
         Err(e) => {
             undo_join(session, table, Reached::Counted).await;
@@ -163,13 +171,14 @@ async fn read<C: Conn>(
     presence_doc: &Value,
     history: &History,
     start: StreamId,
+    filtered: bool,
 ) -> Result<(String, Vec<Value>, HistoryPlan), (Reached, StoreError)> {
     let store = session.store();
     let joined = store
         .join_presence(table, session.conn_id(), presence_doc)
         .await
         .map_err(|e| (Reached::InHub, e))?;
-    let plan = plan_history(session, table, history, start)
+    let plan = plan_history(session, table, history, start, filtered)
         .await
         .map_err(|e| (Reached::Present, e))?;
     Ok((joined.color, joined.users, plan))
@@ -183,6 +192,30 @@ fn masked_users(mut users: Vec<Value>, mask: Option<&ReadMask>) -> Vec<Value> {
             .for_each(|u| masking::presence_user(u, mask));
     }
     users
+}
+
+/// v1.3 (2.2, 3.5): the subscription's scope: its row grant and the view
+/// it names with that view's filter now (an unknown view or one without a
+/// filter is the whole table, until a `view` event gives it one). Its
+/// filter is the row grant ∧ the view's filter.
+async fn scope<C: Conn>(session: &C, req: &SubscribeReq) -> Result<Option<Scope>, RequestError> {
+    let table = req.table_id.as_str();
+    let view = match req.view_id.as_deref() {
+        Some(v) => Some((v, session.view_filter(table, v).await?)),
+        None => None,
+    };
+    let user = user_of(session)?;
+    Ok(Scope::of(user.grants.rows(table), view, &user.user_id))
+}
+
+/// A user's presence without where they point, select or edit: a filtered
+/// subscriber is not told about records that may be outside its rows.
+fn unplaced(user: &mut Value) {
+    if let Some(doc) = user.as_object_mut() {
+        for key in ["cursor", "selection", "editing", "viewport"] {
+            doc.remove(key);
+        }
+    }
 }
 
 /// Rolls back a join new to the connection that failed after `reached`:

@@ -16,6 +16,8 @@ use std::sync::Arc;
 
 use super::BaseSubscription;
 use crate::auth::Identity;
+use crate::cohort::Scope;
+use crate::filter::Filter;
 use crate::grant::ReadMask;
 use crate::protocol::{Framing, RequestError, StreamId};
 use crate::session::{base_access, reply, Session};
@@ -62,7 +64,17 @@ pub trait Conn: Send + Sync {
         &self,
         stream: &str,
         mask: Option<Arc<ReadMask>>,
+        scope: Option<Scope>,
     ) -> impl Future<Output = Result<StreamId, StoreError>> + Send;
+    /// v1.3 (3.5): the filter of `table`'s view `view` as this sidecar
+    /// knows it; `None` is the whole table.
+    fn view_filter(
+        &self,
+        _table: &str,
+        _view: &str,
+    ) -> impl Future<Output = Result<Option<Arc<Filter>>, StoreError>> + Send {
+        async { Ok(None) }
+    }
     /// Removes the connection from `stream` in the hub.
     fn hub_leave(&self, stream: &str) -> impl Future<Output = ()> + Send;
     /// Whether the connection may read base `base`'s events through its
@@ -136,8 +148,20 @@ impl Conn for Session {
         &self,
         stream: &str,
         mask: Option<Arc<ReadMask>>,
+        scope: Option<Scope>,
     ) -> Result<StreamId, StoreError> {
-        self.app.hub.join(stream, self.outbox.clone(), mask).await
+        self.app
+            .hub
+            .join(stream, self.outbox.clone(), mask, scope)
+            .await
+    }
+
+    async fn view_filter(
+        &self,
+        table: &str,
+        view: &str,
+    ) -> Result<Option<Arc<Filter>>, StoreError> {
+        self.app.views.load(&self.app.store, table, view).await
     }
 
     async fn hub_leave(&self, stream: &str) {
