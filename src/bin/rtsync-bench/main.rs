@@ -5,7 +5,7 @@
 //! as one JSON line.
 //!
 //! Scenarios: `commit`, `fanout`, `ramp`, `presence`, `idle`, `tables`,
-//! `records` (see `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
+//! `records`, `views` (see `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
 
 mod client;
 mod load;
@@ -13,6 +13,7 @@ mod proto;
 mod ramp;
 mod report;
 mod scenarios;
+mod views;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -134,6 +135,10 @@ enum Scenario {
         #[arg(long, default_value_t = 500)]
         page: usize,
     },
+    /// Filtered views: N users each following "owner = me" of a table of
+    /// `records` records, `unfiltered` following the whole table, `rate`
+    /// changes/s: deliveries and sidecar CPU per change (pass `--pid`).
+    Views(views::ViewsShape),
 }
 
 fn main() -> Result<()> {
@@ -205,6 +210,7 @@ async fn run(args: Args) -> Result<()> {
             fields,
             page,
         } => scenarios::records(&args, records, fields, page).await?,
+        Scenario::Views(shape) => views::views(&args, &shape).await?,
     };
     out["seconds"] = args.duration.into();
     if !args.pid.is_empty() {
