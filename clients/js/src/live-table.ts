@@ -419,6 +419,7 @@ export class LiveTable extends Emitter<LiveTableEvents> {
         this.redoDepth = 0;
       }
       this.offer(edit.recordId, { version: result.version, type: edit.type, changes: edit.changes });
+      this.sweep?.add(edit.recordId); // kept through a reread; the recheck decides
       if (this.filtered() && !this.outside.has(edit.recordId)) this.recheck(edit.recordId, result.version);
       if (result.status === "overwritten" && result.conflicts?.length) {
         this.emit("conflict", {
@@ -464,6 +465,7 @@ export class LiveTable extends Emitter<LiveTableEvents> {
   }
 
   private applyState(st: RecordState) {
+    this.sweep?.add(st.recordId);
     const r = this.confirmed.get(st.recordId);
     if (!r || st.version > r.version) {
       this.confirmed.set(st.recordId, { recordId: st.recordId, version: st.version, deleted: !!st.deleted, fields: { ...st.fields } });
@@ -563,7 +565,6 @@ export class LiveTable extends Emitter<LiveTableEvents> {
       if (generation !== this.generation) return;
       for (const st of page.records ?? []) {
         this.outside.delete(st.recordId);
-        this.sweep?.add(st.recordId);
         this.applyState(st);
         this.changed(st.recordId, "load");
         count++;
@@ -625,7 +626,6 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     }
     const st = m.record;
     this.outside.delete(st.recordId);
-    this.sweep?.add(st.recordId);
     const list = this.buffered.get(st.recordId);
     if (list) {
       const later = list.filter((d) => d.version > st.version);

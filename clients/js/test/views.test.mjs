@@ -157,3 +157,21 @@ test("a row grant in the subscribe ack is kept with the grant", async () => {
   const { sub } = await setup([], { viewId: undefined, ack: { access: "rw", rows } });
   assert.deepEqual(sub.grant, { access: "rw", fields: undefined, rows });
 });
+
+test("a record the user commits while the view is read again is kept until its recheck says otherwise", async () => {
+  const { link, table, sub } = await setup([rec("r1", 2, { owner: "ann" })]);
+  sub.receive([{ ...event("9-0", "mine", 0, []), entityType: "view" }]);
+  const page = await link.next();
+  const done = table.create("r5", { owner: "ann" });
+  const req = await link.next();
+  req.resolve({ status: "applied", eventId: "10-0", version: 1, clientChangeId: req.data.clientChangeId });
+  await done;
+  page.resolve({ records: [rec("r1", 2, { owner: "ann" })], asOf: "9-0" });
+  await new Promise((r) => table.once("ready", r));
+  assert.deepEqual(ids(table), ["r1", "r5"]);
+  const check = await link.next();
+  assert.deepEqual(check.data.recordIds, ["r5"]);
+  check.resolve({ records: [rec("r5", 1, { owner: "ann" })], asOf: "10-0" });
+  assert.equal(await link.idle(), true);
+  assert.deepEqual(ids(table), ["r1", "r5"]);
+});
