@@ -152,16 +152,26 @@ async fn join(url: &str, args: &Args, user: &str, table: &str, view: Option<&str
     Ok(ws)
 }
 
-/// Counts what reaches one subscriber until `until`.
+/// Counts what reaches one subscriber until `until`, then while frames
+/// still come (a second apart at most, 20 s at most): a loaded generator
+/// may read behind the sidecar, and what it has not read yet still counts.
 fn count(mut ws: Ws, until: Instant) -> JoinHandle<Seen> {
     tokio::spawn(async move {
         let mut seen = Seen::default();
-        while Instant::now() < until {
-            let left = until.saturating_duration_since(Instant::now());
-            let msg = match tokio::time::timeout(left, ws.next()).await {
+        let last = until + Duration::from_secs(20);
+        loop {
+            let now = Instant::now();
+            if now > last {
+                break;
+            }
+            let wait = until
+                .saturating_duration_since(now)
+                .max(Duration::from_secs(1));
+            let msg = match tokio::time::timeout(wait, ws.next()).await {
                 Ok(Some(Ok(Message::Binary(b)))) => b,
-                Ok(Some(Ok(_))) | Err(_) => continue,
-                Ok(_) => break,
+                Ok(Some(Ok(_))) => continue,
+                Err(_) if Instant::now() < until => continue,
+                Err(_) | Ok(_) => break,
             };
             match event_name(&msg) {
                 Some("record_entered_view") => seen.entered += 1,
@@ -285,7 +295,7 @@ pub async fn views(args: &Args, shape: &ViewsShape) -> Result<Value> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu_before = cpu_now(&args.pid);
     let stop = Instant::now() + Duration::from_secs(args.duration);
-    let until = stop + Duration::from_secs(3);
+    let until = stop + Duration::from_secs(2);
     let counters: Vec<(bool, JoinHandle<Seen>)> = conns
         .into_iter()
         .map(|(user, ws)| (user, count(ws, until)))
