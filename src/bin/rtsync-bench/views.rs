@@ -74,6 +74,8 @@ struct Seen {
     entered: u64,
     left: u64,
     latencies_us: Vec<u64>,
+    /// The sidecar closed the connection before the load ended (a slow consumer).
+    closed_early: bool,
 }
 
 fn owner(record: usize, users: usize) -> String {
@@ -171,7 +173,11 @@ fn count(mut ws: Ws, until: Instant) -> JoinHandle<Seen> {
                 Ok(Some(Ok(Message::Binary(b)))) => b,
                 Ok(Some(Ok(_))) => continue,
                 Err(_) if Instant::now() < until => continue,
-                Err(_) | Ok(_) => break,
+                Err(_) => break,
+                Ok(_) => {
+                    seen.closed_early = Instant::now() < until;
+                    break;
+                }
             };
             match event_name(&msg) {
                 Some("record_entered_view") => seen.entered += 1,
@@ -338,8 +344,10 @@ async fn report(
 ) -> Result<Value> {
     let (mut user_seen, mut all_seen) = (Seen::default(), Seen::default());
     let mut lat = Vec::new();
+    let mut closed_early = 0u64;
     for (user, h) in counters {
         let s = h.await?;
+        closed_early += u64::from(s.closed_early);
         let into = if user { &mut user_seen } else { &mut all_seen };
         into.changes += s.changes;
         into.entered += s.entered;
@@ -359,7 +367,7 @@ async fn report(
         "deliveriesPerChange": per_change(to_users + to_all),
         "toUsersPerChange": per_change(to_users), "toUnfilteredPerChange": per_change(to_all),
         "userChanges": user_seen.changes, "entered": user_seen.entered, "left": user_seen.left,
-        "latencyMs": latency(lat),
+        "latencyMs": latency(lat), "closedEarly": closed_early,
         "cpuSecondsDuringLoad": (cpu * 100.0).round() / 100.0,
         "cpuUsPerChange": if args.pid.is_empty() { Value::Null } else { json!((cpu * 1e6 / committed.max(1) as f64).round()) },
         "perSubscriberChecksPerChange": shape.users + shape.unfiltered}),
