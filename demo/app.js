@@ -7,12 +7,17 @@ import { RtsyncClient } from "./rtsync.js";
 const params = new URLSearchParams(location.search);
 const user = params.get("user") || `guest-${Math.random().toString(36).slice(2, 6)}`;
 const tableId = params.get("table") || "demo";
-// `?role=intern`: a user who may not see "Days" and may not edit "Status".
-// Development mode only: the grant rides on the dev `authenticate`; in
-// production it is the token's `tables` claim (docs/protocol.md 2.1).
+// `?role=intern`: a user who may not see "Days", may not edit "Status", and
+// sees (and may edit) only the tasks they own: a row grant (protocol 2.2),
+// `$user` being their id. Development mode only: the grant rides on the dev
+// `authenticate`; in production it is the token's `tables` claim.
+const MINE = { field: "owner", op: "eq", value: "$user" };
 const ROLES = {
-  intern: { "*": { access: "rw", fields: { estimate: "none", status: "r" } } },
+  intern: { "*": { access: "rw", fields: { estimate: "none", status: "r" }, rows: MINE } },
 };
+// The views a user can switch between (protocol 3.5): the whole table, and
+// "My tasks", whose filter the first user stores when seeding the table.
+const VIEWS = { grid: "All tasks", "my-tasks": "My tasks" };
 const role = params.get("role");
 
 // Six typed fields, and the 30 rows a fresh table is seeded with.
@@ -29,7 +34,8 @@ const TASKS = ["Pricing page", "Beta invites", "Press kit", "Onboarding emails",
   "Load test", "Security review", "Data export", "Dark mode", "Launch tweet", "Partner demo", "Support rota",
   "Refund policy", "Usage limits", "API docs", "Rate limits", "Backups drill", "Incident runbook", "Trial emails",
   "Landing video", "Metrics dashboard", "Launch party"];
-const OWNERS = ["Ana", "Ben", "Chen", "Dara", "Eli", "Farah"];
+// Owners are user ids, so `?user=alice` has tasks in "My tasks".
+const OWNERS = ["alice", "bob", "chen", "dara", "eli", "farah"];
 const seedRows = () => TASKS.map((task, i) => ({
   id: `r${String(i + 1).padStart(2, "0")}`,
   fields: { task, owner: OWNERS[i % 6], status: FIELDS[2].options[i % 4], estimate: (i % 5) + 1,
@@ -41,7 +47,8 @@ const client = new RtsyncClient({
   url: `${proto}//${location.host}/ws`,
   devUser: { userId: user, userName: params.get("name") || user, ...(ROLES[role] ? { tables: ROLES[role] } : {}) },
 });
-const table = client.table(tableId, { onConflict: "reject", viewId: "grid" });
+const startView = VIEWS[params.get("view")] ? params.get("view") : "grid";
+const table = client.table(tableId, { onConflict: "reject", view: startView });
 const rows = new Map(); // recordId -> { tr, cells: Map(fieldId -> {td, input}) }
 let editing; // this user's editing indicator (the focused cell), if any
 window.rtsync = { client, table };
@@ -177,6 +184,10 @@ table.on("ready", () => {
   if (table.records().length === 0 && FIELDS.every((f) => table.canWrite(f.id))) void seed();
 });
 table.on("reload", ({ reason }) => activity(`reloading the table (${reason})`));
+// Records entering or leaving the view (or the intern's rows): the grid
+// follows through `record` events; the feed says why.
+table.on("entered", ({ recordId }) => activity(`${recordId} came into ${VIEWS[table.viewId] ?? "your rows"}`));
+table.on("left", ({ recordId }) => activity(`${recordId} left ${VIEWS[table.viewId] ?? "your rows"}`));
 table.on("change", (e) => {
   for (const c of e.changes ?? []) activity(`${e.userId} set ${e.entityId}.${c.fieldId} = ${fmt(c.newValue)}`);
   if (e.type === "delete") activity(`${e.userId} deleted ${e.entityId}`);
@@ -215,6 +226,12 @@ async function seed() {
   const run = async () => {
     const page = await client.request("load_records", { tableId, limit: 1 });
     if ((page.records ?? []).length > 0) return;
+    // "My tasks" first, so its followers see the rows enter it. Through the
+    // HTTP API, open in development mode; with an API token the app's
+    // backend stores it instead.
+    await fetch(`/api/v1/sync/tables/${encodeURIComponent(tableId)}/views/my-tasks`, {
+      method: "PUT", headers: { "content-type": "application/json" }, body: JSON.stringify({ filter: MINE }),
+    }).catch(() => undefined);
     await Promise.all(seedRows().map((r) => client.change(tableId, r.id,
       Object.entries(r.fields).map(([fieldId, newValue]) => ({ fieldId, newValue })), { version: 0 })));
   };
@@ -292,6 +309,19 @@ client.on("pending", ({ count }) => {
   el.textContent = `${count} queued`;
 });
 document.getElementById("offline").addEventListener("change", (e) => client.setOffline(e.target.checked));
+
+// ---- views: "All tasks" or "My tasks" -----------------------------------------
+
+const viewSelect = document.getElementById("view");
+for (const [id, label] of Object.entries(VIEWS)) viewSelect.add(new Option(label, id));
+viewSelect.value = startView;
+document.body.dataset.view = startView;
+viewSelect.addEventListener("change", () => {
+  const view = viewSelect.value;
+  document.body.dataset.view = view;
+  delete document.body.dataset.ready;
+  table.setView(view).catch((err) => toast(["Could not switch the view: ", [err.message]]));
+});
 setInterval(() => client.heartbeat(tableId), 30_000);
 
 // ---- helpers -----------------------------------------------------------------

@@ -22,6 +22,7 @@ if command -v npm >/dev/null 2>&1; then
   scripts/build-client.sh
   demo=(--demo)
   echo "demo: open http://$RTS_LISTEN/demo/?user=alice in one tab and http://$RTS_LISTEN/demo/?user=bob in another" >&2
+  echo "      &view=my-tasks follows only your tasks; ?user=eli&role=intern sees only eli's tasks (a row grant)" >&2
 else
   echo "npm not found: starting without the demo page (install Node.js for it)" >&2
 fi

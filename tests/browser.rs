@@ -49,6 +49,9 @@ async fn browser_tests(files: &[&str]) -> bool {
     let env = [
         ("RTS_AUTH", "none"),
         ("RTS_JWT_SECRET", ""),
+        // As scripts/start.sh: no API token, so the seeding page stores the
+        // "My tasks" view through the HTTP API itself.
+        ("RTS_API_TOKEN", ""),
         ("RTS_DEMO", "true"),
         ("RTS_DEMO_DIR", demo_dir.as_str()),
         ("RTS_RECENT_CHANGES", "500"),

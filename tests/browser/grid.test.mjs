@@ -34,21 +34,33 @@ function watch(page, who) {
   page.on("console", (m) => m.type() === "error" && !/WebSocket|ERR_CONNECTION|Failed to load resource/.test(m.text()) && pageErrors.push(`[${who}] console: ${m.text()}`));
 }
 
-async function open(base, user, table, path = "", extra = "") {
+async function open(base, user, table, path = "", extra = "", rows = 30) {
   const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
   const page = await context.newPage();
   watch(page, user);
   await page.goto(`${base}/demo/${path}?user=${user}&table=${table}${extra}`);
-  await ready(page, user);
+  await ready(page, user, rows);
   return page;
 }
 
-async function ready(page, user) {
+/** Online, loaded, present, and showing `rows` rows (30 once seeded, fewer in a view or under a row grant). */
+async function ready(page, user, rows = 30) {
   await page.waitForSelector("#status.online", { timeout: WAIT });
   await page.waitForSelector("body[data-ready='1']", { timeout: WAIT });
   await page.waitForFunction((u) => [...document.querySelectorAll(".user")].some((e) => e.dataset.user === u), user, { timeout: WAIT });
-  // Seeded: 30 rows.
-  await page.waitForFunction(() => document.querySelectorAll("tr[data-record]").length === 30, null, { timeout: WAIT });
+  await page.waitForFunction((n) => document.querySelectorAll("tr[data-record]").length === n, rows, { timeout: WAIT });
+}
+
+// Seeded owners: OWNERS[i % 6] for row i + 1 (alice, bob, chen, dara, eli, farah).
+const OWNED = {
+  alice: ["r01", "r07", "r13", "r19", "r25"],
+  eli: ["r05", "r11", "r17", "r23", "r29"],
+};
+const shown = (page) => page.evaluate(() => [...document.querySelectorAll("tr[data-record]")].map((tr) => tr.dataset.record));
+async function expectRows(page, ids) {
+  await page.waitForFunction((want) => JSON.stringify([...document.querySelectorAll("tr[data-record]")]
+    .map((tr) => tr.dataset.record)) === want, JSON.stringify(ids), { timeout: WAIT })
+    .catch(async (e) => assert.fail(`${e.message}: rows ${await shown(page)}, want ${ids}`));
 }
 
 const cell = (page, r, f) => page.locator(`[data-cell="${r}|${f}"]`);
@@ -189,43 +201,45 @@ test("the split view shows three users side by side in one page, editing togethe
   await left.locator('.user[data-user="ray"]').waitFor({ timeout: WAIT });
   await left.locator('tr[data-record="r30"]').waitFor({ timeout: WAIT });
   await right.locator('tr[data-record="r30"]').waitFor({ timeout: WAIT });
-  await left.locator('[data-cell="r10|task"]').fill("from the left");
-  await left.locator('[data-cell="r10|task"]').press("Tab");
+  await left.locator('[data-cell="r11|task"]').fill("from the left");
+  await left.locator('[data-cell="r11|task"]').press("Tab");
   await page.waitForFunction(() => document.querySelector("#right").contentDocument
-    ?.querySelector('[data-cell="r10|task"]')?.value === "from the left", null, { timeout: WAIT });
+    ?.querySelector('[data-cell="r11|task"]')?.value === "from the left", null, { timeout: WAIT });
+  // The intern (eli by default) owns r11.
   const intern = page.frameLocator("#intern");
-  await intern.locator('[data-cell="r10|task"]').waitFor({ timeout: WAIT });
+  await intern.locator('[data-cell="r11|task"]').waitFor({ timeout: WAIT });
   await page.waitForFunction(() => document.querySelector("#intern").contentDocument
-    ?.querySelector('[data-cell="r10|task"]')?.value === "from the left", null, { timeout: WAIT });
+    ?.querySelector('[data-cell="r11|task"]')?.value === "from the left", null, { timeout: WAIT });
+  assert.equal(await intern.locator("tr[data-record]").count(), 5, "only the intern's own tasks");
   assert.equal(await intern.locator('th[data-field="estimate"]').count(), 0);
   assert.equal(await intern.locator('th[data-field="status"][data-locked="1"]').count(), 1);
 });
 
 test("the intern's pane hides Days, locks Status, and still converges with the others", async () => {
   const alice = await open(A, "alice", "t-intern");
-  const intern = await open(B, "intern", "t-intern", "", "&role=intern");
+  const intern = await open(B, "eli", "t-intern", "", "&role=intern", 5);
   assert.equal(await intern.locator('th[data-field="estimate"]').count(), 0, "no Days column");
-  assert.equal(await intern.locator('[data-cell="r04|estimate"]').count(), 0);
+  assert.equal(await intern.locator('[data-cell="r05|estimate"]').count(), 0);
   assert.equal(await intern.locator('th[data-field="status"][data-locked="1"]').count(), 1, "a lock on Status");
-  assert.equal(await cell(intern, "r04", "status").isDisabled(), true);
+  assert.equal(await cell(intern, "r05", "status").isDisabled(), true);
   assert.equal(await alice.locator('th[data-field="estimate"]').count(), 1, "alice sees Days");
   // Alice edits a hidden and a visible field; the intern gets the visible one.
-  await edit(alice, "r04", "estimate", "42");
-  await edit(alice, "r04", "task", "seen by the intern");
-  await expectValue(intern, "r04", "task", "seen by the intern");
+  await edit(alice, "r05", "estimate", "42");
+  await edit(alice, "r05", "task", "seen by the intern");
+  await expectValue(intern, "r05", "task", "seen by the intern");
   // The intern edits what it may; a Status edit is refused without a round trip.
-  await edit(intern, "r05", "owner", "intern was here");
-  await expectValue(alice, "r05", "owner", "intern was here");
-  const refused = await intern.evaluate(() => window.rtsync.table.set("r05", { status: "Done" }));
+  await edit(intern, "r11", "task", "intern was here");
+  await expectValue(alice, "r11", "task", "intern was here");
+  const refused = await intern.evaluate(() => window.rtsync.table.set("r11", { status: "Done" }));
   assert.equal(refused.error.code, "forbidden");
   await settled(alice);
   await settled(intern);
   const full = await state(alice);
   const masked = await state(intern);
-  assert.deepEqual(masked, full.map(([id, v, fields]) => {
+  assert.deepEqual(masked, full.filter(([, , f]) => f.owner === "eli").map(([id, v, fields]) => {
     const { estimate, ...rest } = fields;
     return [id, v, rest];
-  }), "the same table, versions included, without Days");
+  }), "the intern's rows, versions included, without Days");
   assert.ok(masked.every(([, , f]) => !("estimate" in f)));
 });
 
@@ -272,18 +286,20 @@ test("the split view at 1,500 px: one pane seeds a fresh table, no conflict toas
   const context = await browser.newContext({ viewport: { width: 1500, height: 1000 } });
   const page = await context.newPage();
   watch(page, "split-1500");
-  await page.goto(`${A}/demo/split.html?table=t-fresh-split&left=ana&right=raj&intern=ivy`);
+  await page.goto(`${A}/demo/split.html?table=t-fresh-split&left=ana&right=raj&intern=eli`);
   const frames = ["#left", "#right", "#intern"];
   for (const f of frames) {
     const frame = page.frameLocator(f);
     await frame.locator("#status.online").waitFor({ timeout: WAIT });
-    await frame.locator('tr[data-record="r30"]').waitFor({ timeout: WAIT });
+    // r29 is eli's: every pane shows it once seeded.
+    await frame.locator('tr[data-record="r29"]').waitFor({ timeout: WAIT });
   }
-  // Every pane has settled: all seeded rows at one version, nothing queued.
+  // Every pane has settled: all seeded rows at one version, nothing queued
+  // (the intern holds only their 5).
   await page.waitForFunction((ids) => ids.every((f) => {
     const w = document.querySelector(f).contentWindow;
     return w.rtsync?.table.isSettled() && w.rtsync.client.outbox.pending().length === 0
-      && w.rtsync.table.records().length === 30;
+      && w.rtsync.table.records().length === (f === "#intern" ? 5 : 30);
   }), frames, { timeout: WAIT });
   const versions = await page.evaluate(() => document.querySelector("#left").contentWindow.rtsync.table.records()
     .map((r) => r.version));
@@ -305,7 +321,7 @@ test("the split view at 1,500 px: one pane seeds a fresh table, no conflict toas
 
 test("the demo's glyphs need no emoji font", async () => {
   await open(A, "alice", "t-glyphs");
-  const intern = await open(B, "ivy", "t-glyphs", "", "&role=intern");
+  const intern = await open(B, "eli", "t-glyphs", "", "&role=intern", 5);
   const text = await intern.evaluate(() => document.body.innerText + document.title);
   const emoji = [...text].filter((ch) => {
     const c = ch.codePointAt(0);
@@ -346,14 +362,69 @@ test("a record's history panel says who changed which field from what to what, a
   await bob.waitForFunction((l) => document.querySelector("#history li")?.textContent.startsWith(l), line, { timeout: WAIT });
   assert.match(await bob.locator("#history li").first().textContent(), / s ago$/);
   // The open panel follows the record: bob's own edit comes first, newest first.
-  await edit(bob, "r05", "owner", "Zoe");
-  await bob.waitForFunction(() => document.querySelector("#history li")?.textContent.startsWith("bob changed Owner:")
+  await edit(bob, "r05", "task", "Zoe's now");
+  await bob.waitForFunction(() => document.querySelector("#history li")?.textContent.startsWith("bob changed Task:")
     && document.querySelectorAll("#history li")[1]?.textContent.startsWith("alice changed Status:"), null, { timeout: WAIT });
   // The intern never sees a hidden field in history (Days is hidden from interns).
   await edit(alice, "r05", "estimate", "9");
-  const intern = await open(B, "ivy", "t-history", "", "&role=intern");
+  const intern = await open(B, "eli", "t-history", "", "&role=intern", 5);
   await intern.locator('tr[data-record="r05"] th.rowhead').click();
   await intern.waitForFunction(() => document.querySelectorAll("#history li").length >= 2, null, { timeout: WAIT });
   const lines = await intern.locator("#history li").allTextContents();
   assert.ok(lines.every((l) => !l.includes("Days")), `no hidden field: ${lines}`);
+});
+
+// ---- v1.3: row grants and views ----------------------------------------------
+
+test("the intern sees only the tasks they own: a task given to them enters, one taken away leaves", async () => {
+  const alice = await open(A, "alice", "t-rows");
+  const intern = await open(B, "eli", "t-rows", "", "&role=intern", 5);
+  assert.deepEqual(await shown(intern), OWNED.eli);
+  assert.deepEqual(await intern.evaluate(() => window.rtsync.table.records().map((r) => r.recordId)), OWNED.eli,
+    "nothing else is held");
+  await cell(alice, "r06", "owner").fill("eli");
+  await cell(alice, "r06", "owner").press("Tab");
+  await expectRows(intern, ["r05", "r06", "r11", "r17", "r23", "r29"]);
+  await expectValue(intern, "r06", "task", await cell(alice, "r06", "task").inputValue());
+  await edit(alice, "r05", "owner", "bob");
+  await expectRows(intern, ["r06", "r11", "r17", "r23", "r29"]);
+  // Giving one of their tasks away would take it out of their rows: refused, rolled back.
+  const refused = await intern.evaluate(() => window.rtsync.table.set("r11", { owner: "bob" }));
+  assert.equal(refused.status, "rejected");
+  assert.equal(refused.error?.code, "forbidden");
+  await expectValue(intern, "r11", "owner", "eli");
+  await settled(alice);
+  await settled(intern);
+  const full = await state(alice);
+  assert.deepEqual(await state(intern), full.filter(([, , f]) => f.owner === "eli").map(([id, v, fields]) => {
+    const { estimate, ...rest } = fields;
+    return [id, v, rest];
+  }), "the intern's rows equal alice's, versions included");
+});
+
+test("a record enters and leaves My tasks when its owner changes, and switching views keeps the grid right", async () => {
+  const bob = await open(A, "bob", "t-mine");
+  const alice = await open(B, "alice", "t-mine", "", "&view=my-tasks", 5);
+  assert.deepEqual(await shown(alice), OWNED.alice);
+  await edit(bob, "r02", "owner", "alice");
+  await expectRows(alice, ["r01", "r02", "r07", "r13", "r19", "r25"]);
+  await alice.waitForFunction(() => [...document.querySelectorAll("#activity li")]
+    .some((li) => li.textContent === "r02 came into My tasks"), null, { timeout: WAIT });
+  await edit(bob, "r07", "owner", "bob");
+  await expectRows(alice, ["r01", "r02", "r13", "r19", "r25"]);
+  // Her own edit gives r13 away: it leaves her view too.
+  await edit(alice, "r13", "owner", "chen");
+  await expectRows(alice, ["r01", "r02", "r19", "r25"]);
+  await expectValue(bob, "r13", "owner", "chen");
+  // All tasks, then back.
+  await alice.selectOption("#view", "grid");
+  await alice.waitForSelector("body[data-ready='1'][data-view='grid']", { timeout: WAIT });
+  await alice.waitForFunction(() => document.querySelectorAll("tr[data-record]").length === 30, null, { timeout: WAIT });
+  await edit(bob, "r03", "owner", "alice");
+  await alice.selectOption("#view", "my-tasks");
+  await expectRows(alice, ["r01", "r02", "r03", "r19", "r25"]);
+  await settled(alice);
+  await settled(bob);
+  const mine = (await state(bob)).filter(([, , f]) => f.owner === "alice");
+  assert.deepEqual(await state(alice), mine, "My tasks equals bob's table filtered by owner");
 });

@@ -17,14 +17,14 @@ import { Presence } from "./presence.js";
 import { LatestWins } from "./latest-wins.js";
 import { EditingHandle, OwnEditing } from "./editing.js";
 import type { EditingCell } from "./presence.js";
-import { routeFrame } from "./router.js";
+import { Route, routeFrame } from "./router.js";
 import { defaultStorage, OutboxStorage, QueuedEdit } from "./storage.js";
 import { Subscription } from "./subscription.js";
 import { jwtSubject } from "./token.js";
 import { DevUser, Status, StatusChange, Transport, WebSocketClass } from "./transport.js";
 import {
-  ChangeEvent, CommitResult, Cursor, FieldChange, isCommitted, Json, Selection, SubscribeAck, UserEditing, UserPresence,
-  Viewport,
+  ChangeEvent, CommitResult, Cursor, FieldChange, isCommitted, Json, RecordState, Selection, SubscribeAck, UserEditing,
+  UserPresence, Viewport,
 } from "./wire.js";
 
 export interface ClientOptions {
@@ -68,6 +68,15 @@ export interface ClientOptions {
   WebSocket?: WebSocketClass;
 }
 
+/** How a table is followed: `subscribe` and `table` options. */
+export interface FollowOptions {
+  /** v1.3: the view to follow (only its records are sent); alias of `viewId`. */
+  view?: string;
+  viewId?: string;
+  baseId?: string;
+  relay?: "all" | "viewport";
+}
+
 export interface ChangeOptions {
   type?: "create" | "update" | "delete";
   /** The record version the edit is based on; without it, last write wins. */
@@ -98,6 +107,10 @@ export interface ClientEvents {
   selection: { userId: string; tableId: string; selection: Selection };
   /** v1.3: another user started or stopped editing a cell. */
   editing: UserEditing;
+  /** v1.3: a record came into a followed view (or, `viewId` null, into the user's rows). */
+  recordEntered: { tableId: string; viewId: string | null; record: RecordState };
+  /** v1.3: a record left a followed view (or the user's rows): drop it. */
+  recordLeft: { tableId: string; viewId: string | null; recordId: string };
   /** v1.3: another user's viewport (the rows they see). */
   viewport: { userId: string; tableId: string; viewport: Viewport };
   /** An edit has its final answer. */
@@ -226,12 +239,9 @@ export class RtsyncClient extends Emitter<ClientEvents> {
    * Follows a table: its changes, presence and recovery. Resolves once
    * joined (which waits for the connection).
    */
-  async subscribe(
-    tableId: string,
-    options: { viewId?: string; baseId?: string; relay?: "all" | "viewport" } = {},
-  ): Promise<Subscription> {
+  async subscribe(tableId: string, options: FollowOptions = {}): Promise<Subscription> {
     if (options.relay) this.relays.set(tableId, options.relay);
-    const sub = this.follow(tableId, options.viewId, options.baseId);
+    const sub = this.follow(tableId, options.view ?? options.viewId, options.baseId);
     await sub.first;
     return sub;
   }
@@ -248,18 +258,37 @@ export class RtsyncClient extends Emitter<ClientEvents> {
   }
 
   /** The live table: records loaded, kept current, with the user's edits on top. */
-  table(
-    tableId: string,
-    options: LiveTableOptions & { viewId?: string; baseId?: string; relay?: "all" | "viewport" } = {},
-  ): LiveTable {
+  table(tableId: string, options: LiveTableOptions & FollowOptions = {}): LiveTable {
     let t = this.tables.get(tableId);
     if (!t) {
       if (options.relay) this.relays.set(tableId, options.relay);
-      const sub = this.follow(tableId, options.viewId, options.baseId);
+      const sub = this.follow(tableId, options.view ?? options.viewId, options.baseId);
       t = new LiveTable(tableId, this, sub, options);
       this.tables.set(tableId, t);
     }
     return t;
+  }
+
+  /**
+   * v1.3: follows another view of a followed table (`undefined`: the whole
+   * table). The table is left and joined again fresh with the new `viewId`;
+   * its LiveTable then reads the new view's records and drops the ones
+   * outside it, without emptying the grid in between.
+   */
+  async setView(tableId: string, viewId: string | undefined): Promise<void> {
+    const sub = this.subs.get(tableId);
+    if (!sub || sub.viewId === viewId) return;
+    if (sub.active && this.status === "online") {
+      // Left first, so no frame of the old view arrives after the switch.
+      try {
+        await this.transport.request("unsubscribe_from_table", { tableId });
+      } catch (e) {
+        if (!isTransient(e)) throw e;
+      }
+    }
+    sub.setView(viewId);
+    // Joined fresh now, or on the next connection.
+    if (this.status === "online") await this.join(sub);
   }
 
   /**
@@ -338,6 +367,10 @@ export class RtsyncClient extends Emitter<ClientEvents> {
     s.on("history", (events) => this.emit("history", { tableId, events }));
     s.on("resync", ({ reason }) => this.emit("resync", { tableId, reason }));
     s.on("subscribed", (r) => this.emit("subscribed", { tableId, ...r }));
+    s.on("view", (m) => {
+      if (m.kind === "enter") this.emit("recordEntered", { tableId, viewId: m.viewId, record: m.record });
+      else this.emit("recordLeft", { tableId, viewId: m.viewId, recordId: m.recordId });
+    });
     if (this.status === "online") void this.join(s);
     return s;
   }
@@ -390,6 +423,10 @@ export class RtsyncClient extends Emitter<ClientEvents> {
       case "resync":
         this.subs.get(r.tableId)?.resyncFrame(r.reason);
         return;
+      case "enter":
+      case "leave":
+        this.onMove(r);
+        return;
       case "baseResync":
         this.bases.resync(r.baseId, r.reason);
         return;
@@ -405,6 +442,13 @@ export class RtsyncClient extends Emitter<ClientEvents> {
       case "ignored":
         return;
     }
+  }
+
+  /** v1.3: a record entered or left a followed table's view (or the user's rows). */
+  private onMove(r: Extract<Route, { kind: "enter" | "leave" }>) {
+    const at = r.eventId ? { eventId: r.eventId } : {};
+    if (r.kind === "enter") this.subs.get(r.tableId)?.move({ kind: "enter", viewId: r.viewId, record: r.record, ...at });
+    else this.subs.get(r.tableId)?.move({ kind: "leave", viewId: r.viewId, recordId: r.recordId, ...at });
   }
 
   private onPresence(event: string, data: unknown) {

@@ -12,7 +12,7 @@
  * - `wire.ts`: the protocol's types
  */
 export { RtsyncClient } from "./client.js";
-export type { ClientOptions, ChangeOptions, ClientEvents } from "./client.js";
+export type { ClientOptions, ChangeOptions, ClientEvents, FollowOptions } from "./client.js";
 export { LiveTable, applyDelta } from "./live-table.js";
 export type { LiveRecord, LiveTableEvents, LiveTableOptions, RecordCause } from "./live-table.js";
 export { Outbox } from "./outbox.js";
@@ -20,6 +20,7 @@ export type { OutboxLink, OutboxOptions, OutboxState, NewEdit, Settled } from ".
 export { MemoryStorage, IndexedDbStorage } from "./storage.js";
 export type { OutboxStorage, QueuedEdit } from "./storage.js";
 export { Subscription } from "./subscription.js";
+export type { ViewMove } from "./subscription.js";
 export { BaseFeeds } from "./base-feed.js";
 export type { BaseFeedEvents } from "./base-feed.js";
 export { Transport } from "./transport.js";

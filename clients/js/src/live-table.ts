@@ -31,11 +31,24 @@
  * record's version. `canRead`/`canWrite` answer from the grant in the
  * subscribe ack; an edit of a field the user may not write settles
  * `rejected` with `forbidden` at once, without a round trip.
+ *
+ * Views and row grants (v1.3, docs/protocol.md 2.2 and 3.5): with a view
+ * (`client.table(t, {view})`) every `load_records` names it, so only the
+ * view's records are read. `record_entered_view` puts the record's state in
+ * the table (a newer one held is kept); `record_left_view` (also with
+ * `viewId` null: the record left the user's rows) removes it, and later
+ * answers or events of it are ignored until it enters again. A `view` event
+ * of the followed view (its filter changed) and `setView` read the view
+ * again without emptying the table: records the new pages and events do not
+ * bring back are removed at the end (`left`). After the user's own commit
+ * in a view or under a row grant, the records written are read again (one
+ * `load_records {recordIds, viewId}` per burst), so a record the user's own
+ * edit took out of the view leaves even if the server tells only others.
  */
 import { Emitter } from "./emitter.js";
 import { isTransient } from "./errors.js";
 import type { Outbox, Settled } from "./outbox.js";
-import type { Subscription } from "./subscription.js";
+import type { Subscription, ViewMove } from "./subscription.js";
 import type { EditingHandle } from "./editing.js";
 import type { EditingCell } from "./presence.js";
 import {
@@ -52,7 +65,7 @@ export interface LiveRecord extends RecordState {
   pending: number;
 }
 
-export type RecordCause = "remote" | "local" | "load" | "commit" | "rollback";
+export type RecordCause = "remote" | "local" | "load" | "commit" | "rollback" | "entered" | "left";
 
 export interface LiveTableEvents {
   /** A record's view changed (`record` is undefined once it is gone for good). */
@@ -73,6 +86,10 @@ export interface LiveTableEvents {
   rollback: Settled;
   /** Another user's event was applied. */
   change: ChangeEvent;
+  /** v1.3: a record came into the view (or the user's rows). */
+  entered: { recordId: string; record: RecordState };
+  /** v1.3: a record left the view (or the user's rows), or is not in a view read again. */
+  left: { recordId: string };
   /** v1.3: another user started or stopped editing a cell (see `editing`). */
   editing: UserEditing;
   /** An undo or redo was answered (`result.skipped` lists what a colleague changed since). */
@@ -97,6 +114,8 @@ export interface LiveTableHost {
   startEditing?(tableId: string, recordId: string, fieldId: string): EditingHandle;
   stopEditing?(tableId: string, recordId?: string, fieldId?: string): void;
   viewport?(tableId: string, viewport: Viewport): void;
+  /** v1.3: follows another view (the client provides it). */
+  setView?(tableId: string, viewId: string | undefined): Promise<void>;
 }
 
 interface Delta {
@@ -122,6 +141,15 @@ export class LiveTable extends Emitter<LiveTableEvents> {
   private closed = false;
   private undoDepth = 0;
   private redoDepth = 0;
+  /** v1.3: records that left the view or the user's rows; ignored until they enter again. */
+  private outside = new Set<string>();
+  /** v1.3: while a view is read again, the records seen in it since. */
+  private sweep?: Set<string>;
+  /** v1.3: `setView` was called; the view is read once it is joined. */
+  private viewSwitch = false;
+  /** v1.3: records written by the user in a view, with the version written, to read again. */
+  private recheckIds = new Map<string, number>();
+  private recheckTimer?: ReturnType<typeof setTimeout>;
 
   constructor(
     readonly tableId: string,
@@ -134,6 +162,13 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     this.offs.push(
       subscription.on("event", ({ event, own }) => this.onEvent(event, own)),
       subscription.on("resync", ({ reason }) => this.reload(reason)),
+      subscription.on("view", (m) => this.onMove(m)),
+      subscription.on("viewChanged", () => (this.viewSwitch = true)),
+      subscription.on("subscribed", () => {
+        if (!this.viewSwitch) return;
+        this.viewSwitch = false;
+        this.reload("view_switched", true);
+      }),
       host.outbox.on("settled", (s) => s.edit.tableId === tableId && this.onSettled(s)),
     );
     void this.load();
@@ -259,6 +294,20 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     this.host.stopEditing?.(this.tableId, recordId, fieldId);
   }
 
+  /** v1.3: the view followed (`undefined`: the whole table). */
+  get viewId(): string | undefined {
+    return this.subscription.viewId;
+  }
+
+  /**
+   * v1.3: follows another view (`undefined`: the whole table). The records
+   * stay shown until the new view's pages say which remain; `ready`
+   * fires again when it is read.
+   */
+  setView(viewId: string | undefined): Promise<void> {
+    return this.host.setView?.(this.tableId, viewId) ?? Promise.resolve();
+  }
+
   /** v1.3: the rows this user sees (`{recordIds}` or `{firstRecordId, lastRecordId}`). */
   viewport(viewport: Viewport): void {
     this.host.viewport?.(this.tableId, viewport);
@@ -274,6 +323,7 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     this.closed = true;
     this.generation++;
     clearTimeout(this.fetchTimer);
+    clearTimeout(this.recheckTimer);
     for (const off of this.offs) off();
   }
 
@@ -330,13 +380,16 @@ export class LiveTable extends Emitter<LiveTableEvents> {
   private async refresh(recordIds: string[]) {
     const ids = [...new Set(recordIds)];
     for (let i = 0; i < ids.length; i += 1000) {
-      const ack = await this.host.request<LoadRecordsAck>("load_records", {
-        tableId: this.tableId, recordIds: ids.slice(i, i + 1000),
-      });
+      const slice = ids.slice(i, i + 1000);
+      const ack = await this.host.request<LoadRecordsAck>("load_records", this.loadRequest({ recordIds: slice }));
+      const found = new Set<string>();
       for (const st of ack.records ?? []) {
+        found.add(st.recordId);
         this.applyState(st);
         this.changed(st.recordId, "commit");
       }
+      // Undone into a state outside the view or the user's rows.
+      if (this.filtered()) for (const id of slice) if (!found.has(id)) this.leave(id);
     }
   }
 
@@ -347,7 +400,13 @@ export class LiveTable extends Emitter<LiveTableEvents> {
   }
 
   private onEvent(e: ChangeEvent, own: boolean) {
+    if (e.entityType === "view" && e.entityId === this.subscription.viewId && this.subscription.viewId !== undefined) {
+      // The followed view's filter changed: later events follow the new one.
+      this.reload("view_changed", true);
+      return;
+    }
     if (e.entityType !== "record" || typeof e.entityId !== "string") return;
+    this.sweep?.add(e.entityId);
     this.offer(e.entityId, { version: e.version, type: e.type, changes: e.changes });
     this.changed(e.entityId, own ? "commit" : "remote");
     if (!own) this.emit("change", e);
@@ -360,6 +419,8 @@ export class LiveTable extends Emitter<LiveTableEvents> {
         this.redoDepth = 0;
       }
       this.offer(edit.recordId, { version: result.version, type: edit.type, changes: edit.changes });
+      this.sweep?.add(edit.recordId); // kept through a reread; the recheck decides
+      if (this.filtered() && !this.outside.has(edit.recordId)) this.recheck(edit.recordId, result.version);
       if (result.status === "overwritten" && result.conflicts?.length) {
         this.emit("conflict", {
           recordId: edit.recordId, winner: "yours", yours: edit.changes, result,
@@ -383,6 +444,7 @@ export class LiveTable extends Emitter<LiveTableEvents> {
 
   /** Applies a delta if it is the record's next version, else keeps it until its base comes. */
   private offer(recordId: string, d: Delta) {
+    if (this.outside.has(recordId)) return; // not in the view (or the user's rows) now
     const r = this.confirmed.get(recordId);
     if (typeof d.version !== "number") {
       // A producer's event without a version: applied as it comes.
@@ -403,6 +465,7 @@ export class LiveTable extends Emitter<LiveTableEvents> {
   }
 
   private applyState(st: RecordState) {
+    this.sweep?.add(st.recordId);
     const r = this.confirmed.get(st.recordId);
     if (!r || st.version > r.version) {
       this.confirmed.set(st.recordId, { recordId: st.recordId, version: st.version, deleted: !!st.deleted, fields: { ...st.fields } });
@@ -443,7 +506,7 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     if (ids.length === 0 || this.closed) return;
     let ack: LoadRecordsAck;
     try {
-      ack = await this.host.request<LoadRecordsAck>("load_records", { tableId: this.tableId, recordIds: ids });
+      ack = await this.host.request<LoadRecordsAck>("load_records", this.loadRequest({ recordIds: ids }));
     } catch (error) {
       if (!isTransient(error)) this.emit("error", { error });
       await this.host.whenOnline();
@@ -488,9 +551,9 @@ export class LiveTable extends Emitter<LiveTableEvents> {
       if (generation !== this.generation) return;
       let page: LoadRecordsAck;
       try {
-        page = await this.host.request<LoadRecordsAck>("load_records", {
-          tableId: this.tableId, after, limit: this.opts.pageSize ?? 500,
-        });
+        page = await this.host.request<LoadRecordsAck>("load_records", this.loadRequest({
+          after, limit: this.opts.pageSize ?? 500,
+        }));
       } catch (error) {
         if (!isTransient(error)) {
           this.emit("error", { error });
@@ -501,6 +564,7 @@ export class LiveTable extends Emitter<LiveTableEvents> {
       }
       if (generation !== this.generation) return;
       for (const st of page.records ?? []) {
+        this.outside.delete(st.recordId);
         this.applyState(st);
         this.changed(st.recordId, "load");
         count++;
@@ -511,13 +575,27 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     }
     this.loading = false;
     this.loaded = true;
+    this.endSweep();
     for (const id of this.buffered.keys()) this.needBase(id);
     this.emit("ready", { records: count });
     this.resolveReady();
   }
 
-  private reload(reason: string) {
+  /**
+   * Reads the table again. `keep` (v1.3, a view changed or was switched):
+   * the records stay shown while the pages come, and those the view no
+   * longer holds are removed at the end (`endSweep`).
+   */
+  private reload(reason: string, keep = false) {
     if (this.closed) return;
+    if (keep) {
+      this.sweep = new Set();
+      this.emit("reload", { reason });
+      void this.load();
+      return;
+    }
+    this.sweep = undefined;
+    this.outside.clear();
     const ids = this.ids();
     this.confirmed.clear();
     this.buffered.clear();
@@ -525,6 +603,94 @@ export class LiveTable extends Emitter<LiveTableEvents> {
     this.emit("reload", { reason });
     for (const id of ids) this.changed(id, "load");
     void this.load();
+  }
+
+  /** `load_records`' data: the followed view named (v1.3). */
+  private loadRequest(d: { recordIds?: string[]; after?: string; limit?: number }): { [k: string]: unknown } {
+    const req: { [k: string]: unknown } = { tableId: this.tableId };
+    if (this.subscription.viewId !== undefined) req.viewId = this.subscription.viewId;
+    for (const [k, v] of Object.entries(d)) if (v !== undefined) req[k] = v;
+    return req;
+  }
+
+  /** Whether the server sends only some of the table's records: a view, or a row grant. */
+  private filtered(): boolean {
+    return this.subscription.viewId !== undefined || !!this.subscription.grant?.rows;
+  }
+
+  /** v1.3: `record_entered_view` / `record_left_view`, in stream order. */
+  private onMove(m: ViewMove) {
+    if (m.kind === "leave") {
+      this.leave(m.recordId);
+      return;
+    }
+    const st = m.record;
+    this.outside.delete(st.recordId);
+    const list = this.buffered.get(st.recordId);
+    if (list) {
+      const later = list.filter((d) => d.version > st.version);
+      if (later.length) this.buffered.set(st.recordId, later);
+      else this.buffered.delete(st.recordId);
+    }
+    this.applyState(st);
+    this.changed(st.recordId, "entered");
+    this.emit("entered", { recordId: st.recordId, record: st });
+  }
+
+  /** A record is no longer in the view or the user's rows: dropped, and ignored until it enters again. */
+  private leave(recordId: string) {
+    const held = this.confirmed.has(recordId) || this.buffered.has(recordId);
+    this.confirmed.delete(recordId);
+    this.buffered.delete(recordId);
+    this.fetchIds.delete(recordId);
+    this.recheckIds.delete(recordId);
+    this.sweep?.delete(recordId);
+    this.outside.add(recordId);
+    this.changed(recordId, "left");
+    if (held) this.emit("left", { recordId });
+  }
+
+  /** The end of a view read again: what it did not bring back has left. */
+  private endSweep() {
+    const seen = this.sweep;
+    this.sweep = undefined;
+    if (!seen) return;
+    const gone = [...new Set([...this.confirmed.keys(), ...this.buffered.keys()])].filter((id) => !seen.has(id));
+    for (const id of gone) this.leave(id);
+  }
+
+  /** Reads a record the user wrote in a view again, soon, with others written meanwhile. */
+  private recheck(recordId: string, version: number) {
+    this.recheckIds.set(recordId, Math.max(version, this.recheckIds.get(recordId) ?? 0));
+    if (!this.recheckTimer) this.recheckTimer = setTimeout(() => void this.runRecheck(), this.opts.gapWaitMs ?? 100);
+  }
+
+  private async runRecheck() {
+    this.recheckTimer = undefined;
+    const batch = [...this.recheckIds].slice(0, 1000);
+    if (batch.length === 0 || this.closed) return;
+    for (const [id] of batch) this.recheckIds.delete(id);
+    const generation = this.generation;
+    let ack: LoadRecordsAck;
+    try {
+      ack = await this.host.request<LoadRecordsAck>("load_records", this.loadRequest({ recordIds: batch.map(([id]) => id) }));
+    } catch (error) {
+      if (!isTransient(error)) this.emit("error", { error });
+      return; // a reconnect recovers the view; the check is only a shortcut
+    }
+    if (generation !== this.generation || this.closed) return;
+    const found = new Set<string>();
+    for (const st of ack.records ?? []) {
+      found.add(st.recordId);
+      if (this.outside.has(st.recordId)) continue;
+      this.applyState(st);
+      this.changed(st.recordId, "load");
+    }
+    for (const [id, version] of batch) {
+      // Gone from the view, unless a newer state (an entry) came since.
+      if (!found.has(id) && (this.confirmed.get(id)?.version ?? 0) <= version) this.leave(id);
+    }
+    if (this.recheckIds.size && !this.recheckTimer) this.recheckTimer = setTimeout(() => void this.runRecheck(), 0);
   }
 
   private changed(recordId: string, cause: RecordCause) {

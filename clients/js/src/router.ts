@@ -8,7 +8,7 @@
  * docs/protocol.md 3.2) go to the base feeds. A frame that names no table
  * it should name is dropped (`unroutable`), never guessed.
  */
-import { ChangeEvent } from "./wire.js";
+import { ChangeEvent, RecordState } from "./wire.js";
 
 export type Route =
   /** Change events, grouped by table in arrival order, and base events. */
@@ -18,6 +18,12 @@ export type Route =
   | { kind: "recovered"; tableId: string; lastEventId?: string; missedEventsCount: number }
   | { kind: "resync"; tableId: string; reason: string }
   | { kind: "baseResync"; baseId: string; reason: string }
+  /**
+   * v1.3 `record_entered_view` / `record_left_view`: a record came into or
+   * left the subscribed view (`viewId` null: the user's rows).
+   */
+  | { kind: "enter"; tableId: string; viewId: string | null; record: RecordState; eventId?: string }
+  | { kind: "leave"; tableId: string; viewId: string | null; recordId: string; eventId?: string }
   /** `table_users`, `user_*`, `cursor_position`, `selection`. */
   | { kind: "presence"; event: string; tableId: string; data: unknown }
   /** An `error` frame without a request. */
@@ -96,6 +102,9 @@ export function routeFrame(event: string, data: unknown): Route {
       if (tableId === undefined) return { kind: "unroutable", event };
       return { kind: "presence", event, tableId, data: users };
     }
+    case "record_entered_view":
+    case "record_left_view":
+      return viewMove(event, obj(data));
     case "error": {
       const d = obj(data);
       return { kind: "error", code: str(d.code) ?? "internal", message: str(d.message) ?? "" };
@@ -108,4 +117,28 @@ export function routeFrame(event: string, data: unknown): Route {
   }
   if (ANSWERED.has(event)) return { kind: "ignored" };
   return { kind: "ignored" };
+}
+
+/**
+ * A `record_entered_view` / `record_left_view` frame. One without a table is
+ * unroutable; one without a well-formed record (or record id) is dropped,
+ * since applying half a state would show values the server never held.
+ */
+function viewMove(event: string, d: { [k: string]: unknown }): Route {
+  const tableId = str(d.tableId);
+  if (tableId === undefined) return { kind: "unroutable", event };
+  const viewId = str(d.viewId) ?? null;
+  const eventId = str(d.eventId);
+  if (event === "record_left_view") {
+    const recordId = str(d.recordId);
+    if (recordId === undefined) return { kind: "ignored" };
+    return { kind: "leave", tableId, viewId, recordId, ...(eventId ? { eventId } : {}) };
+  }
+  const r = obj(d.record);
+  const recordId = str(r.recordId);
+  if (recordId === undefined || typeof r.version !== "number") return { kind: "ignored" };
+  const record: RecordState = {
+    recordId, version: r.version, deleted: r.deleted === true, fields: obj(r.fields) as RecordState["fields"],
+  };
+  return { kind: "enter", tableId, viewId, record, ...(eventId ? { eventId } : {}) };
 }

@@ -12,10 +12,23 @@
  * own changes (its id is an acked `eventId`, or its `clientChangeId` is
  * still in the outbox) is not handed to the app as a `change`, though a
  * LiveTable still applies it in stream order (`event`).
+ *
+ * v1.3 views (docs/protocol.md 3.5): with a `viewId` the server sends only
+ * the view's records, and a change that moves a record into or out of the
+ * view (or, `viewId` null, out of the user's row grant) comes as
+ * `record_entered_view` / `record_left_view` instead of the change. Those
+ * pass through here as `view` moves: the `eventId` they name moves the
+ * position like the event it replaces, and a move naming another view (a
+ * frame of the view this table followed before `setView`) is dropped.
  */
 import { Emitter } from "./emitter.js";
 import { compareIds } from "./stream-id.js";
-import { ChangeEvent, SubscribeAck, TableGrant } from "./wire.js";
+import { ChangeEvent, RecordState, SubscribeAck, TableGrant } from "./wire.js";
+
+/** v1.3: a record came into the view (or the user's rows), or left it. */
+export type ViewMove =
+  | { kind: "enter"; viewId: string | null; record: RecordState; eventId?: string }
+  | { kind: "leave"; viewId: string | null; recordId: string; eventId?: string };
 
 export interface SubscriptionEvents {
   /** Another user's (or service's) event: once each, in stream order. */
@@ -28,6 +41,13 @@ export interface SubscriptionEvents {
   resync: { reason: string };
   /** Every event received, own ones flagged, in stream order (for LiveTable). */
   event: { event: ChangeEvent; own: boolean };
+  /** v1.3: a record entered or left the view or the user's rows, in stream order. */
+  view: ViewMove;
+  /**
+   * v1.3: `setView` switched the view; the table's records are read again
+   * once the next `subscribed` says the new view is joined.
+   */
+  viewChanged: { viewId: string | undefined };
 }
 
 /** `subscribe_to_table`'s data. */
@@ -74,7 +94,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
 
   constructor(
     readonly tableId: string,
-    readonly viewId: string | undefined,
+    /** The view followed (v1.3: only its records are sent); changed by `setView`. */
+    public viewId: string | undefined,
     private own: OwnEdits,
     /** The table's base and where its feed stands (see base-feed.ts). */
     readonly base?: { id: string; position: () => string | undefined },
@@ -104,7 +125,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
   /** The subscribe ack: the subscription's start. */
   joined(ack: SubscribeAck): void {
     this.active = true;
-    if (ack.access) this.grant = { access: ack.access, fields: ack.fields };
+    if (ack.access) this.grant = { access: ack.access, fields: ack.fields, ...(ack.rows ? { rows: ack.rows } : {}) };
     this.firstJoined();
     if (this.position === undefined) {
       this.position = ack.lastEventId;
@@ -159,6 +180,35 @@ export class Subscription extends Emitter<SubscriptionEvents> {
       this.emit("event", { event: e, own });
       if (!own) this.emit("change", e);
     }
+  }
+
+  /**
+   * v1.3: `record_entered_view` / `record_left_view`. A move that names
+   * another view is stale and dropped; one at or before the position is a
+   * repeat and dropped; otherwise its `eventId` moves the position.
+   */
+  move(m: ViewMove): void {
+    if (m.viewId !== null && m.viewId !== (this.viewId ?? null)) return;
+    if (m.eventId !== undefined) {
+      if (this.position !== undefined && compareIds(m.eventId, this.position) <= 0) return;
+      this.advance(m.eventId);
+    }
+    this.emit("view", m);
+  }
+
+  /**
+   * v1.3: follows another view from now on. The next join is a fresh
+   * subscribe (a position in the old view says nothing of the new one's
+   * records), and `viewChanged` tells the LiveTable to read them.
+   */
+  setView(viewId: string | undefined): void {
+    this.viewId = viewId;
+    this.position = undefined;
+    this.joining = undefined;
+    this.ownIds.clear();
+    this.active = false;
+    this.recovered = false;
+    this.emit("viewChanged", { viewId });
   }
 
   /** `recent_changes`: events at or before the start. */

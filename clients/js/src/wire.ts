@@ -155,6 +155,8 @@ export interface SubscribeAck {
   access?: "r" | "rw";
   /** Field permissions, when some differ from `access` (v1.2, section 2.1). */
   fields?: { [fieldId: string]: FieldPermission };
+  /** v1.3: the row grant's filter (section 2.2), when the server reports it. */
+  rows?: Filter | null;
 }
 
 /** What a user may do with one field (docs/protocol.md 2.1). */
@@ -164,6 +166,43 @@ export type FieldPermission = "none" | "r" | "rw";
 export interface TableGrant {
   access: "r" | "rw";
   fields?: { [fieldId: string]: FieldPermission };
+  /** v1.3: only the records matching this filter are visible (section 2.2). */
+  rows?: Filter | null;
+}
+
+/**
+ * v1.3 (section 3.5): a view's or a row grant's filter. `"$user"` as a
+ * value is the subscriber's id; `in` takes at most 100 values.
+ */
+export type Filter =
+  | { and: Filter[] }
+  | { or: Filter[] }
+  | { not: Filter }
+  | {
+    field: string;
+    op: "eq" | "neq" | "lt" | "lte" | "gt" | "gte" | "in" | "contains" | "empty" | "notEmpty";
+    value?: Json;
+  };
+
+/**
+ * v1.3: a change brought a record into the subscribed view (or, with
+ * `viewId` null, into the user's rows): its masked state.
+ */
+export interface RecordEnteredView {
+  tableId: string;
+  viewId: string | null;
+  record: RecordState;
+  /** The stream event that brought it in, when the server names it. */
+  eventId?: string | null;
+}
+
+/** v1.3: a change took a record out of the subscribed view (or, with `viewId` null, out of the user's rows). */
+export interface RecordLeftView {
+  tableId: string;
+  viewId: string | null;
+  recordId: string;
+  /** The stream event that took it out. */
+  eventId?: string | null;
 }
 
 /** A field's permission under a grant: its own, else `"*"`, else the access. */

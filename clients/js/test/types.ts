@@ -12,3 +12,9 @@ void rec;
 void done;
 const history: Promise<import("../src/index.js").HistoryPage> = table.history("r1", { before: "1-0", limit: 10 });
 void history;
+// v1.3 views: `view` (or `viewId`), setView, and the enter/leave events.
+const mine = client.table("t2", { view: "my-tasks" });
+mine.on("left", ({ recordId }) => console.log(recordId));
+client.on("recordEntered", ({ record }) => console.log(record.version));
+const switched: Promise<void> = mine.setView(undefined);
+void switched;

@@ -5,7 +5,7 @@
 //! as one JSON line.
 //!
 //! Scenarios: `commit`, `fanout`, `ramp`, `presence`, `idle`, `tables`,
-//! `records`, `edit-latency` (see `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
+//! `records`, `edit-latency`, `views` (see `--help`). Sidecars must run with `RTS_AUTH=none`, or pass `--secret`.
 //! `--deflate` makes every connection offer `permessage-deflate` (and
 //! inflate what comes compressed, see `wire`); `--event-bytes` pads the
 //! changes of the fan-out loads to a given event size.
@@ -19,6 +19,7 @@ mod ramp;
 mod report;
 mod scenarios;
 mod wire;
+mod views;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -165,6 +166,10 @@ enum Scenario {
         #[arg(long, default_value_t = 100.0)]
         rate: f64,
     },
+    /// Filtered views: N users each following "owner = me" of a table of
+    /// `records` records, `unfiltered` following the whole table, `rate`
+    /// changes/s: deliveries and sidecar CPU per change (pass `--pid`).
+    Views(views::ViewsShape),
 }
 
 fn main() -> Result<()> {
@@ -274,5 +279,6 @@ async fn scenario(args: &Args) -> Result<serde_json::Value> {
         Scenario::EditLatency { proto, rate } => {
             edit_latency::edit_latency(args, proto, rate).await?
         }
+        Scenario::Views(shape) => views::views(args, &shape).await?,
     })
 }
