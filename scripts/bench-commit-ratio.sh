@@ -13,7 +13,7 @@
 # sidecar's run and averaged. One JSON line per run, then the medians per build:
 # FCALL/s, commits/s, their ratio, the ack p99, and the CPU microseconds
 # per commit of Redis and of the sidecar while the sidecar ran.
-# Run it under `flock /work/bench.lock` on a shared machine.
+# On a shared machine, run one benchmark at a time.
 # Usage: scripts/bench-commit-ratio.sh [seconds] [runs] [writers] [BIN...]
 #   (default BIN: target/release/rtsync, built first)
 set -euo pipefail

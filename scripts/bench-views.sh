@@ -2,8 +2,8 @@
 # The views scenario (BENCHMARKS.md "Views"): a throwaway Redis and one
 # sidecar (SIDECAR_BIN, default target/release/rtsync) in development mode,
 # then `rtsync-bench views` (BENCH_BIN) with the arguments given, e.g.
-#   flock /work/bench.lock scripts/bench-views.sh --users 1000
-#   flock /work/bench.lock scripts/bench-views.sh --users 1000 --every-subscriber --rate 100
+#   scripts/bench-views.sh --users 1000
+#   scripts/bench-views.sh --users 1000 --every-subscriber --rate 100
 # DURATION (seconds of load, default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
