@@ -182,10 +182,12 @@ fn count(mut ws: Ws, until: Instant) -> JoinHandle<Seen> {
             match event_name(&msg) {
                 Some("record_entered_view") => seen.entered += 1,
                 Some("record_left_view") => seen.left += 1,
-                Some("record_change" | "batch_changes") => {
+                Some(name @ ("record_change" | "batch_changes")) => {
                     let received = now_us();
+                    // Counted apart from the stamps: an owner change's value
+                    // is not a stamp, and `events` skips a frame it cannot read.
+                    seen.changes += event_count(name, &msg);
                     for e in events(&msg) {
-                        seen.changes += 1;
                         if let Some(sent) = e.sent_us() {
                             seen.latencies_us.push(received.saturating_sub(sent));
                         }
@@ -197,6 +199,16 @@ fn count(mut ws: Ws, until: Instant) -> JoinHandle<Seen> {
         let _ = ws.close(None).await;
         seen
     })
+}
+
+/// Change events in a `record_change` (one) or `batch_changes` frame.
+fn event_count(name: &str, frame: &[u8]) -> u64 {
+    use serde::de::IgnoredAny;
+    if name == "record_change" {
+        return 1;
+    }
+    rmp_serde::from_slice::<(IgnoredAny, Vec<IgnoredAny>)>(frame)
+        .map_or(0, |(_, events)| events.len() as u64)
 }
 
 /// One writer: `rate` changes a second to random records until `stop`;
