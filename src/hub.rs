@@ -379,6 +379,10 @@ impl Hub {
         };
         let mut inner = lock(&entry.inner);
         let mut frames: Audiences<Option<Frame>> = Audiences::default();
+        let mut unplaced_frames: Audiences<Option<Frame>> = Audiences::default();
+        // v1.3 (2.2): what a filtered subscriber is sent of a user who
+        // (re)joins: without where they point, select, edit or look.
+        let mut unplaced: Option<serde_json::Value> = None;
         let (mut sent, mut skipped) = (0, 0);
         let record = relayed_record(event, &notice.data);
         for sub in inner.subscribers.values_mut() {
@@ -387,8 +391,9 @@ impl Hub {
                 continue;
             }
             // v1.3 (2.2): a filtered subscriber is not told where others
-            // point or edit: the record may be outside its rows.
-            if sub.cohort.is_some() && names_record(event) {
+            // point, edit or look: the record may be outside its rows.
+            let filtered = sub.cohort.is_some();
+            if filtered && names_record(event) {
                 skipped += 1;
                 continue;
             }
@@ -396,10 +401,21 @@ impl Hub {
                 skipped += 1;
                 continue;
             }
-            let bytes = frames.slot(sub.mask.as_ref(), framing.slot(), || {
+            let (data, cache) = match filtered {
+                true => (
+                    &*unplaced.get_or_insert_with(|| {
+                        let mut data = notice.data.clone();
+                        crate::cohort::unplaced(&mut data);
+                        data
+                    }),
+                    &mut unplaced_frames,
+                ),
+                false => (&notice.data, &mut frames),
+            };
+            let bytes = cache.slot(sub.mask.as_ref(), framing.slot(), || {
                 match sub.mask.as_deref() {
-                    None => Some(Frame::shared(framing.frame(event, &notice.data, None))),
-                    Some(mask) => masking::notice(event, &notice.data, mask)
+                    None => Some(Frame::shared(framing.frame(event, data, None))),
+                    Some(mask) => masking::notice(event, data, mask)
                         .map(|data| Frame::shared(framing.frame(event, &data, None))),
                 }
             });
@@ -499,11 +515,14 @@ fn leave_cohort(inner: &mut TableInner, conn: &str) {
 }
 
 /// Presence relays that name a record (v1.3, 2.2: not sent to filtered
-/// subscribers).
+/// subscribers). A viewport lists record ids too.
 fn names_record(event: ServerEvent) -> bool {
     matches!(
         event,
-        ServerEvent::CursorPosition | ServerEvent::Selection | ServerEvent::UserEditing
+        ServerEvent::CursorPosition
+            | ServerEvent::Selection
+            | ServerEvent::UserEditing
+            | ServerEvent::UserViewport
     )
 }
 
@@ -1133,5 +1152,42 @@ mod tests {
         });
         assert_eq!(frame_of(&mut bob)[0], "record_change", "exact again");
         assert!(ann.try_next().is_none());
+    }
+
+    fn placed_notice(event: &str, data: Value) -> Notice {
+        serde_json::from_value(serde_json::json!({"event": event, "origin": "x", "data": data}))
+            .expect("a notice")
+    }
+
+    #[tokio::test]
+    async fn a_row_grant_subscriber_is_not_sent_viewports_naming_records() {
+        let hub = hub();
+        let mut ann = owner_of_rows(&hub, "ann").await;
+        let data = serde_json::json!({"userId": "u", "tableId": "t",
+            "viewport": {"recordIds": ["hidden-r9"]}});
+        hub.notify("t", placed_notice("user_viewport", data));
+        assert!(ann.try_next().is_none(), "a viewport names records");
+    }
+
+    #[tokio::test]
+    async fn a_row_grant_subscriber_sees_a_returning_user_without_where_they_point() {
+        let hub = hub();
+        let mut ann = owner_of_rows(&hub, "ann").await;
+        let data = serde_json::json!({"userId": "u", "tableId": "t", "color": "#000",
+            "cursor": {"recordId": "hidden-r9", "fieldId": "f"},
+            "selection": {"startRecordId": "hidden-r9", "startFieldId": "f",
+                "endRecordId": "hidden-r9", "endFieldId": "f"},
+            "editing": [{"recordId": "hidden-r9", "fieldId": "f"}],
+            "viewport": {"recordIds": ["hidden-r9"]}});
+        for event in ["user_reconnected", "user_joined"] {
+            hub.notify("t", placed_notice(event, data.clone()));
+            let frame = frame_of(&mut ann);
+            assert_eq!(frame[0], event);
+            assert_eq!(frame[1]["userId"], "u");
+            assert!(
+                !frame.to_string().contains("hidden-r9"),
+                "{event} names no record: {frame}"
+            );
+        }
     }
 }

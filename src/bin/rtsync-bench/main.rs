@@ -18,8 +18,8 @@ mod proto;
 mod ramp;
 mod report;
 mod scenarios;
-mod wire;
 mod views;
+mod wire;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
