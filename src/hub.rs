@@ -1190,4 +1190,36 @@ mod tests {
             );
         }
     }
+
+    /// A subscriber whose row grant hides the secret records.
+    async fn not_secret(hub: &Hub, user: &str) -> OutboxReceiver {
+        let f = serde_json::json!({"not": {"field": "secret", "op": "eq", "value": true}});
+        let rows = Arc::new(crate::filter::Filter::parse(&f, "rows").expect("a filter"));
+        let (ob, rx) = subscriber(user, 1 << 20);
+        hub.join("t", ob, None, Scope::of(Some(rows), None, user))
+            .await
+            .expect("join");
+        hub.activate("t", user);
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_state_could_not_be_read_sends_no_value_under_a_filter() {
+        let hub = hub();
+        let mut ann = not_secret(&hub, "ann").await;
+        // The record is secret; its state was not read (a failed read): the
+        // event alone does not say so.
+        hub.deliver_with_states(
+            "t",
+            vec![owner_event("6-0", 2, "note", "a", "classified")],
+            &HashMap::new(),
+        );
+        while let Some(bytes) = ann.try_next() {
+            let frame: Value = serde_json::from_slice(&bytes).expect("JSON");
+            assert!(
+                !frame.to_string().contains("classified"),
+                "no value of a record it cannot judge: {frame}"
+            );
+        }
+    }
 }

@@ -79,8 +79,9 @@ pub fn steps(events: &[ChangeEvent], states: &HashMap<String, RecordState>) -> V
     out
 }
 
-/// A record without a stored state (a producer's own `XADD`): what its
-/// event says, not exact.
+/// A record without a stored state (a producer's own `XADD`, or a failed
+/// read): what its event says, not exact. The fan-out sends no value of
+/// such a record (`hub::filtered`): the event alone cannot judge a filter.
 fn from_event_only(e: &ChangeEvent) -> Step {
     let after = match e.kind.as_str() {
         "delete" => None,
