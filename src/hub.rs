@@ -1222,4 +1222,35 @@ mod tests {
             );
         }
     }
+
+    #[tokio::test]
+    async fn a_record_moved_out_by_an_event_without_old_values_still_leaves_its_owner() {
+        let hub = hub();
+        let mut ann = owner_of_rows(&hub, "ann").await;
+        // A change too large for its old values: the entry omits them, so
+        // it does not say the record was ann's before.
+        let changes =
+            r#"[{"fieldId":"owner","oldValueOmitted":true,"oldVersion":1,"newValue":"bob"}]"#;
+        let fields = vec![
+            ("type".to_owned(), b"update".to_vec()),
+            ("entityType".to_owned(), b"record".to_vec()),
+            ("entityId".to_owned(), b"r".to_vec()),
+            ("userId".to_owned(), b"u".to_vec()),
+            ("version".to_owned(), b"2".to_vec()),
+            ("changes".to_owned(), changes.as_bytes().to_vec()),
+        ];
+        let e = ChangeEvent::from_entry(id("6-0"), &fields, Some("t")).expect("a valid entry");
+        let state = RecordState {
+            record_id: "r".into(),
+            version: 2,
+            deleted: false,
+            fields: serde_json::json!({"owner": "bob"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        hub.deliver_with_states("t", vec![e], &HashMap::from([("r".to_owned(), state)]));
+        let frame = frame_of(&mut ann);
+        assert_eq!(frame[0], "record_left_view", "{frame}");
+    }
 }

@@ -120,6 +120,18 @@ fn values(e: &ChangeEvent, side: &str) -> Map<String, Value> {
         .collect()
 }
 
+/// Whether `e`'s entry left its old values out (`oldValueOmitted`: the
+/// change was too large for them), so undoing it cannot give the state
+/// before it.
+pub fn omits_old_values(e: &ChangeEvent) -> bool {
+    match &e.changes {
+        Some(Value::Array(items)) => items
+            .iter()
+            .any(|c| c.get("oldValueOmitted") == Some(&Value::Bool(true))),
+        _ => false,
+    }
+}
+
 /// `e`'s field changes as (field, value of `side`).
 fn changes<'a>(
     e: &'a ChangeEvent,

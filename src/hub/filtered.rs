@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::TableInner;
-use crate::cohort::steps::{steps, undo, Fields, Step};
+use crate::cohort::steps::{omits_old_values, steps, undo, Fields, Step};
 use crate::cohort::{decide, Cohort, Known, Move};
 use crate::grant::masking;
 use crate::outbox::Frame;
@@ -43,10 +43,20 @@ pub(super) fn fan_out(
         let step = step.map(|s| inner.jumps.known(e, s, stored));
         let ids = match &step {
             None => inner.cohorts.ids(),
+            // Old values left out (a change too large for them): the
+            // before-state is a guess, so every cohort is a candidate and
+            // gets the state (enter) or a leave.
+            Some((_, known)) if *known == Known::Exact && omits_old_values(e) => {
+                inner.cohorts.ids()
+            }
             Some((s, _)) => inner
                 .cohorts
                 .candidates(s.before.as_ref(), s.after.as_ref()),
         };
+        let step = step.map(|(s, known)| match known {
+            Known::Exact if omits_old_values(e) => (s, Known::Stale),
+            _ => (s, known),
+        });
         for id in ids {
             let Some(c) = inner.cohorts.get(id) else {
                 continue;
