@@ -379,6 +379,10 @@ impl Hub {
         };
         let mut inner = lock(&entry.inner);
         let mut frames: Audiences<Option<Frame>> = Audiences::default();
+        let mut unplaced_frames: Audiences<Option<Frame>> = Audiences::default();
+        // v1.3 (2.2): what a filtered subscriber is sent of a user who
+        // (re)joins: without where they point, select, edit or look.
+        let mut unplaced: Option<serde_json::Value> = None;
         let (mut sent, mut skipped) = (0, 0);
         let record = relayed_record(event, &notice.data);
         for sub in inner.subscribers.values_mut() {
@@ -387,8 +391,9 @@ impl Hub {
                 continue;
             }
             // v1.3 (2.2): a filtered subscriber is not told where others
-            // point or edit: the record may be outside its rows.
-            if sub.cohort.is_some() && names_record(event) {
+            // point, edit or look: the record may be outside its rows.
+            let filtered = sub.cohort.is_some();
+            if filtered && names_record(event) {
                 skipped += 1;
                 continue;
             }
@@ -396,10 +401,21 @@ impl Hub {
                 skipped += 1;
                 continue;
             }
-            let bytes = frames.slot(sub.mask.as_ref(), framing.slot(), || {
+            let (data, cache) = match filtered {
+                true => (
+                    &*unplaced.get_or_insert_with(|| {
+                        let mut data = notice.data.clone();
+                        crate::cohort::unplaced(&mut data);
+                        data
+                    }),
+                    &mut unplaced_frames,
+                ),
+                false => (&notice.data, &mut frames),
+            };
+            let bytes = cache.slot(sub.mask.as_ref(), framing.slot(), || {
                 match sub.mask.as_deref() {
-                    None => Some(Frame::shared(framing.frame(event, &notice.data, None))),
-                    Some(mask) => masking::notice(event, &notice.data, mask)
+                    None => Some(Frame::shared(framing.frame(event, data, None))),
+                    Some(mask) => masking::notice(event, data, mask)
                         .map(|data| Frame::shared(framing.frame(event, &data, None))),
                 }
             });
@@ -499,11 +515,14 @@ fn leave_cohort(inner: &mut TableInner, conn: &str) {
 }
 
 /// Presence relays that name a record (v1.3, 2.2: not sent to filtered
-/// subscribers).
+/// subscribers). A viewport lists record ids too.
 fn names_record(event: ServerEvent) -> bool {
     matches!(
         event,
-        ServerEvent::CursorPosition | ServerEvent::Selection | ServerEvent::UserEditing
+        ServerEvent::CursorPosition
+            | ServerEvent::Selection
+            | ServerEvent::UserEditing
+            | ServerEvent::UserViewport
     )
 }
 
@@ -1133,5 +1152,105 @@ mod tests {
         });
         assert_eq!(frame_of(&mut bob)[0], "record_change", "exact again");
         assert!(ann.try_next().is_none());
+    }
+
+    fn placed_notice(event: &str, data: Value) -> Notice {
+        serde_json::from_value(serde_json::json!({"event": event, "origin": "x", "data": data}))
+            .expect("a notice")
+    }
+
+    #[tokio::test]
+    async fn a_row_grant_subscriber_is_not_sent_viewports_naming_records() {
+        let hub = hub();
+        let mut ann = owner_of_rows(&hub, "ann").await;
+        let data = serde_json::json!({"userId": "u", "tableId": "t",
+            "viewport": {"recordIds": ["hidden-r9"]}});
+        hub.notify("t", placed_notice("user_viewport", data));
+        assert!(ann.try_next().is_none(), "a viewport names records");
+    }
+
+    #[tokio::test]
+    async fn a_row_grant_subscriber_sees_a_returning_user_without_where_they_point() {
+        let hub = hub();
+        let mut ann = owner_of_rows(&hub, "ann").await;
+        let data = serde_json::json!({"userId": "u", "tableId": "t", "color": "#000",
+            "cursor": {"recordId": "hidden-r9", "fieldId": "f"},
+            "selection": {"startRecordId": "hidden-r9", "startFieldId": "f",
+                "endRecordId": "hidden-r9", "endFieldId": "f"},
+            "editing": [{"recordId": "hidden-r9", "fieldId": "f"}],
+            "viewport": {"recordIds": ["hidden-r9"]}});
+        for event in ["user_reconnected", "user_joined"] {
+            hub.notify("t", placed_notice(event, data.clone()));
+            let frame = frame_of(&mut ann);
+            assert_eq!(frame[0], event);
+            assert_eq!(frame[1]["userId"], "u");
+            assert!(
+                !frame.to_string().contains("hidden-r9"),
+                "{event} names no record: {frame}"
+            );
+        }
+    }
+
+    /// A subscriber whose row grant hides the secret records.
+    async fn not_secret(hub: &Hub, user: &str) -> OutboxReceiver {
+        let f = serde_json::json!({"not": {"field": "secret", "op": "eq", "value": true}});
+        let rows = Arc::new(crate::filter::Filter::parse(&f, "rows").expect("a filter"));
+        let (ob, rx) = subscriber(user, 1 << 20);
+        hub.join("t", ob, None, Scope::of(Some(rows), None, user))
+            .await
+            .expect("join");
+        hub.activate("t", user);
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_record_whose_state_could_not_be_read_sends_no_value_under_a_filter() {
+        let hub = hub();
+        let mut ann = not_secret(&hub, "ann").await;
+        // The record is secret; its state was not read (a failed read): the
+        // event alone does not say so.
+        hub.deliver_with_states(
+            "t",
+            vec![owner_event("6-0", 2, "note", "a", "classified")],
+            &HashMap::new(),
+        );
+        while let Some(bytes) = ann.try_next() {
+            let frame: Value = serde_json::from_slice(&bytes).expect("JSON");
+            assert!(
+                !frame.to_string().contains("classified"),
+                "no value of a record it cannot judge: {frame}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_moved_out_by_an_event_without_old_values_still_leaves_its_owner() {
+        let hub = hub();
+        let mut ann = owner_of_rows(&hub, "ann").await;
+        // A change too large for its old values: the entry omits them, so
+        // it does not say the record was ann's before.
+        let changes =
+            r#"[{"fieldId":"owner","oldValueOmitted":true,"oldVersion":1,"newValue":"bob"}]"#;
+        let fields = vec![
+            ("type".to_owned(), b"update".to_vec()),
+            ("entityType".to_owned(), b"record".to_vec()),
+            ("entityId".to_owned(), b"r".to_vec()),
+            ("userId".to_owned(), b"u".to_vec()),
+            ("version".to_owned(), b"2".to_vec()),
+            ("changes".to_owned(), changes.as_bytes().to_vec()),
+        ];
+        let e = ChangeEvent::from_entry(id("6-0"), &fields, Some("t")).expect("a valid entry");
+        let state = RecordState {
+            record_id: "r".into(),
+            version: 2,
+            deleted: false,
+            fields: serde_json::json!({"owner": "bob"})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        hub.deliver_with_states("t", vec![e], &HashMap::from([("r".to_owned(), state)]));
+        let frame = frame_of(&mut ann);
+        assert_eq!(frame[0], "record_left_view", "{frame}");
     }
 }

@@ -97,6 +97,18 @@ impl Scope {
     }
 }
 
+/// A user's presence (a `table_users` entry, a `user_joined` or
+/// `user_reconnected` notice) without where they point, select, edit or
+/// look: a filtered subscriber is not told about records that may be
+/// outside its rows (docs/protocol.md 3.5, "Presence").
+pub fn unplaced(user: &mut Value) {
+    if let Some(doc) = user.as_object_mut() {
+        for key in ["cursor", "selection", "editing", "viewport"] {
+            doc.remove(key);
+        }
+    }
+}
+
 /// A `view` event setting a view's filter: the view and its new filter
 /// (`None`: the whole table; a filter that does not parse is logged and
 /// taken as none, as the sidecar's view registry does).

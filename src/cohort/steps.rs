@@ -79,8 +79,9 @@ pub fn steps(events: &[ChangeEvent], states: &HashMap<String, RecordState>) -> V
     out
 }
 
-/// A record without a stored state (a producer's own `XADD`): what its
-/// event says, not exact.
+/// A record without a stored state (a producer's own `XADD`, or a failed
+/// read): what its event says, not exact. The fan-out sends no value of
+/// such a record (`hub::filtered`): the event alone cannot judge a filter.
 fn from_event_only(e: &ChangeEvent) -> Step {
     let after = match e.kind.as_str() {
         "delete" => None,
@@ -117,6 +118,18 @@ fn values(e: &ChangeEvent, side: &str) -> Map<String, Value> {
     changes(e, side)
         .filter_map(|(f, v)| Some((f.to_owned(), v.filter(|v| !v.is_null())?.clone())))
         .collect()
+}
+
+/// Whether `e`'s entry left its old values out (`oldValueOmitted`: the
+/// change was too large for them), so undoing it cannot give the state
+/// before it.
+pub fn omits_old_values(e: &ChangeEvent) -> bool {
+    match &e.changes {
+        Some(Value::Array(items)) => items
+            .iter()
+            .any(|c| c.get("oldValueOmitted") == Some(&Value::Bool(true))),
+        _ => false,
+    }
 }
 
 /// `e`'s field changes as (field, value of `side`).

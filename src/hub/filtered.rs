@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use serde_json::{json, Map, Value};
 
 use super::TableInner;
-use crate::cohort::steps::{steps, undo, Fields, Step};
+use crate::cohort::steps::{omits_old_values, steps, undo, Fields, Step};
 use crate::cohort::{decide, Cohort, Known, Move};
 use crate::grant::masking;
 use crate::outbox::Frame;
@@ -39,13 +39,24 @@ pub(super) fn fan_out(
     let steps = steps(events, states);
     let (mut evaluations, mut moves) = (0u64, 0u64);
     for (e, step) in events.iter().zip(steps) {
-        let step = step.map(|s| inner.jumps.known(e, s));
+        let stored = states.contains_key(&e.entity_id);
+        let step = step.map(|s| inner.jumps.known(e, s, stored));
         let ids = match &step {
             None => inner.cohorts.ids(),
+            // Old values left out (a change too large for them): the
+            // before-state is a guess, so every cohort is a candidate and
+            // gets the state (enter) or a leave.
+            Some((_, known)) if *known == Known::Exact && omits_old_values(e) => {
+                inner.cohorts.ids()
+            }
             Some((s, _)) => inner
                 .cohorts
                 .candidates(s.before.as_ref(), s.after.as_ref()),
         };
+        let step = step.map(|(s, known)| match known {
+            Known::Exact if omits_old_values(e) => (s, Known::Stale),
+            _ => (s, known),
+        });
         for id in ids {
             let Some(c) = inner.cohorts.get(id) else {
                 continue;
@@ -104,7 +115,8 @@ const MAX_JUMPS: usize = 10_000;
 
 impl Jumps {
     /// How the members know `e`'s record, and the states to judge it on.
-    fn known(&mut self, e: &ChangeEvent, s: Step) -> (Step, Known) {
+    /// `stored`: whether `s` was walked from the record's stored state.
+    fn known(&mut self, e: &ChangeEvent, s: Step, stored: bool) -> (Step, Known) {
         if let Some((version, state)) = self.by_record.get(&e.entity_id) {
             if e.version <= *version {
                 let step = Step {
@@ -119,6 +131,15 @@ impl Jumps {
                 return (step, Known::Shadowed);
             }
             self.by_record.remove(&e.entity_id);
+        }
+        if !stored {
+            // No state was read (a failed read, or no state at all): the
+            // event's own values cannot say whether the record is in a
+            // filter (a field it does not carry may hide it), so no value
+            // of it goes out: its candidates are told it left.
+            crate::metrics::rows_filtered(0, 1);
+            let step = Step { after: None, ..s };
+            return (step, Known::Stale);
         }
         if s.exact {
             return (s, Known::Exact);

@@ -367,7 +367,7 @@ declare! {
         counter ROW_GRANT_REFUSED = "rtsync_row_grant_refused_total"
             : "Requests refused because their path does not apply row grants yet";
         counter FILTER_STATE_READ_FAILURES = "rtsync_filter_state_read_failures_total"
-            : "Reads of record states for filtered subscribers' fan-out that failed (their events were judged on what they carry)";
+            : "Reads of record states for filtered subscribers' fan-out that failed (those records were withheld from filtered subscribers)";
         counter VIEW_MOVES = "rtsync_view_moves_total"
             : "record_entered_view / record_left_view decisions of the live fan-out, per cohort";
         gauge FILTER_COHORTS = "rtsync_filter_cohorts"

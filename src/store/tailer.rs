@@ -328,7 +328,7 @@ impl Reader {
     /// [`records::MAX_PAGE`] records), read after the events, so each
     /// state is at least as new as the batch's last event of its record
     /// (`cohort::steps`). A failed read leaves those records without a
-    /// state; their events are then judged on what they carry.
+    /// state; no value of them goes to filtered subscribers (`hub::filtered`).
     async fn states(&self, table: &str, events: &[ChangeEvent]) -> HashMap<String, RecordState> {
         let mut ids: Vec<String> = Vec::new();
         let mut seen = HashSet::new();

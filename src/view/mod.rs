@@ -12,7 +12,8 @@
 //! table's views are forgotten when this sidecar starts or stops serving
 //! it ([`follow::ViewServing`]); a table not served here is read from its
 //! key on every use. Entries are bounded in number ([`MAX_VIEWS`]); past
-//! it a view is read from its key on every use instead of kept.
+//! it a view is read from its key on every use instead of kept. A view id
+//! never set is not kept either (clients name view ids freely).
 
 pub mod follow;
 
@@ -132,18 +133,37 @@ impl Views {
             .filter
             .as_deref()
             .and_then(|text| parse_stored(table, view, text));
+        Ok(self.keep_read(table, view, generation, filter, stored.version))
+    }
+
+    /// What [`Views::load`] read (`version` 0: a view never set), kept when
+    /// the table is still served in the same generation, unless the view
+    /// was never set: any client may name any view id, and unknown ones
+    /// must not fill the [`MAX_VIEWS`] entries real views need. Returns the
+    /// filter to use (a kept one may be newer than the read).
+    fn keep_read(
+        &self,
+        table: &str,
+        view: &str,
+        generation: Option<u64>,
+        filter: Option<Arc<Filter>>,
+        version: u64,
+    ) -> Option<Arc<Filter>> {
         let mut inner = crate::locks::lock(&self.inner);
-        if generation.is_some() && inner.served.get(table).copied() == generation {
+        if generation.is_none() || inner.served.get(table).copied() != generation {
+            return filter;
+        }
+        if version > 0 {
             let known = Known {
                 filter: filter.clone(),
-                version: stored.version,
+                version,
             };
             inner.keep(table, view, known);
-            if let Some(k) = inner.known.get(table).and_then(|v| v.get(view)) {
-                return Ok(k.filter.clone()); // an event newer than the read
-            }
         }
-        Ok(filter)
+        match inner.known.get(table).and_then(|v| v.get(view)) {
+            Some(k) => k.filter.clone(), // an event newer than the read
+            None => filter,
+        }
     }
 
     /// Applies the `view` events among `events` (read from `table`'s

@@ -158,3 +158,22 @@ fn events_after_a_view_event_are_handed_on_under_its_filter_and_those_before_it_
         ]
     );
 }
+
+#[test]
+fn a_view_never_set_is_not_kept_when_read() {
+    let views = Views::new();
+    views.serving("t", true);
+    let generation = crate::locks::lock(&views.inner).served.get("t").copied();
+    for n in 0..3 {
+        let got = views.keep_read("t", &format!("junk{n}"), generation, None, 0);
+        assert!(got.is_none(), "the whole table");
+    }
+    assert_eq!(crate::locks::lock(&views.inner).count, 0, "nothing kept");
+    let f = Filter::parse(&mine(), "filter").map(Arc::new).ok();
+    assert!(views.keep_read("t", "v", generation, f, 1).is_some());
+    assert_eq!(
+        crate::locks::lock(&views.inner).count,
+        1,
+        "a set view is kept"
+    );
+}

@@ -112,7 +112,7 @@ pub(super) async fn join<C: Conn>(
     let resync = plan.resync;
     let mut users = masked_users(users, mask.as_deref());
     if filtered {
-        users.iter_mut().for_each(unplaced);
+        users.iter_mut().for_each(crate::cohort::unplaced);
     }
     let mut then = after_ack(session.framing(), table, start, users, plan, recovery);
     if fresh {
@@ -206,16 +206,6 @@ async fn scope<C: Conn>(session: &C, req: &SubscribeReq) -> Result<Option<Scope>
     };
     let user = user_of(session)?;
     Ok(Scope::of(user.grants.rows(table), view, &user.user_id))
-}
-
-/// A user's presence without where they point, select or edit: a filtered
-/// subscriber is not told about records that may be outside its rows.
-fn unplaced(user: &mut Value) {
-    if let Some(doc) = user.as_object_mut() {
-        for key in ["cursor", "selection", "editing", "viewport"] {
-            doc.remove(key);
-        }
-    }
 }
 
 /// Rolls back a join new to the connection that failed after `reached`:
