@@ -1100,15 +1100,20 @@ mod tests {
         ChangeEvent::from_entry(id(event_id), &fields, Some("t")).expect("a valid entry")
     }
 
-    async fn owner_of_rows(hub: &Hub, user: &str) -> OutboxReceiver {
-        let f = serde_json::json!({"field": "owner", "op": "eq", "value": "$user"});
-        let rows = Arc::new(crate::filter::Filter::parse(&f, "rows").expect("a filter"));
+    /// A subscriber of "t" whose row grant is `rows`.
+    async fn with_rows(hub: &Hub, user: &str, rows: serde_json::Value) -> OutboxReceiver {
+        let rows = Arc::new(crate::filter::Filter::parse(&rows, "rows").expect("a filter"));
         let (ob, rx) = subscriber(user, 1 << 20);
         hub.join("t", ob, None, Scope::of(Some(rows), None, user))
             .await
             .expect("join");
         hub.activate("t", user);
         rx
+    }
+
+    async fn owner_of_rows(hub: &Hub, user: &str) -> OutboxReceiver {
+        let f = serde_json::json!({"field": "owner", "op": "eq", "value": "$user"});
+        with_rows(hub, user, f).await
     }
 
     #[tokio::test]
@@ -1194,13 +1199,7 @@ mod tests {
     /// A subscriber whose row grant hides the secret records.
     async fn not_secret(hub: &Hub, user: &str) -> OutboxReceiver {
         let f = serde_json::json!({"not": {"field": "secret", "op": "eq", "value": true}});
-        let rows = Arc::new(crate::filter::Filter::parse(&f, "rows").expect("a filter"));
-        let (ob, rx) = subscriber(user, 1 << 20);
-        hub.join("t", ob, None, Scope::of(Some(rows), None, user))
-            .await
-            .expect("join");
-        hub.activate("t", user);
-        rx
+        with_rows(hub, user, f).await
     }
 
     #[tokio::test]

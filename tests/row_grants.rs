@@ -14,6 +14,7 @@ mod support;
 use serde_json::{json, Value};
 use support::client::{Client, Enc};
 use support::sio::Sio;
+use support::tables::{all_pages, ids, two_sidecars, xlen};
 use support::tokens::now_secs;
 use support::{RedisServer, Sidecar};
 
@@ -28,13 +29,6 @@ fn own_rows() -> Value {
 async fn intern(side: &Sidecar, user: &str, enc: Enc) -> Client {
     let claims = json!({"sub": user, "exp": now_secs() + 3600, "tables": {"*": own_rows()}});
     Client::connect_claims(side, &claims, enc).await
-}
-
-async fn two_sidecars(prefix: &str) -> (RedisServer, Sidecar, Sidecar) {
-    let redis = RedisServer::start().await;
-    let a = Sidecar::start(&redis, &format!("{prefix}-a"), &[]).await;
-    let b = Sidecar::start(&redis, &format!("{prefix}-b"), &[]).await;
-    (redis, a, b)
 }
 
 fn create(table: &str, record: &str, owner: &str, note: &str) -> Value {
@@ -59,42 +53,6 @@ async fn seed_records(writer: &mut Client, table: &str) {
     }
 }
 
-async fn xlen(redis: &RedisServer, table: &str) -> u64 {
-    redis::cmd("XLEN")
-        .arg(format!("rts:{{{table}}}:events"))
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap()
-}
-
-fn ids(page: &Value) -> Vec<String> {
-    page["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["recordId"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Pages through `load_records` with `limit`, returning every id seen.
-async fn all_pages(c: &mut Client, table: &str, limit: u64) -> Vec<String> {
-    let mut seen = Vec::new();
-    let mut after: Option<String> = None;
-    for _ in 0..50 {
-        let mut req = json!({"tableId": table, "limit": limit});
-        if let Some(a) = &after {
-            req["after"] = json!(a);
-        }
-        let page = c.request_ok("load_records", req).await;
-        seen.extend(ids(&page));
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_owned()),
-            None => return seen,
-        }
-    }
-    panic!("load_records never ended");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn load_records_pages_only_the_records_of_the_users_rows() {
     let (_redis, a, b) = two_sidecars("rg-load").await;
@@ -104,7 +62,7 @@ async fn load_records_pages_only_the_records_of_the_users_rows() {
     for (side, enc) in [(&a, Enc::MsgPack), (&b, Enc::Json)] {
         let mut ann = intern(side, "ann", enc).await;
         for limit in [1, 2, 3, 500] {
-            let seen = all_pages(&mut ann, t, limit).await;
+            let seen = all_pages(&mut ann, json!({"tableId": t}), limit).await;
             assert_eq!(seen, ["r0", "r2", "r4", "r6", "r8"], "limit {limit}");
         }
         assert!(
@@ -116,7 +74,7 @@ async fn load_records_pages_only_the_records_of_the_users_rows() {
             "a page cursor named a hidden record"
         );
     }
-    let all = all_pages(&mut writer, t, 500).await;
+    let all = all_pages(&mut writer, json!({"tableId": t}), 500).await;
     assert_eq!(
         all.len(),
         10,

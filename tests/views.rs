@@ -17,19 +17,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::client::{Client, Enc};
 use support::sio::Sio;
+use support::tables::{all_pages, ids, two_sidecars, xlen};
 use support::tokens::now_secs;
 use support::{RedisServer, Sidecar};
 
 /// The view every test stores: the records whose `status` is `open`.
 fn open_only() -> Value {
     json!({"field": "status", "op": "eq", "value": "open"})
-}
-
-async fn two_sidecars(prefix: &str) -> (RedisServer, Sidecar, Sidecar) {
-    let redis = RedisServer::start().await;
-    let a = Sidecar::start(&redis, &format!("{prefix}-a"), &[]).await;
-    let b = Sidecar::start(&redis, &format!("{prefix}-b"), &[]).await;
-    (redis, a, b)
 }
 
 fn put(side: &Sidecar, table: &str, view: &str, body: &Value) -> (u16, Value) {
@@ -50,14 +44,6 @@ async fn seed_records(writer: &mut Client, table: &str) {
             "changes": [{"fieldId": "owner", "newValue": owner}, {"fieldId": "status", "newValue": status}]});
         writer.request_ok("record_change", create).await;
     }
-}
-
-async fn xlen(redis: &RedisServer, table: &str) -> u64 {
-    redis::cmd("XLEN")
-        .arg(format!("rts:{{{table}}}:events"))
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap()
 }
 
 async fn stored(redis: &RedisServer, table: &str, view: &str) -> Option<String> {
@@ -81,34 +67,6 @@ async fn last_entry(redis: &RedisServer, table: &str) -> serde_json::Map<String,
         .unwrap();
     let (_, fields) = reply.into_iter().next().expect("an entry");
     fields.into_iter().map(|(k, v)| (k, json!(v))).collect()
-}
-
-fn ids(page: &Value) -> Vec<String> {
-    page["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["recordId"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-/// Every id `load_records {viewId}` pages through with `limit`.
-async fn view_pages(c: &mut Client, table: &str, view: &str, limit: u64) -> Vec<String> {
-    let mut seen = Vec::new();
-    let mut after: Option<String> = None;
-    for _ in 0..50 {
-        let mut req = json!({"tableId": table, "viewId": view, "limit": limit});
-        if let Some(a) = &after {
-            req["after"] = json!(a);
-        }
-        let page = c.request_ok("load_records", req).await;
-        seen.extend(ids(&page));
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_owned()),
-            None => return seen,
-        }
-    }
-    panic!("load_records never ended");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -173,7 +131,12 @@ async fn a_second_sidecar_applies_the_view_event_in_stream_order() {
     seed_records(&mut writer, t).await;
     // b serves the table and has read the view as it was: no filter.
     let mut sub = Client::subscribed(&b, "sam", t).await;
-    assert_eq!(view_pages(&mut sub, t, "open", 500).await.len(), 10);
+    assert_eq!(
+        all_pages(&mut sub, json!({"tableId": t, "viewId": "open"}), 500)
+            .await
+            .len(),
+        10
+    );
     let edit = |v: &str| {
         json!({"type": "update", "recordId": "r9", "tableId": t,
             "changes": [{"fieldId": "status", "newValue": v}]})
@@ -203,7 +166,7 @@ async fn a_second_sidecar_applies_the_view_event_in_stream_order() {
     assert_eq!(events[1]["changes"][0]["newValue"], open_only());
     for enc_limit in [1, 3, 500] {
         assert_eq!(
-            view_pages(&mut sub, t, "open", enc_limit).await,
+            all_pages(&mut sub, json!({"tableId": t, "viewId": "open"}), enc_limit).await,
             ["r0", "r1", "r2", "r3"],
             "b switched to the filter the stream announced"
         );
@@ -270,7 +233,7 @@ async fn load_records_with_a_view_pages_only_its_records() {
         let mut sam = Client::connect_claims(side, &claims, enc).await;
         for limit in [1, 2, 500] {
             assert_eq!(
-                view_pages(&mut sam, t, "open", limit).await,
+                all_pages(&mut sam, json!({"tableId": t, "viewId": "open"}), limit).await,
                 ["r0", "r1", "r2", "r3"],
                 "limit {limit}"
             );
@@ -297,7 +260,7 @@ async fn load_records_with_a_view_under_a_row_grant_pages_both_filters() {
     let mut ann = Client::connect_claims(&b, &claims, Enc::MsgPack).await;
     for limit in [1, 500] {
         assert_eq!(
-            view_pages(&mut ann, t, "open", limit).await,
+            all_pages(&mut ann, json!({"tableId": t, "viewId": "open"}), limit).await,
             ["r0", "r2"],
             "limit {limit}"
         );
@@ -312,7 +275,13 @@ async fn an_unknown_view_is_the_whole_table() {
     let mut writer = Client::connect(&a, "hr").await;
     seed_records(&mut writer, t).await;
     assert_eq!(
-        view_pages(&mut writer, t, "nobody-made-me", 4).await.len(),
+        all_pages(
+            &mut writer,
+            json!({"tableId": t, "viewId": "nobody-made-me"}),
+            4
+        )
+        .await
+        .len(),
         10
     );
     let (status, got) = a.api(
@@ -336,7 +305,12 @@ async fn a_filter_set_to_null_makes_the_view_the_whole_table_again() {
     let mut sub = Client::subscribed(&b, "sam", t).await;
     assert_eq!(put(&a, t, "open", &json!({"filter": open_only()})).0, 200);
     sub.changes(1, Duration::from_secs(10)).await;
-    assert_eq!(view_pages(&mut sub, t, "open", 500).await.len(), 4);
+    assert_eq!(
+        all_pages(&mut sub, json!({"tableId": t, "viewId": "open"}), 500)
+            .await
+            .len(),
+        4
+    );
     let (status, body) = put(&a, t, "open", &json!({"filter": null}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["version"], 2);
@@ -346,9 +320,19 @@ async fn a_filter_set_to_null_makes_the_view_the_whole_table_again() {
         events[0]["changes"],
         json!([{"fieldId": "filter", "oldValue": open_only()}])
     );
-    assert_eq!(view_pages(&mut sub, t, "open", 500).await.len(), 10);
+    assert_eq!(
+        all_pages(&mut sub, json!({"tableId": t, "viewId": "open"}), 500)
+            .await
+            .len(),
+        10
+    );
     let mut other = Client::connect(&a, "kim").await;
-    assert_eq!(view_pages(&mut other, t, "open", 500).await.len(), 10);
+    assert_eq!(
+        all_pages(&mut other, json!({"tableId": t, "viewId": "open"}), 500)
+            .await
+            .len(),
+        10
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,6 +16,7 @@ pub mod redis_server;
 pub mod sentinel;
 pub mod sidecar;
 pub mod sio;
+pub mod tables;
 pub mod tokens;
 
 use std::time::{Duration, Instant};
