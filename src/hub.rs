@@ -998,16 +998,7 @@ mod tests {
     }
 
     fn status_event(event_id: &str, version: u64, old: &str, new: &str) -> ChangeEvent {
-        let changes = format!(r#"[{{"fieldId":"status","oldValue":"{old}","newValue":"{new}"}}]"#);
-        let fields = vec![
-            ("type".to_owned(), b"update".to_vec()),
-            ("entityType".to_owned(), b"record".to_vec()),
-            ("entityId".to_owned(), b"r".to_vec()),
-            ("userId".to_owned(), b"u".to_vec()),
-            ("version".to_owned(), version.to_string().into_bytes()),
-            ("changes".to_owned(), changes.into_bytes()),
-        ];
-        ChangeEvent::from_entry(id(event_id), &fields, Some("t")).expect("a valid entry")
+        owner_event(event_id, version, "status", old, new)
     }
 
     fn stored(version: u64, status: &str) -> HashMap<String, RecordState> {

@@ -46,6 +46,16 @@ async fn seed_records(writer: &mut Client, table: &str) {
     }
 }
 
+/// Two sidecars, the table `t` seeded through the first by the returned
+/// writer, and the view `open` stored.
+async fn seeded_with_open_view(t: &str) -> (RedisServer, Sidecar, Sidecar, Client) {
+    let (redis, a, b) = two_sidecars(t).await;
+    let mut writer = Client::connect(&a, "hr").await;
+    seed_records(&mut writer, t).await;
+    assert_eq!(put(&a, t, "open", &json!({"filter": open_only()})).0, 200);
+    (redis, a, b, writer)
+}
+
 async fn stored(redis: &RedisServer, table: &str, view: &str) -> Option<String> {
     redis::cmd("GET")
         .arg(format!("rts:{{{table}}}:view:{view}"))
@@ -222,11 +232,8 @@ async fn a_put_without_the_api_token_is_unauthorized_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn load_records_with_a_view_pages_only_its_records() {
-    let (_redis, a, b) = two_sidecars("vw-load").await;
     let t = "vw-load";
-    let mut writer = Client::connect(&a, "hr").await;
-    seed_records(&mut writer, t).await;
-    assert_eq!(put(&a, t, "open", &json!({"filter": open_only()})).0, 200);
+    let (_redis, a, b, _writer) = seeded_with_open_view(t).await;
     for (side, enc) in [(&a, Enc::MsgPack), (&b, Enc::Json)] {
         let claims =
             json!({"sub": "sam", "exp": now_secs() + 3600, "tables": {"*": {"access": "r"}}});
@@ -250,11 +257,8 @@ async fn load_records_with_a_view_pages_only_its_records() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn load_records_with_a_view_under_a_row_grant_pages_both_filters() {
-    let (_redis, a, b) = two_sidecars("vw-rows").await;
     let t = "vw-rows";
-    let mut writer = Client::connect(&a, "hr").await;
-    seed_records(&mut writer, t).await;
-    assert_eq!(put(&a, t, "open", &json!({"filter": open_only()})).0, 200);
+    let (_redis, _a, b, _writer) = seeded_with_open_view(t).await;
     let rows = json!({"access": "rw", "rows": {"field": "owner", "op": "eq", "value": "$user"}});
     let claims = json!({"sub": "ann", "exp": now_secs() + 3600, "tables": {"*": rows}});
     let mut ann = Client::connect_claims(&b, &claims, Enc::MsgPack).await;
@@ -337,11 +341,8 @@ async fn a_filter_set_to_null_makes_the_view_the_whole_table_again() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn over_socketio_load_records_with_a_view_pages_only_its_records() {
-    let (_redis, a, b) = two_sidecars("vw-sio").await;
     let t = "vw-sio";
-    let mut writer = Client::connect(&a, "hr").await;
-    seed_records(&mut writer, t).await;
-    assert_eq!(put(&a, t, "open", &json!({"filter": open_only()})).0, 200);
+    let (_redis, _a, b, _writer) = seeded_with_open_view(t).await;
     let claims = json!({"sub": "sam", "exp": now_secs() + 3600, "tables": {"*": {"access": "r"}}});
     let token = support::tokens::hs256(&claims);
     let mut sio = Sio::connect(&b, &json!({ "token": token })).await;
@@ -501,11 +502,8 @@ async fn record_frames(c: &mut Client, last: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_view_subscriber_gets_its_records_live_with_enter_and_leave_intersected_with_its_row_grant(
 ) {
-    let (_redis, a, b) = two_sidecars("vw-live").await;
     let t = "vw-live";
-    let mut writer = Client::connect(&a, "hr").await;
-    seed_records(&mut writer, t).await;
-    assert_eq!(put(&a, t, "open", &json!({"filter": open_only()})).0, 200);
+    let (_redis, a, b, mut writer) = seeded_with_open_view(t).await;
     let mut sam = Client::connect(&b, "sam").await;
     sam.request_ok(
         "subscribe_to_table",
@@ -562,11 +560,8 @@ async fn a_view_subscriber_gets_its_records_live_with_enter_and_leave_intersecte
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_views_filter_changed_while_subscribed_filters_the_events_after_its_view_event() {
-    let (_redis, a, b) = two_sidecars("vw-switch").await;
     let t = "vw-switch";
-    let mut writer = Client::connect(&a, "hr").await;
-    seed_records(&mut writer, t).await;
-    assert_eq!(put(&a, t, "open", &json!({"filter": open_only()})).0, 200);
+    let (_redis, a, b, mut writer) = seeded_with_open_view(t).await;
     let mut sam = Client::connect(&b, "sam").await;
     sam.request_ok(
         "subscribe_to_table",
