@@ -352,8 +352,9 @@ fn json_size(v: &Value, cap: usize) -> usize {
     total
 }
 
-/// Text as an error message may quote it: at most 64 characters.
-fn shorten(s: &str) -> &str {
+/// Text as an error message may quote it: at most 64 characters (also
+/// the grants' ids).
+pub(crate) fn shorten(s: &str) -> &str {
     match s.char_indices().nth(64) {
         Some((i, _)) => &s[..i],
         None => s,

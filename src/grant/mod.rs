@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 
 use crate::change::ids::is_valid_id;
 use crate::change::FieldChange;
-use crate::filter::Filter;
+use crate::filter::{shorten, Filter};
 pub use bases::BaseGrants;
 pub use mask::ReadMask;
 
@@ -324,14 +324,6 @@ fn table_grant(table: &str, value: &Value) -> Result<TableGrant, GrantError> {
             "{} must be \"r\", \"rw\" or an object",
             at("")
         ))),
-    }
-}
-
-/// An id as an error message may quote it: at most 64 characters.
-fn shorten(s: &str) -> &str {
-    match s.char_indices().nth(64) {
-        Some((i, _)) => &s[..i],
-        None => s,
     }
 }
 
