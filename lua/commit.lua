@@ -174,6 +174,12 @@ A committed change also rings the table's doorbell: SPUBLISH
 <p>:{T}:presence '{"event":"ring"}' (KEYS[5]; a base's change: <p>:{B}:base-presence),
 so the sidecars serving the table (or base) read its stream at once. (A producer that XADDs directly may ring the same way;
 otherwise its entry is read by the sidecars' periodic sweep, within a second.)
+Doorbell v1.3: when the entry's fields add up to at most 4 KiB the ring
+carries it: '{"event":"ring","id":"<id>","prev":"<prev>","fields":[name,
+value, ...]}', where prev is the stream's last entry before it ('0-0' for
+none). A sidecar whose last delivered event of the table is prev delivers
+the entry from the ring, without reading the stream; any other sidecar
+reads the stream as for a bare ring.
 
 Example (another service updating field f1 of record r1 in table t1):
   FCALL rtsync_commit 5 rts:{t1}:events rts:{t1}:rec:r1 rts:{t1}:records
@@ -476,6 +482,28 @@ end
 -- XADD (trimming by retention) and the doorbell. The first write of every
 -- commit: the only one Redis could refuse (a key of the wrong type), so a
 -- refusal leaves nothing written.
+-- The doorbell's text for the entry `id` XADDed with `args` (its fields
+-- from the 7th on) after `prev`: the entry itself when it is small
+-- (RING_ENTRY_BYTES), so the sidecars need not read it back; the bare ring
+-- otherwise. See "Doorbell" above.
+local RING_ENTRY_BYTES = 4096
+local function ring_notice(id, prev, args)
+  local fields, size = {}, 0
+  for i = 7, #args do
+    local v = args[i]
+    -- A number is stored as Redis turns it into text: read it back.
+    if type(v) ~= 'string' then
+      return RING
+    end
+    size = size + #v
+    if size > RING_ENTRY_BYTES then
+      return RING
+    end
+    fields[#fields + 1] = v
+  end
+  return cjson.encode({ event = 'ring', id = id, prev = prev, fields = fields })
+end
+
 local function append(keys, change, version, changes_raw, metadata_raw, retention_ms)
   local t = call('TIME')
   local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -508,11 +536,19 @@ local function append(keys, change, version, changes_raw, metadata_raw, retentio
   opt('metadata', metadata_raw)
   opt('origin', change.origin)
   opt('clientChangeId', change.clientChangeId)
+  -- The stream's last entry before this one: the ring names it, so a
+  -- sidecar whose last delivered event is that entry can deliver this one
+  -- from the ring alone.
+  local prev
+  if keys[5] then
+    local last = call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
+    prev = (last[1] and last[1][1]) or '0-0'
+  end
   local id = call(unpack(args))
   -- Doorbell (KEYS[5]): sidecars serving the table (or base) read its
-  -- stream when it rings.
+  -- stream when it rings; a small entry travels in the ring itself.
   if keys[5] then
-    call('SPUBLISH', keys[5], RING)
+    call('SPUBLISH', keys[5], ring_notice(id, prev, args))
   end
   return id, min_id, now_ms
 end

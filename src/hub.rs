@@ -331,38 +331,77 @@ impl Hub {
         let Some(entry) = tables.get(table) else {
             return;
         };
-        let mut inner = lock(&entry.inner);
-        // Never hand out an event at or before the cursor twice (a group
-        // placed again after a fault may return entries already sent).
-        let after = inner.cursor;
-        let events: Vec<ChangeEvent> = events.into_iter().filter(|e| e.id > after).collect();
-        let Some(last) = events.last() else {
-            return;
-        };
-        inner.cursor = last.id;
-        let subscribers = inner.subscribers.len();
-        // Bounded frames: a burst of large events goes out as several.
-        // A view's new filter applies from its event on: the events before
-        // it are fanned out first.
-        let mut rest: &[ChangeEvent] = &events;
-        while !rest.is_empty() {
-            let cut = rest
-                .iter()
-                .skip(1)
-                .position(|e| view_change(e).is_some())
-                .map_or(rest.len(), |i| i + 1);
-            let (part, after) = rest.split_at(cut);
-            if let Some((view, filter)) = part.first().and_then(view_change) {
-                refilter(&mut inner, view, filter);
-            }
-            for group in bounded_groups(part) {
-                fan_out(&mut inner, group);
-            }
-            filtered::fan_out(&mut inner, table, part, states);
-            rest = after;
-        }
-        crate::metrics::events_delivered(events.len(), subscribers);
+        deliver_after_cursor(&mut lock(&entry.inner), table, events, states);
     }
+
+    /// See [`EventHandler::deliver_following`]. A table with filtered
+    /// subscribers is read instead: its cohorts need the records' states.
+    pub fn deliver_following(
+        &self,
+        table: &str,
+        prev: StreamId,
+        id: StreamId,
+        events: Vec<ChangeEvent>,
+    ) -> bool {
+        let tables = read(&self.tables);
+        let Some(entry) = tables.get(table) else {
+            return true;
+        };
+        let mut inner = lock(&entry.inner);
+        if id <= inner.cursor {
+            return true;
+        }
+        if inner.cursor != prev || !inner.cohorts.is_empty() {
+            return false;
+        }
+        if events.is_empty() {
+            // A malformed entry (skipped and counted when decoded).
+            inner.cursor = id;
+            return true;
+        }
+        deliver_after_cursor(&mut inner, table, events, &HashMap::new());
+        true
+    }
+}
+
+/// Fans out `events` of `table` that come after its cursor, in stream
+/// order, and moves the cursor to the last one.
+fn deliver_after_cursor(
+    inner: &mut TableInner,
+    table: &str,
+    events: Vec<ChangeEvent>,
+    states: &HashMap<String, RecordState>,
+) {
+    // Never hand out an event at or before the cursor twice (a group
+    // placed again after a fault may return entries already sent).
+    let after = inner.cursor;
+    let events: Vec<ChangeEvent> = events.into_iter().filter(|e| e.id > after).collect();
+    let Some(last) = events.last() else {
+        return;
+    };
+    inner.cursor = last.id;
+    let subscribers = inner.subscribers.len();
+    // Bounded frames: a burst of large events goes out as several.
+    // A view's new filter applies from its event on: the events before
+    // it are fanned out first.
+    let mut rest: &[ChangeEvent] = &events;
+    while !rest.is_empty() {
+        let cut = rest
+            .iter()
+            .skip(1)
+            .position(|e| view_change(e).is_some())
+            .map_or(rest.len(), |i| i + 1);
+        let (part, after) = rest.split_at(cut);
+        if let Some((view, filter)) = part.first().and_then(view_change) {
+            refilter(inner, view, filter);
+        }
+        for group in bounded_groups(part) {
+            fan_out(inner, group);
+        }
+        filtered::fan_out(inner, table, part, states);
+        rest = after;
+    }
+    crate::metrics::events_delivered(events.len(), subscribers);
 }
 
 impl Hub {
@@ -445,6 +484,16 @@ impl EventHandler for Hub {
         states: HashMap<String, RecordState>,
     ) {
         Hub::deliver_with_states(self, table, events, &states);
+    }
+
+    fn deliver_following(
+        &self,
+        table: &str,
+        prev: StreamId,
+        id: StreamId,
+        events: Vec<ChangeEvent>,
+    ) -> bool {
+        Hub::deliver_following(self, table, prev, id, events)
     }
 
     fn notify(&self, table: &str, notice: Notice) {
@@ -840,6 +889,44 @@ mod tests {
         );
         assert_eq!(queued_ids(&mut rx), vec![vec!["5-1"]]);
         assert_eq!(hub.cursor("t"), Some(id("5-1")));
+    }
+
+    #[tokio::test]
+    async fn a_doorbell_entry_following_the_cursor_is_delivered() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob, None, None).await.expect("join");
+        hub.activate("t", "c1");
+        let delivered = hub.deliver_following("t", id("5-0"), id("6-0"), vec![event("6-0", None)]);
+        assert!(delivered);
+        assert_eq!(queued_ids(&mut rx), vec![vec!["6-0"]]);
+        assert_eq!(hub.cursor("t"), Some(id("6-0")));
+    }
+
+    #[tokio::test]
+    async fn a_doorbell_entry_after_a_gap_is_left_to_the_stream_read() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob, None, None).await.expect("join");
+        hub.activate("t", "c1");
+        // 5-5 (a producer's entry, say) was never delivered here.
+        let delivered = hub.deliver_following("t", id("5-5"), id("6-0"), vec![event("6-0", None)]);
+        assert!(!delivered);
+        assert!(queued_ids(&mut rx).is_empty());
+        assert_eq!(hub.cursor("t"), Some(id("5-0")));
+    }
+
+    #[tokio::test]
+    async fn a_doorbell_entry_already_read_is_not_sent_twice() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob, None, None).await.expect("join");
+        hub.activate("t", "c1");
+        hub.deliver("t", vec![event("6-0", None), event("7-0", None)]);
+        assert_eq!(queued_ids(&mut rx), vec![vec!["6-0", "7-0"]]);
+        let handled = hub.deliver_following("t", id("5-0"), id("6-0"), vec![event("6-0", None)]);
+        assert!(handled, "handled: it went out with the read");
+        assert!(queued_ids(&mut rx).is_empty());
     }
 
     #[tokio::test]

@@ -320,6 +320,8 @@ declare! {
             : "Table streams this sidecar reads";
         counter ENTRIES_SKIPPED = "rtsync_stream_entries_skipped_total"
             : "Malformed stream entries skipped";
+        counter RING_ENTRIES = "rtsync_ring_entries_delivered_total"
+            : "Stream entries delivered from their doorbell, without a stream read";
         counter REDIS_ERRORS = "rtsync_redis_errors_total" ["kind" => RedisErrorKind]
             : "Redis command failures by kind";
         counter REDIS_RECONNECTS = "rtsync_redis_reconnects_total"

@@ -304,6 +304,9 @@ pub fn tables_tailed(n: usize) {
 pub fn entry_skipped() {
     catalog::ENTRIES_SKIPPED.handle().increment(1);
 }
+pub fn ring_entry_delivered() {
+    catalog::RING_ENTRIES.handle().increment(1);
+}
 pub fn redis_error(kind: RedisErrorKind) {
     catalog::REDIS_ERRORS.at(kind).increment(1);
 }

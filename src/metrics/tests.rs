@@ -166,6 +166,7 @@ const EXPORTED: &[(&str, Option<Labelled>)] = &[
     ),
     ("rtsync_tables_tailed", None),
     ("rtsync_stream_entries_skipped_total", None),
+    ("rtsync_ring_entries_delivered_total", None),
     (
         "rtsync_redis_errors_total",
         Some(("kind", &["unavailable", "timeout", "other"])),

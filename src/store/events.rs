@@ -37,6 +37,21 @@ pub trait EventHandler: Send + Sync + 'static {
         self.deliver(table, events);
     }
 
+    /// An entry that came with its doorbell (`super::ring`): delivers
+    /// `events` (the entry `id`'s) only if the last event delivered for
+    /// `table` is `prev`, so nothing before it can be missing. True when
+    /// the entry is handled (delivered now, delivered before, or the table
+    /// is not served); false when the stream must be read instead.
+    fn deliver_following(
+        &self,
+        _table: &str,
+        _prev: StreamId,
+        _id: StreamId,
+        _events: Vec<ChangeEvent>,
+    ) -> bool {
+        false
+    }
+
     /// A presence notice published on `table`'s channel.
     fn notify(&self, table: &str, notice: Notice);
 

@@ -34,6 +34,7 @@ pub mod presence_bus;
 pub mod record_history;
 pub mod records;
 pub mod reply;
+pub mod ring;
 pub mod sentinel;
 pub mod serving;
 pub mod session_port;

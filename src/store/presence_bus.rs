@@ -1,7 +1,7 @@
 //! The presence bus: this sidecar's subscription to the sharded pub/sub
 //! channel (`SSUBSCRIBE <p>:{T}:presence`) of every table it serves. The
-//! same channel carries the commit doorbell (`{"event": "ring"}`), handed to
-//! the tailer.
+//! same channel carries the commit doorbell (`{"event": "ring"}`, or the
+//! committed entry itself, see [`super::ring`]), handed to the tailer.
 //!
 //! Data flow: the presence functions `SPUBLISH` a notice `{event, data,
 //! origin}`; Redis pushes it to every subscribed sidecar; [`PresenceBus`]
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::events::EventHandler;
+use super::ring;
 use super::tailer::TailerHandle;
 use super::{Store, StoreError};
 use crate::backoff::{Backoff, RECONNECT_MAX};
@@ -195,8 +196,6 @@ impl PresenceBus {
     }
 
     fn dispatch(&self, hub: &dyn EventHandler, data: Vec<Value>) {
-        /// What `rtsync_commit` publishes (lua/commit.lua `RING`).
-        const RING: &[u8] = br#"{"event":"ring"}"#;
         let mut it = data.into_iter();
         let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
             (it.next(), it.next())
@@ -209,10 +208,17 @@ impl PresenceBus {
         else {
             return;
         };
-        // The doorbell, once per commit: known bytes, no JSON parse.
-        if payload == RING {
+        // The doorbell, once per commit: known bytes, no JSON parse; or
+        // the entry itself (`ring`), delivered without a stream read.
+        if payload == ring::BARE {
             self.tailer.ring(&table);
             return;
+        }
+        if ring::may_carry_entry(&payload) {
+            if let Some(entry) = ring::entry(&payload) {
+                self.tailer.ring_entry(&table, entry);
+                return;
+            }
         }
         match serde_json::from_slice::<Notice>(&payload) {
             Ok(notice) if notice.event == "ring" => self.tailer.ring(&table),

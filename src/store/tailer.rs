@@ -6,7 +6,10 @@
 //! subscribes to for presence; the presence bus calls [`TailerHandle::ring`]
 //! and a reader fetches just the tables that rang, without blocking. A sweep
 //! over all tables once a second catches entries that producers appended
-//! without ringing (and any ring lost during a reconnect). So a read costs
+//! without ringing (and any ring lost during a reconnect). A small entry
+//! comes with its ring (`super::ring`): the reader delivers it without a
+//! read when the table's last delivered event is the entry before it, and
+//! reads the table otherwise. So a read costs
 //! O(tables that changed), not O(tables served), which is what lets one
 //! sidecar serve thousands of tables.
 //!
@@ -35,6 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use super::events::EventHandler;
 use super::records::{self, RecordState};
+use super::ring::EntryRing;
 use super::{groups, Store, StoreError};
 use crate::backoff::{Backoff, RECONNECT_MAX};
 use crate::change::StreamId;
@@ -88,8 +92,15 @@ struct Shared {
 struct Slot {
     tables: Mutex<BTreeSet<Arc<str>>>,
     rung: Mutex<HashSet<Arc<str>>>,
+    /// Entries that came with their doorbell, in arrival order, for the
+    /// reader to deliver without a read ([`TailerHandle::ring_entry`]).
+    carried: Mutex<Vec<(Arc<str>, EntryRing)>>,
     wake: Notify,
 }
+
+/// Carried entries waiting for their reader, at most; beyond, a doorbell's
+/// entry is dropped and its table read instead (bounded memory).
+const CARRIED: usize = 1024;
 
 impl TailerHandle {
     pub fn new(store: Arc<Store>, readers: usize) -> TailerHandle {
@@ -129,6 +140,24 @@ impl TailerHandle {
             return; // not served here
         };
         lock(&slot.rung).insert(t);
+        slot.wake.notify_one();
+    }
+
+    /// The table's stream has a new entry, carried by its doorbell: the
+    /// reader delivers it without reading when nothing can be missing
+    /// before it (see [`super::ring`]), and reads the table otherwise.
+    pub fn ring_entry(&self, table: &str, ring: EntryRing) {
+        let slot = self.slot(table);
+        let Some(t) = lock(&slot.tables).get(table).cloned() else {
+            return; // not served here
+        };
+        let mut carried = lock(&slot.carried);
+        if carried.len() < CARRIED {
+            carried.push((t, ring));
+        } else {
+            drop(carried);
+            lock(&slot.rung).insert(t);
+        }
         slot.wake.notify_one();
     }
 
@@ -178,6 +207,7 @@ impl Reader {
                 _ = tokio::time::sleep_until(next_sweep) => {}
             }
             let sweep = Instant::now() >= next_sweep;
+            self.deliver_carried();
             let batch: Vec<Arc<str>> = if sweep {
                 next_sweep = Instant::now() + SWEEP;
                 lock(&self.slot().rung).clear();
@@ -227,6 +257,33 @@ impl Reader {
                         return;
                     }
                 }
+            }
+        }
+    }
+
+    /// Delivers the entries that came with their doorbells, in arrival
+    /// order, each only if its table's last delivered event is the entry
+    /// before it (the hub checks, under the table's lock). A table rung
+    /// for a read, or whose entry does not follow on, is read instead:
+    /// the read returns that entry and whatever came before it.
+    fn deliver_carried(&self) {
+        let carried = std::mem::take(&mut *lock(&self.slot().carried));
+        if carried.is_empty() {
+            return;
+        }
+        for (table, ring) in carried {
+            if lock(&self.slot().rung).contains(&table) {
+                continue;
+            }
+            let stream_id = ring.entry.0;
+            let events = decode_events(std::slice::from_ref(&ring.entry), &table);
+            if self
+                .hub
+                .deliver_following(&table, ring.prev, stream_id, events)
+            {
+                crate::metrics::ring_entry_delivered();
+            } else {
+                lock(&self.slot().rung).insert(table);
             }
         }
     }
@@ -284,7 +341,11 @@ impl Reader {
                 if entries.len() >= COUNT {
                     full.push(Arc::<str>::from(table.as_str()));
                 }
-                busiest = busiest.max(entries.len());
+                // Entries delivered from their doorbells come again (the
+                // group trails them): only the new ones measure the load.
+                let cursor = self.hub.cursor(&table).unwrap_or_default();
+                let fresh = entries.iter().filter(|(id, _)| *id > cursor).count();
+                busiest = busiest.max(fresh);
                 self.deliver(&table, entries).await;
             }
         }

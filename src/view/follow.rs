@@ -94,6 +94,21 @@ impl EventHandler for ViewEvents {
         }
     }
 
+    /// A `view` event is left to the read path, which applies it in
+    /// stream order ([`ViewEvents::deliver`]).
+    fn deliver_following(
+        &self,
+        table: &str,
+        prev: StreamId,
+        id: StreamId,
+        events: Vec<ChangeEvent>,
+    ) -> bool {
+        if events.iter().any(is_filter_event) {
+            return false;
+        }
+        self.inner.deliver_following(table, prev, id, events)
+    }
+
     fn cursor(&self, table: &str) -> Option<StreamId> {
         self.inner.cursor(table)
     }

@@ -52,6 +52,7 @@ async fn run(args: &Args, proto: Proto, rate: f64, secs: u64) -> Result<(u64, lo
         .connect(writer_url, secret, "writer", &all_tables())
         .await?;
     let written = load::written(1);
+    tokio::time::sleep(load::SUBSCRIPTION_SETTLE).await;
     let stop = Instant::now() + Duration::from_secs(secs);
     let sub = load::subscriber(
         proto,

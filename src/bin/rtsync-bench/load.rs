@@ -59,6 +59,12 @@ impl Counts {
     }
 }
 
+/// How long after the last subscription the load starts: a fresh
+/// subscription's first live events are held up to 100 ms for a recovery
+/// that may follow it (docs/protocol.md 3.1, "subscribe then recover"),
+/// which is a reconnect's cost, not the steady state being measured.
+pub const SUBSCRIPTION_SETTLE: Duration = Duration::from_millis(150);
+
 /// Reads change events until `stop`, then until everything written to its
 /// table arrived or `drain` more time passed.
 pub fn subscriber(

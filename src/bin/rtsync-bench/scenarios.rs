@@ -199,6 +199,7 @@ pub async fn fanout_run(
         }
     }
     let written = load::written(shape.tables);
+    tokio::time::sleep(load::SUBSCRIPTION_SETTLE).await;
     let stop = Instant::now() + Duration::from_secs(secs);
     let subs: Vec<_> = conns
         .into_iter()
