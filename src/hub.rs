@@ -351,15 +351,19 @@ impl Hub {
         if id <= inner.cursor {
             return true;
         }
-        if inner.cursor != prev || !inner.cohorts.is_empty() {
+        // The entries from `prev` to `id` follow on in the stream, and the
+        // cursor is an entry delivered here: at or after `prev`, it is one
+        // of them, and the ones after it are exactly what is missing.
+        if prev > inner.cursor || !inner.cohorts.is_empty() {
             return false;
         }
         if events.is_empty() {
-            // A malformed entry (skipped and counted when decoded).
+            // Malformed entries (skipped and counted when decoded).
             inner.cursor = id;
             return true;
         }
         deliver_after_cursor(&mut inner, table, events, &HashMap::new());
+        inner.cursor = inner.cursor.max(id);
         true
     }
 }
@@ -914,6 +918,21 @@ mod tests {
         assert!(!delivered);
         assert!(queued_ids(&mut rx).is_empty());
         assert_eq!(hub.cursor("t"), Some(id("5-0")));
+    }
+
+    #[tokio::test]
+    async fn doorbell_entries_partly_read_already_deliver_only_the_rest() {
+        let hub = hub();
+        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        hub.join("t", ob, None, None).await.expect("join");
+        hub.activate("t", "c1");
+        hub.deliver("t", vec![event("6-0", None)]);
+        assert_eq!(queued_ids(&mut rx), vec![vec!["6-0"]]);
+        // 6-0 and 7-0 came with their doorbells, following 5-0.
+        let events = vec![event("6-0", None), event("7-0", None)];
+        assert!(hub.deliver_following("t", id("5-0"), id("7-0"), events));
+        assert_eq!(queued_ids(&mut rx), vec![vec!["7-0"]]);
+        assert_eq!(hub.cursor("t"), Some(id("7-0")));
     }
 
     #[tokio::test]

@@ -304,8 +304,8 @@ pub fn tables_tailed(n: usize) {
 pub fn entry_skipped() {
     catalog::ENTRIES_SKIPPED.handle().increment(1);
 }
-pub fn ring_entry_delivered() {
-    catalog::RING_ENTRIES.handle().increment(1);
+pub fn ring_entries_delivered(n: usize) {
+    catalog::RING_ENTRIES.handle().increment(n as u64);
 }
 pub fn redis_error(kind: RedisErrorKind) {
     catalog::REDIS_ERRORS.at(kind).increment(1);

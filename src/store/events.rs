@@ -37,11 +37,13 @@ pub trait EventHandler: Send + Sync + 'static {
         self.deliver(table, events);
     }
 
-    /// An entry that came with its doorbell (`super::ring`): delivers
-    /// `events` (the entry `id`'s) only if the last event delivered for
-    /// `table` is `prev`, so nothing before it can be missing. True when
-    /// the entry is handled (delivered now, delivered before, or the table
-    /// is not served); false when the stream must be read instead.
+    /// Entries that came with their doorbells (`super::ring`), following
+    /// on from one another in the stream from the one after `prev` to
+    /// `id`: delivers `events` (theirs) only if the last event delivered
+    /// for `table` is `prev` or one of them, so nothing before them can be
+    /// missing. True when they are handled (delivered now, delivered
+    /// before, or the table is not served); false when the stream must be
+    /// read instead.
     fn deliver_following(
         &self,
         _table: &str,

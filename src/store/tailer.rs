@@ -207,7 +207,7 @@ impl Reader {
                 _ = tokio::time::sleep_until(next_sweep) => {}
             }
             let sweep = Instant::now() >= next_sweep;
-            self.deliver_carried();
+            let carried = self.deliver_carried();
             let batch: Vec<Arc<str>> = if sweep {
                 next_sweep = Instant::now() + SWEEP;
                 lock(&self.slot().rung).clear();
@@ -216,6 +216,9 @@ impl Reader {
                 lock(&self.slot().rung).drain().collect()
             };
             if batch.is_empty() {
+                if !self.gather(carried).await {
+                    return;
+                }
                 continue;
             }
             if !rewind.is_empty() {
@@ -236,15 +239,9 @@ impl Reader {
                         healthy = true;
                     }
                     backoff.reset();
-                    // A full page is read again at once (catching up);
-                    // otherwise entries piling up mean load: gather more
-                    // first. One entry (a quiet table) means no pause.
-                    let pause = gather_pause(busiest);
-                    if !pause.is_zero() && !full {
-                        tokio::select! {
-                            _ = self.cancel.cancelled() => return,
-                            _ = tokio::time::sleep(pause) => {}
-                        }
+                    // A full page is read again at once (catching up).
+                    if !full && !self.gather(busiest.max(carried)).await {
+                        return;
                     }
                 }
                 Err(e) => {
@@ -261,31 +258,59 @@ impl Reader {
         }
     }
 
-    /// Delivers the entries that came with their doorbells, in arrival
-    /// order, each only if its table's last delivered event is the entry
-    /// before it (the hub checks, under the table's lock). A table rung
-    /// for a read, or whose entry does not follow on, is read instead:
-    /// the read returns that entry and whatever came before it.
-    fn deliver_carried(&self) {
-        let carried = std::mem::take(&mut *lock(&self.slot().carried));
-        if carried.is_empty() {
-            return;
+    /// Entries piling up mean load: pause to gather more first
+    /// ([`gather_pause`] of the most entries one table had); one entry (a
+    /// quiet table) means no pause. False when cancelled.
+    async fn gather(&self, busiest: usize) -> bool {
+        let pause = gather_pause(busiest);
+        if pause.is_zero() {
+            return true;
         }
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = tokio::time::sleep(pause) => true,
+        }
+    }
+
+    /// Delivers the entries that came with their doorbells, each table's
+    /// in one batch (one frame per subscriber, as a read would), in
+    /// arrival order, as far as they follow on from the table's last
+    /// delivered event (the hub checks, under the table's lock) and from
+    /// one another. A table rung for a read, or whose entries do not
+    /// follow on, is read instead: the read returns them and whatever came
+    /// before. The most entries one table had (the load, for [`gather`]).
+    fn deliver_carried(&self) -> usize {
+        let carried = std::mem::take(&mut *lock(&self.slot().carried));
+        let mut order: Vec<(Arc<str>, Vec<EntryRing>)> = Vec::new();
+        let mut index: HashMap<Arc<str>, usize> = HashMap::new();
         for (table, ring) in carried {
+            let i = *index.entry(table.clone()).or_insert_with(|| {
+                order.push((table, Vec::new()));
+                order.len() - 1
+            });
+            order[i].1.push(ring);
+        }
+        let mut busiest = 0;
+        for (table, rings) in order {
+            busiest = busiest.max(rings.len());
             if lock(&self.slot().rung).contains(&table) {
                 continue;
             }
-            let stream_id = ring.entry.0;
-            let events = decode_events(std::slice::from_ref(&ring.entry), &table);
-            if self
-                .hub
-                .deliver_following(&table, ring.prev, stream_id, events)
-            {
-                crate::metrics::ring_entry_delivered();
+            let (prev, entries, broken) = chain(rings);
+            let (Some(last), n) = (entries.last().map(|e| e.0), entries.len()) else {
+                continue;
+            };
+            let events = decode_events(&entries, &table);
+            if self.hub.deliver_following(&table, prev, last, events) {
+                crate::metrics::ring_entries_delivered(n);
             } else {
+                lock(&self.slot().rung).insert(table.clone());
+            }
+            if broken {
                 lock(&self.slot().rung).insert(table);
             }
         }
+        busiest
     }
 
     fn ring_again(&self, tables: impl IntoIterator<Item = Arc<str>>) {
@@ -477,6 +502,28 @@ pub fn decode_events(entries: &[Entry], stream: &str) -> Vec<ChangeEvent> {
         .collect()
 }
 
+/// The entries of `rings` (one table's, in arrival order) that follow on
+/// from one another, with the id before the first; whether the chain broke
+/// (an entry came that does not follow the one before it: the rest is
+/// left to a read).
+fn chain(rings: Vec<EntryRing>) -> (StreamId, Vec<Entry>, bool) {
+    let mut rings = rings.into_iter();
+    let Some(first) = rings.next() else {
+        return (StreamId::ZERO, Vec::new(), false);
+    };
+    let prev = first.prev;
+    let mut last = first.entry.0;
+    let mut entries = vec![first.entry];
+    for ring in rings {
+        if ring.prev != last {
+            return (prev, entries, true);
+        }
+        last = ring.entry.0;
+        entries.push(ring.entry);
+    }
+    (prev, entries, false)
+}
+
 /// A stream entry's fields, in order.
 pub type Fields = Vec<(String, Vec<u8>)>;
 
@@ -592,5 +639,33 @@ mod tests {
         assert!(gather_pause(9) > gather_pause(2));
         assert_eq!(gather_pause(17), GATHER_MAX);
         assert_eq!(gather_pause(usize::MAX), GATHER_MAX);
+    }
+
+    fn ring(prev: u64, id: u64) -> EntryRing {
+        let at = |ms| StreamId { ms, seq: 0 };
+        EntryRing {
+            prev: at(prev),
+            entry: (at(id), Vec::new()),
+        }
+    }
+
+    #[test]
+    fn carried_entries_that_follow_on_form_one_chain() {
+        let (prev, entries, broken) = chain(vec![ring(1, 2), ring(2, 3), ring(3, 4)]);
+        assert_eq!(prev.ms, 1);
+        assert_eq!(
+            entries.iter().map(|e| e.0.ms).collect::<Vec<_>>(),
+            [2, 3, 4]
+        );
+        assert!(!broken);
+    }
+
+    #[test]
+    fn a_carried_entry_that_does_not_follow_on_breaks_the_chain() {
+        // 3 was never carried (a producer's entry): 4 and after are read.
+        let (prev, entries, broken) = chain(vec![ring(1, 2), ring(3, 4), ring(4, 5)]);
+        assert_eq!(prev.ms, 1);
+        assert_eq!(entries.iter().map(|e| e.0.ms).collect::<Vec<_>>(), [2]);
+        assert!(broken);
     }
 }
