@@ -52,7 +52,7 @@ async fn sample(store: &Store, hub: &Hub) -> Result<(), StoreError> {
     let mut max_lag = 0u64;
     let mut users = 0u64;
     for table in hub.table_ids().into_iter().take(MAX_SAMPLED_TABLES) {
-        if let Some(lag) = crate::store::groups::own_lag(store, &table).await? {
+        if let Some(lag) = crate::store::groups::own_lag(store, &table, hub.cursor(&table)).await? {
             max_lag = max_lag.max(lag);
         }
         users += crate::store::presence::count(store, &table).await?;

@@ -202,9 +202,47 @@ pub async fn remove_gone_groups(store: &Store, liveness: &mut Liveness) -> Resul
     Ok(removed)
 }
 
-/// This sidecar's group's lag on a table (entries not yet read), if the
-/// group exists and Redis reports it.
-pub async fn own_lag(store: &Store, table: &str) -> Result<Option<u64>, StoreError> {
+/// Entries after `delivered` counted exactly, at most: beyond, the
+/// group's lag is reported.
+const LAG_COUNT: usize = 100;
+
+/// This sidecar's lag on a table (entries not yet delivered), if the group
+/// exists and Redis reports it. The group trails entries delivered from
+/// their doorbells until the next read (`super::ring`), so when the last
+/// event delivered here (`delivered`, the hub's cursor) is past the
+/// group's, the entries after it are counted instead (up to
+/// [`LAG_COUNT`]).
+pub async fn own_lag(
+    store: &Store,
+    table: &str,
+    delivered: Option<StreamId>,
+) -> Result<Option<u64>, StoreError> {
+    let Some((group_at, lag)) = group_lag(store, table).await? else {
+        return Ok(None);
+    };
+    match delivered {
+        Some(cursor) if cursor > group_at => {
+            let after: redis::Value = redis::cmd("XRANGE")
+                .arg(store.keys.events(table))
+                .arg(format!("({cursor}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(LAG_COUNT)
+                .query_async(&mut store.conn())
+                .await
+                .map_err(StoreError::from_redis)?;
+            let n = match after {
+                redis::Value::Array(entries) => entries.len(),
+                _ => 0,
+            };
+            Ok(Some(if n < LAG_COUNT { n as u64 } else { lag }))
+        }
+        _ => Ok(Some(lag)),
+    }
+}
+
+/// The group's last delivered id and its lag, as Redis reports them.
+async fn group_lag(store: &Store, table: &str) -> Result<Option<(StreamId, u64)>, StoreError> {
     let groups: Vec<redis::Value> = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(store.keys.events(table))
@@ -221,6 +259,8 @@ pub async fn own_lag(store: &Store, table: &str) -> Result<Option<u64>, StoreErr
         .into_iter()
         .map(super::reply::InfoMap)
         .find(|g| g.text("name").as_deref() == Some(store.instance_id.as_str()))
-        .and_then(|g| g.int("lag"))
-        .map(|lag| lag.max(0) as u64))
+        .and_then(|g| {
+            let at = g.id("last-delivered-id").unwrap_or_default();
+            Some((at, g.int("lag")?.max(0) as u64))
+        }))
 }
