@@ -15,8 +15,8 @@ use serde_json::{Map, Value};
 
 use crate::change::ids::is_valid_id;
 use crate::config::{AuthMode, Config};
-use crate::grant::GrantError;
 pub use crate::grant::{Access, BaseGrants, Grants};
+use crate::grant::{GrantCache, GrantError};
 use crate::metrics::{AuthFailure, Label};
 use crate::protocol::messages::AuthenticateReq;
 
@@ -93,6 +93,8 @@ struct Claims {
 pub struct Authenticator {
     mode: AuthMode,
     key: Option<(DecodingKey, Validation)>,
+    /// Grants parsed from `tables` claims, shared between equal claims.
+    grants: GrantCache,
 }
 
 const MAX_NAME_BYTES: usize = 256;
@@ -142,6 +144,7 @@ impl Authenticator {
         Ok(Authenticator {
             mode: config.auth,
             key,
+            grants: GrantCache::default(),
         })
     }
 
@@ -156,7 +159,7 @@ impl Authenticator {
             return self.verify(token);
         }
         if self.mode == AuthMode::None {
-            return dev_identity(req);
+            return dev_identity(req, &self.grants);
         }
         Err(AuthError::Missing)
     }
@@ -181,7 +184,7 @@ impl Authenticator {
             return Err(AuthError::BadClaims("sub must be a valid id"));
         }
         let grants = match &c.tables {
-            Some(claim) => Grants::from_claim(claim)?,
+            Some(claim) => self.grants.parse(claim)?,
             None => Grants::default(),
         };
         let bases = match &c.bases {
@@ -199,7 +202,7 @@ impl Authenticator {
     }
 }
 
-fn dev_identity(req: &AuthenticateReq) -> Result<Identity, AuthError> {
+fn dev_identity(req: &AuthenticateReq, cache: &GrantCache) -> Result<Identity, AuthError> {
     let user_id = req.user_id.clone().ok_or(AuthError::Missing)?;
     if !is_valid_id(&user_id) {
         return Err(AuthError::BadClaims("userId must be a valid id"));
@@ -211,7 +214,7 @@ fn dev_identity(req: &AuthenticateReq) -> Result<Identity, AuthError> {
         avatar_url: bounded(req.avatar_url.clone(), MAX_AVATAR_BYTES),
         grants: match &req.tables {
             None | Some(Value::Null) => Grants::all(),
-            Some(Value::Object(claim)) => Grants::from_claim(claim)?,
+            Some(Value::Object(claim)) => cache.parse(claim)?,
             Some(_) => return Err(GrantError("tables must be an object".to_owned()).into()),
         },
         // Every base with every table; a user given `tables` reads the

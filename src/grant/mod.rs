@@ -15,6 +15,7 @@
 pub mod bases;
 pub mod mask;
 pub mod masking;
+pub mod shared;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::change::FieldChange;
 use crate::filter::{shorten, Filter};
 pub use bases::BaseGrants;
 pub use mask::ReadMask;
+pub use shared::GrantCache;
 
 /// What a grant allows on a table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,9 +189,10 @@ impl TableGrant {
     }
 }
 
-/// Table grants of one identity.
+/// Table grants of one identity; a clone shares them (identities with
+/// equal claims hold one copy, see [`GrantCache`]).
 #[derive(Clone, Debug, Default)]
-pub struct Grants(HashMap<String, TableGrant>);
+pub struct Grants(Arc<HashMap<String, TableGrant>>);
 
 /// A grant claim that cannot be read; the message names it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -204,10 +207,19 @@ const MAX_FIELDS: usize = 10_000;
 impl Grants {
     /// Every table, read and write (development mode's seed form).
     pub fn all() -> Grants {
-        Grants(HashMap::from([(
-            "*".to_owned(),
-            TableGrant::whole(Access::ReadWrite),
-        )]))
+        static ALL: std::sync::OnceLock<Grants> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| {
+            Grants(Arc::new(HashMap::from([(
+                "*".to_owned(),
+                TableGrant::whole(Access::ReadWrite),
+            )])))
+        })
+        .clone()
+    }
+
+    /// Whether `other` is the same parsed grants (not merely equal ones).
+    pub fn shares_with(&self, other: &Grants) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// Parses a `tables` claim: table id (or `"*"`) to `"r"`, `"rw"` or
@@ -229,7 +241,7 @@ impl Grants {
             }
             grants.insert(table.clone(), table_grant(table, value)?);
         }
-        Ok(Grants(grants))
+        Ok(Grants(Arc::new(grants)))
     }
 
     /// The grant that applies to `table`: its own, else `"*"`'s.

@@ -14,6 +14,9 @@ use super::ws::Endpoint;
 use crate::app::App;
 use crate::protocol::ErrorCode;
 
+/// Each route's work is its own boxed future: hyper keeps a box the size
+/// of this future for every keep-alive connection (and a parked long-poll
+/// holds it), so it stays the size of the routing, not of the largest route.
 pub async fn route(
     app: Arc<App>,
     req: Request<Incoming>,
@@ -27,14 +30,14 @@ pub async fn route(
     let response = match (req.method(), path.as_str()) {
         (&Method::GET, "/ws") => super::ws::upgrade(app, req, peer, Endpoint::Ws),
         (_, "/socket.io/" | "/socket.io") if app.config.socketio => {
-            super::socketio::serve(app, req, peer).await
+            Box::pin(super::socketio::serve(app, req, peer)).await
         }
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
         (&Method::GET, "/readyz") => {
             let loaded = app
                 .library_loaded
                 .load(std::sync::atomic::Ordering::Acquire);
-            if loaded && app.store.ping().await {
+            if loaded && Box::pin(app.store.ping()).await {
                 text(StatusCode::OK, "ready")
             } else {
                 text(StatusCode::SERVICE_UNAVAILABLE, "redis unavailable")
@@ -49,15 +52,15 @@ pub async fn route(
             );
             r
         }
-        (_, p) if p.starts_with("/api/v1/") => super::api::handle(app, req, peer).await,
+        (_, p) if p.starts_with("/api/v1/") => Box::pin(super::api::handle(app, req, peer)).await,
         (&Method::GET, p) if app.config.demo && (p == "/demo" || p.starts_with("/demo/")) => {
-            super::demo::serve(&app.config.demo_dir, p).await
+            Box::pin(super::demo::serve(&app.config.demo_dir, p)).await
         }
         _ => json_error(ErrorCode::NotFound, "no such route"),
     };
     Ok(match coding {
         Some(c) if response.status() != StatusCode::SWITCHING_PROTOCOLS => {
-            super::encoding::compress(response, c, threshold).await
+            Box::pin(super::encoding::compress(response, c, threshold)).await
         }
         _ => response,
     })

@@ -89,13 +89,8 @@ impl Host for App {
         start: oneshot::Receiver<Started>,
     ) -> Bytes {
         let (opened, open) = Opened::handshake(self, &SOCKETIO_JSON, peer, sid, true);
-        self.tasks.spawn(run_polling(
-            self.clone(),
-            opened,
-            sid.to_owned(),
-            peer,
-            start,
-        ));
+        let session = Box::new((self.clone(), opened, sid.to_owned(), peer, start));
+        self.tasks.spawn(run_polling(session));
         open.unwrap_or_default()
     }
 
@@ -108,29 +103,34 @@ impl Host for App {
     }
 }
 
-/// A polling session's task: waits for its first poll, then runs it.
-async fn run_polling(
-    app: Arc<App>,
-    opened: Opened,
-    sid: String,
-    peer: IpAddr,
-    start: oneshot::Receiver<Started>,
-) {
+/// What a polling session's task starts from.
+type PollingSession = (Arc<App>, Opened, String, IpAddr, oneshot::Receiver<Started>);
+
+/// A polling session's task: waits for its first poll, then runs it. Its
+/// start comes boxed and is unpacked at once: an async fn keeps its
+/// arguments for its whole life, beside the running session's future.
+async fn run_polling(session: Box<PollingSession>) {
+    let (app, opened, sid, peer, start) = *session;
     let auth_deadline = opened.auth_deadline();
     let silent_deadline = opened.silent_deadline(&app.config);
-    let started = tokio::select! {
-        started = start => started.map_err(|_| SessionEnd::ClosedBeforePolled),
-        () = opened.outbox.closed() => Err(SessionEnd::ClosedBeforePolled),
-        () = tokio::time::sleep_until(auth_deadline.min(silent_deadline)) => {
-            if auth_deadline <= silent_deadline {
-                crate::metrics::auth_failure(crate::metrics::AuthFailure::Timeout);
-                Err(SessionEnd::NeverPolled)
-            } else {
-                Err(SessionEnd::PingTimeoutBeforePolled)
+    // Boxed: the session's task holds this wait's timer and futures only
+    // until the first poll, not for the session's life.
+    let started = Box::pin(async {
+        tokio::select! {
+            started = start => started.map_err(|_| SessionEnd::ClosedBeforePolled),
+            () = opened.outbox.closed() => Err(SessionEnd::ClosedBeforePolled),
+            () = tokio::time::sleep_until(auth_deadline.min(silent_deadline)) => {
+                if auth_deadline <= silent_deadline {
+                    crate::metrics::auth_failure(crate::metrics::AuthFailure::Timeout);
+                    Err(SessionEnd::NeverPolled)
+                } else {
+                    Err(SessionEnd::PingTimeoutBeforePolled)
+                }
             }
+            () = app.shutdown.cancelled() => Err(SessionEnd::ShuttingDown),
         }
-        () = app.shutdown.cancelled() => Err(SessionEnd::ShuttingDown),
-    };
+    })
+    .await;
     match started {
         Ok(started) => {
             let transport =

@@ -115,6 +115,12 @@ impl<T> FrameQueue<T> {
         self.ready.notified().await;
     }
 
+    /// Wakes the receiver waiting in [`FrameQueue::ready`] without an item
+    /// (a [`super::pipe`] whose sender went).
+    pub fn wake_receiver(&self) {
+        self.ready.notify_one();
+    }
+
     /// The writer ended: later pushes fail, and what was queued is dropped.
     pub fn close_receiver(&self) {
         self.receiver_gone.store(true, Ordering::Release);

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWrite;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use super::pipe::PipeReceiver;
 use super::{Kind, OutboxReceiver};
 
 /// How long a closing connection waits for the client's next GET.
@@ -55,7 +56,7 @@ impl OutboxReceiver {
     /// writer after an upgrade.
     pub async fn run_polling(
         mut self,
-        mut cmds: mpsc::Receiver<PollCmd>,
+        mut cmds: PipeReceiver<PollCmd>,
         format: PollFormat,
         write_timeout: Duration,
     ) {
@@ -78,9 +79,12 @@ impl OutboxReceiver {
             let waiting = parked.is_some() && !probing;
             tokio::select! {
                 biased;
-                _ = self.closing.cancelled() => {
+                _ = self.shared.closing.cancelled() => {
                     let parked = parked.take();
-                    self.last_get(parked, client_closed, &mut cmds, &format, write_timeout).await;
+                    // Boxed, as the WebSocket writer below: an idle
+                    // session's writer holds only this loop's state.
+                    let last = self.last_get(parked, client_closed, &mut cmds, &format, write_timeout);
+                    Box::pin(last).await;
                     return;
                 }
                 cmd = cmds.recv() => match cmd {
@@ -93,23 +97,23 @@ impl OutboxReceiver {
                         probing = true;
                     }
                     Some(PollCmd::Close) => {
-                        let _ = self.close_code.compare_exchange(
+                        let _ = self.shared.close_code.compare_exchange(
                             0,
                             super::CloseCode::ProtocolError.code(),
                             Ordering::AcqRel,
                             Ordering::Acquire,
                         );
-                        self.closing.cancel();
+                        self.shared.closing.cancel();
                     }
                     Some(PollCmd::Upgrade(io, deflate)) => {
                         if let Some(get) = parked.take() {
                             let _ = get.send(format.noop.clone());
                         }
                         self.deflate = deflate;
-                        return self.run(io, write_timeout).await;
+                        return Box::pin(self.run(io, write_timeout)).await;
                     }
                 },
-                _ = self.queue.ready(), if waiting => {}
+                _ = self.shared.queue.ready(), if waiting => {}
             }
         }
     }
@@ -123,14 +127,14 @@ impl OutboxReceiver {
         mut self,
         mut parked: Option<oneshot::Sender<Bytes>>,
         mut client_closed: bool,
-        cmds: &mut mpsc::Receiver<PollCmd>,
+        cmds: &mut PipeReceiver<PollCmd>,
         format: &PollFormat,
         write_timeout: Duration,
     ) {
         // Requests already queued come first: the client's close is queued
         // before its session reads it, so a session that ended for it
         // finds it here.
-        while let Ok(cmd) = cmds.try_recv() {
+        while let Some(cmd) = cmds.try_recv() {
             match cmd {
                 PollCmd::Get(get) => {
                     if let Some(old) = parked.replace(get) {
@@ -187,7 +191,8 @@ impl OutboxReceiver {
             }
             _ => return,
         };
-        let slow = self.close_code.load(Ordering::Acquire) == super::CloseCode::SlowConsumer.code();
+        let slow =
+            self.shared.close_code.load(Ordering::Acquire) == super::CloseCode::SlowConsumer.code();
         let body = if slow { None } else { self.take_body(format) };
         let body = match body {
             Some(body) => {
@@ -206,12 +211,12 @@ impl OutboxReceiver {
     /// WebSocket control frames have no place here and are dropped.
     fn take_body(&mut self, format: &PollFormat) -> Option<Bytes> {
         let mut body = BytesMut::new();
-        let queued = &self.queued;
-        let binary = self.framing.get().binary();
+        let queued = &self.shared.queued;
+        let binary = self.shared.framing.get().binary();
         loop {
             let mut next: Option<(Bytes, Option<u64>, bool)> = None;
             let room = body.is_empty();
-            let taken = self.queue.take(1, |out| {
+            let taken = self.shared.queue.take(1, |out| {
                 queued.fetch_sub(out.bytes.len(), Ordering::AcqRel);
                 match out.kind {
                     Kind::Data => next = Some((out.bytes, out.event_ms, binary)),

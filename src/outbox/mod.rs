@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod frame_queue;
 pub mod long_poll;
+pub mod pipe;
 pub mod wire_writer;
 
 use crate::compression::Deflate;
@@ -102,10 +103,9 @@ enum Kind {
 /// A connection's framing: the one it opened with, or the one it chose
 /// once (a Socket.IO client whose CONNECT came in the msgpack parser's
 /// binary form). Reading it is one atomic load.
-#[derive(Clone)]
 struct FramingCell {
     initial: &'static dyn Framing,
-    chosen: Arc<std::sync::OnceLock<&'static dyn Framing>>,
+    chosen: std::sync::OnceLock<&'static dyn Framing>,
 }
 
 impl FramingCell {
@@ -114,27 +114,29 @@ impl FramingCell {
     }
 }
 
-/// The sending side of a connection, cheap to clone into the hub.
-#[derive(Clone)]
-pub struct Outbox {
-    queue: Arc<FrameQueue<Outbound>>,
+/// What the sending and receiving sides share, in one allocation (every
+/// idle connection holds one, and the hub a handle to it per table).
+struct Shared {
+    queue: FrameQueue<Outbound>,
     closing: CancellationToken,
-    close_code: Arc<AtomicU16>,
+    close_code: AtomicU16,
     /// Bytes queued and not yet written, bounded by `max_bytes`.
-    queued: Arc<AtomicUsize>,
+    queued: AtomicUsize,
     max_bytes: usize,
-    pub conn_id: Arc<str>,
     /// How the connection's frames look (the hub builds frames per framing).
     framing: FramingCell,
 }
 
+/// The sending side of a connection, cheap to clone into the hub.
+#[derive(Clone)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+    pub conn_id: Arc<str>,
+}
+
 /// The receiving side, owned by the writer task.
 pub struct OutboxReceiver {
-    queue: Arc<FrameQueue<Outbound>>,
-    closing: CancellationToken,
-    close_code: Arc<AtomicU16>,
-    queued: Arc<AtomicUsize>,
-    framing: FramingCell,
+    shared: Arc<Shared>,
     /// A pause after each message written, if any (see
     /// [`OutboxReceiver::pace`]).
     pace: Option<Duration>,
@@ -149,30 +151,24 @@ pub fn outbox(
     capacity: usize,
     max_bytes: usize,
 ) -> (Outbox, OutboxReceiver) {
-    let queue = Arc::new(FrameQueue::new(capacity));
-    let closing = CancellationToken::new();
-    let close_code = Arc::new(AtomicU16::new(0));
-    let queued = Arc::new(AtomicUsize::new(0));
-    let framing = FramingCell {
-        initial: framing,
-        chosen: Arc::default(),
-    };
+    let shared = Arc::new(Shared {
+        queue: FrameQueue::new(capacity),
+        closing: CancellationToken::new(),
+        close_code: AtomicU16::new(0),
+        queued: AtomicUsize::new(0),
+        max_bytes,
+        framing: FramingCell {
+            initial: framing,
+            chosen: std::sync::OnceLock::new(),
+        },
+    });
     (
         Outbox {
-            queue: queue.clone(),
-            closing: closing.clone(),
-            close_code: close_code.clone(),
-            queued: queued.clone(),
-            max_bytes,
+            shared: shared.clone(),
             conn_id,
-            framing: framing.clone(),
         },
         OutboxReceiver {
-            queue,
-            closing,
-            close_code,
-            queued,
-            framing,
+            shared,
             pace: None,
             deflate: None,
         },
@@ -182,12 +178,12 @@ pub fn outbox(
 impl Outbox {
     /// How the connection's frames look now.
     pub fn framing(&self) -> &'static dyn Framing {
-        self.framing.get()
+        self.shared.framing.get()
     }
 
     /// Switches the connection to `framing`, once (false if it had chosen).
     pub fn choose_framing(&self, framing: &'static dyn Framing) -> bool {
-        self.framing.chosen.set(framing).is_ok()
+        self.shared.framing.chosen.set(framing).is_ok()
     }
 
     /// Queues a frame that always goes as a text message (Engine.IO's own
@@ -234,13 +230,13 @@ impl Outbox {
             kind: Kind::Data,
             deflated: None,
         };
-        self.queued.fetch_add(len, Ordering::AcqRel);
+        self.shared.queued.fetch_add(len, Ordering::AcqRel);
         let sent = tokio::select! {
-            r = self.queue.push(out) => r.is_ok(),
-            _ = self.closing.cancelled() => false,
+            r = self.shared.queue.push(out) => r.is_ok(),
+            _ = self.shared.closing.cancelled() => false,
         };
         if !sent {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
         }
         sent
     }
@@ -253,15 +249,15 @@ impl Outbox {
     /// timeout (4503). False when the connection is closing.
     pub async fn push_paced(&self, bytes: Bytes) -> bool {
         let len = bytes.len();
-        let queued = &self.queued;
-        let max = self.max_bytes;
-        let room = self.queue.wait_room(|| {
+        let queued = &self.shared.queued;
+        let max = self.shared.max_bytes;
+        let room = self.shared.queue.wait_room(|| {
             let q = queued.load(Ordering::Acquire);
             q == 0 || q + len <= max
         });
         tokio::select! {
             _ = room => {}
-            _ = self.closing.cancelled() => return false,
+            _ = self.shared.closing.cancelled() => return false,
         }
         self.push_wait(bytes).await
     }
@@ -289,18 +285,18 @@ impl Outbox {
 
     fn enqueue(&self, out: Outbound) -> bool {
         let len = out.bytes.len();
-        let queued = self.queued.fetch_add(len, Ordering::AcqRel) + len;
+        let queued = self.shared.queued.fetch_add(len, Ordering::AcqRel) + len;
         // One frame over the limit still goes to a connection that is
         // keeping up (nothing else queued); otherwise too many bytes waiting
         // means the reader is too slow.
-        let too_many_bytes = queued > self.max_bytes && queued > len;
+        let too_many_bytes = queued > self.shared.max_bytes && queued > len;
         let sent = if too_many_bytes {
             Err(PushError::Full(out))
         } else {
-            self.queue.try_push(out)
+            self.shared.queue.try_push(out)
         };
         if sent.is_err() {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+            self.shared.queued.fetch_sub(len, Ordering::AcqRel);
         }
         match sent {
             Ok(()) => true,
@@ -314,12 +310,12 @@ impl Outbox {
 
     /// Bytes this connection may have queued.
     pub fn max_bytes(&self) -> usize {
-        self.max_bytes
+        self.shared.max_bytes
     }
 
     /// Closes the connection as a slow consumer (4503), counted and logged.
     pub fn drop_slow(&self) {
-        if !self.closing.is_cancelled() {
+        if !self.shared.closing.is_cancelled() {
             crate::metrics::slow_consumer_dropped();
             tracing::warn!(conn = %self.conn_id, "slow consumer: outbound queue full, closing 4503");
             self.close(CloseCode::SlowConsumer);
@@ -330,15 +326,18 @@ impl Outbox {
     /// already queued (except for 4503, which closes at once). The first
     /// code asked for wins.
     pub fn close(&self, code: CloseCode) {
-        let _ =
-            self.close_code
-                .compare_exchange(0, code.code(), Ordering::AcqRel, Ordering::Acquire);
-        self.closing.cancel();
+        let _ = self.shared.close_code.compare_exchange(
+            0,
+            code.code(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.shared.closing.cancel();
     }
 
     /// The close code asked for, if any (the first one wins).
     pub fn close_code(&self) -> Option<u16> {
-        match self.close_code.load(Ordering::Acquire) {
+        match self.shared.close_code.load(Ordering::Acquire) {
             0 => None,
             c => Some(c),
         }
@@ -346,7 +345,7 @@ impl Outbox {
 
     /// Resolves once a close was asked for.
     pub async fn closed(&self) {
-        self.closing.cancelled().await;
+        self.shared.closing.cancelled().await;
     }
 }
 
@@ -354,7 +353,7 @@ impl OutboxReceiver {
     /// The next queued frame's bytes, if any (for tests of what was queued).
     pub fn try_next(&mut self) -> Option<Bytes> {
         let mut next = None;
-        self.queue.take(1, |o| next = Some(o.bytes));
+        self.shared.queue.take(1, |o| next = Some(o.bytes));
         next
     }
 
@@ -377,7 +376,7 @@ impl OutboxReceiver {
 
     /// The close code asked for, if any.
     pub fn close_code(&self) -> Option<u16> {
-        match self.close_code.load(Ordering::Acquire) {
+        match self.shared.close_code.load(Ordering::Acquire) {
             0 => None,
             c => Some(c),
         }
@@ -430,15 +429,15 @@ impl OutboxReceiver {
         if let Err(e) = &result {
             crate::metrics::writer_error(e.label());
             tracing::warn!(error = %e, code = e.close_code(), "closing the connection: the writer failed");
-            let _ = self.close_code.compare_exchange(
+            let _ = self.shared.close_code.compare_exchange(
                 0,
                 e.close_code(),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             );
-            self.closing.cancel();
+            self.shared.closing.cancel();
         }
-        let code = match self.close_code.load(Ordering::Acquire) {
+        let code = match self.shared.close_code.load(Ordering::Acquire) {
             0 => CloseCode::Normal.code(),
             c => c,
         };
@@ -461,7 +460,7 @@ impl OutboxReceiver {
     {
         let mut burst = Burst::default();
         let mut last = 0;
-        while !self.closing.is_cancelled() {
+        while !self.shared.closing.is_cancelled() {
             let taken = self.take(&mut burst);
             if taken == 0 {
                 if last <= 1 {
@@ -470,8 +469,8 @@ impl OutboxReceiver {
                 last = 0;
                 tokio::select! {
                     biased;
-                    _ = self.closing.cancelled() => break,
-                    _ = self.queue.ready() => continue,
+                    _ = self.shared.closing.cancelled() => break,
+                    _ = self.shared.queue.ready() => continue,
                 }
             }
             last = taken;
@@ -483,7 +482,7 @@ impl OutboxReceiver {
         }
         // Closing: what is queued still goes out first (but not to a slow
         // consumer, which is dropped at once).
-        if self.close_code.load(Ordering::Acquire) != CloseCode::SlowConsumer.code() {
+        if self.shared.close_code.load(Ordering::Acquire) != CloseCode::SlowConsumer.code() {
             while self.take(&mut burst) > 0 {
                 bounded(limit, burst.write_to(io)).await?;
             }
@@ -493,15 +492,15 @@ impl OutboxReceiver {
 
     /// Moves what is waiting (up to a burst) into `burst`; how many frames.
     fn take(&mut self, burst: &mut Burst) -> usize {
-        let queued = &self.queued;
-        let opcode = if self.framing.get().binary() {
+        let queued = &self.shared.queued;
+        let opcode = if self.shared.framing.get().binary() {
             Opcode::Binary
         } else {
             Opcode::Text
         };
         let most = if self.pace.is_some() { 1 } else { BURST_FRAMES };
         let deflate = self.deflate;
-        self.queue.take(most, |out| {
+        self.shared.queue.take(most, |out| {
             let len = out.bytes.len();
             queued.fetch_sub(len, Ordering::AcqRel);
             let op = match out.kind {
@@ -526,7 +525,7 @@ impl OutboxReceiver {
 
 impl Drop for OutboxReceiver {
     fn drop(&mut self) {
-        self.queue.close_receiver();
+        self.shared.queue.close_receiver();
     }
 }
 

@@ -124,7 +124,13 @@ pub enum BodyRefused {
 
 /// Answers one request of the endpoint, with CORS headers.
 pub async fn serve<H: Host>(host: Arc<H>, req: Request<Incoming>, peer: IpAddr) -> Response<Body> {
-    let origin = req.headers().get(hyper::header::ORIGIN).cloned();
+    // A copy: a header value shares the bytes hyper read the request into,
+    // which a parked GET would otherwise keep (and hyper would read the
+    // next request into a second buffer).
+    let origin = req
+        .headers()
+        .get(hyper::header::ORIGIN)
+        .and_then(|o| HeaderValue::from_bytes(o.as_bytes()).ok());
     let mut response = route(&host, req, peer).await;
     cors(host.cors_origins(), origin.as_ref(), &mut response);
     response
@@ -134,8 +140,13 @@ async fn route<H: Host>(host: &Arc<H>, req: Request<Incoming>, peer: IpAddr) -> 
     match Route::of(req.method(), req.uri().query()) {
         Ok(Route::Preflight) => preflight(),
         Ok(Route::Handshake) => handshake(host, peer),
-        Ok(Route::Get(sid)) => get(&**host, &sid).await,
-        Ok(Route::Post(sid)) => post(&**host, &sid, req).await,
+        Ok(Route::Get(sid)) => {
+            // A GET may be parked for a ping interval: it holds nothing of
+            // the request (see `serve`), and only its own small future.
+            drop(req);
+            Box::pin(get(&**host, &sid)).await
+        }
+        Ok(Route::Post(sid)) => Box::pin(post(&**host, &sid, req)).await,
         Ok(Route::WebSocket(None)) => host.accept_websocket(req, peer),
         Ok(Route::WebSocket(Some(sid))) => upgrade_session(&**host, req, &sid),
         Err(e) => engine_error(e),
@@ -184,7 +195,8 @@ async fn get<H: Host>(host: &H, sid: &str) -> Response<Body> {
     if link.closed_by_client() {
         return last_poll(host, sid, &link);
     }
-    link.settle_upgrade().await;
+    // Boxed (rare, and its timer would make every parked GET larger).
+    Box::pin(link.settle_upgrade()).await;
     let _in_flight = match link.rules.begin_get() {
         Ok(g) => g,
         Err(v) => return violation(host, sid, v),

@@ -15,11 +15,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::locks::lock;
 use crate::outbox::long_poll::PollCmd;
+use crate::outbox::pipe::{pipe, PipeReceiver, PipeSender};
 
 /// The input channel's messages.
 type InputMessage = Result<Message, WsError>;
@@ -52,15 +53,15 @@ pub struct Link {
 /// The HTTP side's ends of a started session's channels.
 pub struct Channels {
     /// Requests to its writer (GETs, the probe, the upgrade).
-    pub cmds: mpsc::Sender<PollCmd>,
+    pub cmds: PipeSender<PollCmd>,
     /// Client messages to its session, in order.
-    pub input: mpsc::Sender<InputMessage>,
+    pub input: PipeSender<InputMessage>,
 }
 
 /// The session's ends, handed over when it starts.
 pub struct Started {
-    pub cmds: mpsc::Receiver<PollCmd>,
-    pub input: mpsc::Receiver<InputMessage>,
+    pub cmds: PipeReceiver<PollCmd>,
+    pub input: PipeReceiver<InputMessage>,
 }
 
 /// A polling session's request rules: one GET and one POST in flight at a
@@ -155,8 +156,8 @@ impl Link {
     /// is gone leaves channels whose sends fail.
     pub fn channels(&self) -> &Channels {
         self.channels.get_or_init(|| {
-            let (cmds, cmds_rx) = mpsc::channel(CMD_QUEUE);
-            let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
+            let (cmds, cmds_rx) = pipe(CMD_QUEUE);
+            let (input, input_rx) = pipe(INPUT_QUEUE);
             if let Some(start) = lock(&self.start).take() {
                 let _ = start.send(Started {
                     cmds: cmds_rx,

@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
@@ -17,6 +16,7 @@ pub mod inflate;
 pub mod socket;
 
 use crate::outbox::long_poll::{PollCmd, PollFormat};
+use crate::outbox::pipe::PipeReceiver;
 use socket::{Socket, WriteHalf};
 
 /// Where a session's client messages come from.
@@ -24,14 +24,14 @@ pub enum Input {
     Ws(Box<Socket>),
     /// Messages a long-polling connection's requests deliver, in order; an
     /// error or the channel's end ends the session.
-    Channel(mpsc::Receiver<Result<Message, WsError>>),
+    Channel(PipeReceiver<Result<Message, WsError>>),
 }
 
 /// Where a session's frames go.
 pub enum Output {
     Ws(WriteHalf),
     Polling {
-        cmds: mpsc::Receiver<PollCmd>,
+        cmds: PipeReceiver<PollCmd>,
         format: PollFormat,
     },
 }
