@@ -23,9 +23,10 @@
 # Default shape: 16 writers against `-c 2 -P 8` (16 calls in flight on
 # each side). On a quiet machine it keeps Redis busy in both phases (0.99
 # of a core while the sidecar ran, BENCHMARKS.md), so the ratio compares
-# Redis' work and not how many commits are in flight; 8 writers leave
-# Redis waiting between commits (the writers are closed-loop: commits/s =
-# writers / ack latency), and 32 or 64 only lengthen the ack latency.
+# Redis' work and not how many commits are in flight (the writers are
+# closed-loop: commits/s = writers / ack latency). With 8 each commit costs
+# the sidecar more (fewer per Redis pipeline); 32 or 64 only lengthen the
+# ack latency.
 # On a shared machine, run one benchmark at a time: with builds beside it
 # the ratio is mostly the scheduler's (the `load` field says so).
 # Usage: scripts/bench-commit-ratio.sh [seconds] [runs] [writers] [BIN...]
