@@ -12,13 +12,28 @@
 # Redis per run. The FCALL rate is taken just before and just after the
 # sidecar's run and averaged. One JSON line per run, then the medians per build:
 # FCALL/s, commits/s, their ratio, the ack p99, and the CPU microseconds
-# per commit of Redis and of the sidecar while the sidecar ran.
-# On a shared machine, run one benchmark at a time.
+# per commit of Redis, of the sidecar and of the load generator while the
+# sidecar ran. Each run also says what else shared the cores (the load
+# average at its start), how busy Redis was while the sidecar ran (CPU
+# seconds per second: well under 1 means Redis waited for commits, not the
+# other way round), Redis' own microseconds per `FCALL` in each phase and
+# the commands Redis ran per commit in each (`INFO commandstats`, calls
+# made inside the function included): a command only the sidecar's phase
+# has is work beyond the commit itself.
+# Default shape: 16 writers against `-c 2 -P 8` (16 calls in flight on
+# each side). On a quiet machine it keeps Redis busy in both phases (0.99
+# of a core while the sidecar ran, BENCHMARKS.md), so the ratio compares
+# Redis' work and not how many commits are in flight (the writers are
+# closed-loop: commits/s = writers / ack latency). With 8 each commit costs
+# the sidecar more (fewer per Redis pipeline); 32 or 64 only lengthen the
+# ack latency.
+# On a shared machine, run one benchmark at a time: with builds beside it
+# the ratio is mostly the scheduler's (the `load` field says so).
 # Usage: scripts/bench-commit-ratio.sh [seconds] [runs] [writers] [BIN...]
 #   (default BIN: target/release/rtsync, built first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs="${1:-6}"; runs="${2:-3}"; writers="${3:-8}"
+secs="${1:-6}"; runs="${2:-3}"; writers="${3:-16}"
 shift $(($# < 3 ? $# : 3))
 bins=("$@")
 scripts/ensure-redis.sh >/dev/null
@@ -44,6 +59,14 @@ redis_cpu() {
   redis-cli -p "$rport" info cpu | tr -d '\r' |
     awk -F: '/^used_cpu_(user|sys):/ {s += $2} END {printf "%.3f", s}'
 }
+# Calls and microseconds per command since the last reset, as JSON
+# ({"fcall": [calls, usec], ...}); then the counters start again.
+redis_stats() {
+  redis-cli -p "$rport" info commandstats | tr -d '\r' |
+    sed -nE 's/^cmdstat_([^:]+):calls=([0-9]+),usec=([0-9]+),.*/"\1": [\2, \3]/p' |
+    paste -sd, | sed 's/^/{/; s/$/}/'
+  redis-cli -p "$rport" config resetstat >/dev/null
+}
 
 out="$work/runs.jsonl"
 for run in $(seq 1 "$runs"); do
@@ -60,14 +83,19 @@ for run in $(seq 1 "$runs"); do
       redis-benchmark -p "$rport" -c "$clients" -P "$pipeline" -n "$calls" --csv "${fcall[@]}" |
         tail -1 | awk -F, '{print $(NF-6)}' | tr -d '"'
     }
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    redis_stats >/dev/null
     fps1=$(fcall_rate)
+    alone=$(redis_stats)
     cpu0=$(redis_cpu)
-    commit=$("$bench" --duration "$secs" --json --pid "$sidecar_pid" --url "$sidecar_url" \
-      commit --writers "$writers" --records 16)
+    commit=$(/usr/bin/time -f "%U %S" -o "$work/bench-cpu" "$bench" --duration "$secs" --json \
+      --pid "$sidecar_pid" --url "$sidecar_url" commit --writers "$writers" --records 16)
     cpu1=$(redis_cpu)
+    through=$(redis_stats)
     fps2=$(fcall_rate)
     fps=$(python3 -c "print(round(($fps1 + $fps2) / 2, 1))")
-    line="{\"bin\": \"$bin\", \"run\": $run, \"writers\": $writers, \"fcallClients\": $clients, \"fcallPipeline\": $pipeline, \"fcallPerSec\": $fps, \"fcallBeforeAfter\": [$fps1, $fps2], \"redisCpuSeconds\": $(python3 -c "print(round($cpu1 - $cpu0, 3))"), \"commit\": $commit}"
+    bench_cpu=$(awk '{print $1 + $2}' "$work/bench-cpu")
+    line="{\"bin\": \"$bin\", \"run\": $run, \"load\": $load, \"writers\": $writers, \"fcallClients\": $clients, \"fcallPipeline\": $pipeline, \"fcallPerSec\": $fps, \"fcallBeforeAfter\": [$fps1, $fps2], \"redisCpuSeconds\": $(python3 -c "print(round($cpu1 - $cpu0, 3))"), \"benchCpuSeconds\": $bench_cpu, \"statsAlone\": $alone, \"statsThrough\": $through, \"commit\": $commit}"
     echo "$line" | tee -a "$out"
     kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null || true
     redis-cli -p "$rport" shutdown nosave >/dev/null 2>&1 || true
@@ -77,6 +105,10 @@ done
 python3 - "$out" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+# Redis' microseconds per FCALL, and each command's calls per FCALL.
+per_call = lambda st: round(st["fcall"][1] / max(st["fcall"][0], 1), 1)
+calls_per_commit = lambda st: {k: round(v[0] / max(st["fcall"][0], 1), 2)
+    for k, v in sorted(st.items()) if v[0] >= st["fcall"][0] / 100}
 for b in dict.fromkeys(r["bin"] for r in rows):
     rs = [r for r in rows if r["bin"] == b]
     med = lambda f: statistics.median(f(r) for r in rs)
@@ -92,5 +124,12 @@ for b in dict.fromkeys(r["bin"] for r in rows):
         "medianAckP99Ms": med(lambda r: r["commit"]["ackLatencyMs"]["p99"]),
         "medianRedisUsPerCommit": round(med(lambda r: r["redisCpuSeconds"] * 1e6 / n(r)), 1),
         "medianSidecarUsPerCommit": round(med(lambda r: r["commit"]["processes"][0]["cpuSeconds"] * 1e6 / n(r)), 1),
+        "medianBenchUsPerCommit": round(med(lambda r: r["benchCpuSeconds"] * 1e6 / n(r)), 1),
+        "load": [r["load"] for r in rs],
+        "redisBusyWhileSidecar": [round(r["redisCpuSeconds"] / r["commit"]["seconds"], 2) for r in rs],
+        "fcallUsAlone": med(lambda r: per_call(r["statsAlone"])),
+        "fcallUsThrough": med(lambda r: per_call(r["statsThrough"])),
+        "callsPerCommitAlone": calls_per_commit(rs[-1]["statsAlone"]),
+        "callsPerCommitThrough": calls_per_commit(rs[-1]["statsThrough"]),
     }))
 EOF
