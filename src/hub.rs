@@ -883,10 +883,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_at_or_before_the_cursor_are_never_delivered() {
-        let hub = hub();
-        let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob, None, None).await.expect("join");
-        hub.activate("t", "c1");
+        let (hub, mut rx) = hub_with_live_subscriber().await;
         hub.deliver(
             "t",
             vec![event("4-0", None), event("5-0", None), event("5-1", None)],
@@ -895,12 +892,18 @@ mod tests {
         assert_eq!(hub.cursor("t"), Some(id("5-1")));
     }
 
-    #[tokio::test]
-    async fn a_doorbell_entry_following_the_cursor_is_delivered() {
+    /// A hub with one active subscriber `c1` of table `t` (cursor 5-0).
+    async fn hub_with_live_subscriber() -> (Hub, OutboxReceiver) {
         let hub = hub();
-        let (ob, mut rx) = subscriber("c1", 1 << 20);
+        let (ob, rx) = subscriber("c1", 1 << 20);
         hub.join("t", ob, None, None).await.expect("join");
         hub.activate("t", "c1");
+        (hub, rx)
+    }
+
+    #[tokio::test]
+    async fn a_doorbell_entry_following_the_cursor_is_delivered() {
+        let (hub, mut rx) = hub_with_live_subscriber().await;
         let delivered = hub.deliver_following("t", id("5-0"), id("6-0"), vec![event("6-0", None)]);
         assert!(delivered);
         assert_eq!(queued_ids(&mut rx), vec![vec!["6-0"]]);
@@ -909,10 +912,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_doorbell_entry_after_a_gap_is_left_to_the_stream_read() {
-        let hub = hub();
-        let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob, None, None).await.expect("join");
-        hub.activate("t", "c1");
+        let (hub, mut rx) = hub_with_live_subscriber().await;
         // 5-5 (a producer's entry, say) was never delivered here.
         let delivered = hub.deliver_following("t", id("5-5"), id("6-0"), vec![event("6-0", None)]);
         assert!(!delivered);
@@ -922,10 +922,7 @@ mod tests {
 
     #[tokio::test]
     async fn doorbell_entries_partly_read_already_deliver_only_the_rest() {
-        let hub = hub();
-        let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob, None, None).await.expect("join");
-        hub.activate("t", "c1");
+        let (hub, mut rx) = hub_with_live_subscriber().await;
         hub.deliver("t", vec![event("6-0", None)]);
         assert_eq!(queued_ids(&mut rx), vec![vec!["6-0"]]);
         // 6-0 and 7-0 came with their doorbells, following 5-0.
@@ -937,10 +934,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_doorbell_entry_already_read_is_not_sent_twice() {
-        let hub = hub();
-        let (ob, mut rx) = subscriber("c1", 1 << 20);
-        hub.join("t", ob, None, None).await.expect("join");
-        hub.activate("t", "c1");
+        let (hub, mut rx) = hub_with_live_subscriber().await;
         hub.deliver("t", vec![event("6-0", None), event("7-0", None)]);
         assert_eq!(queued_ids(&mut rx), vec![vec!["6-0", "7-0"]]);
         let handled = hub.deliver_following("t", id("5-0"), id("6-0"), vec![event("6-0", None)]);

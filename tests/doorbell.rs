@@ -14,31 +14,13 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::client::{change, Client};
-use support::{ids, metric, Cluster, RedisServer};
+use support::{ids, metric, producer_entry, Cluster};
 
 const LONG: Duration = Duration::from_secs(20);
 const RING_ENTRIES: &str = "rtsync_ring_entries_delivered_total";
 
 fn ring_entries(side: &support::Sidecar) -> f64 {
     metric(&side.get("/metrics").1, RING_ENTRIES)
-}
-
-async fn producer_xadd(redis: &RedisServer, table: &str, record: &str) -> String {
-    let mut conn = redis.conn().await;
-    redis::cmd("XADD")
-        .arg(format!("rts:{{{table}}}:events"))
-        .arg("*")
-        .arg("type")
-        .arg("update")
-        .arg("entityType")
-        .arg("record")
-        .arg("entityId")
-        .arg(record)
-        .arg("userId")
-        .arg("billing-service")
-        .query_async(&mut conn)
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,7 +60,7 @@ async fn a_producer_entry_between_two_commits_is_delivered_in_stream_order() {
     );
     // The producer rings no doorbell: the next commit's ring names the
     // producer's entry as the one before it, which sidecar b never saw.
-    let produced = producer_xadd(&cluster.redis, "t", "r2").await;
+    let produced = producer_entry(&cluster.redis, "t", "r2").await;
     let second = w
         .request_ok("record_change", change("t", "r", "f", json!(2)))
         .await;

@@ -77,6 +77,26 @@ pub async fn stream_ids<C: redis::aio::ConnectionLike>(conn: &mut C, table: &str
         .collect()
 }
 
+/// A producer's `XADD` of a minimal record update to `table`'s stream,
+/// ringing no doorbell; the entry's id.
+pub async fn producer_entry(redis: &RedisServer, table: &str, record: &str) -> String {
+    let mut conn = redis.conn().await;
+    redis::cmd("XADD")
+        .arg(format!("rts:{{{table}}}:events"))
+        .arg("*")
+        .arg("type")
+        .arg("update")
+        .arg("entityType")
+        .arg("record")
+        .arg("entityId")
+        .arg(record)
+        .arg("userId")
+        .arg("billing-service")
+        .query_async(&mut conn)
+        .await
+        .expect("XADD")
+}
+
 /// The `id`s of change events.
 pub fn ids(events: &[serde_json::Value]) -> Vec<String> {
     events
