@@ -96,3 +96,55 @@ async fn an_entry_too_large_for_its_doorbell_is_read_from_the_stream() {
     assert_eq!(got[0]["changes"][0]["newValue"], json!("x".repeat(5000)));
     assert_eq!(ring_entries(&cluster.b), before, "a bare ring: read");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_whose_ring_was_lost_with_the_bus_comes_before_the_carried_entry_after_it() {
+    let cluster = Cluster::start().await;
+    let mut sub = Client::subscribed(&cluster.b, "s", "t").await;
+    let mut w = Client::connect(&cluster.a, "w").await;
+    let first = w
+        .request_ok("record_change", change("t", "r", "f", json!(1)))
+        .await;
+    assert_eq!(
+        ids(&sub.changes(1, LONG).await),
+        [first["eventId"].as_str().unwrap()]
+    );
+    // The buses drop and, in the same transaction, a producer commits: its
+    // ring goes to no one, and nothing rings the table when a bus is back.
+    let mut conn = cluster.redis.conn().await;
+    let (_, lost): (i64, String) = redis::pipe()
+        .atomic()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .cmd("FCALL")
+        .arg("rtsync_commit")
+        .arg(2)
+        .arg("rts:{t}:events")
+        .arg("rts:{t}:rec:r2")
+        .arg(r#"{"type":"create","entityType":"record","entityId":"r2","userId":"svc"}"#)
+        .arg(r#"[{"fieldId":"f","newValue":2}]"#)
+        .arg("")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let lost: serde_json::Value = serde_json::from_str(&lost).unwrap();
+    let lost = lost["eventId"].as_str().unwrap().to_owned();
+    cluster.b.wait_for_log("presence bus reconnected").await;
+    // The next commit's ring carries its entry and names the lost one as
+    // the entry before it: sidecar b must not deliver it ahead of that.
+    let next = w
+        .request_ok("record_change", change("t", "r", "f", json!(3)))
+        .await;
+    let got = sub.changes(2, LONG).await;
+    assert_eq!(
+        ids(&got),
+        [lost.as_str(), next["eventId"].as_str().unwrap()],
+        "the entry whose ring was lost first, then the one after it, once each"
+    );
+    assert!(
+        sub.changes(1, Duration::from_millis(300)).await.is_empty(),
+        "nothing delivered twice"
+    );
+}

@@ -49,10 +49,14 @@ impl<T> FrameQueue<T> {
     }
 
     pub fn try_push(&self, item: T) -> Result<(), PushError<T>> {
+        // Checked under the lock: [`FrameQueue::close_receiver`] sets the
+        // flag before it takes the lock to drop what is queued, so an item
+        // is either refused here or queued before (and dropped with) it,
+        // never left behind for a receiver that is gone.
+        let mut items = self.lock();
         if self.receiver_gone.load(Ordering::Acquire) {
             return Err(PushError::Closed(item));
         }
-        let mut items = self.lock();
         if items.len() >= self.capacity {
             return Err(PushError::Full(item));
         }
@@ -188,6 +192,37 @@ mod tests {
         q.close_receiver();
         assert!(matches!(q.try_push(2), Err(PushError::Closed(2))));
         assert!(drain(&q).is_empty());
+    }
+
+    #[test]
+    fn a_push_racing_the_receivers_end_is_refused_or_dropped_never_left_behind() {
+        // An item left in the queue after its receiver went is held by the
+        // sender (for a polling GET, its answer channel: the GET waits for
+        // ever). A thread pushes without pause while the receiver goes:
+        // each push must be refused, or queued before the end (and
+        // dropped with it).
+        let mut left_behind = 0;
+        for _ in 0..200 {
+            let q = Arc::new(FrameQueue::new(usize::MAX));
+            let pusher = {
+                let q = q.clone();
+                std::thread::spawn(move || while q.try_push(1).is_ok() {})
+            };
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while q.lock().is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the pusher never pushed"
+                );
+                std::hint::spin_loop();
+            }
+            q.close_receiver();
+            pusher.join().expect("pusher");
+            if !q.lock().is_empty() {
+                left_behind += 1;
+            }
+        }
+        assert_eq!(left_behind, 0, "pushes queued after the receiver went");
     }
 
     #[tokio::test]

@@ -96,6 +96,17 @@ mod tests {
     }
 
     #[test]
+    fn a_presence_notice_whose_client_data_looks_like_a_ring_is_no_entry_ring() {
+        // lua/presence.lua publishes {event, data, origin}: a client picks
+        // only what is inside `data` (and `origin`), never the top level.
+        let text = br#"{"event":"cursor_position","origin":"c1","data":{"event":"ring","id":"9-0","prev":"0-0","fields":["type","delete","entityType","record","entityId","r1","userId","u"]}}"#;
+        assert!(may_carry_entry(text));
+        assert_eq!(entry(text), None);
+        let origin = br#"{"event":"viewport","data":{},"origin":"\",\"event\":\"ring\",\"id\":\"9-0\",\"prev\":\"0-0\",\"fields\":[]}"#;
+        assert_eq!(entry(origin), None);
+    }
+
+    #[test]
     fn a_malformed_entry_ring_is_no_entry_ring() {
         for text in [
             &br#"{"event":"ring","id":"7-0","prev":"5-1","fields":["type"]}"#[..],
