@@ -18,7 +18,7 @@
 //! memory; a disconnection is never lost (it is flagged aside).
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +54,10 @@ struct Shared {
 
 /// Pushes waiting for the bus task, at most.
 pub const PUSH_QUEUE: usize = 16_384;
+/// Bytes of the pushes waiting for the bus task, at most: a doorbell may
+/// carry a 4 KiB entry (`super::ring`), so the count alone would let the
+/// queue hold far more.
+pub const PUSH_BYTES: usize = 16 << 20;
 
 /// Delays between attempts to reconnect the bus: 50 ms doubling to 2 s.
 /// Presence notices and commit doorbells are missed while it is down, so
@@ -64,6 +68,8 @@ const RECONNECT: Backoff = Backoff::new(Duration::from_millis(50), RECONNECT_MAX
 #[derive(Clone)]
 pub struct PushSender {
     tx: mpsc::Sender<PushInfo>,
+    /// Bytes of the pushes queued now (see [`PUSH_BYTES`]).
+    queued: Arc<AtomicUsize>,
     /// Set when a disconnection push found the queue full.
     disconnected: Arc<AtomicBool>,
     wake: Arc<tokio::sync::Notify>,
@@ -74,6 +80,7 @@ impl PushSender {
         let (tx, rx) = mpsc::channel(capacity);
         let sender = PushSender {
             tx,
+            queued: Arc::new(AtomicUsize::new(0)),
             disconnected: Arc::new(AtomicBool::new(false)),
             wake: Arc::new(tokio::sync::Notify::new()),
         };
@@ -84,8 +91,16 @@ impl PushSender {
 impl redis::aio::AsyncPushSender for PushSender {
     fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
         let disconnection = info.kind == PushKind::Disconnection;
+        let bytes = push_bytes(&info);
+        if !disconnection && self.queued.load(Ordering::Acquire) + bytes > PUSH_BYTES {
+            crate::metrics::presence_notice_dropped();
+            return Ok(());
+        }
         match self.tx.try_send(info) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.queued.fetch_add(bytes, Ordering::AcqRel);
+                Ok(())
+            }
             Err(mpsc::error::TrySendError::Full(_)) if disconnection => {
                 self.disconnected.store(true, Ordering::Release);
                 self.wake.notify_one();
@@ -98,6 +113,17 @@ impl redis::aio::AsyncPushSender for PushSender {
             Err(mpsc::error::TrySendError::Closed(_)) => Err(redis::aio::SendError),
         }
     }
+}
+
+/// The payload bytes a push holds (what [`PUSH_BYTES`] counts).
+fn push_bytes(info: &PushInfo) -> usize {
+    info.data
+        .iter()
+        .map(|v| match v {
+            Value::BulkString(b) => b.len(),
+            _ => 0,
+        })
+        .sum()
 }
 
 use super::events::Notice;
@@ -186,6 +212,7 @@ impl PresenceBus {
                     bus.reconnect(&cancel).await;
                 }
                 let Some(push) = push else { continue };
+                flags.queued.fetch_sub(push_bytes(&push), Ordering::AcqRel);
                 match push.kind {
                     PushKind::SMessage | PushKind::Message => bus.dispatch(hub.as_ref(), push.data),
                     PushKind::Disconnection => bus.reconnect(&cancel).await,
@@ -330,6 +357,21 @@ mod tests {
         assert!(sender.disconnected.load(Ordering::Acquire), "flagged aside");
         assert!(rx.try_recv().is_ok());
         assert!(rx.try_recv().is_err(), "only one was queued");
+    }
+
+    #[test]
+    fn pushes_past_the_byte_bound_are_dropped_however_few() {
+        let (sender, mut rx) = PushSender::new(PUSH_QUEUE);
+        let big = || PushInfo {
+            kind: PushKind::SMessage,
+            data: vec![Value::BulkString(vec![b'x'; PUSH_BYTES / 2])],
+        };
+        for _ in 0..3 {
+            assert!(sender.send(big()).is_ok());
+        }
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_ok());
+        assert!(rx.try_recv().is_err(), "the third passed the byte bound");
     }
 
     #[test]
