@@ -71,6 +71,26 @@ pub async fn place_group(store: &Store, table: &str, cursor: StreamId) -> Result
     }
 }
 
+/// Moves this sidecar's existing group on `table` to `cursor` (the last
+/// event delivered here): after entries were delivered from their
+/// doorbells, the next read then returns only what came after them
+/// instead of making Redis send them again (`super::ring`). A missing
+/// group is left to the read, which restores it.
+pub async fn advance_group(store: &Store, table: &str, cursor: StreamId) -> Result<(), StoreError> {
+    let set: Result<String, redis::RedisError> = redis::cmd("XGROUP")
+        .arg("SETID")
+        .arg(store.keys.events(table))
+        .arg(&store.instance_id)
+        .arg(cursor.to_string())
+        .query_async(&mut store.conn())
+        .await;
+    match set {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some("NOGROUP") => Ok(()),
+        Err(e) => Err(StoreError::from_redis(e)),
+    }
+}
+
 /// Removes this sidecar's group from the table stream; a stream left
 /// empty and without groups is deleted, and a stream without groups leaves
 /// the registry, so idle tables cost nothing (see `lua/streams.lua`).

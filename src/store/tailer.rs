@@ -200,6 +200,9 @@ impl Reader {
         // group past entries) and lost the reply, so the group goes back to
         // the last event the hub delivered before they are read again.
         let mut rewind: HashSet<Arc<str>> = HashSet::new();
+        // Tables with entries delivered from their doorbells since their
+        // last read: their groups trail and are moved up before it.
+        let mut trailing: HashSet<Arc<str>> = HashSet::new();
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -207,7 +210,7 @@ impl Reader {
                 _ = tokio::time::sleep_until(next_sweep) => {}
             }
             let sweep = Instant::now() >= next_sweep;
-            let carried = self.deliver_carried();
+            let carried = self.deliver_carried(&mut trailing);
             let batch: Vec<Arc<str>> = if sweep {
                 next_sweep = Instant::now() + SWEEP;
                 lock(&self.slot().rung).clear();
@@ -231,6 +234,7 @@ impl Reader {
                     continue;
                 }
             }
+            self.advance(&batch, &mut trailing).await;
             match self.read(&batch, &mut rewind).await {
                 Ok((busiest, full)) => {
                     if !healthy {
@@ -279,7 +283,7 @@ impl Reader {
     /// one another. A table rung for a read, or whose entries do not
     /// follow on, is read instead: the read returns them and whatever came
     /// before. The most entries one table had (the load, for [`gather`]).
-    fn deliver_carried(&self) -> usize {
+    fn deliver_carried(&self, trailing: &mut HashSet<Arc<str>>) -> usize {
         let carried = std::mem::take(&mut *lock(&self.slot().carried));
         let mut order: Vec<(Arc<str>, Vec<EntryRing>)> = Vec::new();
         let mut index: HashMap<Arc<str>, usize> = HashMap::new();
@@ -303,6 +307,7 @@ impl Reader {
             let events = decode_events(&entries, &table);
             if self.hub.deliver_following(&table, prev, last, events) {
                 crate::metrics::ring_entries_delivered(n);
+                trailing.insert(table.clone());
             } else {
                 lock(&self.slot().rung).insert(table.clone());
             }
@@ -311,6 +316,28 @@ impl Reader {
             }
         }
         busiest
+    }
+
+    /// Moves the trailing groups of `batch` to the hub's cursors, all at
+    /// once, so the read returns only new entries: a sweep would otherwise
+    /// make Redis send a second of entries again (and Redis runs nothing
+    /// else meanwhile). A failure only costs that resend.
+    async fn advance(&self, batch: &[Arc<str>], trailing: &mut HashSet<Arc<str>>) {
+        if trailing.is_empty() {
+            return;
+        }
+        let store = &self.shared.store;
+        let moves: Vec<_> = batch
+            .iter()
+            .filter(|t| trailing.remove(*t))
+            .filter_map(|t| Some((t, self.hub.cursor(t)?)))
+            .map(|(t, cursor)| groups::advance_group(store, t, cursor))
+            .collect();
+        for r in futures_util::future::join_all(moves).await {
+            if let Err(e) = r {
+                tracing::debug!(reader = self.index, error = %e, "could not move a trailing group");
+            }
+        }
     }
 
     fn ring_again(&self, tables: impl IntoIterator<Item = Arc<str>>) {
@@ -367,10 +394,14 @@ impl Reader {
                     full.push(Arc::<str>::from(table.as_str()));
                 }
                 // Entries delivered from their doorbells come again (the
-                // group trails them): only the new ones measure the load.
-                let cursor = self.hub.cursor(&table).unwrap_or_default();
-                let fresh = entries.iter().filter(|(id, _)| *id > cursor).count();
-                busiest = busiest.max(fresh);
+                // group trails them until this read): they are dropped
+                // before they are decoded, and only the new ones measure
+                // the load.
+                let mut entries = entries;
+                if let Some(cursor) = self.hub.cursor(&table) {
+                    entries.retain(|(id, _)| *id > cursor);
+                }
+                busiest = busiest.max(entries.len());
                 self.deliver(&table, entries).await;
             }
         }
