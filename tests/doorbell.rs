@@ -23,6 +23,22 @@ fn ring_entries(side: &support::Sidecar) -> f64 {
     metric(&side.get("/metrics").1, RING_ENTRIES)
 }
 
+/// Two sidecars; a subscriber of table `t` on b and a writer on a, after
+/// one commit the subscriber received (so b's cursor is on the stream).
+async fn after_one_commit() -> (Cluster, Client, Client) {
+    let cluster = Cluster::start().await;
+    let mut sub = Client::subscribed(&cluster.b, "s", "t").await;
+    let mut w = Client::connect(&cluster.a, "w").await;
+    let first = w
+        .request_ok("record_change", change("t", "r", "f", json!(0)))
+        .await;
+    assert_eq!(
+        ids(&sub.changes(1, LONG).await),
+        [first["eventId"].as_str().unwrap()]
+    );
+    (cluster, sub, w)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn committed_entries_reach_the_other_sidecar_from_their_doorbells_without_a_stream_read() {
     let cluster = Cluster::start().await;
@@ -48,16 +64,7 @@ async fn committed_entries_reach_the_other_sidecar_from_their_doorbells_without_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_producer_entry_between_two_commits_is_delivered_in_stream_order() {
-    let cluster = Cluster::start().await;
-    let mut sub = Client::subscribed(&cluster.b, "s", "t").await;
-    let mut w = Client::connect(&cluster.a, "w").await;
-    let first = w
-        .request_ok("record_change", change("t", "r", "f", json!(1)))
-        .await;
-    assert_eq!(
-        ids(&sub.changes(1, LONG).await),
-        [first["eventId"].as_str().unwrap()]
-    );
+    let (cluster, mut sub, mut w) = after_one_commit().await;
     // The producer rings no doorbell: the next commit's ring names the
     // producer's entry as the one before it, which sidecar b never saw.
     let produced = producer_entry(&cluster.redis, "t", "r2").await;
@@ -74,16 +81,7 @@ async fn a_producer_entry_between_two_commits_is_delivered_in_stream_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_entry_too_large_for_its_doorbell_is_read_from_the_stream() {
-    let cluster = Cluster::start().await;
-    let mut sub = Client::subscribed(&cluster.b, "s", "t").await;
-    let mut w = Client::connect(&cluster.a, "w").await;
-    let small = w
-        .request_ok("record_change", change("t", "r", "f", json!(0)))
-        .await;
-    assert_eq!(
-        ids(&sub.changes(1, LONG).await),
-        [small["eventId"].as_str().unwrap()]
-    );
+    let (cluster, mut sub, mut w) = after_one_commit().await;
     let before = ring_entries(&cluster.b);
     let large = w
         .request_ok(
@@ -99,16 +97,7 @@ async fn an_entry_too_large_for_its_doorbell_is_read_from_the_stream() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_entry_whose_ring_was_lost_with_the_bus_comes_before_the_carried_entry_after_it() {
-    let cluster = Cluster::start().await;
-    let mut sub = Client::subscribed(&cluster.b, "s", "t").await;
-    let mut w = Client::connect(&cluster.a, "w").await;
-    let first = w
-        .request_ok("record_change", change("t", "r", "f", json!(1)))
-        .await;
-    assert_eq!(
-        ids(&sub.changes(1, LONG).await),
-        [first["eventId"].as_str().unwrap()]
-    );
+    let (cluster, mut sub, mut w) = after_one_commit().await;
     // The buses drop and, in the same transaction, a producer commits: its
     // ring goes to no one, and nothing rings the table when a bus is back.
     let mut conn = cluster.redis.conn().await;
