@@ -1,5 +1,5 @@
 //! The commit doorbell's text, as `rtsync_commit` publishes it on a table's
-//! channel (lua/commit.lua `ring_notice`): a bare `{"event":"ring"}` (read
+//! channel (lua/commit.lua `append`): a bare `{"event":"ring"}` (read
 //! the stream), or, for an entry whose fields add up to at most 4 KiB, the
 //! entry itself with the id of the stream's entry before it:
 //! `{"event":"ring","id":..,"prev":..,"fields":[name, value, ..]}`.
@@ -15,8 +15,11 @@ use serde::Deserialize;
 
 use crate::change::StreamId;
 
-/// A stream entry's fields, in order (as `super::tailer::Fields`).
+/// A stream entry's fields, in order.
 pub type Fields = Vec<(String, Vec<u8>)>;
+
+/// A stream entry: its id and its fields.
+pub type Entry = (StreamId, Fields);
 
 /// What `rtsync_commit` publishes without the entry.
 pub const BARE: &[u8] = br#"{"event":"ring"}"#;
@@ -25,8 +28,7 @@ pub const BARE: &[u8] = br#"{"event":"ring"}"#;
 #[derive(Debug, PartialEq, Eq)]
 pub struct EntryRing {
     pub prev: StreamId,
-    /// The entry: its id and its fields (as `super::tailer::Entry`).
-    pub entry: (StreamId, Fields),
+    pub entry: Entry,
 }
 
 #[derive(Deserialize)]

@@ -102,6 +102,20 @@ struct Slot {
 /// entry is dropped and its table read instead (bounded memory).
 const CARRIED: usize = 1024;
 
+impl Slot {
+    /// Keeps `ring`'s entry for the reader, or, past [`CARRIED`], drops it
+    /// and rings its table for a read instead.
+    fn carry(&self, table: Arc<str>, ring: EntryRing) {
+        let mut carried = lock(&self.carried);
+        if carried.len() < CARRIED {
+            carried.push((table, ring));
+        } else {
+            drop(carried);
+            lock(&self.rung).insert(table);
+        }
+    }
+}
+
 impl TailerHandle {
     pub fn new(store: Arc<Store>, readers: usize) -> TailerHandle {
         let readers = (0..readers.max(1)).map(|_| Slot::default()).collect();
@@ -151,13 +165,7 @@ impl TailerHandle {
         let Some(t) = lock(&slot.tables).get(table).cloned() else {
             return; // not served here
         };
-        let mut carried = lock(&slot.carried);
-        if carried.len() < CARRIED {
-            carried.push((t, ring));
-        } else {
-            drop(carried);
-            lock(&slot.rung).insert(t);
-        }
+        slot.carry(t, ring);
         slot.wake.notify_one();
     }
 
@@ -555,11 +563,9 @@ fn chain(rings: Vec<EntryRing>) -> (StreamId, Vec<Entry>, bool) {
     (prev, entries, false)
 }
 
-/// A stream entry's fields, in order.
-pub type Fields = Vec<(String, Vec<u8>)>;
-
-/// A stream entry: its id and its fields.
-pub type Entry = (StreamId, Fields);
+/// A stream entry and its fields (defined with the doorbell that may
+/// carry one, `super::ring`).
+pub use super::ring::{Entry, Fields};
 
 /// Parses an `XREAD`/`XREADGROUP` reply (RESP2 array or RESP3 map) into
 /// (stream key, entries). Anything unexpected is dropped, never a panic.
@@ -678,6 +684,19 @@ mod tests {
             prev: at(prev),
             entry: (at(id), Vec::new()),
         }
+    }
+
+    #[test]
+    fn past_the_carried_bound_an_entry_is_dropped_and_its_table_read() {
+        let slot = Slot::default();
+        let table: Arc<str> = Arc::from("t");
+        for i in 0..CARRIED as u64 {
+            slot.carry(table.clone(), ring(i, i + 1));
+        }
+        assert!(lock(&slot.rung).is_empty());
+        slot.carry(table.clone(), ring(CARRIED as u64, CARRIED as u64 + 1));
+        assert_eq!(lock(&slot.carried).len(), CARRIED);
+        assert!(lock(&slot.rung).contains(&table), "read instead");
     }
 
     #[test]
