@@ -482,26 +482,24 @@ end
 -- XADD (trimming by retention) and the doorbell. The first write of every
 -- commit: the only one Redis could refuse (a key of the wrong type), so a
 -- refusal leaves nothing written.
--- The doorbell's text for the entry `id` XADDed with `args` (its fields
--- from the 7th on) after `prev`: the entry itself when it is small
--- (RING_ENTRY_BYTES), so the sidecars need not read it back; the bare ring
--- otherwise. See "Doorbell" above.
+-- The fields (from the 7th XADD argument on) a doorbell can carry: all
+-- text and at most RING_ENTRY_BYTES in all; nil for a bare ring (a number
+-- is stored as Redis turns it into text: the sidecars read it back).
 local RING_ENTRY_BYTES = 4096
-local function ring_notice(id, prev, args)
+local function ring_fields(args)
   local fields, size = {}, 0
   for i = 7, #args do
     local v = args[i]
-    -- A number is stored as Redis turns it into text: read it back.
     if type(v) ~= 'string' then
-      return RING
+      return nil
     end
     size = size + #v
     if size > RING_ENTRY_BYTES then
-      return RING
+      return nil
     end
     fields[#fields + 1] = v
   end
-  return cjson.encode({ event = 'ring', id = id, prev = prev, fields = fields })
+  return fields
 end
 
 local function append(keys, change, version, changes_raw, metadata_raw, retention_ms)
@@ -536,19 +534,24 @@ local function append(keys, change, version, changes_raw, metadata_raw, retentio
   opt('metadata', metadata_raw)
   opt('origin', change.origin)
   opt('clientChangeId', change.clientChangeId)
-  -- The stream's last entry before this one: the ring names it, so a
-  -- sidecar whose last delivered event is that entry can deliver this one
-  -- from the ring alone.
+  -- A small entry travels in its doorbell with the stream's last entry
+  -- before it, so a sidecar whose last delivered event is that entry
+  -- delivers this one without reading it back. Reading that id copies the
+  -- previous entry too: bounded by the request that wrote it, and only
+  -- when this one is small.
+  local carried = keys[5] and ring_fields(args)
   local prev
-  if keys[5] then
+  if carried then
     local last = call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
     prev = (last[1] and last[1][1]) or '0-0'
   end
   local id = call(unpack(args))
   -- Doorbell (KEYS[5]): sidecars serving the table (or base) read its
-  -- stream when it rings; a small entry travels in the ring itself.
-  if keys[5] then
-    call('SPUBLISH', keys[5], ring_notice(id, prev, args))
+  -- stream when it rings.
+  if carried then
+    call('SPUBLISH', keys[5], cjson.encode({ event = 'ring', id = id, prev = prev, fields = carried }))
+  elseif keys[5] then
+    call('SPUBLISH', keys[5], RING)
   end
   return id, min_id, now_ms
 end

@@ -1,4 +1,4 @@
-//! The commit doorbell carries a small entry (lua/commit.lua `ring_notice`,
+//! The commit doorbell carries a small entry (lua/commit.lua `append`,
 //! src/store/ring.rs): a sidecar whose last delivered event of the table is
 //! the entry before it delivers the entry from the ring, without reading
 //! the stream; anything else (a gap, a large entry) is read from the
