@@ -222,16 +222,13 @@ pub async fn remove_gone_groups(store: &Store, liveness: &mut Liveness) -> Resul
     Ok(removed)
 }
 
-/// Entries after `delivered` counted exactly, at most: beyond, the
-/// group's lag is reported.
-const LAG_COUNT: usize = 100;
-
 /// This sidecar's lag on a table (entries not yet delivered), if the group
 /// exists and Redis reports it. The group trails entries delivered from
 /// their doorbells until the next read (`super::ring`), so when the last
 /// event delivered here (`delivered`, the hub's cursor) is past the
-/// group's, the entries after it are counted instead (up to
-/// [`LAG_COUNT`]).
+/// group's, the lag is 0 unless an entry follows it (then the group's lag,
+/// an upper bound). The probe asks for one entry: its size is bounded by
+/// the event bound, never by how far the group trails.
 pub async fn own_lag(
     store: &Store,
     table: &str,
@@ -247,15 +244,12 @@ pub async fn own_lag(
                 .arg(format!("({cursor}"))
                 .arg("+")
                 .arg("COUNT")
-                .arg(LAG_COUNT)
+                .arg(1)
                 .query_async(&mut store.conn())
                 .await
                 .map_err(StoreError::from_redis)?;
-            let n = match after {
-                redis::Value::Array(entries) => entries.len(),
-                _ => 0,
-            };
-            Ok(Some(if n < LAG_COUNT { n as u64 } else { lag }))
+            let pending = matches!(after, redis::Value::Array(entries) if !entries.is_empty());
+            Ok(Some(if pending { lag } else { 0 }))
         }
         _ => Ok(Some(lag)),
     }
