@@ -174,7 +174,7 @@ A committed change also rings the table's doorbell: SPUBLISH
 <p>:{T}:presence '{"event":"ring"}' (KEYS[5]; a base's change: <p>:{B}:base-presence),
 so the sidecars serving the table (or base) read its stream at once. (A producer that XADDs directly may ring the same way;
 otherwise its entry is read by the sidecars' periodic sweep, within a second.)
-Doorbell v1.3: when the entry's fields add up to at most 4 KiB the ring
+Doorbell v1.3: when the entry's fields are all text and add up to at most 4 KiB the ring
 carries it: '{"event":"ring","id":"<id>","prev":"<prev>","fields":[name,
 value, ...]}', where prev is the stream's last entry before it ('0-0' for
 none). A sidecar whose last delivered event of the table is prev delivers
