@@ -173,6 +173,9 @@ impl Hub {
             });
             write(&self.tables).insert(Arc::from(table), entry);
             crate::metrics::tables_tailed(read(&self.tables).len());
+            // Only now: an entry read before the table was registered here
+            // would have had nowhere to go.
+            self.lifecycle.tail(table);
         }
     }
 
@@ -764,14 +767,29 @@ mod tests {
     use serde_json::Value;
     use tokio::sync::{Mutex as AsyncMutex, MutexGuard};
 
-    struct FakeLifecycle(AsyncMutex<()>);
+    #[derive(Default)]
+    struct FakeLifecycle {
+        serial: AsyncMutex<()>,
+        /// The hub, to look at when a table is tailed.
+        hub: std::sync::OnceLock<std::sync::Weak<Hub>>,
+        /// Per `tail`: the table, and whether the hub had registered it.
+        tailed: std::sync::Mutex<Vec<(String, bool)>>,
+    }
 
     impl TableLifecycle for FakeLifecycle {
         fn lock<'a>(&'a self, _table: &str) -> BoxFuture<'a, MutexGuard<'a, ()>> {
-            Box::pin(self.0.lock())
+            Box::pin(self.serial.lock())
         }
         fn start<'a>(&'a self, _table: &'a str) -> BoxFuture<'a, Result<StreamId, StoreError>> {
             Box::pin(async { Ok(id("5-0")) })
+        }
+        fn tail(&self, table: &str) {
+            let registered = self
+                .hub
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .is_some_and(|h| h.cursor(table).is_some());
+            lock(&self.tailed).push((table.to_owned(), registered));
         }
         fn stop<'a>(&'a self, _table: &'a str) -> BoxFuture<'a, ()> {
             Box::pin(async {})
@@ -779,7 +797,19 @@ mod tests {
     }
 
     fn hub() -> Hub {
-        Hub::new(Arc::new(FakeLifecycle(AsyncMutex::new(()))))
+        Hub::new(Arc::new(FakeLifecycle::default()))
+    }
+
+    #[tokio::test]
+    async fn a_table_is_tailed_once_and_only_after_the_hub_registered_it() {
+        let lifecycle = Arc::new(FakeLifecycle::default());
+        let hub = Arc::new(Hub::new(lifecycle.clone()));
+        let _ = lifecycle.hub.set(Arc::downgrade(&hub));
+        let (a, _rx_a) = subscriber("c1", 1 << 20);
+        let (b, _rx_b) = subscriber("c2", 1 << 20);
+        hub.join("t", a, None, None).await.expect("join");
+        hub.join("t", b, None, None).await.expect("join");
+        assert_eq!(*lock(&lifecycle.tailed), vec![("t".to_owned(), true)]);
     }
 
     fn subscriber(id: &str, max_bytes: usize) -> (Outbox, OutboxReceiver) {

@@ -1,6 +1,9 @@
 //! Starting and stopping to serve a table on this sidecar, in one place:
 //! the bus subscription to its channel, the consumer group at the stream's
-//! end, and the tailer's registration (and the reverse on stop).
+//! end, and the tailer's registration (and the reverse on stop). The hub
+//! registers the table between the first two and the last
+//! ([`TableLifecycle::start`], then [`TableLifecycle::tail`]), so every
+//! entry the tailer reads has a table to go to.
 //!
 //! Starts and stops of one table are serialized by a striped lock (one of
 //! [`STRIPES`] mutexes, picked by the table id's hash), so a quick
@@ -28,7 +31,13 @@ pub trait TableLifecycle: Send + Sync + 'static {
     /// Serializes the starts and stops of `table`.
     fn lock<'a>(&'a self, table: &str) -> BoxFuture<'a, MutexGuard<'a, ()>>;
     /// Starts serving `table`; returns the cursor (the stream's last id).
+    /// Nothing is read yet: see [`TableLifecycle::tail`].
     fn start<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<StreamId, StoreError>>;
+    /// Starts reading `table`'s stream, once the hub has registered the
+    /// table at the cursor [`TableLifecycle::start`] returned. A read that
+    /// came back before that would be handed to no one while it moved the
+    /// group past its entries: they would be lost to this sidecar.
+    fn tail(&self, table: &str);
     /// Stops serving `table` (best effort, logged).
     fn stop<'a>(&'a self, table: &'a str) -> BoxFuture<'a, ()>;
 }
@@ -75,9 +84,12 @@ impl TableLifecycle for Serving {
                     return Err(e);
                 }
             };
-            self.tailer.add(table);
             Ok(cursor)
         })
+    }
+
+    fn tail(&self, table: &str) {
+        self.tailer.add(table);
     }
 
     fn stop<'a>(&'a self, table: &'a str) -> BoxFuture<'a, ()> {

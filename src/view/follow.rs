@@ -141,6 +141,10 @@ impl TableLifecycle for ViewServing {
         })
     }
 
+    fn tail(&self, table: &str) {
+        self.inner.tail(table);
+    }
+
     fn stop<'a>(&'a self, table: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             self.views.serving(table, false);
