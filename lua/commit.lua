@@ -192,6 +192,13 @@ define('commit', { 'base', 'steps' }, function(m)
 local INVALID, TOO_LARGE = m.base.INVALID, m.base.TOO_LARGE
 local is_id, is_null, jstr, jint = m.base.is_id, m.base.is_null, m.base.jstr, m.base.jint
 local call, register = m.base.call, m.base.register
+-- The globals used here, as locals bound at the library's first call
+-- (base `bind`: a global is slower to look up).
+local type, tonumber, tostring, pairs, ipairs, unpack, pcall, error, cjson, cmsgpack, table, math
+m.base.bind(function(g)
+  type, tonumber, tostring, pairs, ipairs, unpack, pcall, error, cjson, cmsgpack, table, math =
+    g.type, g.tonumber, g.tostring, g.pairs, g.ipairs, g.unpack, g.pcall, g.error, g.cjson, g.cmsgpack, g.table, g.math
+end)
 
 local DEDUP_TTL_SECS = 86400
 local DEFAULT_RECORD_HISTORY = 100
@@ -482,24 +489,24 @@ end
 -- XADD (trimming by retention) and the doorbell. The first write of every
 -- commit: the only one Redis could refuse (a key of the wrong type), so a
 -- refusal leaves nothing written.
--- The fields (from the 7th XADD argument on) a doorbell can carry: all
--- text and at most RING_ENTRY_BYTES in all; nil for a bare ring (a number
--- is stored as Redis turns it into text: the sidecars read it back).
+-- Whether a doorbell can carry the entry's `fields` (the XADD's field
+-- list): all text and at most RING_ENTRY_BYTES in all (a number is stored
+-- as Redis turns it into text: the sidecars read it back). Checked in
+-- place: the ring carries the same table the XADD was given.
 local RING_ENTRY_BYTES = 4096
-local function ring_fields(args)
-  local fields, size = {}, 0
-  for i = 7, #args do
-    local v = args[i]
+local function carriable(fields)
+  local size = 0
+  for i = 1, #fields do
+    local v = fields[i]
     if type(v) ~= 'string' then
-      return nil
+      return false
     end
     size = size + #v
     if size > RING_ENTRY_BYTES then
-      return nil
+      return false
     end
-    fields[#fields + 1] = v
   end
-  return fields
+  return true
 end
 
 local function append(keys, change, version, changes_raw, metadata_raw, retention_ms)
@@ -518,14 +525,13 @@ local function append(keys, change, version, changes_raw, metadata_raw, retentio
       min_id = floor
     end
   end
-  local args = { 'XADD', keys[1], 'MINID', '~', jint(min_id), '*',
-    'type', change.type, 'entityType', change.entityType,
+  local fields = { 'type', change.type, 'entityType', change.entityType,
     'entityId', change.entityId, 'userId', change.userId,
     'version', jint(version) }
   local function opt(name, value)
     if value ~= nil and value ~= '' and value ~= cjson.null then
-      args[#args + 1] = name
-      args[#args + 1] = value
+      fields[#fields + 1] = name
+      fields[#fields + 1] = value
     end
   end
   opt('baseId', change.baseId)
@@ -539,17 +545,17 @@ local function append(keys, change, version, changes_raw, metadata_raw, retentio
   -- delivers this one without reading it back. Reading that id copies the
   -- previous entry too: bounded by the request that wrote it, and only
   -- when this one is small.
-  local carried = keys[5] and ring_fields(args)
+  local carried = keys[5] and carriable(fields)
   local prev
   if carried then
     local last = call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)
     prev = (last[1] and last[1][1]) or '0-0'
   end
-  local id = call(unpack(args))
+  local id = call('XADD', keys[1], 'MINID', '~', jint(min_id), '*', unpack(fields))
   -- Doorbell (KEYS[5]): sidecars serving the table (or base) read its
   -- stream when it rings.
   if carried then
-    call('SPUBLISH', keys[5], cjson.encode({ event = 'ring', id = id, prev = prev, fields = carried }))
+    call('SPUBLISH', keys[5], cjson.encode({ event = 'ring', id = id, prev = prev, fields = fields }))
   elseif keys[5] then
     call('SPUBLISH', keys[5], RING)
   end

@@ -82,7 +82,7 @@ define('keycheck', { 'base' }, function(m)
       allow(full)
       return core(full, args, extra)
     end
-    redis.register_function { function_name = name, callback = callback, flags = opts and opts.flags }
+    redis.register_function { function_name = name, callback = base.entry(callback), flags = opts and opts.flags }
   end
 
   base.call = checked_call

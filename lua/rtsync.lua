@@ -25,7 +25,10 @@ Modules. Each file is one call `define(name, deps, function(m) ... end)`:
 assembler checks this, and `define` refuses to load otherwise); the body
 gets them as `m.<dep>` and returns what it offers to later modules. No
 module reads another's locals, so the files' order only has to respect
-the declared dependencies.
+the declared dependencies. A module on the commit path takes the globals
+it uses into locals at the library's first call (`bind` in base): Redis
+offers no globals while a library loads, and at call time each global
+is looked up through the globals table's metatable.
 
 Keys. Every key a function touches is one of its KEYS (what lets a Redis
 Cluster route the call and check its slot); no function derives a key name
@@ -65,6 +68,31 @@ local function define(name, deps, body)
 end
 
 define('base', {}, function()
+
+-- Globals. Redis offers none while the library loads, and at call time a
+-- global is looked up through the globals table's metatable, several table
+-- look-ups each time. Modules take the ones they use into locals at the
+-- first call of any function of the library (`bind`); every entry point
+-- is wrapped by `entry`, which runs the binders once.
+local binders, bound = {}, false
+local function bind(binder)
+  binders[#binders + 1] = binder
+end
+local function entry(callback)
+  return function(keys, args)
+    if not bound then
+      local g = _G
+      for i = 1, #binders do binders[i](g) end
+      bound = true
+    end
+    return callback(keys, args)
+  end
+end
+local type, tonumber, ipairs, error, cjson, string, rcall
+bind(function(g)
+  type, tonumber, ipairs, error, cjson, string, rcall =
+    g.type, g.tonumber, g.ipairs, g.error, g.cjson, g.string, g.redis.call
+end)
 
 local INVALID = 'RTSYNC_INVALID '
 local TOO_LARGE = 'RTSYNC_TOO_LARGE '
@@ -166,12 +194,13 @@ local function register(name, core, opts)
       return core(full, args, extra)
     end
   end
-  redis.register_function { function_name = name, callback = callback, flags = opts and opts.flags }
+  redis.register_function { function_name = name, callback = entry(callback), flags = opts and opts.flags }
 end
 
 return {
   INVALID = INVALID, TOO_LARGE = TOO_LARGE,
   is_id = is_id, is_null = is_null, jstr = jstr, jint = jint,
-  call = function(...) return redis.call(...) end, register = register,
+  call = function(...) return rcall(...) end, register = register,
+  bind = bind, entry = entry,
 }
 end)
