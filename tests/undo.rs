@@ -611,6 +611,38 @@ async fn a_group_past_64_kib_of_old_values_starts_a_new_step_so_joining_stays_ch
     assert!(f == Some(json!("y")), "f's change is a step of its own");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_joined_by_time_alone_stays_within_1_kib_so_a_larger_join_starts_a_new_step() {
+    let (redis, side) = one_sidecar().await;
+    let mut ana = Client::connect(&side, "ana").await;
+    let long = json!("x".repeat(2000));
+    commit(
+        &mut ana,
+        edit("create", "r1", &[("f", long.clone())], "setup"),
+    )
+    .await;
+    // Two changes named by no group, well within 500 ms: the first's step
+    // keeps f's 2000-byte old value, so the second would take it past 1 KiB.
+    let mut change = json!({"type": "update", "recordId": "r1", "tableId": "t", "baseId": "b1",
+        "changes": [{"fieldId": "f", "newValue": "y"}]});
+    commit(&mut ana, change.clone()).await;
+    change["changes"] = json!([{"fieldId": "g", "newValue": 1}]);
+    commit(&mut ana, change).await;
+    assert_eq!(undo(&mut ana).await["status"], "applied");
+    assert_eq!(
+        stored(&redis, "r1", "g").await,
+        None,
+        "g's change is undone"
+    );
+    assert_eq!(
+        stored(&redis, "r1", "f").await,
+        Some(json!("y")),
+        "f's change is a step of its own"
+    );
+    assert_eq!(undo(&mut ana).await["status"], "applied");
+    assert_eq!(stored(&redis, "r1", "f").await, Some(long));
+}
+
 /// The `changes` of the table's last stream entry, as stored.
 async fn last_changes(redis: &RedisServer) -> String {
     let reply: redis::Value = redis::cmd("XREVRANGE")
