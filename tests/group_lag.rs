@@ -33,22 +33,9 @@ async fn store(redis: &RedisServer) -> Store {
     store
 }
 
-/// Appends a producer entry to the table's stream; its id.
-async fn append(store: &Store) -> StreamId {
-    let id: String = redis::cmd("XADD")
-        .arg(store.keys.events(TABLE))
-        .arg("*")
-        .arg("type")
-        .arg("update")
-        .arg("entityType")
-        .arg("record")
-        .arg("entityId")
-        .arg("r")
-        .arg("userId")
-        .arg("p")
-        .query_async(&mut store.conn())
-        .await
-        .expect("XADD");
+/// A producer's entry on the table's stream; its id.
+async fn append(redis: &RedisServer) -> StreamId {
+    let id = support::producer_entry(redis, TABLE, "r").await;
     StreamId::parse(&id).expect("an id")
 }
 
@@ -57,8 +44,8 @@ async fn without_a_delivered_entry_the_lag_is_the_groups() {
     let redis = RedisServer::start().await;
     let store = store(&redis).await;
     groups::start_serving(&store, TABLE).await.expect("group");
-    append(&store).await;
-    append(&store).await;
+    append(&redis).await;
+    append(&redis).await;
     let lag = groups::own_lag(&store, TABLE, None).await.expect("lag");
     assert_eq!(lag, Some(2));
 }
@@ -68,8 +55,8 @@ async fn a_group_trailing_the_last_delivered_entry_with_nothing_after_it_has_no_
     let redis = RedisServer::start().await;
     let store = store(&redis).await;
     groups::start_serving(&store, TABLE).await.expect("group");
-    append(&store).await;
-    let delivered = append(&store).await;
+    append(&redis).await;
+    let delivered = append(&redis).await;
     let lag = groups::own_lag(&store, TABLE, Some(delivered))
         .await
         .expect("lag");
@@ -81,9 +68,9 @@ async fn an_entry_after_the_last_delivered_one_shows_the_groups_lag_as_an_upper_
     let redis = RedisServer::start().await;
     let store = store(&redis).await;
     groups::start_serving(&store, TABLE).await.expect("group");
-    append(&store).await;
-    let delivered = append(&store).await;
-    append(&store).await;
+    append(&redis).await;
+    let delivered = append(&redis).await;
+    append(&redis).await;
     let lag = groups::own_lag(&store, TABLE, Some(delivered))
         .await
         .expect("lag");
@@ -94,7 +81,7 @@ async fn an_entry_after_the_last_delivered_one_shows_the_groups_lag_as_an_upper_
 async fn a_table_without_this_sidecars_group_has_no_lag_to_report() {
     let redis = RedisServer::start().await;
     let store = store(&redis).await;
-    append(&store).await;
+    append(&redis).await;
     let lag = groups::own_lag(&store, TABLE, None).await.expect("lag");
     assert_eq!(lag, None);
 }
