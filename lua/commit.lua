@@ -194,10 +194,12 @@ local is_id, is_null, jstr, jint = m.base.is_id, m.base.is_null, m.base.jstr, m.
 local call, register = m.base.call, m.base.register
 -- The globals used here, as locals bound at the library's first call
 -- (base `bind`: a global is slower to look up).
+local function globals()
+  return type, tonumber, tostring, pairs, ipairs, unpack, pcall, error, cjson, cmsgpack, table, math
+end
 local type, tonumber, tostring, pairs, ipairs, unpack, pcall, error, cjson, cmsgpack, table, math
-m.base.bind(function(g)
-  type, tonumber, tostring, pairs, ipairs, unpack, pcall, error, cjson, cmsgpack, table, math =
-    g.type, g.tonumber, g.tostring, g.pairs, g.ipairs, g.unpack, g.pcall, g.error, g.cjson, g.cmsgpack, g.table, g.math
+m.base.bind(function()
+  type, tonumber, tostring, pairs, ipairs, unpack, pcall, error, cjson, cmsgpack, table, math = globals()
 end)
 
 local DEDUP_TTL_SECS = 86400

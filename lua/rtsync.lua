@@ -73,7 +73,9 @@ define('base', {}, function()
 -- global is looked up through the globals table's metatable, several table
 -- look-ups each time. Modules take the ones they use into locals at the
 -- first call of any function of the library (`bind`); every entry point
--- is wrapped by `entry`, which runs the binders once.
+-- is wrapped by `entry`, which runs the binders once. A module's binder
+-- reads the globals through a function written before its locals of the
+-- same names are declared, so it names the globals themselves (no `_G`).
 local binders, bound = {}, false
 local function bind(binder)
   binders[#binders + 1] = binder
@@ -81,17 +83,18 @@ end
 local function entry(callback)
   return function(keys, args)
     if not bound then
-      local g = _G
-      for i = 1, #binders do binders[i](g) end
+      for i = 1, #binders do binders[i]() end
       bound = true
     end
     return callback(keys, args)
   end
 end
+local function globals()
+  return type, tonumber, ipairs, error, cjson, string, redis.call
+end
 local type, tonumber, ipairs, error, cjson, string, rcall
-bind(function(g)
-  type, tonumber, ipairs, error, cjson, string, rcall =
-    g.type, g.tonumber, g.ipairs, g.error, g.cjson, g.string, g.redis.call
+bind(function()
+  type, tonumber, ipairs, error, cjson, string, rcall = globals()
 end)
 
 local INVALID = 'RTSYNC_INVALID '

@@ -69,10 +69,12 @@ define('steps', { 'base' }, function(m)
 local call, jstr = m.base.call, m.base.jstr
 -- The globals used here, as locals bound at the library's first call
 -- (base `bind`: a global is slower to look up).
+local function globals()
+  return type, tonumber, tostring, ipairs, pcall, cjson, cmsgpack, string, table, math
+end
 local type, tonumber, tostring, ipairs, pcall, cjson, cmsgpack, string, table, math
-m.base.bind(function(g)
-  type, tonumber, tostring, ipairs, pcall, cjson, cmsgpack, string, table, math =
-    g.type, g.tonumber, g.tostring, g.ipairs, g.pcall, g.cjson, g.cmsgpack, g.string, g.table, g.math
+m.base.bind(function()
+  type, tonumber, tostring, ipairs, pcall, cjson, cmsgpack, string, table, math = globals()
 end)
 
 local MAX_STEPS = 100
