@@ -34,11 +34,13 @@ count() {
   valgrind --tool=callgrind --callgrind-out-file="$out" redis-server --port "$rport" \
     --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
   vg=$!
+  pids+=("$vg")
   for _ in $(seq 1 600); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
   start_sidecar "cost" "$bin"
   kill "$sidecar_pid"; wait "$sidecar_pid" 2>/dev/null || true
   redis-cli -p "$rport" ssubscribe "$t:presence" >/dev/null 2>&1 &
   sub=$!
+  pids+=("$sub")
   redis-benchmark -p "$rport" -c 1 -n "$n" -q FCALL rtsync_commit 8 "$t:events" "$t:rec:r1" \
     "$t:records" "$t:sink-floor" "$t:presence" "$t:rh:r1" "$t:undo:8:bench-w0" \
     "$t:redo:8:bench-w0" "$header" '[{"fieldId":"f1","newValue":153}]' '' 86400000 153 >/dev/null
