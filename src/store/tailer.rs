@@ -116,6 +116,35 @@ impl Slot {
     }
 }
 
+/// A reader's tables with entries delivered from their doorbells since
+/// their last read: their groups trail, and are moved up before it. Only
+/// tables still served are kept (each sweep forgets the others), so the set
+/// is bounded by the reader's tables.
+#[derive(Default)]
+struct Trailing(HashSet<Arc<str>>);
+
+impl Trailing {
+    fn mark(&mut self, table: &Arc<str>) {
+        self.0.insert(table.clone());
+    }
+
+    /// The trailing tables of `batch`, no longer marked.
+    fn take_in(&mut self, batch: &[Arc<str>]) -> Vec<Arc<str>> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        batch
+            .iter()
+            .filter(|t| self.0.remove(*t))
+            .cloned()
+            .collect()
+    }
+
+    fn keep_served(&mut self, served: &BTreeSet<Arc<str>>) {
+        self.0.retain(|t| served.contains(t));
+    }
+}
+
 impl TailerHandle {
     pub fn new(store: Arc<Store>, readers: usize) -> TailerHandle {
         let readers = (0..readers.max(1)).map(|_| Slot::default()).collect();
@@ -208,9 +237,7 @@ impl Reader {
         // group past entries) and lost the reply, so the group goes back to
         // the last event the hub delivered before they are read again.
         let mut rewind: HashSet<Arc<str>> = HashSet::new();
-        // Tables with entries delivered from their doorbells since their
-        // last read: their groups trail and are moved up before it.
-        let mut trailing: HashSet<Arc<str>> = HashSet::new();
+        let mut trailing = Trailing::default();
         loop {
             tokio::select! {
                 _ = self.cancel.cancelled() => return,
@@ -222,7 +249,9 @@ impl Reader {
             let batch: Vec<Arc<str>> = if sweep {
                 next_sweep = Instant::now() + SWEEP;
                 lock(&self.slot().rung).clear();
-                lock(&self.slot().tables).iter().cloned().collect()
+                let tables = lock(&self.slot().tables);
+                trailing.keep_served(&tables);
+                tables.iter().cloned().collect()
             } else {
                 lock(&self.slot().rung).drain().collect()
             };
@@ -291,7 +320,7 @@ impl Reader {
     /// one another. A table rung for a read, or whose entries do not
     /// follow on, is read instead: the read returns them and whatever came
     /// before. The most entries one table had (the load, for [`gather`]).
-    fn deliver_carried(&self, trailing: &mut HashSet<Arc<str>>) -> usize {
+    fn deliver_carried(&self, trailing: &mut Trailing) -> usize {
         let carried = std::mem::take(&mut *lock(&self.slot().carried));
         let mut order: Vec<(Arc<str>, Vec<EntryRing>)> = Vec::new();
         let mut index: HashMap<Arc<str>, usize> = HashMap::new();
@@ -315,7 +344,7 @@ impl Reader {
             let events = decode_events(&entries, &table);
             if self.hub.deliver_following(&table, prev, last, events) {
                 crate::metrics::ring_entries_delivered(n);
-                trailing.insert(table.clone());
+                trailing.mark(&table);
             } else {
                 lock(&self.slot().rung).insert(table.clone());
             }
@@ -330,14 +359,14 @@ impl Reader {
     /// once, so the read returns only new entries: a sweep would otherwise
     /// make Redis send a second of entries again (and Redis runs nothing
     /// else meanwhile). A failure only costs that resend.
-    async fn advance(&self, batch: &[Arc<str>], trailing: &mut HashSet<Arc<str>>) {
-        if trailing.is_empty() {
+    async fn advance(&self, batch: &[Arc<str>], trailing: &mut Trailing) {
+        let due = trailing.take_in(batch);
+        if due.is_empty() {
             return;
         }
         let store = &self.shared.store;
-        let moves: Vec<_> = batch
+        let moves: Vec<_> = due
             .iter()
-            .filter(|t| trailing.remove(*t))
             .filter_map(|t| Some((t, self.hub.cursor(t)?)))
             .map(|(t, cursor)| groups::advance_group(store, t, cursor))
             .collect();
@@ -684,6 +713,17 @@ mod tests {
             prev: at(prev),
             entry: (at(id), Vec::new()),
         }
+    }
+
+    #[test]
+    fn a_table_no_longer_served_is_forgotten_by_the_next_sweep() {
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        let mut trailing = Trailing::default();
+        trailing.mark(&a);
+        trailing.mark(&b);
+        trailing.keep_served(&BTreeSet::from([a.clone()]));
+        assert_eq!(trailing.take_in(&[a.clone(), b.clone()]), vec![a.clone()]);
+        assert!(trailing.take_in(&[a, b]).is_empty(), "taken once");
     }
 
     #[test]
