@@ -11,28 +11,13 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rtsync::store::keys::Keys;
-use rtsync::store::{Pool, Store};
 use serde_json::{json, Value};
 use support::RedisServer;
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_calls_each_get_their_own_answer_and_an_error_fails_no_other() {
     let redis = RedisServer::start().await;
-    let store = Store::open(
-        redis.url().split(',').map(str::to_owned).collect(),
-        redis.is_cluster(),
-        Pool::of(4),
-        Keys::new("rts"),
-        "group-test".into(),
-        86_400_000,
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("store")
-    .with_key_check(true);
-    store.load_library().await.expect("library");
+    let store = support::store(&redis, "group-test").await;
     let store = Arc::new(store);
     let calls: Vec<_> = (0..300)
         .map(|i| {

@@ -10,28 +10,10 @@
 mod support;
 
 use rtsync::change::StreamId;
-use rtsync::store::keys::Keys;
-use rtsync::store::{groups, Pool, Store};
+use rtsync::store::groups;
 use support::RedisServer;
-use tokio_util::sync::CancellationToken;
 
 const TABLE: &str = "lag";
-
-async fn store(redis: &RedisServer) -> Store {
-    let store = Store::open(
-        redis.url().split(',').map(str::to_owned).collect(),
-        redis.is_cluster(),
-        Pool::of(2),
-        Keys::new("rts"),
-        "lag-test".into(),
-        86_400_000,
-        &CancellationToken::new(),
-    )
-    .await
-    .expect("store");
-    store.load_library().await.expect("library");
-    store
-}
 
 /// A producer's entry on the table's stream; its id.
 async fn append(redis: &RedisServer) -> StreamId {
@@ -42,7 +24,7 @@ async fn append(redis: &RedisServer) -> StreamId {
 #[tokio::test]
 async fn without_a_delivered_entry_the_lag_is_the_groups() {
     let redis = RedisServer::start().await;
-    let store = store(&redis).await;
+    let store = support::store(&redis, "lag-test").await;
     groups::start_serving(&store, TABLE).await.expect("group");
     append(&redis).await;
     append(&redis).await;
@@ -53,7 +35,7 @@ async fn without_a_delivered_entry_the_lag_is_the_groups() {
 #[tokio::test]
 async fn a_group_trailing_the_last_delivered_entry_with_nothing_after_it_has_no_lag() {
     let redis = RedisServer::start().await;
-    let store = store(&redis).await;
+    let store = support::store(&redis, "lag-test").await;
     groups::start_serving(&store, TABLE).await.expect("group");
     append(&redis).await;
     let delivered = append(&redis).await;
@@ -66,7 +48,7 @@ async fn a_group_trailing_the_last_delivered_entry_with_nothing_after_it_has_no_
 #[tokio::test]
 async fn an_entry_after_the_last_delivered_one_shows_the_groups_lag_as_an_upper_bound() {
     let redis = RedisServer::start().await;
-    let store = store(&redis).await;
+    let store = support::store(&redis, "lag-test").await;
     groups::start_serving(&store, TABLE).await.expect("group");
     append(&redis).await;
     let delivered = append(&redis).await;
@@ -80,7 +62,7 @@ async fn an_entry_after_the_last_delivered_one_shows_the_groups_lag_as_an_upper_
 #[tokio::test]
 async fn a_table_without_this_sidecars_group_has_no_lag_to_report() {
     let redis = RedisServer::start().await;
-    let store = store(&redis).await;
+    let store = support::store(&redis, "lag-test").await;
     append(&redis).await;
     let lag = groups::own_lag(&store, TABLE, None).await.expect("lag");
     assert_eq!(lag, None);

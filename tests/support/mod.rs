@@ -77,6 +77,26 @@ pub async fn stream_ids<C: redis::aio::ConnectionLike>(conn: &mut C, table: &str
         .collect()
 }
 
+/// The store a sidecar named `instance` opens on `redis` (key prefix
+/// `rts`, 24 h retention, the Lua key check on, as the test sidecars run),
+/// with the library loaded: for tests of the store itself.
+pub async fn store(redis: &RedisServer, instance: &str) -> rtsync::store::Store {
+    let store = rtsync::store::Store::open(
+        redis.url().split(',').map(str::to_owned).collect(),
+        redis.is_cluster(),
+        rtsync::store::Pool::of(4),
+        rtsync::store::keys::Keys::new("rts"),
+        instance.into(),
+        86_400_000,
+        &tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("store")
+    .with_key_check(true);
+    store.load_library().await.expect("library");
+    store
+}
+
 /// A producer's `XADD` of a minimal record update to `table`'s stream,
 /// ringing no doorbell; the entry's id.
 pub async fn producer_entry(redis: &RedisServer, table: &str, record: &str) -> String {
